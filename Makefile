@@ -1,0 +1,42 @@
+# drydock-statemgmt. `make help` lists the targets.
+SHELL := /bin/bash
+BIN := node_modules/.bin
+
+.PHONY: help deps gen gen-check lint typecheck build run test check clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+deps: node_modules/.installed ## Install dependencies (npm ci) when missing or stale
+
+gen: deps ## Regenerate gen/ from proto/ (buf generate)
+	$(BIN)/buf generate
+
+gen-check: deps ## Fail when gen/ differs from what proto/ generates
+	@tmp=$$(mktemp -d) && $(BIN)/buf generate -o $$tmp && \
+	  if ! diff -r gen $$tmp/gen; then echo "gen/ is out of date: run make gen and commit it" >&2; rm -rf $$tmp; exit 1; fi; \
+	  rm -rf $$tmp; echo "gen/ is in sync with proto/"
+
+lint: deps ## buf lint
+	$(BIN)/buf lint
+
+typecheck: deps ## TypeScript type check
+	$(BIN)/tsc --noEmit -p .
+
+build: deps ## Compile to dist/
+	$(BIN)/tsc -p .
+
+run: build ## Start the server on 127.0.0.1:50051 (embedded PostgreSQL in .data/ unless DATABASE_URL is set)
+	node dist/src/main.js
+
+test: build ## Run the test suite (embedded PostgreSQL unless DATABASE_URL is set)
+	$(BIN)/mocha
+
+check: gen-check lint test ## What CI runs
+
+clean: ## Remove build output (keeps .data/)
+	rm -rf dist

@@ -1,0 +1,71 @@
+// A typed, promise-based client for any protobuf-es service over grpc-js:
+// the TypeScript counterpart of the stubs other languages generate.
+//
+//   const client = createClient(StateService, "127.0.0.1:50051");
+//   const { task } = await client.getTask({ taskId }, { deadlineMs: 5000 });
+//   for await (const res of client.someStream({ ... })) { ... }
+import * as grpc from "@grpc/grpc-js";
+import { create, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import { grpcDefinition } from "./server/adapter.js";
+
+export interface CallOptions {
+  /** Relative deadline in milliseconds. */
+  deadlineMs?: number;
+  metadata?: grpc.Metadata;
+  /** Cancels the call when aborted. */
+  signal?: AbortSignal;
+}
+
+type In<M extends Pick<DescMethod, "input">> = MessageInitShape<M["input"]>;
+type Out<M extends Pick<DescMethod, "output">> = MessageShape<M["output"]>;
+
+export type Client<S extends GenServiceMethods> = {
+  [K in keyof S]: S[K]["methodKind"] extends "unary"
+    ? (req: In<S[K]>, opts?: CallOptions) => Promise<Out<S[K]>>
+    : S[K]["methodKind"] extends "server_streaming"
+      ? (req: In<S[K]>, opts?: CallOptions) => AsyncIterable<Out<S[K]>> & { cancel(): void }
+      : S[K]["methodKind"] extends "bidi_streaming"
+        ? (opts?: CallOptions) => grpc.ClientDuplexStream<In<S[K]>, Out<S[K]>>
+        : never;
+} & { close(): void; channel: grpc.Client };
+
+export function createClient<S extends GenServiceMethods>(
+  service: GenService<S>,
+  address: string,
+  credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+  options: grpc.ClientOptions = {},
+): Client<S> {
+  const Ctor = grpc.makeGenericClientConstructor(grpcDefinition(service), service.typeName);
+  const raw = new Ctor(address, credentials, options) as unknown as Record<string, (...a: unknown[]) => unknown> & grpc.Client;
+  const out: Record<string, unknown> = { close: () => raw.close(), channel: raw };
+  for (const method of service.methods) {
+    const callOpts = (o?: CallOptions): grpc.CallOptions =>
+      o?.deadlineMs !== undefined ? { deadline: new Date(Date.now() + o.deadlineMs) } : {};
+    const fn = raw[method.localName]!.bind(raw);
+    switch (method.methodKind) {
+      case "unary":
+        out[method.localName] = (req: MessageInitShape<DescMethod["input"]>, o?: CallOptions) =>
+          new Promise((resolve, reject) => {
+            const call = fn(create(method.input, req), o?.metadata ?? new grpc.Metadata(), callOpts(o), (err: unknown, res: unknown) =>
+              err ? reject(err) : resolve(res),
+            ) as grpc.ClientUnaryCall;
+            o?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
+          });
+        break;
+      case "server_streaming":
+        out[method.localName] = (req: MessageInitShape<DescMethod["input"]>, o?: CallOptions) => {
+          const call = fn(create(method.input, req), o?.metadata ?? new grpc.Metadata(), callOpts(o)) as grpc.ClientReadableStream<unknown>;
+          o?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
+          return Object.assign(call, { cancel: () => call.cancel() });
+        };
+        break;
+      case "bidi_streaming":
+        out[method.localName] = (o?: CallOptions) => fn(o?.metadata ?? new grpc.Metadata(), callOpts(o));
+        break;
+      default:
+        break;
+    }
+  }
+  return out as Client<S>;
+}

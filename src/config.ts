@@ -1,0 +1,97 @@
+// Configuration from command-line flags and environment, validated once at
+// start-up. Flags win over environment variables.
+import { parseArgs } from "node:util";
+import path from "node:path";
+
+export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+export interface Config {
+  /** host:port to listen on; port 0 picks a free port. */
+  listen: { host: string; port: number };
+  /** PostgreSQL URL; when absent an embedded PostgreSQL is started in dataDir. */
+  databaseUrl: string | undefined;
+  /** Data directory of the embedded PostgreSQL. */
+  dataDir: string;
+  logLevel: LogLevel;
+  /** Longest time in-flight calls get to finish on shutdown. */
+  shutdownGraceMs: number;
+  /** Connections in the service's database pool. */
+  dbPoolSize: number;
+  /** How often the health service re-checks the database. */
+  healthIntervalMs: number;
+}
+
+export class ConfigError extends Error {}
+
+const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--database-url URL] [--log-level LEVEL]
+
+  --listen        STATEMGMT_LISTEN     address to serve gRPC on (default 127.0.0.1:50051; port 0 = any free port)
+  --database-url  DATABASE_URL         PostgreSQL to use; when unset an embedded PostgreSQL is started
+  --data-dir      STATEMGMT_DATA_DIR   data directory of the embedded PostgreSQL (default .data/)
+  --log-level     STATEMGMT_LOG_LEVEL  fatal|error|warn|info|debug|trace|silent (default info)
+                  STATEMGMT_SHUTDOWN_GRACE_MS  time in-flight calls get on shutdown (default 10000)
+                  STATEMGMT_DB_POOL_SIZE       database connections (default 10)
+                  STATEMGMT_HEALTH_INTERVAL_MS database health probe interval (default 5000)`;
+
+export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Config {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        listen: { type: "string" },
+        "database-url": { type: "string" },
+        "data-dir": { type: "string" },
+        "log-level": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}\n${USAGE}`);
+  }
+  if (values.help) throw new ConfigError(USAGE);
+
+  const str = (flag: string, name: string): string | undefined => {
+    const v = (values[flag] as string | undefined) ?? env[name];
+    return v === undefined || v === "" ? undefined : v;
+  };
+
+  const logLevel = (str("log-level", "STATEMGMT_LOG_LEVEL") ?? "info") as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(`STATEMGMT_LOG_LEVEL / --log-level: "${logLevel}" is not one of ${LOG_LEVELS.join(", ")}`);
+  }
+  const databaseUrl = str("database-url", "DATABASE_URL");
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError("DATABASE_URL / --database-url: must start with postgres:// or postgresql://");
+  }
+  return {
+    listen: parseListen(str("listen", "STATEMGMT_LISTEN") ?? "127.0.0.1:50051"),
+    databaseUrl,
+    dataDir: path.resolve(str("data-dir", "STATEMGMT_DATA_DIR") ?? ".data"),
+    logLevel,
+    shutdownGraceMs: intEnv(env, "STATEMGMT_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    dbPoolSize: intEnv(env, "STATEMGMT_DB_POOL_SIZE", 10, 1, 1000),
+    healthIntervalMs: intEnv(env, "STATEMGMT_HEALTH_INTERVAL_MS", 5_000, 10, 3_600_000),
+  };
+}
+
+export function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new ConfigError(`STATEMGMT_LISTEN / --listen: "${value}" is not HOST:PORT (e.g. 127.0.0.1:50051, [::1]:0)`);
+  }
+  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
+}
+
+function intEnv(env: NodeJS.ProcessEnv, name: string, dflt: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${name}: "${raw}" is not an integer between ${min} and ${max}`);
+  }
+  return n;
+}

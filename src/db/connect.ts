@@ -1,0 +1,40 @@
+import postgres from "postgres";
+import { parseTimestamptz, formatMicros, type Micros } from "./time.js";
+
+export type Sql = postgres.Sql<{ micros: Micros; bigint: bigint }>;
+export type TxSql = postgres.TransactionSql<{ micros: Micros; bigint: bigint }>;
+/** A pool or an open transaction: what store functions run their queries on. */
+export type Queryable = Sql | TxSql;
+
+export interface ConnectOptions {
+  url: string;
+  max?: number;
+  applicationName?: string;
+  /** Called with notices and connection errors worth logging. */
+  onNotice?: (notice: postgres.Notice) => void;
+}
+
+/**
+ * Opens the service's pool. timestamptz is read as exact microseconds and
+ * int8 as bigint; sessions run in UTC (the parser does not depend on it).
+ */
+export function connect(opts: ConnectOptions): Sql {
+  return postgres(opts.url, {
+    max: opts.max ?? 10,
+    // Fail fast when the database is unreachable: calls answer UNAVAILABLE
+    // instead of hanging for postgres.js's default 30 s.
+    connect_timeout: 5,
+    idle_timeout: 60,
+    onnotice: opts.onNotice ?? (() => {}),
+    connection: { application_name: opts.applicationName ?? "drydock-statemgmt", TimeZone: "UTC" },
+    types: {
+      micros: {
+        to: 1184,
+        from: [1184],
+        serialize: (x: Micros) => formatMicros(x),
+        parse: (x: string) => parseTimestamptz(x),
+      },
+      bigint: postgres.BigInt,
+    },
+  }) as unknown as Sql;
+}

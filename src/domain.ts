@@ -1,0 +1,81 @@
+// Domain types shared by the store and the RPC layer. No protobuf, no SQL.
+import type { Micros } from "./db/time.js";
+
+export type { Micros };
+
+export const TASK_STATUSES = ["requested", "queued", "running", "terminating", "terminated", "complete"] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+export const FINISHED_STATUSES: readonly TaskStatus[] = ["complete", "terminated"];
+
+export const ACTION_RESULTS = ["incomplete", "success", "partial_success", "failure", "unreported"] as const;
+export type ActionResult = (typeof ACTION_RESULTS)[number];
+
+export type FilterSetType = "union" | "intersection";
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [k: string]: JsonValue };
+export type JsonObject = { [k: string]: JsonValue };
+
+export interface Link {
+  rel: string;
+  href: string;
+}
+
+export interface TaskResult {
+  status: ActionResult;
+  message: string;
+  reason: string;
+  errorCount: number;
+  successes: string[];
+  failures: string[];
+  links: Link[];
+}
+
+export interface NodeFilterSet {
+  filterType: FilterSetType;
+  nodeNames: string[];
+  nodeTags: string[];
+  nodeLabels: Record<string, string>;
+  rackNames: string[];
+  rackLabels: Record<string, string>;
+}
+
+export interface NodeFilter {
+  filterSetType: FilterSetType;
+  filterSet: NodeFilterSet[];
+}
+
+export interface Task {
+  taskId: string;
+  parentTaskId: string | null;
+  subtaskIds: string[];
+  action: string;
+  designRef: string;
+  status: TaskStatus;
+  result: TaskResult;
+  nodeFilter: NodeFilter | null;
+  requestContext: JsonObject | null;
+  created: Micros;
+  updated: Micros;
+  terminated: Micros | null;
+  createdBy: string;
+  terminatedBy: string | null;
+  terminate: boolean;
+  retry: number;
+  version: bigint;
+  claimedBy: string | null;
+  claimedAt: Micros | null;
+}
+
+/** Fields UpdateTask may change; absent means unchanged. */
+export interface TaskChanges {
+  status?: TaskStatus;
+  resultStatus?: ActionResult;
+  resultMessage?: string;
+  resultReason?: string;
+  resultSuccesses?: string[];
+  resultFailures?: string[];
+  resultLinks?: Link[];
+  nodeFilter?: NodeFilter | null;
+  designRef?: string;
+  retry?: number;
+}

@@ -1,0 +1,103 @@
+// Domain errors. The store, the fetcher and the RPC layer throw these; only
+// src/server/status.ts turns them into gRPC statuses. Each has a stable
+// `reason` (sent to clients as google.rpc.ErrorInfo.reason) and the fields a
+// caller needs to act on it.
+
+export interface FieldViolation {
+  /** Request field path in proto (snake_case) form, e.g. "task.result.message". */
+  field: string;
+  description: string;
+}
+
+export abstract class DomainError extends Error {
+  abstract readonly reason: string;
+  /** Extra machine-readable detail, sent as ErrorInfo.metadata. */
+  readonly metadata: Record<string, string>;
+  constructor(message: string, metadata: Record<string, string> = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.metadata = metadata;
+  }
+}
+
+/** The request is malformed; nothing was read or written. */
+export class InvalidArgumentError extends DomainError {
+  readonly reason = "INVALID_ARGUMENT";
+  constructor(readonly violations: FieldViolation[]) {
+    super(violations.map((v) => `${v.field}: ${v.description}`).join("; "));
+  }
+  static field(field: string, description: string): InvalidArgumentError {
+    return new InvalidArgumentError([{ field, description }]);
+  }
+}
+
+export class NotFoundError extends DomainError {
+  readonly reason: string;
+  constructor(readonly resourceType: string, readonly resourceName: string, message?: string) {
+    super(message ?? `${resourceType} ${resourceName} does not exist`, { [`${snake(resourceType)}_id`]: resourceName });
+    this.reason = `${snake(resourceType).toUpperCase()}_NOT_FOUND`;
+  }
+}
+
+export class AlreadyExistsError extends DomainError {
+  readonly reason: string;
+  constructor(readonly resourceType: string, readonly resourceName: string) {
+    super(`${resourceType} ${resourceName} already exists`, { [`${snake(resourceType)}_id`]: resourceName });
+    this.reason = `${snake(resourceType).toUpperCase()}_ALREADY_EXISTS`;
+  }
+}
+
+/** Optimistic concurrency: the caller's expected version is not current. */
+export class VersionMismatchError extends DomainError {
+  readonly reason = "VERSION_MISMATCH";
+  constructor(taskId: string, expected: bigint, current: bigint) {
+    super(`task ${taskId} is at version ${current}, not the expected ${expected}; re-read it and retry`, {
+      task_id: taskId,
+      expected_version: String(expected),
+      current_version: String(current),
+    });
+  }
+}
+
+/** The operation is not allowed in the resource's current state. */
+export class FailedPreconditionError extends DomainError {
+  constructor(readonly reason: string, message: string, metadata: Record<string, string> = {}) {
+    super(message, metadata);
+  }
+}
+
+/** The database cannot be reached or refused the connection. */
+export class UnavailableError extends DomainError {
+  readonly reason = "DATABASE_UNAVAILABLE";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, {}, options);
+  }
+}
+
+/** The call's deadline passed; its database work was cancelled. */
+export class DeadlineExceededError extends DomainError {
+  readonly reason = "DEADLINE_EXCEEDED";
+  constructor(message = "deadline exceeded; the database work of this call was cancelled", options?: { cause?: unknown }) {
+    super(message, {}, options);
+  }
+}
+
+/** The client cancelled the call; its database work was cancelled. */
+export class CancelledError extends DomainError {
+  readonly reason = "CANCELLED";
+  constructor(message = "call cancelled by the client", options?: { cause?: unknown }) {
+    super(message, {}, options);
+  }
+}
+
+function snake(s: string): string {
+  return s.replace(/([a-z0-9])([A-Z])/g, "$1_$2").replace(/[\s-]+/g, "_").toLowerCase();
+}
+
+/** The server is shutting down; the client should retry on another replica. */
+export class ShuttingDownError extends DomainError {
+  readonly reason = "SHUTTING_DOWN";
+  constructor() {
+    super("the server is shutting down; retry on another replica");
+  }
+}

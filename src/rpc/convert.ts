@@ -1,0 +1,105 @@
+// Domain objects <-> protobuf messages.
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import {
+  ActionResult as PbActionResult,
+  FilterSetType as PbFilterSetType,
+  TaskStatus as PbTaskStatus,
+  TaskSchema,
+  type NodeFilter as PbNodeFilter,
+  type Task as PbTask,
+} from "../../gen/drydock/statemgmt/v1/task_pb.js";
+import type { ActionResult, FilterSetType, Micros, NodeFilter, Task, TaskStatus } from "../domain.js";
+
+const STATUS_TO_PB: Record<TaskStatus, PbTaskStatus> = {
+  requested: PbTaskStatus.REQUESTED,
+  queued: PbTaskStatus.QUEUED,
+  running: PbTaskStatus.RUNNING,
+  terminating: PbTaskStatus.TERMINATING,
+  terminated: PbTaskStatus.TERMINATED,
+  complete: PbTaskStatus.COMPLETE,
+};
+const RESULT_TO_PB: Record<ActionResult, PbActionResult> = {
+  incomplete: PbActionResult.INCOMPLETE,
+  success: PbActionResult.SUCCESS,
+  partial_success: PbActionResult.PARTIAL_SUCCESS,
+  failure: PbActionResult.FAILURE,
+  unreported: PbActionResult.UNREPORTED,
+};
+
+const invert = <K extends string, V extends number>(m: Record<K, V>) =>
+  new Map<number, K>(Object.entries(m).map(([k, v]) => [v as number, k as K]));
+const STATUS_FROM_PB = invert(STATUS_TO_PB);
+const RESULT_FROM_PB = invert(RESULT_TO_PB);
+
+/** Domain status of a proto enum value; undefined for UNSPECIFIED or unknown values. */
+export const statusFromPb = (s: PbTaskStatus): TaskStatus | undefined => STATUS_FROM_PB.get(s);
+export const resultFromPb = (s: PbActionResult): ActionResult | undefined => RESULT_FROM_PB.get(s);
+export const statusToPb = (s: TaskStatus): PbTaskStatus => STATUS_TO_PB[s];
+
+export function timestampFromMicros(us: Micros): Timestamp {
+  const seconds = us / 1_000_000n - (us % 1_000_000n < 0n ? 1n : 0n);
+  const nanos = Number(us - seconds * 1_000_000n) * 1000;
+  return { $typeName: "google.protobuf.Timestamp", seconds, nanos };
+}
+
+/** Whole microseconds of a Timestamp (sub-microsecond nanos are refused by validation). */
+export function microsFromTimestamp(ts: Timestamp): Micros {
+  return ts.seconds * 1_000_000n + BigInt(Math.floor(ts.nanos / 1000));
+}
+
+const filterTypeToPb = (t: FilterSetType) => (t === "intersection" ? PbFilterSetType.INTERSECTION : PbFilterSetType.UNION);
+const filterTypeFromPb = (t: PbFilterSetType): FilterSetType => (t === PbFilterSetType.INTERSECTION ? "intersection" : "union");
+
+export function nodeFilterFromPb(f: PbNodeFilter): NodeFilter {
+  return {
+    filterSetType: filterTypeFromPb(f.filterSetType),
+    filterSet: f.filterSet.map((s) => ({
+      filterType: filterTypeFromPb(s.filterType),
+      nodeNames: s.nodeNames,
+      nodeTags: s.nodeTags,
+      nodeLabels: { ...s.nodeLabels },
+      rackNames: s.rackNames,
+      rackLabels: { ...s.rackLabels },
+    })),
+  };
+}
+
+function nodeFilterToPb(f: NodeFilter): MessageInitShape<typeof TaskSchema>["nodeFilter"] {
+  return {
+    filterSetType: filterTypeToPb(f.filterSetType),
+    filterSet: f.filterSet.map((s) => ({ ...s, filterType: filterTypeToPb(s.filterType) })),
+  };
+}
+
+export function taskToPb(t: Task): PbTask {
+  return create(TaskSchema, {
+    taskId: t.taskId,
+    parentTaskId: t.parentTaskId ?? "",
+    subtaskIds: t.subtaskIds,
+    action: t.action,
+    designRef: t.designRef,
+    status: STATUS_TO_PB[t.status],
+    result: {
+      status: RESULT_TO_PB[t.result.status],
+      message: t.result.message,
+      reason: t.result.reason,
+      errorCount: t.result.errorCount,
+      successes: t.result.successes,
+      failures: t.result.failures,
+      links: t.result.links,
+    },
+    nodeFilter: t.nodeFilter ? nodeFilterToPb(t.nodeFilter) : undefined,
+    requestContext: t.requestContext ?? undefined,
+    created: timestampFromMicros(t.created),
+    updated: timestampFromMicros(t.updated),
+    terminated: t.terminated === null ? undefined : timestampFromMicros(t.terminated),
+    createdBy: t.createdBy,
+    terminatedBy: t.terminatedBy ?? "",
+    terminate: t.terminate,
+    retry: t.retry,
+    version: t.version,
+    claimedBy: t.claimedBy ?? "",
+    claimedAt: t.claimedAt === null ? undefined : timestampFromMicros(t.claimedAt),
+  });
+}

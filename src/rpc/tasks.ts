@@ -1,0 +1,228 @@
+// Task RPCs: validate, call one store function, convert the result.
+import { randomUUID } from "node:crypto";
+import type { Sql } from "../db/connect.js";
+import type { ServiceImpl } from "../server/adapter.js";
+import type { StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { SubtaskFilter } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { TaskStatus as PbTaskStatus, type Task as PbTask } from "../../gen/drydock/statemgmt/v1/task_pb.js";
+import type { Task, TaskChanges, TaskStatus } from "../domain.js";
+import * as tasks from "../store/tasks.js";
+import { NotFoundError } from "../errors.js";
+import { microsFromTimestamp, nodeFilterFromPb, resultFromPb, statusFromPb, taskToPb } from "./convert.js";
+import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
+import { LIMITS, Validator } from "./validate.js";
+
+type Methods = typeof StateService extends { method: infer M } ? M : never;
+export type StateImpl = ServiceImpl<Methods>;
+
+/** Mask paths UpdateTask accepts. */
+const UPDATE_PATHS = [
+  "status",
+  "result",
+  "result.status",
+  "result.message",
+  "result.reason",
+  "result.successes",
+  "result.failures",
+  "result.links",
+  "node_filter",
+  "design_ref",
+  "retry",
+] as const;
+type UpdatePath = (typeof UPDATE_PATHS)[number];
+
+export function taskRpcs(sql: Sql): StateImpl {
+  return {
+    async createTask(req, { signal }) {
+      const v = new Validator();
+      const taskId = req.taskId === "" ? randomUUID() : v.uuid("task_id", req.taskId, false);
+      const parentTaskId = v.uuid("parent_task_id", req.parentTaskId, false);
+      v.action("action", req.action)
+        .designRef("design_ref", req.designRef)
+        .nodeFilter("node_filter", req.nodeFilter)
+        .jsonObject("request_context", req.requestContext, LIMITS.requestContextBytes)
+        .text("created_by", req.createdBy, LIMITS.name);
+      const initial = req.initialStatus === PbTaskStatus.UNSPECIFIED ? "requested" : statusFromPb(req.initialStatus);
+      if (initial !== "requested" && initial !== "queued") v.add("initial_status", "must be REQUESTED, QUEUED or unspecified");
+      v.check();
+      const task = await tasks.tasksInsert(sql, {
+        taskId,
+        parentTaskId: parentTaskId === "" ? null : parentTaskId,
+        action: req.action,
+        designRef: req.designRef,
+        status: initial as "requested" | "queued",
+        nodeFilter: req.nodeFilter ? nodeFilterFromPb(req.nodeFilter) : null,
+        requestContext: req.requestContext ?? null,
+        createdBy: req.createdBy,
+        signal,
+      });
+      return { task: taskToPb(task) };
+    },
+
+    async getTask(req, { signal }) {
+      const v = new Validator();
+      const taskId = v.uuid("task_id", req.taskId, true);
+      v.check();
+      return { task: taskToPb(await tasks.tasksGetById(sql, { taskId, signal })) };
+    },
+
+    async listTasks(req, { signal }) {
+      const v = new Validator();
+      const limit = v.pageSize("page_size", req.pageSize);
+      const statuses = statusList(v, "statuses", req.statuses);
+      if (req.actions.length > LIMITS.listFilterValues) v.add("actions", `at most ${LIMITS.listFilterValues} actions`);
+      req.actions.forEach((a, i) => v.action(`actions[${i}]`, a));
+      const parent = v.uuid("parent_task_id", req.parentTaskId, false);
+      v.timestamp("created_after", req.createdAfter).timestamp("created_before", req.createdBefore);
+      v.check();
+      const filters = {
+        statuses,
+        actions: req.actions,
+        parentTaskId: parent === "" ? null : parent,
+        createdAfter: req.createdAfter ? microsFromTimestamp(req.createdAfter) : null,
+        createdBefore: req.createdBefore ? microsFromTimestamp(req.createdBefore) : null,
+      };
+      return listPage(sql, filters, limit, req.pageToken, signal);
+    },
+
+    async listSubtasks(req, { signal }) {
+      const v = new Validator();
+      const parent = v.uuid("parent_task_id", req.parentTaskId, true);
+      const limit = v.pageSize("page_size", req.pageSize);
+      if (!(req.filter in SubtaskFilter)) v.add("filter", `unknown value ${req.filter}`);
+      v.check();
+      // Existence first, so an unknown parent is NOT_FOUND rather than an empty list.
+      if (!(await tasks.tasksExists(sql, { taskId: parent, signal }))) throw new NotFoundError("Task", parent);
+      const statuses: TaskStatus[] =
+        req.filter === SubtaskFilter.ACTIVE
+          ? ["requested", "queued", "running", "terminating"]
+          : req.filter === SubtaskFilter.COMPLETE
+            ? ["complete"]
+            : [];
+      const filters = { statuses, actions: [], parentTaskId: parent, createdAfter: null, createdBefore: null };
+      return listPage(sql, filters, limit, req.pageToken, signal);
+    },
+
+    async updateTask(req, { signal }) {
+      const v = new Validator();
+      const t = req.task;
+      const taskId = v.uuid("task.task_id", t?.taskId ?? "", true);
+      const paths = req.updateMask?.paths ?? [];
+      if (paths.length === 0) v.add("update_mask", `is required; allowed paths: ${UPDATE_PATHS.join(", ")}`);
+      for (const p of paths) {
+        if (!(UPDATE_PATHS as readonly string[]).includes(p)) {
+          v.add("update_mask", `path "${p}" cannot be updated; allowed paths: ${UPDATE_PATHS.join(", ")}`);
+        }
+      }
+      if (req.expectedVersion < 0n) v.add("expected_version", "must not be negative");
+      v.check();
+      const changes = taskChanges(v, t!, new Set(paths as UpdatePath[]));
+      v.check();
+      const task = await tasks.tasksUpdate(sql, { taskId, changes, expectedVersion: req.expectedVersion, signal });
+      return { task: taskToPb(task) };
+    },
+
+    async terminateTask(req, { signal }) {
+      const v = new Validator();
+      const taskId = v.uuid("task_id", req.taskId, true);
+      v.text("terminated_by", req.terminatedBy, LIMITS.name);
+      v.check();
+      return { task: taskToPb(await tasks.tasksTerminate(sql, { taskId, terminatedBy: req.terminatedBy, signal })) };
+    },
+
+    async claimNextTask(req, { signal }) {
+      const v = new Validator();
+      v.text("instance_id", req.instanceId, LIMITS.name, true);
+      if (req.actions.length > LIMITS.listFilterValues) v.add("actions", `at most ${LIMITS.listFilterValues} actions`);
+      req.actions.forEach((a, i) => v.action(`actions[${i}]`, a));
+      v.check();
+      const task = await tasks.tasksClaimNext(sql, { instanceId: req.instanceId, actions: req.actions, signal });
+      return { task: task ? taskToPb(task) : undefined };
+    },
+
+    async purgeTasks(req, { signal }) {
+      const v = new Validator();
+      if (req.olderThanDays < 0) v.add("older_than_days", "must not be negative");
+      v.check();
+      const n = await tasks.tasksPurge(sql, { olderThanDays: req.olderThanDays, signal });
+      return { tasksDeleted: BigInt(n.tasks), resultMessagesDeleted: BigInt(n.resultMessages) };
+    },
+  };
+}
+
+function statusList(v: Validator, field: string, values: PbTaskStatus[]): TaskStatus[] {
+  const out: TaskStatus[] = [];
+  values.forEach((s, i) => {
+    const d = statusFromPb(s);
+    if (d === undefined) v.add(`${field}[${i}]`, `${PbTaskStatus[s] ?? s} is not a task status`);
+    else out.push(d);
+  });
+  return out;
+}
+
+async function listPage(
+  sql: Sql,
+  filters: Omit<tasks.TasksListParams, "after" | "limit" | "signal">,
+  limit: number,
+  pageToken: string,
+  signal: AbortSignal,
+): Promise<{ tasks: PbTask[]; nextPageToken: string }> {
+  const fingerprint = filterFingerprint(filters);
+  const key = decodePageToken("page_token", pageToken, fingerprint, 2);
+  const after = key ? { created: BigInt(key[0]!), taskId: key[1]! } : null;
+  const rows: Task[] = await tasks.tasksList(sql, { ...filters, after, limit: limit + 1, signal });
+  const page = rows.slice(0, limit);
+  const last = page[page.length - 1];
+  const nextPageToken = rows.length > limit && last ? encodePageToken(fingerprint, [last.created.toString(), last.taskId]) : "";
+  return { tasks: page.map(taskToPb), nextPageToken };
+}
+
+/** The changes named by the mask, validated. */
+function taskChanges(v: Validator, t: PbTask, paths: Set<UpdatePath>): TaskChanges {
+  const c: TaskChanges = {};
+  const has = (p: UpdatePath) => paths.has(p) || (p.startsWith("result.") && paths.has("result"));
+  const r = t.result;
+  if (has("status")) {
+    const s = statusFromPb(t.status);
+    if (s === undefined) v.add("task.status", "must be a task status (not UNSPECIFIED)");
+    else c.status = s;
+  }
+  if (has("result.status")) {
+    const s = r ? resultFromPb(r.status) : "incomplete";
+    if (s === undefined) v.add("task.result.status", "must be an action result (not UNSPECIFIED)");
+    else c.resultStatus = s;
+  }
+  if (has("result.message")) {
+    v.text("task.result.message", r?.message ?? "", LIMITS.resultText);
+    c.resultMessage = r?.message ?? "";
+  }
+  if (has("result.reason")) {
+    v.text("task.result.reason", r?.reason ?? "", LIMITS.resultText);
+    c.resultReason = r?.reason ?? "";
+  }
+  if (has("result.successes")) {
+    v.texts("task.result.successes", r?.successes ?? [], LIMITS.nodeList, LIMITS.name);
+    c.resultSuccesses = r?.successes ?? [];
+  }
+  if (has("result.failures")) {
+    v.texts("task.result.failures", r?.failures ?? [], LIMITS.nodeList, LIMITS.name);
+    c.resultFailures = r?.failures ?? [];
+  }
+  if (has("result.links")) {
+    v.links("task.result.links", r?.links ?? []);
+    c.resultLinks = (r?.links ?? []).map((l) => ({ rel: l.rel, href: l.href }));
+  }
+  if (has("node_filter")) {
+    v.nodeFilter("task.node_filter", t.nodeFilter);
+    c.nodeFilter = t.nodeFilter ? nodeFilterFromPb(t.nodeFilter) : null;
+  }
+  if (has("design_ref")) {
+    v.designRef("task.design_ref", t.designRef);
+    c.designRef = t.designRef;
+  }
+  if (has("retry")) {
+    if (t.retry < 0) v.add("task.retry", "must not be negative");
+    c.retry = t.retry;
+  }
+  return c;
+}

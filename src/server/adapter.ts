@@ -1,0 +1,223 @@
+// Serves protobuf-es v2 service descriptors on grpc-js. Handlers are plain
+// functions: `async (request, ctx) => response` for unary methods, async
+// generators for server-streaming ones, and `(requests, ctx) => responses`
+// for bidi ones. The adapter
+//   - (de)serializes with the generated schemas,
+//   - turns the deadline, client cancellation and server shutdown into one
+//     AbortSignal (ctx.signal) that cancels the call's database work,
+//   - answers every call exactly once, mapping errors in one place
+//     (status.ts), and logs one line per call,
+//   - answers UNIMPLEMENTED for methods without a handler.
+import * as grpc from "@grpc/grpc-js";
+import {
+  create,
+  fromBinary,
+  toBinary,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  type MessageInitShape,
+  type MessageShape,
+} from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import type { Logger } from "../log.js";
+import { DeadlineReason } from "../store/sql.js";
+import { toServiceError } from "./status.js";
+import { ShuttingDownError } from "../errors.js";
+
+export interface CallContext {
+  /** Aborted when the deadline passes, the client cancels or the server shuts down. */
+  signal: AbortSignal;
+  metadata: grpc.Metadata;
+  peer: string;
+  /** Full method name, e.g. drydock.statemgmt.v1.StateService/GetTask. */
+  method: string;
+}
+
+type In<M extends DescMethod> = MessageShape<M["input"]>;
+type Out<M extends DescMethod> = MessageInitShape<M["output"]>;
+
+export type MethodImpl<M extends DescMethod> = M["methodKind"] extends "unary"
+  ? (req: In<M>, ctx: CallContext) => Promise<Out<M>>
+  : M["methodKind"] extends "server_streaming"
+    ? (req: In<M>, ctx: CallContext) => AsyncIterable<Out<M>>
+    : M["methodKind"] extends "bidi_streaming"
+      ? (reqs: AsyncIterable<In<M>>, ctx: CallContext) => AsyncIterable<Out<M>>
+      : never;
+
+export type ServiceImpl<S extends GenServiceMethods> = {
+  [K in keyof S]?: MethodImpl<S[K] & DescMethod>;
+};
+
+/** The controllers of open calls, so shutdown can abort them. */
+export interface OpenCalls {
+  unary: Set<AbortController>;
+  streams: Set<AbortController>;
+}
+
+/**
+ * Registers `impl` for `service` on `server`. Every open call's controller is
+ * kept in `calls`, so shutdown can abort them with ShuttingDownError.
+ */
+export function addService<S extends GenServiceMethods>(
+  server: grpc.Server,
+  service: GenService<S>,
+  impl: ServiceImpl<S>,
+  log: Logger,
+  calls: OpenCalls,
+): void {
+  const handlers: grpc.UntypedServiceImplementation = {};
+  for (const method of (service as DescService).methods) {
+    const fn = (impl as Record<string, unknown>)[method.localName] as ((...a: unknown[]) => unknown) | undefined;
+    handlers[method.localName] = makeHandler(method, fn, log, calls);
+  }
+  server.addService(grpcDefinition(service), handlers);
+}
+
+/** The grpc-js service definition of a protobuf-es service (used by server and client). */
+export function grpcDefinition(service: DescService): grpc.ServiceDefinition {
+  const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const method of service.methods) {
+    definition[method.localName] = {
+      path: `/${service.typeName}/${method.name}`,
+      originalName: method.name,
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: (msg: unknown) => Buffer.from(toBinary(method.input, msg as never)),
+      requestDeserialize: (buf: Buffer) => fromBinary(method.input, buf),
+      responseSerialize: (msg: unknown) => Buffer.from(toBinary(method.output, msg as never)),
+      responseDeserialize: (buf: Buffer) => fromBinary(method.output, buf),
+    };
+  }
+  return definition;
+}
+
+/** What every kind of grpc-js server call offers. */
+type AnyCall = NodeJS.EventEmitter & {
+  metadata: grpc.Metadata;
+  getDeadline(): grpc.Deadline;
+  getPeer(): string;
+};
+
+function makeHandler(
+  method: DescMethod,
+  fn: ((...a: unknown[]) => unknown) | undefined,
+  log: Logger,
+  calls: OpenCalls,
+): grpc.UntypedHandleCall {
+  const name = `${method.parent.typeName}/${method.name}`;
+
+  const open = method.methodKind === "unary" ? calls.unary : calls.streams;
+  const begin = (call: AnyCall) => {
+    const started = process.hrtime.bigint();
+    const ac = new AbortController();
+    open.add(ac);
+    const deadline = call.getDeadline();
+    const ms = deadline instanceof Date ? deadline.getTime() - Date.now() : Number(deadline) - Date.now();
+    const timer = Number.isFinite(ms)
+      ? setTimeout(() => ac.abort(new DeadlineReason("deadline exceeded")), Math.max(0, ms))
+      : undefined;
+    const onCancel = () => ac.abort(new Error("cancelled by client"));
+    call.on("cancelled", onCancel);
+    const ctx: CallContext = { signal: ac.signal, metadata: call.metadata, peer: call.getPeer(), method: name };
+    const finish = (code: grpc.status, err?: unknown) => {
+      clearTimeout(timer);
+      call.removeListener("cancelled", onCancel);
+      open.delete(ac);
+      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+      const entry = { method: name, code: grpc.status[code], durationMs: Math.round(durationMs * 1000) / 1000, peer: ctx.peer };
+      if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) log.error({ ...entry, err }, "call failed");
+      else log.info(entry, "call");
+    };
+    return { ctx, finish };
+  };
+
+  const fail = (err: unknown, signal: AbortSignal) => {
+    const mapped = toServiceError(signal.aborted && signal.reason instanceof ShuttingDownError ? signal.reason : err);
+    return mapped;
+  };
+
+  if (!fn) {
+    return ((call: AnyCall, callback?: grpc.sendUnaryData<unknown>) => {
+      const { finish } = begin(call);
+      const err = { code: grpc.status.UNIMPLEMENTED, details: `${name} is not implemented by this server` };
+      finish(err.code);
+      if (callback) callback(err);
+      else call.emit("error", err);
+    }) as grpc.UntypedHandleCall;
+  }
+
+  switch (method.methodKind) {
+    case "unary":
+      return ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        const { ctx, finish } = begin(call);
+        (async () => {
+          try {
+            const out = await (fn(call.request, ctx) as Promise<MessageInitShape<DescMessage>>);
+            const msg = create(method.output, out);
+            finish(grpc.status.OK);
+            callback(null, msg);
+          } catch (err) {
+            const se = fail(err, ctx.signal);
+            finish(se.code, err);
+            callback(se);
+          }
+        })();
+      }) as grpc.UntypedHandleCall;
+    case "server_streaming":
+    case "bidi_streaming":
+      return ((call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) => {
+        const { ctx, finish } = begin(call);
+        (async () => {
+          try {
+            const source =
+              method.methodKind === "server_streaming"
+                ? fn((call as grpc.ServerWritableStream<unknown, unknown>).request, ctx)
+                : fn(readRequests(call as grpc.ServerDuplexStream<unknown, unknown>, ctx.signal), ctx);
+            for await (const out of source as AsyncIterable<MessageInitShape<DescMessage>>) {
+              if (!call.write(create(method.output, out))) await drained(call, ctx.signal);
+            }
+            if (ctx.signal.aborted && ctx.signal.reason instanceof ShuttingDownError) throw ctx.signal.reason;
+            finish(grpc.status.OK);
+            call.end();
+          } catch (err) {
+            const se = fail(err, ctx.signal);
+            finish(se.code, err);
+            call.emit("error", se);
+          }
+        })();
+      }) as grpc.UntypedHandleCall;
+    default:
+      throw new Error(`${name}: ${method.methodKind} methods are not supported`);
+  }
+}
+
+/** The requests of a bidi call as an async iterable that ends with the call. */
+async function* readRequests(call: grpc.ServerDuplexStream<unknown, unknown>, signal: AbortSignal): AsyncIterable<unknown> {
+  const it = call[Symbol.asyncIterator]();
+  const aborted = new Promise<IteratorResult<unknown>>((resolve) => {
+    if (signal.aborted) resolve({ done: true, value: undefined });
+    signal.addEventListener("abort", () => resolve({ done: true, value: undefined }), { once: true });
+  });
+  for (;;) {
+    const r = await Promise.race([it.next(), aborted]);
+    if (r.done) return;
+    yield r.value;
+  }
+}
+
+function drained(call: NodeJS.EventEmitter, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      call.removeListener("drain", done);
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    };
+    const onAbort = () => {
+      call.removeListener("drain", done);
+      reject(signal.reason);
+    };
+    call.once("drain", done);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}

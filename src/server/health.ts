@@ -1,0 +1,104 @@
+// grpc.health.v1.Health: SERVING only while the database answers.
+import { EventEmitter, once } from "node:events";
+import type { Sql } from "../db/connect.js";
+import { HealthCheckResponse_ServingStatus as Status, type Health } from "../../gen/grpc/health/v1/health_pb.js";
+import type { ServiceImpl } from "./adapter.js";
+import type { Logger } from "../log.js";
+import { NotFoundError } from "../errors.js";
+
+type Methods = typeof Health extends { method: infer M } ? M : never;
+
+/** Services this server reports on; "" is the server as a whole. */
+const KNOWN = new Set(["", "drydock.statemgmt.v1.StateService"]);
+
+/** Probes the database on an interval and whenever asked; emits "change". */
+export class DatabaseHealth extends EventEmitter {
+  status: Status = Status.UNKNOWN;
+  private timer: NodeJS.Timeout | undefined;
+  private inflight: Promise<Status> | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly intervalMs: number,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.setMaxListeners(0);
+  }
+
+  start(): Promise<Status> {
+    const tick = () => {
+      this.timer = setTimeout(() => void this.probe().finally(() => this.stopped || tick()), this.intervalMs);
+      this.timer.unref();
+    };
+    tick();
+    return this.probe();
+  }
+
+  /** Marks the server NOT_SERVING for good (shutdown). */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.set(Status.NOT_SERVING);
+  }
+
+  /** One probe at a time; concurrent callers share it. */
+  probe(): Promise<Status> {
+    if (this.stopped) return Promise.resolve(this.status);
+    this.inflight ??= (async () => {
+      let ok = false;
+      try {
+        const q = this.sql`select 1`;
+        const timeout = setTimeout(() => void q.cancel(), Math.min(this.intervalMs, 2000));
+        try {
+          await q;
+          ok = true;
+        } finally {
+          clearTimeout(timeout);
+        }
+      } catch (err) {
+        if (this.status !== Status.NOT_SERVING) this.log.warn({ err: String(err) }, "database health probe failed");
+      }
+      if (!this.stopped) this.set(ok ? Status.SERVING : Status.NOT_SERVING);
+      return this.status;
+    })().finally(() => (this.inflight = undefined));
+    return this.inflight;
+  }
+
+  private set(s: Status): void {
+    if (s === this.status) return;
+    this.status = s;
+    this.log.info({ status: Status[s] }, "health changed");
+    this.emit("change", s);
+  }
+}
+
+export function healthRpcs(health: DatabaseHealth): ServiceImpl<Methods> {
+  return {
+    async check(req) {
+      if (!KNOWN.has(req.service)) throw new NotFoundError("Service", req.service, `unknown service "${req.service}"`);
+      return { status: await health.probe() };
+    },
+    async *watch(req, { signal }) {
+      if (!KNOWN.has(req.service)) {
+        yield { status: Status.SERVICE_UNKNOWN };
+        await once(signal, "abort").catch(() => {});
+        return;
+      }
+      let last = health.status;
+      yield { status: last };
+      for (;;) {
+        try {
+          await once(health, "change", { signal });
+        } catch {
+          return; // the call is over
+        }
+        if (health.status !== last) {
+          last = health.status;
+          yield { status: last };
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,84 @@
+// Assembles the gRPC server: StateService, health, reflection.
+import * as grpc from "@grpc/grpc-js";
+import { file_drydock_statemgmt_v1_state_service, StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { file_grpc_health_v1_health, Health } from "../../gen/grpc/health/v1/health_pb.js";
+import * as reflV1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import * as reflV1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import type { Sql } from "../db/connect.js";
+import { ShuttingDownError } from "../errors.js";
+import type { Logger } from "../log.js";
+import { taskRpcs } from "../rpc/tasks.js";
+import { addService, type OpenCalls } from "./adapter.js";
+import { DatabaseHealth, healthRpcs } from "./health.js";
+import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
+
+export interface ServerOptions {
+  sql: Sql;
+  log: Logger;
+  host: string;
+  port: number;
+  healthIntervalMs: number;
+}
+
+export interface StateServer {
+  /** host:port actually bound (port 0 resolved). */
+  address: string;
+  port: number;
+  health: DatabaseHealth;
+  /**
+   * Stops accepting calls, ends open streams with UNAVAILABLE, gives unary
+   * calls up to graceMs to finish, then cancels what is left.
+   */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+export async function startServer(o: ServerOptions): Promise<StateServer> {
+  const server = new grpc.Server({
+    // Let idle clients keep their connections; detect dead peers.
+    "grpc.keepalive_time_ms": 60_000,
+    "grpc.keepalive_timeout_ms": 20_000,
+  });
+  const calls: OpenCalls = { unary: new Set(), streams: new Set() };
+  const health = new DatabaseHealth(o.sql, o.healthIntervalMs, o.log.child({ component: "health" }));
+  const index = new ReflectionIndex(
+    [StateService.typeName, Health.typeName, reflV1.ServerReflection.typeName, reflV1alpha.ServerReflection.typeName],
+    [file_drydock_statemgmt_v1_state_service, file_grpc_health_v1_health, reflV1.file_grpc_reflection_v1_reflection, reflV1alpha.file_grpc_reflection_v1alpha_reflection],
+  );
+  addService(server, StateService, taskRpcs(o.sql), o.log, calls);
+  addService(server, Health, healthRpcs(health), o.log, calls);
+  addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls);
+  addService(server, reflV1alpha.ServerReflection, reflectionV1alpha(index), o.log, calls);
+
+  const host = o.host.includes(":") ? `[${o.host}]` : o.host;
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${host}:${o.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  await health.start();
+  const address = `${host}:${port}`;
+  o.log.info({ address }, "serving gRPC");
+
+  let shuttingDown: Promise<void> | undefined;
+  return {
+    address,
+    port,
+    health,
+    shutdown(graceMs) {
+      shuttingDown ??= (async () => {
+        health.stop();
+        const abort = (set: Set<AbortController>) => [...set].forEach((ac) => ac.abort(new ShuttingDownError()));
+        abort(calls.streams);
+        const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), graceMs)));
+        if ((await Promise.race([drained, late])) === "late") {
+          o.log.warn({ open: calls.unary.size }, "grace period over; cancelling the calls still running");
+          abort(calls.unary);
+          await new Promise((r) => setImmediate(r));
+          server.forceShutdown();
+        }
+        clearTimeout(timer);
+      })();
+      return shuttingDown;
+    },
+  };
+}

@@ -1,0 +1,347 @@
+// All SQL of the tasks table.
+import type { Fragment } from "postgres";
+import type { Queryable, Sql } from "../db/connect.js";
+import type { Micros } from "../db/time.js";
+import {
+  FINISHED_STATUSES,
+  type ActionResult,
+  type JsonObject,
+  type Link,
+  type NodeFilter,
+  type Task,
+  type TaskChanges,
+  type TaskStatus,
+} from "../domain.js";
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError, VersionMismatchError } from "../errors.js";
+import { interpretError, pgCode, run, SQLSTATE } from "./sql.js";
+
+interface TaskRow {
+  task_id: string;
+  parent_task_id: string | null;
+  subtask_ids: string[];
+  action: string;
+  design_ref: string;
+  status: TaskStatus;
+  result_status: ActionResult;
+  result_message: string;
+  result_reason: string;
+  result_error_count: number;
+  result_successes: string[];
+  result_failures: string[];
+  result_links: Link[];
+  node_filter: NodeFilter | null;
+  request_context: JsonObject | null;
+  created: Micros;
+  created_by: string;
+  updated: Micros;
+  terminated: Micros | null;
+  terminated_by: string | null;
+  terminate: boolean;
+  retry: number;
+  version: bigint;
+  claimed_by: string | null;
+  claimed_at: Micros | null;
+}
+
+function toTask(r: TaskRow): Task {
+  return {
+    taskId: r.task_id,
+    parentTaskId: r.parent_task_id,
+    subtaskIds: r.subtask_ids,
+    action: r.action,
+    designRef: r.design_ref,
+    status: r.status,
+    result: {
+      status: r.result_status,
+      message: r.result_message,
+      reason: r.result_reason,
+      errorCount: r.result_error_count,
+      successes: r.result_successes,
+      failures: r.result_failures,
+      links: r.result_links,
+    },
+    nodeFilter: r.node_filter,
+    requestContext: r.request_context,
+    created: r.created,
+    updated: r.updated,
+    terminated: r.terminated,
+    createdBy: r.created_by,
+    terminatedBy: r.terminated_by,
+    terminate: r.terminate,
+    retry: r.retry,
+    version: r.version,
+    claimedBy: r.claimed_by,
+    claimedAt: r.claimed_at,
+  };
+}
+
+/** The full task row with its subtask ids, for `t` rows matched by `where`. */
+function selectTasks(sql: Queryable, where: Fragment): Fragment {
+  return sql`
+    select t.*,
+           array(select c.task_id from tasks c
+                 where c.parent_task_id = t.task_id
+                 order by c.created, c.task_id) as subtask_ids
+    from tasks t
+    ${where}`;
+}
+
+export interface TasksInsertParams {
+  taskId: string;
+  parentTaskId: string | null;
+  action: string;
+  designRef: string;
+  status: "requested" | "queued";
+  nodeFilter: NodeFilter | null;
+  requestContext: JsonObject | null;
+  createdBy: string;
+  signal?: AbortSignal;
+}
+
+/**
+ * Inserts a task. A subtask takes its parent's row lock first (and bumps the
+ * parent's version, since its subtask list changes), so the parent cannot be
+ * purged underneath it.
+ */
+export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task> {
+  return sql.begin(async (tx) => {
+    if (p.parentTaskId !== null) {
+      const parent = await run(
+        p.signal,
+        tx`update tasks set version = version + 1, updated = now()
+           where task_id = ${p.parentTaskId} returning task_id`,
+      );
+      if (parent.length === 0) {
+        throw new NotFoundError("Task", p.parentTaskId, `parent task ${p.parentTaskId} does not exist`);
+      }
+    }
+    try {
+      await run(
+        p.signal,
+        tx`insert into tasks (task_id, parent_task_id, action, design_ref, status, node_filter, request_context, created_by)
+           values (${p.taskId}, ${p.parentTaskId}, ${p.action}, ${p.designRef}, ${p.status},
+                   ${p.nodeFilter === null ? null : tx.json(p.nodeFilter as never)},
+                   ${p.requestContext === null ? null : tx.json(p.requestContext as never)},
+                   ${p.createdBy})`,
+      );
+    } catch (err) {
+      if (pgCode(err) === SQLSTATE.uniqueViolation) throw new AlreadyExistsError("Task", p.taskId);
+      throw err;
+    }
+    const [row] = await run(p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
+    return toTask(row!);
+  }).catch((err) => {
+    throw interpretError(err, p.signal);
+  });
+}
+
+export async function tasksGetById(sql: Queryable, p: { taskId: string; signal?: AbortSignal }): Promise<Task> {
+  const [row] = await run(p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = ${p.taskId}`)}`);
+  if (!row) throw new NotFoundError("Task", p.taskId);
+  return toTask(row);
+}
+
+export async function tasksExists(sql: Queryable, p: { taskId: string; signal?: AbortSignal }): Promise<boolean> {
+  const rows = await run(p.signal, sql`select 1 from tasks where task_id = ${p.taskId}`);
+  return rows.length > 0;
+}
+
+export interface TasksListParams {
+  statuses: TaskStatus[];
+  actions: string[];
+  parentTaskId: string | null;
+  createdAfter: Micros | null;
+  createdBefore: Micros | null;
+  /** Keyset cursor: the (created, task_id) of the last task of the previous page. */
+  after: { created: Micros; taskId: string } | null;
+  limit: number;
+  signal?: AbortSignal;
+}
+
+/** Tasks ordered by (created, task_id), starting after the cursor. */
+export async function tasksList(sql: Queryable, p: TasksListParams): Promise<Task[]> {
+  const conds: Fragment[] = [];
+  if (p.statuses.length) conds.push(sql`t.status = any(${sql.array(p.statuses)}::text[])`);
+  if (p.actions.length) conds.push(sql`t.action = any(${sql.array(p.actions)}::text[])`);
+  if (p.parentTaskId !== null) conds.push(sql`t.parent_task_id = ${p.parentTaskId}`);
+  if (p.createdAfter !== null) conds.push(sql`t.created >= ${p.createdAfter as never}::timestamptz`);
+  if (p.createdBefore !== null) conds.push(sql`t.created < ${p.createdBefore as never}::timestamptz`);
+  if (p.after !== null) conds.push(sql`(t.created, t.task_id) > (${p.after.created as never}::timestamptz, ${p.after.taskId}::uuid)`);
+  const where = conds.length
+    ? sql`where ${conds.reduce((acc, c, i) => (i === 0 ? c : sql`${acc} and ${c}`))}`
+    : sql``;
+  const rows = await run(
+    p.signal,
+    sql<TaskRow[]>`${selectTasks(sql, where)} order by t.created, t.task_id limit ${p.limit}`,
+  );
+  return rows.map(toTask);
+}
+
+export interface TasksUpdateParams {
+  taskId: string;
+  changes: TaskChanges;
+  /** 0n: no check. */
+  expectedVersion: bigint;
+  signal?: AbortSignal;
+}
+
+/** Applies changes under the row lock, checking version and status transition. */
+export async function tasksUpdate(sql: Sql, p: TasksUpdateParams): Promise<Task> {
+  return sql.begin(async (tx) => {
+    const [cur] = await run(
+      p.signal,
+      tx<{ status: TaskStatus; terminate: boolean; version: bigint }[]>`
+        select status, terminate, version from tasks where task_id = ${p.taskId} for update`,
+    );
+    if (!cur) throw new NotFoundError("Task", p.taskId);
+    if (p.expectedVersion !== 0n && cur.version !== p.expectedVersion) {
+      throw new VersionMismatchError(p.taskId, p.expectedVersion, cur.version);
+    }
+    const c = p.changes;
+    if (c.status !== undefined) checkTransition(p.taskId, cur.status, cur.terminate, c.status);
+    const cols: Record<string, unknown> = {};
+    if (c.status !== undefined) cols.status = c.status;
+    if (c.resultStatus !== undefined) cols.result_status = c.resultStatus;
+    if (c.resultMessage !== undefined) cols.result_message = c.resultMessage;
+    if (c.resultReason !== undefined) cols.result_reason = c.resultReason;
+    if (c.resultSuccesses !== undefined) cols.result_successes = tx.array(c.resultSuccesses);
+    if (c.resultFailures !== undefined) cols.result_failures = tx.array(c.resultFailures);
+    if (c.resultLinks !== undefined) cols.result_links = tx.json(c.resultLinks as never);
+    if (c.nodeFilter !== undefined) cols.node_filter = c.nodeFilter === null ? null : tx.json(c.nodeFilter as never);
+    if (c.designRef !== undefined) cols.design_ref = c.designRef;
+    if (c.retry !== undefined) cols.retry = c.retry;
+    // Every mask path maps to at least one column, so cols is never empty.
+    await run(
+      p.signal,
+      tx`update tasks set ${tx(cols as never, Object.keys(cols) as never)}, version = version + 1, updated = now()
+         where task_id = ${p.taskId}`,
+    );
+    const [row] = await run(p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
+    return toTask(row!);
+  }).catch((err) => {
+    throw interpretError(err, p.signal);
+  });
+}
+
+function checkTransition(taskId: string, from: TaskStatus, terminate: boolean, to: TaskStatus): void {
+  if (FINISHED_STATUSES.includes(from) && to !== from) {
+    throw new FailedPreconditionError("TASK_FINISHED", `task ${taskId} is ${from.toUpperCase()}; its status cannot change`, {
+      task_id: taskId,
+      status: from.toUpperCase(),
+    });
+  }
+  if (terminate && (to === "requested" || to === "queued" || to === "running")) {
+    throw new FailedPreconditionError(
+      "TASK_TERMINATING",
+      `task ${taskId} is marked for termination; it can only become TERMINATING, TERMINATED or COMPLETE`,
+      { task_id: taskId, status: from.toUpperCase() },
+    );
+  }
+}
+
+/**
+ * Marks a task for termination. Unfinished tasks that are not already
+ * TERMINATING become TERMINATING; a second request changes nothing.
+ */
+export async function tasksTerminate(
+  sql: Sql,
+  p: { taskId: string; terminatedBy: string; signal?: AbortSignal },
+): Promise<Task> {
+  return sql.begin(async (tx) => {
+    const [cur] = await run(
+      p.signal,
+      tx<{ status: TaskStatus; terminate: boolean }[]>`
+        select status, terminate from tasks where task_id = ${p.taskId} for update`,
+    );
+    if (!cur) throw new NotFoundError("Task", p.taskId);
+    if (FINISHED_STATUSES.includes(cur.status)) {
+      throw new FailedPreconditionError("TASK_FINISHED", `task ${p.taskId} is ${cur.status.toUpperCase()}; it cannot be terminated`, {
+        task_id: p.taskId,
+        status: cur.status.toUpperCase(),
+      });
+    }
+    if (!cur.terminate) {
+      await run(
+        p.signal,
+        tx`update tasks
+           set terminate = true, terminated = now(), terminated_by = ${p.terminatedBy},
+               status = case when status in ('requested', 'queued', 'running') then 'terminating' else status end,
+               version = version + 1, updated = now()
+           where task_id = ${p.taskId}`,
+      );
+    }
+    const [row] = await run(p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
+    return toTask(row!);
+  }).catch((err) => {
+    throw interpretError(err, p.signal);
+  });
+}
+
+/**
+ * Claims the oldest QUEUED task with an allowed action: SKIP LOCKED lets
+ * concurrent claimers pass over each other's candidate rows instead of
+ * waiting for or double-claiming them. Returns null when nothing is queued.
+ */
+export async function tasksClaimNext(
+  sql: Queryable,
+  p: { instanceId: string; actions: string[]; signal?: AbortSignal },
+): Promise<Task | null> {
+  const actionFilter = p.actions.length ? sql`and action = any(${sql.array(p.actions)}::text[])` : sql``;
+  const rows = await run(
+    p.signal,
+    sql<TaskRow[]>`
+      with claimed as (
+        update tasks
+        set status = 'running', claimed_by = ${p.instanceId}, claimed_at = now(),
+            version = version + 1, updated = now()
+        where task_id = (
+          select task_id from tasks
+          where status = 'queued' ${actionFilter}
+          order by created, task_id
+          for update skip locked
+          limit 1)
+        returning *)
+      select c.*,
+             array(select s.task_id from tasks s where s.parent_task_id = c.task_id
+                   order by s.created, s.task_id) as subtask_ids
+      from claimed c`,
+  );
+  return rows[0] ? toTask(rows[0]) : null;
+}
+
+/**
+ * Deletes finished top-level tasks not updated since the cutoff, with their
+ * whole subtask trees and result messages, skipping trees that still hold an
+ * unfinished task. Returns what it deleted.
+ */
+export async function tasksPurge(
+  sql: Queryable,
+  p: { olderThanDays: number; signal?: AbortSignal },
+): Promise<{ tasks: number; resultMessages: number }> {
+  const [row] = await run(
+    p.signal,
+    sql<{ tasks: bigint; messages: bigint }[]>`
+      with recursive roots as (
+        select task_id from tasks
+        where parent_task_id is null and status in ('complete', 'terminated')
+          and updated < now() - make_interval(days => ${p.olderThanDays})
+        for update skip locked
+      ), tree as (
+        select task_id, task_id as root from roots
+        union all
+        select c.task_id, tree.root from tasks c join tree on c.parent_task_id = tree.task_id
+      ), kept_roots as (
+        select distinct tree.root from tree join tasks t using (task_id)
+        where t.status not in ('complete', 'terminated')
+      ), doomed as (
+        select task_id from tree where root not in (select root from kept_roots)
+      ), messages as (
+        select count(*) as n from result_messages where task_id in (select task_id from doomed)
+      ), deleted as (
+        -- Subtasks and result messages go with their root (on delete cascade).
+        delete from tasks where task_id in (select root from tree where root not in (select root from kept_roots))
+      )
+      select (select count(*) from doomed) as tasks, (select n from messages) as messages`,
+  );
+  return { tasks: Number(row?.tasks ?? 0n), resultMessages: Number(row?.messages ?? 0n) };
+}

@@ -1,0 +1,143 @@
+// Test harness: a fresh database per test file (cloned from the migrated
+// template) and a real server on an ephemeral port, called through the
+// generated client over a socket.
+import { randomBytes } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import { fromBinary, createRegistry } from "@bufbuild/protobuf";
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
+import pg from "pg";
+import postgres from "postgres";
+import { expect } from "chai";
+import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { StatusSchema } from "../gen/google/rpc/status_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, type BadRequest, type ErrorInfo } from "../gen/google/rpc/error_details_pb.js";
+import { createClient, type Client } from "../src/client.js";
+import { connect, type Sql } from "../src/db/connect.js";
+import { createLogger } from "../src/log.js";
+import { startServer, type StateServer } from "../src/server/server.js";
+
+export const TEMPLATE_DB = "statemgmt_template";
+export const shared: { adminUrl: string } = { adminUrl: "" };
+
+export function withDatabase(url: string, db: string): string {
+  const u = new URL(url);
+  u.pathname = `/${db}`;
+  return u.toString();
+}
+
+export type StateClient = Client<(typeof StateService)["method"]>;
+
+/** A database of its own (cloned from the template) for one test file. */
+export async function createTestDatabase(): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+  const name = `statemgmt_test_${randomBytes(6).toString("hex")}`;
+  const admin = postgres(shared.adminUrl, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name} template ${TEMPLATE_DB}`);
+  await admin.end();
+  return {
+    name,
+    url: withDatabase(shared.adminUrl, name),
+    async drop() {
+      const a = postgres(shared.adminUrl, { max: 1, onnotice: () => {} });
+      await a.unsafe(`drop database if exists ${name} with (force)`);
+      await a.end();
+    },
+  };
+}
+
+export interface Harness {
+  client: StateClient;
+  server: StateServer;
+  sql: Sql;
+  /** An independent pg client on the same database, to check what really landed. */
+  pg: pg.Client;
+  dbName: string;
+  dbUrl: string;
+}
+
+export interface HarnessOptions {
+  healthIntervalMs?: number;
+  poolSize?: number;
+}
+
+/** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
+export function useServer(opts: HarnessOptions = {}): Harness {
+  const h = {} as Harness;
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  before(async function () {
+    this.timeout(60_000);
+    db = await createTestDatabase();
+    h.dbName = db.name;
+    h.dbUrl = db.url;
+    h.sql = connect({ url: db.url, max: opts.poolSize ?? 10 });
+    h.server = await startServer({
+      sql: h.sql,
+      log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
+      host: "127.0.0.1",
+      port: 0,
+      healthIntervalMs: opts.healthIntervalMs ?? 1000,
+    });
+    h.client = createClient(StateService, h.server.address);
+    h.pg = new pg.Client({ connectionString: db.url });
+    await h.pg.connect();
+  });
+  after(async function () {
+    this.timeout(60_000);
+    h.client?.close();
+    await h.server?.shutdown(2000);
+    await h.sql?.end({ timeout: 5 });
+    await h.pg?.end();
+    await db?.drop();
+  });
+  return h;
+}
+
+const detailRegistry = createRegistry(ErrorInfoSchema, BadRequestSchema);
+
+export interface DecodedError {
+  code: grpc.status;
+  message: string;
+  errorInfo?: ErrorInfo;
+  badRequest?: BadRequest;
+}
+
+/** Decodes a gRPC error and its google.rpc.Status details. */
+export function decodeError(err: unknown): DecodedError {
+  const e = err as grpc.ServiceError;
+  expect(e, "expected a gRPC error").to.have.property("code");
+  const out: DecodedError = { code: e.code, message: e.details };
+  const bin = e.metadata?.get("grpc-status-details-bin")?.[0];
+  if (bin instanceof Buffer) {
+    const status = fromBinary(StatusSchema, bin);
+    expect(status.code).to.equal(e.code);
+    for (const any of status.details) {
+      const msg = anyUnpack(any, detailRegistry);
+      if (msg?.$typeName === ErrorInfoSchema.typeName) out.errorInfo = msg as ErrorInfo;
+      if (msg?.$typeName === BadRequestSchema.typeName) out.badRequest = msg as BadRequest;
+    }
+  }
+  return out;
+}
+
+/** Awaits a call that must fail; returns the decoded error. */
+export async function expectError(p: Promise<unknown>, code: grpc.status): Promise<DecodedError> {
+  let err: unknown;
+  try {
+    await p;
+  } catch (e) {
+    err = e;
+  }
+  expect(err, `expected the call to fail with ${grpc.status[code]}`).to.exist;
+  const d = decodeError(err);
+  expect(grpc.status[d.code], d.message).to.equal(grpc.status[code]);
+  expect(d.errorInfo?.domain).to.equal("statemgmt.drydock.airshipit.org");
+  return d;
+}
+
+/** Asserts INVALID_ARGUMENT naming `field` in the BadRequest details; nothing else. */
+export async function expectInvalid(p: Promise<unknown>, field: string): Promise<DecodedError> {
+  const d = await expectError(p, grpc.status.INVALID_ARGUMENT);
+  const fields = d.badRequest?.fieldViolations.map((v) => v.field) ?? [];
+  expect(fields, d.message).to.include(field);
+  expect(d.message).to.contain(field);
+  return d;
+}
