@@ -31,7 +31,11 @@ export function connect(opts: ConnectOptions): Sql {
       micros: {
         to: 1184,
         from: [1184],
-        serialize: (x: Micros) => formatMicros(x),
+        // Parameters of type timestamptz: our Micros, or RFC 3339 text passed
+        // through unchanged (postgres.js's default would go through a Date and
+        // drop the microseconds).
+        serialize: (x: Micros | string | Date) =>
+          typeof x === "bigint" ? formatMicros(x) : x instanceof Date ? x.toISOString() : String(x),
         parse: (x: string) => parseTimestamptz(x),
       },
       bigint: postgres.BigInt,

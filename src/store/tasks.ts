@@ -1,7 +1,7 @@
 // All SQL of the tasks table.
 import type { Fragment } from "postgres";
 import type { Queryable, Sql } from "../db/connect.js";
-import type { Micros } from "../db/time.js";
+import { formatMicros, type Micros } from "../db/time.js";
 import {
   FINISHED_STATUSES,
   type ActionResult,
@@ -164,9 +164,9 @@ export async function tasksList(sql: Queryable, p: TasksListParams): Promise<Tas
   if (p.statuses.length) conds.push(sql`t.status = any(${sql.array(p.statuses)}::text[])`);
   if (p.actions.length) conds.push(sql`t.action = any(${sql.array(p.actions)}::text[])`);
   if (p.parentTaskId !== null) conds.push(sql`t.parent_task_id = ${p.parentTaskId}`);
-  if (p.createdAfter !== null) conds.push(sql`t.created >= ${p.createdAfter as never}::timestamptz`);
-  if (p.createdBefore !== null) conds.push(sql`t.created < ${p.createdBefore as never}::timestamptz`);
-  if (p.after !== null) conds.push(sql`(t.created, t.task_id) > (${p.after.created as never}::timestamptz, ${p.after.taskId}::uuid)`);
+  if (p.createdAfter !== null) conds.push(sql`t.created >= ${formatMicros(p.createdAfter)}::timestamptz`);
+  if (p.createdBefore !== null) conds.push(sql`t.created < ${formatMicros(p.createdBefore)}::timestamptz`);
+  if (p.after !== null) conds.push(sql`(t.created, t.task_id) > (${formatMicros(p.after.created)}::timestamptz, ${p.after.taskId}::uuid)`);
   const where = conds.length
     ? sql`where ${conds.reduce((acc, c, i) => (i === 0 ? c : sql`${acc} and ${c}`))}`
     : sql``;
