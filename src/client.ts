@@ -57,7 +57,7 @@ export function createClient<S extends GenServiceMethods>(
         out[method.localName] = (req: MessageInitShape<DescMethod["input"]>, o?: CallOptions) => {
           const call = fn(create(method.input, req), o?.metadata ?? new grpc.Metadata(), callOpts(o)) as grpc.ClientReadableStream<unknown>;
           o?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
-          return Object.assign(call, { cancel: () => call.cancel() });
+          return call;
         };
         break;
       case "bidi_streaming":

@@ -13,6 +13,9 @@ export const SQLSTATE = {
   crashShutdown: "57P02",
   cannotConnectNow: "57P03",
   tooManyConnections: "53300",
+  invalidAuthorization: "28000",
+  invalidPassword: "28P01",
+  unknownDatabase: "3D000",
 } as const;
 
 /** Why a call's signal was aborted: the deadline passed, or the client left. */
@@ -50,6 +53,9 @@ export function interpretError(err: unknown, signal?: AbortSignal): unknown {
     code === SQLSTATE.crashShutdown ||
     code === SQLSTATE.cannotConnectNow ||
     code === SQLSTATE.tooManyConnections ||
+    code === SQLSTATE.invalidAuthorization ||
+    code === SQLSTATE.invalidPassword ||
+    code === SQLSTATE.unknownDatabase ||
     code?.startsWith("08")
   ) {
     return new UnavailableError("the database is unavailable; retry with backoff", { cause: err });

@@ -1,0 +1,147 @@
+import { randomUUID } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import { expect } from "chai";
+import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
+import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
+import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { createClient } from "../src/client.js";
+import { connect, type Sql } from "../src/db/connect.js";
+import { createLogger } from "../src/log.js";
+import { startServer, type StateServer } from "../src/server/server.js";
+import { createTestDatabase, decodeError, expectError, useServer } from "./harness.js";
+
+/** A TCP forwarder that can refuse and drop connections on demand. */
+class TcpProxy {
+  private readonly sockets = new Set<Socket>();
+  private open = true;
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+  ) {}
+
+  static async start(host: string, port: number): Promise<TcpProxy> {
+    let proxy!: TcpProxy;
+    const server = createServer((client) => {
+      if (!proxy.open) return void client.destroy();
+      const upstream = netConnect(port, host);
+      for (const s of [client, upstream]) {
+        proxy.sockets.add(s);
+        s.on("close", () => proxy.sockets.delete(s));
+        s.on("error", () => {});
+      }
+      client.pipe(upstream).pipe(client);
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    proxy = new TcpProxy(server, (server.address() as { port: number }).port);
+    return proxy;
+  }
+
+  /** Drops every connection and refuses new ones. */
+  cut(): void {
+    this.open = false;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  resume(): void {
+    this.open = true;
+  }
+
+  close(): Promise<void> {
+    this.cut();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+describe("health and database loss", () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let sql: Sql;
+  let server: StateServer;
+  let proxy: TcpProxy;
+
+  before(async () => {
+    db = await createTestDatabase();
+    // The server reaches PostgreSQL through a proxy the test can cut, as a
+    // network partition or a stopped database would.
+    const target = new URL(db.url);
+    proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
+    target.port = String(proxy.port);
+    sql = connect({ url: target.toString(), max: 4 });
+    server = await startServer({ sql, log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 100 });
+  });
+  after(async () => {
+    await server.shutdown(1000);
+    await sql.end({ timeout: 1 });
+    await proxy.close();
+    await db.drop();
+  });
+
+  const cutDatabase = async (allow: boolean) => (allow ? proxy.resume() : proxy.cut());
+
+  it("is SERVING while the database answers, NOT_SERVING when it does not, and SERVING again after", async function () {
+    this.timeout(30_000);
+    const health = createClient(Health, server.address);
+    const state = createClient(StateService, server.address);
+    try {
+      expect((await health.check({})).status).to.equal(Serving.SERVING);
+      expect((await health.check({ service: "drydock.statemgmt.v1.StateService" })).status).to.equal(Serving.SERVING);
+      await expectError(health.check({ service: "no.such.Service" }), grpc.status.NOT_FOUND);
+
+      const watch = health.watch({});
+      const it = watch[Symbol.asyncIterator]();
+      expect((await it.next()).value.status).to.equal(Serving.SERVING);
+
+      await cutDatabase(false);
+      expect((await it.next()).value.status).to.equal(Serving.NOT_SERVING);
+      expect((await health.check({})).status).to.equal(Serving.NOT_SERVING);
+      const d = await expectError(state.getTask({ taskId: randomUUID() }), grpc.status.UNAVAILABLE);
+      expect(d.errorInfo!.reason).to.equal("DATABASE_UNAVAILABLE");
+      expect(d.message).not.to.match(/select|postgres|database ".*"/i);
+
+      await cutDatabase(true);
+      expect((await it.next()).value.status).to.equal(Serving.SERVING);
+      await expectError(state.getTask({ taskId: randomUUID() }), grpc.status.NOT_FOUND);
+      watch.cancel();
+    } finally {
+      health.close();
+      state.close();
+    }
+  });
+});
+
+describe("deadlines", () => {
+  const h = useServer();
+
+  it("cancels a query that outlives the call's deadline and changes nothing", async function () {
+    this.timeout(20_000);
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    // Hold the task's row lock from an independent connection, so UpdateTask must wait.
+    await h.pg.query("begin");
+    await h.pg.query("select 1 from tasks where task_id = $1 for update", [task!.taskId]);
+    try {
+      const started = Date.now();
+      const err = await h.client
+        .updateTask({ task: { taskId: task!.taskId, retry: 3 }, updateMask: { paths: ["retry"] } }, { deadlineMs: 300 })
+        .then(() => null, (e: unknown) => e);
+      expect(decodeError(err).code).to.equal(grpc.status.DEADLINE_EXCEEDED);
+      expect(Date.now() - started).to.be.lessThan(5000);
+      // The server cancelled its query: no backend of the service is still waiting for the lock.
+      let waiting = -1;
+      for (let i = 0; i < 50 && waiting !== 0; i++) {
+        const { rows } = await h.pg.query(
+          `select count(*)::int n from pg_stat_activity
+           where datname = current_database() and application_name = 'drydock-statemgmt' and wait_event_type = 'Lock'`,
+        );
+        waiting = rows[0].n;
+        if (waiting) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(waiting).to.equal(0);
+    } finally {
+      await h.pg.query("rollback");
+    }
+    const { task: got } = await h.client.getTask({ taskId: task!.taskId });
+    expect(got!.retry).to.equal(0);
+    expect(got!.version).to.equal(1n);
+  });
+});
