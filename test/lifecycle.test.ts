@@ -1,0 +1,197 @@
+// The server as an operator runs it: a process with an embedded PostgreSQL in
+// a data directory, started, stopped with SIGTERM, restarted.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { expect } from "chai";
+import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
+import { createClient } from "../src/client.js";
+import { connect } from "../src/db/connect.js";
+import { migrate } from "../src/db/migrate.js";
+import { createLogger } from "../src/log.js";
+import { startServer } from "../src/server/server.js";
+import { createTestDatabase, decodeError } from "./harness.js";
+
+const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../src/main.js");
+
+interface Proc {
+  child: ChildProcess;
+  lines: Record<string, unknown>[];
+  stderr: string;
+  exited: Promise<number | null>;
+}
+
+function startProcess(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  const { DATABASE_URL: _ignored, ...base } = process.env;
+  const child = spawn(process.execPath, [MAIN, ...args], { env: { ...base, STATEMGMT_LOG_LEVEL: "info", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const p: Proc = { child, lines: [], stderr: "", exited: new Promise((r) => child.on("exit", (code) => r(code))) };
+  let buf = "";
+  child.stdout!.on("data", (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        p.lines.push(JSON.parse(line));
+      } catch {
+        /* not JSON */
+      }
+    }
+  });
+  child.stderr!.on("data", (d: Buffer) => (p.stderr += d.toString()));
+  return p;
+}
+
+/** Waits for the log line with this msg; fails if the process exits first. */
+async function logLine(p: Proc, msg: string, timeoutMs = 60_000): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const hit = p.lines.find((l) => l.msg === msg);
+    if (hit) return hit;
+    if (p.child.exitCode !== null) throw new Error(`process exited (${p.child.exitCode}) before "${msg}": ${p.stderr}${JSON.stringify(p.lines)}`);
+    if (Date.now() > deadline) throw new Error(`no "${msg}" log line within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("server process with an embedded database", function () {
+  this.timeout(120_000);
+  let dataDir: string;
+  before(async () => (dataDir = await mkdtemp(path.join(tmpdir(), "statemgmt-life-"))));
+  after(async () => rm(dataDir, { recursive: true, force: true }));
+
+  it("starts, refuses a second server on the same data directory, stops on SIGTERM and keeps its data", async () => {
+    const first = startProcess(["--listen", "127.0.0.1:0", "--data-dir", dataDir]);
+    try {
+      const ready = await logLine(first, "ready");
+      expect(ready.embedded).to.equal(true);
+      expect(ready.startupMs).to.be.a("number");
+      const address = ready.address as string;
+      const client = createClient(StateService, address);
+      const { task } = await client.createTask({ action: "survive_restart", requestContext: { user: "op" } });
+      client.close();
+
+      const second = startProcess(["--listen", "127.0.0.1:0", "--data-dir", dataDir]);
+      expect(await second.exited).to.equal(1);
+      const fatal = second.lines.find((l) => l.level === 60);
+      expect(String((fatal?.err as unknown) ?? "")).to.match(/data directory .* is in use by another drydock-statemgmt server \(pid \d+\)/);
+
+      // The first server is unharmed.
+      const again = createClient(StateService, address);
+      expect((await again.getTask({ taskId: task!.taskId })).task!.action).to.equal("survive_restart");
+      again.close();
+
+      first.child.kill("SIGTERM");
+      expect(await first.exited).to.equal(0);
+      expect(first.lines.map((l) => l.msg)).to.include.members(["shutting down", "embedded PostgreSQL stopped", "stopped"]);
+
+      const third = startProcess(["--listen", "127.0.0.1:0", "--data-dir", dataDir]);
+      try {
+        const r3 = await logLine(third, "ready");
+        const c3 = createClient(StateService, r3.address as string);
+        const { task: kept } = await c3.getTask({ taskId: task!.taskId });
+        expect(kept!.requestContext).to.deep.equal({ user: "op" });
+        c3.close();
+      } finally {
+        third.child.kill("SIGTERM");
+        expect(await third.exited).to.equal(0);
+      }
+    } finally {
+      if (first.child.exitCode === null) first.child.kill("SIGKILL");
+    }
+  });
+
+  it("exits with a clear message on bad configuration", async () => {
+    const p = startProcess(["--listen", "nonsense"]);
+    expect(await p.exited).to.equal(2);
+    expect(p.stderr).to.contain("STATEMGMT_LISTEN / --listen");
+    const q = startProcess([], { STATEMGMT_LOG_LEVEL: "loud" });
+    expect(await q.exited).to.equal(2);
+    expect(q.stderr).to.contain("STATEMGMT_LOG_LEVEL");
+  });
+});
+
+describe("migrations", () => {
+  it("applies each migration once when 10 instances start at the same time", async function () {
+    this.timeout(60_000);
+    const db = await createTestDatabase();
+    // A fresh, empty database (the template is already migrated).
+    const sql = connect({ url: db.url, max: 1 });
+    await sql.unsafe("drop table tasks, result_messages, schema_migrations cascade");
+    await sql.end();
+    const pools = Array.from({ length: 10 }, () => connect({ url: db.url, max: 1 }));
+    try {
+      const applied = await Promise.all(pools.map((p) => migrate(p)));
+      expect(applied.flat().sort()).to.deep.equal([1]);
+      const [{ n }] = await pools[0]!<{ n: number }[]>`select count(*)::int n from schema_migrations`;
+      expect(n).to.equal(1);
+      // And again: nothing to do.
+      expect(await migrate(pools[0]!)).to.deep.equal([]);
+    } finally {
+      await Promise.all(pools.map((p) => p.end()));
+      await db.drop();
+    }
+  });
+});
+
+describe("shutdown", () => {
+  it("ends open streams with UNAVAILABLE and lets unary calls in flight finish", async function () {
+    this.timeout(30_000);
+    const db = await createTestDatabase();
+    const sql = connect({ url: db.url, max: 2 });
+    const server = await startServer({ sql, log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000 });
+    const health = createClient(Health, server.address);
+    const state = createClient(StateService, server.address);
+    const locker = connect({ url: db.url, max: 1 });
+    try {
+      const { task } = await state.createTask({ action: "slow" });
+      const watch = health.watch({});
+      const it = watch[Symbol.asyncIterator]();
+      expect((await it.next()).value.status).to.equal(Serving.SERVING);
+
+      // A unary call that is still running when shutdown begins: it waits for a row lock held here.
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      const locked = new Promise<void>((resolve) => {
+        void locker.begin(async (tx) => {
+          await tx`select 1 from tasks where task_id = ${task!.taskId} for update`;
+          resolve();
+          await held;
+        });
+      });
+      await locked;
+      const update = state.updateTask({ task: { taskId: task!.taskId, retry: 7 }, updateMask: { paths: ["retry"] } });
+      await new Promise((r) => setTimeout(r, 100)); // let the update reach its lock wait
+
+      const shutdown = server.shutdown(10_000);
+      const seen: number[] = [];
+      let err: unknown;
+      for (;;) {
+        const r = await it.next().then((v) => v, (e: unknown) => ((err = e), null));
+        if (!r || r.done) break;
+        seen.push(r.value.status);
+      }
+      expect(decodeError(err).code).to.equal(grpc.status.UNAVAILABLE);
+      expect(seen).to.deep.equal([Serving.NOT_SERVING]);
+
+      release();
+      const { task: updated } = await update;
+      expect(updated!.retry).to.equal(7);
+      await shutdown;
+      // New calls are refused once the server has stopped.
+      const after = await state.getTask({ taskId: task!.taskId }, { deadlineMs: 1000 }).then(() => null, (e: unknown) => e);
+      expect(decodeError(after).code).to.be.oneOf([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]);
+    } finally {
+      health.close();
+      state.close();
+      await locker.end();
+      await sql.end();
+      await db.drop();
+    }
+  });
+});
