@@ -20,6 +20,10 @@ export interface Config {
   dbPoolSize: number;
   /** How often the health service re-checks the database. */
   healthIntervalMs: number;
+  /** Events a watch stream may fall behind before it is ended with RESOURCE_EXHAUSTED. */
+  watchBufferLimit: number;
+  /** Heartbeat interval (and timeout) of the LISTEN connection. */
+  heartbeatMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -32,7 +36,9 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
   --log-level     STATEMGMT_LOG_LEVEL  fatal|error|warn|info|debug|trace|silent (default info)
                   STATEMGMT_SHUTDOWN_GRACE_MS  time in-flight calls get on shutdown (default 10000)
                   STATEMGMT_DB_POOL_SIZE       database connections (default 10)
-                  STATEMGMT_HEALTH_INTERVAL_MS database health probe interval (default 5000)`;
+                  STATEMGMT_HEALTH_INTERVAL_MS database health probe interval (default 5000)
+                  STATEMGMT_WATCH_BUFFER       events a watch stream may fall behind (default 10000)
+                  STATEMGMT_HEARTBEAT_MS       LISTEN connection heartbeat interval (default 5000)`;
 
 export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Config {
   let values: Record<string, string | boolean | undefined>;
@@ -74,6 +80,8 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     shutdownGraceMs: intEnv(env, "STATEMGMT_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     dbPoolSize: intEnv(env, "STATEMGMT_DB_POOL_SIZE", 10, 1, 1000),
     healthIntervalMs: intEnv(env, "STATEMGMT_HEALTH_INTERVAL_MS", 5_000, 10, 3_600_000),
+    watchBufferLimit: intEnv(env, "STATEMGMT_WATCH_BUFFER", 10_000, 10, 10_000_000),
+    heartbeatMs: intEnv(env, "STATEMGMT_HEARTBEAT_MS", 5_000, 50, 600_000),
   };
 }
 

@@ -79,3 +79,24 @@ export interface TaskChanges {
   designRef?: string;
   retry?: number;
 }
+
+export interface ResultMessage {
+  taskId: string;
+  sequence: bigint;
+  message: string;
+  error: boolean;
+  contextType: string;
+  context: string;
+  ts: Micros;
+  extra: JsonObject | null;
+}
+
+/** A message to append; the store assigns task, sequence and (when null) ts. */
+export interface NewResultMessage {
+  message: string;
+  error: boolean;
+  contextType: string;
+  context: string;
+  ts: Micros | null;
+  extra: JsonObject | null;
+}

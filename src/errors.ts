@@ -101,3 +101,14 @@ export class ShuttingDownError extends DomainError {
     super("the server is shutting down; retry on another replica");
   }
 }
+
+/** A bounded resource ran out, e.g. a watch stream whose client stopped reading. */
+export class ResourceExhaustedError extends DomainError {
+  constructor(
+    readonly reason: string,
+    message: string,
+    metadata: Record<string, string> = {},
+  ) {
+    super(message, metadata);
+  }
+}

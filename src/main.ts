@@ -28,7 +28,8 @@ async function main(): Promise<number> {
     log.fatal({ err: err instanceof DataDirInUseError ? err.message : err }, "cannot start the embedded database");
     return 1;
   }
-  const sql = connect({ url: config.databaseUrl ?? embedded!.url, max: config.dbPoolSize });
+  const databaseUrl = config.databaseUrl ?? embedded!.url;
+  const sql = connect({ url: databaseUrl, max: config.dbPoolSize });
   let server;
   try {
     const applied = await migrate(sql);
@@ -39,6 +40,9 @@ async function main(): Promise<number> {
       host: config.listen.host,
       port: config.listen.port,
       healthIntervalMs: config.healthIntervalMs,
+      databaseUrl,
+      watchBufferLimit: config.watchBufferLimit,
+      heartbeatMs: config.heartbeatMs,
     });
   } catch (err) {
     log.fatal({ err }, "start-up failed");

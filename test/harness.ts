@@ -57,6 +57,8 @@ export interface Harness {
 export interface HarnessOptions {
   healthIntervalMs?: number;
   poolSize?: number;
+  watchBufferLimit?: number;
+  heartbeatMs?: number;
 }
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
@@ -71,6 +73,9 @@ export function useServer(opts: HarnessOptions = {}): Harness {
     h.sql = connect({ url: db.url, max: opts.poolSize ?? 10 });
     h.server = await startServer({
       sql: h.sql,
+      databaseUrl: db.url,
+      watchBufferLimit: opts.watchBufferLimit,
+      heartbeatMs: opts.heartbeatMs,
       log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
       host: "127.0.0.1",
       port: 0,

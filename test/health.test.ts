@@ -68,7 +68,7 @@ describe("health and database loss", () => {
     proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
     target.port = String(proxy.port);
     sql = connect({ url: target.toString(), max: 4 });
-    server = await startServer({ sql, log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 100 });
+    server = await startServer({ sql, databaseUrl: target.toString(), log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 100 });
   });
   after(async () => {
     await server.shutdown(1000);

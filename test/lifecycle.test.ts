@@ -144,7 +144,7 @@ describe("shutdown", () => {
     this.timeout(30_000);
     const db = await createTestDatabase();
     const sql = connect({ url: db.url, max: 2 });
-    const server = await startServer({ sql, log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000 });
+    const server = await startServer({ sql, databaseUrl: db.url, log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000 });
     const health = createClient(Health, server.address);
     const state = createClient(StateService, server.address);
     const locker = connect({ url: db.url, max: 1 });

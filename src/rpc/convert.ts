@@ -6,10 +6,12 @@ import {
   FilterSetType as PbFilterSetType,
   TaskStatus as PbTaskStatus,
   TaskSchema,
+  ResultMessageSchema,
+  type ResultMessage as PbResultMessage,
   type NodeFilter as PbNodeFilter,
   type Task as PbTask,
 } from "../../gen/drydock/statemgmt/v1/task_pb.js";
-import type { ActionResult, FilterSetType, Micros, NodeFilter, Task, TaskStatus } from "../domain.js";
+import type { ActionResult, FilterSetType, Micros, NodeFilter, ResultMessage, Task, TaskStatus } from "../domain.js";
 
 const STATUS_TO_PB: Record<TaskStatus, PbTaskStatus> = {
   requested: PbTaskStatus.REQUESTED,
@@ -72,7 +74,16 @@ function nodeFilterToPb(f: NodeFilter): MessageInitShape<typeof TaskSchema>["nod
   };
 }
 
+const taskPbCache = new WeakMap<Task, PbTask>();
+
+/** Converted once per task object (a snapshot shared by many watchers). */
 export function taskToPb(t: Task): PbTask {
+  let pb = taskPbCache.get(t);
+  if (!pb) taskPbCache.set(t, (pb = convertTask(t)));
+  return pb;
+}
+
+function convertTask(t: Task): PbTask {
   return create(TaskSchema, {
     taskId: t.taskId,
     parentTaskId: t.parentTaskId ?? "",
@@ -102,4 +113,25 @@ export function taskToPb(t: Task): PbTask {
     claimedBy: t.claimedBy ?? "",
     claimedAt: t.claimedAt === null ? undefined : timestampFromMicros(t.claimedAt),
   });
+}
+
+const messagePbCache = new WeakMap<ResultMessage, PbResultMessage>();
+
+/** Converted once per message object, however many watchers send it. */
+export function messageToPb(m: ResultMessage): PbResultMessage {
+  let pb = messagePbCache.get(m);
+  if (!pb) {
+    pb = create(ResultMessageSchema, {
+      taskId: m.taskId,
+      sequence: m.sequence,
+      message: m.message,
+      error: m.error,
+      contextType: m.contextType,
+      context: m.context,
+      ts: timestampFromMicros(m.ts),
+      extra: m.extra ?? undefined,
+    });
+    messagePbCache.set(m, pb);
+  }
+  return pb;
 }

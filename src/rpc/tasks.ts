@@ -3,12 +3,13 @@ import { randomUUID } from "node:crypto";
 import type { Sql } from "../db/connect.js";
 import type { ServiceImpl } from "../server/adapter.js";
 import type { StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { SubtaskFilter } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { SubtaskFilter, TaskView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus as PbTaskStatus, type Task as PbTask } from "../../gen/drydock/statemgmt/v1/task_pb.js";
-import type { Task, TaskChanges, TaskStatus } from "../domain.js";
+import type { ResultMessage, Task, TaskChanges, TaskStatus } from "../domain.js";
+import { messagesList } from "../store/messages.js";
 import * as tasks from "../store/tasks.js";
 import { NotFoundError } from "../errors.js";
-import { microsFromTimestamp, nodeFilterFromPb, resultFromPb, statusFromPb, taskToPb } from "./convert.js";
+import { messageToPb, microsFromTimestamp, nodeFilterFromPb, resultFromPb, statusFromPb, taskToPb } from "./convert.js";
 import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
 import { LIMITS, Validator } from "./validate.js";
 
@@ -62,8 +63,18 @@ export function taskRpcs(sql: Sql): StateImpl {
     async getTask(req, { signal }) {
       const v = new Validator();
       const taskId = v.uuid("task_id", req.taskId, true);
+      if (!(req.view in TaskView)) v.add("view", `unknown value ${req.view}`);
       v.check();
-      return { task: taskToPb(await tasks.tasksGetById(sql, { taskId, signal })) };
+      const task = taskToPb(await tasks.tasksGetById(sql, { taskId, signal }));
+      if (req.view !== TaskView.FULL) return { task };
+      const resultMessages: ResultMessage[] = [];
+      for (let after = 0n; ; ) {
+        const batch = await messagesList(sql, { taskId, afterSequence: after, errorsOnly: false, limit: 1000, signal });
+        resultMessages.push(...batch);
+        if (batch.length < 1000) break;
+        after = batch[batch.length - 1]!.sequence;
+      }
+      return { task, resultMessages: resultMessages.map(messageToPb) };
     },
 
     async listTasks(req, { signal }) {
@@ -150,7 +161,7 @@ export function taskRpcs(sql: Sql): StateImpl {
   };
 }
 
-function statusList(v: Validator, field: string, values: PbTaskStatus[]): TaskStatus[] {
+export function statusList(v: Validator, field: string, values: PbTaskStatus[]): TaskStatus[] {
   const out: TaskStatus[] = [];
   values.forEach((s, i) => {
     const d = statusFromPb(s);

@@ -23,7 +23,7 @@ import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2
 import type { Logger } from "../log.js";
 import { DeadlineReason } from "../store/sql.js";
 import { toServiceError } from "./status.js";
-import { ShuttingDownError } from "../errors.js";
+import { DomainError } from "../errors.js";
 
 export interface CallContext {
   /** Aborted when the deadline passes, the client cancels or the server shuts down. */
@@ -32,6 +32,8 @@ export interface CallContext {
   peer: string;
   /** Full method name, e.g. drydock.statemgmt.v1.StateService/GetTask. */
   method: string;
+  /** Ends the call with this error, even while it waits for a slow client. */
+  abort(err: DomainError): void;
 }
 
 type In<M extends DescMethod> = MessageShape<M["input"]>;
@@ -119,7 +121,13 @@ function makeHandler(
       : undefined;
     const onCancel = () => ac.abort(new Error("cancelled by client"));
     call.on("cancelled", onCancel);
-    const ctx: CallContext = { signal: ac.signal, metadata: call.metadata, peer: call.getPeer(), method: name };
+    const ctx: CallContext = {
+      signal: ac.signal,
+      metadata: call.metadata,
+      peer: call.getPeer(),
+      method: name,
+      abort: (err) => ac.abort(err),
+    };
     const finish = (code: grpc.status, err?: unknown) => {
       clearTimeout(timer);
       call.removeListener("cancelled", onCancel);
@@ -132,10 +140,10 @@ function makeHandler(
     return { ctx, finish };
   };
 
-  const fail = (err: unknown, signal: AbortSignal) => {
-    const mapped = toServiceError(signal.aborted && signal.reason instanceof ShuttingDownError ? signal.reason : err);
-    return mapped;
-  };
+  // When the call was aborted with a domain error (shutdown, overflow), that
+  // is why it failed, whatever the handler threw on the way out.
+  const fail = (err: unknown, signal: AbortSignal) =>
+    toServiceError(signal.aborted && signal.reason instanceof DomainError ? signal.reason : err);
 
   if (!fn) {
     return ((call: AnyCall, callback?: grpc.sendUnaryData<unknown>) => {
@@ -177,7 +185,7 @@ function makeHandler(
             for await (const out of source as AsyncIterable<MessageInitShape<DescMessage>>) {
               if (!call.write(create(method.output, out))) await drained(call, ctx.signal);
             }
-            if (ctx.signal.aborted && ctx.signal.reason instanceof ShuttingDownError) throw ctx.signal.reason;
+            if (ctx.signal.aborted && ctx.signal.reason instanceof DomainError) throw ctx.signal.reason;
             finish(grpc.status.OK);
             call.end();
           } catch (err) {

@@ -8,16 +8,25 @@ import type { Sql } from "../db/connect.js";
 import { ShuttingDownError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { taskRpcs } from "../rpc/tasks.js";
+import { messageRpcs } from "../rpc/messages.js";
+import { watchRpcs } from "../rpc/watch.js";
+import { WatchHub } from "../watch/hub.js";
 import { addService, type OpenCalls } from "./adapter.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
 
 export interface ServerOptions {
   sql: Sql;
+  /** URL of the same database, for the LISTEN connection of the watch hub. */
+  databaseUrl: string;
   log: Logger;
   host: string;
   port: number;
   healthIntervalMs: number;
+  /** Events a watch stream may fall behind before RESOURCE_EXHAUSTED. */
+  watchBufferLimit?: number;
+  /** Heartbeat interval (and timeout) of the LISTEN connection. */
+  heartbeatMs?: number;
 }
 
 export interface StateServer {
@@ -25,6 +34,7 @@ export interface StateServer {
   address: string;
   port: number;
   health: DatabaseHealth;
+  hub: WatchHub;
   /**
    * Stops accepting calls, ends open streams with UNAVAILABLE, gives unary
    * calls up to graceMs to finish, then cancels what is left.
@@ -44,7 +54,16 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     [StateService.typeName, Health.typeName, reflV1.ServerReflection.typeName, reflV1alpha.ServerReflection.typeName],
     [file_drydock_statemgmt_v1_state_service, file_grpc_health_v1_health, reflV1.file_grpc_reflection_v1_reflection, reflV1alpha.file_grpc_reflection_v1alpha_reflection],
   );
-  addService(server, StateService, taskRpcs(o.sql), o.log, calls);
+  const hub = new WatchHub({
+    sql: o.sql,
+    listenUrl: o.databaseUrl,
+    log: o.log.child({ component: "watch" }),
+    bufferLimit: o.watchBufferLimit ?? 10_000,
+    heartbeatMs: o.heartbeatMs ?? 5000,
+    heartbeatTimeoutMs: o.heartbeatMs ?? 5000,
+  });
+  await hub.start();
+  addService(server, StateService, { ...taskRpcs(o.sql), ...messageRpcs(o.sql), ...watchRpcs(o.sql, hub) }, o.log, calls);
   addService(server, Health, healthRpcs(health), o.log, calls);
   addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls);
   addService(server, reflV1alpha.ServerReflection, reflectionV1alpha(index), o.log, calls);
@@ -62,6 +81,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     address,
     port,
     health,
+    hub,
     shutdown(graceMs) {
       shuttingDown ??= (async () => {
         health.stop();
@@ -77,6 +97,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
           server.forceShutdown();
         }
         clearTimeout(timer);
+        await hub.stop();
       })();
       return shuttingDown;
     },

@@ -16,6 +16,7 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
+  ResourceExhaustedError,
   ShuttingDownError,
   UnavailableError,
   VersionMismatchError,
@@ -34,6 +35,7 @@ const CODES: [new (...a: never[]) => DomainError, grpc.status][] = [
   [ShuttingDownError, grpc.status.UNAVAILABLE],
   [DeadlineExceededError, grpc.status.DEADLINE_EXCEEDED],
   [CancelledError, grpc.status.CANCELLED],
+  [ResourceExhaustedError, grpc.status.RESOURCE_EXHAUSTED],
 ];
 
 export function toServiceError(err: unknown): grpc.ServiceError {

@@ -14,6 +14,7 @@ import {
 } from "../domain.js";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, VersionMismatchError } from "../errors.js";
 import { interpretError, pgCode, run, SQLSTATE } from "./sql.js";
+import { TASK_CHANNEL } from "./notify.js";
 
 interface TaskRow {
   task_id: string;
@@ -128,11 +129,18 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
       if (pgCode(err) === SQLSTATE.uniqueViolation) throw new AlreadyExistsError("Task", p.taskId);
       throw err;
     }
+    await notify(tx, p.signal, p.taskId, p.parentTaskId);
     const [row] = await run(p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
     return toTask(row!);
   }).catch((err) => {
     throw interpretError(err, p.signal);
   });
+}
+
+/** Tells watchers (at commit) that these tasks changed. */
+async function notify(tx: Queryable, signal: AbortSignal | undefined, ...taskIds: (string | null)[]): Promise<void> {
+  const ids = taskIds.filter((x): x is string => x !== null);
+  await run(signal, tx`select pg_notify(${TASK_CHANNEL}, id) from unnest(${tx.array(ids)}::text[]) as id`);
 }
 
 export async function tasksGetById(sql: Queryable, p: { taskId: string; signal?: AbortSignal }): Promise<Task> {
@@ -216,6 +224,7 @@ export async function tasksUpdate(sql: Sql, p: TasksUpdateParams): Promise<Task>
       tx`update tasks set ${tx(cols as never, Object.keys(cols) as never)}, version = version + 1, updated = now()
          where task_id = ${p.taskId}`,
     );
+    await notify(tx, p.signal, p.taskId);
     const [row] = await run(p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
     return toTask(row!);
   }).catch((err) => {
@@ -269,6 +278,7 @@ export async function tasksTerminate(
                version = version + 1, updated = now()
            where task_id = ${p.taskId}`,
       );
+      await notify(tx, p.signal, p.taskId);
     }
     const [row] = await run(p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
     return toTask(row!);
@@ -303,7 +313,8 @@ export async function tasksClaimNext(
         returning *)
       select c.*,
              array(select s.task_id from tasks s where s.parent_task_id = c.task_id
-                   order by s.created, s.task_id) as subtask_ids
+                   order by s.created, s.task_id) as subtask_ids,
+             pg_notify(${TASK_CHANNEL}, c.task_id::text)
       from claimed c`,
   );
   return rows[0] ? toTask(rows[0]) : null;
@@ -344,4 +355,25 @@ export async function tasksPurge(
       select (select count(*) from doomed) as tasks, (select n from messages) as messages`,
   );
   return { tasks: Number(row?.tasks ?? 0n), resultMessages: Number(row?.messages ?? 0n) };
+}
+
+/** Tasks by id (missing ids are skipped), in no particular order. */
+export async function tasksGetByIds(sql: Queryable, p: { taskIds: string[]; signal?: AbortSignal }): Promise<Task[]> {
+  const rows = await run(p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = any(${sql.array(p.taskIds)}::uuid[])`)}`);
+  return rows.map(toTask);
+}
+
+/** Ids of tasks changed at or after `since` (for watchers that may have missed notifications). */
+export async function tasksChangedSince(sql: Queryable, p: { since: Micros; signal?: AbortSignal }): Promise<string[]> {
+  const rows = await run(
+    p.signal,
+    sql<{ task_id: string }[]>`select task_id from tasks where updated >= ${formatMicros(p.since)}::timestamptz`,
+  );
+  return rows.map((r) => r.task_id);
+}
+
+/** The database's clock. */
+export async function dbNow(sql: Queryable): Promise<Micros> {
+  const [row] = await sql<{ now: Micros }[]>`select now() as now`;
+  return row!.now;
 }

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { NodeFilter, Task, TaskStatus } from "./task_pb.js";
+import type { NodeFilter, ResultMessage, Task, TaskStatus } from "./task_pb.js";
 import { file_drydock_statemgmt_v1_task } from "./task_pb.js";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file drydock/statemgmt/v1/state_service.proto.
  */
 export const file_drydock_statemgmt_v1_state_service: GenFile = /*@__PURE__*/
-  fileDesc("Cihkcnlkb2NrL3N0YXRlbWdtdC92MS9zdGF0ZV9zZXJ2aWNlLnByb3RvEhRkcnlkb2NrLnN0YXRlbWdtdC52MSKXAgoRQ3JlYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIWCg5wYXJlbnRfdGFza19pZBgCIAEoCRIOCgZhY3Rpb24YAyABKAkSEgoKZGVzaWduX3JlZhgEIAEoCRI1Cgtub2RlX2ZpbHRlchgFIAEoCzIgLmRyeWRvY2suc3RhdGVtZ210LnYxLk5vZGVGaWx0ZXISMAoPcmVxdWVzdF9jb250ZXh0GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpjcmVhdGVkX2J5GAcgASgJEjgKDmluaXRpYWxfc3RhdHVzGAggASgOMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1N0YXR1cyI+ChJDcmVhdGVUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siIQoOR2V0VGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSI7Cg9HZXRUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2si/QEKEExpc3RUYXNrc1JlcXVlc3QSMgoIc3RhdHVzZXMYASADKA4yIC5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrU3RhdHVzEg8KB2FjdGlvbnMYAiADKAkSFgoOcGFyZW50X3Rhc2tfaWQYAyABKAkSMQoNY3JlYXRlZF9hZnRlchgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJIlcKEUxpc3RUYXNrc1Jlc3BvbnNlEikKBXRhc2tzGAEgAygLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiiAEKEVVwZGF0ZVRhc2tSZXF1ZXN0EigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDIj4KElVwZGF0ZVRhc2tSZXNwb25zZRIoCgR0YXNrGAEgASgLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzayI+ChRUZXJtaW5hdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEhUKDXRlcm1pbmF0ZWRfYnkYAiABKAkiQQoVVGVybWluYXRlVGFza1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrIokBChNMaXN0U3VidGFza3NSZXF1ZXN0EhYKDnBhcmVudF90YXNrX2lkGAEgASgJEjMKBmZpbHRlchgCIAEoDjIjLmRyeWRvY2suc3RhdGVtZ210LnYxLlN1YnRhc2tGaWx0ZXISEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiWgoUTGlzdFN1YnRhc2tzUmVzcG9uc2USKQoFdGFza3MYASADKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI8ChRDbGFpbU5leHRUYXNrUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIPCgdhY3Rpb25zGAIgAygJIkEKFUNsYWltTmV4dFRhc2tSZXNwb25zZRIoCgR0YXNrGAEgASgLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzayIsChFQdXJnZVRhc2tzUmVxdWVzdBIXCg9vbGRlcl90aGFuX2RheXMYASABKAUiTAoSUHVyZ2VUYXNrc1Jlc3BvbnNlEhUKDXRhc2tzX2RlbGV0ZWQYASABKAMSHwoXcmVzdWx0X21lc3NhZ2VzX2RlbGV0ZWQYAiABKAMqfwoNU3VidGFza0ZpbHRlchIeChpTVUJUQVNLX0ZJTFRFUl9VTlNQRUNJRklFRBAAEhYKElNVQlRBU0tfRklMVEVSX0FMTBABEhkKFVNVQlRBU0tfRklMVEVSX0FDVElWRRACEhsKF1NVQlRBU0tfRklMVEVSX0NPTVBMRVRFEAMyogYKDFN0YXRlU2VydmljZRJfCgpDcmVhdGVUYXNrEicuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQ3JlYXRlVGFza1JlcXVlc3QaKC5kcnlkb2NrLnN0YXRlbWdtdC52MS5DcmVhdGVUYXNrUmVzcG9uc2USVgoHR2V0VGFzaxIkLmRyeWRvY2suc3RhdGVtZ210LnYxLkdldFRhc2tSZXF1ZXN0GiUuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuR2V0VGFza1Jlc3BvbnNlElwKCUxpc3RUYXNrcxImLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RUYXNrc1JlcXVlc3QaJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaXN0VGFza3NSZXNwb25zZRJfCgpVcGRhdGVUYXNrEicuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVXBkYXRlVGFza1JlcXVlc3QaKC5kcnlkb2NrLnN0YXRlbWdtdC52MS5VcGRhdGVUYXNrUmVzcG9uc2USaAoNVGVybWluYXRlVGFzaxIqLmRyeWRvY2suc3RhdGVtZ210LnYxLlRlcm1pbmF0ZVRhc2tSZXF1ZXN0GisuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGVybWluYXRlVGFza1Jlc3BvbnNlEmUKDExpc3RTdWJ0YXNrcxIpLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RTdWJ0YXNrc1JlcXVlc3QaKi5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaXN0U3VidGFza3NSZXNwb25zZRJoCg1DbGFpbU5leHRUYXNrEiouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQ2xhaW1OZXh0VGFza1JlcXVlc3QaKy5kcnlkb2NrLnN0YXRlbWdtdC52MS5DbGFpbU5leHRUYXNrUmVzcG9uc2USXwoKUHVyZ2VUYXNrcxInLmRyeWRvY2suc3RhdGVtZ210LnYxLlB1cmdlVGFza3NSZXF1ZXN0GiguZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUHVyZ2VUYXNrc1Jlc3BvbnNlQqABCiJvcmcuYWlyc2hpcGl0LmRyeWRvY2suc3RhdGVtZ210LnYxQhFTdGF0ZVNlcnZpY2VQcm90b1ABWk5naXRodWIuY29tL2FpcnNoaXBpdC9kcnlkb2NrLXN0YXRlbWdtdC9nZW4vZ28vZHJ5ZG9jay9zdGF0ZW1nbXQvdjE7c3RhdGVtZ210djGqAhREcnlkb2NrLlN0YXRlbWdtdC5WMWIGcHJvdG8z", [file_drydock_statemgmt_v1_task, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Cihkcnlkb2NrL3N0YXRlbWdtdC92MS9zdGF0ZV9zZXJ2aWNlLnByb3RvEhRkcnlkb2NrLnN0YXRlbWdtdC52MSKXAgoRQ3JlYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIWCg5wYXJlbnRfdGFza19pZBgCIAEoCRIOCgZhY3Rpb24YAyABKAkSEgoKZGVzaWduX3JlZhgEIAEoCRI1Cgtub2RlX2ZpbHRlchgFIAEoCzIgLmRyeWRvY2suc3RhdGVtZ210LnYxLk5vZGVGaWx0ZXISMAoPcmVxdWVzdF9jb250ZXh0GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpjcmVhdGVkX2J5GAcgASgJEjgKDmluaXRpYWxfc3RhdHVzGAggASgOMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1N0YXR1cyI+ChJDcmVhdGVUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siTwoOR2V0VGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIsCgR2aWV3GAIgASgOMh4uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1ZpZXcieQoPR2V0VGFza1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEjwKD3Jlc3VsdF9tZXNzYWdlcxgCIAMoCzIjLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlc3VsdE1lc3NhZ2Ui/QEKEExpc3RUYXNrc1JlcXVlc3QSMgoIc3RhdHVzZXMYASADKA4yIC5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrU3RhdHVzEg8KB2FjdGlvbnMYAiADKAkSFgoOcGFyZW50X3Rhc2tfaWQYAyABKAkSMQoNY3JlYXRlZF9hZnRlchgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJIlcKEUxpc3RUYXNrc1Jlc3BvbnNlEikKBXRhc2tzGAEgAygLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiiAEKEVVwZGF0ZVRhc2tSZXF1ZXN0EigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDIj4KElVwZGF0ZVRhc2tSZXNwb25zZRIoCgR0YXNrGAEgASgLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzayI+ChRUZXJtaW5hdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEhUKDXRlcm1pbmF0ZWRfYnkYAiABKAkiQQoVVGVybWluYXRlVGFza1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrIokBChNMaXN0U3VidGFza3NSZXF1ZXN0EhYKDnBhcmVudF90YXNrX2lkGAEgASgJEjMKBmZpbHRlchgCIAEoDjIjLmRyeWRvY2suc3RhdGVtZ210LnYxLlN1YnRhc2tGaWx0ZXISEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiWgoUTGlzdFN1YnRhc2tzUmVzcG9uc2USKQoFdGFza3MYASADKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI8ChRDbGFpbU5leHRUYXNrUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIPCgdhY3Rpb25zGAIgAygJIkEKFUNsYWltTmV4dFRhc2tSZXNwb25zZRIoCgR0YXNrGAEgASgLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzayIsChFQdXJnZVRhc2tzUmVxdWVzdBIXCg9vbGRlcl90aGFuX2RheXMYASABKAUiTAoSUHVyZ2VUYXNrc1Jlc3BvbnNlEhUKDXRhc2tzX2RlbGV0ZWQYASABKAMSHwoXcmVzdWx0X21lc3NhZ2VzX2RlbGV0ZWQYAiABKAMiqQEKEE5ld1Jlc3VsdE1lc3NhZ2USDwoHbWVzc2FnZRgBIAEoCRINCgVlcnJvchgCIAEoCBIUCgxjb250ZXh0X3R5cGUYAyABKAkSDwoHY29udGV4dBgEIAEoCRImCgJ0cxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoFZXh0cmEYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0ImgKG0FwcGVuZFJlc3VsdE1lc3NhZ2VzUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEjgKCG1lc3NhZ2VzGAIgAygLMiYuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTmV3UmVzdWx0TWVzc2FnZSJcChxBcHBlbmRSZXN1bHRNZXNzYWdlc1Jlc3BvbnNlEhEKCXNlcXVlbmNlcxgBIAMoAxIUCgx0YXNrX3ZlcnNpb24YAiABKAMSEwoLZXJyb3JfY291bnQYAyABKAUigAEKGUxpc3RSZXN1bHRNZXNzYWdlc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAxITCgtlcnJvcnNfb25seRgDIAEoCBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJsChpMaXN0UmVzdWx0TWVzc2FnZXNSZXNwb25zZRI1CghtZXNzYWdlcxgBIAMoCzIjLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlc3VsdE1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjsKEFdhdGNoVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyKAAQoRV2F0Y2hUYXNrUmVzcG9uc2USKgoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2tIABI2CgdtZXNzYWdlGAIgASgLMiMuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUmVzdWx0TWVzc2FnZUgAQgcKBWV2ZW50IoYBChFXYXRjaFRhc2tzUmVxdWVzdBIyCghzdGF0dXNlcxgBIAMoDjIgLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2tTdGF0dXMSDwoHYWN0aW9ucxgCIAMoCRIWCg5wYXJlbnRfdGFza19pZBgDIAEoCRIUCgxzZW5kX2luaXRpYWwYBCABKAgiTwoSV2F0Y2hUYXNrc1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEg8KB2luaXRpYWwYAiABKAgqTgoIVGFza1ZpZXcSGQoVVEFTS19WSUVXX1VOU1BFQ0lGSUVEEAASEwoPVEFTS19WSUVXX0JBU0lDEAESEgoOVEFTS19WSUVXX0ZVTEwQAip/Cg1TdWJ0YXNrRmlsdGVyEh4KGlNVQlRBU0tfRklMVEVSX1VOU1BFQ0lGSUVEEAASFgoSU1VCVEFTS19GSUxURVJfQUxMEAESGQoVU1VCVEFTS19GSUxURVJfQUNUSVZFEAISGwoXU1VCVEFTS19GSUxURVJfQ09NUExFVEUQAzLdCQoMU3RhdGVTZXJ2aWNlEl8KCkNyZWF0ZVRhc2sSJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5DcmVhdGVUYXNrUmVxdWVzdBooLmRyeWRvY2suc3RhdGVtZ210LnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJWCgdHZXRUYXNrEiQuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuR2V0VGFza1JlcXVlc3QaJS5kcnlkb2NrLnN0YXRlbWdtdC52MS5HZXRUYXNrUmVzcG9uc2USXAoJTGlzdFRhc2tzEiYuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFRhc2tzUmVxdWVzdBonLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RUYXNrc1Jlc3BvbnNlEl8KClVwZGF0ZVRhc2sSJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5VcGRhdGVUYXNrUmVxdWVzdBooLmRyeWRvY2suc3RhdGVtZ210LnYxLlVwZGF0ZVRhc2tSZXNwb25zZRJoCg1UZXJtaW5hdGVUYXNrEiouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGVybWluYXRlVGFza1JlcXVlc3QaKy5kcnlkb2NrLnN0YXRlbWdtdC52MS5UZXJtaW5hdGVUYXNrUmVzcG9uc2USZQoMTGlzdFN1YnRhc2tzEikuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFN1YnRhc2tzUmVxdWVzdBoqLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RTdWJ0YXNrc1Jlc3BvbnNlEmgKDUNsYWltTmV4dFRhc2sSKi5kcnlkb2NrLnN0YXRlbWdtdC52MS5DbGFpbU5leHRUYXNrUmVxdWVzdBorLmRyeWRvY2suc3RhdGVtZ210LnYxLkNsYWltTmV4dFRhc2tSZXNwb25zZRJ9ChRBcHBlbmRSZXN1bHRNZXNzYWdlcxIxLmRyeWRvY2suc3RhdGVtZ210LnYxLkFwcGVuZFJlc3VsdE1lc3NhZ2VzUmVxdWVzdBoyLmRyeWRvY2suc3RhdGVtZ210LnYxLkFwcGVuZFJlc3VsdE1lc3NhZ2VzUmVzcG9uc2USdwoSTGlzdFJlc3VsdE1lc3NhZ2VzEi8uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFJlc3VsdE1lc3NhZ2VzUmVxdWVzdBowLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RSZXN1bHRNZXNzYWdlc1Jlc3BvbnNlEl4KCVdhdGNoVGFzaxImLmRyeWRvY2suc3RhdGVtZ210LnYxLldhdGNoVGFza1JlcXVlc3QaJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5XYXRjaFRhc2tSZXNwb25zZTABEmEKCldhdGNoVGFza3MSJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5XYXRjaFRhc2tzUmVxdWVzdBooLmRyeWRvY2suc3RhdGVtZ210LnYxLldhdGNoVGFza3NSZXNwb25zZTABEl8KClB1cmdlVGFza3MSJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5QdXJnZVRhc2tzUmVxdWVzdBooLmRyeWRvY2suc3RhdGVtZ210LnYxLlB1cmdlVGFza3NSZXNwb25zZUKgAQoib3JnLmFpcnNoaXBpdC5kcnlkb2NrLnN0YXRlbWdtdC52MUIRU3RhdGVTZXJ2aWNlUHJvdG9QAVpOZ2l0aHViLmNvbS9haXJzaGlwaXQvZHJ5ZG9jay1zdGF0ZW1nbXQvZ2VuL2dvL2RyeWRvY2svc3RhdGVtZ210L3YxO3N0YXRlbWdtdHYxqgIURHJ5ZG9jay5TdGF0ZW1nbXQuVjFiBnByb3RvMw", [file_drydock_statemgmt_v1_task, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Request of CreateTask.
@@ -121,6 +121,13 @@ export type GetTaskRequest = Message<"drydock.statemgmt.v1.GetTaskRequest"> & {
    * @generated from field: string task_id = 1;
    */
   taskId: string;
+
+  /**
+   * BASIC (default) or FULL.
+   *
+   * @generated from field: drydock.statemgmt.v1.TaskView view = 2;
+   */
+  view: TaskView;
 };
 
 /**
@@ -142,6 +149,13 @@ export type GetTaskResponse = Message<"drydock.statemgmt.v1.GetTaskResponse"> & 
    * @generated from field: drydock.statemgmt.v1.Task task = 1;
    */
   task?: Task | undefined;
+
+  /**
+   * With view FULL: the task's result messages in sequence order.
+   *
+   * @generated from field: repeated drydock.statemgmt.v1.ResultMessage result_messages = 2;
+   */
+  resultMessages: ResultMessage[];
 };
 
 /**
@@ -526,6 +540,373 @@ export const PurgeTasksResponseSchema: GenMessage<PurgeTasksResponse> = /*@__PUR
   messageDesc(file_drydock_statemgmt_v1_state_service, 15);
 
 /**
+ * A result message to append; the server assigns task and sequence.
+ *
+ * @generated from message drydock.statemgmt.v1.NewResultMessage
+ */
+export type NewResultMessage = Message<"drydock.statemgmt.v1.NewResultMessage"> & {
+  /**
+   * Required text, ≤ 1024 characters.
+   *
+   * @generated from field: string message = 1;
+   */
+  message: string;
+
+  /**
+   * Whether the message reports an error.
+   *
+   * @generated from field: bool error = 2;
+   */
+  error: boolean;
+
+  /**
+   * ≤ 64 characters, e.g. "task", "node", "NA".
+   *
+   * @generated from field: string context_type = 3;
+   */
+  contextType: string;
+
+  /**
+   * ≤ 256 characters, e.g. a node name.
+   *
+   * @generated from field: string context = 4;
+   */
+  context: string;
+
+  /**
+   * When the message was produced; the server's time when unset.
+   *
+   * @generated from field: google.protobuf.Timestamp ts = 5;
+   */
+  ts?: Timestamp | undefined;
+
+  /**
+   * Structured detail, ≤ 64 KiB as JSON.
+   *
+   * @generated from field: google.protobuf.Struct extra = 6;
+   */
+  extra?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.NewResultMessage.
+ * Use `create(NewResultMessageSchema)` to create a new message.
+ */
+export const NewResultMessageSchema: GenMessage<NewResultMessage> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 16);
+
+/**
+ * Request of AppendResultMessages.
+ *
+ * @generated from message drydock.statemgmt.v1.AppendResultMessagesRequest
+ */
+export type AppendResultMessagesRequest = Message<"drydock.statemgmt.v1.AppendResultMessagesRequest"> & {
+  /**
+   * Required UUID of the task; NOT_FOUND when it does not exist.
+   *
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * 1 to 1000 messages, stored in this order.
+   *
+   * @generated from field: repeated drydock.statemgmt.v1.NewResultMessage messages = 2;
+   */
+  messages: NewResultMessage[];
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.AppendResultMessagesRequest.
+ * Use `create(AppendResultMessagesRequestSchema)` to create a new message.
+ */
+export const AppendResultMessagesRequestSchema: GenMessage<AppendResultMessagesRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 17);
+
+/**
+ * Response of AppendResultMessages.
+ *
+ * @generated from message drydock.statemgmt.v1.AppendResultMessagesResponse
+ */
+export type AppendResultMessagesResponse = Message<"drydock.statemgmt.v1.AppendResultMessagesResponse"> & {
+  /**
+   * The sequence assigned to each message, in request order (consecutive).
+   *
+   * @generated from field: repeated int64 sequences = 1;
+   */
+  sequences: bigint[];
+
+  /**
+   * The task's version after the append.
+   *
+   * @generated from field: int64 task_version = 2;
+   */
+  taskVersion: bigint;
+
+  /**
+   * The task's result.error_count after the append.
+   *
+   * @generated from field: int32 error_count = 3;
+   */
+  errorCount: number;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.AppendResultMessagesResponse.
+ * Use `create(AppendResultMessagesResponseSchema)` to create a new message.
+ */
+export const AppendResultMessagesResponseSchema: GenMessage<AppendResultMessagesResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 18);
+
+/**
+ * Request of ListResultMessages.
+ *
+ * @generated from message drydock.statemgmt.v1.ListResultMessagesRequest
+ */
+export type ListResultMessagesRequest = Message<"drydock.statemgmt.v1.ListResultMessagesRequest"> & {
+  /**
+   * Required UUID of the task; NOT_FOUND when it does not exist.
+   *
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * Only messages with a greater sequence (0: from the first).
+   *
+   * @generated from field: int64 after_sequence = 2;
+   */
+  afterSequence: bigint;
+
+  /**
+   * Only messages with error = true.
+   *
+   * @generated from field: bool errors_only = 3;
+   */
+  errorsOnly: boolean;
+
+  /**
+   * Maximum number of messages: 0 means 100, at most 1000.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; valid only with the same filters.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ListResultMessagesRequest.
+ * Use `create(ListResultMessagesRequestSchema)` to create a new message.
+ */
+export const ListResultMessagesRequestSchema: GenMessage<ListResultMessagesRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 19);
+
+/**
+ * Response of ListResultMessages.
+ *
+ * @generated from message drydock.statemgmt.v1.ListResultMessagesResponse
+ */
+export type ListResultMessagesResponse = Message<"drydock.statemgmt.v1.ListResultMessagesResponse"> & {
+  /**
+   * One page of messages in sequence order.
+   *
+   * @generated from field: repeated drydock.statemgmt.v1.ResultMessage messages = 1;
+   */
+  messages: ResultMessage[];
+
+  /**
+   * Token for the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ListResultMessagesResponse.
+ * Use `create(ListResultMessagesResponseSchema)` to create a new message.
+ */
+export const ListResultMessagesResponseSchema: GenMessage<ListResultMessagesResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 20);
+
+/**
+ * Request of WatchTask.
+ *
+ * @generated from message drydock.statemgmt.v1.WatchTaskRequest
+ */
+export type WatchTaskRequest = Message<"drydock.statemgmt.v1.WatchTaskRequest"> & {
+  /**
+   * Required UUID of the task; NOT_FOUND when it does not exist.
+   *
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * Send messages with a greater sequence: 0 for all, or the last sequence
+   * received before a disconnect.
+   *
+   * @generated from field: int64 after_sequence = 2;
+   */
+  afterSequence: bigint;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.WatchTaskRequest.
+ * Use `create(WatchTaskRequestSchema)` to create a new message.
+ */
+export const WatchTaskRequestSchema: GenMessage<WatchTaskRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 21);
+
+/**
+ * One event of WatchTask.
+ *
+ * @generated from message drydock.statemgmt.v1.WatchTaskResponse
+ */
+export type WatchTaskResponse = Message<"drydock.statemgmt.v1.WatchTaskResponse"> & {
+  /**
+   * What happened.
+   *
+   * @generated from oneof drydock.statemgmt.v1.WatchTaskResponse.event
+   */
+  event: {
+    /**
+     * A snapshot of the task: sent first, then after every change of status,
+     * result or termination flags.
+     *
+     * @generated from field: drydock.statemgmt.v1.Task task = 1;
+     */
+    value: Task;
+    case: "task";
+  } | {
+    /**
+     * The next result message.
+     *
+     * @generated from field: drydock.statemgmt.v1.ResultMessage message = 2;
+     */
+    value: ResultMessage;
+    case: "message";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.WatchTaskResponse.
+ * Use `create(WatchTaskResponseSchema)` to create a new message.
+ */
+export const WatchTaskResponseSchema: GenMessage<WatchTaskResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 22);
+
+/**
+ * Request of WatchTasks. All given filters apply together.
+ *
+ * @generated from message drydock.statemgmt.v1.WatchTasksRequest
+ */
+export type WatchTasksRequest = Message<"drydock.statemgmt.v1.WatchTasksRequest"> & {
+  /**
+   * Only tasks in any of these statuses (all when empty).
+   *
+   * @generated from field: repeated drydock.statemgmt.v1.TaskStatus statuses = 1;
+   */
+  statuses: TaskStatus[];
+
+  /**
+   * Only tasks with any of these actions (all when empty).
+   *
+   * @generated from field: repeated string actions = 2;
+   */
+  actions: string[];
+
+  /**
+   * Only direct subtasks of this task (any task when empty).
+   *
+   * @generated from field: string parent_task_id = 3;
+   */
+  parentTaskId: string;
+
+  /**
+   * Send the currently matching tasks first (initial = true), oldest first.
+   *
+   * @generated from field: bool send_initial = 4;
+   */
+  sendInitial: boolean;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.WatchTasksRequest.
+ * Use `create(WatchTasksRequestSchema)` to create a new message.
+ */
+export const WatchTasksRequestSchema: GenMessage<WatchTasksRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 23);
+
+/**
+ * One event of WatchTasks.
+ *
+ * @generated from message drydock.statemgmt.v1.WatchTasksResponse
+ */
+export type WatchTasksResponse = Message<"drydock.statemgmt.v1.WatchTasksResponse"> & {
+  /**
+   * A snapshot of a matching task.
+   *
+   * @generated from field: drydock.statemgmt.v1.Task task = 1;
+   */
+  task?: Task | undefined;
+
+  /**
+   * True for the snapshots of the initial set (send_initial).
+   *
+   * @generated from field: bool initial = 2;
+   */
+  initial: boolean;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.WatchTasksResponse.
+ * Use `create(WatchTasksResponseSchema)` to create a new message.
+ */
+export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 24);
+
+/**
+ * How much of a task GetTask returns.
+ *
+ * @generated from enum drydock.statemgmt.v1.TaskView
+ */
+export enum TaskView {
+  /**
+   * Same as BASIC.
+   *
+   * @generated from enum value: TASK_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The task without its result messages.
+   *
+   * @generated from enum value: TASK_VIEW_BASIC = 1;
+   */
+  BASIC = 1,
+
+  /**
+   * The task and all its result messages in sequence order.
+   *
+   * @generated from enum value: TASK_VIEW_FULL = 2;
+   */
+  FULL = 2,
+}
+
+/**
+ * Describes the enum drydock.statemgmt.v1.TaskView.
+ */
+export const TaskViewSchema: GenEnum<TaskView> = /*@__PURE__*/
+  enumDesc(file_drydock_statemgmt_v1_state_service, 0);
+
+/**
  * Which subtasks ListSubtasks returns.
  *
  * @generated from enum drydock.statemgmt.v1.SubtaskFilter
@@ -564,7 +945,7 @@ export enum SubtaskFilter {
  * Describes the enum drydock.statemgmt.v1.SubtaskFilter.
  */
 export const SubtaskFilterSchema: GenEnum<SubtaskFilter> = /*@__PURE__*/
-  enumDesc(file_drydock_statemgmt_v1_state_service, 0);
+  enumDesc(file_drydock_statemgmt_v1_state_service, 1);
 
 /**
  * The persisted state of the Drydock orchestrator.
@@ -591,8 +972,8 @@ export const StateService: GenService<{
     output: typeof CreateTaskResponseSchema;
   },
   /**
-   * Returns one task. NOT_FOUND for an unknown id, INVALID_ARGUMENT for a
-   * malformed one.
+   * Returns one task, and with view FULL its result messages. NOT_FOUND for
+   * an unknown id, INVALID_ARGUMENT for a malformed one.
    *
    * @generated from rpc drydock.statemgmt.v1.StateService.GetTask
    */
@@ -656,6 +1037,59 @@ export const StateService: GenService<{
     methodKind: "unary";
     input: typeof ClaimNextTaskRequestSchema;
     output: typeof ClaimNextTaskResponseSchema;
+  },
+  /**
+   * Appends 1 to 1000 result messages to a task in one transaction and
+   * returns their sequences. Per task, sequences are allocated under the
+   * task's row lock, so they are gapless and committed in order however many
+   * writers append at once. Each error message adds one to the task's
+   * result.error_count; the task's version and updated move. A finished task
+   * still accepts messages (Drydock posts a final summary after completion).
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.AppendResultMessages
+   */
+  appendResultMessages: {
+    methodKind: "unary";
+    input: typeof AppendResultMessagesRequestSchema;
+    output: typeof AppendResultMessagesResponseSchema;
+  },
+  /**
+   * Lists a task's result messages in sequence order, one page at a time.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.ListResultMessages
+   */
+  listResultMessages: {
+    methodKind: "unary";
+    input: typeof ListResultMessagesRequestSchema;
+    output: typeof ListResultMessagesResponseSchema;
+  },
+  /**
+   * Streams a task as it runs: first a snapshot of the task, then its result
+   * messages after after_sequence, in order, with no gap and no duplicate,
+   * and a new snapshot whenever its status, result or termination flags
+   * change. Reconnecting with the last sequence seen continues exactly where
+   * the stream left off. The stream ends with OK once the task is COMPLETE or
+   * TERMINATED and every message committed before that has been sent. A
+   * client that stops reading is ended with RESOURCE_EXHAUSTED.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.WatchTask
+   */
+  watchTask: {
+    methodKind: "server_streaming";
+    input: typeof WatchTaskRequestSchema;
+    output: typeof WatchTaskResponseSchema;
+  },
+  /**
+   * Streams a snapshot of every matching task each time one is created or
+   * changes (optionally the current matching set first). Snapshots carry the
+   * task's version: drop any older than one already seen.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.WatchTasks
+   */
+  watchTasks: {
+    methodKind: "server_streaming";
+    input: typeof WatchTasksRequestSchema;
+    output: typeof WatchTasksResponseSchema;
   },
   /**
    * Deletes finished (COMPLETE or TERMINATED) top-level tasks that have not

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file drydock/statemgmt/v1/task.proto.
  */
 export const file_drydock_statemgmt_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("Ch9kcnlkb2NrL3N0YXRlbWdtdC92MS90YXNrLnByb3RvEhRkcnlkb2NrLnN0YXRlbWdtdC52MSIhCgRMaW5rEgsKA3JlbBgBIAEoCRIMCgRocmVmGAIgASgJIsYBCgpUYXNrUmVzdWx0EjIKBnN0YXR1cxgBIAEoDjIiLmRyeWRvY2suc3RhdGVtZ210LnYxLkFjdGlvblJlc3VsdBIPCgdtZXNzYWdlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRITCgtlcnJvcl9jb3VudBgEIAEoBRIRCglzdWNjZXNzZXMYBSADKAkSEAoIZmFpbHVyZXMYBiADKAkSKQoFbGlua3MYByADKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaW5rIv4CCg1Ob2RlRmlsdGVyU2V0EjgKC2ZpbHRlcl90eXBlGAEgASgOMiMuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuRmlsdGVyU2V0VHlwZRISCgpub2RlX25hbWVzGAIgAygJEhEKCW5vZGVfdGFncxgDIAMoCRJICgtub2RlX2xhYmVscxgEIAMoCzIzLmRyeWRvY2suc3RhdGVtZ210LnYxLk5vZGVGaWx0ZXJTZXQuTm9kZUxhYmVsc0VudHJ5EhIKCnJhY2tfbmFtZXMYBSADKAkSSAoLcmFja19sYWJlbHMYBiADKAsyMy5kcnlkb2NrLnN0YXRlbWdtdC52MS5Ob2RlRmlsdGVyU2V0LlJhY2tMYWJlbHNFbnRyeRoxCg9Ob2RlTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoxCg9SYWNrTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKDAQoKTm9kZUZpbHRlchI8Cg9maWx0ZXJfc2V0X3R5cGUYASABKA4yIy5kcnlkb2NrLnN0YXRlbWdtdC52MS5GaWx0ZXJTZXRUeXBlEjcKCmZpbHRlcl9zZXQYAiADKAsyIy5kcnlkb2NrLnN0YXRlbWdtdC52MS5Ob2RlRmlsdGVyU2V0IuEECgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSFgoOcGFyZW50X3Rhc2tfaWQYAiABKAkSEwoLc3VidGFza19pZHMYAyADKAkSDgoGYWN0aW9uGAQgASgJEhIKCmRlc2lnbl9yZWYYBSABKAkSMAoGc3RhdHVzGAYgASgOMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1N0YXR1cxIwCgZyZXN1bHQYByABKAsyIC5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrUmVzdWx0EjUKC25vZGVfZmlsdGVyGAggASgLMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTm9kZUZpbHRlchIwCg9yZXF1ZXN0X2NvbnRleHQYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EisKB2NyZWF0ZWQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3VwZGF0ZWQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnRlcm1pbmF0ZWQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYDSABKAkSFQoNdGVybWluYXRlZF9ieRgOIAEoCRIRCgl0ZXJtaW5hdGUYDyABKAgSDQoFcmV0cnkYECABKAUSDwoHdmVyc2lvbhgRIAEoAxISCgpjbGFpbWVkX2J5GBIgASgJEi4KCmNsYWltZWRfYXQYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKsgBCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVVEFTS19TVEFUVVNfUkVRVUVTVEVEEAESFgoSVEFTS19TVEFUVVNfUVVFVUVEEAISFwoTVEFTS19TVEFUVVNfUlVOTklORxADEhsKF1RBU0tfU1RBVFVTX1RFUk1JTkFUSU5HEAQSGgoWVEFTS19TVEFUVVNfVEVSTUlOQVRFRBAFEhgKFFRBU0tfU1RBVFVTX0NPTVBMRVRFEAYqwgEKDEFjdGlvblJlc3VsdBIdChlBQ1RJT05fUkVTVUxUX1VOU1BFQ0lGSUVEEAASHAoYQUNUSU9OX1JFU1VMVF9JTkNPTVBMRVRFEAESGQoVQUNUSU9OX1JFU1VMVF9TVUNDRVNTEAISIQodQUNUSU9OX1JFU1VMVF9QQVJUSUFMX1NVQ0NFU1MQAxIZChVBQ1RJT05fUkVTVUxUX0ZBSUxVUkUQBBIcChhBQ1RJT05fUkVTVUxUX1VOUkVQT1JURUQQBSptCg1GaWx0ZXJTZXRUeXBlEh8KG0ZJTFRFUl9TRVRfVFlQRV9VTlNQRUNJRklFRBAAEhkKFUZJTFRFUl9TRVRfVFlQRV9VTklPThABEiAKHEZJTFRFUl9TRVRfVFlQRV9JTlRFUlNFQ1RJT04QAkKYAQoib3JnLmFpcnNoaXBpdC5kcnlkb2NrLnN0YXRlbWdtdC52MUIJVGFza1Byb3RvUAFaTmdpdGh1Yi5jb20vYWlyc2hpcGl0L2RyeWRvY2stc3RhdGVtZ210L2dlbi9nby9kcnlkb2NrL3N0YXRlbWdtdC92MTtzdGF0ZW1nbXR2MaoCFERyeWRvY2suU3RhdGVtZ210LlYxYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch9kcnlkb2NrL3N0YXRlbWdtdC92MS90YXNrLnByb3RvEhRkcnlkb2NrLnN0YXRlbWdtdC52MSIhCgRMaW5rEgsKA3JlbBgBIAEoCRIMCgRocmVmGAIgASgJIsYBCgpUYXNrUmVzdWx0EjIKBnN0YXR1cxgBIAEoDjIiLmRyeWRvY2suc3RhdGVtZ210LnYxLkFjdGlvblJlc3VsdBIPCgdtZXNzYWdlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRITCgtlcnJvcl9jb3VudBgEIAEoBRIRCglzdWNjZXNzZXMYBSADKAkSEAoIZmFpbHVyZXMYBiADKAkSKQoFbGlua3MYByADKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaW5rIv4CCg1Ob2RlRmlsdGVyU2V0EjgKC2ZpbHRlcl90eXBlGAEgASgOMiMuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuRmlsdGVyU2V0VHlwZRISCgpub2RlX25hbWVzGAIgAygJEhEKCW5vZGVfdGFncxgDIAMoCRJICgtub2RlX2xhYmVscxgEIAMoCzIzLmRyeWRvY2suc3RhdGVtZ210LnYxLk5vZGVGaWx0ZXJTZXQuTm9kZUxhYmVsc0VudHJ5EhIKCnJhY2tfbmFtZXMYBSADKAkSSAoLcmFja19sYWJlbHMYBiADKAsyMy5kcnlkb2NrLnN0YXRlbWdtdC52MS5Ob2RlRmlsdGVyU2V0LlJhY2tMYWJlbHNFbnRyeRoxCg9Ob2RlTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoxCg9SYWNrTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKDAQoKTm9kZUZpbHRlchI8Cg9maWx0ZXJfc2V0X3R5cGUYASABKA4yIy5kcnlkb2NrLnN0YXRlbWdtdC52MS5GaWx0ZXJTZXRUeXBlEjcKCmZpbHRlcl9zZXQYAiADKAsyIy5kcnlkb2NrLnN0YXRlbWdtdC52MS5Ob2RlRmlsdGVyU2V0IuEECgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSFgoOcGFyZW50X3Rhc2tfaWQYAiABKAkSEwoLc3VidGFza19pZHMYAyADKAkSDgoGYWN0aW9uGAQgASgJEhIKCmRlc2lnbl9yZWYYBSABKAkSMAoGc3RhdHVzGAYgASgOMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1N0YXR1cxIwCgZyZXN1bHQYByABKAsyIC5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrUmVzdWx0EjUKC25vZGVfZmlsdGVyGAggASgLMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTm9kZUZpbHRlchIwCg9yZXF1ZXN0X2NvbnRleHQYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EisKB2NyZWF0ZWQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3VwZGF0ZWQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnRlcm1pbmF0ZWQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYDSABKAkSFQoNdGVybWluYXRlZF9ieRgOIAEoCRIRCgl0ZXJtaW5hdGUYDyABKAgSDQoFcmV0cnkYECABKAUSDwoHdmVyc2lvbhgRIAEoAxISCgpjbGFpbWVkX2J5GBIgASgJEi4KCmNsYWltZWRfYXQYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIskBCg1SZXN1bHRNZXNzYWdlEg8KB3Rhc2tfaWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSDwoHbWVzc2FnZRgDIAEoCRINCgVlcnJvchgEIAEoCBIUCgxjb250ZXh0X3R5cGUYBSABKAkSDwoHY29udGV4dBgGIAEoCRImCgJ0cxgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoFZXh0cmEYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0KsgBCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVVEFTS19TVEFUVVNfUkVRVUVTVEVEEAESFgoSVEFTS19TVEFUVVNfUVVFVUVEEAISFwoTVEFTS19TVEFUVVNfUlVOTklORxADEhsKF1RBU0tfU1RBVFVTX1RFUk1JTkFUSU5HEAQSGgoWVEFTS19TVEFUVVNfVEVSTUlOQVRFRBAFEhgKFFRBU0tfU1RBVFVTX0NPTVBMRVRFEAYqwgEKDEFjdGlvblJlc3VsdBIdChlBQ1RJT05fUkVTVUxUX1VOU1BFQ0lGSUVEEAASHAoYQUNUSU9OX1JFU1VMVF9JTkNPTVBMRVRFEAESGQoVQUNUSU9OX1JFU1VMVF9TVUNDRVNTEAISIQodQUNUSU9OX1JFU1VMVF9QQVJUSUFMX1NVQ0NFU1MQAxIZChVBQ1RJT05fUkVTVUxUX0ZBSUxVUkUQBBIcChhBQ1RJT05fUkVTVUxUX1VOUkVQT1JURUQQBSptCg1GaWx0ZXJTZXRUeXBlEh8KG0ZJTFRFUl9TRVRfVFlQRV9VTlNQRUNJRklFRBAAEhkKFUZJTFRFUl9TRVRfVFlQRV9VTklPThABEiAKHEZJTFRFUl9TRVRfVFlQRV9JTlRFUlNFQ1RJT04QAkKYAQoib3JnLmFpcnNoaXBpdC5kcnlkb2NrLnN0YXRlbWdtdC52MUIJVGFza1Byb3RvUAFaTmdpdGh1Yi5jb20vYWlyc2hpcGl0L2RyeWRvY2stc3RhdGVtZ210L2dlbi9nby9kcnlkb2NrL3N0YXRlbWdtdC92MTtzdGF0ZW1nbXR2MaoCFERyeWRvY2suU3RhdGVtZ210LlYxYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A link attached to a task result, e.g. to a report. rel ≤ 64 characters,
@@ -343,6 +343,77 @@ export type Task = Message<"drydock.statemgmt.v1.Task"> & {
  */
 export const TaskSchema: GenMessage<Task> = /*@__PURE__*/
   messageDesc(file_drydock_statemgmt_v1_task, 4);
+
+/**
+ * A message a task produced while it ran ("Error 1 on node n1", "Started
+ * subtask ..."). Sequences are per task, start at 1 and have no gaps.
+ *
+ * @generated from message drydock.statemgmt.v1.ResultMessage
+ */
+export type ResultMessage = Message<"drydock.statemgmt.v1.ResultMessage"> & {
+  /**
+   * The task that produced the message.
+   *
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * Position in the task's messages: 1, 2, 3, ... in commit order.
+   *
+   * @generated from field: int64 sequence = 2;
+   */
+  sequence: bigint;
+
+  /**
+   * The text, ≤ 1024 characters (longer is INVALID_ARGUMENT, never truncated).
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * Whether the message reports an error; TaskResult.error_count counts these.
+   *
+   * @generated from field: bool error = 4;
+   */
+  error: boolean;
+
+  /**
+   * What the message is about, ≤ 64 characters: e.g. "task", "node", "NA".
+   *
+   * @generated from field: string context_type = 5;
+   */
+  contextType: string;
+
+  /**
+   * The subject of the message, ≤ 256 characters: e.g. a node name.
+   *
+   * @generated from field: string context = 6;
+   */
+  context: string;
+
+  /**
+   * When the message was produced; the server's time when not given.
+   *
+   * @generated from field: google.protobuf.Timestamp ts = 7;
+   */
+  ts?: Timestamp | undefined;
+
+  /**
+   * Structured detail, ≤ 64 KiB as JSON; stored and returned as an object.
+   *
+   * @generated from field: google.protobuf.Struct extra = 8;
+   */
+  extra?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ResultMessage.
+ * Use `create(ResultMessageSchema)` to create a new message.
+ */
+export const ResultMessageSchema: GenMessage<ResultMessage> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_task, 5);
 
 /**
  * Lifecycle of a task. A task starts REQUESTED (or QUEUED when its creator

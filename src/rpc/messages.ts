@@ -1,0 +1,65 @@
+// Result message RPCs: AppendResultMessages, ListResultMessages.
+import type { Sql } from "../db/connect.js";
+import type { NewResultMessage } from "../domain.js";
+import { NotFoundError } from "../errors.js";
+import * as messages from "../store/messages.js";
+import { tasksExists } from "../store/tasks.js";
+import { messageToPb, microsFromTimestamp } from "./convert.js";
+import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
+import type { StateImpl } from "./tasks.js";
+import { Validator } from "./validate.js";
+
+export const MESSAGE_LIMITS = { message: 1024, contextType: 64, context: 256, extraBytes: 64 * 1024, perAppend: 1000 } as const;
+
+export function messageRpcs(sql: Sql): StateImpl {
+  return {
+    async appendResultMessages(req, { signal }) {
+      const v = new Validator();
+      const taskId = v.uuid("task_id", req.taskId, true);
+      if (req.messages.length === 0) v.add("messages", "at least one message is required");
+      if (req.messages.length > MESSAGE_LIMITS.perAppend) {
+        v.add("messages", `has ${req.messages.length} entries; the maximum is ${MESSAGE_LIMITS.perAppend} per call`);
+      } else {
+        req.messages.forEach((m, i) => {
+          const f = `messages[${i}]`;
+          v.text(`${f}.message`, m.message, MESSAGE_LIMITS.message, true)
+            .text(`${f}.context_type`, m.contextType, MESSAGE_LIMITS.contextType)
+            .text(`${f}.context`, m.context, MESSAGE_LIMITS.context)
+            .timestamp(`${f}.ts`, m.ts)
+            .jsonObject(`${f}.extra`, m.extra, MESSAGE_LIMITS.extraBytes);
+        });
+      }
+      v.check();
+      const list: NewResultMessage[] = req.messages.map((m) => ({
+        message: m.message,
+        error: m.error,
+        contextType: m.contextType,
+        context: m.context,
+        ts: m.ts ? microsFromTimestamp(m.ts) : null,
+        extra: m.extra ?? null,
+      }));
+      const res = await messages.messagesAppend(sql, { taskId, messages: list, signal });
+      return { sequences: res.sequences, taskVersion: res.taskVersion, errorCount: res.errorCount };
+    },
+
+    async listResultMessages(req, { signal }) {
+      const v = new Validator();
+      const taskId = v.uuid("task_id", req.taskId, true);
+      const limit = v.pageSize("page_size", req.pageSize, 100, 1000);
+      if (req.afterSequence < 0n) v.add("after_sequence", "must not be negative");
+      v.check();
+      const fingerprint = filterFingerprint({ taskId, errorsOnly: req.errorsOnly, after: req.afterSequence });
+      const key = decodePageToken("page_token", req.pageToken, fingerprint, 1);
+      const after = key ? BigInt(key[0]!) : req.afterSequence;
+      const rows = await messages.messagesList(sql, { taskId, afterSequence: after, errorsOnly: req.errorsOnly, limit: limit + 1, signal });
+      if (rows.length === 0 && !(await tasksExists(sql, { taskId, signal }))) throw new NotFoundError("Task", taskId);
+      const page = rows.slice(0, limit);
+      const last = page[page.length - 1];
+      return {
+        messages: page.map(messageToPb),
+        nextPageToken: rows.length > limit && last ? encodePageToken(fingerprint, [last.sequence.toString()]) : "",
+      };
+    },
+  };
+}
+

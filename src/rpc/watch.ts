@@ -1,0 +1,140 @@
+// WatchTask and WatchTasks: server-streaming views fed by the notification hub.
+import type { Sql } from "../db/connect.js";
+import { FINISHED_STATUSES, type Task, type TaskStatus } from "../domain.js";
+import { NotFoundError, ResourceExhaustedError } from "../errors.js";
+import type { CallContext } from "../server/adapter.js";
+import { messagesList } from "../store/messages.js";
+import { tasksList } from "../store/tasks.js";
+import type { BoundedQueue } from "../watch/queue.js";
+import type { WatchHub } from "../watch/hub.js";
+import { messageToPb, taskToPb } from "./convert.js";
+import { statusList, type StateImpl } from "./tasks.js";
+import { LIMITS, Validator } from "./validate.js";
+
+const READ_BATCH = 1000;
+
+/** What a WatchTask client sees change: status, result, termination flags. */
+function snapshotKey(t: Task): string {
+  return JSON.stringify([t.status, t.result, t.terminate, t.terminated?.toString() ?? null, t.terminatedBy]);
+}
+
+const finished = (t: Task) => FINISHED_STATUSES.includes(t.status);
+
+/** Ends the call with RESOURCE_EXHAUSTED when the client cannot keep up. */
+function guard<T>(q: BoundedQueue<T>, ctx: CallContext): void {
+  q.onOverflow = () =>
+    ctx.abort(
+      new ResourceExhaustedError(
+        "WATCH_BUFFER_FULL",
+        `the client fell more than ${q.limit} events behind and the stream was ended; reconnect with after_sequence set to the last sequence received`,
+        { limit: String(q.limit) },
+      ),
+    );
+}
+
+export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
+  return {
+    async *watchTask(req, ctx) {
+      const { signal } = ctx;
+      const v = new Validator();
+      const taskId = v.uuid("task_id", req.taskId, true);
+      if (req.afterSequence < 0n) v.add("after_sequence", "must not be negative");
+      v.check();
+
+      const sub = await hub.subscribeTask(taskId, signal);
+      guard(sub.events, ctx);
+      try {
+        let cursor = req.afterSequence;
+        let last = sub.task;
+        yield { event: { case: "task", value: taskToPb(last) } };
+        // Catch up from the database to the feed's position; from there on the
+        // feed's shared reads carry everything.
+        while (cursor < sub.highest) {
+          const batch = await messagesList(sql, { taskId, afterSequence: cursor, errorsOnly: false, limit: READ_BATCH, signal });
+          if (batch.length === 0) break;
+          for (const m of batch) yield { event: { case: "message", value: messageToPb(m) } };
+          cursor = batch[batch.length - 1]!.sequence;
+        }
+        if (finished(last)) return;
+        for (;;) {
+          for (const e of await sub.events.takeAll(signal)) {
+            if (e.kind === "gone") throw new NotFoundError("Task", taskId, `task ${taskId} was deleted`);
+            if (e.kind === "message") {
+              const m = e.message;
+              if (m.sequence <= cursor) continue;
+              if (m.sequence !== cursor + 1n) {
+                throw new Error(`watch of ${taskId}: sequence ${m.sequence} follows ${cursor}`); // cannot happen: see store/messages.ts
+              }
+              yield { event: { case: "message", value: messageToPb(m) } };
+              cursor = m.sequence;
+            } else {
+              if (snapshotKey(e.task) !== snapshotKey(last)) yield { event: { case: "task", value: taskToPb(e.task) } };
+              last = e.task;
+              if (finished(last)) return;
+            }
+          }
+        }
+      } finally {
+        sub.close();
+      }
+    },
+
+    async *watchTasks(req, ctx) {
+      const { signal } = ctx;
+      const v = new Validator();
+      const statuses = statusList(v, "statuses", req.statuses);
+      if (req.actions.length > LIMITS.listFilterValues) v.add("actions", `at most ${LIMITS.listFilterValues} actions`);
+      req.actions.forEach((a, i) => v.action(`actions[${i}]`, a));
+      const parent = v.uuid("parent_task_id", req.parentTaskId, false);
+      v.check();
+      const statusSet = new Set<TaskStatus>(statuses);
+      const actionSet = new Set(req.actions);
+      const matches = (t: Task) =>
+        (statusSet.size === 0 || statusSet.has(t.status)) &&
+        (actionSet.size === 0 || actionSet.has(t.action)) &&
+        (parent === "" || t.parentTaskId === parent);
+
+      // Subscribe before reading the initial set, so no change falls between.
+      const sub = hub.subscribeTasks();
+      guard(sub.events, ctx);
+      // Version last sent per matching task: drops stale snapshots.
+      const sent = new Map<string, bigint>();
+      try {
+        if (req.sendInitial) {
+          let after: { created: bigint; taskId: string } | null = null;
+          for (;;) {
+            const page = await tasksList(sql, {
+              statuses,
+              actions: req.actions,
+              parentTaskId: parent === "" ? null : parent,
+              createdAfter: null,
+              createdBefore: null,
+              after,
+              limit: READ_BATCH,
+              signal,
+            });
+            for (const t of page) {
+              sent.set(t.taskId, t.version);
+              yield { task: taskToPb(t), initial: true };
+            }
+            if (page.length < READ_BATCH) break;
+            const l = page[page.length - 1]!;
+            after = { created: l.created, taskId: l.taskId };
+          }
+        }
+        for (;;) {
+          for (const t of await sub.events.takeAll(signal)) {
+            const prev = sent.get(t.taskId);
+            if (prev !== undefined ? t.version <= prev : !matches(t)) continue;
+            // A task that leaves the filter is sent once more (its new state), then forgotten.
+            if (matches(t)) sent.set(t.taskId, t.version);
+            else sent.delete(t.taskId);
+            yield { task: taskToPb(t), initial: false };
+          }
+        }
+      } finally {
+        sub.close();
+      }
+    },
+  };
+}

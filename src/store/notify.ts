@@ -1,0 +1,7 @@
+// The notification channel of task changes. Every transaction that creates or
+// changes a task, or appends to its messages, sends one pg_notify on it with
+// the task id as payload (36 bytes, far below PostgreSQL's 8000-byte limit);
+// PostgreSQL delivers it at commit and folds duplicates within a transaction.
+export const TASK_CHANNEL = "statemgmt_tasks";
+/** Heartbeat channel: a listener that does not hear its own pings is replaced. */
+export const HEARTBEAT_CHANNEL = "statemgmt_heartbeat";

@@ -1,0 +1,123 @@
+import { randomUUID } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import { expect } from "chai";
+import { TaskView } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { createClient } from "../src/client.js";
+import { expectError, expectInvalid, useServer } from "./harness.js";
+
+describe("result messages", () => {
+  const h = useServer({ poolSize: 12 });
+
+  it("counts an error message and a status message in posting order (the original's scenario)", async () => {
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    await h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "Error 1 on node n1", error: true, contextType: "node", context: "n1" }] });
+    await h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "Status message", contextType: "task", context: task!.taskId }] });
+    const { task: got, resultMessages } = await h.client.getTask({ taskId: task!.taskId, view: TaskView.FULL });
+    expect(got!.result!.errorCount).to.equal(1);
+    expect(got!.version).to.equal(3n);
+    expect(resultMessages.map((m) => [m.sequence, m.message, m.error])).to.deep.equal([
+      [1n, "Error 1 on node n1", true],
+      [2n, "Status message", false],
+    ]);
+    expect(resultMessages[0]!.contextType).to.equal("node");
+    expect(resultMessages[0]!.context).to.equal("n1");
+    expect(resultMessages[0]!.ts).to.exist;
+    const basic = await h.client.getTask({ taskId: task!.taskId });
+    expect(basic.resultMessages).to.deep.equal([]);
+  });
+
+  it("stores extra as an object and keeps a given timestamp to the microsecond", async () => {
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const ts = { seconds: 1_700_000_000n, nanos: 123_456_000 };
+    const extra = { node: "n1", attempts: 2, ok: false, tags: ["a", "b"], nested: { k: null } };
+    const res = await h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "m", ts, extra }] });
+    expect(res.sequences).to.deep.equal([1n]);
+    const { messages } = await h.client.listResultMessages({ taskId: task!.taskId });
+    expect(messages[0]!.extra).to.deep.equal(extra);
+    expect(messages[0]!.ts!.seconds).to.equal(ts.seconds);
+    expect(messages[0]!.ts!.nanos).to.equal(ts.nanos);
+    const { rows } = await h.pg.query("select jsonb_typeof(extra) t from result_messages where task_id = $1", [task!.taskId]);
+    expect(rows[0].t).to.equal("object");
+  });
+
+  it("gives 8 concurrent writers of 2,000 messages exactly the sequences 1..2000", async function () {
+    this.timeout(60_000);
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const clients = Array.from({ length: 8 }, () => createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 }));
+    const got: bigint[] = [];
+    await Promise.all(
+      clients.map(async (c, w) => {
+        // 250 per writer, in 25 batches of 5, 15 and 10 messages.
+        const sizes = [...Array<number>(12)].flatMap(() => [5, 15]).concat([10]);
+        for (const [i, n] of sizes.entries()) {
+          const res = await c.appendResultMessages({
+            taskId: task!.taskId,
+            messages: Array.from({ length: n }, (_, k) => ({ message: `w${w} b${i} m${k}`, error: k === 0 })),
+          });
+          // A batch's sequences are consecutive.
+          res.sequences.forEach((s, k) => expect(s).to.equal(res.sequences[0]! + BigInt(k)));
+          got.push(...res.sequences);
+        }
+      }),
+    );
+    clients.forEach((c) => c.close());
+    expect(got.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))).to.deep.equal(Array.from({ length: 2000 }, (_, i) => BigInt(i + 1)));
+    const { rows } = await h.pg.query("select count(*)::int n, min(seq)::int lo, max(seq)::int hi from result_messages where task_id = $1", [task!.taskId]);
+    expect(rows[0]).to.deep.equal({ n: 2000, lo: 1, hi: 2000 });
+    const { task: t } = await h.client.getTask({ taskId: task!.taskId });
+    expect(t!.result!.errorCount).to.equal(200);
+  });
+
+  it("pages in sequence order, after a sequence, errors only", async () => {
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    await h.client.appendResultMessages({
+      taskId: task!.taskId,
+      messages: Array.from({ length: 25 }, (_, i) => ({ message: `m${i + 1}`, error: (i + 1) % 5 === 0 })),
+    });
+    const seqs: bigint[] = [];
+    let pageToken = "";
+    do {
+      const res = await h.client.listResultMessages({ taskId: task!.taskId, pageSize: 10, pageToken, afterSequence: 3n });
+      seqs.push(...res.messages.map((m) => m.sequence));
+      pageToken = res.nextPageToken;
+    } while (pageToken);
+    expect(seqs).to.deep.equal(Array.from({ length: 22 }, (_, i) => BigInt(i + 4)));
+    const errs = await h.client.listResultMessages({ taskId: task!.taskId, errorsOnly: true });
+    expect(errs.messages.map((m) => m.message)).to.deep.equal(["m5", "m10", "m15", "m20", "m25"]);
+    const first = await h.client.listResultMessages({ taskId: task!.taskId, pageSize: 10 });
+    await expectInvalid(h.client.listResultMessages({ taskId: task!.taskId, pageSize: 10, errorsOnly: true, pageToken: first.nextPageToken }), "page_token");
+  });
+
+  it("accepts messages on a finished task (a final summary)", async () => {
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    await h.client.updateTask({ task: { taskId: task!.taskId, status: 6 }, updateMask: { paths: ["status"] } });
+    const res = await h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "summary" }] });
+    expect(res.sequences).to.deep.equal([1n]);
+  });
+
+  it("refuses bad input, naming the field, and stores nothing", async () => {
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const taskId = task!.taskId;
+    await expectInvalid(h.client.appendResultMessages({ taskId, messages: [] }), "messages");
+    await expectInvalid(h.client.appendResultMessages({ taskId, messages: Array.from({ length: 1001 }, () => ({ message: "x" })) }), "messages");
+    const d = await expectInvalid(
+      h.client.appendResultMessages({ taskId, messages: [{ message: "ok" }, { message: "x".repeat(1025) }] }),
+      "messages[1].message",
+    );
+    expect(d.message).to.contain("1025");
+    await expectInvalid(h.client.appendResultMessages({ taskId, messages: [{ message: "" }] }), "messages[0].message");
+    await expectInvalid(h.client.appendResultMessages({ taskId, messages: [{ message: "m", contextType: "c".repeat(65) }] }), "messages[0].context_type");
+    await expectInvalid(h.client.appendResultMessages({ taskId, messages: [{ message: "m", context: "c".repeat(257) }] }), "messages[0].context");
+    await expectInvalid(h.client.appendResultMessages({ taskId: "nope", messages: [{ message: "m" }] }), "task_id");
+    const { rows } = await h.pg.query("select count(*)::int n from result_messages where task_id = $1", [taskId]);
+    expect(rows[0].n).to.equal(0);
+    const { task: t } = await h.client.getTask({ taskId });
+    expect(t!.version).to.equal(1n);
+  });
+
+  it("answers NOT_FOUND for an unknown task", async () => {
+    await expectError(h.client.appendResultMessages({ taskId: randomUUID(), messages: [{ message: "m" }] }), grpc.status.NOT_FOUND);
+    await expectError(h.client.listResultMessages({ taskId: randomUUID() }), grpc.status.NOT_FOUND);
+  });
+});
