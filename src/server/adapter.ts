@@ -85,7 +85,8 @@ export function grpcDefinition(service: DescService): grpc.ServiceDefinition {
       originalName: method.name,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
-      requestSerialize: (msg: unknown) => Buffer.from(toBinary(method.input, msg as never)),
+      // create() returns a message unchanged and completes a plain init object.
+      requestSerialize: (msg: unknown) => Buffer.from(toBinary(method.input, create(method.input, msg as never))),
       requestDeserialize: (buf: Buffer) => fromBinary(method.input, buf),
       responseSerialize: (msg: unknown) => Buffer.from(toBinary(method.output, msg as never)),
       responseDeserialize: (buf: Buffer) => fromBinary(method.output, buf),
@@ -202,7 +203,10 @@ function makeHandler(
 
 /** The requests of a bidi call as an async iterable that ends with the call. */
 async function* readRequests(call: grpc.ServerDuplexStream<unknown, unknown>, signal: AbortSignal): AsyncIterable<unknown> {
-  const it = call[Symbol.asyncIterator]();
+  // Not call[Symbol.asyncIterator](): at the end of the requests it destroys
+  // the stream, and a destroyed stream never sends its status (grpc-js sends
+  // it in _final).
+  const it = call.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
   const aborted = new Promise<IteratorResult<unknown>>((resolve) => {
     if (signal.aborted) resolve({ done: true, value: undefined });
     signal.addEventListener("abort", () => resolve({ done: true, value: undefined }), { once: true });
