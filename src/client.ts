@@ -57,6 +57,9 @@ export function createClient<S extends GenServiceMethods>(
         out[method.localName] = (req: MessageInitShape<DescMethod["input"]>, o?: CallOptions) => {
           const call = fn(create(method.input, req), o?.metadata ?? new grpc.Metadata(), callOpts(o)) as grpc.ClientReadableStream<unknown>;
           o?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
+          // Leaving a for-await loop early destroys the stream: cancel the call
+          // too, so the server stops sending (a no-op once the call is over).
+          call.once("close", () => call.cancel());
           return call;
         };
         break;

@@ -9,7 +9,7 @@ import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client.js";
 import { LISTENER_APPLICATION_NAME } from "../src/watch/listener.js";
-import { decodeError, expectError, useServer, type StateClient } from "./harness.js";
+import { decodeError, useServer, type Harness, type StateClient } from "./harness.js";
 
 type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
 
@@ -37,10 +37,11 @@ async function setStatus(c: StateClient, taskId: string, status: TaskStatus) {
   await c.updateTask({ task: { taskId, status }, updateMask: { paths: ["status"] } });
 }
 
-/** Resolves when the server's hub has subscribed `n` watchers of the task. */
-async function watchers(_h: unknown, _taskId: string, wait: () => boolean) {
-  for (let i = 0; i < 500 && !wait(); i++) await new Promise((r) => setTimeout(r, 10));
-  expect(wait()).to.equal(true);
+/** Resolves when the server's hub has at least `n` subscriptions of the task. */
+async function watchers(h: Harness, taskId: string, n = 1) {
+  const ok = () => h.server.hub.subscriberCount(taskId) >= n;
+  for (let i = 0; i < 1000 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+  expect(h.server.hub.subscriberCount(taskId)).to.be.at.least(n);
 }
 
 describe("watching tasks", () => {
@@ -51,7 +52,7 @@ describe("watching tasks", () => {
     const { task } = await h.client.createTask({ action: "deploy_nodes" });
     const taskId = task!.taskId;
     const watch = collect(h.client.watchTask({ taskId }) as Stream);
-    await watchers(h, taskId, () => h.server.hub.watchedTasks === 1);
+    await watchers(h, taskId);
     const clients = Array.from({ length: 8 }, () => createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 }));
     await Promise.all(
       clients.map(async (c, w) => {
@@ -111,7 +112,7 @@ describe("watching tasks", () => {
         events.push(ev.event.case === "task" ? `task:${TaskStatus[ev.event.value.status]}:${ev.event.value.terminate}` : `msg:${ev.event.value!.sequence}`);
       }
     })();
-    await watchers(h, taskId, () => h.server.hub.watchedTasks >= 1);
+    await watchers(h, taskId);
     await h.client.claimNextTask({ instanceId: "o1" });
     await h.client.appendResultMessages({ taskId, messages: [{ message: "working" }] });
     await h.client.terminateTask({ taskId, terminatedBy: "op" });
@@ -136,7 +137,7 @@ describe("watching tasks", () => {
     const { task } = await h.client.createTask({ action: "deploy_nodes" });
     const taskId = task!.taskId;
     const watch = collect(h.client.watchTask({ taskId }) as Stream);
-    await watchers(h, taskId, () => h.server.hub.watchedTasks >= 1);
+    await watchers(h, taskId);
     const writer = (async () => {
       for (let i = 0; i < 60; i++) {
         await h.client.appendResultMessages({ taskId, messages: [{ message: `m${i}` }] });
@@ -166,9 +167,7 @@ describe("watching tasks", () => {
     const taskId = task!.taskId;
     const clients = Array.from({ length: 4 }, () => createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 }));
     const watches = Array.from({ length: 500 }, (_, i) => collect(clients[i % 4]!.watchTask({ taskId }) as Stream));
-    // Every watcher has its first snapshot once the stream is open; give them a moment to attach.
-    await watchers(h, taskId, () => h.server.hub.watchedTasks >= 1);
-    await new Promise((r) => setTimeout(r, 300));
+    await watchers(h, taskId, 500);
     const { rows } = await h.pg.query(
       `select count(*)::int n from pg_stat_activity where datname = current_database() and application_name = $1`,
       [LISTENER_APPLICATION_NAME],
@@ -195,9 +194,18 @@ describe("watching tasks", () => {
     let slowError: unknown;
     slow.on("error", (e) => (slowError = e));
     const slowStatus = new Promise<grpc.StatusObject>((resolve) => slow.on("status", resolve));
-    slow.pause(); // never reads
+    // Reads the first event (the snapshot), then stops reading. (A grpc-js
+    // client that never starts reading buffers everything on its side instead
+    // of applying HTTP/2 flow control, which would hide the server's bound.)
+    const firstEvent = new Promise<void>((resolve) =>
+      slow.once("data", () => {
+        slow.pause();
+        resolve();
+      }),
+    );
+    await firstEvent;
     const fast = collect(h.client.watchTask({ taskId }) as Stream);
-    await watchers(h, taskId, () => h.server.hub.watchedTasks >= 1);
+    await watchers(h, taskId, 2);
     const big = "x".repeat(1000);
     // 15,000 messages of 1 kB: more than the HTTP/2 windows and the stream's 10,000-event buffer.
     for (let i = 0; i < 15; i++) {
@@ -218,7 +226,7 @@ describe("watching tasks", () => {
     const d = decodeError(slowError);
     expect(grpc.status[d.code]).to.equal("RESOURCE_EXHAUSTED");
     expect(d.errorInfo!.reason).to.equal("WATCH_BUFFER_FULL");
-    expect(h.server.hub.watchedTasks).to.equal(0);
+    expect(h.server.hub.subscriberCount(taskId)).to.equal(0);
   });
 
   it("WatchTasks sends the initial set, then every change of a matching task, newest version last", async function () {
@@ -273,7 +281,7 @@ describe("watching tasks", () => {
       const { task } = await b.createTask({ action: "deploy_nodes" });
       const taskId = task!.taskId;
       const watch = collect(h.client.watchTask({ taskId }) as Stream); // through replica A (this process)
-      await watchers(h, taskId, () => h.server.hub.watchedTasks >= 1);
+      await watchers(h, taskId);
       for (let i = 0; i < 20; i++) await b.appendResultMessages({ taskId, messages: [{ message: `via B ${i}` }] });
       await setStatus(b, taskId, TaskStatus.COMPLETE);
       const { seqs, statuses, error } = await watch;
@@ -294,9 +302,9 @@ describe("watching tasks", () => {
       expect(ev.event.case).to.equal("task");
       break;
     }
-    for (let i = 0; i < 100 && h.server.hub.watchedTasks > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 200 && h.server.hub.subscriberCount(task!.taskId) > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(h.server.hub.subscriberCount(task!.taskId)).to.equal(0);
     expect(h.server.hub.watchedTasks).to.equal(0);
   });
 
-  void expectError;
 });

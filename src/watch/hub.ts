@@ -102,9 +102,16 @@ export class WatchHub extends EventEmitter {
     await this.listener.stop();
   }
 
+  private readonly subscribers = new Map<string, number>();
+
   /** Number of open feeds (tasks being watched). */
   get watchedTasks(): number {
     return this.feeds.size;
+  }
+
+  /** Number of WatchTask subscriptions of one task (for tests and metrics). */
+  subscriberCount(taskId: string): number {
+    return this.subscribers.get(taskId) ?? 0;
   }
 
   /**
@@ -121,11 +128,18 @@ export class WatchHub extends EventEmitter {
     const feed = await p;
     const events = new BoundedQueue<TaskEvent>(this.o.bufferLimit);
     feed.queues.add(events);
+    this.subscribers.set(taskId, this.subscriberCount(taskId) + 1);
+    let closed = false;
     return {
       task: feed.task,
       highest: feed.highest,
       events,
       close: () => {
+        if (closed) return;
+        closed = true;
+        const n = this.subscriberCount(taskId) - 1;
+        if (n > 0) this.subscribers.set(taskId, n);
+        else this.subscribers.delete(taskId);
         feed.queues.delete(events);
         if (feed.queues.size === 0 && this.feeds.get(taskId) === p) this.feeds.delete(taskId);
       },
