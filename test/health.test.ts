@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
-import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { createClient } from "../src/client.js";
@@ -9,50 +8,7 @@ import { connect, type Sql } from "../src/db/connect.js";
 import { createLogger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import { createTestDatabase, decodeError, expectError, useServer } from "./harness.js";
-
-/** A TCP forwarder that can refuse and drop connections on demand. */
-class TcpProxy {
-  private readonly sockets = new Set<Socket>();
-  private open = true;
-  private constructor(
-    private readonly server: Server,
-    readonly port: number,
-  ) {}
-
-  static async start(host: string, port: number): Promise<TcpProxy> {
-    let proxy!: TcpProxy;
-    const server = createServer((client) => {
-      if (!proxy.open) return void client.destroy();
-      const upstream = netConnect(port, host);
-      for (const s of [client, upstream]) {
-        proxy.sockets.add(s);
-        s.on("close", () => proxy.sockets.delete(s));
-        s.on("error", () => {});
-      }
-      client.pipe(upstream).pipe(client);
-      client.on("close", () => upstream.destroy());
-      upstream.on("close", () => client.destroy());
-    });
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    proxy = new TcpProxy(server, (server.address() as { port: number }).port);
-    return proxy;
-  }
-
-  /** Drops every connection and refuses new ones. */
-  cut(): void {
-    this.open = false;
-    for (const s of this.sockets) s.destroy();
-  }
-
-  resume(): void {
-    this.open = true;
-  }
-
-  close(): Promise<void> {
-    this.cut();
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}
+import { TcpProxy } from "./proxy.js";
 
 describe("health and database loss", () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>;

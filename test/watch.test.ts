@@ -9,7 +9,11 @@ import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client.js";
 import { LISTENER_APPLICATION_NAME } from "../src/watch/listener.js";
-import { decodeError, useServer, type Harness, type StateClient } from "./harness.js";
+import { connect } from "../src/db/connect.js";
+import { createLogger } from "../src/log.js";
+import { startServer } from "../src/server/server.js";
+import { createTestDatabase, decodeError, useServer, type Harness, type StateClient } from "./harness.js";
+import { TcpProxy } from "./proxy.js";
 
 type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
 
@@ -307,4 +311,50 @@ describe("watching tasks", () => {
     expect(h.server.hub.watchedTasks).to.equal(0);
   });
 
+});
+
+describe("a LISTEN connection that silently hangs", () => {
+  it("is detected by the heartbeat and replaced; watchers lose nothing", async function () {
+    this.timeout(30_000);
+    const db = await createTestDatabase();
+    const target = new URL(db.url);
+    const proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
+    target.port = String(proxy.port);
+    const sql = connect({ url: db.url, max: 4 });
+    // Only the LISTEN connection goes through the proxy.
+    const server = await startServer({
+      sql,
+      databaseUrl: target.toString(),
+      log: createLogger("silent"),
+      host: "127.0.0.1",
+      port: 0,
+      healthIntervalMs: 1000,
+      heartbeatMs: 150,
+    });
+    const client = createClient(StateService, server.address);
+    try {
+      const { task } = await client.createTask({ action: "deploy_nodes" });
+      const taskId = task!.taskId;
+      const watch = collect(client.watchTask({ taskId }) as Stream);
+      for (let i = 0; i < 500 && server.hub.subscriberCount(taskId) === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      await client.appendResultMessages({ taskId, messages: [{ message: "before" }] });
+      expect(proxy.accepted).to.equal(1);
+      const replaced = once(server.hub, "listening");
+      proxy.stall();
+      await client.appendResultMessages({ taskId, messages: [{ message: "during 1" }, { message: "during 2" }] });
+      await replaced; // the heartbeat went unheard and the connection was replaced
+      await client.appendResultMessages({ taskId, messages: [{ message: "after" }] });
+      await setStatus(client, taskId, TaskStatus.COMPLETE);
+      const { seqs, error } = await watch;
+      expect(error).to.equal(undefined);
+      expect(seqs).to.deep.equal(range(1, 4));
+      expect(proxy.accepted).to.equal(2); // a new LISTEN connection replaced the hung one
+    } finally {
+      client.close();
+      await server.shutdown(1000);
+      await sql.end();
+      await proxy.close();
+      await db.drop();
+    }
+  });
 });

@@ -48,17 +48,24 @@ export class DatabaseHealth extends EventEmitter {
     if (this.stopped) return Promise.resolve(this.status);
     this.inflight ??= (async () => {
       let ok = false;
+      const q = this.sql`select 1`;
+      let timer: NodeJS.Timeout | undefined;
+      // A probe always settles: a query still waiting for a connection may
+      // not react to cancel(), so the timeout decides on its own.
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          void q.cancel();
+          reject(new Error("database probe timed out"));
+        }, Math.min(this.intervalMs, 2000));
+      });
       try {
-        const q = this.sql`select 1`;
-        const timeout = setTimeout(() => void q.cancel(), Math.min(this.intervalMs, 2000));
-        try {
-          await q;
-          ok = true;
-        } finally {
-          clearTimeout(timeout);
-        }
+        await Promise.race([q, timeout]);
+        ok = true;
       } catch (err) {
         if (this.status !== Status.NOT_SERVING) this.log.warn({ err: String(err) }, "database health probe failed");
+        q.catch(() => {}); // settles later, or never; either way unobserved
+      } finally {
+        clearTimeout(timer);
       }
       if (!this.stopped) this.set(ok ? Status.SERVING : Status.NOT_SERVING);
       return this.status;

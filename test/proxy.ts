@@ -1,0 +1,62 @@
+// A TCP forwarder for fault injection between the server and PostgreSQL.
+import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
+
+/** A TCP forwarder that can refuse and drop connections on demand. */
+export class TcpProxy {
+  private readonly sockets = new Set<Socket>();
+  private open = true;
+  /** Connections accepted so far. */
+  accepted = 0;
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+  ) {}
+
+  static async start(host: string, port: number): Promise<TcpProxy> {
+    let proxy!: TcpProxy;
+    const server = createServer((client) => {
+      if (!proxy.open) return void client.destroy();
+      proxy.accepted++;
+      const upstream = netConnect(port, host);
+      for (const s of [client, upstream]) {
+        proxy.sockets.add(s);
+        s.on("close", () => proxy.sockets.delete(s));
+        s.on("error", () => {});
+      }
+      client.pipe(upstream).pipe(client);
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    proxy = new TcpProxy(server, (server.address() as { port: number }).port);
+    return proxy;
+  }
+
+  /** Drops every connection and refuses new ones. */
+  cut(): void {
+    this.open = false;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  resume(): void {
+    this.open = true;
+  }
+
+  /** Stops forwarding on the open connections without closing them: a silent hang. */
+  stall(): void {
+    for (const s of this.sockets) {
+      s.unpipe();
+      s.pause();
+    }
+  }
+
+  get connections(): number {
+    return this.sockets.size / 2;
+  }
+
+  close(): Promise<void> {
+    this.cut();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
