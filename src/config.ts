@@ -24,6 +24,8 @@ export interface Config {
   watchBufferLimit: number;
   /** Heartbeat interval (and timeout) of the LISTEN connection. */
   heartbeatMs: number;
+  /** Largest build data element accepted. */
+  buildDataMaxBytes: number;
 }
 
 export class ConfigError extends Error {}
@@ -38,7 +40,8 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_DB_POOL_SIZE       database connections (default 10)
                   STATEMGMT_HEALTH_INTERVAL_MS database health probe interval (default 5000)
                   STATEMGMT_WATCH_BUFFER       events a watch stream may fall behind (default 10000)
-                  STATEMGMT_HEARTBEAT_MS       LISTEN connection heartbeat interval (default 5000)`;
+                  STATEMGMT_HEARTBEAT_MS       LISTEN connection heartbeat interval (default 5000)
+                  STATEMGMT_BUILD_DATA_MAX_BYTES largest build data element (default 16777216)`;
 
 export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Config {
   let values: Record<string, string | boolean | undefined>;
@@ -82,6 +85,7 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     healthIntervalMs: intEnv(env, "STATEMGMT_HEALTH_INTERVAL_MS", 5_000, 10, 3_600_000),
     watchBufferLimit: intEnv(env, "STATEMGMT_WATCH_BUFFER", 10_000, 10, 10_000_000),
     heartbeatMs: intEnv(env, "STATEMGMT_HEARTBEAT_MS", 5_000, 50, 600_000),
+    buildDataMaxBytes: intEnv(env, "STATEMGMT_BUILD_DATA_MAX_BYTES", 16 * 1024 * 1024, 1024, 512 * 1024 * 1024),
   };
 }
 

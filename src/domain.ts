@@ -64,6 +64,14 @@ export interface Task {
   version: bigint;
   claimedBy: string | null;
   claimedAt: Micros | null;
+  /** Leadership term of the claim; 0n when unfenced or unclaimed. */
+  claimedTerm: bigint;
+}
+
+/** Proof of leadership carried by operations only the leader may perform. */
+export interface Fence {
+  election: string;
+  term: bigint;
 }
 
 /** Fields UpdateTask may change; absent means unchanged. */
@@ -100,3 +108,26 @@ export interface NewResultMessage {
   ts: Micros | null;
   extra: JsonObject | null;
 }
+
+export interface BuildData {
+  buildDataId: bigint;
+  nodeName: string;
+  taskId: string;
+  collectedAt: Micros;
+  generator: string;
+  dataFormat: string;
+  /** Null when a listing left the data out. */
+  dataElement: Buffer | null;
+}
+
+export interface Lease {
+  election: string;
+  holder: string;
+  term: bigint;
+  acquiredAt: Micros;
+  renewedAt: Micros;
+  expiresAt: Micros;
+}
+
+/** Default election of the orchestrator. */
+export const DEFAULT_ELECTION = "orchestrator";

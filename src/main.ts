@@ -43,6 +43,7 @@ async function main(): Promise<number> {
       databaseUrl,
       watchBufferLimit: config.watchBufferLimit,
       heartbeatMs: config.heartbeatMs,
+      buildDataMaxBytes: config.buildDataMaxBytes,
     });
   } catch (err) {
     log.fatal({ err }, "start-up failed");

@@ -59,6 +59,9 @@ export interface HarnessOptions {
   poolSize?: number;
   watchBufferLimit?: number;
   heartbeatMs?: number;
+  buildDataMaxBytes?: number;
+  /** Session TimeZone of the server's pool (default UTC). */
+  timeZone?: string;
 }
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
@@ -70,12 +73,13 @@ export function useServer(opts: HarnessOptions = {}): Harness {
     db = await createTestDatabase();
     h.dbName = db.name;
     h.dbUrl = db.url;
-    h.sql = connect({ url: db.url, max: opts.poolSize ?? 10 });
+    h.sql = connect({ url: db.url, max: opts.poolSize ?? 10, timeZone: opts.timeZone });
     h.server = await startServer({
       sql: h.sql,
       databaseUrl: db.url,
       watchBufferLimit: opts.watchBufferLimit,
       heartbeatMs: opts.heartbeatMs,
+      buildDataMaxBytes: opts.buildDataMaxBytes,
       log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
       host: "127.0.0.1",
       port: 0,

@@ -10,6 +10,8 @@ export interface ConnectOptions {
   url: string;
   max?: number;
   applicationName?: string;
+  /** Session TimeZone (default UTC); outcomes never depend on it. */
+  timeZone?: string;
   /** Called with notices and connection errors worth logging. */
   onNotice?: (notice: postgres.Notice) => void;
 }
@@ -26,7 +28,7 @@ export function connect(opts: ConnectOptions): Sql {
     connect_timeout: 5,
     idle_timeout: 60,
     onnotice: opts.onNotice ?? (() => {}),
-    connection: { application_name: opts.applicationName ?? "drydock-statemgmt", TimeZone: "UTC" },
+    connection: { application_name: opts.applicationName ?? "drydock-statemgmt", TimeZone: opts.timeZone ?? "UTC" },
     types: {
       micros: {
         to: 1184,

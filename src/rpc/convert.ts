@@ -11,7 +11,13 @@ import {
   type NodeFilter as PbNodeFilter,
   type Task as PbTask,
 } from "../../gen/drydock/statemgmt/v1/task_pb.js";
-import type { ActionResult, FilterSetType, Micros, NodeFilter, ResultMessage, Task, TaskStatus } from "../domain.js";
+import type { ActionResult, BuildData, FilterSetType, Lease, Micros, NodeFilter, ResultMessage, Task, TaskStatus } from "../domain.js";
+import {
+  BuildDataSchema,
+  LeaderSchema,
+  type BuildData as PbBuildData,
+  type Leader as PbLeader,
+} from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 
 const STATUS_TO_PB: Record<TaskStatus, PbTaskStatus> = {
   requested: PbTaskStatus.REQUESTED,
@@ -112,6 +118,7 @@ function convertTask(t: Task): PbTask {
     version: t.version,
     claimedBy: t.claimedBy ?? "",
     claimedAt: t.claimedAt === null ? undefined : timestampFromMicros(t.claimedAt),
+    claimedTerm: t.claimedTerm,
   });
 }
 
@@ -134,4 +141,27 @@ export function messageToPb(m: ResultMessage): PbResultMessage {
     messagePbCache.set(m, pb);
   }
   return pb;
+}
+
+export function buildDataToPb(b: BuildData): PbBuildData {
+  return create(BuildDataSchema, {
+    buildDataId: b.buildDataId,
+    nodeName: b.nodeName,
+    taskId: b.taskId,
+    collectedAt: timestampFromMicros(b.collectedAt),
+    generator: b.generator,
+    dataFormat: b.dataFormat,
+    dataElement: b.dataElement ?? new Uint8Array(0),
+  });
+}
+
+export function leaderToPb(l: Lease): PbLeader {
+  return create(LeaderSchema, {
+    election: l.election,
+    instanceId: l.holder,
+    term: l.term,
+    acquiredAt: timestampFromMicros(l.acquiredAt),
+    renewedAt: timestampFromMicros(l.renewedAt),
+    expiresAt: timestampFromMicros(l.expiresAt),
+  });
 }

@@ -85,8 +85,10 @@ export function taskRpcs(sql: Sql): StateImpl {
       req.actions.forEach((a, i) => v.action(`actions[${i}]`, a));
       const parent = v.uuid("parent_task_id", req.parentTaskId, false);
       v.timestamp("created_after", req.createdAfter).timestamp("created_before", req.createdBefore);
+      if (req.claimedTerm < 0n) v.add("claimed_term", "must not be negative");
       v.check();
       const filters = {
+        claimedTerm: req.claimedTerm,
         statuses,
         actions: req.actions,
         parentTaskId: parent === "" ? null : parent,
@@ -126,10 +128,11 @@ export function taskRpcs(sql: Sql): StateImpl {
         }
       }
       if (req.expectedVersion < 0n) v.add("expected_version", "must not be negative");
+      const fence = v.fence("fence", req.fence);
       v.check();
       const changes = taskChanges(v, t!, new Set(paths as UpdatePath[]));
       v.check();
-      const task = await tasks.tasksUpdate(sql, { taskId, changes, expectedVersion: req.expectedVersion, signal });
+      const task = await tasks.tasksUpdate(sql, { taskId, changes, expectedVersion: req.expectedVersion, fence, signal });
       return { task: taskToPb(task) };
     },
 
@@ -146,8 +149,9 @@ export function taskRpcs(sql: Sql): StateImpl {
       v.text("instance_id", req.instanceId, LIMITS.name, true);
       if (req.actions.length > LIMITS.listFilterValues) v.add("actions", `at most ${LIMITS.listFilterValues} actions`);
       req.actions.forEach((a, i) => v.action(`actions[${i}]`, a));
+      const fence = v.fence("fence", req.fence);
       v.check();
-      const task = await tasks.tasksClaimNext(sql, { instanceId: req.instanceId, actions: req.actions, signal });
+      const task = await tasks.tasksClaimNext(sql, { instanceId: req.instanceId, actions: req.actions, fence, signal });
       return { task: task ? taskToPb(task) : undefined };
     },
 

@@ -4,6 +4,7 @@
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError, type FieldViolation } from "../errors.js";
 import { designRefProblem } from "../design/reference.js";
+import { DEFAULT_ELECTION, type Fence } from "../domain.js";
 import type { NodeFilter as PbNodeFilter, Link as PbLink } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 
 /** Documented limits (see the .proto comments). */
@@ -21,6 +22,7 @@ export const LIMITS = {
 } as const;
 
 export const ACTION_RE = /^[a-z][a-z0-9_]{0,63}$/;
+export const ELECTION_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Length in characters (code points), as PostgreSQL's length() counts. */
@@ -128,6 +130,21 @@ export class Validator {
     if (value < 0) this.add(field, "must not be negative");
     if (value > max) this.add(field, `is ${value}; the maximum is ${max}`);
     return value === 0 ? dflt : value;
+  }
+
+  /** An election name; "" means the default. */
+  election(field: string, value: string): string {
+    if (value === "") return DEFAULT_ELECTION;
+    if (!ELECTION_RE.test(value)) this.add(field, `"${value.slice(0, 140)}" does not match ${ELECTION_RE.source}`);
+    return value;
+  }
+
+  /** An optional leadership fence. */
+  fence(field: string, f: { election: string; term: bigint } | undefined): Fence | null {
+    if (!f) return null;
+    const election = this.election(`${field}.election`, f.election);
+    if (f.term < 1n) this.add(`${field}.term`, "must be a term returned by ClaimLeadership (≥ 1)");
+    return { election, term: f.term };
   }
 
   /** Throws the collected violations, if any. */

@@ -10,6 +10,8 @@ import type { Logger } from "../log.js";
 import { taskRpcs } from "../rpc/tasks.js";
 import { messageRpcs } from "../rpc/messages.js";
 import { watchRpcs } from "../rpc/watch.js";
+import { buildDataRpcs } from "../rpc/buildData.js";
+import { leadershipRpcs } from "../rpc/leadership.js";
 import { WatchHub } from "../watch/hub.js";
 import { addService, type OpenCalls } from "./adapter.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
@@ -27,6 +29,8 @@ export interface ServerOptions {
   watchBufferLimit?: number;
   /** Heartbeat interval (and timeout) of the LISTEN connection. */
   heartbeatMs?: number;
+  /** Largest build data element accepted (default 16 MiB). */
+  buildDataMaxBytes?: number;
 }
 
 export interface StateServer {
@@ -43,7 +47,11 @@ export interface StateServer {
 }
 
 export async function startServer(o: ServerOptions): Promise<StateServer> {
+  const buildDataMax = o.buildDataMaxBytes ?? 16 * 1024 * 1024;
   const server = new grpc.Server({
+    // Room for the largest build data element plus its record, so that an
+    // oversized element gets our INVALID_ARGUMENT naming the limit.
+    "grpc.max_receive_message_length": buildDataMax + 1024 * 1024,
     // Let idle clients keep their connections; detect dead peers.
     "grpc.keepalive_time_ms": 60_000,
     "grpc.keepalive_timeout_ms": 20_000,
@@ -63,7 +71,13 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     heartbeatTimeoutMs: o.heartbeatMs ?? 5000,
   });
   await hub.start();
-  addService(server, StateService, { ...taskRpcs(o.sql), ...messageRpcs(o.sql), ...watchRpcs(o.sql, hub) }, o.log, calls);
+  addService(server, StateService, {
+      ...taskRpcs(o.sql),
+      ...messageRpcs(o.sql),
+      ...watchRpcs(o.sql, hub),
+      ...buildDataRpcs(o.sql, buildDataMax),
+      ...leadershipRpcs(o.sql, hub),
+    }, o.log, calls);
   addService(server, Health, healthRpcs(health), o.log, calls);
   addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls);
   addService(server, reflV1alpha.ServerReflection, reflectionV1alpha(index), o.log, calls);

@@ -5,3 +5,5 @@
 export const TASK_CHANNEL = "statemgmt_tasks";
 /** Heartbeat channel: a listener that does not hear its own pings is replaced. */
 export const HEARTBEAT_CHANNEL = "statemgmt_heartbeat";
+/** Lease changes (a new term, a resignation); payload: the election name. */
+export const LEASE_CHANNEL = "statemgmt_leases";

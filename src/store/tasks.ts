@@ -5,6 +5,7 @@ import { formatMicros, type Micros } from "../db/time.js";
 import {
   FINISHED_STATUSES,
   type ActionResult,
+  type Fence,
   type JsonObject,
   type Link,
   type NodeFilter,
@@ -15,6 +16,7 @@ import {
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, VersionMismatchError } from "../errors.js";
 import { interpretError, pgCode, run, SQLSTATE } from "./sql.js";
 import { TASK_CHANNEL } from "./notify.js";
+import { leasesCheckFence } from "./leases.js";
 
 interface TaskRow {
   task_id: string;
@@ -42,6 +44,7 @@ interface TaskRow {
   version: bigint;
   claimed_by: string | null;
   claimed_at: Micros | null;
+  claimed_term: bigint;
 }
 
 function toTask(r: TaskRow): Task {
@@ -73,6 +76,7 @@ function toTask(r: TaskRow): Task {
     version: r.version,
     claimedBy: r.claimed_by,
     claimedAt: r.claimed_at,
+    claimedTerm: r.claimed_term,
   };
 }
 
@@ -160,6 +164,8 @@ export interface TasksListParams {
   parentTaskId: string | null;
   createdAfter: Micros | null;
   createdBefore: Micros | null;
+  /** Only tasks claimed under this term (0n: any). */
+  claimedTerm?: bigint;
   /** Keyset cursor: the (created, task_id) of the last task of the previous page. */
   after: { created: Micros; taskId: string } | null;
   limit: number;
@@ -174,6 +180,7 @@ export async function tasksList(sql: Queryable, p: TasksListParams): Promise<Tas
   if (p.parentTaskId !== null) conds.push(sql`t.parent_task_id = ${p.parentTaskId}`);
   if (p.createdAfter !== null) conds.push(sql`t.created >= ${formatMicros(p.createdAfter)}::timestamptz`);
   if (p.createdBefore !== null) conds.push(sql`t.created < ${formatMicros(p.createdBefore)}::timestamptz`);
+  if (p.claimedTerm) conds.push(sql`t.claimed_term = ${p.claimedTerm.toString()}::bigint`);
   if (p.after !== null) conds.push(sql`(t.created, t.task_id) > (${formatMicros(p.after.created)}::timestamptz, ${p.after.taskId}::uuid)`);
   const where = conds.length
     ? sql`where ${conds.reduce((acc, c, i) => (i === 0 ? c : sql`${acc} and ${c}`))}`
@@ -190,12 +197,15 @@ export interface TasksUpdateParams {
   changes: TaskChanges;
   /** 0n: no check. */
   expectedVersion: bigint;
+  /** When given, the update applies only while this leadership term is current. */
+  fence?: Fence | null;
   signal?: AbortSignal;
 }
 
 /** Applies changes under the row lock, checking version and status transition. */
 export async function tasksUpdate(sql: Sql, p: TasksUpdateParams): Promise<Task> {
   return sql.begin(async (tx) => {
+    if (p.fence) await leasesCheckFence(tx, { ...p.fence, signal: p.signal });
     const [cur] = await run(
       p.signal,
       tx<{ status: TaskStatus; terminate: boolean; version: bigint }[]>`
@@ -293,31 +303,41 @@ export async function tasksTerminate(
  * waiting for or double-claiming them. Returns null when nothing is queued.
  */
 export async function tasksClaimNext(
-  sql: Queryable,
-  p: { instanceId: string; actions: string[]; signal?: AbortSignal },
+  sql: Sql,
+  p: { instanceId: string; actions: string[]; fence?: Fence | null; signal?: AbortSignal },
 ): Promise<Task | null> {
-  const actionFilter = p.actions.length ? sql`and action = any(${sql.array(p.actions)}::text[])` : sql``;
-  const rows = await run(
-    p.signal,
-    sql<TaskRow[]>`
-      with claimed as (
-        update tasks
-        set status = 'running', claimed_by = ${p.instanceId}, claimed_at = now(),
-            version = version + 1, updated = now()
-        where task_id = (
-          select task_id from tasks
-          where status = 'queued' ${actionFilter}
-          order by created, task_id
-          for update skip locked
-          limit 1)
-        returning *)
-      select c.*,
-             array(select s.task_id from tasks s where s.parent_task_id = c.task_id
-                   order by s.created, s.task_id) as subtask_ids,
-             pg_notify(${TASK_CHANNEL}, c.task_id::text)
-      from claimed c`,
-  );
-  return rows[0] ? toTask(rows[0]) : null;
+  const claim = async (q: Queryable, term: bigint) => {
+    const actionFilter = p.actions.length ? q`and action = any(${q.array(p.actions)}::text[])` : q``;
+    const rows = await run(
+      p.signal,
+      q<TaskRow[]>`
+        with claimed as (
+          update tasks
+          set status = 'running', claimed_by = ${p.instanceId}, claimed_at = now(),
+              claimed_term = ${term.toString()}::bigint, version = version + 1, updated = now()
+          where task_id = (
+            select task_id from tasks
+            where status = 'queued' ${actionFilter}
+            order by created, task_id
+            for update skip locked
+            limit 1)
+          returning *)
+        select c.*,
+               array(select s.task_id from tasks s where s.parent_task_id = c.task_id
+                     order by s.created, s.task_id) as subtask_ids,
+               pg_notify(${TASK_CHANNEL}, c.task_id::text)
+        from claimed c`,
+    );
+    return rows[0] ? toTask(rows[0]) : null;
+  };
+  if (!p.fence) return claim(sql, 0n);
+  const fence = p.fence;
+  return sql.begin(async (tx) => {
+    await leasesCheckFence(tx, { ...fence, signal: p.signal });
+    return claim(tx, fence.term);
+  }).catch((err) => {
+    throw interpretError(err, p.signal);
+  });
 }
 
 /**

@@ -7,7 +7,7 @@ import type { Micros } from "../db/time.js";
 import type { ResultMessage, Task } from "../domain.js";
 import type { Logger } from "../log.js";
 import { messagesHighestSequence, messagesList } from "../store/messages.js";
-import { HEARTBEAT_CHANNEL, TASK_CHANNEL } from "../store/notify.js";
+import { HEARTBEAT_CHANNEL, LEASE_CHANNEL, TASK_CHANNEL } from "../store/notify.js";
 import { dbNow, tasksChangedSince, tasksGetById, tasksGetByIds } from "../store/tasks.js";
 import { Listener } from "./listener.js";
 import { BoundedQueue } from "./queue.js";
@@ -61,8 +61,10 @@ const READ_BATCH = 1000;
 const RECONNECT_MARGIN_US = 30_000_000n;
 
 /**
- * Emits "listening" after every (re)connect of the LISTEN connection and
- * "heartbeat" after every heartbeat heard (tests wait on these).
+ * Emits "listening" after every (re)connect of the LISTEN connection,
+ * "heartbeat" after every heartbeat heard (tests wait on these), and
+ * "lease" with an election name when a lease changed ("*" after a
+ * reconnect: any may have).
  */
 export class WatchHub extends EventEmitter {
   private readonly feeds = new Map<string, Promise<TaskFeed>>();
@@ -167,6 +169,10 @@ export class WatchHub extends EventEmitter {
       this.heartbeats.get(payload)?.();
       return;
     }
+    if (channel === LEASE_CHANNEL) {
+      this.emit("lease", payload);
+      return;
+    }
     if (channel !== TASK_CHANNEL) return;
     this.pending.add(payload);
     if (!this.flushScheduled) {
@@ -192,6 +198,7 @@ export class WatchHub extends EventEmitter {
     this.everListened = true;
     this.emit("listening");
     if (!reconnect) return;
+    this.emit("lease", "*");
     // Notifications may have been lost while we were not listening: every
     // feed re-reads from its cursor, and WatchTasks re-reads recent changes.
     for (const p of this.feeds.values()) void p.then((f) => this.wake(f), () => {});

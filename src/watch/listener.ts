@@ -4,7 +4,7 @@
 // (re)connect, so watchers can re-read whatever they may have missed.
 import postgres from "postgres";
 import type { Logger } from "../log.js";
-import { HEARTBEAT_CHANNEL, TASK_CHANNEL } from "../store/notify.js";
+import { HEARTBEAT_CHANNEL, LEASE_CHANNEL, TASK_CHANNEL } from "../store/notify.js";
 
 export const LISTENER_APPLICATION_NAME = "drydock-statemgmt-listen";
 
@@ -70,6 +70,7 @@ export class Listener {
     this.sql = sql;
     try {
       await sql`listen ${sql(TASK_CHANNEL)}`;
+      await sql`listen ${sql(LEASE_CHANNEL)}`;
       await sql`listen ${sql(HEARTBEAT_CHANNEL)}`;
     } catch (err) {
       if (gen === this.generation) this.o.log.warn({ err: String(err) }, "LISTEN failed");

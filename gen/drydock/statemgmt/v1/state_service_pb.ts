@@ -6,15 +6,15 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { NodeFilter, ResultMessage, Task, TaskStatus } from "./task_pb.js";
 import { file_drydock_statemgmt_v1_task } from "./task_pb.js";
-import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file drydock/statemgmt/v1/state_service.proto.
  */
 export const file_drydock_statemgmt_v1_state_service: GenFile = /*@__PURE__*/
-  fileDesc("Cihkcnlkb2NrL3N0YXRlbWdtdC92MS9zdGF0ZV9zZXJ2aWNlLnByb3RvEhRkcnlkb2NrLnN0YXRlbWdtdC52MSKXAgoRQ3JlYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIWCg5wYXJlbnRfdGFza19pZBgCIAEoCRIOCgZhY3Rpb24YAyABKAkSEgoKZGVzaWduX3JlZhgEIAEoCRI1Cgtub2RlX2ZpbHRlchgFIAEoCzIgLmRyeWRvY2suc3RhdGVtZ210LnYxLk5vZGVGaWx0ZXISMAoPcmVxdWVzdF9jb250ZXh0GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpjcmVhdGVkX2J5GAcgASgJEjgKDmluaXRpYWxfc3RhdHVzGAggASgOMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1N0YXR1cyI+ChJDcmVhdGVUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siTwoOR2V0VGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIsCgR2aWV3GAIgASgOMh4uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1ZpZXcieQoPR2V0VGFza1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEjwKD3Jlc3VsdF9tZXNzYWdlcxgCIAMoCzIjLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlc3VsdE1lc3NhZ2Ui/QEKEExpc3RUYXNrc1JlcXVlc3QSMgoIc3RhdHVzZXMYASADKA4yIC5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrU3RhdHVzEg8KB2FjdGlvbnMYAiADKAkSFgoOcGFyZW50X3Rhc2tfaWQYAyABKAkSMQoNY3JlYXRlZF9hZnRlchgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJIlcKEUxpc3RUYXNrc1Jlc3BvbnNlEikKBXRhc2tzGAEgAygLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiiAEKEVVwZGF0ZVRhc2tSZXF1ZXN0EigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDIj4KElVwZGF0ZVRhc2tSZXNwb25zZRIoCgR0YXNrGAEgASgLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzayI+ChRUZXJtaW5hdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEhUKDXRlcm1pbmF0ZWRfYnkYAiABKAkiQQoVVGVybWluYXRlVGFza1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrIokBChNMaXN0U3VidGFza3NSZXF1ZXN0EhYKDnBhcmVudF90YXNrX2lkGAEgASgJEjMKBmZpbHRlchgCIAEoDjIjLmRyeWRvY2suc3RhdGVtZ210LnYxLlN1YnRhc2tGaWx0ZXISEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiWgoUTGlzdFN1YnRhc2tzUmVzcG9uc2USKQoFdGFza3MYASADKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI8ChRDbGFpbU5leHRUYXNrUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIPCgdhY3Rpb25zGAIgAygJIkEKFUNsYWltTmV4dFRhc2tSZXNwb25zZRIoCgR0YXNrGAEgASgLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzayIsChFQdXJnZVRhc2tzUmVxdWVzdBIXCg9vbGRlcl90aGFuX2RheXMYASABKAUiTAoSUHVyZ2VUYXNrc1Jlc3BvbnNlEhUKDXRhc2tzX2RlbGV0ZWQYASABKAMSHwoXcmVzdWx0X21lc3NhZ2VzX2RlbGV0ZWQYAiABKAMiqQEKEE5ld1Jlc3VsdE1lc3NhZ2USDwoHbWVzc2FnZRgBIAEoCRINCgVlcnJvchgCIAEoCBIUCgxjb250ZXh0X3R5cGUYAyABKAkSDwoHY29udGV4dBgEIAEoCRImCgJ0cxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoFZXh0cmEYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0ImgKG0FwcGVuZFJlc3VsdE1lc3NhZ2VzUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEjgKCG1lc3NhZ2VzGAIgAygLMiYuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTmV3UmVzdWx0TWVzc2FnZSJcChxBcHBlbmRSZXN1bHRNZXNzYWdlc1Jlc3BvbnNlEhEKCXNlcXVlbmNlcxgBIAMoAxIUCgx0YXNrX3ZlcnNpb24YAiABKAMSEwoLZXJyb3JfY291bnQYAyABKAUigAEKGUxpc3RSZXN1bHRNZXNzYWdlc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAxITCgtlcnJvcnNfb25seRgDIAEoCBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJsChpMaXN0UmVzdWx0TWVzc2FnZXNSZXNwb25zZRI1CghtZXNzYWdlcxgBIAMoCzIjLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlc3VsdE1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjsKEFdhdGNoVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyKAAQoRV2F0Y2hUYXNrUmVzcG9uc2USKgoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2tIABI2CgdtZXNzYWdlGAIgASgLMiMuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUmVzdWx0TWVzc2FnZUgAQgcKBWV2ZW50IoYBChFXYXRjaFRhc2tzUmVxdWVzdBIyCghzdGF0dXNlcxgBIAMoDjIgLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2tTdGF0dXMSDwoHYWN0aW9ucxgCIAMoCRIWCg5wYXJlbnRfdGFza19pZBgDIAEoCRIUCgxzZW5kX2luaXRpYWwYBCABKAgiTwoSV2F0Y2hUYXNrc1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEg8KB2luaXRpYWwYAiABKAgqTgoIVGFza1ZpZXcSGQoVVEFTS19WSUVXX1VOU1BFQ0lGSUVEEAASEwoPVEFTS19WSUVXX0JBU0lDEAESEgoOVEFTS19WSUVXX0ZVTEwQAip/Cg1TdWJ0YXNrRmlsdGVyEh4KGlNVQlRBU0tfRklMVEVSX1VOU1BFQ0lGSUVEEAASFgoSU1VCVEFTS19GSUxURVJfQUxMEAESGQoVU1VCVEFTS19GSUxURVJfQUNUSVZFEAISGwoXU1VCVEFTS19GSUxURVJfQ09NUExFVEUQAzLdCQoMU3RhdGVTZXJ2aWNlEl8KCkNyZWF0ZVRhc2sSJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5DcmVhdGVUYXNrUmVxdWVzdBooLmRyeWRvY2suc3RhdGVtZ210LnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJWCgdHZXRUYXNrEiQuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuR2V0VGFza1JlcXVlc3QaJS5kcnlkb2NrLnN0YXRlbWdtdC52MS5HZXRUYXNrUmVzcG9uc2USXAoJTGlzdFRhc2tzEiYuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFRhc2tzUmVxdWVzdBonLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RUYXNrc1Jlc3BvbnNlEl8KClVwZGF0ZVRhc2sSJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5VcGRhdGVUYXNrUmVxdWVzdBooLmRyeWRvY2suc3RhdGVtZ210LnYxLlVwZGF0ZVRhc2tSZXNwb25zZRJoCg1UZXJtaW5hdGVUYXNrEiouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGVybWluYXRlVGFza1JlcXVlc3QaKy5kcnlkb2NrLnN0YXRlbWdtdC52MS5UZXJtaW5hdGVUYXNrUmVzcG9uc2USZQoMTGlzdFN1YnRhc2tzEikuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFN1YnRhc2tzUmVxdWVzdBoqLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RTdWJ0YXNrc1Jlc3BvbnNlEmgKDUNsYWltTmV4dFRhc2sSKi5kcnlkb2NrLnN0YXRlbWdtdC52MS5DbGFpbU5leHRUYXNrUmVxdWVzdBorLmRyeWRvY2suc3RhdGVtZ210LnYxLkNsYWltTmV4dFRhc2tSZXNwb25zZRJ9ChRBcHBlbmRSZXN1bHRNZXNzYWdlcxIxLmRyeWRvY2suc3RhdGVtZ210LnYxLkFwcGVuZFJlc3VsdE1lc3NhZ2VzUmVxdWVzdBoyLmRyeWRvY2suc3RhdGVtZ210LnYxLkFwcGVuZFJlc3VsdE1lc3NhZ2VzUmVzcG9uc2USdwoSTGlzdFJlc3VsdE1lc3NhZ2VzEi8uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFJlc3VsdE1lc3NhZ2VzUmVxdWVzdBowLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RSZXN1bHRNZXNzYWdlc1Jlc3BvbnNlEl4KCVdhdGNoVGFzaxImLmRyeWRvY2suc3RhdGVtZ210LnYxLldhdGNoVGFza1JlcXVlc3QaJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5XYXRjaFRhc2tSZXNwb25zZTABEmEKCldhdGNoVGFza3MSJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5XYXRjaFRhc2tzUmVxdWVzdBooLmRyeWRvY2suc3RhdGVtZ210LnYxLldhdGNoVGFza3NSZXNwb25zZTABEl8KClB1cmdlVGFza3MSJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5QdXJnZVRhc2tzUmVxdWVzdBooLmRyeWRvY2suc3RhdGVtZ210LnYxLlB1cmdlVGFza3NSZXNwb25zZUKgAQoib3JnLmFpcnNoaXBpdC5kcnlkb2NrLnN0YXRlbWdtdC52MUIRU3RhdGVTZXJ2aWNlUHJvdG9QAVpOZ2l0aHViLmNvbS9haXJzaGlwaXQvZHJ5ZG9jay1zdGF0ZW1nbXQvZ2VuL2dvL2RyeWRvY2svc3RhdGVtZ210L3YxO3N0YXRlbWdtdHYxqgIURHJ5ZG9jay5TdGF0ZW1nbXQuVjFiBnByb3RvMw", [file_drydock_statemgmt_v1_task, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Cihkcnlkb2NrL3N0YXRlbWdtdC92MS9zdGF0ZV9zZXJ2aWNlLnByb3RvEhRkcnlkb2NrLnN0YXRlbWdtdC52MSKXAgoRQ3JlYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIWCg5wYXJlbnRfdGFza19pZBgCIAEoCRIOCgZhY3Rpb24YAyABKAkSEgoKZGVzaWduX3JlZhgEIAEoCRI1Cgtub2RlX2ZpbHRlchgFIAEoCzIgLmRyeWRvY2suc3RhdGVtZ210LnYxLk5vZGVGaWx0ZXISMAoPcmVxdWVzdF9jb250ZXh0GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpjcmVhdGVkX2J5GAcgASgJEjgKDmluaXRpYWxfc3RhdHVzGAggASgOMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1N0YXR1cyI+ChJDcmVhdGVUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siTwoOR2V0VGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIsCgR2aWV3GAIgASgOMh4uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1ZpZXcieQoPR2V0VGFza1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEjwKD3Jlc3VsdF9tZXNzYWdlcxgCIAMoCzIjLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlc3VsdE1lc3NhZ2UiLQoLTGVhZGVyRmVuY2USEAoIZWxlY3Rpb24YASABKAkSDAoEdGVybRgCIAEoAyKTAgoQTGlzdFRhc2tzUmVxdWVzdBIyCghzdGF0dXNlcxgBIAMoDjIgLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2tTdGF0dXMSDwoHYWN0aW9ucxgCIAMoCRIWCg5wYXJlbnRfdGFza19pZBgDIAEoCRIxCg1jcmVhdGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAYgASgFEhIKCnBhZ2VfdG9rZW4YByABKAkSFAoMY2xhaW1lZF90ZXJtGAggASgDIlcKEUxpc3RUYXNrc1Jlc3BvbnNlEikKBXRhc2tzGAEgAygLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiugEKEVVwZGF0ZVRhc2tSZXF1ZXN0EigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDEjAKBWZlbmNlGAQgASgLMiEuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGVhZGVyRmVuY2UiPgoSVXBkYXRlVGFza1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrIj4KFFRlcm1pbmF0ZVRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSFQoNdGVybWluYXRlZF9ieRgCIAEoCSJBChVUZXJtaW5hdGVUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siiQEKE0xpc3RTdWJ0YXNrc1JlcXVlc3QSFgoOcGFyZW50X3Rhc2tfaWQYASABKAkSMwoGZmlsdGVyGAIgASgOMiMuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuU3VidGFza0ZpbHRlchIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJaChRMaXN0U3VidGFza3NSZXNwb25zZRIpCgV0YXNrcxgBIAMoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2sSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIm4KFENsYWltTmV4dFRhc2tSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg8KB2FjdGlvbnMYAiADKAkSMAoFZmVuY2UYAyABKAsyIS5kcnlkb2NrLnN0YXRlbWdtdC52MS5MZWFkZXJGZW5jZSJBChVDbGFpbU5leHRUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siLAoRUHVyZ2VUYXNrc1JlcXVlc3QSFwoPb2xkZXJfdGhhbl9kYXlzGAEgASgFIkwKElB1cmdlVGFza3NSZXNwb25zZRIVCg10YXNrc19kZWxldGVkGAEgASgDEh8KF3Jlc3VsdF9tZXNzYWdlc19kZWxldGVkGAIgASgDIqkBChBOZXdSZXN1bHRNZXNzYWdlEg8KB21lc3NhZ2UYASABKAkSDQoFZXJyb3IYAiABKAgSFAoMY29udGV4dF90eXBlGAMgASgJEg8KB2NvbnRleHQYBCABKAkSJgoCdHMYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBWV4dHJhGAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJoChtBcHBlbmRSZXN1bHRNZXNzYWdlc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRI4CghtZXNzYWdlcxgCIAMoCzImLmRyeWRvY2suc3RhdGVtZ210LnYxLk5ld1Jlc3VsdE1lc3NhZ2UiXAocQXBwZW5kUmVzdWx0TWVzc2FnZXNSZXNwb25zZRIRCglzZXF1ZW5jZXMYASADKAMSFAoMdGFza192ZXJzaW9uGAIgASgDEhMKC2Vycm9yX2NvdW50GAMgASgFIoABChlMaXN0UmVzdWx0TWVzc2FnZXNSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMSEwoLZXJyb3JzX29ubHkYAyABKAgSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkibAoaTGlzdFJlc3VsdE1lc3NhZ2VzUmVzcG9uc2USNQoIbWVzc2FnZXMYASADKAsyIy5kcnlkb2NrLnN0YXRlbWdtdC52MS5SZXN1bHRNZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI7ChBXYXRjaFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMigAEKEVdhdGNoVGFza1Jlc3BvbnNlEioKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrSAASNgoHbWVzc2FnZRgCIAEoCzIjLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlc3VsdE1lc3NhZ2VIAEIHCgVldmVudCKGAQoRV2F0Y2hUYXNrc1JlcXVlc3QSMgoIc3RhdHVzZXMYASADKA4yIC5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrU3RhdHVzEg8KB2FjdGlvbnMYAiADKAkSFgoOcGFyZW50X3Rhc2tfaWQYAyABKAkSFAoMc2VuZF9pbml0aWFsGAQgASgIIk8KEldhdGNoVGFza3NSZXNwb25zZRIoCgR0YXNrGAEgASgLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzaxIPCgdpbml0aWFsGAIgASgIIrYBCglCdWlsZERhdGESFQoNYnVpbGRfZGF0YV9pZBgBIAEoAxIRCglub2RlX25hbWUYAiABKAkSDwoHdGFza19pZBgDIAEoCRIwCgxjb2xsZWN0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWdlbmVyYXRvchgFIAEoCRITCgtkYXRhX2Zvcm1hdBgGIAEoCRIUCgxkYXRhX2VsZW1lbnQYByABKAwiTQoWQ3JlYXRlQnVpbGREYXRhUmVxdWVzdBIzCgpidWlsZF9kYXRhGAEgASgLMh8uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQnVpbGREYXRhIk4KF0NyZWF0ZUJ1aWxkRGF0YVJlc3BvbnNlEjMKCmJ1aWxkX2RhdGEYASABKAsyHy5kcnlkb2NrLnN0YXRlbWdtdC52MS5CdWlsZERhdGEipAEKFExpc3RCdWlsZERhdGFSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEg4KBmxhdGVzdBgDIAEoCBIxCgR2aWV3GAQgASgOMiMuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQnVpbGREYXRhVmlldxIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJlChVMaXN0QnVpbGREYXRhUmVzcG9uc2USMwoKYnVpbGRfZGF0YRgBIAMoCzIfLmRyeWRvY2suc3RhdGVtZ210LnYxLkJ1aWxkRGF0YRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkizgEKBkxlYWRlchIQCghlbGVjdGlvbhgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRIMCgR0ZXJtGAMgASgDEi8KC2FjcXVpcmVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZW5ld2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJnChZDbGFpbUxlYWRlcnNoaXBSZXF1ZXN0EhAKCGVsZWN0aW9uGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEiYKA3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJaChdDbGFpbUxlYWRlcnNoaXBSZXNwb25zZRIRCglpc19sZWFkZXIYASABKAgSLAoGbGVhZGVyGAIgASgLMhwuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGVhZGVyIk0KFlJlbmV3TGVhZGVyc2hpcFJlcXVlc3QSEAoIZWxlY3Rpb24YASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSDAoEdGVybRgDIAEoAyJHChdSZW5ld0xlYWRlcnNoaXBSZXNwb25zZRIsCgZsZWFkZXIYASABKAsyHC5kcnlkb2NrLnN0YXRlbWdtdC52MS5MZWFkZXIiTgoXUmVzaWduTGVhZGVyc2hpcFJlcXVlc3QSEAoIZWxlY3Rpb24YASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSDAoEdGVybRgDIAEoAyIsChhSZXNpZ25MZWFkZXJzaGlwUmVzcG9uc2USEAoIcmVzaWduZWQYASABKAgiJAoQR2V0TGVhZGVyUmVxdWVzdBIQCghlbGVjdGlvbhgBIAEoCSJBChFHZXRMZWFkZXJSZXNwb25zZRIsCgZsZWFkZXIYASABKAsyHC5kcnlkb2NrLnN0YXRlbWdtdC52MS5MZWFkZXIiJgoSV2F0Y2hMZWFkZXJSZXF1ZXN0EhAKCGVsZWN0aW9uGAEgASgJIkMKE1dhdGNoTGVhZGVyUmVzcG9uc2USLAoGbGVhZGVyGAEgASgLMhwuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGVhZGVyKk4KCFRhc2tWaWV3EhkKFVRBU0tfVklFV19VTlNQRUNJRklFRBAAEhMKD1RBU0tfVklFV19CQVNJQxABEhIKDlRBU0tfVklFV19GVUxMEAIqfwoNU3VidGFza0ZpbHRlchIeChpTVUJUQVNLX0ZJTFRFUl9VTlNQRUNJRklFRBAAEhYKElNVQlRBU0tfRklMVEVSX0FMTBABEhkKFVNVQlRBU0tfRklMVEVSX0FDVElWRRACEhsKF1NVQlRBU0tfRklMVEVSX0NPTVBMRVRFEAMqZQoNQnVpbGREYXRhVmlldxIfChtCVUlMRF9EQVRBX1ZJRVdfVU5TUEVDSUZJRUQQABIZChVCVUlMRF9EQVRBX1ZJRVdfQkFTSUMQARIYChRCVUlMRF9EQVRBX1ZJRVdfRlVMTBACMs4PCgxTdGF0ZVNlcnZpY2USXwoKQ3JlYXRlVGFzaxInLmRyeWRvY2suc3RhdGVtZ210LnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GiguZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQ3JlYXRlVGFza1Jlc3BvbnNlElYKB0dldFRhc2sSJC5kcnlkb2NrLnN0YXRlbWdtdC52MS5HZXRUYXNrUmVxdWVzdBolLmRyeWRvY2suc3RhdGVtZ210LnYxLkdldFRhc2tSZXNwb25zZRJcCglMaXN0VGFza3MSJi5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaXN0VGFza3NSZXF1ZXN0GicuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFRhc2tzUmVzcG9uc2USXwoKVXBkYXRlVGFzaxInLmRyeWRvY2suc3RhdGVtZ210LnYxLlVwZGF0ZVRhc2tSZXF1ZXN0GiguZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVXBkYXRlVGFza1Jlc3BvbnNlEmgKDVRlcm1pbmF0ZVRhc2sSKi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UZXJtaW5hdGVUYXNrUmVxdWVzdBorLmRyeWRvY2suc3RhdGVtZ210LnYxLlRlcm1pbmF0ZVRhc2tSZXNwb25zZRJlCgxMaXN0U3VidGFza3MSKS5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaXN0U3VidGFza3NSZXF1ZXN0GiouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFN1YnRhc2tzUmVzcG9uc2USaAoNQ2xhaW1OZXh0VGFzaxIqLmRyeWRvY2suc3RhdGVtZ210LnYxLkNsYWltTmV4dFRhc2tSZXF1ZXN0GisuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQ2xhaW1OZXh0VGFza1Jlc3BvbnNlEn0KFEFwcGVuZFJlc3VsdE1lc3NhZ2VzEjEuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQXBwZW5kUmVzdWx0TWVzc2FnZXNSZXF1ZXN0GjIuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQXBwZW5kUmVzdWx0TWVzc2FnZXNSZXNwb25zZRJ3ChJMaXN0UmVzdWx0TWVzc2FnZXMSLy5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaXN0UmVzdWx0TWVzc2FnZXNSZXF1ZXN0GjAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFJlc3VsdE1lc3NhZ2VzUmVzcG9uc2USXgoJV2F0Y2hUYXNrEiYuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuV2F0Y2hUYXNrUmVxdWVzdBonLmRyeWRvY2suc3RhdGVtZ210LnYxLldhdGNoVGFza1Jlc3BvbnNlMAESYQoKV2F0Y2hUYXNrcxInLmRyeWRvY2suc3RhdGVtZ210LnYxLldhdGNoVGFza3NSZXF1ZXN0GiguZHJ5ZG9jay5zdGF0ZW1nbXQudjEuV2F0Y2hUYXNrc1Jlc3BvbnNlMAESbgoPQ3JlYXRlQnVpbGREYXRhEiwuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQ3JlYXRlQnVpbGREYXRhUmVxdWVzdBotLmRyeWRvY2suc3RhdGVtZ210LnYxLkNyZWF0ZUJ1aWxkRGF0YVJlc3BvbnNlEmgKDUxpc3RCdWlsZERhdGESKi5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaXN0QnVpbGREYXRhUmVxdWVzdBorLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RCdWlsZERhdGFSZXNwb25zZRJuCg9DbGFpbUxlYWRlcnNoaXASLC5kcnlkb2NrLnN0YXRlbWdtdC52MS5DbGFpbUxlYWRlcnNoaXBSZXF1ZXN0Gi0uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQ2xhaW1MZWFkZXJzaGlwUmVzcG9uc2USbgoPUmVuZXdMZWFkZXJzaGlwEiwuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUmVuZXdMZWFkZXJzaGlwUmVxdWVzdBotLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlbmV3TGVhZGVyc2hpcFJlc3BvbnNlEnEKEFJlc2lnbkxlYWRlcnNoaXASLS5kcnlkb2NrLnN0YXRlbWdtdC52MS5SZXNpZ25MZWFkZXJzaGlwUmVxdWVzdBouLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlc2lnbkxlYWRlcnNoaXBSZXNwb25zZRJcCglHZXRMZWFkZXISJi5kcnlkb2NrLnN0YXRlbWdtdC52MS5HZXRMZWFkZXJSZXF1ZXN0GicuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuR2V0TGVhZGVyUmVzcG9uc2USZAoLV2F0Y2hMZWFkZXISKC5kcnlkb2NrLnN0YXRlbWdtdC52MS5XYXRjaExlYWRlclJlcXVlc3QaKS5kcnlkb2NrLnN0YXRlbWdtdC52MS5XYXRjaExlYWRlclJlc3BvbnNlMAESXwoKUHVyZ2VUYXNrcxInLmRyeWRvY2suc3RhdGVtZ210LnYxLlB1cmdlVGFza3NSZXF1ZXN0GiguZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUHVyZ2VUYXNrc1Jlc3BvbnNlQqABCiJvcmcuYWlyc2hpcGl0LmRyeWRvY2suc3RhdGVtZ210LnYxQhFTdGF0ZVNlcnZpY2VQcm90b1ABWk5naXRodWIuY29tL2FpcnNoaXBpdC9kcnlkb2NrLXN0YXRlbWdtdC9nZW4vZ28vZHJ5ZG9jay9zdGF0ZW1nbXQvdjE7c3RhdGVtZ210djGqAhREcnlkb2NrLlN0YXRlbWdtdC5WMWIGcHJvdG8z", [file_drydock_statemgmt_v1_task, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Request of CreateTask.
@@ -166,6 +166,36 @@ export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
   messageDesc(file_drydock_statemgmt_v1_state_service, 3);
 
 /**
+ * Proof of leadership for operations only the leader may perform: refused
+ * with FAILED_PRECONDITION (reason NOT_LEADER) unless this term of this
+ * election is current and unexpired when the operation commits.
+ *
+ * @generated from message drydock.statemgmt.v1.LeaderFence
+ */
+export type LeaderFence = Message<"drydock.statemgmt.v1.LeaderFence"> & {
+  /**
+   * Election name, e.g. "orchestrator".
+   *
+   * @generated from field: string election = 1;
+   */
+  election: string;
+
+  /**
+   * The term returned by ClaimLeadership.
+   *
+   * @generated from field: int64 term = 2;
+   */
+  term: bigint;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.LeaderFence.
+ * Use `create(LeaderFenceSchema)` to create a new message.
+ */
+export const LeaderFenceSchema: GenMessage<LeaderFence> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 4);
+
+/**
  * Request of ListTasks. All given filters apply together.
  *
  * @generated from message drydock.statemgmt.v1.ListTasksRequest
@@ -221,6 +251,14 @@ export type ListTasksRequest = Message<"drydock.statemgmt.v1.ListTasksRequest"> 
    * @generated from field: string page_token = 7;
    */
   pageToken: string;
+
+  /**
+   * Only tasks claimed under this leadership term (0: any), e.g. to find
+   * what a failed leader left RUNNING.
+   *
+   * @generated from field: int64 claimed_term = 8;
+   */
+  claimedTerm: bigint;
 };
 
 /**
@@ -228,7 +266,7 @@ export type ListTasksRequest = Message<"drydock.statemgmt.v1.ListTasksRequest"> 
  * Use `create(ListTasksRequestSchema)` to create a new message.
  */
 export const ListTasksRequestSchema: GenMessage<ListTasksRequest> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 4);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 5);
 
 /**
  * Response of ListTasks.
@@ -256,7 +294,7 @@ export type ListTasksResponse = Message<"drydock.statemgmt.v1.ListTasksResponse"
  * Use `create(ListTasksResponseSchema)` to create a new message.
  */
 export const ListTasksResponseSchema: GenMessage<ListTasksResponse> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 5);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 6);
 
 /**
  * Request of UpdateTask.
@@ -290,6 +328,13 @@ export type UpdateTaskRequest = Message<"drydock.statemgmt.v1.UpdateTaskRequest"
    * @generated from field: int64 expected_version = 3;
    */
   expectedVersion: bigint;
+
+  /**
+   * Optional: apply only while this leadership term is current.
+   *
+   * @generated from field: drydock.statemgmt.v1.LeaderFence fence = 4;
+   */
+  fence?: LeaderFence | undefined;
 };
 
 /**
@@ -297,7 +342,7 @@ export type UpdateTaskRequest = Message<"drydock.statemgmt.v1.UpdateTaskRequest"
  * Use `create(UpdateTaskRequestSchema)` to create a new message.
  */
 export const UpdateTaskRequestSchema: GenMessage<UpdateTaskRequest> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 6);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 7);
 
 /**
  * Response of UpdateTask.
@@ -318,7 +363,7 @@ export type UpdateTaskResponse = Message<"drydock.statemgmt.v1.UpdateTaskRespons
  * Use `create(UpdateTaskResponseSchema)` to create a new message.
  */
 export const UpdateTaskResponseSchema: GenMessage<UpdateTaskResponse> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 7);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 8);
 
 /**
  * Request of TerminateTask.
@@ -346,7 +391,7 @@ export type TerminateTaskRequest = Message<"drydock.statemgmt.v1.TerminateTaskRe
  * Use `create(TerminateTaskRequestSchema)` to create a new message.
  */
 export const TerminateTaskRequestSchema: GenMessage<TerminateTaskRequest> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 8);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 9);
 
 /**
  * Response of TerminateTask.
@@ -367,7 +412,7 @@ export type TerminateTaskResponse = Message<"drydock.statemgmt.v1.TerminateTaskR
  * Use `create(TerminateTaskResponseSchema)` to create a new message.
  */
 export const TerminateTaskResponseSchema: GenMessage<TerminateTaskResponse> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 9);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 10);
 
 /**
  * Request of ListSubtasks.
@@ -409,7 +454,7 @@ export type ListSubtasksRequest = Message<"drydock.statemgmt.v1.ListSubtasksRequ
  * Use `create(ListSubtasksRequestSchema)` to create a new message.
  */
 export const ListSubtasksRequestSchema: GenMessage<ListSubtasksRequest> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 10);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 11);
 
 /**
  * Response of ListSubtasks.
@@ -437,7 +482,7 @@ export type ListSubtasksResponse = Message<"drydock.statemgmt.v1.ListSubtasksRes
  * Use `create(ListSubtasksResponseSchema)` to create a new message.
  */
 export const ListSubtasksResponseSchema: GenMessage<ListSubtasksResponse> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 11);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 12);
 
 /**
  * Request of ClaimNextTask.
@@ -459,6 +504,14 @@ export type ClaimNextTaskRequest = Message<"drydock.statemgmt.v1.ClaimNextTaskRe
    * @generated from field: repeated string actions = 2;
    */
   actions: string[];
+
+  /**
+   * Optional: claim only while this leadership term is current; the task
+   * records the term (Task.claimed_term).
+   *
+   * @generated from field: drydock.statemgmt.v1.LeaderFence fence = 3;
+   */
+  fence?: LeaderFence | undefined;
 };
 
 /**
@@ -466,7 +519,7 @@ export type ClaimNextTaskRequest = Message<"drydock.statemgmt.v1.ClaimNextTaskRe
  * Use `create(ClaimNextTaskRequestSchema)` to create a new message.
  */
 export const ClaimNextTaskRequestSchema: GenMessage<ClaimNextTaskRequest> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 12);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 13);
 
 /**
  * Response of ClaimNextTask.
@@ -487,7 +540,7 @@ export type ClaimNextTaskResponse = Message<"drydock.statemgmt.v1.ClaimNextTaskR
  * Use `create(ClaimNextTaskResponseSchema)` to create a new message.
  */
 export const ClaimNextTaskResponseSchema: GenMessage<ClaimNextTaskResponse> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 13);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 14);
 
 /**
  * Request of PurgeTasks.
@@ -509,7 +562,7 @@ export type PurgeTasksRequest = Message<"drydock.statemgmt.v1.PurgeTasksRequest"
  * Use `create(PurgeTasksRequestSchema)` to create a new message.
  */
 export const PurgeTasksRequestSchema: GenMessage<PurgeTasksRequest> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 14);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 15);
 
 /**
  * Response of PurgeTasks.
@@ -537,7 +590,7 @@ export type PurgeTasksResponse = Message<"drydock.statemgmt.v1.PurgeTasksRespons
  * Use `create(PurgeTasksResponseSchema)` to create a new message.
  */
 export const PurgeTasksResponseSchema: GenMessage<PurgeTasksResponse> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 15);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 16);
 
 /**
  * A result message to append; the server assigns task and sequence.
@@ -593,7 +646,7 @@ export type NewResultMessage = Message<"drydock.statemgmt.v1.NewResultMessage"> 
  * Use `create(NewResultMessageSchema)` to create a new message.
  */
 export const NewResultMessageSchema: GenMessage<NewResultMessage> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 16);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 17);
 
 /**
  * Request of AppendResultMessages.
@@ -621,7 +674,7 @@ export type AppendResultMessagesRequest = Message<"drydock.statemgmt.v1.AppendRe
  * Use `create(AppendResultMessagesRequestSchema)` to create a new message.
  */
 export const AppendResultMessagesRequestSchema: GenMessage<AppendResultMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 17);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 18);
 
 /**
  * Response of AppendResultMessages.
@@ -656,7 +709,7 @@ export type AppendResultMessagesResponse = Message<"drydock.statemgmt.v1.AppendR
  * Use `create(AppendResultMessagesResponseSchema)` to create a new message.
  */
 export const AppendResultMessagesResponseSchema: GenMessage<AppendResultMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 18);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 19);
 
 /**
  * Request of ListResultMessages.
@@ -705,7 +758,7 @@ export type ListResultMessagesRequest = Message<"drydock.statemgmt.v1.ListResult
  * Use `create(ListResultMessagesRequestSchema)` to create a new message.
  */
 export const ListResultMessagesRequestSchema: GenMessage<ListResultMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 19);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 20);
 
 /**
  * Response of ListResultMessages.
@@ -733,7 +786,7 @@ export type ListResultMessagesResponse = Message<"drydock.statemgmt.v1.ListResul
  * Use `create(ListResultMessagesResponseSchema)` to create a new message.
  */
 export const ListResultMessagesResponseSchema: GenMessage<ListResultMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 20);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 21);
 
 /**
  * Request of WatchTask.
@@ -762,7 +815,7 @@ export type WatchTaskRequest = Message<"drydock.statemgmt.v1.WatchTaskRequest"> 
  * Use `create(WatchTaskRequestSchema)` to create a new message.
  */
 export const WatchTaskRequestSchema: GenMessage<WatchTaskRequest> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 21);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 22);
 
 /**
  * One event of WatchTask.
@@ -800,7 +853,7 @@ export type WatchTaskResponse = Message<"drydock.statemgmt.v1.WatchTaskResponse"
  * Use `create(WatchTaskResponseSchema)` to create a new message.
  */
 export const WatchTaskResponseSchema: GenMessage<WatchTaskResponse> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 22);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 23);
 
 /**
  * Request of WatchTasks. All given filters apply together.
@@ -842,7 +895,7 @@ export type WatchTasksRequest = Message<"drydock.statemgmt.v1.WatchTasksRequest"
  * Use `create(WatchTasksRequestSchema)` to create a new message.
  */
 export const WatchTasksRequestSchema: GenMessage<WatchTasksRequest> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 23);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 24);
 
 /**
  * One event of WatchTasks.
@@ -870,7 +923,513 @@ export type WatchTasksResponse = Message<"drydock.statemgmt.v1.WatchTasksRespons
  * Use `create(WatchTasksResponseSchema)` to create a new message.
  */
 export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PURE__*/
-  messageDesc(file_drydock_statemgmt_v1_state_service, 24);
+  messageDesc(file_drydock_statemgmt_v1_state_service, 25);
+
+/**
+ * A build data record: something collected about a node while a task ran.
+ *
+ * @generated from message drydock.statemgmt.v1.BuildData
+ */
+export type BuildData = Message<"drydock.statemgmt.v1.BuildData"> & {
+  /**
+   * Server-assigned identifier (read-only).
+   *
+   * @generated from field: int64 build_data_id = 1;
+   */
+  buildDataId: bigint;
+
+  /**
+   * The node, 1 to 255 characters.
+   *
+   * @generated from field: string node_name = 2;
+   */
+  nodeName: string;
+
+  /**
+   * The task that collected it (must exist when the record is created).
+   *
+   * @generated from field: string task_id = 3;
+   */
+  taskId: string;
+
+  /**
+   * When it was collected; the server's time when not given.
+   *
+   * @generated from field: google.protobuf.Timestamp collected_at = 4;
+   */
+  collectedAt?: Timestamp | undefined;
+
+  /**
+   * What produced it, 1 to 256 characters, e.g. "lshw", "lldp", "deploy:maas-script".
+   *
+   * @generated from field: string generator = 5;
+   */
+  generator: string;
+
+  /**
+   * MIME type of data_element, e.g. "text/plain", "application/json".
+   *
+   * @generated from field: string data_format = 6;
+   */
+  dataFormat: string;
+
+  /**
+   * The data, 1 byte up to the server's limit (default 16 MiB).
+   *
+   * @generated from field: bytes data_element = 7;
+   */
+  dataElement: Uint8Array;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.BuildData.
+ * Use `create(BuildDataSchema)` to create a new message.
+ */
+export const BuildDataSchema: GenMessage<BuildData> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 26);
+
+/**
+ * Request of CreateBuildData.
+ *
+ * @generated from message drydock.statemgmt.v1.CreateBuildDataRequest
+ */
+export type CreateBuildDataRequest = Message<"drydock.statemgmt.v1.CreateBuildDataRequest"> & {
+  /**
+   * The record; build_data_id is ignored.
+   *
+   * @generated from field: drydock.statemgmt.v1.BuildData build_data = 1;
+   */
+  buildData?: BuildData | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.CreateBuildDataRequest.
+ * Use `create(CreateBuildDataRequestSchema)` to create a new message.
+ */
+export const CreateBuildDataRequestSchema: GenMessage<CreateBuildDataRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 27);
+
+/**
+ * Response of CreateBuildData.
+ *
+ * @generated from message drydock.statemgmt.v1.CreateBuildDataResponse
+ */
+export type CreateBuildDataResponse = Message<"drydock.statemgmt.v1.CreateBuildDataResponse"> & {
+  /**
+   * The stored record, with its id and collected_at.
+   *
+   * @generated from field: drydock.statemgmt.v1.BuildData build_data = 1;
+   */
+  buildData?: BuildData | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.CreateBuildDataResponse.
+ * Use `create(CreateBuildDataResponseSchema)` to create a new message.
+ */
+export const CreateBuildDataResponseSchema: GenMessage<CreateBuildDataResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 28);
+
+/**
+ * Request of ListBuildData. Given filters apply together.
+ *
+ * @generated from message drydock.statemgmt.v1.ListBuildDataRequest
+ */
+export type ListBuildDataRequest = Message<"drydock.statemgmt.v1.ListBuildDataRequest"> & {
+  /**
+   * Only records of this node.
+   *
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * Only records collected by this task (UUID).
+   *
+   * @generated from field: string task_id = 2;
+   */
+  taskId: string;
+
+  /**
+   * Only the newest record per generator among the matching records.
+   *
+   * @generated from field: bool latest = 3;
+   */
+  latest: boolean;
+
+  /**
+   * BASIC leaves data_element out.
+   *
+   * @generated from field: drydock.statemgmt.v1.BuildDataView view = 4;
+   */
+  view: BuildDataView;
+
+  /**
+   * Maximum number of records: 0 means 20, at most 100. A page also ends
+   * early once it holds 32 MiB of data.
+   *
+   * @generated from field: int32 page_size = 5;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; valid only with the same filters.
+   *
+   * @generated from field: string page_token = 6;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ListBuildDataRequest.
+ * Use `create(ListBuildDataRequestSchema)` to create a new message.
+ */
+export const ListBuildDataRequestSchema: GenMessage<ListBuildDataRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 29);
+
+/**
+ * Response of ListBuildData.
+ *
+ * @generated from message drydock.statemgmt.v1.ListBuildDataResponse
+ */
+export type ListBuildDataResponse = Message<"drydock.statemgmt.v1.ListBuildDataResponse"> & {
+  /**
+   * Records ordered by collected_at, newest first.
+   *
+   * @generated from field: repeated drydock.statemgmt.v1.BuildData build_data = 1;
+   */
+  buildData: BuildData[];
+
+  /**
+   * Token for the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ListBuildDataResponse.
+ * Use `create(ListBuildDataResponseSchema)` to create a new message.
+ */
+export const ListBuildDataResponseSchema: GenMessage<ListBuildDataResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 30);
+
+/**
+ * The holder of an election's lease.
+ *
+ * @generated from message drydock.statemgmt.v1.Leader
+ */
+export type Leader = Message<"drydock.statemgmt.v1.Leader"> & {
+  /**
+   * The election.
+   *
+   * @generated from field: string election = 1;
+   */
+  election: string;
+
+  /**
+   * Instance id of the leader.
+   *
+   * @generated from field: string instance_id = 2;
+   */
+  instanceId: string;
+
+  /**
+   * Increases by one whenever the lease is acquired (not when renewed).
+   *
+   * @generated from field: int64 term = 3;
+   */
+  term: bigint;
+
+  /**
+   * When this term began (database clock).
+   *
+   * @generated from field: google.protobuf.Timestamp acquired_at = 4;
+   */
+  acquiredAt?: Timestamp | undefined;
+
+  /**
+   * When the lease was last claimed or renewed (database clock).
+   *
+   * @generated from field: google.protobuf.Timestamp renewed_at = 5;
+   */
+  renewedAt?: Timestamp | undefined;
+
+  /**
+   * When the lease lapses unless renewed (database clock).
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 6;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.Leader.
+ * Use `create(LeaderSchema)` to create a new message.
+ */
+export const LeaderSchema: GenMessage<Leader> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 31);
+
+/**
+ * Request of ClaimLeadership.
+ *
+ * @generated from message drydock.statemgmt.v1.ClaimLeadershipRequest
+ */
+export type ClaimLeadershipRequest = Message<"drydock.statemgmt.v1.ClaimLeadershipRequest"> & {
+  /**
+   * Election name, 1 to 128 characters of [A-Za-z0-9_.:-]; "orchestrator"
+   * when empty.
+   *
+   * @generated from field: string election = 1;
+   */
+  election: string;
+
+  /**
+   * The claiming instance, 1 to 255 characters.
+   *
+   * @generated from field: string instance_id = 2;
+   */
+  instanceId: string;
+
+  /**
+   * Lease duration, between 1 s and 1 h (whole milliseconds).
+   *
+   * @generated from field: google.protobuf.Duration ttl = 3;
+   */
+  ttl?: Duration | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ClaimLeadershipRequest.
+ * Use `create(ClaimLeadershipRequestSchema)` to create a new message.
+ */
+export const ClaimLeadershipRequestSchema: GenMessage<ClaimLeadershipRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 32);
+
+/**
+ * Response of ClaimLeadership.
+ *
+ * @generated from message drydock.statemgmt.v1.ClaimLeadershipResponse
+ */
+export type ClaimLeadershipResponse = Message<"drydock.statemgmt.v1.ClaimLeadershipResponse"> & {
+  /**
+   * Whether the caller now holds the lease.
+   *
+   * @generated from field: bool is_leader = 1;
+   */
+  isLeader: boolean;
+
+  /**
+   * The current leader: the caller when is_leader, else the other holder.
+   *
+   * @generated from field: drydock.statemgmt.v1.Leader leader = 2;
+   */
+  leader?: Leader | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ClaimLeadershipResponse.
+ * Use `create(ClaimLeadershipResponseSchema)` to create a new message.
+ */
+export const ClaimLeadershipResponseSchema: GenMessage<ClaimLeadershipResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 33);
+
+/**
+ * Request of RenewLeadership.
+ *
+ * @generated from message drydock.statemgmt.v1.RenewLeadershipRequest
+ */
+export type RenewLeadershipRequest = Message<"drydock.statemgmt.v1.RenewLeadershipRequest"> & {
+  /**
+   * Election name ("orchestrator" when empty).
+   *
+   * @generated from field: string election = 1;
+   */
+  election: string;
+
+  /**
+   * The holder.
+   *
+   * @generated from field: string instance_id = 2;
+   */
+  instanceId: string;
+
+  /**
+   * The term being renewed.
+   *
+   * @generated from field: int64 term = 3;
+   */
+  term: bigint;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.RenewLeadershipRequest.
+ * Use `create(RenewLeadershipRequestSchema)` to create a new message.
+ */
+export const RenewLeadershipRequestSchema: GenMessage<RenewLeadershipRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 34);
+
+/**
+ * Response of RenewLeadership.
+ *
+ * @generated from message drydock.statemgmt.v1.RenewLeadershipResponse
+ */
+export type RenewLeadershipResponse = Message<"drydock.statemgmt.v1.RenewLeadershipResponse"> & {
+  /**
+   * The renewed lease.
+   *
+   * @generated from field: drydock.statemgmt.v1.Leader leader = 1;
+   */
+  leader?: Leader | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.RenewLeadershipResponse.
+ * Use `create(RenewLeadershipResponseSchema)` to create a new message.
+ */
+export const RenewLeadershipResponseSchema: GenMessage<RenewLeadershipResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 35);
+
+/**
+ * Request of ResignLeadership.
+ *
+ * @generated from message drydock.statemgmt.v1.ResignLeadershipRequest
+ */
+export type ResignLeadershipRequest = Message<"drydock.statemgmt.v1.ResignLeadershipRequest"> & {
+  /**
+   * Election name ("orchestrator" when empty).
+   *
+   * @generated from field: string election = 1;
+   */
+  election: string;
+
+  /**
+   * The holder.
+   *
+   * @generated from field: string instance_id = 2;
+   */
+  instanceId: string;
+
+  /**
+   * The term being given up.
+   *
+   * @generated from field: int64 term = 3;
+   */
+  term: bigint;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ResignLeadershipRequest.
+ * Use `create(ResignLeadershipRequestSchema)` to create a new message.
+ */
+export const ResignLeadershipRequestSchema: GenMessage<ResignLeadershipRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 36);
+
+/**
+ * Response of ResignLeadership.
+ *
+ * @generated from message drydock.statemgmt.v1.ResignLeadershipResponse
+ */
+export type ResignLeadershipResponse = Message<"drydock.statemgmt.v1.ResignLeadershipResponse"> & {
+  /**
+   * False when the term was no longer current (nothing changed).
+   *
+   * @generated from field: bool resigned = 1;
+   */
+  resigned: boolean;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ResignLeadershipResponse.
+ * Use `create(ResignLeadershipResponseSchema)` to create a new message.
+ */
+export const ResignLeadershipResponseSchema: GenMessage<ResignLeadershipResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 37);
+
+/**
+ * Request of GetLeader.
+ *
+ * @generated from message drydock.statemgmt.v1.GetLeaderRequest
+ */
+export type GetLeaderRequest = Message<"drydock.statemgmt.v1.GetLeaderRequest"> & {
+  /**
+   * Election name ("orchestrator" when empty).
+   *
+   * @generated from field: string election = 1;
+   */
+  election: string;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.GetLeaderRequest.
+ * Use `create(GetLeaderRequestSchema)` to create a new message.
+ */
+export const GetLeaderRequestSchema: GenMessage<GetLeaderRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 38);
+
+/**
+ * Response of GetLeader.
+ *
+ * @generated from message drydock.statemgmt.v1.GetLeaderResponse
+ */
+export type GetLeaderResponse = Message<"drydock.statemgmt.v1.GetLeaderResponse"> & {
+  /**
+   * The current leader; unset when the lease is free or has lapsed.
+   *
+   * @generated from field: drydock.statemgmt.v1.Leader leader = 1;
+   */
+  leader?: Leader | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.GetLeaderResponse.
+ * Use `create(GetLeaderResponseSchema)` to create a new message.
+ */
+export const GetLeaderResponseSchema: GenMessage<GetLeaderResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 39);
+
+/**
+ * Request of WatchLeader.
+ *
+ * @generated from message drydock.statemgmt.v1.WatchLeaderRequest
+ */
+export type WatchLeaderRequest = Message<"drydock.statemgmt.v1.WatchLeaderRequest"> & {
+  /**
+   * Election name ("orchestrator" when empty).
+   *
+   * @generated from field: string election = 1;
+   */
+  election: string;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.WatchLeaderRequest.
+ * Use `create(WatchLeaderRequestSchema)` to create a new message.
+ */
+export const WatchLeaderRequestSchema: GenMessage<WatchLeaderRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 40);
+
+/**
+ * One event of WatchLeader: the leadership after a change.
+ *
+ * @generated from message drydock.statemgmt.v1.WatchLeaderResponse
+ */
+export type WatchLeaderResponse = Message<"drydock.statemgmt.v1.WatchLeaderResponse"> & {
+  /**
+   * The current leader; unset when there is none (resigned or lapsed).
+   *
+   * @generated from field: drydock.statemgmt.v1.Leader leader = 1;
+   */
+  leader?: Leader | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.WatchLeaderResponse.
+ * Use `create(WatchLeaderResponseSchema)` to create a new message.
+ */
+export const WatchLeaderResponseSchema: GenMessage<WatchLeaderResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 41);
 
 /**
  * How much of a task GetTask returns.
@@ -946,6 +1505,40 @@ export enum SubtaskFilter {
  */
 export const SubtaskFilterSchema: GenEnum<SubtaskFilter> = /*@__PURE__*/
   enumDesc(file_drydock_statemgmt_v1_state_service, 1);
+
+/**
+ * How much of each record ListBuildData returns.
+ *
+ * @generated from enum drydock.statemgmt.v1.BuildDataView
+ */
+export enum BuildDataView {
+  /**
+   * Same as FULL.
+   *
+   * @generated from enum value: BUILD_DATA_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Every field but data_element.
+   *
+   * @generated from enum value: BUILD_DATA_VIEW_BASIC = 1;
+   */
+  BASIC = 1,
+
+  /**
+   * Every field.
+   *
+   * @generated from enum value: BUILD_DATA_VIEW_FULL = 2;
+   */
+  FULL = 2,
+}
+
+/**
+ * Describes the enum drydock.statemgmt.v1.BuildDataView.
+ */
+export const BuildDataViewSchema: GenEnum<BuildDataView> = /*@__PURE__*/
+  enumDesc(file_drydock_statemgmt_v1_state_service, 2);
 
 /**
  * The persisted state of the Drydock orchestrator.
@@ -1090,6 +1683,87 @@ export const StateService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchTasksRequestSchema;
     output: typeof WatchTasksResponseSchema;
+  },
+  /**
+   * Stores one build data record of a node (hardware inventory, logs, ...).
+   * The collecting task must exist (NOT_FOUND otherwise). Build data outlives
+   * its task and its node's redeployments: PurgeTasks never deletes it.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.CreateBuildData
+   */
+  createBuildData: {
+    methodKind: "unary";
+    input: typeof CreateBuildDataRequestSchema;
+    output: typeof CreateBuildDataResponseSchema;
+  },
+  /**
+   * Lists build data, newest first, filtered by node and/or task; with
+   * latest, only the newest record per generator.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.ListBuildData
+   */
+  listBuildData: {
+    methodKind: "unary";
+    input: typeof ListBuildDataRequestSchema;
+    output: typeof ListBuildDataResponseSchema;
+  },
+  /**
+   * Claims or renews the lease of an election, in one statement on the
+   * database's clock: succeeds when the lease is free, expired, or already
+   * held by this instance (then it is renewed). When another instance holds
+   * it, the response names that leader with is_leader = false (not an error).
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.ClaimLeadership
+   */
+  claimLeadership: {
+    methodKind: "unary";
+    input: typeof ClaimLeadershipRequestSchema;
+    output: typeof ClaimLeadershipResponseSchema;
+  },
+  /**
+   * Extends the lease if this instance still holds this term; otherwise
+   * FAILED_PRECONDITION with ErrorInfo reason LEADERSHIP_LOST and the current
+   * leader in its metadata.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.RenewLeadership
+   */
+  renewLeadership: {
+    methodKind: "unary";
+    input: typeof RenewLeadershipRequestSchema;
+    output: typeof RenewLeadershipResponseSchema;
+  },
+  /**
+   * Frees the lease at once so a successor need not wait for it to expire.
+   * Resigning a term that is no longer current changes nothing.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.ResignLeadership
+   */
+  resignLeadership: {
+    methodKind: "unary";
+    input: typeof ResignLeadershipRequestSchema;
+    output: typeof ResignLeadershipResponseSchema;
+  },
+  /**
+   * The current leader of an election, if any (a lapsed lease has none).
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.GetLeader
+   */
+  getLeader: {
+    methodKind: "unary";
+    input: typeof GetLeaderRequestSchema;
+    output: typeof GetLeaderResponseSchema;
+  },
+  /**
+   * Streams the current leadership of an election, then every change: a new
+   * holder, a resignation, and an expiry (detected by the server when the
+   * lease lapses, without anyone having to ask).
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.WatchLeader
+   */
+  watchLeader: {
+    methodKind: "server_streaming";
+    input: typeof WatchLeaderRequestSchema;
+    output: typeof WatchLeaderResponseSchema;
   },
   /**
    * Deletes finished (COMPLETE or TERMINATED) top-level tasks that have not

@@ -1,0 +1,80 @@
+// Build data RPCs.
+import type { Sql } from "../db/connect.js";
+import { InvalidArgumentError } from "../errors.js";
+import { buildDataInsert, buildDataList } from "../store/buildData.js";
+import { BuildDataView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { buildDataToPb, microsFromTimestamp } from "./convert.js";
+import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
+import type { StateImpl } from "./tasks.js";
+import { Validator } from "./validate.js";
+
+/** type "/" subtype, optionally with parameters (RFC 6838 names). */
+const MIME_RE =
+  /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}(\s*;\s*[a-z0-9!#$&^_.+-]+=("[^"\\]*"|[a-z0-9!#$&^_.+-]+))*$/i;
+
+/** A page of ListBuildData ends early once it holds this much data. */
+const PAGE_DATA_BYTES = 32 * 1024 * 1024;
+
+export function buildDataRpcs(sql: Sql, maxDataBytes: number): StateImpl {
+  return {
+    async createBuildData(req, { signal }) {
+      const v = new Validator();
+      const b = req.buildData;
+      if (!b) throw InvalidArgumentError.field("build_data", "is required");
+      v.text("build_data.node_name", b.nodeName, 255, true);
+      const taskId = v.uuid("build_data.task_id", b.taskId, true);
+      v.timestamp("build_data.collected_at", b.collectedAt);
+      v.text("build_data.generator", b.generator, 256, true);
+      v.text("build_data.data_format", b.dataFormat, 255, true);
+      if (b.dataFormat !== "" && !MIME_RE.test(b.dataFormat)) {
+        v.add("build_data.data_format", `"${b.dataFormat.slice(0, 80)}" is not a MIME type such as text/plain or application/json`);
+      }
+      if (b.dataElement.length === 0) v.add("build_data.data_element", "is required and must not be empty");
+      if (b.dataElement.length > maxDataBytes) {
+        v.add("build_data.data_element", `is ${b.dataElement.length} bytes; the limit is ${maxDataBytes} bytes (STATEMGMT_BUILD_DATA_MAX_BYTES)`);
+      }
+      v.check();
+      const stored = await buildDataInsert(sql, {
+        nodeName: b.nodeName,
+        taskId,
+        collectedAt: b.collectedAt ? microsFromTimestamp(b.collectedAt) : null,
+        generator: b.generator,
+        dataFormat: b.dataFormat,
+        dataElement: Buffer.from(b.dataElement.buffer, b.dataElement.byteOffset, b.dataElement.byteLength),
+        signal,
+      });
+      return { buildData: buildDataToPb(stored) };
+    },
+
+    async listBuildData(req, { signal }) {
+      const v = new Validator();
+      if (req.nodeName !== "") v.text("node_name", req.nodeName, 255);
+      const taskId = v.uuid("task_id", req.taskId, false);
+      const limit = v.pageSize("page_size", req.pageSize, 20, 100);
+      if (!(req.view in BuildDataView)) v.add("view", `unknown value ${req.view}`);
+      v.check();
+      const filters = { nodeName: req.nodeName === "" ? null : req.nodeName, taskId: taskId === "" ? null : taskId, latest: req.latest };
+      const fingerprint = filterFingerprint(filters);
+      const key = decodePageToken("page_token", req.pageToken, fingerprint, 2);
+      const rows = await buildDataList(sql, {
+        ...filters,
+        withData: req.view !== BuildDataView.BASIC,
+        after: key ? { collectedAt: BigInt(key[0]!), buildDataId: BigInt(key[1]!) } : null,
+        limit: limit + 1,
+        signal,
+      });
+      let n = 0;
+      let bytes = 0;
+      while (n < Math.min(limit, rows.length) && (n === 0 || bytes + (rows[n]!.dataElement?.length ?? 0) <= PAGE_DATA_BYTES)) {
+        bytes += rows[n]!.dataElement?.length ?? 0;
+        n++;
+      }
+      const page = rows.slice(0, n);
+      const last = page[page.length - 1];
+      return {
+        buildData: page.map(buildDataToPb),
+        nextPageToken: rows.length > n && last ? encodePageToken(fingerprint, [last.collectedAt.toString(), last.buildDataId.toString()]) : "",
+      };
+    },
+  };
+}

@@ -1,0 +1,104 @@
+// Leader election RPCs: leases decided on the database's clock.
+import { once } from "node:events";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import type { Sql } from "../db/connect.js";
+import type { Lease } from "../domain.js";
+import { leasesClaim, leasesGet, leasesGetWithNow, leasesRenew, leasesResign } from "../store/leases.js";
+import type { WatchHub } from "../watch/hub.js";
+import { leaderToPb } from "./convert.js";
+import type { StateImpl } from "./tasks.js";
+import { LIMITS, Validator } from "./validate.js";
+
+const TTL_MIN_MS = 1000;
+const TTL_MAX_MS = 3_600_000;
+
+function ttlMs(v: Validator, field: string, d: Duration | undefined): number {
+  if (!d) {
+    v.add(field, "is required (between 1s and 3600s)");
+    return 0;
+  }
+  const ms = Number(d.seconds) * 1000 + d.nanos / 1e6;
+  if (!Number.isInteger(ms)) v.add(field, "must be whole milliseconds");
+  else if (ms < TTL_MIN_MS || ms > TTL_MAX_MS) v.add(field, "must be between 1s and 3600s");
+  return ms;
+}
+
+/** A lease as watchers compare it: a change of holder or term is an event, a renewal is not. */
+const identity = (l: Lease | null) => (l ? `${l.holder}\u0000${l.term}` : "");
+
+export function leadershipRpcs(sql: Sql, hub: WatchHub): StateImpl {
+  return {
+    async claimLeadership(req, { signal }) {
+      const v = new Validator();
+      const election = v.election("election", req.election);
+      v.text("instance_id", req.instanceId, LIMITS.name, true);
+      const ttl = ttlMs(v, "ttl", req.ttl);
+      v.check();
+      const r = await leasesClaim(sql, { election, holder: req.instanceId, ttlMs: ttl, signal });
+      return { isLeader: r.isLeader, leader: leaderToPb(r.lease) };
+    },
+
+    async renewLeadership(req, { signal }) {
+      const v = new Validator();
+      const election = v.election("election", req.election);
+      v.text("instance_id", req.instanceId, LIMITS.name, true);
+      if (req.term < 1n) v.add("term", "must be a term returned by ClaimLeadership (≥ 1)");
+      v.check();
+      return { leader: leaderToPb(await leasesRenew(sql, { election, holder: req.instanceId, term: req.term, signal })) };
+    },
+
+    async resignLeadership(req, { signal }) {
+      const v = new Validator();
+      const election = v.election("election", req.election);
+      v.text("instance_id", req.instanceId, LIMITS.name, true);
+      if (req.term < 1n) v.add("term", "must be a term returned by ClaimLeadership (≥ 1)");
+      v.check();
+      return { resigned: await leasesResign(sql, { election, holder: req.instanceId, term: req.term, signal }) };
+    },
+
+    async getLeader(req, { signal }) {
+      const v = new Validator();
+      const election = v.election("election", req.election);
+      v.check();
+      const lease = await leasesGet(sql, { election, signal });
+      return { leader: lease ? leaderToPb(lease) : undefined };
+    },
+
+    async *watchLeader(req, { signal }) {
+      const v = new Validator();
+      const election = v.election("election", req.election);
+      v.check();
+      // Wake on this election's notifications and on every listener reconnect.
+      const wake = new EventTarget();
+      const onLease = (e: string) => (e === election || e === "*") && wake.dispatchEvent(new Event("wake"));
+      hub.on("lease", onLease);
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        let last: string | undefined;
+        for (;;) {
+          const woken = once(wake, "wake", { signal });
+          const { lease, now } = await leasesGetWithNow(sql, { election, signal });
+          if (identity(lease) !== last) {
+            last = identity(lease);
+            yield { leader: lease ? leaderToPb(lease) : undefined };
+          }
+          // Expiry needs no notification: look again when the lease would lapse
+          // (database clock), plus a little so the database agrees it has.
+          clearTimeout(timer);
+          if (lease) {
+            const ms = Number((lease.expiresAt - now) / 1000n) + 5;
+            timer = setTimeout(() => wake.dispatchEvent(new Event("wake")), Math.max(0, ms));
+          }
+          try {
+            await woken;
+          } catch {
+            return; // the call is over
+          }
+        }
+      } finally {
+        clearTimeout(timer);
+        hub.off("lease", onLease);
+      }
+    },
+  };
+}
