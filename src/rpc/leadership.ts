@@ -2,8 +2,7 @@
 import { once } from "node:events";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import type { Sql } from "../db/connect.js";
-import type { Lease } from "../domain.js";
-import { leasesClaim, leasesGet, leasesGetWithNow, leasesRenew, leasesResign } from "../store/leases.js";
+import { leasesClaim, leasesGet, leasesHistorySince, leasesRenew, leasesResign } from "../store/leases.js";
 import type { WatchHub } from "../watch/hub.js";
 import { leaderToPb } from "./convert.js";
 import type { StateImpl } from "./tasks.js";
@@ -22,9 +21,6 @@ function ttlMs(v: Validator, field: string, d: Duration | undefined): number {
   else if (ms < TTL_MIN_MS || ms > TTL_MAX_MS) v.add(field, "must be between 1s and 3600s");
   return ms;
 }
-
-/** A lease as watchers compare it: a change of holder or term is an event, a renewal is not. */
-const identity = (l: Lease | null) => (l ? `${l.holder}\u0000${l.term}` : "");
 
 export function leadershipRpcs(sql: Sql, hub: WatchHub): StateImpl {
   return {
@@ -74,19 +70,40 @@ export function leadershipRpcs(sql: Sql, hub: WatchHub): StateImpl {
       hub.on("lease", onLease);
       let timer: NodeJS.Timeout | undefined;
       try {
-        let last: string | undefined;
+        // Replaying lease_history rather than comparing snapshots makes every
+        // change an event, however fast they follow each other: each term's
+        // start, then its end (expiry or resignation) as "no leader".
+        let lastTerm = 0n;
+        let leading = false;
+        let first = true;
         for (;;) {
           const woken = once(wake, "wake", { signal });
-          const { lease, now } = await leasesGetWithNow(sql, { election, signal });
-          if (identity(lease) !== last) {
-            last = identity(lease);
-            yield { leader: lease ? leaderToPb(lease) : undefined };
+          const { terms, live, now } = await leasesHistorySince(sql, { election, fromTerm: lastTerm, signal });
+          if (first) {
+            // Start from the current state, not from the beginning of history.
+            first = false;
+            lastTerm = live?.term ?? terms[terms.length - 1]?.term ?? 0n;
+            leading = live !== null;
+            yield { leader: live ? leaderToPb(live) : undefined };
+          } else {
+            for (const t of terms) {
+              if (t.term > lastTerm) {
+                if (leading) yield { leader: undefined };
+                yield { leader: leaderToPb(t) };
+                lastTerm = t.term;
+                leading = true;
+              }
+              if (leading && t.term === lastTerm && live?.term !== t.term) {
+                yield { leader: undefined };
+                leading = false;
+              }
+            }
           }
           // Expiry needs no notification: look again when the lease would lapse
           // (database clock), plus a little so the database agrees it has.
           clearTimeout(timer);
-          if (lease) {
-            const ms = Number((lease.expiresAt - now) / 1000n) + 5;
+          if (live) {
+            const ms = Number((live.expiresAt - now) / 1000n) + 5;
             timer = setTimeout(() => wake.dispatchEvent(new Event("wake")), Math.max(0, ms));
           }
           try {

@@ -1,5 +1,8 @@
 // All SQL of the leases and lease_history tables. Every time comes from the
-// database's now(): the application's clock never decides who leads.
+// database's clock, never the application's. We read clock_timestamp() rather
+// than now(): now() is the transaction's start, which lies in the past after
+// waiting for a row lock, and would let a new term appear to begin before the
+// previous one ended.
 import type { Queryable, Sql } from "../db/connect.js";
 import type { Micros } from "../db/time.js";
 import type { Lease } from "../domain.js";
@@ -31,46 +34,64 @@ export interface ClaimResult {
 
 /**
  * Claims or renews in one statement: the upsert only takes the row when it
- * is free, lapsed, or already ours; otherwise the same statement returns the
- * current holder. The term goes up whenever the lease is acquired rather
- * than renewed, so it identifies one continuous tenure.
+ * is free, lapsed, or already ours. The term goes up whenever the lease is
+ * acquired rather than renewed, so it identifies one continuous tenure.
+ *
+ * When the upsert declines, the current holder is read by a second statement
+ * (a fresh snapshot: the first one may predate a concurrent claim). If that
+ * holder is already gone, the claim is simply tried again.
  */
 export async function leasesClaim(
   sql: Sql,
   p: { election: string; holder: string; ttlMs: number; signal?: AbortSignal },
 ): Promise<ClaimResult> {
   const ttl = `${p.ttlMs} milliseconds`;
-  return sql.begin(async (tx) => {
-    const [row] = await run(
-      p.signal,
-      tx<(LeaseRow & { is_leader: boolean; renewal: boolean })[]>`
-        with claimed as (
-          insert into leases as l (election, holder, term, ttl, acquired_at, renewed_at, expires_at)
-          values (${p.election}, ${p.holder}, 1, ${ttl}::interval, now(), now(), now() + ${ttl}::interval)
-          on conflict (election) do update set
-            holder = excluded.holder,
-            term = case when l.holder = excluded.holder and l.expires_at > now() then l.term else l.term + 1 end,
-            acquired_at = case when l.holder = excluded.holder and l.expires_at > now() then l.acquired_at else now() end,
-            ttl = excluded.ttl,
-            renewed_at = now(),
-            expires_at = now() + excluded.ttl
-          where l.holder is null or l.expires_at <= now() or l.holder = excluded.holder
-          returning l.*
-        ), history as (
-          insert into lease_history (election, term, holder, acquired_at, ends_at)
-          select election, term, holder, acquired_at, expires_at from claimed
-          on conflict (election, term) do update set ends_at = excluded.ends_at
-        )
-        select true as is_leader, c.acquired_at <> c.renewed_at as renewal, c.*, true as live from claimed c
-        union all
-        select false, false, l.*, l.holder is not null and l.expires_at > now()
-        from leases l where l.election = ${p.election} and not exists (select 1 from claimed)`,
-    );
-    if (row!.is_leader && !row!.renewal) await run(p.signal, tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
-    return { isLeader: row!.is_leader, lease: toLease(row!)! };
-  }).catch((err) => {
-    throw interpretError(err, p.signal);
-  });
+  for (let attempt = 0; ; attempt++) {
+    const result = await sql
+      .begin(async (tx) => {
+        // Wait for any other claim, renewal or resignation of this election
+        // first, so the time read below is after theirs: now() is the
+        // transaction's start, which a lock wait would leave in the past.
+        await run(p.signal, tx`select 1 from leases where election = ${p.election} for update`);
+        const [claimed] = await run(
+          p.signal,
+          tx<(LeaseRow & { renewal: boolean })[]>`
+            with t as materialized (select clock_timestamp() as now),
+            claimed as (
+              insert into leases as l (election, holder, term, ttl, acquired_at, renewed_at, expires_at)
+              select ${p.election}, ${p.holder}, 1, ${ttl}::interval, t.now, t.now, t.now + ${ttl}::interval from t
+              on conflict (election) do update set
+                holder = excluded.holder,
+                term = case when l.holder = excluded.holder and l.expires_at > excluded.renewed_at then l.term else l.term + 1 end,
+                acquired_at = case when l.holder = excluded.holder and l.expires_at > excluded.renewed_at
+                                   then l.acquired_at else excluded.renewed_at end,
+                ttl = excluded.ttl,
+                renewed_at = excluded.renewed_at,
+                expires_at = excluded.expires_at
+              where l.holder is null or l.expires_at <= excluded.renewed_at or l.holder = excluded.holder
+              returning l.*
+            ), history as (
+              insert into lease_history (election, term, holder, acquired_at, ends_at)
+              select election, term, holder, acquired_at, expires_at from claimed
+              on conflict (election, term) do update set ends_at = excluded.ends_at
+            )
+            select c.*, c.acquired_at <> c.renewed_at as renewal, true as live from claimed c`,
+        );
+        if (claimed) {
+          if (!claimed.renewal) await run(p.signal, tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
+          return { isLeader: true, lease: toLease(claimed)! };
+        }
+        const current = await leasesGet(tx, { election: p.election, signal: p.signal });
+        return current ? { isLeader: false, lease: current } : null;
+      })
+      .catch((err) => {
+        throw interpretError(err, p.signal);
+      });
+    if (result) return result;
+    // The holder resigned or lapsed between the two statements; bounded
+    // because each retry means another instance's term ended meanwhile.
+    if (attempt >= 10) throw new Error(`claim of election ${p.election} kept racing; giving up`);
+  }
 }
 
 /** Extends the lease of this holder's term; LEADERSHIP_LOST when it is not current. */
@@ -82,8 +103,9 @@ export async function leasesRenew(
     p.signal,
     sql<LeaseRow[]>`
       with renewed as (
-        update leases set renewed_at = now(), expires_at = now() + ttl
-        where election = ${p.election} and holder = ${p.holder} and term = ${p.term.toString()}::bigint and expires_at > now()
+        update leases set renewed_at = clock_timestamp(), expires_at = clock_timestamp() + ttl
+        where election = ${p.election} and holder = ${p.holder} and term = ${p.term.toString()}::bigint
+          and expires_at > clock_timestamp()
         returning *
       ), history as (
         update lease_history h set ends_at = r.expires_at from renewed r where h.election = r.election and h.term = r.term
@@ -110,8 +132,9 @@ export async function leasesResign(
       p.signal,
       tx`
         with resigned as (
-          update leases set holder = null, expires_at = now(), renewed_at = now()
-          where election = ${p.election} and holder = ${p.holder} and term = ${p.term.toString()}::bigint and expires_at > now()
+          update leases set holder = null, expires_at = clock_timestamp(), renewed_at = clock_timestamp()
+          where election = ${p.election} and holder = ${p.holder} and term = ${p.term.toString()}::bigint
+            and expires_at > clock_timestamp()
           returning *
         ), history as (
           update lease_history h set ends_at = r.expires_at from resigned r where h.election = r.election and h.term = r.term
@@ -138,7 +161,7 @@ export async function leasesGetWithNow(
     p.signal,
     sql<(LeaseRow & { now: Micros })[]>`
       select n.now, l.*, l.holder is not null and l.expires_at > n.now as live
-      from (select now() as now) n left join leases l on l.election = ${p.election}`,
+      from (select clock_timestamp() as now) n left join leases l on l.election = ${p.election}`,
   );
   const r = rows[0]!;
   return { lease: r.election ? toLease(r) : null, now: r.now };
@@ -156,7 +179,7 @@ export async function leasesCheckFence(
   const [row] = await run(
     p.signal,
     tx<LeaseRow[]>`
-      select *, holder is not null and expires_at > now() as live
+      select *, holder is not null and expires_at > clock_timestamp() as live
       from leases where election = ${p.election} for share`,
   );
   if (row && row.live && row.term === p.term) return;
@@ -167,4 +190,25 @@ export async function leasesCheckFence(
       (current ? `; ${current.holder} leads with term ${current.term}` : "; no one leads"),
     { election: p.election, term: p.term.toString(), leader: current?.holder ?? "", leader_term: current?.term.toString() ?? "" },
   );
+}
+
+/** Terms of an election from `fromTerm` on, oldest first, with the live lease and the clock. */
+export async function leasesHistorySince(
+  sql: Queryable,
+  p: { election: string; fromTerm: bigint; signal?: AbortSignal },
+): Promise<{ terms: Lease[]; live: Lease | null; now: Micros }> {
+  const rows = await run(
+    p.signal,
+    sql<{ term: bigint; holder: string; acquired_at: Micros; ends_at: Micros }[]>`
+      select term, holder, acquired_at, ends_at from lease_history
+      where election = ${p.election} and term >= ${p.fromTerm.toString()}::bigint
+      order by term`,
+  );
+  const { lease, now } = await leasesGetWithNow(sql, p);
+  const terms = rows.map((r) =>
+    lease && r.term === lease.term
+      ? lease
+      : { election: p.election, holder: r.holder, term: r.term, acquiredAt: r.acquired_at, renewedAt: r.acquired_at, expiresAt: r.ends_at },
+  );
+  return { terms, live: lease, now };
 }

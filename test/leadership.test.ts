@@ -1,0 +1,188 @@
+import * as grpc from "@grpc/grpc-js";
+import { expect } from "chai";
+import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
+import type { WatchLeaderResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { expectError, expectInvalid, useServer, type Harness } from "./harness.js";
+
+const ttl = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+const micros = (t: { seconds: bigint; nanos: number } | undefined) => t!.seconds * 1_000_000n + BigInt(t!.nanos / 1000);
+
+/** Polls GetLeader until the election has no leader (the lease lapsed). */
+async function untilNoLeader(h: Harness, election: string, timeoutMs = 5000) {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (!(await h.client.getLeader({ election })).leader) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${election} still has a leader after ${timeoutMs} ms`);
+}
+
+function leadershipSuite(timeZone: string) {
+  describe(`leader election (session TimeZone ${timeZone})`, () => {
+    const h = useServer({ timeZone });
+    let n = 0;
+    const election = () => `e${++n}-${timeZone.replace(/\W/g, "")}`;
+
+    it("A claims, B is refused while A's lease runs, then B takes over with the next term", async function () {
+      this.timeout(10_000);
+      const e = election();
+      const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(1000) });
+      expect(a.isLeader).to.equal(true);
+      expect(a.leader!.instanceId).to.equal("A");
+      const b = await h.client.claimLeadership({ election: e, instanceId: "B", ttl: ttl(1000) });
+      expect(b.isLeader).to.equal(false);
+      expect(b.leader!.instanceId).to.equal("A");
+      expect(b.leader!.term).to.equal(a.leader!.term);
+      // The lease lasts ttl on the database clock.
+      expect(micros(a.leader!.expiresAt) - micros(a.leader!.renewedAt)).to.equal(1_000_000n);
+      await untilNoLeader(h, e);
+      const b2 = await h.client.claimLeadership({ election: e, instanceId: "B", ttl: ttl(1000) });
+      expect(b2.isLeader).to.equal(true);
+      expect(b2.leader!.term).to.equal(a.leader!.term + 1n);
+    });
+
+    it("renews the current term; after a takeover the old holder's renew is LEADERSHIP_LOST and its resign changes nothing", async function () {
+      this.timeout(10_000);
+      const e = election();
+      const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(1000) });
+      const r = await h.client.renewLeadership({ election: e, instanceId: "A", term: a.leader!.term });
+      expect(r.leader!.term).to.equal(a.leader!.term);
+      expect(micros(r.leader!.expiresAt) > micros(a.leader!.expiresAt)).to.equal(true);
+      // Claiming again while holding is a renewal: same term.
+      const again = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(1000) });
+      expect(again.isLeader).to.equal(true);
+      expect(again.leader!.term).to.equal(a.leader!.term);
+      await untilNoLeader(h, e);
+      const b = await h.client.claimLeadership({ election: e, instanceId: "B", ttl: ttl(5000) });
+      expect(b.isLeader).to.equal(true);
+      const lost = await expectError(h.client.renewLeadership({ election: e, instanceId: "A", term: a.leader!.term }), grpc.status.FAILED_PRECONDITION);
+      expect(lost.errorInfo!.reason).to.equal("LEADERSHIP_LOST");
+      expect(lost.errorInfo!.metadata.leader).to.equal("B");
+      expect(lost.errorInfo!.metadata.leader_term).to.equal(b.leader!.term.toString());
+      const resign = await h.client.resignLeadership({ election: e, instanceId: "A", term: a.leader!.term });
+      expect(resign.resigned).to.equal(false);
+      const { leader } = await h.client.getLeader({ election: e });
+      expect(leader!.instanceId).to.equal("B");
+      expect(leader!.term).to.equal(b.leader!.term);
+    });
+
+    it("lets a waiting claimer win at once after a resignation; WatchLeader sees claim, expiry and resignation in order", async function () {
+      this.timeout(15_000);
+      const e = election();
+      const stream = h.client.watchLeader({ election: e });
+      const events: (string | null)[] = [];
+      const reading = (async () => {
+        for await (const ev of stream as AsyncIterable<WatchLeaderResponse>) {
+          events.push(ev.leader ? `${ev.leader.instanceId}#${ev.leader.term}` : null);
+          if (events.length === 6) break;
+        }
+      })();
+      const waitFor = async (k: number) => {
+        for (let i = 0; i < 500 && events.length < k; i++) await new Promise((r) => setTimeout(r, 10));
+        expect(events.length).to.be.at.least(k);
+      };
+      await waitFor(1); // the initial state: no leader
+      const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(1000) });
+      await waitFor(2);
+      // No renewal: the server notices the expiry by itself.
+      await waitFor(3);
+      const b = await h.client.claimLeadership({ election: e, instanceId: "B", ttl: ttl(60_000) });
+      await waitFor(4);
+      const resigned = await h.client.resignLeadership({ election: e, instanceId: "B", term: b.leader!.term });
+      expect(resigned.resigned).to.equal(true);
+      const c = await h.client.claimLeadership({ election: e, instanceId: "C", ttl: ttl(60_000) });
+      expect(c.isLeader).to.equal(true); // at once, not after B's 60 s lease
+      await reading;
+      // The resignation is its own event even though C claimed right after it.
+      expect(events).to.deep.equal([null, `A#${a.leader!.term}`, null, `B#${b.leader!.term}`, null, `C#${c.leader!.term}`]);
+    });
+
+    it("fences ClaimNextTask and UpdateTask: a stale term changes nothing", async function () {
+      this.timeout(10_000);
+      const e = election();
+      const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(1000) });
+      const action = `fenced_${n}`;
+      const { task } = await h.client.createTask({ action, initialStatus: TaskStatus.QUEUED });
+      await h.client.createTask({ action, initialStatus: TaskStatus.QUEUED });
+      const claimed = await h.client.claimNextTask({ instanceId: "A", actions: [action], fence: { election: e, term: a.leader!.term } });
+      expect(claimed.task!.taskId).to.equal(task!.taskId);
+      expect(claimed.task!.claimedTerm).to.equal(a.leader!.term);
+      await untilNoLeader(h, e);
+      const b = await h.client.claimLeadership({ election: e, instanceId: "B", ttl: ttl(5000) });
+      const before = (await h.pg.query("select task_id, version, status from tasks where action = $1 order by task_id", [action])).rows;
+      const stale = await expectError(
+        h.client.claimNextTask({ instanceId: "A", actions: [action], fence: { election: e, term: a.leader!.term } }),
+        grpc.status.FAILED_PRECONDITION,
+      );
+      expect(stale.errorInfo!.reason).to.equal("NOT_LEADER");
+      expect(stale.errorInfo!.metadata.leader).to.equal("B");
+      const staleUpdate = await expectError(
+        h.client.updateTask({ task: { taskId: task!.taskId, status: TaskStatus.COMPLETE }, updateMask: { paths: ["status"] }, fence: { election: e, term: a.leader!.term } }),
+        grpc.status.FAILED_PRECONDITION,
+      );
+      expect(staleUpdate.errorInfo!.reason).to.equal("NOT_LEADER");
+      const after = (await h.pg.query("select task_id, version, status from tasks where action = $1 order by task_id", [action])).rows;
+      expect(after).to.deep.equal(before);
+      // The new leader finds what the old one left RUNNING.
+      const left = await h.client.listTasks({ claimedTerm: a.leader!.term, statuses: [TaskStatus.RUNNING] });
+      expect(left.tasks.map((t) => t.taskId)).to.deep.equal([task!.taskId]);
+      const ok = await h.client.updateTask({
+        task: { taskId: task!.taskId, status: TaskStatus.QUEUED },
+        updateMask: { paths: ["status"] },
+        fence: { election: e, term: b.leader!.term },
+      });
+      expect(ok.task!.status).to.equal(TaskStatus.QUEUED);
+    });
+
+    it("never lets two of 10 racing instances hold an unexpired lease; terms strictly increase", async function () {
+      this.timeout(60_000);
+      const e = election();
+      let attempts = 0;
+      await Promise.all(
+        Array.from({ length: 10 }, async (_, i) => {
+          const me = `racer-${i}`;
+          while (attempts < 200) {
+            attempts++;
+            const r = await h.client.claimLeadership({ election: e, instanceId: me, ttl: ttl(1000) });
+            if (r.isLeader) {
+              await new Promise((res) => setTimeout(res, Math.random() * 10)); // lead for a moment
+              if (Math.random() < 0.8) await h.client.resignLeadership({ election: e, instanceId: me, term: r.leader!.term });
+            }
+            await new Promise((res) => setTimeout(res, Math.random() * 15));
+          }
+        }),
+      );
+      const { rows } = await h.pg.query(
+        "select term::int, holder, acquired_at, ends_at from lease_history where election = $1 order by term",
+        [e],
+      );
+      expect(rows.length).to.be.greaterThan(5); // leadership really changed hands, many times
+      for (let i = 1; i < rows.length; i++) {
+        expect(rows[i].term).to.equal(rows[i - 1].term + 1);
+        // Each term begins only once the previous one has ended.
+        expect(rows[i].acquired_at.getTime()).to.be.at.least(rows[i - 1].ends_at.getTime());
+      }
+    });
+
+    it("refuses bad requests", async () => {
+      await expectInvalid(h.client.claimLeadership({ instanceId: "A", ttl: ttl(999) }), "ttl");
+      await expectInvalid(h.client.claimLeadership({ instanceId: "A", ttl: ttl(3_600_001) }), "ttl");
+      await expectInvalid(h.client.claimLeadership({ instanceId: "A" }), "ttl");
+      await expectInvalid(h.client.claimLeadership({ instanceId: "", ttl: ttl(1000) }), "instance_id");
+      await expectInvalid(h.client.claimLeadership({ election: "bad election!", instanceId: "A", ttl: ttl(1000) }), "election");
+      await expectInvalid(h.client.renewLeadership({ instanceId: "A", term: 0n }), "term");
+      await expectInvalid(h.client.claimNextTask({ instanceId: "A", fence: { election: "x", term: 0n } }), "fence.term");
+    });
+
+    it("uses the default election when none is named", async () => {
+      const r = await h.client.claimLeadership({ instanceId: "orch-1", ttl: ttl(1000) });
+      expect(r.leader!.election).to.equal("orchestrator");
+      expect((await h.client.getLeader({})).leader!.instanceId).to.equal("orch-1");
+      await h.client.resignLeadership({ instanceId: "orch-1", term: r.leader!.term });
+      expect((await h.client.getLeader({})).leader).to.equal(undefined);
+    });
+  });
+}
+
+leadershipSuite("UTC");
+leadershipSuite("Pacific/Chatham");
