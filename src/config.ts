@@ -1,7 +1,9 @@
 // Configuration from command-line flags and environment, validated once at
 // start-up. Flags win over environment variables.
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import path from "node:path";
+import type { KeystoneOptions } from "./design/deckhand.js";
 
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -26,6 +28,48 @@ export interface Config {
   heartbeatMs: number;
   /** Largest build data element accepted. */
   buildDataMaxBytes: number;
+  design: DesignConfig;
+}
+
+export interface DesignConfig {
+  /** Directories file:// references may read (after resolving symlinks); none by default. */
+  roots: string[];
+  /** PEM bundle trusted in addition to the system's CAs, for https sources. */
+  extraCa: string | undefined;
+  /** Hosts http(s) references may name; empty allows any. */
+  allowedHosts: string[];
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxRedirects: number;
+  retries: number;
+  backoffMs: number;
+  /** Bound of a fetch when the call has no deadline. */
+  timeoutMs: number;
+  cacheTtlMs: number;
+  cacheMaxBytes: number;
+  maxBytes: number;
+  deckhandToken: string | undefined;
+  keystone: KeystoneOptions | undefined;
+}
+
+export function defaultDesignConfig(overrides: Partial<DesignConfig> = {}): DesignConfig {
+  return {
+    roots: [],
+    extraCa: undefined,
+    allowedHosts: [],
+    connectTimeoutMs: 5_000,
+    idleTimeoutMs: 30_000,
+    maxRedirects: 5,
+    retries: 3,
+    backoffMs: 200,
+    timeoutMs: 60_000,
+    cacheTtlMs: 180_000,
+    cacheMaxBytes: 256 * 1024 * 1024,
+    maxBytes: 64 * 1024 * 1024,
+    deckhandToken: undefined,
+    keystone: undefined,
+    ...overrides,
+  };
 }
 
 export class ConfigError extends Error {}
@@ -41,10 +85,13 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_HEALTH_INTERVAL_MS database health probe interval (default 5000)
                   STATEMGMT_WATCH_BUFFER       events a watch stream may fall behind (default 10000)
                   STATEMGMT_HEARTBEAT_MS       LISTEN connection heartbeat interval (default 5000)
-                  STATEMGMT_BUILD_DATA_MAX_BYTES largest build data element (default 16777216)`;
+                  STATEMGMT_BUILD_DATA_MAX_BYTES largest build data element (default 16777216)
+  --design-root   STATEMGMT_DESIGN_ROOTS  directories file:// design references may read (":"-separated; none by default)
+                  STATEMGMT_DESIGN_CA_FILE, STATEMGMT_DESIGN_ALLOWED_HOSTS, STATEMGMT_DESIGN_MAX_BYTES, STATEMGMT_DESIGN_CACHE_TTL_MS,
+                  STATEMGMT_DECKHAND_TOKEN or STATEMGMT_KEYSTONE_URL/_USERNAME/_PASSWORD/_PROJECT: see README.md`;
 
 export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Config {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -53,6 +100,7 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
         "database-url": { type: "string" },
         "data-dir": { type: "string" },
         "log-level": { type: "string" },
+        "design-root": { type: "string", multiple: true },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -86,6 +134,56 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     watchBufferLimit: intEnv(env, "STATEMGMT_WATCH_BUFFER", 10_000, 10, 10_000_000),
     heartbeatMs: intEnv(env, "STATEMGMT_HEARTBEAT_MS", 5_000, 50, 600_000),
     buildDataMaxBytes: intEnv(env, "STATEMGMT_BUILD_DATA_MAX_BYTES", 16 * 1024 * 1024, 1024, 512 * 1024 * 1024),
+    design: loadDesignConfig((values["design-root"] as string[] | undefined) ?? [], env),
+  };
+}
+
+function loadDesignConfig(rootFlags: string[], env: NodeJS.ProcessEnv): DesignConfig {
+  const d = defaultDesignConfig();
+  const roots = [...rootFlags, ...(env.STATEMGMT_DESIGN_ROOTS ?? "").split(":")].filter((r) => r !== "");
+  for (const r of roots) {
+    if (!path.isAbsolute(r)) throw new ConfigError(`STATEMGMT_DESIGN_ROOTS / --design-root: "${r}" is not an absolute path`);
+  }
+  let extraCa: string | undefined;
+  if (env.STATEMGMT_DESIGN_CA_FILE) {
+    try {
+      extraCa = readFileSync(env.STATEMGMT_DESIGN_CA_FILE, "utf8");
+    } catch (err) {
+      throw new ConfigError(`STATEMGMT_DESIGN_CA_FILE: cannot read ${env.STATEMGMT_DESIGN_CA_FILE}: ${(err as Error).message}`);
+    }
+    if (!extraCa.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError("STATEMGMT_DESIGN_CA_FILE: not a PEM certificate bundle");
+  }
+  let keystone: KeystoneOptions | undefined;
+  if (env.STATEMGMT_KEYSTONE_URL) {
+    const need = ["STATEMGMT_KEYSTONE_USERNAME", "STATEMGMT_KEYSTONE_PASSWORD", "STATEMGMT_KEYSTONE_PROJECT"].filter((k) => !env[k]);
+    if (need.length) throw new ConfigError(`STATEMGMT_KEYSTONE_URL is set but ${need.join(", ")} ${need.length > 1 ? "are" : "is"} not`);
+    keystone = {
+      url: env.STATEMGMT_KEYSTONE_URL,
+      username: env.STATEMGMT_KEYSTONE_USERNAME!,
+      password: env.STATEMGMT_KEYSTONE_PASSWORD!,
+      projectName: env.STATEMGMT_KEYSTONE_PROJECT!,
+      userDomain: env.STATEMGMT_KEYSTONE_USER_DOMAIN || "Default",
+      projectDomain: env.STATEMGMT_KEYSTONE_PROJECT_DOMAIN || "Default",
+    };
+  }
+  return {
+    ...d,
+    roots: roots.map((r) => path.resolve(r)),
+    extraCa,
+    allowedHosts: (env.STATEMGMT_DESIGN_ALLOWED_HOSTS ?? "")
+      .split(",")
+      .map((h) => h.trim().toLowerCase())
+      .filter((h) => h !== ""),
+    connectTimeoutMs: intEnv(env, "STATEMGMT_DESIGN_CONNECT_TIMEOUT_MS", d.connectTimeoutMs, 100, 600_000),
+    idleTimeoutMs: intEnv(env, "STATEMGMT_DESIGN_IDLE_TIMEOUT_MS", d.idleTimeoutMs, 100, 3_600_000),
+    maxRedirects: intEnv(env, "STATEMGMT_DESIGN_MAX_REDIRECTS", d.maxRedirects, 0, 20),
+    retries: intEnv(env, "STATEMGMT_DESIGN_RETRIES", d.retries, 0, 10),
+    timeoutMs: intEnv(env, "STATEMGMT_DESIGN_TIMEOUT_MS", d.timeoutMs, 100, 3_600_000),
+    cacheTtlMs: intEnv(env, "STATEMGMT_DESIGN_CACHE_TTL_MS", d.cacheTtlMs, 0, 86_400_000),
+    cacheMaxBytes: intEnv(env, "STATEMGMT_DESIGN_CACHE_MAX_BYTES", d.cacheMaxBytes, 0, 16 * 1024 * 1024 * 1024),
+    maxBytes: intEnv(env, "STATEMGMT_DESIGN_MAX_BYTES", d.maxBytes, 1024, 1024 * 1024 * 1024),
+    deckhandToken: env.STATEMGMT_DECKHAND_TOKEN || undefined,
+    keystone,
   };
 }
 

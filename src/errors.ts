@@ -112,3 +112,37 @@ export class ResourceExhaustedError extends DomainError {
     super(message, metadata);
   }
 }
+
+/** The caller may not read this resource (e.g. a file outside the design roots). */
+export class PermissionDeniedError extends DomainError {
+  constructor(
+    readonly reason: string,
+    message: string,
+    metadata: Record<string, string> = {},
+  ) {
+    super(message, metadata);
+  }
+}
+
+/** A dependency (e.g. a design source) could not be reached; retrying later may work. */
+export class DependencyUnavailableError extends DomainError {
+  constructor(
+    readonly reason: string,
+    message: string,
+    metadata: Record<string, string> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, metadata, options);
+  }
+}
+
+/** The reason a call's signal carries when its deadline passed. */
+export class DeadlineReason extends Error {}
+
+/** The domain error for an aborted call: its own when it has one, else deadline or cancellation. */
+export function abortError(signal: AbortSignal, cause?: unknown): DomainError {
+  if (signal.reason instanceof DomainError) return signal.reason;
+  return signal.reason instanceof DeadlineReason
+    ? new DeadlineExceededError(undefined, { cause: cause ?? signal.reason })
+    : new CancelledError(undefined, { cause: cause ?? signal.reason });
+}

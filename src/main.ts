@@ -44,6 +44,7 @@ async function main(): Promise<number> {
       watchBufferLimit: config.watchBufferLimit,
       heartbeatMs: config.heartbeatMs,
       buildDataMaxBytes: config.buildDataMaxBytes,
+      design: config.design,
     });
   } catch (err) {
     log.fatal({ err }, "start-up failed");

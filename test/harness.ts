@@ -15,6 +15,7 @@ import { createClient, type Client } from "../src/client.js";
 import { connect, type Sql } from "../src/db/connect.js";
 import { createLogger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
+import type { DesignConfig } from "../src/config.js";
 
 export const TEMPLATE_DB = "statemgmt_template";
 export const shared: { adminUrl: string } = { adminUrl: "" };
@@ -60,6 +61,7 @@ export interface HarnessOptions {
   watchBufferLimit?: number;
   heartbeatMs?: number;
   buildDataMaxBytes?: number;
+  design?: DesignConfig;
   /** Session TimeZone of the server's pool (default UTC). */
   timeZone?: string;
 }
@@ -80,6 +82,7 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       watchBufferLimit: opts.watchBufferLimit,
       heartbeatMs: opts.heartbeatMs,
       buildDataMaxBytes: opts.buildDataMaxBytes,
+      design: opts.design,
       log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
       host: "127.0.0.1",
       port: 0,

@@ -15,11 +15,11 @@ export function redactReference(ref: string): string {
  * Checks that `ref` is an absolute URI with a supported scheme; returns the
  * problem in words, or null when it is acceptable.
  */
-export function designRefProblem(ref: string): string | null {
-  const supported = `supported schemes: ${DESIGN_SCHEMES.join(", ")}`;
+export function designRefProblem(ref: string, schemes: readonly string[] = DESIGN_SCHEMES): string | null {
+  const supported = `supported schemes: ${schemes.join(", ")}`;
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(ref)?.[1]?.toLowerCase();
   if (!scheme) return `"${redactReference(ref)}" has no URI scheme; ${supported}`;
-  if (!(DESIGN_SCHEMES as readonly string[]).includes(scheme)) {
+  if (!schemes.includes(scheme)) {
     return `scheme "${scheme}" of "${redactReference(ref)}" is not supported; ${supported}`;
   }
   let url: URL;

@@ -21,7 +21,7 @@ import {
 } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { Logger } from "../log.js";
-import { DeadlineReason } from "../store/sql.js";
+import { DeadlineReason } from "../errors.js";
 import { toServiceError } from "./status.js";
 import { DomainError } from "../errors.js";
 
@@ -34,6 +34,8 @@ export interface CallContext {
   method: string;
   /** Ends the call with this error, even while it waits for a slow client. */
   abort(err: DomainError): void;
+  /** The call's deadline (epoch ms), if the client set one. */
+  deadline: number | undefined;
 }
 
 type In<M extends DescMethod> = MessageShape<M["input"]>;
@@ -128,6 +130,7 @@ function makeHandler(
       peer: call.getPeer(),
       method: name,
       abort: (err) => ac.abort(err),
+      deadline: Number.isFinite(ms) ? Date.now() + ms : undefined,
     };
     const finish = (code: grpc.status, err?: unknown) => {
       clearTimeout(timer);

@@ -12,6 +12,10 @@ import { messageRpcs } from "../rpc/messages.js";
 import { watchRpcs } from "../rpc/watch.js";
 import { buildDataRpcs } from "../rpc/buildData.js";
 import { leadershipRpcs } from "../rpc/leadership.js";
+import { designRpcs } from "../rpc/design.js";
+import { createDesignFetcher } from "../design/index.js";
+import type { DesignFetcher } from "../design/fetcher.js";
+import { defaultDesignConfig, type DesignConfig } from "../config.js";
 import { WatchHub } from "../watch/hub.js";
 import { addService, type OpenCalls } from "./adapter.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
@@ -31,6 +35,8 @@ export interface ServerOptions {
   heartbeatMs?: number;
   /** Largest build data element accepted (default 16 MiB). */
   buildDataMaxBytes?: number;
+  /** Design fetcher configuration (default: no file roots, no Deckhand credentials). */
+  design?: DesignConfig;
 }
 
 export interface StateServer {
@@ -39,6 +45,7 @@ export interface StateServer {
   port: number;
   health: DatabaseHealth;
   hub: WatchHub;
+  design: DesignFetcher;
   /**
    * Stops accepting calls, ends open streams with UNAVAILABLE, gives unary
    * calls up to graceMs to finish, then cancels what is left.
@@ -48,7 +55,10 @@ export interface StateServer {
 
 export async function startServer(o: ServerOptions): Promise<StateServer> {
   const buildDataMax = o.buildDataMaxBytes ?? 16 * 1024 * 1024;
+  const designConfig = o.design ?? defaultDesignConfig();
   const server = new grpc.Server({
+    // Room for the largest design document and its metadata.
+    "grpc.max_send_message_length": designConfig.maxBytes + 1024 * 1024,
     // Room for the largest build data element plus its record, so that an
     // oversized element gets our INVALID_ARGUMENT naming the limit.
     "grpc.max_receive_message_length": buildDataMax + 1024 * 1024,
@@ -71,12 +81,14 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     heartbeatTimeoutMs: o.heartbeatMs ?? 5000,
   });
   await hub.start();
+  const design = createDesignFetcher(designConfig);
   addService(server, StateService, {
       ...taskRpcs(o.sql),
       ...messageRpcs(o.sql),
       ...watchRpcs(o.sql, hub),
       ...buildDataRpcs(o.sql, buildDataMax),
       ...leadershipRpcs(o.sql, hub),
+      ...designRpcs(design.fetcher),
     }, o.log, calls);
   addService(server, Health, healthRpcs(health), o.log, calls);
   addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls);
@@ -96,6 +108,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     port,
     health,
     hub,
+    design: design.fetcher,
     shutdown(graceMs) {
       shuttingDown ??= (async () => {
         health.stop();
@@ -112,6 +125,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
         }
         clearTimeout(timer);
         await hub.stop();
+        await design.close();
       })();
       return shuttingDown;
     },

@@ -17,6 +17,8 @@ import {
   InvalidArgumentError,
   NotFoundError,
   ResourceExhaustedError,
+  PermissionDeniedError,
+  DependencyUnavailableError,
   ShuttingDownError,
   UnavailableError,
   VersionMismatchError,
@@ -36,6 +38,8 @@ const CODES: [new (...a: never[]) => DomainError, grpc.status][] = [
   [DeadlineExceededError, grpc.status.DEADLINE_EXCEEDED],
   [CancelledError, grpc.status.CANCELLED],
   [ResourceExhaustedError, grpc.status.RESOURCE_EXHAUSTED],
+  [PermissionDeniedError, grpc.status.PERMISSION_DENIED],
+  [DependencyUnavailableError, grpc.status.UNAVAILABLE],
 ];
 
 export function toServiceError(err: unknown): grpc.ServiceError {

@@ -1,7 +1,7 @@
 // The one place where database failures become domain errors, and where a
 // call's AbortSignal cancels the query it is waiting on.
 import type { PendingQuery, Row } from "postgres";
-import { CancelledError, DeadlineExceededError, DomainError, UnavailableError } from "../errors.js";
+import { abortError, DomainError, UnavailableError } from "../errors.js";
 
 /** Named SQLSTATEs we act on. */
 export const SQLSTATE = {
@@ -18,8 +18,7 @@ export const SQLSTATE = {
   unknownDatabase: "3D000",
 } as const;
 
-/** Why a call's signal was aborted: the deadline passed, or the client left. */
-export class DeadlineReason extends Error {}
+export { DeadlineReason } from "../errors.js";
 
 /** postgres.js connection-level error codes (not SQLSTATEs). */
 const CONNECTION_CODES = new Set([
@@ -63,11 +62,6 @@ export function interpretError(err: unknown, signal?: AbortSignal): unknown {
   return err;
 }
 
-function abortError(signal: AbortSignal, cause: unknown): DomainError {
-  return signal.reason instanceof DeadlineReason
-    ? new DeadlineExceededError(undefined, { cause })
-    : new CancelledError(undefined, { cause });
-}
 
 /** Throws the matching error if the call is already over. */
 export function throwIfAborted(signal?: AbortSignal): void {

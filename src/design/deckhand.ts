@@ -1,0 +1,105 @@
+// deckhand+http:// and deckhand+https:// references: the same request over
+// http(s) with the "deckhand+" prefix removed and an X-Auth-Token header from
+// a token provider. A 401 invalidates the token and is retried once.
+import { DependencyUnavailableError, PermissionDeniedError } from "../errors.js";
+import type { DesignDriver, FetchContext } from "./driver.js";
+import { header, readDocument, type HttpClient } from "./http.js";
+
+export interface TokenProvider {
+  token(ctx: FetchContext): Promise<string>;
+  /** Forgets a token the server refused. */
+  invalidate(token: string): void;
+}
+
+export function deckhandDriver(client: HttpClient, tokens: TokenProvider | undefined): DesignDriver {
+  return {
+    async fetch(url, redacted, ctx) {
+      if (!tokens) {
+        throw new PermissionDeniedError(
+          "DECKHAND_NOT_CONFIGURED",
+          "deckhand references need credentials: set STATEMGMT_DECKHAND_TOKEN, or STATEMGMT_KEYSTONE_URL with its user, password and project",
+          { design_ref: redacted },
+        );
+      }
+      const target = new URL(url.href.replace(/^deckhand\+/i, ""));
+      for (let attempt = 0; ; attempt++) {
+        const token = await tokens.token(ctx);
+        const out = await client.get(target, redacted, { "x-auth-token": token }, ctx, async (res) => {
+          if (res.status === 401 && attempt === 0) {
+            await res.body.dump();
+            tokens.invalidate(token);
+            return undefined; // fetch a new token, try once more
+          }
+          return readDocument(res, redacted, ctx);
+        });
+        if (out) return out;
+      }
+    },
+  };
+}
+
+/** A fixed token from configuration. */
+export function staticToken(token: string): TokenProvider {
+  return { token: async () => token, invalidate: () => {} };
+}
+
+export interface KeystoneOptions {
+  /** Keystone endpoint, e.g. https://keystone.example:5000 (with or without /v3). */
+  url: string;
+  username: string;
+  password: string;
+  projectName: string;
+  userDomain: string;
+  projectDomain: string;
+}
+
+/** Tokens are reused until this long before their expires_at. */
+const REFRESH_MARGIN_MS = 60_000;
+
+/**
+ * Keystone v3 password authentication: POST /v3/auth/tokens, token from the
+ * X-Subject-Token header, reused until shortly before it expires; concurrent
+ * callers share one request.
+ */
+export function keystoneTokens(client: HttpClient, o: KeystoneOptions, now: () => number = Date.now): TokenProvider {
+  let cached: { value: string; expiresAt: number } | undefined;
+  let inflight: Promise<string> | undefined;
+  const endpoint = new URL(o.url.replace(/\/+$/, "").replace(/\/v3$/, "") + "/v3/auth/tokens");
+  const body = JSON.stringify({
+    auth: {
+      identity: { methods: ["password"], password: { user: { name: o.username, domain: { name: o.userDomain }, password: o.password } } },
+      scope: { project: { name: o.projectName, domain: { name: o.projectDomain } } },
+    },
+  });
+  const fetchToken = async (ctx: FetchContext): Promise<string> => {
+    const res = await client.post(endpoint, body, ctx);
+    const token = header(res, "x-subject-token");
+    const text = await res.body.text();
+    if (res.status === 401 || res.status === 403) {
+      throw new PermissionDeniedError("KEYSTONE_AUTH_FAILED", `Keystone refused the configured credentials (HTTP ${res.status})`);
+    }
+    if (res.status !== 201 && res.status !== 200) {
+      throw new DependencyUnavailableError("KEYSTONE_UNAVAILABLE", `Keystone answered HTTP ${res.status} to a token request`);
+    }
+    if (!token) throw new DependencyUnavailableError("KEYSTONE_UNAVAILABLE", "Keystone's answer had no X-Subject-Token header");
+    let expiresAt = now() + 3600_000;
+    try {
+      const parsed = Date.parse((JSON.parse(text) as { token?: { expires_at?: string } }).token?.expires_at ?? "");
+      if (Number.isFinite(parsed)) expiresAt = parsed;
+    } catch {
+      /* keep the default */
+    }
+    cached = { value: token, expiresAt };
+    return token;
+  };
+  return {
+    async token(ctx) {
+      if (cached && cached.expiresAt - REFRESH_MARGIN_MS > now()) return cached.value;
+      inflight ??= fetchToken(ctx).finally(() => (inflight = undefined));
+      return inflight;
+    },
+    invalidate(token) {
+      if (cached?.value === token) cached = undefined;
+    },
+  };
+}

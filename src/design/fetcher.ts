@@ -1,0 +1,138 @@
+// The design fetcher: parses a reference, dispatches on its scheme to a
+// driver, and caches successes (never failures) in memory, with a TTL and an
+// LRU bound on total bytes. Concurrent fetches of one reference share one
+// request.
+import { createHash } from "node:crypto";
+import { abortError, InvalidArgumentError } from "../errors.js";
+import type { DesignDocument, DriverRegistry, FetchContext } from "./driver.js";
+import { designRefProblem, redactReference } from "./reference.js";
+
+export interface FetchedDesign extends DesignDocument {
+  sha256: string;
+  /** Epoch ms when it was fetched from the source. */
+  fetchedAt: number;
+  fromCache: boolean;
+  /** The reference without credentials. */
+  redacted: string;
+}
+
+export interface FetcherOptions {
+  ttlMs: number;
+  cacheMaxBytes: number;
+  maxBytes: number;
+  /** Used when the call has no deadline. */
+  defaultTimeoutMs: number;
+  now?: () => number;
+}
+
+interface Entry {
+  doc: FetchedDesign;
+  expiresAt: number;
+}
+
+export class DesignFetcher {
+  private readonly cache = new Map<string, Entry>(); // insertion order = LRU order
+  private cachedBytes = 0;
+  private readonly inflight = new Map<string, { promise: Promise<FetchedDesign>; waiters: number; ac: AbortController }>();
+  private readonly now: () => number;
+  /** Requests made to sources (cache misses), for metrics and tests. */
+  upstreamFetches = 0;
+
+  constructor(
+    private readonly drivers: DriverRegistry,
+    private readonly o: FetcherOptions,
+  ) {
+    this.now = o.now ?? Date.now;
+  }
+
+  get schemes(): string[] {
+    return [...this.drivers.keys()];
+  }
+
+  async fetch(ref: string, signal: AbortSignal, deadline: number | undefined): Promise<FetchedDesign> {
+    const redacted = redactReference(ref);
+    const problem = designRefProblem(ref, this.schemes);
+    if (problem) throw InvalidArgumentError.field("design_ref", problem);
+    const url = new URL(ref);
+    const driver = this.drivers.get(url.protocol.slice(0, -1).toLowerCase())!;
+
+    const hit = this.cache.get(ref);
+    if (hit && hit.expiresAt > this.now()) {
+      this.cache.delete(ref); // move to the most recently used end
+      this.cache.set(ref, hit);
+      return { ...hit.doc, fromCache: true };
+    }
+    if (hit) this.evict(ref);
+
+    let shared = this.inflight.get(ref);
+    if (!shared) {
+      const ac = new AbortController();
+      const ctx: FetchContext = { signal: ac.signal, deadline: deadline ?? this.now() + this.o.defaultTimeoutMs, maxBytes: this.o.maxBytes };
+      this.upstreamFetches++;
+      const promise = driver.fetch(url, redacted, ctx).then((doc) => {
+        const fetched: FetchedDesign = {
+          ...doc,
+          sha256: createHash("sha256").update(doc.content).digest("hex"),
+          fetchedAt: this.now(),
+          fromCache: false,
+          redacted,
+        };
+        this.store(ref, fetched);
+        return fetched;
+      });
+      shared = { promise, waiters: 0, ac };
+      this.inflight.set(ref, shared);
+      const s = shared;
+      promise.then(
+        () => this.inflight.get(ref) === s && this.inflight.delete(ref),
+        () => this.inflight.get(ref) === s && this.inflight.delete(ref),
+      );
+    }
+    // Each caller waits with its own signal; the shared request is cancelled
+    // only when no caller is left waiting for it.
+    const s = shared;
+    s.waiters++;
+    try {
+      return await abortable(s.promise, signal);
+    } finally {
+      if (--s.waiters === 0 && this.inflight.get(ref) === s) {
+        s.ac.abort(signal.reason);
+        this.inflight.delete(ref);
+      }
+    }
+  }
+
+  private store(ref: string, doc: FetchedDesign): void {
+    const size = doc.content.length;
+    if (size > this.o.cacheMaxBytes) return;
+    this.evict(ref);
+    while (this.cachedBytes + size > this.o.cacheMaxBytes) {
+      const oldest = this.cache.keys().next().value;
+      if (oldest === undefined) break;
+      this.evict(oldest);
+    }
+    this.cache.set(ref, { doc, expiresAt: this.now() + this.o.ttlMs });
+    this.cachedBytes += size;
+  }
+
+  private evict(ref: string): void {
+    const e = this.cache.get(ref);
+    if (!e) return;
+    this.cache.delete(ref);
+    this.cachedBytes -= e.doc.content.length;
+  }
+}
+
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(reasonOf(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(reasonOf(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => (signal.removeEventListener("abort", onAbort), resolve(v)),
+      (e) => (signal.removeEventListener("abort", onAbort), reject(e)),
+    );
+  });
+}
+
+const reasonOf = (signal: AbortSignal) => abortError(signal);

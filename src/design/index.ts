@@ -1,0 +1,35 @@
+// Assembles the design fetcher from configuration. Adding a scheme is one
+// driver module and one line in the registry below.
+import type { DesignConfig } from "../config.js";
+import { deckhandDriver, keystoneTokens, staticToken } from "./deckhand.js";
+import type { DesignDriver } from "./driver.js";
+import { DesignFetcher } from "./fetcher.js";
+import { fileDriver } from "./file.js";
+import { HttpClient, httpDriver } from "./http.js";
+
+export function createDesignFetcher(c: DesignConfig): { fetcher: DesignFetcher; close(): Promise<void> } {
+  const http = new HttpClient({
+    extraCa: c.extraCa,
+    allowedHosts: c.allowedHosts,
+    connectTimeoutMs: c.connectTimeoutMs,
+    idleTimeoutMs: c.idleTimeoutMs,
+    maxRedirects: c.maxRedirects,
+    retries: c.retries,
+    backoffMs: c.backoffMs,
+  });
+  const tokens = c.deckhandToken ? staticToken(c.deckhandToken) : c.keystone ? keystoneTokens(http, c.keystone) : undefined;
+  const drivers = new Map<string, DesignDriver>([
+    ["file", fileDriver(c.roots)],
+    ["http", httpDriver(http)],
+    ["https", httpDriver(http)],
+    ["deckhand+http", deckhandDriver(http, tokens)],
+    ["deckhand+https", deckhandDriver(http, tokens)],
+  ]);
+  const fetcher = new DesignFetcher(drivers, {
+    ttlMs: c.cacheTtlMs,
+    cacheMaxBytes: c.cacheMaxBytes,
+    maxBytes: c.maxBytes,
+    defaultTimeoutMs: c.timeoutMs,
+  });
+  return { fetcher, close: () => http.close() };
+}
