@@ -78,6 +78,15 @@ export class HttpClient {
       } catch (err) {
         if (ctx.signal.aborted) throw abortError(ctx.signal, err);
         if (err instanceof DomainError) throw err;
+        if (isTlsError(err)) {
+          // A certificate problem does not heal by retrying.
+          throw new DependencyUnavailableError(
+            "DESIGN_TLS_FAILED",
+            `TLS verification of the source of ${redacted} failed: ${describe(err)}; trust its CA with STATEMGMT_DESIGN_CA_FILE`,
+            { design_ref: redacted },
+            { cause: err },
+          );
+        }
         if (!(err instanceof RetryableStatus) && !isTransportError(err)) throw err;
         last = err;
       }
@@ -217,6 +226,11 @@ export function httpDriver(client: HttpClient): DesignDriver {
       return client.get(bare, redacted, headers, ctx, (res) => readDocument(res, redacted, ctx));
     },
   };
+}
+
+function isTlsError(err: unknown): boolean {
+  const code = (err as { code?: string })?.code ?? "";
+  return /CERT|SELF_SIGNED|UNABLE_TO_|ERR_TLS|ERR_SSL|HOSTNAME|DEPTH_ZERO/.test(code);
 }
 
 function isTransportError(err: unknown): boolean {

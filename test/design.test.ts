@@ -1,0 +1,330 @@
+import { createHash } from "node:crypto";
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { expect } from "chai";
+import { generate } from "selfsigned";
+import { defaultDesignConfig, type DesignConfig } from "../src/config.js";
+import { expectError, expectInvalid, useServer } from "./harness.js";
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** A local HTTP(S) server with routes and a request log. */
+async function startSource(routes: Record<string, Handler>, tls?: { key: string; cert: string }) {
+  const log: { path: string; headers: IncomingMessage["headers"]; method: string }[] = [];
+  const handler: Handler = (req, res) => {
+    log.push({ path: req.url ?? "", headers: req.headers, method: req.method ?? "" });
+    const route = routes[(req.url ?? "").split("?")[0]!];
+    if (route) route(req, res);
+    else {
+      res.writeHead(404, { "content-type": "text/html" });
+      res.end("<html>404 page that must never be returned as a design</html>");
+    }
+  };
+  const server: Server = tls ? createHttpsServer(tls, handler) : createHttpServer(handler);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    base: `${tls ? "https" : "http"}://127.0.0.1:${port}`,
+    port,
+    log,
+    hits: (p: string) => log.filter((l) => l.path === p).length,
+    close: () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))),
+  };
+}
+
+const sha = (s: string | Buffer) => createHash("sha256").update(s).digest("hex");
+
+async function makeCa() {
+  const ca = await generate([{ name: "commonName", value: "statemgmt test CA" }], {
+    algorithm: "sha256",
+    keySize: 2048,
+    extensions: [
+      { name: "basicConstraints", cA: true, critical: true },
+      { name: "keyUsage", keyCertSign: true, cRLSign: true, critical: true },
+    ],
+  });
+  const leaf = await generate([{ name: "commonName", value: "127.0.0.1" }], {
+    algorithm: "sha256",
+    keySize: 2048,
+    ca: { key: ca.private, cert: ca.cert },
+    extensions: [
+      { name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }, { type: 2, value: "localhost" }] },
+      { name: "extKeyUsage", serverAuth: true },
+    ],
+  });
+  return { caCert: ca.cert, key: leaf.private, cert: leaf.cert };
+}
+
+describe("design documents", function () {
+  this.timeout(30_000);
+  const design: DesignConfig = defaultDesignConfig();
+  const opts = { design };
+  let root: string;
+  let outside: string;
+  let http: Awaited<ReturnType<typeof startSource>>;
+  let https: Awaited<ReturnType<typeof startSource>>;
+  let keystone: Awaited<ReturnType<typeof startSource>>;
+  let deckhand: Awaited<ReturnType<typeof startSource>>;
+  let flaky = 0;
+  let bigBytesSent = 0;
+  let tokensIssued = 0;
+  let rejectNextToken = false;
+
+  // Runs before useServer's hook, so the server starts with this configuration.
+  before(async () => {
+    root = await mkdtemp(path.join(tmpdir(), "design-root-"));
+    outside = await mkdtemp(path.join(tmpdir(), "design-outside-"));
+    await writeFile(path.join(root, "site.yaml"), "site: one\n");
+    await mkdir(path.join(root, "sub"));
+    await writeFile(path.join(outside, "secret.yaml"), "secret: yes\n");
+    await symlink(path.join(outside, "secret.yaml"), path.join(root, "escape.yaml"));
+
+    http = await startSource({
+      "/design.yaml": (_q, r) => (r.writeHead(200, { "content-type": "application/x-yaml" }), r.end("kind: Site\n")),
+      "/auth": (q, r) => (r.writeHead(200, { "content-type": "text/plain" }), r.end(q.headers.authorization ?? "none")),
+      "/forbidden": (_q, r) => (r.writeHead(403), r.end("no")),
+      "/gone": (_q, r) => (r.writeHead(410), r.end()),
+      "/teapot": (_q, r) => (r.writeHead(418), r.end()),
+      "/flaky": (_q, r) => (++flaky <= 2 ? (r.writeHead(503), r.end("busy")) : (r.writeHead(200), r.end("finally"))),
+      "/down": (_q, r) => (r.writeHead(503), r.end("down")),
+      "/loop": (_q, r) => (r.writeHead(302, { location: "/loop" }), r.end()),
+      "/moved": (_q, r) => (r.writeHead(301, { location: "/design.yaml" }), r.end()),
+      "/big": (_q, r) => {
+        r.writeHead(200, { "content-type": "application/octet-stream" }); // no content-length: streamed
+        const chunk = Buffer.alloc(64 * 1024, 120);
+        const pump = () => {
+          while (bigBytesSent < 50 * 1024 * 1024) {
+            bigBytesSent += chunk.length;
+            if (!r.write(chunk)) return void r.once("drain", pump);
+          }
+          r.end();
+        };
+        r.on("close", () => r.destroy());
+        pump();
+      },
+      "/cached": (_q, r) => (r.writeHead(200), r.end("cache me")),
+      "/slow-once": (_q, r) => setTimeout(() => (r.writeHead(200), r.end("shared")), 200),
+      "/fail-then-ok": (() => {
+        let n = 0;
+        return (_q: IncomingMessage, r: ServerResponse) => (++n === 1 ? (r.writeHead(404), r.end()) : (r.writeHead(200), r.end("now here")));
+      })(),
+    });
+
+    const pki = await makeCa();
+    https = await startSource(
+      {
+        "/secure.yaml": (_q, r) => (r.writeHead(200, { "content-type": "text/yaml" }), r.end("secure: true\n")),
+        "/to-http": (_q, r) => (r.writeHead(302, { location: `${http.base}/design.yaml` }), r.end()),
+      },
+      pki,
+    );
+    keystone = await startSource(
+      {
+        "/v3/auth/tokens": (q, r) => {
+          let body = "";
+          q.on("data", (d) => (body += d));
+          q.on("end", () => {
+            const auth = JSON.parse(body).auth;
+            if (auth.identity.password.user.password !== "s3cret") return void (r.writeHead(401), r.end());
+            tokensIssued++;
+            r.writeHead(201, { "x-subject-token": `tok-${tokensIssued}`, "content-type": "application/json" });
+            r.end(JSON.stringify({ token: { expires_at: new Date(Date.now() + 3600_000).toISOString() } }));
+          });
+        },
+      },
+      pki,
+    );
+    deckhand = await startSource(
+      {
+        "/api/v1.0/revisions/7/rendered-documents": (q, r) => {
+          const token = q.headers["x-auth-token"];
+          if (!token || (rejectNextToken && token === `tok-${tokensIssued}` && tokensIssued === 1)) {
+            rejectNextToken = false;
+            return void (r.writeHead(401), r.end());
+          }
+          r.writeHead(200, { "content-type": "application/x-yaml" });
+          r.end(`rendered by ${token}\n`);
+        },
+      },
+      pki,
+    );
+    Object.assign(design, {
+      roots: [root],
+      extraCa: pki.caCert,
+      maxBytes: 1024 * 1024,
+      retries: 3,
+      backoffMs: 20,
+      cacheTtlMs: 400,
+      keystone: {
+        url: keystone.base,
+        username: "drydock",
+        password: "s3cret",
+        projectName: "service",
+        userDomain: "Default",
+        projectDomain: "Default",
+      },
+    } satisfies Partial<DesignConfig>);
+  });
+  after(async () => {
+    await Promise.all([http, https, keystone, deckhand].map((s) => s?.close()));
+    await rm(root, { recursive: true, force: true });
+    await rm(outside, { recursive: true, force: true });
+  });
+
+  const h = useServer(opts);
+
+  describe("file://", () => {
+    it("returns a design inside a root with its sha256", async () => {
+      const res = await h.client.getDesignDocuments({ designRef: `file://${root}/site.yaml` });
+      expect(Buffer.from(res.content).toString()).to.equal("site: one\n");
+      expect(res.size).to.equal(10n);
+      expect(res.sha256).to.equal(sha("site: one\n"));
+      expect(res.fromCache).to.equal(false);
+    });
+    it("refuses .. and symlinks that escape the root with PERMISSION_DENIED", async () => {
+      await expectError(h.client.getDesignDocuments({ designRef: `file://${root}/../${path.basename(outside)}/secret.yaml` }), grpc.status.PERMISSION_DENIED);
+      const d = await expectError(h.client.getDesignDocuments({ designRef: `file://${root}/escape.yaml` }), grpc.status.PERMISSION_DENIED);
+      expect(d.errorInfo!.reason).to.equal("DESIGN_FILE_OUTSIDE_ROOTS");
+    });
+    it("answers NOT_FOUND for a missing file and INVALID_ARGUMENT for a directory or a relative path", async () => {
+      await expectError(h.client.getDesignDocuments({ designRef: `file://${root}/missing.yaml` }), grpc.status.NOT_FOUND);
+      await expectInvalid(h.client.getDesignDocuments({ designRef: `file://${root}/sub` }), "design_ref");
+      await expectInvalid(h.client.getDesignDocuments({ designRef: "file:site.yaml" }), "design_ref");
+    });
+  });
+
+  describe("http://", () => {
+    it("returns content and content type", async () => {
+      const res = await h.client.getDesignDocuments({ designRef: `${http.base}/design.yaml` });
+      expect(Buffer.from(res.content).toString()).to.equal("kind: Site\n");
+      expect(res.contentType).to.equal("application/x-yaml");
+      expect(res.sha256).to.equal(sha("kind: Site\n"));
+    });
+    it("sends basic auth from the userinfo exactly, and never echoes the password", async () => {
+      const res = await h.client.getDesignDocuments({ designRef: `http://alice:p%40ss@127.0.0.1:${http.port}/auth` });
+      expect(Buffer.from(res.content).toString()).to.equal(`Basic ${Buffer.from("alice:p@ss").toString("base64")}`);
+      expect(res.designRef).to.equal(`http://alice:***@127.0.0.1:${http.port}/auth`);
+    });
+    it("maps 404/410 to NOT_FOUND (never the error page), 403 to PERMISSION_DENIED, other 4xx to FAILED_PRECONDITION", async () => {
+      const d = await expectError(h.client.getDesignDocuments({ designRef: `${http.base}/nothing-here` }), grpc.status.NOT_FOUND);
+      expect(d.message).not.to.contain("404 page");
+      await expectError(h.client.getDesignDocuments({ designRef: `${http.base}/gone` }), grpc.status.NOT_FOUND);
+      await expectError(h.client.getDesignDocuments({ designRef: `${http.base}/forbidden` }), grpc.status.PERMISSION_DENIED);
+      await expectError(h.client.getDesignDocuments({ designRef: `${http.base}/teapot` }), grpc.status.FAILED_PRECONDITION);
+    });
+    it("retries 503 twice then succeeds", async () => {
+      const res = await h.client.getDesignDocuments({ designRef: `${http.base}/flaky` });
+      expect(Buffer.from(res.content).toString()).to.equal("finally");
+      expect(http.hits("/flaky")).to.equal(3);
+    });
+    it("gives up on a source that is always 503 with UNAVAILABLE within the deadline", async () => {
+      const started = Date.now();
+      const d = await expectError(h.client.getDesignDocuments({ designRef: `${http.base}/down` }, { deadlineMs: 5000 }), grpc.status.UNAVAILABLE);
+      expect(Date.now() - started).to.be.lessThan(5000);
+      expect(d.errorInfo!.reason).to.equal("DESIGN_SOURCE_UNAVAILABLE");
+      expect(d.message).to.contain("HTTP 503");
+      expect(http.hits("/down")).to.equal(4); // 1 + 3 retries
+    });
+    it("refuses a body over the limit without reading it all", async () => {
+      const d = await expectError(h.client.getDesignDocuments({ designRef: `${http.base}/big` }), grpc.status.RESOURCE_EXHAUSTED);
+      expect(d.message).to.contain(String(1024 * 1024));
+      await new Promise((r) => setTimeout(r, 100));
+      expect(bigBytesSent).to.be.lessThan(20 * 1024 * 1024);
+    });
+    it("follows a redirect, and ends a redirect loop with an error", async () => {
+      const res = await h.client.getDesignDocuments({ designRef: `${http.base}/moved` });
+      expect(Buffer.from(res.content).toString()).to.equal("kind: Site\n");
+      const d = await expectError(h.client.getDesignDocuments({ designRef: `${http.base}/loop` }), grpc.status.FAILED_PRECONDITION);
+      expect(d.errorInfo!.reason).to.equal("DESIGN_TOO_MANY_REDIRECTS");
+    });
+  });
+
+  describe("https://", () => {
+    it("trusts a source signed by the configured CA", async () => {
+      const res = await h.client.getDesignDocuments({ designRef: `${https.base}/secure.yaml` });
+      expect(Buffer.from(res.content).toString()).to.equal("secure: true\n");
+    });
+    it("never follows a redirect from https to http", async () => {
+      const d = await expectError(h.client.getDesignDocuments({ designRef: `${https.base}/to-http` }), grpc.status.PERMISSION_DENIED);
+      expect(d.errorInfo!.reason).to.equal("DESIGN_INSECURE_REDIRECT");
+    });
+  });
+
+  describe("deckhand+https://", () => {
+    it("authenticates with Keystone once for several fetches, sends X-Auth-Token, and refreshes once after a 401", async () => {
+      const ref = `deckhand+https://127.0.0.1:${deckhand.port}/api/v1.0/revisions/7/rendered-documents`;
+      const a = await h.client.getDesignDocuments({ designRef: ref });
+      expect(Buffer.from(a.content).toString()).to.equal("rendered by tok-1\n");
+      // Distinct references, so each is a real fetch rather than a cache hit.
+      await h.client.getDesignDocuments({ designRef: `${ref}?x=1` });
+      await h.client.getDesignDocuments({ designRef: `${ref}?x=2` });
+      expect(tokensIssued).to.equal(1);
+      expect(keystone.hits("/v3/auth/tokens")).to.equal(1);
+      const sent = deckhand.log.map((l) => l.headers["x-auth-token"]);
+      expect(sent).to.deep.equal(["tok-1", "tok-1", "tok-1"]);
+      rejectNextToken = true; // Deckhand now refuses tok-1
+      const b = await h.client.getDesignDocuments({ designRef: `${ref}?x=3` });
+      expect(Buffer.from(b.content).toString()).to.equal("rendered by tok-2\n");
+      expect(tokensIssued).to.equal(2);
+      expect(deckhand.log.slice(-2).map((l) => l.headers["x-auth-token"])).to.deep.equal(["tok-1", "tok-2"]);
+    });
+  });
+
+  describe("cache", () => {
+    it("serves a second fetch within the TTL from the cache, and fetches again after it", async () => {
+      const ref = `${http.base}/cached`;
+      const a = await h.client.getDesignDocuments({ designRef: ref });
+      const b = await h.client.getDesignDocuments({ designRef: ref });
+      expect([a.fromCache, b.fromCache]).to.deep.equal([false, true]);
+      expect(http.hits("/cached")).to.equal(1);
+      expect(b.sha256).to.equal(a.sha256);
+      await new Promise((r) => setTimeout(r, 450)); // the test TTL is 400 ms
+      const c = await h.client.getDesignDocuments({ designRef: ref });
+      expect(c.fromCache).to.equal(false);
+      expect(http.hits("/cached")).to.equal(2);
+    });
+    it("never caches a failure", async () => {
+      await expectError(h.client.getDesignDocuments({ designRef: `${http.base}/fail-then-ok` }), grpc.status.NOT_FOUND);
+      const res = await h.client.getDesignDocuments({ designRef: `${http.base}/fail-then-ok` });
+      expect(Buffer.from(res.content).toString()).to.equal("now here");
+    });
+    it("shares one upstream request among 20 concurrent identical fetches", async () => {
+      const ref = `${http.base}/slow-once`;
+      const all = await Promise.all(Array.from({ length: 20 }, () => h.client.getDesignDocuments({ designRef: ref })));
+      expect(all.every((r) => Buffer.from(r.content).toString() === "shared")).to.equal(true);
+      expect(http.hits("/slow-once")).to.equal(1);
+    });
+  });
+
+  describe("bad references", () => {
+    it("answers INVALID_ARGUMENT listing the supported schemes, with credentials redacted", async () => {
+      const d = await expectInvalid(h.client.getDesignDocuments({ designRef: "ftp://bob:hunter2@h/x" }), "design_ref");
+      expect(d.message).to.contain("deckhand+https");
+      expect(d.message).not.to.contain("hunter2");
+      await expectInvalid(h.client.getDesignDocuments({ designRef: "" }), "design_ref");
+      await expectInvalid(h.client.getDesignDocuments({ designRef: "not a uri" }), "design_ref");
+    });
+  });
+});
+
+describe("design documents without configuration", () => {
+  const h = useServer();
+  it("refuses file references with PERMISSION_DENIED saying how to allow a directory", async () => {
+    const d = await expectError(h.client.getDesignDocuments({ designRef: "file:///etc/hostname" }), grpc.status.PERMISSION_DENIED);
+    expect(d.message).to.contain("STATEMGMT_DESIGN_ROOTS");
+  });
+  it("refuses https sources whose CA is not trusted", async () => {
+    const pki = await makeCa();
+    const src = await startSource({ "/x": (_q, r) => (r.writeHead(200), r.end("x")) }, pki);
+    try {
+      const d = await expectError(h.client.getDesignDocuments({ designRef: `${src.base}/x` }, { deadlineMs: 10_000 }), grpc.status.UNAVAILABLE);
+      expect(d.message).to.match(/certificate|self.signed|unable to verify/i);
+    } finally {
+      await src.close();
+    }
+  });
+});
