@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 BIN := node_modules/.bin
 
-.PHONY: help deps gen gen-check lint typecheck build run test check clean
+.PHONY: help deps gen gen-check lint typecheck build run test check clean bench bench-smoke
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,7 +36,13 @@ run: build ## Start the server on 127.0.0.1:50051 (embedded PostgreSQL in .data/
 test: build ## Run the test suite (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/mocha
 
-check: gen-check lint test ## What CI runs
+bench: build ## Benchmarks (a few minutes): table on stdout, figures in bench/results/
+	node dist/bench/run.js
+
+bench-smoke: build ## The benchmark harness in a few seconds (CI runs it so it cannot rot)
+	node dist/bench/run.js --smoke
+
+check: gen-check lint test bench-smoke ## What CI runs
 
 clean: ## Remove build output (keeps .data/)
 	rm -rf dist

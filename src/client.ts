@@ -24,7 +24,7 @@ export type Client<S extends GenServiceMethods> = {
   [K in keyof S]: S[K]["methodKind"] extends "unary"
     ? (req: In<S[K]>, opts?: CallOptions) => Promise<Out<S[K]>>
     : S[K]["methodKind"] extends "server_streaming"
-      ? (req: In<S[K]>, opts?: CallOptions) => AsyncIterable<Out<S[K]>> & { cancel(): void }
+      ? (req: In<S[K]>, opts?: CallOptions) => grpc.ClientReadableStream<Out<S[K]>> & AsyncIterable<Out<S[K]>>
       : S[K]["methodKind"] extends "bidi_streaming"
         ? (opts?: CallOptions) => grpc.ClientDuplexStream<In<S[K]>, Out<S[K]>>
         : never;

@@ -13,6 +13,8 @@ import {
 } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import type { ActionResult, BuildData, FilterSetType, Lease, Micros, NodeFilter, ResultMessage, Task, TaskStatus } from "../domain.js";
 import {
+  WatchTaskResponseSchema,
+  type WatchTaskResponse,
   BuildDataSchema,
   LeaderSchema,
   type BuildData as PbBuildData,
@@ -164,4 +166,20 @@ export function leaderToPb(l: Lease): PbLeader {
     renewedAt: timestampFromMicros(l.renewedAt),
     expiresAt: timestampFromMicros(l.expiresAt),
   });
+}
+
+const messageEventCache = new WeakMap<ResultMessage, WatchTaskResponse>();
+
+/**
+ * The WatchTask event of a message, built once per message object: a feed
+ * hands the same object to every watcher, and the server serializes a given
+ * response object once (see grpcDefinition), however many watchers send it.
+ */
+export function messageEventToPb(m: ResultMessage): WatchTaskResponse {
+  let ev = messageEventCache.get(m);
+  if (!ev) {
+    ev = create(WatchTaskResponseSchema, { event: { case: "message", value: messageToPb(m) } });
+    messageEventCache.set(m, ev);
+  }
+  return ev;
 }

@@ -7,7 +7,7 @@ import { messagesList } from "../store/messages.js";
 import { tasksList } from "../store/tasks.js";
 import type { BoundedQueue } from "../watch/queue.js";
 import type { WatchHub } from "../watch/hub.js";
-import { messageToPb, taskToPb } from "./convert.js";
+import { messageEventToPb, messageToPb, taskToPb } from "./convert.js";
 import { statusList, type StateImpl } from "./tasks.js";
 import { LIMITS, Validator } from "./validate.js";
 
@@ -65,7 +65,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
               if (m.sequence !== cursor + 1n) {
                 throw new Error(`watch of ${taskId}: sequence ${m.sequence} follows ${cursor}`); // cannot happen: see store/messages.ts
               }
-              yield { event: { case: "message", value: messageToPb(m) } };
+              yield messageEventToPb(m);
               cursor = m.sequence;
             } else {
               if (snapshotKey(e.task) !== snapshotKey(last)) yield { event: { case: "task", value: taskToPb(e.task) } };

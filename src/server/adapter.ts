@@ -90,11 +90,25 @@ export function grpcDefinition(service: DescService): grpc.ServiceDefinition {
       // create() returns a message unchanged and completes a plain init object.
       requestSerialize: (msg: unknown) => Buffer.from(toBinary(method.input, create(method.input, msg as never))),
       requestDeserialize: (buf: Buffer) => fromBinary(method.input, buf),
-      responseSerialize: (msg: unknown) => Buffer.from(toBinary(method.output, msg as never)),
+      responseSerialize: method.methodKind === "unary" ? (msg: unknown) => Buffer.from(toBinary(method.output, msg as never)) : cachedSerializer(method.output),
       responseDeserialize: (buf: Buffer) => fromBinary(method.output, buf),
     };
   }
   return definition;
+}
+
+/**
+ * Streams may send one response object to many calls (a watch event fanned
+ * out to every watcher of a task): serialize each object once. Keyed weakly,
+ * so nothing outlives the object.
+ */
+function cachedSerializer(schema: DescMessage) {
+  const cache = new WeakMap<object, Buffer>();
+  return (msg: unknown) => {
+    let buf = cache.get(msg as object);
+    if (!buf) cache.set(msg as object, (buf = Buffer.from(toBinary(schema, msg as never))));
+    return buf;
+  };
 }
 
 /** What every kind of grpc-js server call offers. */
