@@ -164,6 +164,42 @@ async function watchLatency(watchers: number) {
   if (missing) throw new Error(`${missing} messages never reached a watcher`);
 }
 
+/** Leader stops renewing at a random point; a standby retrying every ttl/3 takes over. */
+async function failover(ttlMs: number, trials: number) {
+  const ttl = { seconds: BigInt(Math.floor(ttlMs / 1000)), nanos: (ttlMs % 1000) * 1_000_000 };
+  const every = ttlMs / 3;
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const times: number[] = [];
+  for (let t = 0; t < trials; t++) {
+    const election = `bench-failover-${t}`;
+    const a = await client.claimLeadership({ election, instanceId: "A", ttl });
+    let lastRenewal = performance.now();
+    const standby = (async () => {
+      await sleep(Math.random() * every); // a random phase
+      for (;;) {
+        if ((await client.claimLeadership({ election, instanceId: "B", ttl })).isLeader) return performance.now();
+        await sleep(every);
+      }
+    })();
+    for (let i = 0, n = 1 + Math.floor(Math.random() * 3); i < n; i++) {
+      await sleep(every);
+      await client.renewLeadership({ election, instanceId: "A", term: a.leader!.term });
+      lastRenewal = performance.now();
+    }
+    times.push((await standby) - lastRenewal);
+  }
+  rows.push({
+    scenario: `leader failover, ttl ${ttlMs} ms, standby every ttl/3`,
+    opsPerSec: trials,
+    p50: pct(times, 50),
+    p99: pct(times, 99),
+    max: Math.max(...times),
+    serverCpuUsPerOp: NaN,
+    serverRssMb: (await serverStats()).rssMb,
+    note: `${trials} trials (ops/s column: trials); bound ttl + ttl/3 + 100 = ${(ttlMs + every + 100).toFixed(0)} ms`,
+  });
+}
+
 let failed = false;
 try {
   const readTasks = await makeTasks(smoke ? 50 : 1000, "bench_get");
@@ -181,6 +217,7 @@ try {
   const distinct = new Set(claimed).size;
   rows[rows.length - 1]!.note = `${queued.length} queued, ${claimed.length} claims, ${distinct} distinct${claimed.length === queued.length && distinct === queued.length ? ": each claimed once" : ": MISMATCH"}`;
   if (distinct !== queued.length || claimed.length !== queued.length) throw new Error("claims do not match the queue");
+  await failover(smoke ? 1000 : 2000, smoke ? 1 : 5);
   if (rows.some((r) => !(r.opsPerSec > 0))) throw new Error("a scenario made no progress");
 } catch (err) {
   failed = true;
