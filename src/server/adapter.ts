@@ -23,7 +23,7 @@ import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2
 import type { Logger } from "../log.js";
 import { DeadlineReason } from "../errors.js";
 import { toServiceError } from "./status.js";
-import { DomainError } from "../errors.js";
+import { abortError, CancelledError, DomainError } from "../errors.js";
 
 export interface CallContext {
   /** Aborted when the deadline passes, the client cancels or the server shuts down. */
@@ -136,7 +136,7 @@ function makeHandler(
     const timer = Number.isFinite(ms)
       ? setTimeout(() => ac.abort(new DeadlineReason("deadline exceeded")), Math.max(0, ms))
       : undefined;
-    const onCancel = () => ac.abort(new Error("cancelled by client"));
+    const onCancel = () => ac.abort(new CancelledError());
     call.on("cancelled", onCancel);
     const ctx: CallContext = {
       signal: ac.signal,
@@ -160,8 +160,7 @@ function makeHandler(
 
   // When the call was aborted with a domain error (shutdown, overflow), that
   // is why it failed, whatever the handler threw on the way out.
-  const fail = (err: unknown, signal: AbortSignal) =>
-    toServiceError(signal.aborted && signal.reason instanceof DomainError ? signal.reason : err);
+  const fail = (err: unknown, signal: AbortSignal) => toServiceError(signal.aborted ? abortError(signal, err) : err);
 
   if (!fn) {
     return ((call: AnyCall, callback?: grpc.sendUnaryData<unknown>) => {

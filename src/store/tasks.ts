@@ -104,41 +104,44 @@ export interface TasksInsertParams {
 }
 
 /**
- * Inserts a task. A subtask takes its parent's row lock first (and bumps the
- * parent's version, since its subtask list changes), so the parent cannot be
- * purged underneath it.
+ * Inserts a task in one statement (one round trip, its own transaction). A
+ * subtask first takes its parent's row (and bumps the parent's version, since
+ * its subtask list changes): no parent row, no insert. Watchers of the task
+ * and of its parent are notified at commit.
  */
 export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task> {
-  return sql.begin(async (tx) => {
-    if (p.parentTaskId !== null) {
-      const parent = await run(
-        p.signal,
-        tx`update tasks set version = version + 1, updated = now()
-           where task_id = ${p.parentTaskId} returning task_id`,
-      );
-      if (parent.length === 0) {
-        throw new NotFoundError("Task", p.parentTaskId, `parent task ${p.parentTaskId} does not exist`);
-      }
-    }
-    try {
-      await run(
-        p.signal,
-        tx`insert into tasks (task_id, parent_task_id, action, design_ref, status, node_filter, request_context, created_by)
-           values (${p.taskId}, ${p.parentTaskId}, ${p.action}, ${p.designRef}, ${p.status},
-                   ${p.nodeFilter === null ? null : tx.json(p.nodeFilter as never)},
-                   ${p.requestContext === null ? null : tx.json(p.requestContext as never)},
-                   ${p.createdBy})`,
-      );
-    } catch (err) {
-      if (pgCode(err) === SQLSTATE.uniqueViolation) throw new AlreadyExistsError("Task", p.taskId);
-      throw err;
-    }
-    await notify(tx, p.signal, p.taskId, p.parentTaskId);
-    const [row] = await run(p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
-    return toTask(row!);
-  }).catch((err) => {
-    throw interpretError(err, p.signal);
-  });
+  const values = sql`
+    ${p.taskId}::uuid, ${p.parentTaskId}::uuid, ${p.action}, ${p.designRef}, ${p.status},
+    ${p.nodeFilter === null ? null : sql.json(p.nodeFilter as never)}::jsonb,
+    ${p.requestContext === null ? null : sql.json(p.requestContext as never)}::jsonb,
+    ${p.createdBy}`;
+  const insert =
+    p.parentTaskId === null
+      ? sql`insert into tasks (task_id, parent_task_id, action, design_ref, status, node_filter, request_context, created_by)
+            values (${values}) returning *`
+      : sql`insert into tasks (task_id, parent_task_id, action, design_ref, status, node_filter, request_context, created_by)
+            select ${values} from parent returning *`;
+  const parent =
+    p.parentTaskId === null
+      ? sql``
+      : sql`parent as (update tasks set version = version + 1, updated = now()
+                       where task_id = ${p.parentTaskId} returning task_id),`;
+  try {
+    const [row] = await run(
+      p.signal,
+      sql<TaskRow[]>`
+        with ${parent} inserted as (${insert})
+        select i.*, '{}'::uuid[] as subtask_ids,
+               pg_notify(${TASK_CHANNEL}, i.task_id::text),
+               case when i.parent_task_id is not null then pg_notify(${TASK_CHANNEL}, i.parent_task_id::text) end
+        from inserted i`,
+    );
+    if (!row) throw new NotFoundError("Task", p.parentTaskId!, `parent task ${p.parentTaskId} does not exist`);
+    return toTask(row);
+  } catch (err) {
+    if (pgCode(err) === SQLSTATE.uniqueViolation) throw new AlreadyExistsError("Task", p.taskId);
+    throw err;
+  }
 }
 
 /** Tells watchers (at commit) that these tasks changed. */

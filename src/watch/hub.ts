@@ -51,6 +51,8 @@ export interface HubOptions {
   heartbeatTimeoutMs: number;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 /** Messages read per query by a feed. */
 const READ_BATCH = 1000;
 /**
@@ -173,7 +175,8 @@ export class WatchHub extends EventEmitter {
       this.emit("lease", payload);
       return;
     }
-    if (channel !== TASK_CHANNEL) return;
+    // Payloads are task ids; anything else (another tool on our channel) is ignored.
+    if (channel !== TASK_CHANNEL || !UUID.test(payload)) return;
     this.pending.add(payload);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
