@@ -4,13 +4,13 @@
 // transaction that inserts the messages. The task row stays locked until
 // commit, so per task the appends commit one after another in sequence order:
 // a reader that has seen every sequence up to N and then reads "seq > N" can
-// never miss a row that commits later. The transaction also sends the
+// never miss a row that commits later. The statement also sends the
 // notification watchers wait for (delivered at commit).
 import type { Queryable, Sql } from "../db/connect.js";
 import { formatMicros, type Micros } from "../db/time.js";
 import type { JsonObject, NewResultMessage, ResultMessage } from "../domain.js";
 import { NotFoundError } from "../errors.js";
-import { interpretError, run } from "./sql.js";
+import { run } from "./sql.js";
 import { TASK_CHANNEL } from "./notify.js";
 
 interface MessageRow {
@@ -49,42 +49,41 @@ export async function messagesAppend(
 ): Promise<MessagesAppendResult> {
   const n = p.messages.length;
   const errors = p.messages.filter((m) => m.error).length;
-  return sql.begin(async (tx) => {
-    const [task] = await run(
-      p.signal,
-      tx<{ first: bigint; version: bigint; result_error_count: number }[]>`
+  const ms = p.messages;
+  // One statement, so one round trip and its own transaction: the UPDATE
+  // takes the task row (held until commit) and allocates the sequences, the
+  // INSERT writes the messages with them, pg_notify fires at commit.
+  const [row] = await run(
+    p.signal,
+    sql<{ first: bigint; version: bigint; result_error_count: number }[]>`
+      with task as (
         update tasks
         set next_message_seq = next_message_seq + ${n},
             result_error_count = result_error_count + ${errors},
             version = version + 1, updated = now()
         where task_id = ${p.taskId}
-        returning next_message_seq - ${n} as first, version, result_error_count`,
-    );
-    if (!task) throw new NotFoundError("Task", p.taskId);
-    const ms = p.messages;
-    await run(
-      p.signal,
-      tx`
+        returning next_message_seq - ${n} as first, version, result_error_count
+      ), inserted as (
         insert into result_messages (task_id, seq, message, error, context_type, context, ts, extra)
-        select ${p.taskId}, ${task.first.toString()}::bigint + m.ord - 1, m.message, m.error, m.context_type, m.context,
+        select ${p.taskId}, task.first + m.ord - 1, m.message, m.error, m.context_type, m.context,
                coalesce(m.ts::timestamptz, now()), m.extra::jsonb
-        from unnest(${tx.array(ms.map((m) => m.message))}::text[],
-                    ${tx.array(ms.map((m) => m.error))}::boolean[],
-                    ${tx.array(ms.map((m) => m.contextType))}::text[],
-                    ${tx.array(ms.map((m) => m.context))}::text[],
-                    ${tx.array(ms.map((m) => (m.ts === null ? null : formatMicros(m.ts))) as never)}::text[],
-                    ${tx.array(ms.map((m) => (m.extra === null ? null : JSON.stringify(m.extra))) as never)}::text[])
-             with ordinality as m(message, error, context_type, context, ts, extra, ord)`,
-    );
-    await run(p.signal, tx`select pg_notify(${TASK_CHANNEL}, ${p.taskId})`);
-    return {
-      sequences: Array.from({ length: n }, (_, i) => task.first + BigInt(i)),
-      taskVersion: task.version,
-      errorCount: task.result_error_count,
-    };
-  }).catch((err) => {
-    throw interpretError(err, p.signal);
-  });
+        from task,
+             unnest(${sql.array(ms.map((m) => m.message))}::text[],
+                    ${sql.array(ms.map((m) => m.error))}::boolean[],
+                    ${sql.array(ms.map((m) => m.contextType))}::text[],
+                    ${sql.array(ms.map((m) => m.context))}::text[],
+                    ${sql.array(ms.map((m) => (m.ts === null ? null : formatMicros(m.ts))) as never)}::text[],
+                    ${sql.array(ms.map((m) => (m.extra === null ? null : JSON.stringify(m.extra))) as never)}::text[])
+               with ordinality as m(message, error, context_type, context, ts, extra, ord)
+      )
+      select first, version, result_error_count, pg_notify(${TASK_CHANNEL}, ${p.taskId}) from task`,
+  );
+  if (!row) throw new NotFoundError("Task", p.taskId);
+  return {
+    sequences: Array.from({ length: n }, (_, i) => row.first + BigInt(i)),
+    taskVersion: row.version,
+    errorCount: row.result_error_count,
+  };
 }
 
 export interface MessagesListParams {
