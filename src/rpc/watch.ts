@@ -7,7 +7,7 @@ import { messagesList } from "../store/messages.js";
 import { tasksList } from "../store/tasks.js";
 import type { BoundedQueue } from "../watch/queue.js";
 import type { WatchHub } from "../watch/hub.js";
-import { messageEventToPb, messageToPb, taskToPb } from "./convert.js";
+import { messageEventToPb, taskToPb } from "./convert.js";
 import { statusList, type StateImpl } from "./tasks.js";
 import { LIMITS, Validator } from "./validate.js";
 
@@ -52,7 +52,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
         while (cursor < sub.highest) {
           const batch = await messagesList(sql, { taskId, afterSequence: cursor, errorsOnly: false, limit: READ_BATCH, signal });
           if (batch.length === 0) break;
-          for (const m of batch) yield { event: { case: "message", value: messageToPb(m) } };
+          for (const m of batch) yield messageEventToPb(m);
           cursor = batch[batch.length - 1]!.sequence;
         }
         if (finished(last)) return;
