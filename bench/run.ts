@@ -2,7 +2,7 @@
 // DATABASE_URL is set), drives it from separate client processes, prints a
 // table and writes bench/results/<time>.json. See BENCHMARKS.md.
 //   node dist/bench/run.js [--smoke] [--duration ms]
-import { fork, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import path from "node:path";
@@ -18,7 +18,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({ options: { smoke: { type: "boolean" }, duration: { type: "string" } } });
 const smoke = !!values.smoke;
 const durationMs = Number(values.duration ?? (smoke ? 500 : 5000));
-const CLK_TCK = 100; // Linux USER_HZ
+// /proc/<pid>/stat counts CPU time in clock ticks (USER_HZ, almost always 100).
+const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
 
 interface Row {
   scenario: string;
