@@ -1,123 +1,217 @@
 // Benchmarks: starts the server as its own process (embedded PostgreSQL unless
-// DATABASE_URL is set), drives it from separate client processes, prints a
-// table and writes bench/results/<time>.json. See BENCHMARKS.md.
+// DATABASE_URL is set) and a bare grpc-js echo server, drives them from
+// separate client processes, prints a table and the targets of issue 6, and
+// writes bench/results/<time>.json. See BENCHMARKS.md.
 //   node dist/bench/run.js [--smoke] [--duration ms]
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { toBinary } from "@bufbuild/protobuf";
 import postgres from "postgres";
-import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { GetTaskResponseSchema, StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client.js";
-import type { Command } from "./worker.js";
+import { MAX_PIPELINE } from "../src/db/connect.js";
+import { encodePageToken, filterFingerprint } from "../src/rpc/pagination.js";
+import type { Command, LoadCommand, LoadResult } from "./worker.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({ options: { smoke: { type: "boolean" }, duration: { type: "string" } } });
 const smoke = !!values.smoke;
-const durationMs = Number(values.duration ?? (smoke ? 500 : 5000));
+const durationMs = Number(values.duration ?? (smoke ? 400 : 5000));
 // /proc/<pid>/stat counts CPU time in clock ticks (USER_HZ, almost always 100).
 const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+const POOL = 20; // the service's pool in this run, and the raw postgres.js ceilings' pools in total
+const sizes = smoke
+  ? { readTasks: 50, watchers: 50, idle: 200, queue: 500, list: [1_000, 3_000], failoverTtlMs: 1000, failoverTrials: 1 }
+  : { readTasks: 1000, watchers: 1000, idle: 10_000, queue: 20_000, list: [100_000, 1_000_000], failoverTtlMs: 2000, failoverTrials: 5 };
 
 interface Row {
+  id: string;
   scenario: string;
+  /** Calls/s, or messages/s where unit is msgs. */
   opsPerSec: number;
+  unit: "calls" | "msgs" | "events" | "trials" | "watchers";
   p50: number;
   p99: number;
   max: number;
+  /** CPU per call of the process serving it: the service, or the echo server. */
   serverCpuUsPerOp: number;
+  /** CPU per call of PostgreSQL (postmaster and backends; embedded only). */
+  pgCpuUsPerOp: number;
   serverRssMb: number;
   note?: string;
 }
 const rows: Row[] = [];
+const row = (id: string) => rows.find((r) => r.id === id);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-// ---- server process ----
+// ---- processes under test ----
+const children: ChildProcess[] = [];
 const dataDir = process.env.DATABASE_URL ? undefined : await mkdtemp(path.join(tmpdir(), "statemgmt-bench-"));
-const server = spawn(process.execPath, [path.resolve(here, "../src/main.js"), "--listen", "127.0.0.1:0", ...(dataDir ? ["--data-dir", dataDir] : [])], {
-  env: { ...process.env, STATEMGMT_LOG_LEVEL: "info", STATEMGMT_DB_POOL_SIZE: "20" },
-  stdio: ["ignore", "pipe", "inherit"],
-});
-let pgPort = 0;
-const address = await new Promise<string>((resolve, reject) => {
-  let buf = "";
-  const onData = (d: Buffer) => {
-    buf += d.toString();
-    const port = /"port":(\d+),"ms"/.exec(buf);
-    if (port) pgPort = Number(port[1]);
-    const m = /"address":"([^"]+)","startupMs"/.exec(buf);
-    if (m) {
-      server.stdout!.off("data", onData);
-      server.stdout!.resume(); // per-call log lines: drained, not kept
-      resolve(m[1]!);
-    }
-  };
-  server.stdout!.on("data", onData);
-  server.on("exit", (code) => reject(new Error(`server exited ${code}`)));
-});
-const dbUrl = process.env.DATABASE_URL ?? `postgres://postgres:${encodeURIComponent((await readFile(path.join(dataDir!, "password"), "utf8")).trim())}@127.0.0.1:${pgPort}/postgres`;
 
-async function serverStats(): Promise<{ cpuMs: number; rssMb: number }> {
-  const stat = (await readFile(`/proc/${server.pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
-  const cpuMs = ((Number(stat[11]) + Number(stat[12])) * 1000) / CLK_TCK;
-  const rss = /VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${server.pid}/status`, "utf8"));
-  return { cpuMs, rssMb: Number(rss?.[1] ?? 0) / 1024 };
+/** Starts a node process and resolves with the first stdout match of `ready`. */
+function startProcess(script: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ proc: ChildProcess; match: RegExpExecArray; out: string }> {
+  const proc = spawn(process.execPath, [path.resolve(here, script), ...args], { env, stdio: ["ignore", "pipe", "inherit"] });
+  children.push(proc);
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      const m = ready.exec(out);
+      if (m) {
+        proc.stdout!.off("data", onData);
+        proc.stdout!.resume(); // later output (per-call log lines) is drained, not kept
+        resolve({ proc, match: m, out });
+      }
+    };
+    proc.stdout!.on("data", onData);
+    proc.on("exit", (code) => reject(new Error(`${script} exited with ${code} before it was ready:\n${out.slice(-2000)}`)));
+  });
+}
+
+async function procStat(pid: number): Promise<string[]> {
+  return (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
+}
+async function cpuMs(pid: number | undefined): Promise<number> {
+  if (!pid) return NaN;
+  const st = await procStat(pid);
+  return ((Number(st[11]) + Number(st[12])) * 1000) / CLK_TCK;
+}
+async function rssMb(pid: number): Promise<number> {
+  const m = /VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, "utf8"));
+  return Number(m?.[1] ?? NaN) / 1024;
+}
+
+let postmaster: number | undefined;
+/** CPU of the embedded PostgreSQL: the postmaster, its live children and the children it reaped. */
+async function pgCpuMs(): Promise<number> {
+  if (!postmaster) return NaN;
+  let ticks = 0;
+  for (const d of await readdir("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const st = await procStat(Number(d));
+      if (Number(d) === postmaster) ticks += Number(st[11]) + Number(st[12]) + Number(st[13]) + Number(st[14]);
+      else if (Number(st[1]) === postmaster) ticks += Number(st[11]) + Number(st[12]);
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return (ticks * 1000) / CLK_TCK;
 }
 
 // ---- workers ----
 function worker(): ChildProcess {
-  return fork(path.resolve(here, "worker.js"), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const w = fork(path.resolve(here, "worker.js"), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  children.push(w);
+  return w;
+}
+/** The next message from `w` that satisfies `pred` (an error message rejects). */
+function next<T>(w: ChildProcess, pred: (m: T) => boolean = () => true): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const on = (m: T & { error?: string }) => {
+      if (m.error) return w.off("message", on), reject(new Error(m.error));
+      if (pred(m)) w.off("message", on), resolve(m);
+    };
+    w.on("message", on);
+  });
 }
 function ask<T>(w: ChildProcess, cmd: Command): Promise<T> {
-  return new Promise((resolve, reject) => {
-    w.once("message", (m: T & { error?: string }) => (m.error ? reject(new Error(m.error)) : resolve(m)));
-    w.send(cmd);
-  });
+  const reply = next<T>(w);
+  w.send(cmd);
+  return reply;
 }
 const pct = (xs: number[], p: number) => {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 };
+const maxOf = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), -Infinity);
 
-const client = createClient(StateService, address);
+let server!: ChildProcess;
+let echo!: ChildProcess;
+let address = "";
+let echoAddress = "";
+let dbUrl = "";
+let failed = false;
+
+interface LoadSpec {
+  id: string;
+  scenario: string;
+  op: LoadCommand["op"];
+  procs: number;
+  concurrency: number;
+  taskIds?: string[];
+  unit?: "msgs";
+  pageToken?: string;
+  echoBytes?: number;
+  note?: string;
+}
+
+/** Runs one load scenario over `procs` worker processes. */
+async function load(s: LoadSpec): Promise<LoadResult[]> {
+  const ws = Array.from({ length: s.procs }, worker);
+  const served = s.op === "echo" ? echo : s.op.startsWith("pg") ? undefined : server;
+  const ready = ws.map((w) => next<{ ready?: boolean }>(w, (m) => !!m.ready));
+  const results = ws.map((w, i) => {
+    const result = next<LoadResult>(w, (m) => "ops" in m);
+    w.send({
+      cmd: "load",
+      op: s.op,
+      address: s.op === "echo" ? echoAddress : address,
+      dbUrl,
+      dbPool: POOL / s.procs,
+      concurrency: Math.floor(s.concurrency / s.procs) + (i < s.concurrency % s.procs ? 1 : 0),
+      durationMs: s.op === "claim" ? 600_000 : durationMs,
+      taskIds: s.taskIds ?? [],
+      echoBytes: s.echoBytes,
+      pageToken: s.pageToken,
+    } satisfies Command);
+    return result;
+  });
+  await Promise.all(ready); // connected and waiting: the window below is the load only
+  const [cpu0, pg0] = [await cpuMs(served?.pid), await pgCpuMs()];
+  const t0 = performance.now();
+  ws.forEach((w) => w.send({ cmd: "go" } satisfies Command));
+  const done = await Promise.all(results);
+  const secs = (performance.now() - t0) / 1000;
+  const [cpu1, pg1] = [await cpuMs(served?.pid), await pgCpuMs()];
+  ws.forEach((w) => w.kill());
+  const ops = done.reduce((a, r) => a + r.ops, 0);
+  const msgs = done.reduce((a, r) => a + r.msgs, 0);
+  const lat = done.flatMap((r) => r.lat);
+  rows.push({
+    id: s.id,
+    scenario: s.scenario,
+    opsPerSec: (s.unit === "msgs" ? msgs : ops) / secs,
+    unit: s.unit ?? "calls",
+    p50: pct(lat, 50),
+    p99: pct(lat, 99),
+    max: maxOf(lat),
+    serverCpuUsPerOp: ((cpu1 - cpu0) * 1000) / Math.max(1, ops),
+    pgCpuUsPerOp: ((pg1 - pg0) * 1000) / Math.max(1, ops),
+    serverRssMb: served?.pid ? await rssMb(served.pid) : NaN,
+    note: [s.unit === "msgs" ? `${(ops / secs).toFixed(0)} calls/s` : "", s.note ?? ""].filter(Boolean).join("; ") || undefined,
+  });
+  return done;
+}
+
+const client = () => createClient(StateService, address);
+let c!: ReturnType<typeof client>;
+
 async function makeTasks(n: number, action: string, queued = false): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < n; i += 200) {
     const batch = await Promise.all(
-      Array.from({ length: Math.min(200, n - i) }, () => client.createTask({ action, initialStatus: queued ? TaskStatus.QUEUED : TaskStatus.REQUESTED })),
+      Array.from({ length: Math.min(200, n - i) }, () => c.createTask({ action, initialStatus: queued ? TaskStatus.QUEUED : TaskStatus.REQUESTED })),
     );
     ids.push(...batch.map((r) => r.task!.taskId));
   }
   return ids;
-}
-
-/** Runs one load scenario over `procs` worker processes. */
-async function load(scenario: string, op: Extract<Command, { cmd: "load" }>["op"], procs: number, concurrency: number, taskIds: string[], unit?: "msgs") {
-  const ws = Array.from({ length: procs }, worker);
-  const before = await serverStats();
-  const t0 = performance.now();
-  const results = await Promise.all(
-    ws.map((w) => ask<{ ops: number; msgs: number; lat: number[]; claimed: string[] }>(w, { cmd: "load", address, op, concurrency: Math.ceil(concurrency / procs), durationMs: op === "claim" ? 600_000 : durationMs, taskIds })),
-  );
-  const secs = (performance.now() - t0) / 1000;
-  const after = await serverStats();
-  ws.forEach((w) => w.kill());
-  const ops = results.reduce((a, r) => a + r.ops, 0);
-  const msgs = results.reduce((a, r) => a + r.msgs, 0);
-  const lat = results.flatMap((r) => r.lat);
-  rows.push({
-    scenario,
-    opsPerSec: (unit === "msgs" ? msgs : ops) / secs,
-    p50: pct(lat, 50),
-    p99: pct(lat, 99),
-    max: Math.max(...lat),
-    serverCpuUsPerOp: ((after.cpuMs - before.cpuMs) * 1000) / Math.max(1, ops),
-    serverRssMb: after.rssMb,
-    note: unit === "msgs" ? `${(ops / secs).toFixed(0)} calls/s` : undefined,
-  });
-  return results;
 }
 
 /** Commit → watcher latency with `watchers` watchers on one task. */
@@ -125,127 +219,285 @@ async function watchLatency(watchers: number) {
   const [taskId] = await makeTasks(1, "bench_watch");
   const procs = watchers >= 100 ? 2 : 1;
   const ws = Array.from({ length: procs }, worker);
-  const replies = ws.map(
-    (w, i) =>
-      new Promise<{ received: [string, number][] }>((resolve) => {
-        const onMsg = (m: { ready?: boolean; received?: [string, number][] }) => {
-          if (m.received) {
-            w.off("message", onMsg);
-            resolve(m as { received: [string, number][] });
-          }
-        };
-        w.on("message", onMsg);
-        w.send({ cmd: "watch", address, taskId: taskId!, watchers: Math.floor(watchers / procs) + (i < watchers % procs ? 1 : 0) } satisfies Command);
-      }),
-  );
-  await Promise.all(ws.map((w) => new Promise<void>((r) => { const f = (m: { ready?: boolean }) => m.ready && (w.off("message", f), r()); w.on("message", f); })));
-  const rss = (await serverStats()).rssMb;
+  const ready = ws.map((w) => next<{ ready?: boolean }>(w, (m) => !!m.ready));
+  const replies = ws.map((w) => next<{ received?: [string, number][] }>(w, (m) => !!m.received));
+  ws.forEach((w, i) => w.send({ cmd: "watch", address, taskId: taskId!, watchers: Math.floor(watchers / procs) + (i < watchers % procs ? 1 : 0) } satisfies Command));
+  await Promise.all(ready);
+  const rss = await rssMb(server.pid!);
   const writer = worker();
   const { writes } = await ask<{ writes: { seq: string; start: number; ack: number }[] }>(writer, { cmd: "write", address, taskId: taskId!, intervalMs: 20, durationMs });
   writer.kill();
-  await new Promise((r) => setTimeout(r, 200));
+  await sleep(200);
   ws.forEach((w) => w.send({ cmd: "stop" } satisfies Command));
   const got = await Promise.all(replies);
   ws.forEach((w) => w.kill());
   const lastRecv = new Map<string, number>();
-  for (const g of got) for (const [seq, t] of g.received) lastRecv.set(seq, Math.max(lastRecv.get(seq) ?? 0, t));
+  for (const g of got) for (const [seq, t] of g.received!) lastRecv.set(seq, Math.max(lastRecv.get(seq) ?? 0, t));
   const fromAck = writes.filter((w) => lastRecv.has(w.seq)).map((w) => lastRecv.get(w.seq)! - w.ack);
   const fromStart = writes.filter((w) => lastRecv.has(w.seq)).map((w) => lastRecv.get(w.seq)! - w.start);
   const missing = writes.length - fromAck.length;
   rows.push({
+    id: `watch${watchers === 1 ? 1 : "N"}`,
     scenario: `watch latency, ${watchers} watcher${watchers > 1 ? "s (last of them)" : ""}: ack→recv`,
     opsPerSec: writes.length / (durationMs / 1000),
+    unit: "events",
     p50: pct(fromAck, 50),
     p99: pct(fromAck, 99),
-    max: Math.max(...fromAck),
+    max: maxOf(fromAck),
     serverCpuUsPerOp: NaN,
+    pgCpuUsPerOp: NaN,
     serverRssMb: rss,
     note: `start→recv p50 ${pct(fromStart, 50).toFixed(2)} p99 ${pct(fromStart, 99).toFixed(2)} ms${missing ? `; ${missing} NOT RECEIVED` : ""}`,
   });
   if (missing) throw new Error(`${missing} messages never reached a watcher`);
 }
 
+/** Tasks inserted straight into the table (faster than the API for bulk set-up). */
+async function bulkTasks(sql: postgres.Sql, n: number, action: string, status: string): Promise<string[]> {
+  const ids: string[] = [];
+  for (let done = 0; done < n; done += 100_000) {
+    const rs = await sql<{ task_id: string }[]>`
+      insert into tasks (task_id, action, status, created, updated)
+      select gen_random_uuid(), ${action}, ${status}, t, t
+      from (select clock_timestamp() - (i * interval '1 ms') as t from generate_series(1, ${Math.min(100_000, n - done)}) i) s
+      returning task_id`;
+    ids.push(...rs.map((r) => r.task_id));
+  }
+  return ids;
+}
+
+/** N idle WatchTask streams, one per task: server RSS per stream, database connections. */
+async function idleWatchers(sql: postgres.Sql, n: number) {
+  const taskIds = await bulkTasks(sql, n, "bench_idle", "running");
+  const procs = 2;
+  const ws = Array.from({ length: procs }, worker);
+  const rss0 = await rssMb(server.pid!);
+  const t0 = performance.now();
+  const ready = ws.map((w) => next<{ ready?: boolean }>(w, (m) => !!m.ready));
+  ws.forEach((w, i) => w.send({ cmd: "idle", address, taskIds: taskIds.filter((_, k) => k % procs === i), perChannel: 1000 } satisfies Command));
+  await Promise.all(ready);
+  const openMs = performance.now() - t0;
+  await sleep(1000);
+  const rss1 = await rssMb(server.pid!);
+  const conns = await sql<{ application_name: string; n: number }[]>`
+    select application_name, count(*)::int as n from pg_stat_activity
+    where backend_type = 'client backend' and application_name like 'drydock-statemgmt%' group by 1 order by 1`;
+  const listen = conns.find((r) => r.application_name === "drydock-statemgmt-listen")?.n ?? 0;
+  const pool = conns.find((r) => r.application_name === "drydock-statemgmt")?.n ?? 0;
+  const stopped = ws.map((w) => next<{ stopped?: boolean }>(w, (m) => !!m.stopped));
+  ws.forEach((w) => w.send({ cmd: "stop" } satisfies Command));
+  await Promise.all(stopped);
+  ws.forEach((w) => w.kill());
+  rows.push({
+    id: "idle",
+    scenario: `${n} idle WatchTask streams (one per task)`,
+    opsPerSec: n / (openMs / 1000),
+    unit: "watchers",
+    p50: NaN,
+    p99: NaN,
+    max: NaN,
+    serverCpuUsPerOp: NaN,
+    pgCpuUsPerOp: NaN,
+    serverRssMb: rss1,
+    note: `${(((rss1 - rss0) * 1024) / n).toFixed(1)} KB RSS per stream (${rss0.toFixed(0)} → ${rss1.toFixed(0)} MB); database connections: ${listen} LISTEN, ${pool} pool (of ${POOL}); ops/s column: streams opened per second`,
+  });
+  return { kbPerWatcher: ((rss1 - rss0) * 1024) / n, listen, pool };
+}
+
+/** ListTasks pages of 100 with `total` tasks in the table: the first page and one 90% deep (keyset token). */
+async function listPages(sql: postgres.Sql, total: number) {
+  const [{ n }] = await sql<{ n: number }[]>`select count(*)::int as n from tasks`;
+  if (n < total) await bulkTasks(sql, total - n, "bench_list", "complete");
+  await sql`vacuum analyze tasks`;
+  // The token ListTasks itself would issue for a request without filters
+  // (src/rpc/tasks.ts listTasks): a change there makes ListTasks reject it
+  // with INVALID_ARGUMENT, which fails this scenario rather than skewing it.
+  const filters = { claimedTerm: 0n, statuses: [], actions: [], parentTaskId: null, createdAfter: null, createdBefore: null };
+  const [deep] = await sql<{ us: string; task_id: string }[]>`
+    select (extract(epoch from created) * 1000000)::bigint::text as us, task_id
+    from tasks order by created, task_id offset ${Math.floor(total * 0.9)} limit 1`;
+  const token = encodePageToken(filterFingerprint(filters), [deep!.us, deep!.task_id]);
+  const label = total >= 1_000_000 ? `${total / 1_000_000}M` : `${total / 1000}k`;
+  await load({ id: `listFirst${total}`, scenario: `ListTasks first page of 100, ${label} tasks, c=1`, op: "listTasks", procs: 1, concurrency: 1 });
+  await load({ id: `listDeep${total}`, scenario: `ListTasks page of 100 at 90% depth, ${label} tasks, c=1`, op: "listTasks", procs: 1, concurrency: 1, pageToken: token });
+}
+
 /** Leader stops renewing at a random point; a standby retrying every ttl/3 takes over. */
 async function failover(ttlMs: number, trials: number) {
   const ttl = { seconds: BigInt(Math.floor(ttlMs / 1000)), nanos: (ttlMs % 1000) * 1_000_000 };
   const every = ttlMs / 3;
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const times: number[] = [];
   for (let t = 0; t < trials; t++) {
     const election = `bench-failover-${t}`;
-    const a = await client.claimLeadership({ election, instanceId: "A", ttl });
+    const a = await c.claimLeadership({ election, instanceId: "A", ttl });
     let lastRenewal = performance.now();
     const standby = (async () => {
       await sleep(Math.random() * every); // a random phase
       for (;;) {
-        if ((await client.claimLeadership({ election, instanceId: "B", ttl })).isLeader) return performance.now();
+        if ((await c.claimLeadership({ election, instanceId: "B", ttl })).isLeader) return performance.now();
         await sleep(every);
       }
     })();
     for (let i = 0, n = 1 + Math.floor(Math.random() * 3); i < n; i++) {
       await sleep(every);
-      await client.renewLeadership({ election, instanceId: "A", term: a.leader!.term });
+      await c.renewLeadership({ election, instanceId: "A", term: a.leader!.term });
       lastRenewal = performance.now();
     }
     times.push((await standby) - lastRenewal);
   }
   rows.push({
+    id: "failover",
     scenario: `leader failover, ttl ${ttlMs} ms, standby every ttl/3`,
     opsPerSec: trials,
+    unit: "trials",
     p50: pct(times, 50),
     p99: pct(times, 99),
-    max: Math.max(...times),
+    max: maxOf(times),
     serverCpuUsPerOp: NaN,
-    serverRssMb: (await serverStats()).rssMb,
-    note: `${trials} trials (ops/s column: trials); bound ttl + ttl/3 + 100 = ${(ttlMs + every + 100).toFixed(0)} ms`,
+    pgCpuUsPerOp: NaN,
+    serverRssMb: await rssMb(server.pid!),
+    note: `${trials} trials (ops/s column: trials)`,
   });
+  return ttlMs + every + 100;
 }
 
-let failed = false;
+interface Target {
+  target: string;
+  measured: string;
+  bound: string;
+  met: boolean;
+}
+const targets: Target[] = [];
+function target(name: string, measured: number, op: "<=" | ">=", bound: number, unit: string, detail = "") {
+  const met = op === "<=" ? measured <= bound : measured >= bound;
+  const f = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(2));
+  targets.push({ target: name, measured: `${f(measured)} ${unit}${detail ? ` (${detail})` : ""}`, bound: `${op} ${f(bound)} ${unit}`, met });
+}
+
+let machine: Record<string, unknown> = {};
+const sql = () => postgres(dbUrl, { max: 2, onnotice: () => {}, connection: { application_name: "statemgmt-bench" } });
+let admin: postgres.Sql | undefined;
 try {
-  const readTasks = await makeTasks(smoke ? 50 : 1000, "bench_get");
+  const started = await startProcess(
+    "../src/main.js",
+    ["--listen", "127.0.0.1:0", ...(dataDir ? ["--data-dir", dataDir] : [])],
+    { ...process.env, STATEMGMT_LOG_LEVEL: "info", STATEMGMT_DB_POOL_SIZE: String(POOL) },
+    /"address":"([^"]+)","startupMs"/,
+  );
+  server = started.proc;
+  address = started.match[1]!;
+  if (dataDir) {
+    const port = /"port":(\d+),"ms"/.exec(started.out)![1];
+    const password = (await readFile(path.join(dataDir, "password"), "utf8")).trim();
+    dbUrl = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
+    postmaster = Number((await readFile(path.join(dataDir, "pg", "postmaster.pid"), "utf8")).split("\n")[0]);
+  } else dbUrl = process.env.DATABASE_URL!;
+  const e = await startProcess("echo.js", [], process.env, /"address":"([^"]+)"/);
+  echo = e.proc;
+  echoAddress = e.match[1]!;
+  c = client();
+  admin = sql();
+  const [pg] = await admin`select version() as version, current_setting('fsync') as fsync, current_setting('synchronous_commit') as synchronous_commit`;
+  machine = { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, postgres: pg!.version, fsync: pg!.fsync, synchronousCommit: pg!.synchronous_commit, maxPipeline: MAX_PIPELINE, pool: POOL };
+
+  const readTasks = await makeTasks(sizes.readTasks, "bench_get");
   const appendTasks = await makeTasks(16, "bench_append");
-  await load("CreateTask c=16", "createTask", 2, 16, []);
-  await load("GetTask c=64", "getTask", 2, 64, readTasks);
-  await load("AppendResultMessages 1/call c=16, 16 tasks", "append1", 2, 16, appendTasks, "msgs");
-  await load("AppendResultMessages 100/call c=8, 8 tasks", "append100", 2, 8, appendTasks.slice(0, 8), "msgs");
-  await load("AppendResultMessages 100/call c=8, 1 task", "append100", 2, 8, appendTasks.slice(0, 1), "msgs");
+  const echoBytes = toBinary(GetTaskResponseSchema, await c.getTask({ taskId: readTasks[0]! })).length;
+
+  // 1. Ceilings of this machine, in this run.
+  await load({ id: "echo64", scenario: "ceiling: bare grpc-js echo c=64", op: "echo", procs: 2, concurrency: 64, echoBytes, note: `${echoBytes}-byte messages (a GetTask response's size)` });
+  await load({ id: "pgInsert1", scenario: "ceiling: raw postgres.js task INSERT c=1", op: "pgInsert", procs: 1, concurrency: 1 });
+  await load({ id: "pgInsert16", scenario: "ceiling: raw postgres.js task INSERT c=16", op: "pgInsert", procs: 2, concurrency: 16 });
+  await load({ id: "pgInsert64", scenario: "ceiling: raw postgres.js task INSERT c=64", op: "pgInsert", procs: 2, concurrency: 64 });
+  await load({ id: "pgSelect64", scenario: "ceiling: raw postgres.js select by primary key c=64", op: "pgSelect", procs: 2, concurrency: 64, taskIds: readTasks });
+  await load({ id: "pgAppend1", scenario: "ceiling: raw postgres.js append 1/call c=16, 16 tasks", op: "pgAppend1", procs: 2, concurrency: 16, taskIds: appendTasks, unit: "msgs" });
+  await load({ id: "pgAppend100", scenario: "ceiling: raw postgres.js append 100/call c=8, 8 tasks", op: "pgAppend100", procs: 2, concurrency: 8, taskIds: appendTasks.slice(0, 8), unit: "msgs" });
+
+  // 2–3. The service.
+  await load({ id: "create1", scenario: "CreateTask c=1", op: "createTask", procs: 1, concurrency: 1 });
+  await load({ id: "create16", scenario: "CreateTask c=16", op: "createTask", procs: 2, concurrency: 16 });
+  await load({ id: "create64", scenario: "CreateTask c=64", op: "createTask", procs: 2, concurrency: 64 });
+  await load({ id: "get64", scenario: "GetTask c=64", op: "getTask", procs: 2, concurrency: 64, taskIds: readTasks });
+  await load({ id: "append1", scenario: "AppendResultMessages 1/call c=16, 16 tasks", op: "append1", procs: 2, concurrency: 16, taskIds: appendTasks, unit: "msgs" });
+  await load({ id: "append1one", scenario: "AppendResultMessages 1/call c=16, 1 task", op: "append1", procs: 2, concurrency: 16, taskIds: appendTasks.slice(0, 1), unit: "msgs" });
+  await load({ id: "append100", scenario: "AppendResultMessages 100/call c=8, 8 tasks", op: "append100", procs: 2, concurrency: 8, taskIds: appendTasks.slice(0, 8), unit: "msgs" });
+  await load({ id: "append100one", scenario: "AppendResultMessages 100/call c=8, 1 task", op: "append100", procs: 2, concurrency: 8, taskIds: appendTasks.slice(0, 1), unit: "msgs" });
+
+  // 4. Watches.
   await watchLatency(1);
-  await watchLatency(smoke ? 50 : 1000);
-  const queued = await makeTasks(smoke ? 500 : 20_000, "bench_claim", true);
-  const claims = await load("ClaimNextTask c=16 draining the queue", "claim", 2, 16, []);
-  const claimed = claims.flatMap((c) => c.claimed);
+  await watchLatency(sizes.watchers);
+  const idle = await idleWatchers(admin, sizes.idle);
+
+  // 5. Claims.
+  const queued = await bulkTasks(admin, sizes.queue, "bench_claim", "queued");
+  const queuedSet = new Set(queued);
+  const claims = await load({ id: "claim", scenario: "ClaimNextTask c=16 draining the queue", op: "claim", procs: 2, concurrency: 16 });
+  const claimed = claims.flatMap((r) => r.claimed);
   const distinct = new Set(claimed).size;
-  rows[rows.length - 1]!.note = `${queued.length} queued, ${claimed.length} claims, ${distinct} distinct${claimed.length === queued.length && distinct === queued.length ? ": each claimed once" : ": MISMATCH"}`;
-  if (distinct !== queued.length || claimed.length !== queued.length) throw new Error("claims do not match the queue");
-  await failover(smoke ? 1000 : 2000, smoke ? 1 : 5);
+  const once = claimed.length === queued.length && distinct === queued.length && claimed.every((id) => queuedSet.has(id));
+  row("claim")!.note = `${queued.length} queued, ${claimed.length} claims, ${distinct} distinct: ${once ? "each claimed once" : "MISMATCH"}`;
+  if (!once) throw new Error("claims do not match the queue");
+
+  // 6. Failover.
+  const failoverBound = await failover(sizes.failoverTtlMs, sizes.failoverTrials);
+
+  // 2. (last: it fills the table) ListTasks with 100k and 1M tasks.
+  for (const total of sizes.list) await listPages(admin, total);
+
   if (rows.some((r) => !(r.opsPerSec > 0))) throw new Error("a scenario made no progress");
+
+  // Targets (issue 6).
+  const r = (id: string) => row(id)!;
+  const combined = (a: number, b: number) => 1 / (1 / a + 1 / b);
+  const echoCpu = r("echo64").serverCpuUsPerOp;
+  target("server CPU per CreateTask ≤ 2 × echo CPU + PostgreSQL CPU per insert (c=64)", r("create64").serverCpuUsPerOp, "<=", 2 * echoCpu + r("pgInsert64").pgCpuUsPerOp, "µs",
+    `echo ${echoCpu.toFixed(0)} µs, PostgreSQL per raw insert ${r("pgInsert64").pgCpuUsPerOp.toFixed(0)} µs`);
+  target("CreateTask c=64 ≥ 0.8 × 1/(1/echo + 1/insert)", r("create64").opsPerSec, ">=", 0.8 * combined(r("echo64").opsPerSec, r("pgInsert64").opsPerSec), "calls/s");
+  target("GetTask c=64 ≥ 0.8 × 1/(1/echo + 1/select)", r("get64").opsPerSec, ">=", 0.8 * combined(r("echo64").opsPerSec, r("pgSelect64").opsPerSec), "calls/s");
+  target("AppendResultMessages 100/call ≥ 30,000 messages/s", r("append100").opsPerSec, ">=", 30_000, "msgs/s");
+  for (const total of sizes.list) {
+    target(`ListTasks first page p99 ≤ 10 ms (${total} tasks)`, r(`listFirst${total}`).p99, "<=", 10, "ms");
+    target(`ListTasks deep page p99 ≤ 10 ms (${total} tasks)`, r(`listDeep${total}`).p99, "<=", 10, "ms");
+  }
+  target("watch, 1 watcher: p50 ≤ 2 ms", r("watch1").p50, "<=", 2, "ms");
+  target("watch, 1 watcher: p99 ≤ 10 ms", r("watch1").p99, "<=", 10, "ms");
+  target(`watch, last of ${sizes.watchers} watchers: p99 ≤ 30 ms`, r("watchN").p99, "<=", 30, "ms");
+  target(`${sizes.idle} idle watchers: RSS per stream ≤ 30 KB`, idle.kbPerWatcher, "<=", 30, "KB");
+  target(`${sizes.idle} idle watchers: LISTEN connections = 1`, idle.listen, "<=", 1, "", idle.listen === 1 ? "" : "MISMATCH");
+  target(`failover ≤ ttl + ttl/3 + 100 ms`, r("failover").max, "<=", failoverBound, "ms");
 } catch (err) {
   failed = true;
   console.error(err);
+} finally {
+  // ---- report ----
+  const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "-");
+  if (machine.cores) {
+    console.log(`\n${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, ${String(machine.postgres).split(" on ")[0]}, fsync=${machine.fsync}, synchronous_commit=${machine.synchronousCommit}, max_pipeline=${MAX_PIPELINE}; ${durationMs} ms per scenario\n`);
+  }
+  console.log("| scenario | ops/s | p50 ms | p99 ms | max ms | server CPU µs/op | PostgreSQL CPU µs/op | server RSS MB | notes |");
+  console.log("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+  for (const r of rows) {
+    const rate = `${f(r.opsPerSec, 0)}${r.unit === "msgs" ? " msgs/s" : ""}`;
+    console.log(`| ${r.scenario} | ${rate} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} | ${f(r.serverCpuUsPerOp, 0)} | ${f(r.pgCpuUsPerOp, 0)} | ${f(r.serverRssMb, 0)} | ${r.note ?? ""} |`);
+  }
+  if (targets.length) {
+    console.log("\n| target | measured | bound | met |\n|---|---:|---:|---|");
+    for (const t of targets) console.log(`| ${t.target} | ${t.measured} | ${t.bound} | ${t.met ? "yes" : "**no**"} |`);
+  }
+  if (!smoke && rows.length) {
+    const dir = path.resolve(here, "../../bench/results");
+    await mkdir(dir, { recursive: true });
+    const file = path.join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+    await writeFile(file, JSON.stringify({ machine, durationMs, rows, targets }, null, 2));
+    console.log(`\nwritten to ${path.relative(process.cwd(), file)}`);
+  }
+  c?.close();
+  await admin?.end();
+  for (const p of children) if (p.exitCode === null && p !== server) p.kill();
+  if (server?.exitCode === null) {
+    server.kill("SIGTERM");
+    await new Promise((r) => server.on("exit", r));
+  }
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
 }
-
-// ---- report ----
-const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
-const [pg] = await sql`select version() as version, current_setting('fsync') as fsync, current_setting('synchronous_commit') as synchronous_commit`;
-await sql.end();
-const machine = { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, postgres: pg!.version, fsync: pg!.fsync, synchronousCommit: pg!.synchronous_commit };
-const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "-");
-console.log(`\n${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, ${String(machine.postgres).split(" on ")[0]}, fsync=${machine.fsync}, synchronous_commit=${machine.synchronousCommit}; ${durationMs} ms per scenario\n`);
-console.log("| scenario | ops/s | p50 ms | p99 ms | max ms | server CPU µs/op | server RSS MB | notes |");
-console.log("|---|---:|---:|---:|---:|---:|---:|---|");
-for (const r of rows) {
-  console.log(`| ${r.scenario} | ${f(r.opsPerSec, 0)} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} | ${f(r.serverCpuUsPerOp, 0)} | ${f(r.serverRssMb, 0)} | ${r.note ?? ""} |`);
-}
-if (!smoke) {
-  const dir = path.resolve(here, "../../bench/results");
-  await mkdir(dir, { recursive: true });
-  const file = path.join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  await writeFile(file, JSON.stringify({ machine, durationMs, rows }, null, 2));
-  console.log(`\nwritten to ${path.relative(process.cwd(), file)}`);
-}
-client.close();
-server.kill("SIGTERM");
-await new Promise((r) => server.on("exit", r));
-if (dataDir) await rm(dataDir, { recursive: true, force: true });
 process.exit(failed ? 1 : 0);

@@ -1,68 +1,189 @@
-// A load-generating process: its own grpc-js channel and event loop, driven
-// by bench/run.ts over IPC. Times are performance.timeOrigin + now(), a wall
-// clock with sub-millisecond resolution shared by processes on one machine.
+// A load-generating process: its own grpc-js channels (or postgres.js pool)
+// and event loop, driven by bench/run.ts over IPC. Times are
+// performance.timeOrigin + now(), a wall clock with sub-millisecond resolution
+// shared by processes on one machine.
+import * as grpc from "@grpc/grpc-js";
+import postgres from "postgres";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client.js";
+import { UNTYPED_OPTIONS } from "../src/db/connect.js";
+import { echoDefinition } from "./echo.js";
+
+/** Through the service (generated client). */
+export type ServiceOp = "createTask" | "getTask" | "listTasks" | "append1" | "append100" | "claim";
+/** Ceilings: the bare grpc-js echo, and raw postgres.js statements shaped like the service's. */
+export type CeilingOp = "echo" | "pgInsert" | "pgSelect" | "pgAppend1" | "pgAppend100";
+
+export interface LoadCommand {
+  cmd: "load";
+  op: ServiceOp | CeilingOp;
+  /** The service, or the echo server for "echo". */
+  address: string;
+  /** For the pg* ops. */
+  dbUrl?: string;
+  /** Connections of this process's postgres.js pool (pg* ops). */
+  dbPool?: number;
+  concurrency: number;
+  durationMs: number;
+  taskIds: string[];
+  /** Size of the echo payload. */
+  echoBytes?: number;
+  /** ListTasks: start from this token ("" = first page). */
+  pageToken?: string;
+}
 
 export type Command =
-  | { cmd: "load"; address: string; op: "createTask" | "getTask" | "append1" | "append100" | "claim"; concurrency: number; durationMs: number; taskIds: string[] }
+  | LoadCommand
   | { cmd: "watch"; address: string; taskId: string; watchers: number }
+  | { cmd: "idle"; address: string; taskIds: string[]; perChannel: number }
   | { cmd: "write"; address: string; taskId: string; intervalMs: number; durationMs: number }
+  | { cmd: "go" }
   | { cmd: "stop" };
+
+export interface LoadResult {
+  ops: number;
+  msgs: number;
+  lat: number[];
+  claimed: string[];
+}
 
 const clock = () => performance.timeOrigin + performance.now();
 const send = (m: unknown) => process.send!(m);
-let stopWatch: (() => void) | undefined;
+const ownChannel = { "grpc.use_local_subchannel_pool": 1 };
+let stop: (() => void) | undefined;
+let go: (() => void) | undefined;
 
 process.on("message", async (m: Command) => {
   try {
     if (m.cmd === "load") send(await load(m));
     else if (m.cmd === "watch") await watch(m);
+    else if (m.cmd === "idle") await idle(m);
     else if (m.cmd === "write") send(await write(m));
-    else if (m.cmd === "stop") stopWatch?.();
+    else if (m.cmd === "go") go?.();
+    else if (m.cmd === "stop") stop?.();
   } catch (err) {
     send({ error: String((err as Error)?.stack ?? err) });
   }
 });
 
-async function load(m: Extract<Command, { cmd: "load" }>) {
-  const client = createClient(StateService, m.address, undefined, { "grpc.use_local_subchannel_pool": 1 });
+/** One call of `op`; returns the messages it wrote (append ops) or the task it claimed. */
+type Call = () => Promise<{ msgs?: number; claimed?: string | null }>;
+interface Target {
+  call: Call;
+  /** Connects, so that the measured window starts with a ready channel or pool. */
+  warm(): Promise<void>;
+  close(): void | Promise<void>;
+}
+
+const channelReady = (c: grpc.Client) =>
+  new Promise<void>((resolve, reject) => c.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())));
+
+function serviceCall(m: LoadCommand, pick: () => string): Target {
+  const client = createClient(StateService, m.address, undefined, ownChannel);
+  const big = Array.from({ length: 100 }, (_, k) => ({ message: `bench message ${k}` }));
+  const calls: Record<ServiceOp, Call> = {
+    createTask: async () => (await client.createTask({ action: "bench_create" }), {}),
+    getTask: async () => (await client.getTask({ taskId: pick() }), {}),
+    listTasks: async () => {
+      const r = await client.listTasks({ pageSize: 100, pageToken: m.pageToken ?? "" });
+      if (r.tasks.length !== 100) throw new Error(`ListTasks returned ${r.tasks.length} tasks, not a full page`);
+      return {};
+    },
+    append1: async () => ({ msgs: (await client.appendResultMessages({ taskId: pick(), messages: [{ message: "bench" }] })).sequences.length }),
+    append100: async () => ({ msgs: (await client.appendResultMessages({ taskId: pick(), messages: big })).sequences.length }),
+    claim: async () => ({
+      claimed: (await client.claimNextTask({ instanceId: `bench-${process.pid}`, actions: ["bench_claim"] })).task?.taskId ?? null,
+    }),
+  };
+  return { call: calls[m.op as ServiceOp], warm: () => channelReady(client.channel), close: () => client.close() };
+}
+
+function echoCall(m: LoadCommand): Target {
+  const Ctor = grpc.makeGenericClientConstructor(echoDefinition, "Echo");
+  const client = new Ctor(m.address, grpc.credentials.createInsecure(), ownChannel) as unknown as grpc.Client & {
+    echo(req: Buffer, cb: (err: grpc.ServiceError | null, res?: Buffer) => void): void;
+  };
+  const payload = Buffer.alloc(m.echoBytes ?? 256, 7);
+  const call: Call = () =>
+    new Promise((resolve, reject) => client.echo(payload, (err, res) => (err ? reject(err) : res?.length === payload.length ? resolve({}) : reject(new Error("bad echo")))));
+  return { call, warm: () => channelReady(client), close: () => client.close() };
+}
+
+// Raw statements in the shape of the service's (src/store): the same tables,
+// one statement per call, pg_notify at commit; no validation, no gRPC.
+function pgCall(m: LoadCommand, pick: () => string): Target {
+  const sql = postgres(m.dbUrl!, { max: m.dbPool ?? 10, ...UNTYPED_OPTIONS, onnotice: () => {}, connection: { application_name: "statemgmt-bench" } });
+  const append = async (n: number) => {
+    const id = pick();
+    const texts = Array.from({ length: n }, (_, k) => `bench message ${k}`);
+    const [row] = await sql`
+      with task as (
+        update tasks set next_message_seq = next_message_seq + ${n}, version = version + 1, updated = now()
+        where task_id = ${id} returning next_message_seq - ${n} as first
+      ), inserted as (
+        insert into result_messages (task_id, seq, message, error, ts)
+        select ${id}, task.first + m.ord - 1, m.message, false, now()
+        from task, unnest(${sql.array(texts)}::text[]) with ordinality as m(message, ord)
+      )
+      select first, pg_notify('statemgmt_bench', ${id}) from task`;
+    if (!row) throw new Error(`no task ${id}`);
+    return { msgs: n };
+  };
+  const calls: Record<CeilingOp, Call> = {
+    pgInsert: async () => {
+      await sql`
+        with inserted as (
+          insert into tasks (task_id, action, status) values (gen_random_uuid(), 'bench_raw', 'requested') returning *
+        )
+        select i.*, pg_notify('statemgmt_bench', i.task_id::text) from inserted i`;
+      return {};
+    },
+    pgSelect: async () => {
+      const rows = await sql`select * from tasks where task_id = ${pick()}`;
+      if (rows.length !== 1) throw new Error("task not found");
+      return {};
+    },
+    pgAppend1: () => append(1),
+    pgAppend100: () => append(100),
+    echo: () => Promise.reject(new Error("not a pg op")),
+  };
+  // The first query also loads the array types (postgres.js fetch_types):
+  // array parameters of a pool's very first query are sent unconverted.
+  const warm = async () => void (await Promise.all(Array.from({ length: m.dbPool ?? 10 }, () => sql`select 1`)));
+  return { call: calls[m.op as CeilingOp], warm, close: () => sql.end() };
+}
+
+async function load(m: LoadCommand): Promise<LoadResult> {
+  let i = 0;
+  const pick = () => m.taskIds[i++ % m.taskIds.length]!;
+  const target = m.op === "echo" ? echoCall(m) : m.op.startsWith("pg") ? pgCall(m, pick) : serviceCall(m, pick);
+  await target.warm();
+  await new Promise<void>((r) => ((go = r), send({ ready: true })));
   const lat: number[] = [];
   const claimed: string[] = [];
   let ops = 0;
   let msgs = 0;
-  let i = 0;
   const end = performance.now() + m.durationMs;
-  const pick = () => m.taskIds[i++ % m.taskIds.length]!;
-  const big = Array.from({ length: 100 }, (_, k) => ({ message: `bench message ${k}` }));
   await Promise.all(
     Array.from({ length: m.concurrency }, async () => {
       while (performance.now() < end) {
         const t0 = performance.now();
-        if (m.op === "createTask") await client.createTask({ action: "bench_create" });
-        else if (m.op === "getTask") await client.getTask({ taskId: pick() });
-        else if (m.op === "append1" || m.op === "append100") {
-          const messages = m.op === "append1" ? [{ message: "bench" }] : big;
-          const r = await client.appendResultMessages({ taskId: pick(), messages });
-          msgs += r.sequences.length; // after the await: `msgs += await …` would lose concurrent updates
-        }
-        else {
-          const { task } = await client.claimNextTask({ instanceId: `bench-${process.pid}`, actions: ["bench_claim"] });
-          if (!task) return;
-          claimed.push(task.taskId);
-        }
+        const r = await target.call();
+        if (r.claimed === null) return; // the queue is drained
+        if (r.claimed) claimed.push(r.claimed);
+        msgs += r.msgs ?? 0; // after the await: `msgs += await …` would lose concurrent updates
         lat.push(performance.now() - t0);
         ops++;
       }
     }),
   );
-  client.close();
+  await target.close();
   return { ops, msgs, lat, claimed };
 }
 
 async function watch(m: Extract<Command, { cmd: "watch" }>) {
-  const client = createClient(StateService, m.address, undefined, { "grpc.use_local_subchannel_pool": 1 });
+  const client = createClient(StateService, m.address, undefined, ownChannel);
   const last = new Map<string, number>(); // sequence → time the last watcher of this process got it
   let ready = 0;
   const calls = Array.from({ length: m.watchers }, () => {
@@ -82,10 +203,33 @@ async function watch(m: Extract<Command, { cmd: "watch" }>) {
     call.on("error", () => {});
     return call;
   });
-  await new Promise<void>((r) => (stopWatch = r));
+  await new Promise<void>((r) => (stop = r));
   calls.forEach((c) => c.cancel());
   client.close();
   send({ received: [...last] });
+}
+
+/** Opens one WatchTask per task id and holds them open, reading nothing after the snapshot. */
+async function idle(m: Extract<Command, { cmd: "idle" }>) {
+  const newClient = () => createClient(StateService, m.address, undefined, ownChannel);
+  const clients: ReturnType<typeof newClient>[] = [];
+  let ready = 0;
+  let failed: unknown;
+  const calls = m.taskIds.map((taskId, k) => {
+    if (k % m.perChannel === 0) clients.push(newClient());
+    const call = clients[clients.length - 1]!.watchTask({ taskId });
+    call.once("data", () => {
+      if (++ready === m.taskIds.length) send({ ready: true });
+    });
+    call.on("error", (err: grpc.ServiceError) => {
+      if (err.code !== grpc.status.CANCELLED && !failed) send({ error: String((failed = err)) });
+    });
+    return call;
+  });
+  await new Promise<void>((r) => (stop = r));
+  calls.forEach((c) => c.cancel());
+  clients.forEach((c) => c.close());
+  send({ stopped: true });
 }
 
 async function write(m: Extract<Command, { cmd: "write" }>) {

@@ -17,12 +17,23 @@ export interface ConnectOptions {
 }
 
 /**
+ * Queries postgres.js may send down one connection before the previous ones
+ * answer. Its default (100) lets concurrent calls queue behind each other on
+ * a busy connection while others sit idle; 1 gives each query a free
+ * connection or a wait for one. Measured in bench/ (BENCHMARKS.md).
+ */
+export const MAX_PIPELINE = 1;
+/** Options postgres.js reads (src/index.js) but its types omit. */
+export const UNTYPED_OPTIONS = { max_pipeline: MAX_PIPELINE };
+
+/**
  * Opens the service's pool. timestamptz is read as exact microseconds and
  * int8 as bigint; sessions run in UTC (the parser does not depend on it).
  */
 export function connect(opts: ConnectOptions): Sql {
   return postgres(opts.url, {
     max: opts.max ?? 10,
+    ...UNTYPED_OPTIONS,
     // Fail fast when the database is unreachable: calls answer UNAVAILABLE
     // instead of hanging for postgres.js's default 30 s.
     connect_timeout: 5,
