@@ -4,7 +4,7 @@
 // writes bench/results/<time>.json. See BENCHMARKS.md.
 //   node dist/bench/run.js [--smoke] [--duration ms]
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, mkdir, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -42,6 +42,8 @@ interface Row {
   serverCpuUsPerOp: number;
   /** CPU per call of PostgreSQL (postmaster and backends; embedded only). */
   pgCpuUsPerOp: number;
+  /** CPU per call of the load-generating processes. */
+  clientCpuUsPerOp: number;
   serverRssMb: number;
   note?: string;
 }
@@ -53,24 +55,26 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const children: ChildProcess[] = [];
 const dataDir = process.env.DATABASE_URL ? undefined : await mkdtemp(path.join(tmpdir(), "statemgmt-bench-"));
 
-/** Starts a node process and resolves with the first stdout match of `ready`. */
-function startProcess(script: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ proc: ChildProcess; match: RegExpExecArray; out: string }> {
-  const proc = spawn(process.execPath, [path.resolve(here, script), ...args], { env, stdio: ["ignore", "pipe", "inherit"] });
+const logDir = await mkdtemp(path.join(tmpdir(), "statemgmt-bench-logs-"));
+
+/**
+ * Starts a node process with its stdout in a file (a pipe the runner had to
+ * drain would compete for the CPU and, when full, block the server's
+ * synchronous log writes) and resolves once the file matches `ready`.
+ */
+async function startProcess(script: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ proc: ChildProcess; match: RegExpExecArray; out: string }> {
+  const logPath = path.join(logDir, `${path.basename(script, ".js")}.log`);
+  const log = await open(logPath, "w");
+  const proc = spawn(process.execPath, [path.resolve(here, script), ...args], { env, stdio: ["ignore", log.fd, "inherit"] });
+  await log.close();
   children.push(proc);
-  return new Promise((resolve, reject) => {
-    let out = "";
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const m = ready.exec(out);
-      if (m) {
-        proc.stdout!.off("data", onData);
-        proc.stdout!.resume(); // later output (per-call log lines) is drained, not kept
-        resolve({ proc, match: m, out });
-      }
-    };
-    proc.stdout!.on("data", onData);
-    proc.on("exit", (code) => reject(new Error(`${script} exited with ${code} before it was ready:\n${out.slice(-2000)}`)));
-  });
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(50)) {
+    const out = await readFile(logPath, "utf8");
+    const m = ready.exec(out);
+    if (m) return { proc, match: m, out };
+    if (proc.exitCode !== null) throw new Error(`${script} exited with ${proc.exitCode} before it was ready:\n${out.slice(-2000)}`);
+  }
+  throw new Error(`${script} was not ready within 60 s; its output is in ${logPath}`);
 }
 
 async function procStat(pid: number): Promise<string[]> {
@@ -138,6 +142,8 @@ let address = "";
 let echoAddress = "";
 let dbUrl = "";
 let failed = false;
+/** The runner's own connection (set-up, checkpoints, reports). */
+let admin: postgres.Sql | undefined;
 
 interface LoadSpec {
   id: string;
@@ -174,6 +180,9 @@ async function load(s: LoadSpec): Promise<LoadResult[]> {
     return result;
   });
   await Promise.all(ready); // connected and waiting: the window below is the load only
+  // Flush what earlier scenarios left dirty, so that PostgreSQL's CPU below is
+  // mostly this scenario's (autovacuum may still run).
+  if (admin) await admin`checkpoint`;
   const [cpu0, pg0] = [await cpuMs(served?.pid), await pgCpuMs()];
   const t0 = performance.now();
   ws.forEach((w) => w.send({ cmd: "go" } satisfies Command));
@@ -194,6 +203,7 @@ async function load(s: LoadSpec): Promise<LoadResult[]> {
     max: maxOf(lat),
     serverCpuUsPerOp: ((cpu1 - cpu0) * 1000) / Math.max(1, ops),
     pgCpuUsPerOp: ((pg1 - pg0) * 1000) / Math.max(1, ops),
+    clientCpuUsPerOp: done.reduce((a, r) => a + r.cpuUs, 0) / Math.max(1, ops),
     serverRssMb: served?.pid ? await rssMb(served.pid) : NaN,
     note: [s.unit === "msgs" ? `${(ops / secs).toFixed(0)} calls/s` : "", s.note ?? ""].filter(Boolean).join("; ") || undefined,
   });
@@ -246,6 +256,7 @@ async function watchLatency(watchers: number) {
     max: maxOf(fromAck),
     serverCpuUsPerOp: NaN,
     pgCpuUsPerOp: NaN,
+    clientCpuUsPerOp: NaN,
     serverRssMb: rss,
     note: `start→recv p50 ${pct(fromStart, 50).toFixed(2)} p99 ${pct(fromStart, 99).toFixed(2)} ms${missing ? `; ${missing} NOT RECEIVED` : ""}`,
   });
@@ -298,6 +309,7 @@ async function idleWatchers(sql: postgres.Sql, n: number) {
     max: NaN,
     serverCpuUsPerOp: NaN,
     pgCpuUsPerOp: NaN,
+    clientCpuUsPerOp: NaN,
     serverRssMb: rss1,
     note: `${(((rss1 - rss0) * 1024) / n).toFixed(1)} KB RSS per stream (${rss0.toFixed(0)} → ${rss1.toFixed(0)} MB); database connections: ${listen} LISTEN, ${pool} pool (of ${POOL}); ops/s column: streams opened per second`,
   });
@@ -355,6 +367,7 @@ async function failover(ttlMs: number, trials: number) {
     max: maxOf(times),
     serverCpuUsPerOp: NaN,
     pgCpuUsPerOp: NaN,
+    clientCpuUsPerOp: NaN,
     serverRssMb: await rssMb(server.pid!),
     note: `${trials} trials (ops/s column: trials)`,
   });
@@ -376,7 +389,6 @@ function target(name: string, measured: number, op: "<=" | ">=", bound: number, 
 
 let machine: Record<string, unknown> = {};
 const sql = () => postgres(dbUrl, { max: 2, onnotice: () => {}, connection: { application_name: "statemgmt-bench" } });
-let admin: postgres.Sql | undefined;
 try {
   const started = await startProcess(
     "../src/main.js",
@@ -474,11 +486,11 @@ try {
   if (machine.cores) {
     console.log(`\n${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, ${String(machine.postgres).split(" on ")[0]}, fsync=${machine.fsync}, synchronous_commit=${machine.synchronousCommit}, max_pipeline=${MAX_PIPELINE}; ${durationMs} ms per scenario\n`);
   }
-  console.log("| scenario | ops/s | p50 ms | p99 ms | max ms | server CPU µs/op | PostgreSQL CPU µs/op | server RSS MB | notes |");
-  console.log("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+  console.log("| scenario | ops/s | p50 ms | p99 ms | max ms | server CPU µs/op | PostgreSQL CPU µs/op | client CPU µs/op | server RSS MB | notes |");
+  console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
   for (const r of rows) {
     const rate = `${f(r.opsPerSec, 0)}${r.unit === "msgs" ? " msgs/s" : ""}`;
-    console.log(`| ${r.scenario} | ${rate} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} | ${f(r.serverCpuUsPerOp, 0)} | ${f(r.pgCpuUsPerOp, 0)} | ${f(r.serverRssMb, 0)} | ${r.note ?? ""} |`);
+    console.log(`| ${r.scenario} | ${rate} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} | ${f(r.serverCpuUsPerOp, 0)} | ${f(r.pgCpuUsPerOp, 0)} | ${f(r.clientCpuUsPerOp, 0)} | ${f(r.serverRssMb, 0)} | ${r.note ?? ""} |`);
   }
   if (targets.length) {
     console.log("\n| target | measured | bound | met |\n|---|---:|---:|---|");
@@ -499,5 +511,7 @@ try {
     await new Promise((r) => server.on("exit", r));
   }
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  if (!failed) await rm(logDir, { recursive: true, force: true });
+  else console.error(`server and echo logs kept in ${logDir}`);
 }
 process.exit(failed ? 1 : 0);

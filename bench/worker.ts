@@ -46,6 +46,8 @@ export interface LoadResult {
   msgs: number;
   lat: number[];
   claimed: string[];
+  /** CPU this process used during the measured window, µs. */
+  cpuUs: number;
 }
 
 const clock = () => performance.timeOrigin + performance.now();
@@ -165,6 +167,7 @@ async function load(m: LoadCommand): Promise<LoadResult> {
   let ops = 0;
   let msgs = 0;
   const end = performance.now() + m.durationMs;
+  const cpu0 = process.cpuUsage();
   await Promise.all(
     Array.from({ length: m.concurrency }, async () => {
       while (performance.now() < end) {
@@ -178,8 +181,9 @@ async function load(m: LoadCommand): Promise<LoadResult> {
       }
     }),
   );
+  const cpu = process.cpuUsage(cpu0);
   await target.close();
-  return { ops, msgs, lat, claimed };
+  return { ops, msgs, lat, claimed, cpuUs: cpu.user + cpu.system };
 }
 
 async function watch(m: Extract<Command, { cmd: "watch" }>) {
