@@ -74,15 +74,15 @@ export class UnavailableError extends DomainError {
   }
 }
 
-/** The call's deadline passed; its database work was cancelled. */
+/** The call's deadline passed before it finished; its outcome is unknown (see store/sql.ts run). */
 export class DeadlineExceededError extends DomainError {
   readonly reason = "DEADLINE_EXCEEDED";
-  constructor(message = "deadline exceeded; the database work of this call was cancelled", options?: { cause?: unknown }) {
+  constructor(message = "deadline exceeded before the call finished; a write may or may not have been applied", options?: { cause?: unknown }) {
     super(message, {}, options);
   }
 }
 
-/** The client cancelled the call; its database work was cancelled. */
+/** The client cancelled the call; as with a deadline, a write's outcome is unknown. */
 export class CancelledError extends DomainError {
   readonly reason = "CANCELLED";
   constructor(message = "call cancelled by the client", options?: { cause?: unknown }) {

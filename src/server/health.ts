@@ -50,13 +50,11 @@ export class DatabaseHealth extends EventEmitter {
       let ok = false;
       const q = this.sql`select 1`;
       let timer: NodeJS.Timeout | undefined;
-      // A probe always settles: a query still waiting for a connection may
-      // not react to cancel(), so the timeout decides on its own.
+      // A probe always settles: the timeout decides on its own. The query is
+      // not cancelled: a cancel request names a pool connection, and could
+      // reach another call's query if this one had just finished.
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          void q.cancel();
-          reject(new Error("database probe timed out"));
-        }, Math.min(this.intervalMs, 2000));
+        timer = setTimeout(() => reject(new Error("database probe timed out")), Math.min(this.intervalMs, 2000));
       });
       try {
         await Promise.race([q, timeout]);

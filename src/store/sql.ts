@@ -1,5 +1,5 @@
 // The one place where database failures become domain errors, and where a
-// call's AbortSignal cancels the query it is waiting on.
+// call's AbortSignal ends its wait for the database.
 import type { PendingQuery, Row } from "postgres";
 import { abortError, DomainError, UnavailableError } from "../errors.js";
 
@@ -45,7 +45,12 @@ export function pgCode(err: unknown): string | undefined {
 export function interpretError(err: unknown, signal?: AbortSignal): unknown {
   if (err instanceof DomainError) return err;
   const code = pgCode(err);
-  if (code === SQLSTATE.queryCanceled && signal?.aborted) return abortError(signal, err);
+  if (code === SQLSTATE.queryCanceled) {
+    if (signal?.aborted) return abortError(signal, err);
+    // Not ours (we never cancel): an operator's pg_cancel_backend or a
+    // server-side statement_timeout. Nothing was committed; retrying is safe.
+    return new UnavailableError("the database cancelled the statement; retry with backoff", { cause: err });
+  }
   if (
     (code && CONNECTION_CODES.has(code)) ||
     code === SQLSTATE.adminShutdown ||
@@ -69,21 +74,43 @@ export function throwIfAborted(signal?: AbortSignal): void {
 }
 
 /**
- * Awaits one query; when the call's signal aborts first, asks PostgreSQL to
- * cancel it, so no work outlives the call.
+ * Awaits one query. When the call's signal aborts first, the call stops
+ * waiting at once. A query still waiting for a connection is withdrawn (it
+ * never reaches PostgreSQL). A query already running is left to finish, its
+ * outcome ignored: inside a transaction the transaction then rolls back; a
+ * single-statement write may still commit (gRPC's DEADLINE_EXCEEDED and
+ * CANCELLED mean "outcome unknown" for that reason).
+ *
+ * We never send PostgreSQL a cancel request for a running query: a cancel
+ * names a connection, not a query, and the pool's connections are shared by
+ * every call. A cancel that arrives after its query finished hits whatever
+ * query of another call runs next on that connection, so a cancelled GetTask
+ * could fail a concurrent ListTasks or ClaimNextTask. Our statements are
+ * short and indexed; letting one finish costs a connection for milliseconds.
  */
-export async function run<T extends readonly (object | undefined)[] = Row[]>(
+export function run<T extends readonly (object | undefined)[] = Row[]>(
   signal: AbortSignal | undefined,
   query: PendingQuery<T>,
 ): Promise<T> {
-  throwIfAborted(signal);
-  const onAbort = () => void query.cancel();
-  signal?.addEventListener("abort", onAbort, { once: true });
-  try {
-    return (await query) as T;
-  } catch (err) {
-    throw interpretError(err, signal);
-  } finally {
-    signal?.removeEventListener("abort", onAbort);
-  }
+  if (signal?.aborted) return Promise.reject(abortError(signal, signal.reason));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      // postgres.js gives a query a `state` (its connection's backend) once a
+      // connection takes it; before that, cancel() just drops it from the queue.
+      if (!(query as unknown as { state?: unknown }).state) void query.cancel();
+      query.then(undefined, () => {}); // finishes unobserved
+      reject(abortError(signal!, signal!.reason));
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    query.then(
+      (rows) => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve(rows as unknown as T);
+      },
+      (err: unknown) => {
+        signal?.removeEventListener("abort", onAbort);
+        reject(interpretError(err, signal));
+      },
+    );
+  });
 }
