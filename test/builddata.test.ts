@@ -3,6 +3,7 @@ import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { BuildDataView } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
+import { defaultDesignConfig } from "../src/config.js";
 import { expectError, expectInvalid, useServer } from "./harness.js";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -122,3 +123,22 @@ describe("build data", () => {
     expect(rows[0].n).to.equal(0);
   });
 });
+
+describe("build data larger than the design limit", () => {
+  // The server's send limit once followed the design limit only: a build data
+  // element above it was stored, then its response failed RESOURCE_EXHAUSTED
+  // (so a retry stored it twice) and ListBuildData could never return it.
+  const h = useServer({ buildDataMaxBytes: 3 * 1024 * 1024, design: defaultDesignConfig({ maxBytes: 1024 * 1024 }) });
+
+  it("stores, answers and lists a 2 MiB element", async () => {
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const element = new Uint8Array(2 * 1024 * 1024).fill(65);
+    const created = await h.client.createBuildData({
+      buildData: { nodeName: "big", taskId: task!.taskId, generator: "lshw", dataFormat: "text/plain", dataElement: element },
+    });
+    expect(created.buildData!.dataElement.length).to.equal(element.length);
+    const listed = await h.client.listBuildData({ nodeName: "big" }, { deadlineMs: 10_000 });
+    expect(listed.buildData.map((b) => b.dataElement.length)).to.deep.equal([element.length]);
+  });
+});
+

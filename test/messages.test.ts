@@ -120,4 +120,18 @@ describe("result messages", () => {
     await expectError(h.client.appendResultMessages({ taskId: randomUUID(), messages: [{ message: "m" }] }), grpc.status.NOT_FOUND);
     await expectError(h.client.listResultMessages({ taskId: randomUUID() }), grpc.status.NOT_FOUND);
   });
+
+  it("keeps timestamps of years 1–99 exact (not 1900 years later)", async () => {
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const sent = [new Date(0), new Date(0)];
+    sent[0]!.setUTCFullYear(50, 0, 1);
+    sent[1]!.setUTCFullYear(1, 11, 31);
+    sent[1]!.setUTCHours(23, 59, 59, 0);
+    const ts = sent.map((d) => ({ seconds: BigInt(d.getTime() / 1000), nanos: 123456000 }));
+    await h.client.appendResultMessages({ taskId: task!.taskId, messages: ts.map((t) => ({ message: "old", ts: t })) });
+    const { rows } = await h.pg.query("select ts::text as ts from result_messages where task_id = $1 order by seq", [task!.taskId]);
+    expect(rows.map((r: { ts: string }) => r.ts)).to.deep.equal(["0050-01-01 00:00:00.123456+00", "0001-12-31 23:59:59.123456+00"]);
+    const back = (await h.client.listResultMessages({ taskId: task!.taskId })).messages.map((m) => m.ts);
+    expect(back.map((t) => [t!.seconds, t!.nanos])).to.deep.equal(ts.map((t) => [t.seconds, t.nanos]));
+  });
 });

@@ -13,7 +13,11 @@ export function parseTimestamptz(text: string): Micros {
   const m = TIMESTAMPTZ.exec(text);
   if (!m) throw new Error(`unexpected timestamptz text ${JSON.stringify(text)}`);
   const [, y, mo, d, h, mi, s, frac, sign, oh, om, os] = m;
-  const ms = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s));
+  // Date.UTC would read years 0–99 as 1900–1999; setUTCFullYear takes them as given.
+  const date = new Date(0);
+  date.setUTCFullYear(Number(y), Number(mo) - 1, Number(d));
+  date.setUTCHours(Number(h), Number(mi), Number(s), 0);
+  const ms = date.getTime();
   let micros = BigInt(ms) * 1000n + BigInt((frac ?? "").padEnd(6, "0"));
   if (sign) {
     const offsetSeconds = Number(oh) * 3600 + Number(om ?? 0) * 60 + Number(os ?? 0);

@@ -111,6 +111,23 @@ function cachedSerializer(schema: DescMessage) {
   };
 }
 
+/** Longest delay setTimeout takes; longer ones fire at once (Node clamps them to 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * setTimeout for any delay: a deadline weeks away is re-armed in steps.
+ * (grpc-js 1.14 itself truncates the grpc-timeout header to 32 bits, so today
+ * a deadline more than 24.8 days away ends the call before it reaches us.)
+ */
+function longTimeout(fn: () => void, ms: number): { clear(): void } {
+  let t: NodeJS.Timeout;
+  const arm = (left: number) => {
+    t = left > MAX_TIMER_MS ? setTimeout(() => arm(left - MAX_TIMER_MS), MAX_TIMER_MS) : setTimeout(fn, Math.max(0, left));
+  };
+  arm(ms);
+  return { clear: () => clearTimeout(t) };
+}
+
 /** What every kind of grpc-js server call offers. */
 type AnyCall = NodeJS.EventEmitter & {
   metadata: grpc.Metadata;
@@ -133,9 +150,7 @@ function makeHandler(
     open.add(ac);
     const deadline = call.getDeadline();
     const ms = deadline instanceof Date ? deadline.getTime() - Date.now() : Number(deadline) - Date.now();
-    const timer = Number.isFinite(ms)
-      ? setTimeout(() => ac.abort(new DeadlineReason("deadline exceeded")), Math.max(0, ms))
-      : undefined;
+    const timer = Number.isFinite(ms) ? longTimeout(() => ac.abort(new DeadlineReason("deadline exceeded")), ms) : undefined;
     const onCancel = () => ac.abort(new CancelledError());
     call.on("cancelled", onCancel);
     const ctx: CallContext = {
@@ -147,7 +162,7 @@ function makeHandler(
       deadline: Number.isFinite(ms) ? Date.now() + ms : undefined,
     };
     const finish = (code: grpc.status, err?: unknown) => {
-      clearTimeout(timer);
+      timer?.clear();
       call.removeListener("cancelled", onCancel);
       open.delete(ac);
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;

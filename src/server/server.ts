@@ -57,8 +57,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const buildDataMax = o.buildDataMaxBytes ?? 16 * 1024 * 1024;
   const designConfig = o.design ?? defaultDesignConfig();
   const server = new grpc.Server({
-    // Room for the largest design document and its metadata.
-    "grpc.max_send_message_length": designConfig.maxBytes + 1024 * 1024,
+    // Room for the largest response we build: a design document, or a build
+    // data element (CreateBuildData and ListBuildData return it), plus metadata.
+    "grpc.max_send_message_length": Math.max(designConfig.maxBytes, buildDataMax) + 1024 * 1024,
     // Room for the largest build data element plus its record, so that an
     // oversized element gets our INVALID_ARGUMENT naming the limit.
     "grpc.max_receive_message_length": buildDataMax + 1024 * 1024,
