@@ -84,14 +84,20 @@ function nodeFilterToPb(f: NodeFilter): MessageInitShape<typeof TaskSchema>["nod
 
 const taskPbCache = new WeakMap<Task, PbTask>();
 
-/** Converted once per task object (a snapshot shared by many watchers). */
+/**
+ * Converted once per task object: for snapshots a feed shares with many
+ * watchers. Responses of one call use newTaskPb: a WeakMap entry per task
+ * costs the garbage collector more than the conversion it saves (ephemerons
+ * are traced in every scavenge; a ListTasks page made 100).
+ */
 export function taskToPb(t: Task): PbTask {
   let pb = taskPbCache.get(t);
-  if (!pb) taskPbCache.set(t, (pb = convertTask(t)));
+  if (!pb) taskPbCache.set(t, (pb = newTaskPb(t)));
   return pb;
 }
 
-function convertTask(t: Task): PbTask {
+/** A fresh message for a response only this call sends. */
+export function newTaskPb(t: Task): PbTask {
   return create(TaskSchema, {
     taskId: t.taskId,
     parentTaskId: t.parentTaskId ?? "",
@@ -126,11 +132,16 @@ function convertTask(t: Task): PbTask {
 
 const messagePbCache = new WeakMap<ResultMessage, PbResultMessage>();
 
-/** Converted once per message object, however many watchers send it. */
+/** Converted once per message object, however many watchers send it (see taskToPb). */
 export function messageToPb(m: ResultMessage): PbResultMessage {
   let pb = messagePbCache.get(m);
-  if (!pb) {
-    pb = create(ResultMessageSchema, {
+  if (!pb) messagePbCache.set(m, (pb = newMessagePb(m)));
+  return pb;
+}
+
+/** A fresh message for a response only this call sends. */
+export function newMessagePb(m: ResultMessage): PbResultMessage {
+  return create(ResultMessageSchema, {
       taskId: m.taskId,
       sequence: m.sequence,
       message: m.message,
@@ -139,10 +150,7 @@ export function messageToPb(m: ResultMessage): PbResultMessage {
       context: m.context,
       ts: timestampFromMicros(m.ts),
       extra: m.extra ?? undefined,
-    });
-    messagePbCache.set(m, pb);
-  }
-  return pb;
+  });
 }
 
 export function buildDataToPb(b: BuildData): PbBuildData {

@@ -4,7 +4,7 @@ import type { NewResultMessage } from "../domain.js";
 import { NotFoundError } from "../errors.js";
 import * as messages from "../store/messages.js";
 import { tasksExists } from "../store/tasks.js";
-import { messageToPb, microsFromTimestamp } from "./convert.js";
+import { newMessagePb, microsFromTimestamp } from "./convert.js";
 import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
 import type { StateImpl } from "./tasks.js";
 import { Validator } from "./validate.js";
@@ -56,7 +56,7 @@ export function messageRpcs(sql: Sql): StateImpl {
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
       return {
-        messages: page.map(messageToPb),
+        messages: page.map(newMessagePb),
         nextPageToken: rows.length > limit && last ? encodePageToken(fingerprint, [last.sequence.toString()]) : "",
       };
     },

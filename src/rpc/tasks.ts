@@ -9,7 +9,7 @@ import type { ResultMessage, Task, TaskChanges, TaskStatus } from "../domain.js"
 import { messagesList } from "../store/messages.js";
 import * as tasks from "../store/tasks.js";
 import { NotFoundError } from "../errors.js";
-import { messageToPb, microsFromTimestamp, nodeFilterFromPb, resultFromPb, statusFromPb, taskToPb } from "./convert.js";
+import { newMessagePb, microsFromTimestamp, nodeFilterFromPb, resultFromPb, statusFromPb, newTaskPb } from "./convert.js";
 import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
 import { LIMITS, Validator } from "./validate.js";
 
@@ -57,7 +57,7 @@ export function taskRpcs(sql: Sql): StateImpl {
         createdBy: req.createdBy,
         signal,
       });
-      return { task: taskToPb(task) };
+      return { task: newTaskPb(task) };
     },
 
     async getTask(req, { signal }) {
@@ -65,7 +65,7 @@ export function taskRpcs(sql: Sql): StateImpl {
       const taskId = v.uuid("task_id", req.taskId, true);
       if (!(req.view in TaskView)) v.add("view", `unknown value ${req.view}`);
       v.check();
-      const task = taskToPb(await tasks.tasksGetById(sql, { taskId, signal }));
+      const task = newTaskPb(await tasks.tasksGetById(sql, { taskId, signal }));
       if (req.view !== TaskView.FULL) return { task };
       const resultMessages: ResultMessage[] = [];
       for (let after = 0n; ; ) {
@@ -74,7 +74,7 @@ export function taskRpcs(sql: Sql): StateImpl {
         if (batch.length < 1000) break;
         after = batch[batch.length - 1]!.sequence;
       }
-      return { task, resultMessages: resultMessages.map(messageToPb) };
+      return { task, resultMessages: resultMessages.map(newMessagePb) };
     },
 
     async listTasks(req, { signal }) {
@@ -133,7 +133,7 @@ export function taskRpcs(sql: Sql): StateImpl {
       const changes = taskChanges(v, t!, new Set(paths as UpdatePath[]));
       v.check();
       const task = await tasks.tasksUpdate(sql, { taskId, changes, expectedVersion: req.expectedVersion, fence, signal });
-      return { task: taskToPb(task) };
+      return { task: newTaskPb(task) };
     },
 
     async terminateTask(req, { signal }) {
@@ -141,7 +141,7 @@ export function taskRpcs(sql: Sql): StateImpl {
       const taskId = v.uuid("task_id", req.taskId, true);
       v.text("terminated_by", req.terminatedBy, LIMITS.name);
       v.check();
-      return { task: taskToPb(await tasks.tasksTerminate(sql, { taskId, terminatedBy: req.terminatedBy, signal })) };
+      return { task: newTaskPb(await tasks.tasksTerminate(sql, { taskId, terminatedBy: req.terminatedBy, signal })) };
     },
 
     async claimNextTask(req, { signal }) {
@@ -152,7 +152,7 @@ export function taskRpcs(sql: Sql): StateImpl {
       const fence = v.fence("fence", req.fence);
       v.check();
       const task = await tasks.tasksClaimNext(sql, { instanceId: req.instanceId, actions: req.actions, fence, signal });
-      return { task: task ? taskToPb(task) : undefined };
+      return { task: task ? newTaskPb(task) : undefined };
     },
 
     async purgeTasks(req, { signal }) {
@@ -189,7 +189,7 @@ async function listPage(
   const page = rows.slice(0, limit);
   const last = page[page.length - 1];
   const nextPageToken = rows.length > limit && last ? encodePageToken(fingerprint, [last.created.toString(), last.taskId]) : "";
-  return { tasks: page.map(taskToPb), nextPageToken };
+  return { tasks: page.map(newTaskPb), nextPageToken };
 }
 
 /** The changes named by the mask, validated. */
