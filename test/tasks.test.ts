@@ -74,6 +74,20 @@ describe("tasks", () => {
       expect(rows[0].n).to.equal(1);
     });
 
+    it("refuses a subtask of a finished task with FAILED_PRECONDITION and stores nothing", async () => {
+      // Also what keeps PurgeTasks from deleting a subtask created while it
+      // runs: a tree it sees finished can get no new task.
+      const { task: parent } = await h.client.createTask({ action: "deploy_site" });
+      await h.client.updateTask({ task: { taskId: parent!.taskId, status: TaskStatus.COMPLETE }, updateMask: { paths: ["status"] } });
+      const d = await expectError(h.client.createTask({ action: "deploy_nodes", parentTaskId: parent!.taskId }), grpc.status.FAILED_PRECONDITION);
+      expect(d.errorInfo!.reason).to.equal("TASK_FINISHED");
+      expect(d.message).to.contain(parent!.taskId);
+      const { rows } = await h.pg.query("select count(*)::int n from tasks where parent_task_id = $1", [parent!.taskId]);
+      expect(rows[0].n).to.equal(0);
+      const { task: got } = await h.client.getTask({ taskId: parent!.taskId });
+      expect(got!.version).to.equal(2n);
+    });
+
     it("refuses an unknown parent with NOT_FOUND and stores nothing", async () => {
       const before = (await h.pg.query("select count(*)::int n from tasks")).rows[0].n;
       const parentTaskId = randomUUID();
@@ -195,6 +209,23 @@ describe("tasks", () => {
       expect(got!.version).to.equal(2n);
     });
 
+    it("refuses TERMINATING or TERMINATED without a termination request, and changes nothing", async () => {
+      const { task } = await h.client.createTask({ action: "deploy_nodes", initialStatus: TaskStatus.QUEUED });
+      for (const status of [TaskStatus.TERMINATING, TaskStatus.TERMINATED]) {
+        const d = await expectError(
+          h.client.updateTask({ task: { taskId: task!.taskId, status }, updateMask: { paths: ["status"] } }),
+          grpc.status.FAILED_PRECONDITION,
+        );
+        expect(d.errorInfo!.reason).to.equal("TERMINATION_NOT_REQUESTED");
+      }
+      const { task: got } = await h.client.getTask({ taskId: task!.taskId });
+      expect([got!.status, got!.terminate, got!.version]).to.deep.equal([TaskStatus.QUEUED, false, 1n]);
+      // After TerminateTask the orchestrator may finish it as TERMINATED.
+      await h.client.terminateTask({ taskId: task!.taskId, terminatedBy: "op" });
+      const { task: done } = await h.client.updateTask({ task: { taskId: task!.taskId, status: TaskStatus.TERMINATED }, updateMask: { paths: ["status"] } });
+      expect(done!.status).to.equal(TaskStatus.TERMINATED);
+    });
+
     it("keeps a stale writer from moving a terminating task back to running", async () => {
       const { task } = await h.client.createTask({ action: "deploy_nodes", initialStatus: TaskStatus.QUEUED });
       await h.client.terminateTask({ taskId: task!.taskId, terminatedBy: "op" });
@@ -264,6 +295,7 @@ describe("tasks", () => {
       const setStatus = (taskId: string, status: TaskStatus) =>
         h.client.updateTask({ task: { taskId, status }, updateMask: { paths: ["status"] } });
       await setStatus(ids[0]!, TaskStatus.COMPLETE);
+      await h.client.terminateTask({ taskId: ids[1]!, terminatedBy: "op" });
       await setStatus(ids[1]!, TaskStatus.TERMINATED);
       await setStatus(ids[2]!, TaskStatus.RUNNING);
       const list = async (filter: SubtaskFilter) =>

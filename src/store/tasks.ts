@@ -125,7 +125,8 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
     p.parentTaskId === null
       ? sql``
       : sql`parent as (update tasks set version = version + 1, updated = now()
-                       where task_id = ${p.parentTaskId} returning task_id),`;
+                       where task_id = ${p.parentTaskId} and status not in ('complete', 'terminated')
+                       returning task_id),`;
   try {
     const [row] = await run(
       p.signal,
@@ -136,7 +137,16 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
                case when i.parent_task_id is not null then pg_notify(${TASK_CHANNEL}, i.parent_task_id::text) end
         from inserted i`,
     );
-    if (!row) throw new NotFoundError("Task", p.parentTaskId!, `parent task ${p.parentTaskId} does not exist`);
+    if (!row) {
+      // The parent is missing or finished (under its row lock, so a PurgeTasks
+      // that saw the parent finished can never miss a new subtask of it).
+      const [parent] = await run(p.signal, sql<{ status: TaskStatus }[]>`select status from tasks where task_id = ${p.parentTaskId}`);
+      if (!parent) throw new NotFoundError("Task", p.parentTaskId!, `parent task ${p.parentTaskId} does not exist`);
+      throw new FailedPreconditionError("TASK_FINISHED", `parent task ${p.parentTaskId} is ${parent.status.toUpperCase()}; a finished task takes no new subtasks`, {
+        task_id: p.parentTaskId!,
+        status: parent.status.toUpperCase(),
+      });
+    }
     return toTask(row);
   } catch (err) {
     if (pgCode(err) === SQLSTATE.uniqueViolation) throw new AlreadyExistsError("Task", p.taskId);
@@ -251,6 +261,13 @@ function checkTransition(taskId: string, from: TaskStatus, terminate: boolean, t
       task_id: taskId,
       status: from.toUpperCase(),
     });
+  }
+  if (!terminate && (to === "terminating" || to === "terminated") && to !== from) {
+    throw new FailedPreconditionError(
+      "TERMINATION_NOT_REQUESTED",
+      `task ${taskId} has no termination request; call TerminateTask before setting ${to.toUpperCase()}`,
+      { task_id: taskId, status: from.toUpperCase() },
+    );
   }
   if (terminate && (to === "requested" || to === "queued" || to === "running")) {
     throw new FailedPreconditionError(
