@@ -8,7 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { generate } from "selfsigned";
 import { defaultDesignConfig, type DesignConfig } from "../src/config.js";
-import { expectError, expectInvalid, useServer } from "./harness.js";
+import { decodeError, expectError, expectInvalid, useServer } from "./harness.js";
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -108,6 +108,11 @@ describe("design documents", function () {
       },
       "/cached": (_q, r) => (r.writeHead(200), r.end("cache me")),
       "/slow-once": (_q, r) => setTimeout(() => (r.writeHead(200), r.end("shared")), 200),
+      "/slow-503-then-ok": (() => {
+        let n = 0;
+        return (_q: IncomingMessage, r: ServerResponse) =>
+          setTimeout(() => (++n === 1 ? (r.writeHead(503), r.end("busy")) : (r.writeHead(200), r.end("second try"))), 150);
+      })(),
       "/fail-then-ok": (() => {
         let n = 0;
         return (_q: IncomingMessage, r: ServerResponse) => (++n === 1 ? (r.writeHead(404), r.end()) : (r.writeHead(200), r.end("now here")));
@@ -291,6 +296,17 @@ describe("design documents", function () {
       await expectError(h.client.getDesignDocuments({ designRef: `${http.base}/fail-then-ok` }), grpc.status.NOT_FOUND);
       const res = await h.client.getDesignDocuments({ designRef: `${http.base}/fail-then-ok` });
       expect(Buffer.from(res.content).toString()).to.equal("now here");
+    });
+    it("runs a shared fetch to the latest deadline of its callers, not the first caller's", async () => {
+      const ref = `${http.base}/slow-503-then-ok`;
+      // A's deadline passes during the first attempt (a 503 after 150 ms); B,
+      // who joined the same fetch, still has time for the retry.
+      const a = h.client.getDesignDocuments({ designRef: ref }, { deadlineMs: 250 }).then(() => null, (e: unknown) => e);
+      await new Promise((r) => setTimeout(r, 20));
+      const b = await h.client.getDesignDocuments({ designRef: ref }, { deadlineMs: 10_000 });
+      expect(decodeError(await a).code).to.equal(grpc.status.DEADLINE_EXCEEDED);
+      expect(Buffer.from(b.content).toString()).to.equal("second try");
+      expect(http.hits("/slow-503-then-ok")).to.equal(2);
     });
     it("shares one upstream request among 20 concurrent identical fetches", async () => {
       const ref = `${http.base}/slow-once`;

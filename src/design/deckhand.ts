@@ -2,7 +2,7 @@
 // http(s) with the "deckhand+" prefix removed and an X-Auth-Token header from
 // a token provider. A 401 invalidates the token and is retried once.
 import { DependencyUnavailableError, PermissionDeniedError } from "../errors.js";
-import type { DesignDriver, FetchContext } from "./driver.js";
+import { abortable, type DesignDriver, type FetchContext } from "./driver.js";
 import { header, readDocument, type HttpClient } from "./http.js";
 
 export interface TokenProvider {
@@ -53,6 +53,9 @@ export interface KeystoneOptions {
   projectDomain: string;
 }
 
+/** Bound of one token request (retries included), shared by every caller waiting for it. */
+const TOKEN_TIMEOUT_MS = 30_000;
+
 /** Tokens are reused until this long before their expires_at. */
 const REFRESH_MARGIN_MS = 60_000;
 
@@ -95,8 +98,13 @@ export function keystoneTokens(client: HttpClient, o: KeystoneOptions, now: () =
   return {
     async token(ctx) {
       if (cached && cached.expiresAt - REFRESH_MARGIN_MS > now()) return cached.value;
-      inflight ??= fetchToken(ctx).finally(() => (inflight = undefined));
-      return inflight;
+      // One request for all callers (of any design reference), under its own
+      // deadline rather than the first caller's signal: each caller only stops
+      // waiting when its own call ends.
+      inflight ??= fetchToken({ signal: new AbortController().signal, deadline: Date.now() + TOKEN_TIMEOUT_MS, maxBytes: ctx.maxBytes }).finally(
+        () => (inflight = undefined),
+      );
+      return abortable(inflight, ctx.signal);
     },
     invalidate(token) {
       if (cached?.value === token) cached = undefined;

@@ -3,8 +3,8 @@
 // LRU bound on total bytes. Concurrent fetches of one reference share one
 // request.
 import { createHash } from "node:crypto";
-import { abortError, InvalidArgumentError } from "../errors.js";
-import type { DesignDocument, DriverRegistry, FetchContext } from "./driver.js";
+import { InvalidArgumentError } from "../errors.js";
+import { abortable, type DesignDocument, type DriverRegistry, type FetchContext } from "./driver.js";
 import { designRefProblem, redactReference } from "./reference.js";
 
 export interface FetchedDesign extends DesignDocument {
@@ -33,7 +33,7 @@ interface Entry {
 export class DesignFetcher {
   private readonly cache = new Map<string, Entry>(); // insertion order = LRU order
   private cachedBytes = 0;
-  private readonly inflight = new Map<string, { promise: Promise<FetchedDesign>; waiters: number; ac: AbortController }>();
+  private readonly inflight = new Map<string, { promise: Promise<FetchedDesign>; waiters: number; ac: AbortController; ctx: FetchContext }>();
   private readonly now: () => number;
   /** Requests made to sources (cache misses), for metrics and tests. */
   upstreamFetches = 0;
@@ -64,10 +64,15 @@ export class DesignFetcher {
     }
     if (hit) this.evict(ref);
 
+    const callerDeadline = deadline ?? this.now() + this.o.defaultTimeoutMs;
     let shared = this.inflight.get(ref);
-    if (!shared) {
+    if (shared) {
+      // The shared fetch runs (and retries) until the latest deadline of the
+      // callers waiting for it, not just the first one's.
+      shared.ctx.deadline = Math.max(shared.ctx.deadline, callerDeadline);
+    } else {
       const ac = new AbortController();
-      const ctx: FetchContext = { signal: ac.signal, deadline: deadline ?? this.now() + this.o.defaultTimeoutMs, maxBytes: this.o.maxBytes };
+      const ctx: FetchContext = { signal: ac.signal, deadline: callerDeadline, maxBytes: this.o.maxBytes };
       this.upstreamFetches++;
       const promise = driver.fetch(url, redacted, ctx).then((doc) => {
         const fetched: FetchedDesign = {
@@ -80,7 +85,7 @@ export class DesignFetcher {
         this.store(ref, fetched);
         return fetched;
       });
-      shared = { promise, waiters: 0, ac };
+      shared = { promise, waiters: 0, ac, ctx };
       this.inflight.set(ref, shared);
       const s = shared;
       promise.then(
@@ -123,16 +128,3 @@ export class DesignFetcher {
   }
 }
 
-function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(reasonOf(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(reasonOf(signal));
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => (signal.removeEventListener("abort", onAbort), resolve(v)),
-      (e) => (signal.removeEventListener("abort", onAbort), reject(e)),
-    );
-  });
-}
-
-const reasonOf = (signal: AbortSignal) => abortError(signal);
