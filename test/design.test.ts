@@ -197,6 +197,13 @@ describe("design documents", function () {
     });
     it("answers NOT_FOUND for a missing file and INVALID_ARGUMENT for a directory or a relative path", async () => {
       await expectError(h.client.getDesignDocuments({ designRef: `file://${root}/missing.yaml` }), grpc.status.NOT_FOUND);
+      // A path through a file (ENOTDIR) is missing too, not an internal error.
+      await expectError(h.client.getDesignDocuments({ designRef: `file://${root}/site.yaml/more.yaml` }), grpc.status.NOT_FOUND);
+      // Outside the roots, missing and present paths get the same denial.
+      for (const p of [`${outside}/secret.yaml`, `${outside}/missing.yaml`, `${outside}/secret.yaml/x`]) {
+        const d = await expectError(h.client.getDesignDocuments({ designRef: `file://${p}` }), grpc.status.PERMISSION_DENIED);
+        expect(d.errorInfo!.reason).to.equal("DESIGN_FILE_OUTSIDE_ROOTS");
+      }
       await expectInvalid(h.client.getDesignDocuments({ designRef: `file://${root}/sub` }), "design_ref");
       await expectInvalid(h.client.getDesignDocuments({ designRef: "file:site.yaml" }), "design_ref");
     });

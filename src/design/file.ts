@@ -20,8 +20,14 @@ export function fileDriver(roots: readonly string[]): DesignDriver {
       try {
         real = await realpath(requested);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "ENOENT" && !(await insideRoots(requested, roots))) throw denied(redacted);
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new NotFoundError("Design", redacted, `design ${redacted} does not exist`);
+        // Outside the roots, every failure is the same denial: the answer
+        // must not tell whether a path exists there.
+        if (!(await insideRoots(requested, roots))) throw denied(redacted);
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "ENOENT" || code === "ENOTDIR") throw new NotFoundError("Design", redacted, `design ${redacted} does not exist`);
+        if (code === "EACCES" || code === "EPERM") {
+          throw new PermissionDeniedError("DESIGN_FILE_UNREADABLE", `the server may not read ${redacted} (file system permissions)`, { design_ref: redacted });
+        }
         throw err;
       }
       if (!(await insideRoots(real, roots))) throw denied(redacted);
