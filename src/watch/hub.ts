@@ -246,7 +246,6 @@ export class WatchHub extends EventEmitter {
         }
         // The snapshot first, then the messages: every message committed
         // before the snapshot's state is then in this read.
-        const events: TaskEvent[] = [];
         for (;;) {
           const batch = await messagesList(this.o.sql, {
             taskId: feed.taskId,
@@ -254,13 +253,17 @@ export class WatchHub extends EventEmitter {
             errorsOnly: false,
             limit: READ_BATCH,
           });
-          for (const m of batch) events.push({ kind: "message", message: m });
+          // Each batch is pushed as it is read (a queue's limit counts what its
+          // stream has not taken yet, not the size of one wake), the snapshot
+          // with the last one. `highest` moves only once the batch is pushed.
+          const last = batch.length < READ_BATCH;
+          const events: TaskEvent[] = batch.map((message) => ({ kind: "message", message }));
+          if (last) events.push({ kind: "task", task });
+          for (const q of feed.queues) q.push(events);
           if (batch.length) feed.highest = batch[batch.length - 1]!.sequence;
-          if (batch.length < READ_BATCH) break;
+          if (last) break;
         }
         feed.task = task;
-        events.push({ kind: "task", task });
-        for (const q of feed.queues) q.push(events);
       } while (feed.dirty);
     } catch (err) {
       this.o.log.error({ err, taskId: feed.taskId }, "watch feed read failed; retrying after the next notification or reconnect");

@@ -1,0 +1,199 @@
+// Watch streams under stress: small buffers and large appends, database
+// failures while feeds read, and watchers that leave while a shared feed
+// opens. All through real servers and the generated client.
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { expect } from "chai";
+import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
+import { createClient } from "../src/client.js";
+import { createTestDatabase, decodeError, type StateClient } from "./harness.js";
+
+type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => BigInt(from + i));
+const messages = (n: number, text = "m") => Array.from({ length: n }, () => ({ message: text }));
+
+interface Watched {
+  seqs: bigint[];
+  statuses: TaskStatus[];
+  /** Resolves with the first event (the snapshot): the server has subscribed by then. */
+  subscribed: Promise<void>;
+  /** Resolves when the stream ends, with its error if it failed. */
+  done: Promise<unknown>;
+  ended: boolean;
+  stream: Stream;
+}
+
+/** Reads a WatchTask stream in the background; `onMessage` runs on every message. */
+function watch(stream: Stream, onMessage?: (seq: bigint) => void): Watched {
+  const w = { seqs: [] as bigint[], statuses: [] as TaskStatus[], stream, ended: false } as Watched;
+  let first!: () => void;
+  w.subscribed = new Promise((r) => (first = r));
+  w.done = new Promise((resolve) => {
+    stream.on("data", (ev: WatchTaskResponse) => {
+      first();
+      if (ev.event.case === "message") {
+        w.seqs.push(ev.event.value.sequence);
+        onMessage?.(ev.event.value.sequence);
+      } else if (ev.event.case === "task") w.statuses.push(ev.event.value.status);
+    });
+    stream.on("error", (err) => {
+      w.ended = true;
+      resolve(err);
+    });
+    stream.on("end", () => {
+      w.ended = true;
+      resolve(undefined);
+    });
+  });
+  return w;
+}
+
+/** A server in a child process: a frozen event loop there fails a test here instead of hanging it. */
+async function startChild(env: Record<string, string>): Promise<{ child: ChildProcess; address: string }> {
+  const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../src/main.js");
+  const child = spawn(process.execPath, [main, "--listen", "127.0.0.1:0"], {
+    env: { ...process.env, STATEMGMT_LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const address = await new Promise<string>((resolve, reject) => {
+    let buf = "";
+    const onData = (d: Buffer) => {
+      buf += d.toString();
+      const m = /"address":"([^"]+)","startupMs"/.exec(buf);
+      if (m) {
+        buf = "";
+        resolve(m[1]!);
+      }
+      if (buf.length > 1 << 20) buf = buf.slice(-4096);
+    };
+    child.stdout!.on("data", onData);
+    child.on("exit", (code) => reject(new Error(`server exited ${code}`)));
+  });
+  return { child, address };
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, "exit");
+  child.kill("SIGTERM");
+  // A frozen server never handles SIGTERM.
+  const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Waits until `ok()` holds; fails after `ms`. */
+async function until(ok: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`condition not met within ${ms} ms`);
+    await sleep(5);
+  }
+}
+
+/** Every call below has a deadline, so a server that stops answering fails the test. */
+const D = { deadlineMs: 10_000 };
+
+async function setStatus(c: StateClient, taskId: string, status: TaskStatus) {
+  await c.updateTask({ task: { taskId, status }, updateMask: { paths: ["status"] } }, D);
+}
+
+async function expectResponsive(c: StateClient, taskId: string) {
+  const { task } = await c.getTask({ taskId }, { deadlineMs: 2000 });
+  expect(task!.taskId).to.equal(taskId);
+}
+
+describe("watch buffer of 10 events (server in a child process)", function () {
+  this.timeout(60_000);
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let child: ChildProcess;
+  let client: StateClient;
+  before(async () => {
+    db = await createTestDatabase();
+    const s = await startChild({ DATABASE_URL: db.url, STATEMGMT_WATCH_BUFFER: "10" });
+    child = s.child;
+    client = createClient(StateService, s.address);
+  });
+  after(async () => {
+    client?.close();
+    if (child) await stopChild(child);
+    await db?.drop();
+  });
+
+  it("gives a reader that keeps up appends of 20 and 1000 messages whole, and the server stays responsive", async () => {
+    const { task } = await client.createTask({ action: "deploy_nodes" }, D);
+    const taskId = task!.taskId;
+    const w = watch(client.watchTask({ taskId }, { deadlineMs: 20_000 }) as Stream);
+    await w.subscribed;
+    // Before the fix, this one append overflowed the queue and froze the server's event loop.
+    await client.appendResultMessages({ taskId, messages: messages(20) }, D);
+    await until(() => w.seqs.length === 20);
+    // One append larger than the buffer, to a reader that has caught up.
+    await client.appendResultMessages({ taskId, messages: messages(1000) }, D);
+    await until(() => w.seqs.length === 1020);
+    await setStatus(client, taskId, TaskStatus.COMPLETE);
+    const error = await w.done;
+    expect(error, String(error)).to.equal(undefined);
+    expect(w.seqs).to.deep.equal(range(1, 1020));
+    expect(w.statuses[w.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
+    await expectResponsive(client, taskId);
+  });
+
+  it("ends a reader that stops reading with RESOURCE_EXHAUSTED WATCH_BUFFER_FULL, while one that keeps up gets everything", async () => {
+    const { task } = await client.createTask({ action: "deploy_nodes" }, D);
+    const taskId = task!.taskId;
+    const slow = watch(client.watchTask({ taskId }, { deadlineMs: 30_000 }) as Stream);
+    await slow.subscribed;
+    slow.stream.pause(); // reads the snapshot, then nothing: HTTP/2 flow control holds the server back
+    const fast = watch(client.watchTask({ taskId }, { deadlineMs: 30_000 }) as Stream);
+    await fast.subscribed;
+    const big = "x".repeat(1000);
+    for (let i = 1; i <= 5; i++) {
+      await client.appendResultMessages({ taskId, messages: messages(1000, big) }, D);
+      // The fast reader keeps up: it has everything before the next append.
+      await until(() => fast.seqs.length === i * 1000);
+    }
+    await setStatus(client, taskId, TaskStatus.COMPLETE);
+    expect(await fast.done).to.equal(undefined);
+    expect(fast.seqs).to.deep.equal(range(1, 5000));
+    slow.stream.resume();
+    const d = decodeError(await slow.done);
+    expect(grpc.status[d.code]).to.equal("RESOURCE_EXHAUSTED");
+    expect(d.errorInfo!.reason).to.equal("WATCH_BUFFER_FULL");
+    expect(slow.seqs.length).to.be.lessThan(5000);
+    await expectResponsive(client, taskId);
+  });
+
+  it("does not count a long catch-up from the database as falling behind", async () => {
+    const { task } = await client.createTask({ action: "deploy_nodes" }, D);
+    const taskId = task!.taskId;
+    const big = "x".repeat(1000);
+    for (let i = 0; i < 10; i++) await client.appendResultMessages({ taskId, messages: messages(1000, big) }, D);
+    // Halfway through each catch-up read of 1000, the reader pauses while one
+    // more message is appended (two events for the feed to queue: the message
+    // and a snapshot), then reads on. Ten such appends queue 20 events in all.
+    let appends = Promise.resolve();
+    const w = watch(client.watchTask({ taskId }, { deadlineMs: 30_000 }) as Stream, (seq) => {
+      if (seq % 1000n !== 500n || seq > 10_000n) return;
+      w.stream.pause();
+      appends = appends.then(async () => {
+        await client.appendResultMessages({ taskId, messages: messages(1, "live") }, D);
+        await sleep(50);
+        w.stream.resume();
+      });
+    });
+    await until(() => w.seqs.length >= 10_010 || w.ended, 30_000);
+    await appends;
+    await setStatus(client, taskId, TaskStatus.COMPLETE);
+    const error = await w.done;
+    expect(error, String(error)).to.equal(undefined);
+    expect(w.seqs).to.deep.equal(range(1, 10_010));
+    expect(w.statuses[w.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
+  });
+});
