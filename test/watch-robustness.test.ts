@@ -2,7 +2,8 @@
 // failures while feeds read, and watchers that leave while a shared feed
 // opens. All through real servers and the generated client.
 import { spawn, type ChildProcess } from "node:child_process";
-import { once } from "node:events";
+import { EventEmitter, once } from "node:events";
+import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
@@ -10,6 +11,9 @@ import { expect } from "chai";
 import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client.js";
+import { connect, type Sql } from "../src/db/connect.js";
+import { createLogger } from "../src/log.js";
+import { startServer, type StateServer } from "../src/server/server.js";
 import { createTestDatabase, decodeError, type StateClient } from "./harness.js";
 
 type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
@@ -94,6 +98,17 @@ async function until(ok: () => boolean, ms = 10_000): Promise<void> {
   while (!ok()) {
     if (Date.now() > end) throw new Error(`condition not met within ${ms} ms`);
     await sleep(5);
+  }
+}
+
+/** Awaits `p`; fails after `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -195,5 +210,157 @@ describe("watch buffer of 10 events (server in a child process)", function () {
     expect(error, String(error)).to.equal(undefined);
     expect(w.seqs).to.deep.equal(range(1, 10_010));
     expect(w.statuses[w.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
+  });
+});
+
+/**
+ * A TCP forwarder to PostgreSQL that can drop every connection and refuse
+ * new ones, at once or once a given number of bytes has come back from
+ * PostgreSQL (to fail a read in the middle of a wake).
+ */
+class FaultProxy extends EventEmitter {
+  private readonly sockets = new Set<Socket>();
+  private open = true;
+  private budget = Infinity;
+  /** Connections refused while cut. */
+  refused = 0;
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+  ) {
+    super();
+  }
+
+  static async start(host: string, port: number): Promise<FaultProxy> {
+    let proxy!: FaultProxy;
+    const server = createServer((client) => {
+      if (!proxy.open) {
+        proxy.refused++;
+        return void client.destroy();
+      }
+      const upstream = netConnect(port, host);
+      for (const s of [client, upstream]) {
+        proxy.sockets.add(s);
+        s.on("close", () => proxy.sockets.delete(s));
+        s.on("error", () => {});
+      }
+      upstream.on("data", (d: Buffer) => {
+        proxy.budget -= d.length;
+        if (proxy.budget <= 0) proxy.cut();
+      });
+      client.pipe(upstream).pipe(client);
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    proxy = new FaultProxy(server, (server.address() as { port: number }).port);
+    return proxy;
+  }
+
+  /** Drops every connection and refuses new ones. */
+  cut(): void {
+    if (this.open) this.emit("cut");
+    this.open = false;
+    this.budget = Infinity;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  /** Forwards again; with `bytes`, cuts again once that much has come back from PostgreSQL. */
+  resume(bytes = Infinity): void {
+    this.budget = bytes;
+    this.open = true;
+  }
+
+  close(): Promise<void> {
+    this.cut();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+describe("watch reads that fail while the database blips", function () {
+  this.timeout(60_000);
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let proxy: FaultProxy;
+  // Server A: its pool goes through the proxy, its LISTEN connection does not,
+  // so it hears every notification while its reads fail. Server B writes.
+  let sqlA: Sql, sqlB: Sql;
+  let a: StateServer, b: StateServer;
+  let ca: StateClient, cb: StateClient;
+  before(async () => {
+    db = await createTestDatabase();
+    const target = new URL(db.url);
+    proxy = await FaultProxy.start(target.hostname, Number(target.port || 5432));
+    const viaProxy = new URL(db.url);
+    viaProxy.port = String(proxy.port);
+    sqlA = connect({ url: viaProxy.toString(), max: 4 });
+    sqlB = connect({ url: db.url, max: 4 });
+    const common = { log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000, heartbeatMs: 200 };
+    a = await startServer({ ...common, sql: sqlA, databaseUrl: db.url });
+    b = await startServer({ ...common, sql: sqlB, databaseUrl: db.url });
+    ca = createClient(StateService, a.address);
+    cb = createClient(StateService, b.address);
+  });
+  after(async () => {
+    ca?.close();
+    cb?.close();
+    await a?.shutdown(1000);
+    await b?.shutdown(1000);
+    await sqlA?.end({ timeout: 1 });
+    await sqlB?.end({ timeout: 1 });
+    await proxy?.close();
+    await db?.drop();
+  });
+
+  it("retries until every message (none twice, none skipped) and every change reach the watchers", async () => {
+    const action = `blip_${Math.random().toString(36).slice(2, 8)}`;
+    const { task } = await cb.createTask({ action }, D);
+    const taskId = task!.taskId;
+    const w1 = watch(ca.watchTask({ taskId }, { deadlineMs: 50_000 }) as Stream);
+    await w1.subscribed;
+    const changes = ca.watchTasks({ actions: [action] }, { deadlineMs: 50_000 });
+    const seen: TaskStatus[] = [];
+    changes.on("data", (ev) => seen.push(ev.task!.status));
+    const changesDone = new Promise((resolve) => changes.on("error", resolve));
+    await until(() => a.hub.subscriberCount(taskId) === 1);
+    await cb.appendResultMessages({ taskId, messages: messages(1) }, D);
+    await until(() => w1.seqs.length === 1 && seen.length === 1);
+
+    // Server A's reads now fail while notifications keep coming.
+    proxy.cut();
+    const big = "x".repeat(1000);
+    for (let i = 0; i < 3; i++) await cb.appendResultMessages({ taskId, messages: messages(1000, big) }, D);
+    await setStatus(cb, taskId, TaskStatus.QUEUED);
+    await until(() => proxy.refused > 0);
+    await sleep(300);
+    expect(w1.seqs.length).to.equal(1);
+
+    // The retry gets one read of 1000 (over 1 MB) through, then fails in the
+    // middle of the next: what was read reaches the watcher, nothing is lost.
+    const cutAgain = once(proxy, "cut");
+    proxy.resume(1_600_000);
+    await within(cutAgain, 10_000, "a read after the database came back");
+    await until(() => w1.seqs.length >= 1001);
+    expect(w1.seqs).to.deep.equal(range(1, 1001));
+    await sleep(300);
+
+    proxy.resume();
+    await until(() => w1.seqs.length === 3001 && seen.includes(TaskStatus.QUEUED));
+    // A watcher joining now gets the fresh snapshot, not the one from before the failures.
+    const w2 = watch(ca.watchTask({ taskId }, { deadlineMs: 50_000 }) as Stream);
+    await w2.subscribed;
+    expect(w2.statuses[0]).to.equal(TaskStatus.QUEUED);
+
+    await setStatus(cb, taskId, TaskStatus.COMPLETE);
+    for (const w of [w1, w2]) {
+      const error = await w.done;
+      expect(error, String(error)).to.equal(undefined);
+      expect(w.seqs).to.deep.equal(range(1, 3001));
+      expect(w.statuses[w.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
+    }
+    expect(w1.statuses).to.include(TaskStatus.QUEUED);
+    await until(() => seen[seen.length - 1] === TaskStatus.COMPLETE);
+    expect(seen).to.deep.equal([TaskStatus.REQUESTED, TaskStatus.QUEUED, TaskStatus.COMPLETE]);
+    changes.cancel();
+    await changesDone;
   });
 });
