@@ -14,7 +14,7 @@ import { createClient } from "../src/client.js";
 import { connect, type Sql } from "../src/db/connect.js";
 import { createLogger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
-import { createTestDatabase, decodeError, type StateClient } from "./harness.js";
+import { createTestDatabase, decodeError, useServer, type StateClient } from "./harness.js";
 
 type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
 
@@ -362,5 +362,68 @@ describe("watch reads that fail while the database blips", function () {
     expect(seen).to.deep.equal([TaskStatus.REQUESTED, TaskStatus.QUEUED, TaskStatus.COMPLETE]);
     changes.cancel();
     await changesDone;
+  });
+});
+
+describe("watchers leaving while the shared feed opens", () => {
+  const h = useServer();
+
+  it("gives the second watcher the snapshot and the messages when the first cancels", async function () {
+    this.timeout(30_000);
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const taskId = task!.taskId;
+    await h.pg.query("begin");
+    await h.pg.query("lock table tasks in access exclusive mode");
+    let unlocked = false;
+    try {
+      const first = watch(h.client.watchTask({ taskId }, D) as Stream);
+      await until(() => h.server.hub.waitingForFeed(taskId) === 1); // waiting for the opening read, which waits for the lock
+      const second = watch(h.client.watchTask({ taskId }, D) as Stream);
+      await until(() => h.server.hub.waitingForFeed(taskId) === 2);
+      first.stream.cancel();
+      expect(grpc.status[decodeError(await first.done).code]).to.equal("CANCELLED");
+      await until(() => h.server.hub.waitingForFeed(taskId) <= 1); // the server let go of the first
+      await h.pg.query("commit");
+      unlocked = true;
+      // Before the fix the first call's cancellation cancelled the shared opening: CANCELLED here too.
+      const failed = await Promise.race([second.subscribed.then(() => undefined), second.done]);
+      expect(failed, String(failed)).to.equal(undefined);
+      expect(second.statuses[0]).to.equal(TaskStatus.REQUESTED);
+      await h.client.appendResultMessages({ taskId, messages: messages(5) });
+      await setStatus(h.client, taskId, TaskStatus.COMPLETE);
+      const error = await second.done;
+      expect(error, String(error)).to.equal(undefined);
+      expect(second.seqs).to.deep.equal(range(1, 5));
+      expect(second.statuses[second.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
+      await until(() => h.server.hub.watchedTasks === 0);
+    } finally {
+      if (!unlocked) await h.pg.query("rollback");
+    }
+  });
+
+  it("closes a feed whose only watcher left before it opened", async function () {
+    this.timeout(30_000);
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const taskId = task!.taskId;
+    await h.pg.query("begin");
+    await h.pg.query("lock table tasks in access exclusive mode");
+    let unlocked = false;
+    try {
+      const only = watch(h.client.watchTask({ taskId }, { deadlineMs: 300 }) as Stream);
+      expect(grpc.status[decodeError(await only.done).code]).to.equal("DEADLINE_EXCEEDED");
+      await until(() => h.server.hub.waitingForFeed(taskId) === 0);
+      expect(h.server.hub.watchedTasks).to.equal(1); // still opening, for nobody
+      await h.pg.query("commit");
+      unlocked = true;
+      await until(() => h.server.hub.watchedTasks === 0);
+      // A later watcher opens a fresh feed.
+      await h.client.appendResultMessages({ taskId, messages: messages(2) });
+      await setStatus(h.client, taskId, TaskStatus.COMPLETE);
+      const again = watch(h.client.watchTask({ taskId }, D) as Stream);
+      expect(await again.done).to.equal(undefined);
+      expect(again.seqs).to.deep.equal(range(1, 2));
+    } finally {
+      if (!unlocked) await h.pg.query("rollback");
+    }
   });
 });

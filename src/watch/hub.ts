@@ -11,7 +11,7 @@ import { HEARTBEAT_CHANNEL, LEASE_CHANNEL, TASK_CHANNEL } from "../store/notify.
 import { dbNow, tasksChangedSince, tasksGetById, tasksGetByIds } from "../store/tasks.js";
 import { Listener } from "./listener.js";
 import { BoundedQueue } from "./queue.js";
-import { NotFoundError, UnavailableError } from "../errors.js";
+import { abortError, NotFoundError, UnavailableError } from "../errors.js";
 
 export type TaskEvent = { kind: "task"; task: Task } | { kind: "message"; message: ResultMessage } | { kind: "gone" };
 
@@ -29,6 +29,14 @@ interface TaskFeed {
   failed: boolean;
   /** No subscriber is left; nothing reads for this feed any more. */
   closed: boolean;
+}
+
+/** A feed in the map: opening (shared by everyone waiting for it), then open. */
+interface FeedEntry {
+  opening: Promise<TaskFeed>;
+  /** Subscribers still waiting for `opening`. */
+  waiting: number;
+  feed?: TaskFeed;
 }
 
 export interface FeedSubscription {
@@ -98,13 +106,36 @@ async function bounded<T>(ms: number, query: (signal: AbortSignal) => Promise<T>
 }
 
 /**
+ * Waits for a shared promise on behalf of one caller: rejects with the
+ * caller's abort error when its signal aborts first, leaving `p` alone.
+ */
+function waitFor<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(abortError(signal, signal.reason));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal, signal.reason));
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (err) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+/**
  * Emits "listening" after every (re)connect of the LISTEN connection,
  * "heartbeat" after every heartbeat heard (tests wait on these), and
  * "lease" with an election name when a lease changed ("*" after a
  * reconnect: any may have).
  */
 export class WatchHub extends EventEmitter {
-  private readonly feeds = new Map<string, Promise<TaskFeed>>();
+  private readonly feeds = new Map<string, FeedEntry>();
   private readonly taskSubs = new Set<BoundedQueue<Task>>();
   private readonly pending = new Set<string>();
   private flushScheduled = false;
@@ -166,18 +197,46 @@ export class WatchHub extends EventEmitter {
     return this.subscribers.get(taskId) ?? 0;
   }
 
+  /** Number of WatchTask calls waiting for the task's feed to open (for tests). */
+  waitingForFeed(taskId: string): number {
+    return this.feeds.get(taskId)?.waiting ?? 0;
+  }
+
   /**
    * Subscribes to one task's events. Throws NotFoundError for an unknown task.
    * Events queued before close() are the caller's to drain or drop.
+   *
+   * The feed is opened once for everyone who asks while it opens, under the
+   * hub's own signal: `signal` abandons only this caller's wait, never the
+   * opening others wait for.
    */
   async subscribeTask(taskId: string, signal?: AbortSignal): Promise<FeedSubscription> {
-    let p = this.feeds.get(taskId);
-    if (!p) {
-      p = this.openFeed(taskId, signal);
-      this.feeds.set(taskId, p);
-      p.catch(() => this.feeds.delete(taskId));
+    let entry = this.feeds.get(taskId);
+    if (!entry) {
+      const e: FeedEntry = { opening: this.openFeed(taskId), waiting: 0 };
+      this.feeds.set(taskId, e);
+      e.opening.then(
+        (feed) => {
+          e.feed = feed;
+          this.release(taskId, e); // everyone who waited may have left
+        },
+        () => {
+          if (this.feeds.get(taskId) === e) this.feeds.delete(taskId);
+        },
+      );
+      entry = e;
     }
-    const feed = await p;
+    const e = entry;
+    e.waiting++;
+    let feed: TaskFeed;
+    try {
+      feed = await waitFor(e.opening, signal);
+    } catch (err) {
+      e.waiting--;
+      this.release(taskId, e);
+      throw err;
+    }
+    e.waiting--;
     const events = new BoundedQueue<TaskEvent>(this.o.bufferLimit);
     feed.queues.add(events);
     this.subscribers.set(taskId, this.subscriberCount(taskId) + 1);
@@ -193,13 +252,18 @@ export class WatchHub extends EventEmitter {
         if (n > 0) this.subscribers.set(taskId, n);
         else this.subscribers.delete(taskId);
         feed.queues.delete(events);
-        if (feed.queues.size === 0 && this.feeds.get(taskId) === p) {
-          this.feeds.delete(taskId);
-          feed.closed = true;
-          this.failedFeeds.delete(feed);
-        }
+        this.release(taskId, e);
       },
     };
+  }
+
+  /** Closes an open feed nobody subscribes to or waits for. */
+  private release(taskId: string, e: FeedEntry): void {
+    const feed = e.feed;
+    if (!feed || feed.queues.size > 0 || e.waiting > 0 || this.feeds.get(taskId) !== e) return;
+    this.feeds.delete(taskId);
+    feed.closed = true;
+    this.failedFeeds.delete(feed);
   }
 
   /** Subscribes to snapshots of every task that changes (the caller filters). */
@@ -209,11 +273,11 @@ export class WatchHub extends EventEmitter {
     return { events, close: () => this.taskSubs.delete(events) };
   }
 
-  private async openFeed(taskId: string, signal?: AbortSignal): Promise<TaskFeed> {
+  private async openFeed(taskId: string): Promise<TaskFeed> {
     // The snapshot first, then the position: every message committed before
     // the snapshot's state is at or below `highest`.
-    const task = await tasksGetById(this.o.sql, { taskId, signal });
-    const highest = await messagesHighestSequence(this.o.sql, { taskId, signal });
+    const task = await bounded(SHARED_QUERY_TIMEOUT_MS, (signal) => tasksGetById(this.o.sql, { taskId, signal }));
+    const highest = await bounded(SHARED_QUERY_TIMEOUT_MS, (signal) => messagesHighestSequence(this.o.sql, { taskId, signal }));
     if (highest === null) throw new NotFoundError("Task", taskId);
     return { taskId, highest, task, queues: new Set(), reading: false, dirty: false, failed: false, closed: false };
   }
@@ -242,8 +306,8 @@ export class WatchHub extends EventEmitter {
     const ids = [...this.pending];
     this.pending.clear();
     for (const id of ids) {
-      const p = this.feeds.get(id);
-      if (p) void p.then((f) => this.wake(f), () => {});
+      const e = this.feeds.get(id);
+      if (e) void e.opening.then((f) => this.wake(f), () => {});
     }
     if (this.taskSubs.size) this.publishTasks(ids);
   }
@@ -256,7 +320,7 @@ export class WatchHub extends EventEmitter {
     this.emit("lease", "*");
     // Notifications may have been lost while we were not listening: every
     // feed re-reads from its cursor, and WatchTasks re-reads recent changes.
-    for (const p of this.feeds.values()) void p.then((f) => this.wake(f), () => {});
+    for (const e of this.feeds.values()) void e.opening.then((f) => this.wake(f), () => {});
     if (this.taskSubs.size && this.lastGood !== undefined) {
       const since = this.lastGood - RECONNECT_MARGIN_US;
       if (this.tasksSince === undefined || since < this.tasksSince) this.tasksSince = since;
