@@ -6,7 +6,7 @@ import type { CallContext } from "../server/adapter.js";
 import { messagesList } from "../store/messages.js";
 import { tasksList } from "../store/tasks.js";
 import type { BoundedQueue } from "../watch/queue.js";
-import type { WatchHub } from "../watch/hub.js";
+import type { TaskEvent, WatchHub } from "../watch/hub.js";
 import { messageEventToPb, taskToPb } from "./convert.js";
 import { statusList, type StateImpl } from "./tasks.js";
 import { LIMITS, Validator } from "./validate.js";
@@ -26,7 +26,7 @@ function guard<T>(q: BoundedQueue<T>, ctx: CallContext): void {
     ctx.abort(
       new ResourceExhaustedError(
         "WATCH_BUFFER_FULL",
-        `the client fell more than ${q.limit} events behind and the stream was ended; reconnect with after_sequence set to the last sequence received`,
+        `the client fell ${q.limit} or more events behind and the stream was ended; reconnect with after_sequence set to the last sequence received`,
         { limit: String(q.limit) },
       ),
     );
@@ -48,12 +48,31 @@ export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
         let last = sub.task;
         yield { event: { case: "task", value: taskToPb(last) } };
         // Catch up from the database to the feed's position; from there on the
-        // feed's shared reads carry everything.
-        while (cursor < sub.highest) {
+        // feed's shared reads carry everything. Between reads the stream takes
+        // what the feed queued meanwhile, so that a long catch-up does not
+        // count as falling behind: those messages are read here from the
+        // database instead (the target moves up to them), and the newest
+        // snapshot is kept for after them.
+        let target = sub.highest;
+        let snapshot: Task | undefined;
+        const absorb = (events: TaskEvent[]) => {
+          for (const e of events) {
+            if (e.kind === "gone") throw new NotFoundError("Task", taskId, `task ${taskId} was deleted`);
+            if (e.kind === "message") {
+              if (e.message.sequence > target) target = e.message.sequence;
+            } else snapshot = e.task;
+          }
+        };
+        while (cursor < target) {
           const batch = await messagesList(sql, { taskId, afterSequence: cursor, errorsOnly: false, limit: READ_BATCH, signal });
           if (batch.length === 0) break;
           for (const m of batch) yield messageEventToPb(m);
           cursor = batch[batch.length - 1]!.sequence;
+          absorb(sub.events.takeNow(signal));
+        }
+        if (snapshot) {
+          if (snapshotKey(snapshot) !== snapshotKey(last)) yield { event: { case: "task", value: taskToPb(snapshot) } };
+          last = snapshot;
         }
         if (finished(last)) return;
         for (;;) {

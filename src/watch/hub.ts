@@ -11,7 +11,7 @@ import { HEARTBEAT_CHANNEL, LEASE_CHANNEL, TASK_CHANNEL } from "../store/notify.
 import { dbNow, tasksChangedSince, tasksGetById, tasksGetByIds } from "../store/tasks.js";
 import { Listener } from "./listener.js";
 import { BoundedQueue } from "./queue.js";
-import { NotFoundError } from "../errors.js";
+import { abortError, NotFoundError, UnavailableError } from "../errors.js";
 
 export type TaskEvent = { kind: "task"; task: Task } | { kind: "message"; message: ResultMessage } | { kind: "gone" };
 
@@ -23,7 +23,20 @@ interface TaskFeed {
   task: Task;
   queues: Set<BoundedQueue<TaskEvent>>;
   reading: boolean;
+  /** Something may have changed since the read in progress began. */
   dirty: boolean;
+  /** A read failed; the hub's retry timer reads again. */
+  failed: boolean;
+  /** No subscriber is left; nothing reads for this feed any more. */
+  closed: boolean;
+}
+
+/** A feed in the map: opening (shared by everyone waiting for it), then open. */
+interface FeedEntry {
+  opening: Promise<TaskFeed>;
+  /** Subscribers still waiting for `opening`. */
+  waiting: number;
+  feed?: TaskFeed;
 }
 
 export interface FeedSubscription {
@@ -61,6 +74,59 @@ const READ_BATCH = 1000;
  * so a transaction that committed later may carry an earlier time.
  */
 const RECONNECT_MARGIN_US = 30_000_000n;
+/**
+ * Bound of one shared query (feed and WatchTasks reads): past it the query is
+ * cancelled and abandoned, and retried like any failed read.
+ */
+const SHARED_QUERY_TIMEOUT_MS = 30_000;
+/** Failed shared reads are retried with exponential backoff between these, with jitter. */
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 5000;
+
+/**
+ * Runs one shared query under a signal of its own (never a caller's) that
+ * aborts after `ms`; settles by then even if the query does not.
+ */
+async function bounded<T>(ms: number, query: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const err = new UnavailableError(`a watch read took longer than ${ms} ms`);
+      ac.abort(err);
+      reject(err);
+    }, ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([query(ac.signal), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Waits for a shared promise on behalf of one caller: rejects with the
+ * caller's abort error when its signal aborts first, leaving `p` alone.
+ */
+function waitFor<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(abortError(signal, signal.reason));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal, signal.reason));
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (err) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
+  });
+}
 
 /**
  * Emits "listening" after every (re)connect of the LISTEN connection,
@@ -69,7 +135,7 @@ const RECONNECT_MARGIN_US = 30_000_000n;
  * reconnect: any may have).
  */
 export class WatchHub extends EventEmitter {
-  private readonly feeds = new Map<string, Promise<TaskFeed>>();
+  private readonly feeds = new Map<string, FeedEntry>();
   private readonly taskSubs = new Set<BoundedQueue<Task>>();
   private readonly pending = new Set<string>();
   private flushScheduled = false;
@@ -78,6 +144,16 @@ export class WatchHub extends EventEmitter {
   private lastGood: Micros | undefined;
   private readonly listener: Listener;
   private everListened = false;
+  private stopped = false;
+  /** Task ids whose snapshots WatchTasks subscribers still need, and a reconnect's re-read. */
+  private readonly tasksPending = new Set<string>();
+  private tasksSince: Micros | undefined;
+  private tasksReading = false;
+  private tasksFailed = false;
+  /** Feeds whose last read failed, read again when the retry timer fires. */
+  private readonly failedFeeds = new Set<TaskFeed>();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryAttempt = 0;
 
   constructor(private readonly o: HubOptions) {
     super();
@@ -101,6 +177,9 @@ export class WatchHub extends EventEmitter {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = undefined;
     await this.listener.stop();
@@ -118,18 +197,46 @@ export class WatchHub extends EventEmitter {
     return this.subscribers.get(taskId) ?? 0;
   }
 
+  /** Number of WatchTask calls waiting for the task's feed to open (for tests). */
+  waitingForFeed(taskId: string): number {
+    return this.feeds.get(taskId)?.waiting ?? 0;
+  }
+
   /**
    * Subscribes to one task's events. Throws NotFoundError for an unknown task.
    * Events queued before close() are the caller's to drain or drop.
+   *
+   * The feed is opened once for everyone who asks while it opens, under the
+   * hub's own signal: `signal` abandons only this caller's wait, never the
+   * opening others wait for.
    */
   async subscribeTask(taskId: string, signal?: AbortSignal): Promise<FeedSubscription> {
-    let p = this.feeds.get(taskId);
-    if (!p) {
-      p = this.openFeed(taskId, signal);
-      this.feeds.set(taskId, p);
-      p.catch(() => this.feeds.delete(taskId));
+    let entry = this.feeds.get(taskId);
+    if (!entry) {
+      const e: FeedEntry = { opening: this.openFeed(taskId), waiting: 0 };
+      this.feeds.set(taskId, e);
+      e.opening.then(
+        (feed) => {
+          e.feed = feed;
+          this.release(taskId, e); // everyone who waited may have left
+        },
+        () => {
+          if (this.feeds.get(taskId) === e) this.feeds.delete(taskId);
+        },
+      );
+      entry = e;
     }
-    const feed = await p;
+    const e = entry;
+    e.waiting++;
+    let feed: TaskFeed;
+    try {
+      feed = await waitFor(e.opening, signal);
+    } catch (err) {
+      e.waiting--;
+      this.release(taskId, e);
+      throw err;
+    }
+    e.waiting--;
     const events = new BoundedQueue<TaskEvent>(this.o.bufferLimit);
     feed.queues.add(events);
     this.subscribers.set(taskId, this.subscriberCount(taskId) + 1);
@@ -145,9 +252,18 @@ export class WatchHub extends EventEmitter {
         if (n > 0) this.subscribers.set(taskId, n);
         else this.subscribers.delete(taskId);
         feed.queues.delete(events);
-        if (feed.queues.size === 0 && this.feeds.get(taskId) === p) this.feeds.delete(taskId);
+        this.release(taskId, e);
       },
     };
+  }
+
+  /** Closes an open feed nobody subscribes to or waits for. */
+  private release(taskId: string, e: FeedEntry): void {
+    const feed = e.feed;
+    if (!feed || feed.queues.size > 0 || e.waiting > 0 || this.feeds.get(taskId) !== e) return;
+    this.feeds.delete(taskId);
+    feed.closed = true;
+    this.failedFeeds.delete(feed);
   }
 
   /** Subscribes to snapshots of every task that changes (the caller filters). */
@@ -157,13 +273,13 @@ export class WatchHub extends EventEmitter {
     return { events, close: () => this.taskSubs.delete(events) };
   }
 
-  private async openFeed(taskId: string, signal?: AbortSignal): Promise<TaskFeed> {
+  private async openFeed(taskId: string): Promise<TaskFeed> {
     // The snapshot first, then the position: every message committed before
     // the snapshot's state is at or below `highest`.
-    const task = await tasksGetById(this.o.sql, { taskId, signal });
-    const highest = await messagesHighestSequence(this.o.sql, { taskId, signal });
+    const task = await bounded(SHARED_QUERY_TIMEOUT_MS, (signal) => tasksGetById(this.o.sql, { taskId, signal }));
+    const highest = await bounded(SHARED_QUERY_TIMEOUT_MS, (signal) => messagesHighestSequence(this.o.sql, { taskId, signal }));
     if (highest === null) throw new NotFoundError("Task", taskId);
-    return { taskId, highest, task, queues: new Set(), reading: false, dirty: false };
+    return { taskId, highest, task, queues: new Set(), reading: false, dirty: false, failed: false, closed: false };
   }
 
   private onNotify(channel: string, payload: string): void {
@@ -190,10 +306,10 @@ export class WatchHub extends EventEmitter {
     const ids = [...this.pending];
     this.pending.clear();
     for (const id of ids) {
-      const p = this.feeds.get(id);
-      if (p) void p.then((f) => this.wake(f), () => {});
+      const e = this.feeds.get(id);
+      if (e) void e.opening.then((f) => this.wake(f), () => {});
     }
-    if (this.taskSubs.size) void this.publishTasks(ids);
+    if (this.taskSubs.size) this.publishTasks(ids);
   }
 
   private onListen(): void {
@@ -204,31 +320,101 @@ export class WatchHub extends EventEmitter {
     this.emit("lease", "*");
     // Notifications may have been lost while we were not listening: every
     // feed re-reads from its cursor, and WatchTasks re-reads recent changes.
-    for (const p of this.feeds.values()) void p.then((f) => this.wake(f), () => {});
+    for (const e of this.feeds.values()) void e.opening.then((f) => this.wake(f), () => {});
     if (this.taskSubs.size && this.lastGood !== undefined) {
       const since = this.lastGood - RECONNECT_MARGIN_US;
-      void tasksChangedSince(this.o.sql, { since }).then(
-        (ids) => this.publishTasks(ids),
-        (err) => this.o.log.error({ err }, "re-reading changed tasks after reconnect failed"),
-      );
+      if (this.tasksSince === undefined || since < this.tasksSince) this.tasksSince = since;
+      void this.readTasks();
     }
   }
 
-  private async publishTasks(ids: string[]): Promise<void> {
-    if (ids.length === 0) return;
+  /** Sends the current snapshots of these tasks to every WatchTasks subscriber. */
+  private publishTasks(ids: string[]): void {
+    for (const id of ids) this.tasksPending.add(id);
+    void this.readTasks();
+  }
+
+  /**
+   * Reads what WatchTasks subscribers wait for, one read at a time. A failed
+   * read keeps its ids (and a reconnect's re-read) pending for the retry
+   * timer; nothing is dropped while anyone subscribes.
+   */
+  private async readTasks(): Promise<void> {
+    if (this.tasksReading || this.tasksFailed) return;
+    this.tasksReading = true;
+    let ids: string[] = [];
+    let since: Micros | undefined;
     try {
-      for (let i = 0; i < ids.length; i += READ_BATCH) {
-        const tasks = await tasksGetByIds(this.o.sql, { taskIds: ids.slice(i, i + READ_BATCH) });
+      while (this.taskSubs.size > 0) {
+        since = this.tasksSince;
+        this.tasksSince = undefined;
+        if (since !== undefined) {
+          const s = since;
+          for (const id of await bounded(SHARED_QUERY_TIMEOUT_MS, (signal) => tasksChangedSince(this.o.sql, { since: s, signal }))) {
+            this.tasksPending.add(id);
+          }
+          since = undefined;
+        }
+        if (this.tasksPending.size === 0) break;
+        ids = [...this.tasksPending].slice(0, READ_BATCH);
+        for (const id of ids) this.tasksPending.delete(id);
+        const taskIds = ids;
+        const tasks = await bounded(SHARED_QUERY_TIMEOUT_MS, (signal) => tasksGetByIds(this.o.sql, { taskIds, signal }));
+        ids = [];
         for (const q of this.taskSubs) q.push(tasks);
+        this.succeeded();
+      }
+      if (this.taskSubs.size === 0) {
+        // Nobody to tell; a new subscriber reads its initial set itself.
+        this.tasksPending.clear();
+        this.tasksSince = undefined;
       }
     } catch (err) {
-      this.o.log.error({ err }, "reading changed tasks for WatchTasks failed");
+      for (const id of ids) this.tasksPending.add(id);
+      if (since !== undefined && (this.tasksSince === undefined || since < this.tasksSince)) this.tasksSince = since;
+      this.tasksFailed = true;
+      this.o.log.warn({ err, attempt: this.retryAttempt }, "reading changed tasks for WatchTasks failed; retrying");
+      this.retryLater();
+    } finally {
+      this.tasksReading = false;
     }
   }
 
-  /** Reads what is new for a feed once, and hands it to every subscriber. */
+  /** Schedules the retry of every failed read (feeds and WatchTasks), with backoff. */
+  private retryLater(): void {
+    if (this.stopped || this.retryTimer) return;
+    const cap = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** this.retryAttempt++);
+    const delay = cap / 2 + (Math.random() * cap) / 2;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      const feeds = [...this.failedFeeds];
+      this.failedFeeds.clear();
+      for (const f of feeds) {
+        f.failed = false;
+        if (!f.closed) void this.wake(f);
+      }
+      if (this.tasksFailed) {
+        this.tasksFailed = false;
+        void this.readTasks();
+      }
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  /** A shared read succeeded: once nothing waits for a retry, the backoff starts over. */
+  private succeeded(): void {
+    if (!this.retryTimer && this.failedFeeds.size === 0 && !this.tasksFailed) this.retryAttempt = 0;
+  }
+
+  /**
+   * Reads what is new for a feed, and hands it to every subscriber: one read
+   * per wake-up, whatever the number of subscribers. A failed read is retried
+   * (with backoff) until it succeeds or the feed closes.
+   */
   private async wake(feed: TaskFeed): Promise<void> {
-    if (feed.reading) {
+    if (feed.closed) return;
+    if (feed.reading || feed.failed) {
+      // The read in progress, or the retry, reads from `highest` after this.
       feed.dirty = true;
       return;
     }
@@ -238,7 +424,7 @@ export class WatchHub extends EventEmitter {
         feed.dirty = false;
         let task: Task;
         try {
-          task = await tasksGetById(this.o.sql, { taskId: feed.taskId });
+          task = await bounded(SHARED_QUERY_TIMEOUT_MS, (signal) => tasksGetById(this.o.sql, { taskId: feed.taskId, signal }));
         } catch (err) {
           if (!(err instanceof NotFoundError)) throw err;
           for (const q of feed.queues) q.push([{ kind: "gone" }]);
@@ -246,24 +432,32 @@ export class WatchHub extends EventEmitter {
         }
         // The snapshot first, then the messages: every message committed
         // before the snapshot's state is then in this read.
-        const events: TaskEvent[] = [];
         for (;;) {
-          const batch = await messagesList(this.o.sql, {
-            taskId: feed.taskId,
-            afterSequence: feed.highest,
-            errorsOnly: false,
-            limit: READ_BATCH,
-          });
-          for (const m of batch) events.push({ kind: "message", message: m });
+          const afterSequence = feed.highest;
+          const batch = await bounded(SHARED_QUERY_TIMEOUT_MS, (signal) =>
+            messagesList(this.o.sql, { taskId: feed.taskId, afterSequence, errorsOnly: false, limit: READ_BATCH, signal }),
+          );
+          if (feed.closed) return;
+          // Each batch is pushed as it is read (a queue's limit counts what its
+          // stream has not taken yet, not the size of one wake), the snapshot
+          // with the last one. `highest` moves only once the batch is pushed,
+          // so a failure before the next batch leaves no gap.
+          const last = batch.length < READ_BATCH;
+          const events: TaskEvent[] = batch.map((message) => ({ kind: "message", message }));
+          if (last) events.push({ kind: "task", task });
+          for (const q of feed.queues) q.push(events);
           if (batch.length) feed.highest = batch[batch.length - 1]!.sequence;
-          if (batch.length < READ_BATCH) break;
+          if (last) break;
         }
         feed.task = task;
-        events.push({ kind: "task", task });
-        for (const q of feed.queues) q.push(events);
-      } while (feed.dirty);
+      } while (feed.dirty && !feed.closed);
+      this.succeeded();
     } catch (err) {
-      this.o.log.error({ err, taskId: feed.taskId }, "watch feed read failed; retrying after the next notification or reconnect");
+      if (feed.closed || this.stopped) return;
+      this.o.log.warn({ err, taskId: feed.taskId, attempt: this.retryAttempt }, "watch feed read failed; retrying");
+      feed.failed = true;
+      this.failedFeeds.add(feed);
+      this.retryLater();
     } finally {
       feed.reading = false;
     }

@@ -1,5 +1,23 @@
 // A bounded async queue between a producer that must never block (the
 // notification hub) and one consumer (a stream writing to a client).
+//
+// The limit bounds how far behind the consumer is, measured by the queue
+// itself: a push is refused, and the queue overflows, when `limit` or more
+// events are already waiting in it (pushed, not yet taken). A push onto a
+// queue holding fewer is accepted whole, however large, so a consumer that
+// takes what it was given before the next push arrives is never overflowed
+// by the size of one push. The producer keeps pushes small (the hub pushes
+// one database read, at most 1000 messages and a snapshot, at a time), so
+// the queue never holds more than `limit - 1` + one push.
+
+/** Thrown by take calls on a queue that has overflowed. */
+export class QueueOverflowError extends Error {
+  constructor(readonly limit: number) {
+    super(`the consumer fell ${limit} or more events behind`);
+    this.name = "QueueOverflowError";
+  }
+}
+
 export class BoundedQueue<T> {
   private items: T[] = [];
   private waiter: (() => void) | undefined;
@@ -13,10 +31,15 @@ export class BoundedQueue<T> {
     return this.items.length;
   }
 
-  /** Adds items; past the limit, drops everything and marks the queue overflowed. */
+  /**
+   * Adds items, unless `limit` or more are already waiting: then drops
+   * everything, marks the queue overflowed and returns false (as it does for
+   * every later push).
+   */
   push(items: readonly T[]): boolean {
     if (this.overflowed) return false;
-    if (this.items.length + items.length > this.limit) {
+    if (items.length === 0) return true;
+    if (this.items.length >= this.limit) {
       this.overflowed = true;
       this.items = [];
       this.onOverflow?.();
@@ -27,10 +50,24 @@ export class BoundedQueue<T> {
     return !this.overflowed;
   }
 
-  /** Takes everything queued, waiting until something is (or the signal aborts). */
+  /**
+   * Takes everything queued without waiting (possibly nothing). Throws the
+   * signal's reason once it is aborted, and QueueOverflowError once the queue
+   * has overflowed, so a consumer loop can never spin on an empty result.
+   */
+  takeNow(signal: AbortSignal): T[] {
+    if (signal.aborted) throw signal.reason;
+    if (this.overflowed) throw new QueueOverflowError(this.limit);
+    const out = this.items;
+    this.items = [];
+    return out;
+  }
+
+  /** Takes everything queued, waiting until something is; throws as takeNow does. */
   async takeAll(signal: AbortSignal): Promise<T[]> {
-    while (this.items.length === 0 && !this.overflowed) {
-      if (signal.aborted) throw signal.reason;
+    for (;;) {
+      const out = this.takeNow(signal);
+      if (out.length) return out;
       await new Promise<void>((resolve) => {
         const done = () => {
           this.waiter = undefined;
@@ -41,8 +78,5 @@ export class BoundedQueue<T> {
         signal.addEventListener("abort", done, { once: true });
       });
     }
-    const out = this.items;
-    this.items = [];
-    return out;
   }
 }

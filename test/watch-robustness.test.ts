@@ -1,0 +1,429 @@
+// Watch streams under stress: small buffers and large appends, database
+// failures while feeds read, and watchers that leave while a shared feed
+// opens. All through real servers and the generated client.
+import { spawn, type ChildProcess } from "node:child_process";
+import { EventEmitter, once } from "node:events";
+import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { expect } from "chai";
+import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
+import { createClient } from "../src/client.js";
+import { connect, type Sql } from "../src/db/connect.js";
+import { createLogger } from "../src/log.js";
+import { startServer, type StateServer } from "../src/server/server.js";
+import { createTestDatabase, decodeError, useServer, type StateClient } from "./harness.js";
+
+type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => BigInt(from + i));
+const messages = (n: number, text = "m") => Array.from({ length: n }, () => ({ message: text }));
+
+interface Watched {
+  seqs: bigint[];
+  statuses: TaskStatus[];
+  /** Resolves with the first event (the snapshot): the server has subscribed by then. */
+  subscribed: Promise<void>;
+  /** Resolves when the stream ends, with its error if it failed. */
+  done: Promise<unknown>;
+  ended: boolean;
+  stream: Stream;
+}
+
+/** Reads a WatchTask stream in the background; `onMessage` runs on every message. */
+function watch(stream: Stream, onMessage?: (seq: bigint) => void): Watched {
+  const w = { seqs: [] as bigint[], statuses: [] as TaskStatus[], stream, ended: false } as Watched;
+  let first!: () => void;
+  w.subscribed = new Promise((r) => (first = r));
+  w.done = new Promise((resolve) => {
+    stream.on("data", (ev: WatchTaskResponse) => {
+      first();
+      if (ev.event.case === "message") {
+        w.seqs.push(ev.event.value.sequence);
+        onMessage?.(ev.event.value.sequence);
+      } else if (ev.event.case === "task") w.statuses.push(ev.event.value.status);
+    });
+    stream.on("error", (err) => {
+      w.ended = true;
+      resolve(err);
+    });
+    stream.on("end", () => {
+      w.ended = true;
+      resolve(undefined);
+    });
+  });
+  return w;
+}
+
+/** A server in a child process: a frozen event loop there fails a test here instead of hanging it. */
+async function startChild(env: Record<string, string>): Promise<{ child: ChildProcess; address: string }> {
+  const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../src/main.js");
+  const child = spawn(process.execPath, [main, "--listen", "127.0.0.1:0"], {
+    env: { ...process.env, STATEMGMT_LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const address = await new Promise<string>((resolve, reject) => {
+    let buf = "";
+    const onData = (d: Buffer) => {
+      buf += d.toString();
+      const m = /"address":"([^"]+)","startupMs"/.exec(buf);
+      if (m) {
+        buf = "";
+        resolve(m[1]!);
+      }
+      if (buf.length > 1 << 20) buf = buf.slice(-4096);
+    };
+    child.stdout!.on("data", onData);
+    child.on("exit", (code) => reject(new Error(`server exited ${code}`)));
+  });
+  return { child, address };
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, "exit");
+  child.kill("SIGTERM");
+  // A frozen server never handles SIGTERM.
+  const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Waits until `ok()` holds; fails after `ms`. */
+async function until(ok: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`condition not met within ${ms} ms`);
+    await sleep(5);
+  }
+}
+
+/** Awaits `p`; fails after `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Every call below has a deadline, so a server that stops answering fails the test. */
+const D = { deadlineMs: 10_000 };
+
+async function setStatus(c: StateClient, taskId: string, status: TaskStatus) {
+  await c.updateTask({ task: { taskId, status }, updateMask: { paths: ["status"] } }, D);
+}
+
+async function expectResponsive(c: StateClient, taskId: string) {
+  const { task } = await c.getTask({ taskId }, { deadlineMs: 2000 });
+  expect(task!.taskId).to.equal(taskId);
+}
+
+describe("watch buffer of 10 events (server in a child process)", function () {
+  this.timeout(60_000);
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let child: ChildProcess;
+  let client: StateClient;
+  before(async () => {
+    db = await createTestDatabase();
+    const s = await startChild({ DATABASE_URL: db.url, STATEMGMT_WATCH_BUFFER: "10" });
+    child = s.child;
+    client = createClient(StateService, s.address);
+  });
+  after(async () => {
+    client?.close();
+    if (child) await stopChild(child);
+    await db?.drop();
+  });
+
+  it("gives a reader that keeps up appends of 20 and 1000 messages whole, and the server stays responsive", async () => {
+    const { task } = await client.createTask({ action: "deploy_nodes" }, D);
+    const taskId = task!.taskId;
+    const w = watch(client.watchTask({ taskId }, { deadlineMs: 20_000 }) as Stream);
+    await w.subscribed;
+    // Before the fix, this one append overflowed the queue and froze the server's event loop.
+    await client.appendResultMessages({ taskId, messages: messages(20) }, D);
+    await until(() => w.seqs.length === 20);
+    // One append larger than the buffer, to a reader that has caught up.
+    await client.appendResultMessages({ taskId, messages: messages(1000) }, D);
+    await until(() => w.seqs.length === 1020);
+    await setStatus(client, taskId, TaskStatus.COMPLETE);
+    const error = await w.done;
+    expect(error, String(error)).to.equal(undefined);
+    expect(w.seqs).to.deep.equal(range(1, 1020));
+    expect(w.statuses[w.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
+    await expectResponsive(client, taskId);
+  });
+
+  it("ends a reader that stops reading with RESOURCE_EXHAUSTED WATCH_BUFFER_FULL, while one that keeps up gets everything", async () => {
+    const { task } = await client.createTask({ action: "deploy_nodes" }, D);
+    const taskId = task!.taskId;
+    const slow = watch(client.watchTask({ taskId }, { deadlineMs: 30_000 }) as Stream);
+    await slow.subscribed;
+    slow.stream.pause(); // reads the snapshot, then nothing: HTTP/2 flow control holds the server back
+    const fast = watch(client.watchTask({ taskId }, { deadlineMs: 30_000 }) as Stream);
+    await fast.subscribed;
+    const big = "x".repeat(1000);
+    for (let i = 1; i <= 5; i++) {
+      await client.appendResultMessages({ taskId, messages: messages(1000, big) }, D);
+      // The fast reader keeps up: it has everything before the next append.
+      await until(() => fast.seqs.length === i * 1000);
+    }
+    await setStatus(client, taskId, TaskStatus.COMPLETE);
+    expect(await fast.done).to.equal(undefined);
+    expect(fast.seqs).to.deep.equal(range(1, 5000));
+    slow.stream.resume();
+    const d = decodeError(await slow.done);
+    expect(grpc.status[d.code]).to.equal("RESOURCE_EXHAUSTED");
+    expect(d.errorInfo!.reason).to.equal("WATCH_BUFFER_FULL");
+    expect(slow.seqs.length).to.be.lessThan(5000);
+    await expectResponsive(client, taskId);
+  });
+
+  it("does not count a long catch-up from the database as falling behind", async () => {
+    const { task } = await client.createTask({ action: "deploy_nodes" }, D);
+    const taskId = task!.taskId;
+    const big = "x".repeat(1000);
+    for (let i = 0; i < 10; i++) await client.appendResultMessages({ taskId, messages: messages(1000, big) }, D);
+    // Halfway through each catch-up read of 1000, the reader pauses while one
+    // more message is appended (two events for the feed to queue: the message
+    // and a snapshot), then reads on. Ten such appends queue 20 events in all.
+    let appends = Promise.resolve();
+    const w = watch(client.watchTask({ taskId }, { deadlineMs: 30_000 }) as Stream, (seq) => {
+      if (seq % 1000n !== 500n || seq > 10_000n) return;
+      w.stream.pause();
+      appends = appends.then(async () => {
+        await client.appendResultMessages({ taskId, messages: messages(1, "live") }, D);
+        await sleep(50);
+        w.stream.resume();
+      });
+    });
+    await until(() => w.seqs.length >= 10_010 || w.ended, 30_000);
+    await appends;
+    await setStatus(client, taskId, TaskStatus.COMPLETE);
+    const error = await w.done;
+    expect(error, String(error)).to.equal(undefined);
+    expect(w.seqs).to.deep.equal(range(1, 10_010));
+    expect(w.statuses[w.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
+  });
+});
+
+/**
+ * A TCP forwarder to PostgreSQL that can drop every connection and refuse
+ * new ones, at once or once a given number of bytes has come back from
+ * PostgreSQL (to fail a read in the middle of a wake).
+ */
+class FaultProxy extends EventEmitter {
+  private readonly sockets = new Set<Socket>();
+  private open = true;
+  private budget = Infinity;
+  /** Connections refused while cut. */
+  refused = 0;
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+  ) {
+    super();
+  }
+
+  static async start(host: string, port: number): Promise<FaultProxy> {
+    let proxy!: FaultProxy;
+    const server = createServer((client) => {
+      if (!proxy.open) {
+        proxy.refused++;
+        return void client.destroy();
+      }
+      const upstream = netConnect(port, host);
+      for (const s of [client, upstream]) {
+        proxy.sockets.add(s);
+        s.on("close", () => proxy.sockets.delete(s));
+        s.on("error", () => {});
+      }
+      upstream.on("data", (d: Buffer) => {
+        proxy.budget -= d.length;
+        if (proxy.budget <= 0) proxy.cut();
+      });
+      client.pipe(upstream).pipe(client);
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    proxy = new FaultProxy(server, (server.address() as { port: number }).port);
+    return proxy;
+  }
+
+  /** Drops every connection and refuses new ones. */
+  cut(): void {
+    if (this.open) this.emit("cut");
+    this.open = false;
+    this.budget = Infinity;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  /** Forwards again; with `bytes`, cuts again once that much has come back from PostgreSQL. */
+  resume(bytes = Infinity): void {
+    this.budget = bytes;
+    this.open = true;
+  }
+
+  close(): Promise<void> {
+    this.cut();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+describe("watch reads that fail while the database blips", function () {
+  this.timeout(60_000);
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let proxy: FaultProxy;
+  // Server A: its pool goes through the proxy, its LISTEN connection does not,
+  // so it hears every notification while its reads fail. Server B writes.
+  let sqlA: Sql, sqlB: Sql;
+  let a: StateServer, b: StateServer;
+  let ca: StateClient, cb: StateClient;
+  before(async () => {
+    db = await createTestDatabase();
+    const target = new URL(db.url);
+    proxy = await FaultProxy.start(target.hostname, Number(target.port || 5432));
+    const viaProxy = new URL(db.url);
+    viaProxy.port = String(proxy.port);
+    sqlA = connect({ url: viaProxy.toString(), max: 4 });
+    sqlB = connect({ url: db.url, max: 4 });
+    const common = { log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000, heartbeatMs: 200 };
+    a = await startServer({ ...common, sql: sqlA, databaseUrl: db.url });
+    b = await startServer({ ...common, sql: sqlB, databaseUrl: db.url });
+    ca = createClient(StateService, a.address);
+    cb = createClient(StateService, b.address);
+  });
+  after(async () => {
+    ca?.close();
+    cb?.close();
+    await a?.shutdown(1000);
+    await b?.shutdown(1000);
+    await sqlA?.end({ timeout: 1 });
+    await sqlB?.end({ timeout: 1 });
+    await proxy?.close();
+    await db?.drop();
+  });
+
+  it("retries until every message (none twice, none skipped) and every change reach the watchers", async () => {
+    const action = `blip_${Math.random().toString(36).slice(2, 8)}`;
+    const { task } = await cb.createTask({ action }, D);
+    const taskId = task!.taskId;
+    const w1 = watch(ca.watchTask({ taskId }, { deadlineMs: 50_000 }) as Stream);
+    await w1.subscribed;
+    const changes = ca.watchTasks({ actions: [action] }, { deadlineMs: 50_000 });
+    const seen: TaskStatus[] = [];
+    changes.on("data", (ev) => seen.push(ev.task!.status));
+    const changesDone = new Promise((resolve) => changes.on("error", resolve));
+    await until(() => a.hub.subscriberCount(taskId) === 1);
+    await cb.appendResultMessages({ taskId, messages: messages(1) }, D);
+    await until(() => w1.seqs.length === 1 && seen.length === 1);
+
+    // Server A's reads now fail while notifications keep coming.
+    proxy.cut();
+    const big = "x".repeat(1000);
+    for (let i = 0; i < 3; i++) await cb.appendResultMessages({ taskId, messages: messages(1000, big) }, D);
+    await setStatus(cb, taskId, TaskStatus.QUEUED);
+    await until(() => proxy.refused > 0);
+    await sleep(300);
+    expect(w1.seqs.length).to.equal(1);
+
+    // The retry gets one read of 1000 (over 1 MB) through, then fails in the
+    // middle of the next: what was read reaches the watcher, nothing is lost.
+    const cutAgain = once(proxy, "cut");
+    proxy.resume(1_600_000);
+    await within(cutAgain, 10_000, "a read after the database came back");
+    await until(() => w1.seqs.length >= 1001);
+    expect(w1.seqs).to.deep.equal(range(1, 1001));
+    await sleep(300);
+
+    proxy.resume();
+    await until(() => w1.seqs.length === 3001 && seen.includes(TaskStatus.QUEUED));
+    // A watcher joining now gets the fresh snapshot, not the one from before the failures.
+    const w2 = watch(ca.watchTask({ taskId }, { deadlineMs: 50_000 }) as Stream);
+    await w2.subscribed;
+    expect(w2.statuses[0]).to.equal(TaskStatus.QUEUED);
+
+    await setStatus(cb, taskId, TaskStatus.COMPLETE);
+    for (const w of [w1, w2]) {
+      const error = await w.done;
+      expect(error, String(error)).to.equal(undefined);
+      expect(w.seqs).to.deep.equal(range(1, 3001));
+      expect(w.statuses[w.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
+    }
+    expect(w1.statuses).to.include(TaskStatus.QUEUED);
+    await until(() => seen[seen.length - 1] === TaskStatus.COMPLETE);
+    expect(seen).to.deep.equal([TaskStatus.REQUESTED, TaskStatus.QUEUED, TaskStatus.COMPLETE]);
+    changes.cancel();
+    await changesDone;
+  });
+});
+
+describe("watchers leaving while the shared feed opens", () => {
+  const h = useServer();
+
+  it("gives the second watcher the snapshot and the messages when the first cancels", async function () {
+    this.timeout(30_000);
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const taskId = task!.taskId;
+    await h.pg.query("begin");
+    await h.pg.query("lock table tasks in access exclusive mode");
+    let unlocked = false;
+    try {
+      const first = watch(h.client.watchTask({ taskId }, D) as Stream);
+      await until(() => h.server.hub.waitingForFeed(taskId) === 1); // waiting for the opening read, which waits for the lock
+      const second = watch(h.client.watchTask({ taskId }, D) as Stream);
+      await until(() => h.server.hub.waitingForFeed(taskId) === 2);
+      first.stream.cancel();
+      expect(grpc.status[decodeError(await first.done).code]).to.equal("CANCELLED");
+      await until(() => h.server.hub.waitingForFeed(taskId) <= 1); // the server let go of the first
+      await h.pg.query("commit");
+      unlocked = true;
+      // Before the fix the first call's cancellation cancelled the shared opening: CANCELLED here too.
+      const failed = await Promise.race([second.subscribed.then(() => undefined), second.done]);
+      expect(failed, String(failed)).to.equal(undefined);
+      expect(second.statuses[0]).to.equal(TaskStatus.REQUESTED);
+      await h.client.appendResultMessages({ taskId, messages: messages(5) });
+      await setStatus(h.client, taskId, TaskStatus.COMPLETE);
+      const error = await second.done;
+      expect(error, String(error)).to.equal(undefined);
+      expect(second.seqs).to.deep.equal(range(1, 5));
+      expect(second.statuses[second.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
+      await until(() => h.server.hub.watchedTasks === 0);
+    } finally {
+      if (!unlocked) await h.pg.query("rollback");
+    }
+  });
+
+  it("closes a feed whose only watcher left before it opened", async function () {
+    this.timeout(30_000);
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const taskId = task!.taskId;
+    await h.pg.query("begin");
+    await h.pg.query("lock table tasks in access exclusive mode");
+    let unlocked = false;
+    try {
+      const only = watch(h.client.watchTask({ taskId }, { deadlineMs: 300 }) as Stream);
+      expect(grpc.status[decodeError(await only.done).code]).to.equal("DEADLINE_EXCEEDED");
+      await until(() => h.server.hub.waitingForFeed(taskId) === 0);
+      expect(h.server.hub.watchedTasks).to.equal(1); // still opening, for nobody
+      await h.pg.query("commit");
+      unlocked = true;
+      await until(() => h.server.hub.watchedTasks === 0);
+      // A later watcher opens a fresh feed.
+      await h.client.appendResultMessages({ taskId, messages: messages(2) });
+      await setStatus(h.client, taskId, TaskStatus.COMPLETE);
+      const again = watch(h.client.watchTask({ taskId }, D) as Stream);
+      expect(await again.done).to.equal(undefined);
+      expect(again.seqs).to.deep.equal(range(1, 2));
+    } finally {
+      if (!unlocked) await h.pg.query("rollback");
+    }
+  });
+});
