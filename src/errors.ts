@@ -21,10 +21,23 @@ export abstract class DomainError extends Error {
 }
 
 /** The request is malformed; nothing was read or written. */
+/**
+ * Violations sent back, at most: the status travels in HTTP/2 trailers, and
+ * clients refuse trailers over 8 KiB (grpc.max_metadata_size); a request with
+ * 1,000 bad messages once produced a status no client could read.
+ */
+export const MAX_VIOLATIONS = 20;
+
 export class InvalidArgumentError extends DomainError {
   readonly reason = "INVALID_ARGUMENT";
-  constructor(readonly violations: FieldViolation[]) {
-    super(violations.map((v) => `${v.field}: ${v.description}`).join("; "));
+  /** The first MAX_VIOLATIONS violations, then one saying how many more there were. */
+  readonly violations: FieldViolation[];
+  constructor(all: FieldViolation[]) {
+    const more = all.length - MAX_VIOLATIONS;
+    const shown = more > 0 ? [...all.slice(0, MAX_VIOLATIONS), { field: "", description: `and ${more} more violations not listed` }] : all;
+    const head = all.slice(0, 3).map((v) => `${v.field}: ${v.description}`);
+    super(all.length > 3 ? `${head.join("; ")}; and ${all.length - 3} more (see BadRequest details)` : head.join("; "));
+    this.violations = shown;
   }
   static field(field: string, description: string): InvalidArgumentError {
     return new InvalidArgumentError([{ field, description }]);

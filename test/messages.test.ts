@@ -134,4 +134,18 @@ describe("result messages", () => {
     const back = (await h.client.listResultMessages({ taskId: task!.taskId })).messages.map((m) => m.ts);
     expect(back.map((t) => [t!.seconds, t!.nanos])).to.deep.equal(ts.map((t) => [t.seconds, t.nanos]));
   });
+
+  it("refuses 1,000 bad messages with a readable INVALID_ARGUMENT (first 20 violations and a count) and stores none", async () => {
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const messages = Array.from({ length: 1000 }, () => ({ message: "x".repeat(5000) }));
+    const d = await expectError(h.client.appendResultMessages({ taskId: task!.taskId, messages }, { deadlineMs: 10_000 }), grpc.status.INVALID_ARGUMENT);
+    const v = d.badRequest!.fieldViolations;
+    expect(v).to.have.length(21);
+    expect(v.slice(0, 20).map((x) => x.field)).to.deep.equal(Array.from({ length: 20 }, (_, i) => `messages[${i}].message`));
+    expect(v[20]!.description).to.equal("and 980 more violations not listed");
+    expect(d.message).to.contain("messages[0].message").and.contain("and 997 more");
+    const { rows } = await h.pg.query("select count(*)::int n from result_messages where task_id = $1", [task!.taskId]);
+    expect(rows[0].n).to.equal(0);
+  });
 });
+
