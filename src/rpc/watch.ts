@@ -13,9 +13,19 @@ import { LIMITS, Validator } from "./validate.js";
 
 const READ_BATCH = 1000;
 
-/** What a WatchTask client sees change: status, result, termination flags. */
+const snapshotKeys = new WeakMap<Task, string>();
+
+/**
+ * What a WatchTask client sees change: status, result, termination flags.
+ * Computed once per task object, which a feed shares with all its watchers.
+ */
 function snapshotKey(t: Task): string {
-  return JSON.stringify([t.status, t.result, t.terminate, t.terminated?.toString() ?? null, t.terminatedBy]);
+  let key = snapshotKeys.get(t);
+  if (key === undefined) {
+    key = JSON.stringify([t.status, t.result, t.terminate, t.terminated?.toString() ?? null, t.terminatedBy]);
+    snapshotKeys.set(t, key);
+  }
+  return key;
 }
 
 const finished = (t: Task) => FINISHED_STATUSES.includes(t.status);

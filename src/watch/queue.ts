@@ -22,6 +22,7 @@ export class BoundedQueue<T> {
   private items: T[] = [];
   private waiter: (() => void) | undefined;
   overflowed = false;
+  private boundSignal: AbortSignal | undefined;
   /** Called once, when the queue overflows. */
   onOverflow: (() => void) | undefined;
 
@@ -65,17 +66,20 @@ export class BoundedQueue<T> {
 
   /** Takes everything queued, waiting until something is; throws as takeNow does. */
   async takeAll(signal: AbortSignal): Promise<T[]> {
+    // One abort listener per queue and signal, not one per wait: with 1,000
+    // watchers of a task, every message meant 1,000 adds and removes.
+    if (this.boundSignal !== signal) {
+      this.boundSignal = signal;
+      signal.addEventListener("abort", () => this.waiter?.(), { once: true });
+    }
     for (;;) {
       const out = this.takeNow(signal);
       if (out.length) return out;
       await new Promise<void>((resolve) => {
-        const done = () => {
+        this.waiter = () => {
           this.waiter = undefined;
-          signal.removeEventListener("abort", done);
           resolve();
         };
-        this.waiter = done;
-        signal.addEventListener("abort", done, { once: true });
       });
     }
   }
