@@ -493,6 +493,7 @@ try {
     console.log(`| ${r.scenario} | ${rate} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} | ${f(r.serverCpuUsPerOp, 0)} | ${f(r.pgCpuUsPerOp, 0)} | ${f(r.clientCpuUsPerOp, 0)} | ${f(r.serverRssMb, 0)} | ${r.note ?? ""} |`);
   }
   if (targets.length) {
+    if (smoke) console.log("\nSmoke run: sizes and durations too small for these targets to mean anything; `make bench` measures them.");
     console.log("\n| target | measured | bound | met |\n|---|---:|---:|---|");
     for (const t of targets) console.log(`| ${t.target} | ${t.measured} | ${t.bound} | ${t.met ? "yes" : "**no**"} |`);
   }
