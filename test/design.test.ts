@@ -73,6 +73,8 @@ describe("design documents", function () {
   let bigBytesSent = 0;
   let tokensIssued = 0;
   let rejectNextToken = false;
+  let keystoneDelayMs = 0;
+  let revokedUpTo = 0; // Deckhand refuses tok-1 … tok-N
 
   // Runs before useServer's hook, so the server starts with this configuration.
   before(async () => {
@@ -135,9 +137,11 @@ describe("design documents", function () {
           q.on("end", () => {
             const auth = JSON.parse(body).auth;
             if (auth.identity.password.user.password !== "s3cret") return void (r.writeHead(401), r.end());
-            tokensIssued++;
-            r.writeHead(201, { "x-subject-token": `tok-${tokensIssued}`, "content-type": "application/json" });
-            r.end(JSON.stringify({ token: { expires_at: new Date(Date.now() + 3600_000).toISOString() } }));
+            setTimeout(() => {
+              tokensIssued++;
+              r.writeHead(201, { "x-subject-token": `tok-${tokensIssued}`, "content-type": "application/json" });
+              r.end(JSON.stringify({ token: { expires_at: new Date(Date.now() + 3600_000).toISOString() } }));
+            }, keystoneDelayMs);
           });
         },
       },
@@ -147,7 +151,8 @@ describe("design documents", function () {
       {
         "/api/v1.0/revisions/7/rendered-documents": (q, r) => {
           const token = q.headers["x-auth-token"];
-          if (!token || (rejectNextToken && token === `tok-${tokensIssued}` && tokensIssued === 1)) {
+          const revoked = typeof token === "string" && Number(token.slice(4)) <= revokedUpTo;
+          if (!token || revoked || (rejectNextToken && token === `tok-${tokensIssued}` && tokensIssued === 1)) {
             rejectNextToken = false;
             return void (r.writeHead(401), r.end());
           }
@@ -283,6 +288,26 @@ describe("design documents", function () {
       expect(Buffer.from(b.content).toString()).to.equal("rendered by tok-2\n");
       expect(tokensIssued).to.equal(2);
       expect(deckhand.log.slice(-2).map((l) => l.headers["x-auth-token"])).to.deep.equal(["tok-1", "tok-2"]);
+    });
+  });
+
+  describe("deckhand+https:// token sharing", () => {
+    it("a caller that gives up does not fail another caller waiting for the same token request", async () => {
+      const ref = `deckhand+https://127.0.0.1:${deckhand.port}/api/v1.0/revisions/7/rendered-documents`;
+      revokedUpTo = tokensIssued; // the cached token is refused: both fetches below need a new one
+      keystoneDelayMs = 300;
+      try {
+        const before = tokensIssued;
+        const a = h.client.getDesignDocuments({ designRef: `${ref}?share=a` }, { deadlineMs: 150 }).then(() => null, (e: unknown) => e);
+        await new Promise((r) => setTimeout(r, 50));
+        const b = await h.client.getDesignDocuments({ designRef: `${ref}?share=b` }, { deadlineMs: 10_000 });
+        expect(decodeError(await a).code).to.equal(grpc.status.DEADLINE_EXCEEDED);
+        expect(Buffer.from(b.content).toString()).to.equal(`rendered by tok-${before + 1}\n`);
+        expect(tokensIssued).to.equal(before + 1); // one request, shared
+      } finally {
+        keystoneDelayMs = 0;
+        revokedUpTo = 0;
+      }
     });
   });
 
