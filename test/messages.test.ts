@@ -147,5 +147,21 @@ describe("result messages", () => {
     const { rows } = await h.pg.query("select count(*)::int n from result_messages where task_id = $1", [task!.taskId]);
     expect(rows[0].n).to.equal(0);
   });
+
+  it("GetTask FULL returns up to 10,000 messages and refuses more with FAILED_PRECONDITION, pointing to ListResultMessages", async function () {
+    this.timeout(30_000);
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const batch = Array.from({ length: 1000 }, (_, i) => ({ message: `m${i}` }));
+    for (let i = 0; i < 10; i++) await h.client.appendResultMessages({ taskId: task!.taskId, messages: batch });
+    const full = await h.client.getTask({ taskId: task!.taskId, view: TaskView.FULL });
+    expect(full.resultMessages.map((m) => m.sequence)).to.deep.equal(Array.from({ length: 10_000 }, (_, i) => BigInt(i + 1)));
+    await h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "one too many" }] });
+    const d = await expectError(h.client.getTask({ taskId: task!.taskId, view: TaskView.FULL }), grpc.status.FAILED_PRECONDITION);
+    expect(d.errorInfo!.reason).to.equal("TOO_MANY_MESSAGES_FOR_FULL_VIEW");
+    expect(d.message).to.contain("ListResultMessages");
+    const basic = await h.client.getTask({ taskId: task!.taskId });
+    expect(basic.resultMessages).to.have.length(0);
+    expect(basic.task!.result!.errorCount).to.equal(0);
+  });
 });
 

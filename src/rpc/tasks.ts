@@ -8,10 +8,16 @@ import { TaskStatus as PbTaskStatus, type Task as PbTask } from "../../gen/drydo
 import type { ResultMessage, Task, TaskChanges, TaskStatus } from "../domain.js";
 import { messagesList } from "../store/messages.js";
 import * as tasks from "../store/tasks.js";
-import { NotFoundError } from "../errors.js";
+import { FailedPreconditionError, NotFoundError } from "../errors.js";
 import { newMessagePb, microsFromTimestamp, nodeFilterFromPb, resultFromPb, statusFromPb, newTaskPb } from "./convert.js";
 import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
 import { LIMITS, Validator } from "./validate.js";
+
+/**
+ * Most result messages GetTask's FULL view returns: past it the response
+ * (and the server's memory for it) would grow without bound.
+ */
+export const FULL_VIEW_MAX_MESSAGES = 10_000;
 
 type Methods = typeof StateService extends { method: infer M } ? M : never;
 export type StateImpl = ServiceImpl<Methods>;
@@ -71,6 +77,13 @@ export function taskRpcs(sql: Sql): StateImpl {
       for (let after = 0n; ; ) {
         const batch = await messagesList(sql, { taskId, afterSequence: after, errorsOnly: false, limit: 1000, signal });
         resultMessages.push(...batch);
+        if (resultMessages.length > FULL_VIEW_MAX_MESSAGES) {
+          throw new FailedPreconditionError(
+            "TOO_MANY_MESSAGES_FOR_FULL_VIEW",
+            `task ${taskId} has more than ${FULL_VIEW_MAX_MESSAGES} result messages, more than view FULL returns; read them page by page with ListResultMessages`,
+            { task_id: taskId, limit: String(FULL_VIEW_MAX_MESSAGES) },
+          );
+        }
         if (batch.length < 1000) break;
         after = batch[batch.length - 1]!.sequence;
       }
