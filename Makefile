@@ -1,6 +1,8 @@
 # drydock-statemgmt. `make help` lists the targets.
 SHELL := /bin/bash
 BIN := node_modules/.bin
+# buf runs the protoc-gen-es plugin by name: it must be on PATH.
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 .PHONY: help deps gen gen-check lint typecheck build run test check clean bench bench-smoke
 
@@ -17,9 +19,10 @@ gen: deps ## Regenerate gen/ from proto/ (buf generate)
 	$(BIN)/buf generate
 
 gen-check: deps ## Fail when gen/ differs from what proto/ generates
-	@tmp=$$(mktemp -d) && $(BIN)/buf generate -o $$tmp && \
-	  if ! diff -r gen $$tmp/gen; then echo "gen/ is out of date: run make gen and commit it" >&2; rm -rf $$tmp; exit 1; fi; \
-	  rm -rf $$tmp; echo "gen/ is in sync with proto/"
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	  $(BIN)/buf generate -o $$tmp || { echo "buf generate failed: gen/ was not checked" >&2; exit 1; }; \
+	  if ! diff -r gen $$tmp/gen; then echo "gen/ is out of date: run make gen and commit it" >&2; exit 1; fi; \
+	  echo "gen/ is in sync with proto/"
 
 lint: deps ## buf lint
 	$(BIN)/buf lint

@@ -72,6 +72,18 @@ export class VersionMismatchError extends DomainError {
   }
 }
 
+/** A conditional append: the task's next message sequence is not the one the caller named. */
+export class SequenceMismatchError extends DomainError {
+  readonly reason = "SEQUENCE_MISMATCH";
+  constructor(taskId: string, expected: bigint, next: bigint) {
+    super(
+      `task ${taskId} would give the first message sequence ${next}, not the requested ${expected}` +
+        (next > expected ? "; messages from a previous attempt may already be there (ListResultMessages after it)" : ""),
+      { task_id: taskId, first_sequence: String(expected), next_sequence: String(next) },
+    );
+  }
+}
+
 /** The operation is not allowed in the resource's current state. */
 export class FailedPreconditionError extends DomainError {
   constructor(readonly reason: string, message: string, metadata: Record<string, string> = {}) {

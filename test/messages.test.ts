@@ -163,5 +163,28 @@ describe("result messages", () => {
     expect(basic.resultMessages).to.have.length(0);
     expect(basic.task!.result!.errorCount).to.equal(0);
   });
+
+  it("appends exactly once when a writer retries with first_sequence", async () => {
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const taskId = task!.taskId;
+    const batch = [{ message: "a" }, { message: "b", error: true }, { message: "c" }];
+    const r1 = await h.client.appendResultMessages({ taskId, messages: batch, firstSequence: 1n });
+    expect(r1.sequences).to.deep.equal([1n, 2n, 3n]);
+    // The retry of an append whose answer was lost: refused, nothing stored twice.
+    const d = await expectError(h.client.appendResultMessages({ taskId, messages: batch, firstSequence: 1n }), grpc.status.ABORTED);
+    expect(d.errorInfo!.reason).to.equal("SEQUENCE_MISMATCH");
+    expect(d.errorInfo!.metadata).to.deep.include({ first_sequence: "1", next_sequence: "4" });
+    // A gap is refused too, and the next expected sequence appends.
+    await expectError(h.client.appendResultMessages({ taskId, messages: batch, firstSequence: 9n }), grpc.status.ABORTED);
+    const r2 = await h.client.appendResultMessages({ taskId, messages: [{ message: "d" }], firstSequence: 4n });
+    expect(r2.sequences).to.deep.equal([4n]);
+    expect(r2.errorCount).to.equal(1);
+    const { rows } = await h.pg.query("select seq::int, message from result_messages where task_id = $1 order by seq", [taskId]);
+    expect(rows.map((r: { message: string }) => r.message)).to.deep.equal(["a", "b", "c", "d"]);
+    const { task: got } = await h.client.getTask({ taskId });
+    expect([got!.version, got!.result!.errorCount]).to.deep.equal([3n, 1]);
+    await expectInvalid(h.client.appendResultMessages({ taskId, messages: batch, firstSequence: -1n }), "first_sequence");
+    await expectError(h.client.appendResultMessages({ taskId: randomUUID(), messages: batch, firstSequence: 1n }), grpc.status.NOT_FOUND);
+  });
 });
 

@@ -29,6 +29,7 @@ export function messageRpcs(sql: Sql): StateImpl {
             .jsonObject(`${f}.extra`, m.extra, MESSAGE_LIMITS.extraBytes);
         });
       }
+      if (req.firstSequence < 0n) v.add("first_sequence", "must not be negative (0: any)");
       v.check();
       const list: NewResultMessage[] = req.messages.map((m) => ({
         message: m.message,
@@ -38,7 +39,7 @@ export function messageRpcs(sql: Sql): StateImpl {
         ts: m.ts ? microsFromTimestamp(m.ts) : null,
         extra: m.extra ?? null,
       }));
-      const res = await messages.messagesAppend(sql, { taskId, messages: list, signal });
+      const res = await messages.messagesAppend(sql, { taskId, messages: list, firstSequence: req.firstSequence, signal });
       return { sequences: res.sequences, taskVersion: res.taskVersion, errorCount: res.errorCount };
     },
 

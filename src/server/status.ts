@@ -21,6 +21,7 @@ import {
   DependencyUnavailableError,
   ShuttingDownError,
   UnavailableError,
+  SequenceMismatchError,
   VersionMismatchError,
 } from "../errors.js";
 
@@ -32,6 +33,7 @@ const CODES: [new (...a: never[]) => DomainError, grpc.status][] = [
   [NotFoundError, grpc.status.NOT_FOUND],
   [AlreadyExistsError, grpc.status.ALREADY_EXISTS],
   [VersionMismatchError, grpc.status.ABORTED],
+  [SequenceMismatchError, grpc.status.ABORTED],
   [FailedPreconditionError, grpc.status.FAILED_PRECONDITION],
   [UnavailableError, grpc.status.UNAVAILABLE],
   [ShuttingDownError, grpc.status.UNAVAILABLE],

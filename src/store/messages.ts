@@ -9,7 +9,7 @@
 import type { Queryable, Sql } from "../db/connect.js";
 import { formatMicros, type Micros } from "../db/time.js";
 import type { JsonObject, NewResultMessage, ResultMessage } from "../domain.js";
-import { NotFoundError } from "../errors.js";
+import { NotFoundError, SequenceMismatchError } from "../errors.js";
 import { run } from "./sql.js";
 import { TASK_CHANNEL } from "./notify.js";
 
@@ -45,11 +45,18 @@ export interface MessagesAppendResult {
 
 export async function messagesAppend(
   sql: Sql,
-  p: { taskId: string; messages: NewResultMessage[]; signal?: AbortSignal },
+  p: {
+    taskId: string;
+    messages: NewResultMessage[];
+    /** When not 0n: append only if the first message gets exactly this sequence. */
+    firstSequence?: bigint;
+    signal?: AbortSignal;
+  },
 ): Promise<MessagesAppendResult> {
   const n = p.messages.length;
   const errors = p.messages.filter((m) => m.error).length;
   const ms = p.messages;
+  const first = (p.firstSequence ?? 0n).toString();
   // One statement, so one round trip and its own transaction: the UPDATE
   // takes the task row (held until commit) and allocates the sequences, the
   // INSERT writes the messages with them, pg_notify fires at commit.
@@ -61,7 +68,7 @@ export async function messagesAppend(
         set next_message_seq = next_message_seq + ${n},
             result_error_count = result_error_count + ${errors},
             version = version + 1, updated = now()
-        where task_id = ${p.taskId}
+        where task_id = ${p.taskId} and (${first}::bigint = 0 or next_message_seq = ${first}::bigint)
         returning next_message_seq - ${n} as first, version, result_error_count
       ), inserted as (
         insert into result_messages (task_id, seq, message, error, context_type, context, ts, extra)
@@ -78,7 +85,11 @@ export async function messagesAppend(
       )
       select first, version, result_error_count, pg_notify(${TASK_CHANNEL}, ${p.taskId}) from task`,
   );
-  if (!row) throw new NotFoundError("Task", p.taskId);
+  if (!row) {
+    const [task] = await run(p.signal, sql<{ next: bigint }[]>`select next_message_seq as next from tasks where task_id = ${p.taskId}`);
+    if (!task) throw new NotFoundError("Task", p.taskId);
+    throw new SequenceMismatchError(p.taskId, BigInt(first), task.next);
+  }
   return {
     sequences: Array.from({ length: n }, (_, i) => row.first + BigInt(i)),
     taskVersion: row.version,
