@@ -2,7 +2,8 @@
 // http(s) with the "deckhand+" prefix removed and an X-Auth-Token header from
 // a token provider. A 401 invalidates the token and is retried once.
 import { DependencyUnavailableError, PermissionDeniedError } from "../errors.js";
-import { abortable, type DesignDriver, type FetchContext } from "./driver.js";
+import { abortable } from "../abortable.js";
+import type { DesignDriver, FetchContext } from "./driver.js";
 import { header, readDocument, type HttpClient } from "./http.js";
 
 export interface TokenProvider {

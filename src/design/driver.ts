@@ -1,5 +1,4 @@
 // The contract between the design fetcher and its scheme drivers.
-import { abortError } from "../errors.js";
 
 export interface DesignDocument {
   content: Buffer;
@@ -28,19 +27,3 @@ export interface DesignDriver {
 
 /** Scheme (without ":") → driver. */
 export type DriverRegistry = ReadonlyMap<string, DesignDriver>;
-
-/**
- * Waits for shared work with the caller's own signal: the caller stops
- * waiting when it aborts, the work goes on for the others.
- */
-export function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(abortError(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal));
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => (signal.removeEventListener("abort", onAbort), resolve(v)),
-      (e) => (signal.removeEventListener("abort", onAbort), reject(e)),
-    );
-  });
-}

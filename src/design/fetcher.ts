@@ -4,7 +4,8 @@
 // request.
 import { createHash } from "node:crypto";
 import { InvalidArgumentError } from "../errors.js";
-import { abortable, type DesignDocument, type DriverRegistry, type FetchContext } from "./driver.js";
+import { abortable } from "../abortable.js";
+import type { DesignDocument, DriverRegistry, FetchContext } from "./driver.js";
 import { designRefProblem, redactReference } from "./reference.js";
 
 export interface FetchedDesign extends DesignDocument {

@@ -11,7 +11,8 @@ import { HEARTBEAT_CHANNEL, LEASE_CHANNEL, TASK_CHANNEL } from "../store/notify.
 import { dbNow, tasksChangedSince, tasksGetById, tasksGetByIds } from "../store/tasks.js";
 import { Listener } from "./listener.js";
 import { BoundedQueue } from "./queue.js";
-import { abortError, NotFoundError, UnavailableError } from "../errors.js";
+import { abortable } from "../abortable.js";
+import { NotFoundError, UnavailableError } from "../errors.js";
 
 export type TaskEvent = { kind: "task"; task: Task } | { kind: "message"; message: ResultMessage } | { kind: "gone" };
 
@@ -103,29 +104,6 @@ async function bounded<T>(ms: number, query: (signal: AbortSignal) => Promise<T>
   } finally {
     clearTimeout(timer);
   }
-}
-
-/**
- * Waits for a shared promise on behalf of one caller: rejects with the
- * caller's abort error when its signal aborts first, leaving `p` alone.
- */
-function waitFor<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(abortError(signal, signal.reason));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal, signal.reason));
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (err) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(err);
-      },
-    );
-  });
 }
 
 /**
@@ -230,7 +208,7 @@ export class WatchHub extends EventEmitter {
     e.waiting++;
     let feed: TaskFeed;
     try {
-      feed = await waitFor(e.opening, signal);
+      feed = await abortable(e.opening, signal);
     } catch (err) {
       e.waiting--;
       this.release(taskId, e);
