@@ -13,15 +13,15 @@ export function parseTimestamptz(text: string): Micros {
   return parseUtcFast(text) ?? parseGeneral(text);
 }
 
+/** 10^(6 − number of fraction digits), by string length. */
+const POW10 = [0, 0, 0, 0, 100000, 10000, 1000, 100, 10, 1];
+
 /**
  * The shape our sessions produce (TimeZone UTC, years 1000–9999):
  * "YYYY-MM-DD HH:MM:SS[.f…]+00", read without a regular expression. A list
  * page parses 400 of these; this is about 4 times faster than parseGeneral.
  * Anything else returns undefined.
  */
-/** 10^(6 − number of fraction digits), by string length. */
-const POW10 = [0, 0, 0, 0, 100000, 10000, 1000, 100, 10, 1];
-
 function parseUtcFast(t: string): Micros | undefined {
   const n = t.length;
   if (n < 22 || n > 29 || t.charCodeAt(4) !== 45 /* - */ || t.charCodeAt(7) !== 45 || t.charCodeAt(10) !== 32 /* space */) return undefined;
