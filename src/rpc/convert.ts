@@ -86,9 +86,9 @@ const taskPbCache = new WeakMap<Task, PbTask>();
 
 /**
  * Converted once per task object: for snapshots a feed shares with many
- * watchers. Responses of one call use newTaskPb: a WeakMap entry per task
- * costs the garbage collector more than the conversion it saves (ephemerons
- * are traced in every scavenge; a ListTasks page made 100).
+ * watchers. Responses of one call use newTaskPb: their objects are sent
+ * once, so a cache entry saves nothing and is one more WeakMap entry for the
+ * garbage collector to trace (a ListTasks page made 100).
  */
 export function taskToPb(t: Task): PbTask {
   let pb = taskPbCache.get(t);
