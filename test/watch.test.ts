@@ -316,7 +316,8 @@ describe("watching tasks", () => {
       expect(ev.event.case).to.equal("task");
       break;
     }
-    for (let i = 0; i < 200 && h.server.hub.subscriberCount(task!.taskId) > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const released = () => h.server.hub.subscriberCount(task!.taskId) === 0 && h.server.hub.watchedTasks === 0;
+    for (let i = 0; i < 200 && !released(); i++) await new Promise((r) => setTimeout(r, 10));
     expect(h.server.hub.subscriberCount(task!.taskId)).to.equal(0);
     expect(h.server.hub.watchedTasks).to.equal(0);
   });
