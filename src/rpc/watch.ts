@@ -6,7 +6,8 @@ import type { CallContext } from "../server/adapter.js";
 import { messagesList } from "../store/messages.js";
 import { tasksList } from "../store/tasks.js";
 import type { BoundedQueue } from "../watch/queue.js";
-import type { TaskEvent, WatchHub } from "../watch/hub.js";
+import { SHARED_QUERY_TIMEOUT_MS, type TaskEvent, type WatchHub } from "../watch/hub.js";
+import { SentVersions } from "../watch/sent.js";
 import { messageEventToPb, taskToPb } from "./convert.js";
 import { statusList, type StateImpl } from "./tasks.js";
 import { LIMITS, Validator } from "./validate.js";
@@ -127,7 +128,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
       const sub = hub.subscribeTasks();
       guard(sub.events, ctx);
       // Version last sent per matching task: drops stale snapshots.
-      const sent = new Map<string, bigint>();
+      const sent = new SentVersions(2 * SHARED_QUERY_TIMEOUT_MS);
       try {
         if (req.sendInitial) {
           let after: { created: bigint; taskId: string } | null = null;
@@ -143,7 +144,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
               signal,
             });
             for (const t of page) {
-              sent.set(t.taskId, t.version);
+              sent.record(t.taskId, t.version, finished(t));
               yield { task: taskToPb(t), initial: true };
             }
             if (page.length < READ_BATCH) break;
@@ -156,10 +157,11 @@ export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
             const prev = sent.get(t.taskId);
             if (prev !== undefined ? t.version <= prev : !matches(t)) continue;
             // A task that leaves the filter is sent once more (its new state), then forgotten.
-            if (matches(t)) sent.set(t.taskId, t.version);
-            else sent.delete(t.taskId);
+            if (matches(t)) sent.record(t.taskId, t.version, finished(t));
+            else sent.forget(t.taskId);
             yield { task: taskToPb(t), initial: false };
           }
+          if (sub.events.size === 0) sent.evictFinished(); // see SentVersions
         }
       } finally {
         sub.close();

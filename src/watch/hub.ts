@@ -79,7 +79,7 @@ const RECONNECT_MARGIN_US = 30_000_000n;
  * Bound of one shared query (feed and WatchTasks reads): past it the query is
  * cancelled and abandoned, and retried like any failed read.
  */
-const SHARED_QUERY_TIMEOUT_MS = 30_000;
+export const SHARED_QUERY_TIMEOUT_MS = 30_000;
 /** Failed shared reads are retried with exponential backoff between these, with jitter. */
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 5000;

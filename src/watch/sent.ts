@@ -1,0 +1,54 @@
+// What a WatchTasks stream has sent: the version of each matching task, so
+// that a snapshot older than one already sent is dropped.
+
+/**
+ * Versions sent per task. Unfinished tasks stay (they may change again);
+ * finished ones are forgotten `graceMs` after they were recorded, so a stream
+ * that runs for months does not remember every task that ever finished.
+ *
+ * Forgetting is safe once no older snapshot of the task can still reach the
+ * stream: the hub's reads settle within SHARED_QUERY_TIMEOUT_MS, so with a
+ * grace of twice that and eviction only when the stream's queue is empty,
+ * any snapshot read before the finish has been received and dropped already.
+ * A later change of a forgotten task (a message appended after it finished)
+ * is a newer version and is sent, as it would have been anyway.
+ */
+export class SentVersions {
+  private readonly versions = new Map<string, bigint>();
+  /** Finished tasks by the time they were recorded, oldest first. */
+  private readonly finishedAt = new Map<string, number>();
+
+  constructor(
+    private readonly graceMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get size(): number {
+    return this.versions.size;
+  }
+
+  get(taskId: string): bigint | undefined {
+    return this.versions.get(taskId);
+  }
+
+  record(taskId: string, version: bigint, finished: boolean): void {
+    this.versions.set(taskId, version);
+    this.finishedAt.delete(taskId); // re-inserted last: the map stays in time order
+    if (finished) this.finishedAt.set(taskId, this.now());
+  }
+
+  forget(taskId: string): void {
+    this.versions.delete(taskId);
+    this.finishedAt.delete(taskId);
+  }
+
+  /** Forgets finished tasks recorded more than graceMs ago. */
+  evictFinished(): void {
+    const limit = this.now() - this.graceMs;
+    for (const [taskId, at] of this.finishedAt) {
+      if (at > limit) break;
+      this.finishedAt.delete(taskId);
+      this.versions.delete(taskId);
+    }
+  }
+}
