@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import path from "node:path";
 import type { KeystoneOptions } from "./design/deckhand.js";
+import { DEFAULT_TIMEOUTS, type DatabaseTimeouts } from "./db/connect.js";
 
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -18,8 +19,12 @@ export interface Config {
   logLevel: LogLevel;
   /** Longest time in-flight calls get to finish on shutdown. */
   shutdownGraceMs: number;
-  /** Connections in the service's database pool. */
+  /** Connections in the service's database pool (single statements). */
   dbPoolSize: number;
+  /** Transactions that may run at once, each on a connection of its own. */
+  dbTxPoolSize: number;
+  /** Server-side bounds of database work (statement, lock wait, idle transaction). */
+  dbTimeouts: DatabaseTimeouts;
   /** How often the health service re-checks the database. */
   healthIntervalMs: number;
   /** Events a watch stream may fall behind before it is ended with RESOURCE_EXHAUSTED. */
@@ -81,7 +86,11 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
   --data-dir      STATEMGMT_DATA_DIR   data directory of the embedded PostgreSQL (default .data/)
   --log-level     STATEMGMT_LOG_LEVEL  fatal|error|warn|info|debug|trace|silent (default info)
                   STATEMGMT_SHUTDOWN_GRACE_MS  time in-flight calls get on shutdown (default 10000)
-                  STATEMGMT_DB_POOL_SIZE       database connections (default 10)
+                  STATEMGMT_DB_POOL_SIZE       database connections for single statements (default 10)
+                  STATEMGMT_DB_TX_POOL_SIZE    database connections for transactions, one each (default 5)
+                  STATEMGMT_DB_STATEMENT_TIMEOUT_MS  statement bound of calls without a deadline (default 30000; 0 = none)
+                  STATEMGMT_DB_LOCK_TIMEOUT_MS       longest row lock wait of any call (default 5000; 0 = none)
+                  STATEMGMT_DB_IDLE_IN_TRANSACTION_MS  PostgreSQL ends sessions idle in a transaction this long (default 10000)
                   STATEMGMT_HEALTH_INTERVAL_MS database health probe interval (default 5000)
                   STATEMGMT_WATCH_BUFFER       events a watch stream may fall behind (default 10000)
                   STATEMGMT_HEARTBEAT_MS       LISTEN connection heartbeat interval (default 5000)
@@ -130,6 +139,12 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     logLevel,
     shutdownGraceMs: intEnv(env, "STATEMGMT_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     dbPoolSize: intEnv(env, "STATEMGMT_DB_POOL_SIZE", 10, 1, 1000),
+    dbTxPoolSize: intEnv(env, "STATEMGMT_DB_TX_POOL_SIZE", 5, 1, 1000),
+    dbTimeouts: {
+      statementTimeoutMs: intEnv(env, "STATEMGMT_DB_STATEMENT_TIMEOUT_MS", DEFAULT_TIMEOUTS.statementTimeoutMs, 0, 86_400_000),
+      lockTimeoutMs: intEnv(env, "STATEMGMT_DB_LOCK_TIMEOUT_MS", DEFAULT_TIMEOUTS.lockTimeoutMs, 0, 86_400_000),
+      idleInTransactionMs: intEnv(env, "STATEMGMT_DB_IDLE_IN_TRANSACTION_MS", DEFAULT_TIMEOUTS.idleInTransactionMs, 100, 86_400_000),
+    },
     healthIntervalMs: intEnv(env, "STATEMGMT_HEALTH_INTERVAL_MS", 5_000, 10, 3_600_000),
     watchBufferLimit: intEnv(env, "STATEMGMT_WATCH_BUFFER", 10_000, 10, 10_000_000),
     heartbeatMs: intEnv(env, "STATEMGMT_HEARTBEAT_MS", 5_000, 50, 600_000),

@@ -20,7 +20,6 @@ export abstract class DomainError extends Error {
   }
 }
 
-/** The request is malformed; nothing was read or written. */
 /**
  * Violations sent back, at most: the status travels in HTTP/2 trailers, and
  * clients refuse trailers over 8 KiB (grpc.max_metadata_size); a request with
@@ -28,6 +27,7 @@ export abstract class DomainError extends Error {
  */
 export const MAX_VIOLATIONS = 20;
 
+/** The request is malformed; nothing was read or written. */
 export class InvalidArgumentError extends DomainError {
   readonly reason = "INVALID_ARGUMENT";
   /** The first MAX_VIOLATIONS violations, then one saying how many more there were. */
@@ -81,6 +81,22 @@ export class SequenceMismatchError extends DomainError {
         (next > expected ? "; messages from a previous attempt may already be there (ListResultMessages after it)" : ""),
       { task_id: taskId, first_sequence: String(expected), next_sequence: String(next) },
     );
+  }
+}
+
+/**
+ * A concurrency conflict ended the call and nothing was written (a lock wait
+ * ran out, a transaction was rolled back, a claim kept racing): retrying,
+ * with backoff, is safe.
+ */
+export class AbortedError extends DomainError {
+  constructor(
+    readonly reason: string,
+    message: string,
+    metadata: Record<string, string> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, metadata, options);
   }
 }
 

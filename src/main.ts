@@ -4,6 +4,7 @@ import { ConfigError, loadConfig } from "./config.js";
 import { connect } from "./db/connect.js";
 import { DataDirInUseError, startEmbedded, type EmbeddedDatabase } from "./db/embedded.js";
 import { migrate } from "./db/migrate.js";
+import { createTransactor } from "./store/transactions.js";
 import { createLogger } from "./log.js";
 import { startServer } from "./server/server.js";
 
@@ -29,13 +30,14 @@ async function main(): Promise<number> {
     return 1;
   }
   const databaseUrl = config.databaseUrl ?? embedded!.url;
-  const sql = connect({ url: databaseUrl, max: config.dbPoolSize });
+  const sql = connect({ url: databaseUrl, max: config.dbPoolSize, timeouts: config.dbTimeouts });
+  const tx = createTransactor({ url: databaseUrl, slots: config.dbTxPoolSize, timeouts: config.dbTimeouts });
   let server;
   try {
-    const applied = await migrate(sql);
+    const applied = await migrate(tx);
     log.info({ applied }, applied.length ? "applied migrations" : "schema up to date");
     server = await startServer({
-      sql,
+      db: { sql, tx },
       log,
       host: config.listen.host,
       port: config.listen.port,
@@ -48,7 +50,7 @@ async function main(): Promise<number> {
     });
   } catch (err) {
     log.fatal({ err }, "start-up failed");
-    await sql.end({ timeout: 5 }).catch(() => {});
+    await Promise.all([sql.end({ timeout: 5 }), tx.end()]).catch(() => {});
     await embedded?.stop();
     return 1;
   }
@@ -66,7 +68,7 @@ async function main(): Promise<number> {
   };
   process.once("SIGTERM", hard).once("SIGINT", hard);
   await server.shutdown(config.shutdownGraceMs);
-  await sql.end({ timeout: 5 });
+  await Promise.all([sql.end({ timeout: 5 }), tx.end()]);
   await embedded?.stop();
   log.info("stopped");
   return 0;

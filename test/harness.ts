@@ -12,7 +12,8 @@ import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, type BadRequest, type ErrorInfo } from "../gen/google/rpc/error_details_pb.js";
 import { createClient, type Client } from "../src/client.js";
-import { connect, type Sql } from "../src/db/connect.js";
+import { connect, DEFAULT_TIMEOUTS, type DatabaseTimeouts, type Sql } from "../src/db/connect.js";
+import { createTransactor, type Transactor } from "../src/store/transactions.js";
 import { createLogger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import type { DesignConfig } from "../src/config.js";
@@ -49,6 +50,7 @@ export interface Harness {
   client: StateClient;
   server: StateServer;
   sql: Sql;
+  tx: Transactor;
   /** An independent pg client on the same database, to check what really landed. */
   pg: pg.Client;
   dbName: string;
@@ -58,6 +60,9 @@ export interface Harness {
 export interface HarnessOptions {
   healthIntervalMs?: number;
   poolSize?: number;
+  /** Transaction slots (default 5). */
+  txPoolSize?: number;
+  timeouts?: DatabaseTimeouts;
   watchBufferLimit?: number;
   heartbeatMs?: number;
   buildDataMaxBytes?: number;
@@ -75,9 +80,10 @@ export function useServer(opts: HarnessOptions = {}): Harness {
     db = await createTestDatabase();
     h.dbName = db.name;
     h.dbUrl = db.url;
-    h.sql = connect({ url: db.url, max: opts.poolSize ?? 10, timeZone: opts.timeZone });
+    h.sql = connect({ url: db.url, max: opts.poolSize ?? 10, timeZone: opts.timeZone, timeouts: opts.timeouts });
+    h.tx = createTransactor({ url: db.url, slots: opts.txPoolSize ?? 5, timeZone: opts.timeZone, timeouts: opts.timeouts ?? DEFAULT_TIMEOUTS });
     h.server = await startServer({
-      sql: h.sql,
+      db: { sql: h.sql, tx: h.tx },
       databaseUrl: db.url,
       watchBufferLimit: opts.watchBufferLimit,
       heartbeatMs: opts.heartbeatMs,
@@ -97,6 +103,7 @@ export function useServer(opts: HarnessOptions = {}): Harness {
     h.client?.close();
     await h.server?.shutdown(2000);
     await h.sql?.end({ timeout: 5 });
+    await h.tx?.end();
     await h.pg?.end();
     await db?.drop();
   });

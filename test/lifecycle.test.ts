@@ -6,11 +6,13 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
+import pg from "pg";
 import { expect } from "chai";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import { createClient } from "../src/client.js";
-import { connect } from "../src/db/connect.js";
+import { connect, DEFAULT_TIMEOUTS } from "../src/db/connect.js";
+import { createTransactor, type Transactor } from "../src/store/transactions.js";
 import { loadMigrations, migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/log.js";
 import { startServer } from "../src/server/server.js";
@@ -124,13 +126,13 @@ describe("migrations", () => {
     const sql = connect({ url: db.url, max: 1 });
     await sql.unsafe("drop schema public cascade; create schema public");
     await sql.end();
-    const pools = Array.from({ length: 10 }, () => connect({ url: db.url, max: 1 }));
+    const pools = Array.from({ length: 10 }, () => createTransactor({ url: db.url, slots: 1, timeouts: DEFAULT_TIMEOUTS }));
     try {
       const all = (await loadMigrations()).map((m) => m.version);
       expect(all.length).to.be.at.least(2);
       const applied = await Promise.all(pools.map((p) => migrate(p)));
       expect(applied.flat().sort()).to.deep.equal(all);
-      const [{ n }] = await pools[0]!<{ n: number }[]>`select count(*)::int n from schema_migrations`;
+      const [{ n }] = await pools[0]!.unbounded((tx: Parameters<Parameters<Transactor["unbounded"]>[0]>[0]) => tx<{ n: number }[]>`select count(*)::int n from schema_migrations`);
       expect(n).to.equal(all.length);
       // And again: nothing to do.
       expect(await migrate(pools[0]!)).to.deep.equal([]);
@@ -146,10 +148,13 @@ describe("shutdown", () => {
     this.timeout(30_000);
     const db = await createTestDatabase();
     const sql = connect({ url: db.url, max: 2 });
-    const server = await startServer({ sql, databaseUrl: db.url, log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000 });
+    const tx = createTransactor({ url: db.url, slots: 2, timeouts: DEFAULT_TIMEOUTS });
+    const server = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000 });
     const health = createClient(Health, server.address);
     const state = createClient(StateService, server.address);
-    const locker = connect({ url: db.url, max: 1 });
+    // An independent connection that holds a row lock.
+    const locker = new pg.Client({ connectionString: db.url });
+    await locker.connect();
     try {
       const { task } = await state.createTask({ action: "slow" });
       const watch = health.watch({});
@@ -157,16 +162,8 @@ describe("shutdown", () => {
       expect((await it.next()).value.status).to.equal(Serving.SERVING);
 
       // A unary call that is still running when shutdown begins: it waits for a row lock held here.
-      let release!: () => void;
-      const held = new Promise<void>((r) => (release = r));
-      const locked = new Promise<void>((resolve) => {
-        void locker.begin(async (tx) => {
-          await tx`select 1 from tasks where task_id = ${task!.taskId} for update`;
-          resolve();
-          await held;
-        });
-      });
-      await locked;
+      await locker.query("begin");
+      await locker.query("select 1 from tasks where task_id = $1 for update", [task!.taskId]);
       const update = state.updateTask({ task: { taskId: task!.taskId, retry: 7 }, updateMask: { paths: ["retry"] } });
       await new Promise((r) => setTimeout(r, 100)); // let the update reach its lock wait
 
@@ -181,7 +178,7 @@ describe("shutdown", () => {
       expect(decodeError(err).code).to.equal(grpc.status.UNAVAILABLE);
       expect(seen).to.deep.equal([Serving.NOT_SERVING]);
 
-      release();
+      await locker.query("rollback");
       const { task: updated } = await update;
       expect(updated!.retry).to.equal(7);
       await shutdown;
@@ -193,6 +190,7 @@ describe("shutdown", () => {
       state.close();
       await locker.end();
       await sql.end();
+      await tx.end();
       await db.drop();
     }
   });

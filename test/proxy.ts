@@ -7,6 +7,8 @@ export class TcpProxy {
   private open = true;
   /** Connections accepted so far. */
   accepted = 0;
+  /** Delay before a new connection is forwarded: a slow connection set-up. */
+  connectDelayMs = 0;
   private constructor(
     private readonly server: Server,
     readonly port: number,
@@ -17,13 +19,16 @@ export class TcpProxy {
     const server = createServer((client) => {
       if (!proxy.open) return void client.destroy();
       proxy.accepted++;
+      if (proxy.connectDelayMs > 0) client.pause();
       const upstream = netConnect(port, host);
       for (const s of [client, upstream]) {
         proxy.sockets.add(s);
         s.on("close", () => proxy.sockets.delete(s));
         s.on("error", () => {});
       }
-      client.pipe(upstream).pipe(client);
+      const forward = () => client.pipe(upstream).pipe(client);
+      if (proxy.connectDelayMs > 0) setTimeout(forward, proxy.connectDelayMs);
+      else forward();
       client.on("close", () => upstream.destroy());
       upstream.on("close", () => client.destroy());
     });

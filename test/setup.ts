@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import postgres from "postgres";
 import { startEmbedded, type EmbeddedDatabase } from "../src/db/embedded.js";
-import { connect } from "../src/db/connect.js";
+import { DEFAULT_TIMEOUTS } from "../src/db/connect.js";
+import { createTransactor } from "../src/store/transactions.js";
 import { migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/log.js";
 import { shared, TEMPLATE_DB, withDatabase } from "./harness.js";
@@ -29,9 +30,9 @@ export const mochaHooks = {
     await admin.unsafe(`drop database if exists ${TEMPLATE_DB}`);
     await admin.unsafe(`create database ${TEMPLATE_DB}`);
     await admin.end();
-    const sql = connect({ url: withDatabase(shared.adminUrl, TEMPLATE_DB), max: 1 });
-    await migrate(sql);
-    await sql.end();
+    const tx = createTransactor({ url: withDatabase(shared.adminUrl, TEMPLATE_DB), slots: 1, timeouts: DEFAULT_TIMEOUTS });
+    await migrate(tx);
+    await tx.end();
   },
   async afterAll(this: Mocha.Context) {
     this.timeout(60_000);

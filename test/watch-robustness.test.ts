@@ -11,7 +11,9 @@ import { expect } from "chai";
 import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client.js";
-import { connect, type Sql } from "../src/db/connect.js";
+import { connect, DEFAULT_TIMEOUTS, type Sql } from "../src/db/connect.js";
+import { createTransactor, type Transactor } from "../src/store/transactions.js";
+
 import { createLogger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import { createTestDatabase, decodeError, useServer, type StateClient } from "./harness.js";
@@ -284,6 +286,7 @@ describe("watch reads that fail while the database blips", function () {
   // Server A: its pool goes through the proxy, its LISTEN connection does not,
   // so it hears every notification while its reads fail. Server B writes.
   let sqlA: Sql, sqlB: Sql;
+  let txA: Transactor, txB: Transactor;
   let a: StateServer, b: StateServer;
   let ca: StateClient, cb: StateClient;
   before(async () => {
@@ -295,8 +298,10 @@ describe("watch reads that fail while the database blips", function () {
     sqlA = connect({ url: viaProxy.toString(), max: 4 });
     sqlB = connect({ url: db.url, max: 4 });
     const common = { log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000, heartbeatMs: 200 };
-    a = await startServer({ ...common, sql: sqlA, databaseUrl: db.url });
-    b = await startServer({ ...common, sql: sqlB, databaseUrl: db.url });
+    txA = createTransactor({ url: viaProxy.toString(), slots: 2, timeouts: DEFAULT_TIMEOUTS });
+    txB = createTransactor({ url: db.url, slots: 2, timeouts: DEFAULT_TIMEOUTS });
+    a = await startServer({ ...common, db: { sql: sqlA, tx: txA }, databaseUrl: db.url });
+    b = await startServer({ ...common, db: { sql: sqlB, tx: txB }, databaseUrl: db.url });
     ca = createClient(StateService, a.address);
     cb = createClient(StateService, b.address);
   });
@@ -306,6 +311,8 @@ describe("watch reads that fail while the database blips", function () {
     await a?.shutdown(1000);
     await b?.shutdown(1000);
     await sqlA?.end({ timeout: 1 });
+    await txA?.end();
+    await txB?.end();
     await sqlB?.end({ timeout: 1 });
     await proxy?.close();
     await db?.drop();

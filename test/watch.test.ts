@@ -9,7 +9,8 @@ import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client.js";
 import { LISTENER_APPLICATION_NAME } from "../src/watch/listener.js";
-import { connect } from "../src/db/connect.js";
+import { connect, DEFAULT_TIMEOUTS } from "../src/db/connect.js";
+import { createTransactor } from "../src/store/transactions.js";
 import { createLogger } from "../src/log.js";
 import { startServer } from "../src/server/server.js";
 import { createTestDatabase, decodeError, useServer, type Harness, type StateClient } from "./harness.js";
@@ -351,8 +352,9 @@ describe("a LISTEN connection that silently hangs", () => {
     target.port = String(proxy.port);
     const sql = connect({ url: db.url, max: 4 });
     // Only the LISTEN connection goes through the proxy.
+    const tx = createTransactor({ url: db.url, slots: 1, timeouts: DEFAULT_TIMEOUTS });
     const server = await startServer({
-      sql,
+      db: { sql, tx },
       databaseUrl: target.toString(),
       log: createLogger("silent"),
       host: "127.0.0.1",
@@ -382,6 +384,7 @@ describe("a LISTEN connection that silently hangs", () => {
       client.close();
       await server.shutdown(1000);
       await sql.end();
+      await tx.end();
       await proxy.close();
       await db.drop();
     }

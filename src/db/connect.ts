@@ -1,10 +1,10 @@
 import postgres from "postgres";
 import { parseTimestamptz, formatMicros, type Micros } from "./time.js";
+import { Lender } from "../lender.js";
 
 export type Sql = postgres.Sql<{ micros: Micros; bigint: bigint }>;
-export type TxSql = postgres.TransactionSql<{ micros: Micros; bigint: bigint }>;
-/** A pool or an open transaction: what store functions run their queries on. */
-export type Queryable = Sql | TxSql;
+/** A pool or a transaction's connection (store/transactions.ts): what store functions run their queries on. */
+export type Queryable = Sql;
 
 export interface ConnectOptions {
   url: string;
@@ -14,32 +14,78 @@ export interface ConnectOptions {
   timeZone?: string;
   /** Called with notices and connection errors worth logging. */
   onNotice?: (notice: postgres.Notice) => void;
+  /** Queries sent down one connection before earlier ones answer (default MAX_PIPELINE). */
+  pipeline?: number;
+  /** Server-side bounds of every session (default DEFAULT_TIMEOUTS). */
+  timeouts?: DatabaseTimeouts;
 }
 
 /**
- * Queries postgres.js may send down one connection before the previous ones
- * answer. Its default (100) lets concurrent calls queue behind each other on
- * a busy connection while others sit idle; 1 gives each query a free
- * connection or a wait for one. Measured in bench/ (BENCHMARKS.md).
+ * Server-side bounds of database work, set on every session. A transaction
+ * narrows them to its call's deadline (store/transactions.ts); a single
+ * statement runs under them as they are.
  */
-export const MAX_PIPELINE = 1;
+export interface DatabaseTimeouts {
+  /** statement_timeout: longest statement of a call without a deadline; 0 = none. */
+  statementTimeoutMs: number;
+  /** lock_timeout: longest wait for a row lock, even within a longer deadline; 0 = none. */
+  lockTimeoutMs: number;
+  /** idle_in_transaction_session_timeout: PostgreSQL ends a session whose transaction sits idle this long. */
+  idleInTransactionMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: DatabaseTimeouts = { statementTimeoutMs: 30_000, lockTimeoutMs: 5_000, idleInTransactionMs: 10_000 };
+
+/**
+ * Delay before reconnecting after a failed connection attempt, in seconds
+ * (postgres.js's unit). Its default grows to 20 s, during which every call
+ * waits; capped at 0.25 s, a call made while PostgreSQL is down fails
+ * UNAVAILABLE about as fast as the connection is refused.
+ */
+export const reconnectBackoff = (retries: number): number => Math.min(0.25, 0.01 * 2 ** retries) * (0.5 + Math.random() / 2);
+
+/**
+ * Queries postgres.js may send down a connection that is already running
+ * one. 0: none, so a query waits in the pool's queue for a free connection,
+ * where a call that gives up can still withdraw it (store/sql.ts run). With
+ * 1 (measured in bench/, BENCHMARKS.md) postgres.js still queued one query
+ * behind a running one, and a query queued behind a statement blocked on a
+ * row lock could neither be withdrawn nor run until the lock was released.
+ */
+export const MAX_PIPELINE = 0;
 /** Options postgres.js reads (src/index.js) but its types omit. */
 export const UNTYPED_OPTIONS = { max_pipeline: MAX_PIPELINE };
+
+/** Connection parameters (GUCs) that carry DatabaseTimeouts to a session. */
+function timeoutParameters(t: DatabaseTimeouts): Record<string, string> {
+  return {
+    statement_timeout: String(t.statementTimeoutMs),
+    lock_timeout: String(t.lockTimeoutMs),
+    idle_in_transaction_session_timeout: String(t.idleInTransactionMs),
+  };
+}
 
 /**
  * Opens the service's pool. timestamptz is read as exact microseconds and
  * int8 as bigint; sessions run in UTC (the parser does not depend on it).
  */
 export function connect(opts: ConnectOptions): Sql {
-  return postgres(opts.url, {
-    max: opts.max ?? 10,
+  const max = opts.max ?? 10;
+  const sql = postgres(opts.url, {
+    max,
     ...UNTYPED_OPTIONS,
+    ...(opts.pipeline === undefined ? {} : { max_pipeline: opts.pipeline }),
+    backoff: reconnectBackoff,
     // Fail fast when the database is unreachable: calls answer UNAVAILABLE
     // instead of hanging for postgres.js's default 30 s.
     connect_timeout: 5,
     idle_timeout: 60,
     onnotice: opts.onNotice ?? (() => {}),
-    connection: { application_name: opts.applicationName ?? "drydock-statemgmt", TimeZone: opts.timeZone ?? "UTC" },
+    connection: {
+      application_name: opts.applicationName ?? "drydock-statemgmt",
+      TimeZone: opts.timeZone ?? "UTC",
+      ...timeoutParameters(opts.timeouts ?? DEFAULT_TIMEOUTS),
+    },
     types: {
       micros: {
         to: 1184,
@@ -54,4 +100,15 @@ export function connect(opts: ConnectOptions): Sql {
       bigint: postgres.BigInt,
     },
   }) as unknown as Sql;
+  permits.set(sql, new Lender(Array.from({ length: max }, (_, i) => i)));
+  return sql;
+}
+
+/** One permit per connection of a pool: store/sql.ts run() hands a query to the driver only with one. */
+const permits = new WeakMap<Sql, Lender<number>>();
+
+export function permitsOf(sql: Sql): Lender<number> {
+  const p = permits.get(sql);
+  if (!p) throw new Error("permitsOf: not a pool made by connect()");
+  return p;
 }

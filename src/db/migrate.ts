@@ -4,7 +4,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
-import type { Sql } from "./connect.js";
+import type { Transactor } from "../store/transactions.js";
 
 /** Arbitrary constant naming our advisory lock ("drydock" in ASCII). */
 const MIGRATION_LOCK_KEY = 0x6472_7964_6f63_6bn;
@@ -30,9 +30,10 @@ export async function loadMigrations(dir = resolveMigrationsDir()): Promise<Migr
 }
 
 /** Applies the migrations not yet recorded; returns the versions it applied. */
-export async function migrate(sql: Sql, migrations?: Migration[]): Promise<number[]> {
+export async function migrate(t: Pick<Transactor, "unbounded">, migrations?: Migration[]): Promise<number[]> {
   const all = migrations ?? (await loadMigrations());
-  return sql.begin(async (tx) => {
+  // Without a statement timeout: a migration of a large table may take long.
+  return t.unbounded(async (tx) => {
     await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY.toString()}::bigint)`;
     await tx`
       create table if not exists schema_migrations (

@@ -1,7 +1,7 @@
 // Leader election RPCs: leases decided on the database's clock.
 import { once } from "node:events";
 import type { Duration } from "@bufbuild/protobuf/wkt";
-import type { Sql } from "../db/connect.js";
+import type { Db } from "../store/transactions.js";
 import { leasesClaim, leasesGet, leasesHistorySince, leasesRenew, leasesResign } from "../store/leases.js";
 import type { WatchHub } from "../watch/hub.js";
 import { leaderToPb } from "./convert.js";
@@ -22,15 +22,16 @@ function ttlMs(v: Validator, field: string, d: Duration | undefined): number {
   return ms;
 }
 
-export function leadershipRpcs(sql: Sql, hub: WatchHub): StateImpl {
+export function leadershipRpcs(db: Db, hub: WatchHub): StateImpl {
+  const { sql } = db;
   return {
-    async claimLeadership(req, { signal }) {
+    async claimLeadership(req, { signal, deadline }) {
       const v = new Validator();
       const election = v.election("election", req.election);
       v.text("instance_id", req.instanceId, LIMITS.name, true);
       const ttl = ttlMs(v, "ttl", req.ttl);
       v.check();
-      const r = await leasesClaim(sql, { election, holder: req.instanceId, ttlMs: ttl, signal });
+      const r = await leasesClaim(db.tx, { election, holder: req.instanceId, ttlMs: ttl, signal, deadline });
       return { isLeader: r.isLeader, leader: leaderToPb(r.lease) };
     },
 
@@ -43,13 +44,13 @@ export function leadershipRpcs(sql: Sql, hub: WatchHub): StateImpl {
       return { leader: leaderToPb(await leasesRenew(sql, { election, holder: req.instanceId, term: req.term, signal })) };
     },
 
-    async resignLeadership(req, { signal }) {
+    async resignLeadership(req, { signal, deadline }) {
       const v = new Validator();
       const election = v.election("election", req.election);
       v.text("instance_id", req.instanceId, LIMITS.name, true);
       if (req.term < 1n) v.add("term", "must be a term returned by ClaimLeadership (≥ 1)");
       v.check();
-      return { resigned: await leasesResign(sql, { election, holder: req.instanceId, term: req.term, signal }) };
+      return { resigned: await leasesResign(db.tx, { election, holder: req.instanceId, term: req.term, signal, deadline }) };
     },
 
     async getLeader(req, { signal }) {

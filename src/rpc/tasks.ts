@@ -1,6 +1,7 @@
 // Task RPCs: validate, call one store function, convert the result.
 import { randomUUID } from "node:crypto";
 import type { Sql } from "../db/connect.js";
+import type { Db } from "../store/transactions.js";
 import type { ServiceImpl } from "../server/adapter.js";
 import type { StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { SubtaskFilter, TaskView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
@@ -38,7 +39,8 @@ const UPDATE_PATHS = [
 ] as const;
 type UpdatePath = (typeof UPDATE_PATHS)[number];
 
-export function taskRpcs(sql: Sql): StateImpl {
+export function taskRpcs(db: Db): StateImpl {
+  const { sql } = db;
   return {
     async createTask(req, { signal }) {
       const v = new Validator();
@@ -129,7 +131,7 @@ export function taskRpcs(sql: Sql): StateImpl {
       return listPage(sql, filters, limit, req.pageToken, signal);
     },
 
-    async updateTask(req, { signal }) {
+    async updateTask(req, { signal, deadline }) {
       const v = new Validator();
       const t = req.task;
       const taskId = v.uuid("task.task_id", t?.taskId ?? "", true);
@@ -145,34 +147,34 @@ export function taskRpcs(sql: Sql): StateImpl {
       v.check();
       const changes = taskChanges(v, t!, new Set(paths as UpdatePath[]));
       v.check();
-      const task = await tasks.tasksUpdate(sql, { taskId, changes, expectedVersion: req.expectedVersion, fence, signal });
+      const task = await tasks.tasksUpdate(db.tx, { taskId, changes, expectedVersion: req.expectedVersion, fence, signal, deadline });
       return { task: newTaskPb(task) };
     },
 
-    async terminateTask(req, { signal }) {
+    async terminateTask(req, { signal, deadline }) {
       const v = new Validator();
       const taskId = v.uuid("task_id", req.taskId, true);
       v.text("terminated_by", req.terminatedBy, LIMITS.name);
       v.check();
-      return { task: newTaskPb(await tasks.tasksTerminate(sql, { taskId, terminatedBy: req.terminatedBy, signal })) };
+      return { task: newTaskPb(await tasks.tasksTerminate(db.tx, { taskId, terminatedBy: req.terminatedBy, signal, deadline })) };
     },
 
-    async claimNextTask(req, { signal }) {
+    async claimNextTask(req, { signal, deadline }) {
       const v = new Validator();
       v.text("instance_id", req.instanceId, LIMITS.name, true);
       if (req.actions.length > LIMITS.listFilterValues) v.add("actions", `at most ${LIMITS.listFilterValues} actions`);
       req.actions.forEach((a, i) => v.action(`actions[${i}]`, a));
       const fence = v.fence("fence", req.fence);
       v.check();
-      const task = await tasks.tasksClaimNext(sql, { instanceId: req.instanceId, actions: req.actions, fence, signal });
+      const task = await tasks.tasksClaimNext(db, { instanceId: req.instanceId, actions: req.actions, fence, signal, deadline });
       return { task: task ? newTaskPb(task) : undefined };
     },
 
-    async purgeTasks(req, { signal }) {
+    async purgeTasks(req, { signal, deadline }) {
       const v = new Validator();
       if (req.olderThanDays < 0) v.add("older_than_days", "must not be negative");
       v.check();
-      const n = await tasks.tasksPurge(sql, { olderThanDays: req.olderThanDays, signal });
+      const n = await tasks.tasksPurge(db.tx, { olderThanDays: req.olderThanDays, signal, deadline });
       return { tasksDeleted: BigInt(n.tasks), resultMessagesDeleted: BigInt(n.resultMessages) };
     },
   };

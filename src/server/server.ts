@@ -4,7 +4,7 @@ import { file_drydock_statemgmt_v1_state_service, StateService } from "../../gen
 import { file_grpc_health_v1_health, Health } from "../../gen/grpc/health/v1/health_pb.js";
 import * as reflV1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflV1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import type { Sql } from "../db/connect.js";
+import type { Db } from "../store/transactions.js";
 import { ShuttingDownError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { taskRpcs } from "../rpc/tasks.js";
@@ -22,7 +22,8 @@ import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
 
 export interface ServerOptions {
-  sql: Sql;
+  /** The shared pool and the transaction slots; the caller owns and ends them. */
+  db: Db;
   /** URL of the same database, for the LISTEN connection of the watch hub. */
   databaseUrl: string;
   log: Logger;
@@ -68,13 +69,13 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     "grpc.keepalive_timeout_ms": 20_000,
   });
   const calls: OpenCalls = { unary: new Set(), streams: new Set() };
-  const health = new DatabaseHealth(o.sql, o.healthIntervalMs, o.log.child({ component: "health" }));
+  const health = new DatabaseHealth(o.db.sql, o.healthIntervalMs, o.log.child({ component: "health" }));
   const index = new ReflectionIndex(
     [StateService.typeName, Health.typeName, reflV1.ServerReflection.typeName, reflV1alpha.ServerReflection.typeName],
     [file_drydock_statemgmt_v1_state_service, file_grpc_health_v1_health, reflV1.file_grpc_reflection_v1_reflection, reflV1alpha.file_grpc_reflection_v1alpha_reflection],
   );
   const hub = new WatchHub({
-    sql: o.sql,
+    sql: o.db.sql,
     listenUrl: o.databaseUrl,
     log: o.log.child({ component: "watch" }),
     bufferLimit: o.watchBufferLimit ?? 10_000,
@@ -84,11 +85,11 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   await hub.start();
   const design = createDesignFetcher(designConfig);
   addService(server, StateService, {
-      ...taskRpcs(o.sql),
-      ...messageRpcs(o.sql),
-      ...watchRpcs(o.sql, hub),
-      ...buildDataRpcs(o.sql, buildDataMax),
-      ...leadershipRpcs(o.sql, hub),
+      ...taskRpcs(o.db),
+      ...messageRpcs(o.db.sql),
+      ...watchRpcs(o.db.sql, hub),
+      ...buildDataRpcs(o.db.sql, buildDataMax),
+      ...leadershipRpcs(o.db, hub),
       ...designRpcs(design.fetcher),
     }, o.log, calls);
   addService(server, Health, healthRpcs(health), o.log, calls);

@@ -9,6 +9,7 @@ import { anyPack, type Any } from "@bufbuild/protobuf/wkt";
 import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import {
+  AbortedError,
   AlreadyExistsError,
   CancelledError,
   DeadlineExceededError,
@@ -34,6 +35,7 @@ const CODES: [new (...a: never[]) => DomainError, grpc.status][] = [
   [AlreadyExistsError, grpc.status.ALREADY_EXISTS],
   [VersionMismatchError, grpc.status.ABORTED],
   [SequenceMismatchError, grpc.status.ABORTED],
+  [AbortedError, grpc.status.ABORTED],
   [FailedPreconditionError, grpc.status.FAILED_PRECONDITION],
   [UnavailableError, grpc.status.UNAVAILABLE],
   [ShuttingDownError, grpc.status.UNAVAILABLE],

@@ -3,12 +3,13 @@
 // than now(): now() is the transaction's start, which lies in the past after
 // waiting for a row lock, and would let a new term appear to begin before the
 // previous one ended.
-import type { Queryable, Sql } from "../db/connect.js";
+import type { Queryable } from "../db/connect.js";
 import type { Micros } from "../db/time.js";
 import type { Lease } from "../domain.js";
-import { FailedPreconditionError } from "../errors.js";
+import { AbortedError, FailedPreconditionError } from "../errors.js";
 import { LEASE_CHANNEL } from "./notify.js";
-import { interpretError, run } from "./sql.js";
+import { run } from "./sql.js";
+import type { TransactionScope, Transactor } from "./transactions.js";
 
 interface LeaseRow {
   election: string;
@@ -42,19 +43,17 @@ export interface ClaimResult {
  * holder is already gone, the claim is simply tried again.
  */
 export async function leasesClaim(
-  sql: Sql,
-  p: { election: string; holder: string; ttlMs: number; signal?: AbortSignal },
+  t: Transactor,
+  p: TransactionScope & { election: string; holder: string; ttlMs: number },
 ): Promise<ClaimResult> {
   const ttl = `${p.ttlMs} milliseconds`;
   for (let attempt = 0; ; attempt++) {
-    const result = await sql
-      .begin(async (tx) => {
+    const result = await t.transaction(p, async (tx) => {
         // Wait for any other claim, renewal or resignation of this election
         // first, so the time read below is after theirs: now() is the
         // transaction's start, which a lock wait would leave in the past.
-        await run(p.signal, tx`select 1 from leases where election = ${p.election} for update`);
-        const [claimed] = await run(
-          p.signal,
+        await run(tx, p.signal, tx`select 1 from leases where election = ${p.election} for update`);
+        const [claimed] = await run(tx, p.signal,
           tx<(LeaseRow & { renewal: boolean })[]>`
             with t as materialized (select clock_timestamp() as now),
             claimed as (
@@ -78,19 +77,20 @@ export async function leasesClaim(
             select c.*, c.acquired_at <> c.renewed_at as renewal, true as live from claimed c`,
         );
         if (claimed) {
-          if (!claimed.renewal) await run(p.signal, tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
+          if (!claimed.renewal) await run(tx, p.signal, tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
           return { isLeader: true, lease: toLease(claimed)! };
         }
         const current = await leasesGet(tx, { election: p.election, signal: p.signal });
         return current ? { isLeader: false, lease: current } : null;
-      })
-      .catch((err) => {
-        throw interpretError(err, p.signal);
       });
     if (result) return result;
     // The holder resigned or lapsed between the two statements; bounded
     // because each retry means another instance's term ended meanwhile.
-    if (attempt >= 10) throw new Error(`claim of election ${p.election} kept racing; giving up`);
+    if (attempt >= 10) {
+      throw new AbortedError("CLAIM_CONTENDED", `the lease of election ${p.election} changed hands during each of ${attempt + 1} attempts; retry with backoff`, {
+        election: p.election,
+      });
+    }
   }
 }
 
@@ -99,8 +99,7 @@ export async function leasesRenew(
   sql: Queryable,
   p: { election: string; holder: string; term: bigint; signal?: AbortSignal },
 ): Promise<Lease> {
-  const [row] = await run(
-    p.signal,
+  const [row] = await run(sql, p.signal,
     sql<LeaseRow[]>`
       with renewed as (
         update leases set renewed_at = clock_timestamp(), expires_at = clock_timestamp() + ttl
@@ -124,12 +123,11 @@ export async function leasesRenew(
 
 /** Frees the lease now if this holder's term is current; returns whether it was. */
 export async function leasesResign(
-  sql: Sql,
-  p: { election: string; holder: string; term: bigint; signal?: AbortSignal },
+  t: Transactor,
+  p: TransactionScope & { election: string; holder: string; term: bigint },
 ): Promise<boolean> {
-  return sql.begin(async (tx) => {
-    const rows = await run(
-      p.signal,
+  return t.transaction(p, async (tx) => {
+    const rows = await run(tx, p.signal,
       tx`
         with resigned as (
           update leases set holder = null, expires_at = clock_timestamp(), renewed_at = clock_timestamp()
@@ -141,10 +139,8 @@ export async function leasesResign(
         )
         select 1 from resigned`,
     );
-    if (rows.length) await run(p.signal, tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
+    if (rows.length) await run(tx, p.signal, tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
     return rows.length > 0;
-  }).catch((err) => {
-    throw interpretError(err, p.signal);
   });
 }
 
@@ -157,8 +153,7 @@ export async function leasesGetWithNow(
   sql: Queryable,
   p: { election: string; signal?: AbortSignal },
 ): Promise<{ lease: Lease | null; now: Micros }> {
-  const rows = await run(
-    p.signal,
+  const rows = await run(sql, p.signal,
     sql<(LeaseRow & { now: Micros })[]>`
       select n.now, l.*, l.holder is not null and l.expires_at > n.now as live
       from (select clock_timestamp() as now) n left join leases l on l.election = ${p.election}`,
@@ -176,8 +171,7 @@ export async function leasesCheckFence(
   tx: Queryable,
   p: { election: string; term: bigint; signal?: AbortSignal },
 ): Promise<void> {
-  const [row] = await run(
-    p.signal,
+  const [row] = await run(tx, p.signal,
     tx<LeaseRow[]>`
       select *, holder is not null and expires_at > clock_timestamp() as live
       from leases where election = ${p.election} for share`,
@@ -197,8 +191,7 @@ export async function leasesHistorySince(
   sql: Queryable,
   p: { election: string; fromTerm: bigint; signal?: AbortSignal },
 ): Promise<{ terms: Lease[]; live: Lease | null; now: Micros }> {
-  const rows = await run(
-    p.signal,
+  const rows = await run(sql, p.signal,
     sql<{ term: bigint; holder: string; acquired_at: Micros; ends_at: Micros }[]>`
       select term, holder, acquired_at, ends_at from lease_history
       where election = ${p.election} and term >= ${p.fromTerm.toString()}::bigint

@@ -2,13 +2,18 @@
 // call's AbortSignal ends its wait for the database.
 import type { PendingQuery, Row } from "postgres";
 import { abortError, DomainError, UnavailableError } from "../errors.js";
+import { abortable } from "../abortable.js";
+import { permitsOf, type Sql } from "../db/connect.js";
 
 /** Named SQLSTATEs we act on. */
 export const SQLSTATE = {
   uniqueViolation: "23505",
   foreignKeyViolation: "23503",
   checkViolation: "23514",
+  /** statement_timeout expired (we never send cancel requests; an operator's pg_cancel_backend also lands here). */
   queryCanceled: "57014",
+  /** lock_timeout expired. */
+  lockNotAvailable: "55P03",
   adminShutdown: "57P01",
   crashShutdown: "57P02",
   cannotConnectNow: "57P03",
@@ -74,43 +79,36 @@ export function throwIfAborted(signal?: AbortSignal): void {
 }
 
 /**
- * Awaits one query. When the call's signal aborts first, the call stops
- * waiting at once. A query still waiting for a connection is withdrawn (it
- * never reaches PostgreSQL). A query already running is left to finish, its
- * outcome ignored: inside a transaction the transaction then rolls back; a
- * single-statement write may still commit (gRPC's DEADLINE_EXCEEDED and
- * CANCELLED mean "outcome unknown" for that reason).
+ * Runs one query of a call. The query reaches the driver only once one of
+ * the pool's connections is free for it (a permit per connection, see
+ * db/connect.ts): while it waits for one, the call's signal withdraws it and
+ * it never runs. Once running, an abort stops the wait at once and leaves
+ * the query to finish, its outcome ignored: inside a transaction the
+ * transaction then rolls back; a single-statement write may still commit
+ * (gRPC's DEADLINE_EXCEEDED and CANCELLED mean "outcome unknown" for that
+ * reason). Server-side statement_timeout and lock_timeout bound how long it
+ * can keep its connection.
  *
- * We never send PostgreSQL a cancel request for a running query: a cancel
- * names a connection, not a query, and the pool's connections are shared by
- * every call. A cancel that arrives after its query finished hits whatever
- * query of another call runs next on that connection, so a cancelled GetTask
- * could fail a concurrent ListTasks or ClaimNextTask. Our statements are
- * short and indexed; letting one finish costs a connection for milliseconds.
+ * We never send PostgreSQL a cancel request (a cancel names a connection,
+ * not a query: one that arrives late hits the next query on that connection,
+ * another call's), and never use the driver's query.cancel() either: on a
+ * query whose connection is still connecting it leaves that connection
+ * stuck for good (postgres.js 3.4.9; test/health.test.ts "withdraws").
  */
-export function run<T extends readonly (object | undefined)[] = Row[]>(
+export async function run<T extends readonly (object | undefined)[] = Row[]>(
+  sql: Sql,
   signal: AbortSignal | undefined,
   query: PendingQuery<T>,
 ): Promise<T> {
-  if (signal?.aborted) return Promise.reject(abortError(signal, signal.reason));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      // postgres.js gives a query a `state` (its connection's backend) once a
-      // connection takes it; before that, cancel() just drops it from the queue.
-      if (!(query as unknown as { state?: unknown }).state) void query.cancel();
-      query.then(undefined, () => {}); // finishes unobserved
-      reject(abortError(signal!, signal!.reason));
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-    query.then(
-      (rows) => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve(rows as unknown as T);
-      },
-      (err: unknown) => {
-        signal?.removeEventListener("abort", onAbort);
-        reject(interpretError(err, signal));
-      },
-    );
+  // postgres.js sends a query when it is first awaited: until then it is inert.
+  const permits = permitsOf(sql);
+  const permit = await permits.acquire(signal);
+  const running = Promise.resolve(query as unknown as Promise<T>);
+  void running.then(
+    () => permits.release(permit),
+    () => permits.release(permit),
+  );
+  return abortable(running, signal).catch((err: unknown) => {
+    throw interpretError(err, signal);
   });
 }

@@ -14,7 +14,8 @@ import {
   type TaskStatus,
 } from "../domain.js";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, VersionMismatchError } from "../errors.js";
-import { interpretError, pgCode, run, SQLSTATE } from "./sql.js";
+import { pgCode, run, SQLSTATE } from "./sql.js";
+import type { Db, TransactionScope, Transactor } from "./transactions.js";
 import { TASK_CHANNEL } from "./notify.js";
 import { leasesCheckFence } from "./leases.js";
 
@@ -128,8 +129,7 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
                        where task_id = ${p.parentTaskId} and status not in ('complete', 'terminated')
                        returning task_id),`;
   try {
-    const [row] = await run(
-      p.signal,
+    const [row] = await run(sql, p.signal,
       sql<TaskRow[]>`
         with ${parent} inserted as (${insert})
         select i.*, '{}'::uuid[] as subtask_ids,
@@ -140,7 +140,7 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
     if (!row) {
       // The parent is missing or finished (under its row lock, so a PurgeTasks
       // that saw the parent finished can never miss a new subtask of it).
-      const [parent] = await run(p.signal, sql<{ status: TaskStatus }[]>`select status from tasks where task_id = ${p.parentTaskId}`);
+      const [parent] = await run(sql, p.signal, sql<{ status: TaskStatus }[]>`select status from tasks where task_id = ${p.parentTaskId}`);
       if (!parent) throw new NotFoundError("Task", p.parentTaskId!, `parent task ${p.parentTaskId} does not exist`);
       throw new FailedPreconditionError("TASK_FINISHED", `parent task ${p.parentTaskId} is ${parent.status.toUpperCase()}; a finished task takes no new subtasks`, {
         task_id: p.parentTaskId!,
@@ -157,17 +157,17 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
 /** Tells watchers (at commit) that these tasks changed. */
 async function notify(tx: Queryable, signal: AbortSignal | undefined, ...taskIds: (string | null)[]): Promise<void> {
   const ids = taskIds.filter((x): x is string => x !== null);
-  await run(signal, tx`select pg_notify(${TASK_CHANNEL}, id) from unnest(${tx.array(ids)}::text[]) as id`);
+  await run(tx, signal, tx`select pg_notify(${TASK_CHANNEL}, id) from unnest(${tx.array(ids)}::text[]) as id`);
 }
 
 export async function tasksGetById(sql: Queryable, p: { taskId: string; signal?: AbortSignal }): Promise<Task> {
-  const [row] = await run(p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = ${p.taskId}`)}`);
+  const [row] = await run(sql, p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = ${p.taskId}`)}`);
   if (!row) throw new NotFoundError("Task", p.taskId);
   return toTask(row);
 }
 
 export async function tasksExists(sql: Queryable, p: { taskId: string; signal?: AbortSignal }): Promise<boolean> {
-  const rows = await run(p.signal, sql`select 1 from tasks where task_id = ${p.taskId}`);
+  const rows = await run(sql, p.signal, sql`select 1 from tasks where task_id = ${p.taskId}`);
   return rows.length > 0;
 }
 
@@ -198,8 +198,7 @@ export async function tasksList(sql: Queryable, p: TasksListParams): Promise<Tas
   const where = conds.length
     ? sql`where ${conds.reduce((acc, c, i) => (i === 0 ? c : sql`${acc} and ${c}`))}`
     : sql``;
-  const rows = await run(
-    p.signal,
+  const rows = await run(sql, p.signal,
     sql<TaskRow[]>`${selectTasks(sql, where)} order by t.created, t.task_id limit ${p.limit}`,
   );
   return rows.map(toTask);
@@ -213,14 +212,14 @@ export interface TasksUpdateParams {
   /** When given, the update applies only while this leadership term is current. */
   fence?: Fence | null;
   signal?: AbortSignal;
+  deadline?: number;
 }
 
 /** Applies changes under the row lock, checking version and status transition. */
-export async function tasksUpdate(sql: Sql, p: TasksUpdateParams): Promise<Task> {
-  return sql.begin(async (tx) => {
+export async function tasksUpdate(t: Transactor, p: TasksUpdateParams): Promise<Task> {
+  return t.transaction(p, async (tx) => {
     if (p.fence) await leasesCheckFence(tx, { ...p.fence, signal: p.signal });
-    const [cur] = await run(
-      p.signal,
+    const [cur] = await run(tx, p.signal,
       tx<{ status: TaskStatus; terminate: boolean; version: bigint }[]>`
         select status, terminate, version from tasks where task_id = ${p.taskId} for update`,
     );
@@ -242,16 +241,13 @@ export async function tasksUpdate(sql: Sql, p: TasksUpdateParams): Promise<Task>
     if (c.designRef !== undefined) cols.design_ref = c.designRef;
     if (c.retry !== undefined) cols.retry = c.retry;
     // Every mask path maps to at least one column, so cols is never empty.
-    await run(
-      p.signal,
+    await run(tx, p.signal,
       tx`update tasks set ${tx(cols as never, Object.keys(cols) as never)}, version = version + 1, updated = now()
          where task_id = ${p.taskId}`,
     );
     await notify(tx, p.signal, p.taskId);
-    const [row] = await run(p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
+    const [row] = await run(tx, p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
     return toTask(row!);
-  }).catch((err) => {
-    throw interpretError(err, p.signal);
   });
 }
 
@@ -283,12 +279,11 @@ function checkTransition(taskId: string, from: TaskStatus, terminate: boolean, t
  * TERMINATING become TERMINATING; a second request changes nothing.
  */
 export async function tasksTerminate(
-  sql: Sql,
-  p: { taskId: string; terminatedBy: string; signal?: AbortSignal },
+  t: Transactor,
+  p: TransactionScope & { taskId: string; terminatedBy: string },
 ): Promise<Task> {
-  return sql.begin(async (tx) => {
-    const [cur] = await run(
-      p.signal,
+  return t.transaction(p, async (tx) => {
+    const [cur] = await run(tx, p.signal,
       tx<{ status: TaskStatus; terminate: boolean }[]>`
         select status, terminate from tasks where task_id = ${p.taskId} for update`,
     );
@@ -300,8 +295,7 @@ export async function tasksTerminate(
       });
     }
     if (!cur.terminate) {
-      await run(
-        p.signal,
+      await run(tx, p.signal,
         tx`update tasks
            set terminate = true, terminated = now(), terminated_by = ${p.terminatedBy},
                status = case when status in ('requested', 'queued', 'running') then 'terminating' else status end,
@@ -310,10 +304,8 @@ export async function tasksTerminate(
       );
       await notify(tx, p.signal, p.taskId);
     }
-    const [row] = await run(p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
+    const [row] = await run(tx, p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
     return toTask(row!);
-  }).catch((err) => {
-    throw interpretError(err, p.signal);
   });
 }
 
@@ -323,13 +315,12 @@ export async function tasksTerminate(
  * waiting for or double-claiming them. Returns null when nothing is queued.
  */
 export async function tasksClaimNext(
-  sql: Sql,
-  p: { instanceId: string; actions: string[]; fence?: Fence | null; signal?: AbortSignal },
+  db: Db,
+  p: TransactionScope & { instanceId: string; actions: string[]; fence?: Fence | null },
 ): Promise<Task | null> {
   const claim = async (q: Queryable, term: bigint) => {
     const actionFilter = p.actions.length ? q`and action = any(${q.array(p.actions)}::text[])` : q``;
-    const rows = await run(
-      p.signal,
+    const rows = await run(q, p.signal,
       q<TaskRow[]>`
         with claimed as (
           update tasks
@@ -350,13 +341,11 @@ export async function tasksClaimNext(
     );
     return rows[0] ? toTask(rows[0]) : null;
   };
-  if (!p.fence) return claim(sql, 0n);
+  if (!p.fence) return claim(db.sql, 0n);
   const fence = p.fence;
-  return sql.begin(async (tx) => {
+  return db.tx.transaction(p, async (tx) => {
     await leasesCheckFence(tx, { ...fence, signal: p.signal });
     return claim(tx, fence.term);
-  }).catch((err) => {
-    throw interpretError(err, p.signal);
   });
 }
 
@@ -366,11 +355,12 @@ export async function tasksClaimNext(
  * unfinished task. Returns what it deleted.
  */
 export async function tasksPurge(
-  sql: Queryable,
-  p: { olderThanDays: number; signal?: AbortSignal },
+  t: Transactor,
+  p: TransactionScope & { olderThanDays: number },
 ): Promise<{ tasks: number; resultMessages: number }> {
-  const [row] = await run(
-    p.signal,
+  // A transaction only for its deadline-derived statement and lock bounds.
+  const [row] = await t.transaction(p, (sql) =>
+    run(sql, p.signal,
     sql<{ tasks: bigint; messages: bigint }[]>`
       with recursive roots as (
         select task_id from tasks
@@ -393,20 +383,20 @@ export async function tasksPurge(
         delete from tasks where task_id in (select root from tree where root not in (select root from kept_roots))
       )
       select (select count(*) from doomed) as tasks, (select n from messages) as messages`,
+    ),
   );
   return { tasks: Number(row?.tasks ?? 0n), resultMessages: Number(row?.messages ?? 0n) };
 }
 
 /** Tasks by id (missing ids are skipped), in no particular order. */
 export async function tasksGetByIds(sql: Queryable, p: { taskIds: string[]; signal?: AbortSignal }): Promise<Task[]> {
-  const rows = await run(p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = any(${sql.array(p.taskIds)}::uuid[])`)}`);
+  const rows = await run(sql, p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = any(${sql.array(p.taskIds)}::uuid[])`)}`);
   return rows.map(toTask);
 }
 
 /** Ids of tasks changed at or after `since` (for watchers that may have missed notifications). */
 export async function tasksChangedSince(sql: Queryable, p: { since: Micros; signal?: AbortSignal }): Promise<string[]> {
-  const rows = await run(
-    p.signal,
+  const rows = await run(sql, p.signal,
     sql<{ task_id: string }[]>`select task_id from tasks where updated >= ${formatMicros(p.since)}::timestamptz`,
   );
   return rows.map((r) => r.task_id);
