@@ -199,6 +199,11 @@ describe("deadlines", () => {
       expect(grpc.status[aborted!.code]).to.equal("ABORTED");
       expect(aborted!.errorInfo!.reason).to.equal("LOCK_TIMEOUT");
       expect(aborted!.errorInfo!.metadata.lock_timeout_ms).to.equal(String(LOCK_MS));
+      // A single statement without a deadline: the session's lock_timeout, the same answer.
+      const t1 = Date.now();
+      const append = await expectError(h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "late" }] }), grpc.status.ABORTED);
+      expect(Date.now() - t1).to.be.within(LOCK_MS - 100, LOCK_MS + 1500);
+      expect(append.errorInfo!.reason).to.equal("LOCK_TIMEOUT");
     } finally {
       await h.pg.query("rollback");
     }

@@ -1,7 +1,7 @@
 // The one place where database failures become domain errors, and where a
 // call's AbortSignal ends its wait for the database.
 import type { PendingQuery, Row } from "postgres";
-import { abortError, DomainError, UnavailableError } from "../errors.js";
+import { AbortedError, abortError, DeadlineExceededError, DomainError, UnavailableError } from "../errors.js";
 import { abortable } from "../abortable.js";
 import { permitsOf, type Sql } from "../db/connect.js";
 
@@ -52,9 +52,18 @@ export function interpretError(err: unknown, signal?: AbortSignal): unknown {
   const code = pgCode(err);
   if (code === SQLSTATE.queryCanceled) {
     if (signal?.aborted) return abortError(signal, err);
-    // Not ours (we never cancel): an operator's pg_cancel_backend or a
-    // server-side statement_timeout. Nothing was committed; retrying is safe.
-    return new UnavailableError("the database cancelled the statement; retry with backoff", { cause: err });
+    // Not ours (we never cancel): the session's statement_timeout, or an
+    // operator's pg_cancel_backend. The statement was rolled back.
+    return new DeadlineExceededError("the database ended the statement at its time limit (STATEMGMT_DB_STATEMENT_TIMEOUT_MS); nothing was written", { cause: err });
+  }
+  if (code === SQLSTATE.lockNotAvailable) {
+    if (signal?.aborted) return abortError(signal, err);
+    return new AbortedError(
+      "LOCK_TIMEOUT",
+      "a row this call needs stayed locked by another transaction past the lock timeout (STATEMGMT_DB_LOCK_TIMEOUT_MS); nothing was written, retry with backoff",
+      {},
+      { cause: err },
+    );
   }
   if (
     (code && CONNECTION_CODES.has(code)) ||

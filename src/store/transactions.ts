@@ -20,7 +20,7 @@
 // deadline), so no cancel request ever races a connection.
 import { connect, type ConnectOptions, type DatabaseTimeouts, type Sql } from "../db/connect.js";
 import { AbortedError, abortError, DeadlineExceededError, UnavailableError } from "../errors.js";
-import { interpretError, SQLSTATE } from "./sql.js";
+import { interpretError, pgCode, SQLSTATE } from "./sql.js";
 import { Lender } from "../lender.js";
 
 export interface TransactionScope {
@@ -109,15 +109,16 @@ export function createTransactor(o: TransactorOptions): Transactor {
 }
 
 function interpretTransactionError(err: unknown, scope: TransactionScope | null, lockMs: number): unknown {
-  const code = (err as { code?: unknown } | null)?.code;
   const signal = scope?.signal;
   if (signal?.aborted) return abortError(signal, err);
+  // run() may already have made a domain error of it: look at its cause.
+  const code = pgCode(err) ?? pgCode((err as { cause?: unknown } | null)?.cause);
   const byDeadline = scope?.deadline !== undefined && scope.deadline - Date.now() < 50;
   if (code === SQLSTATE.queryCanceled || (code === SQLSTATE.lockNotAvailable && byDeadline)) {
     return new DeadlineExceededError(
       byDeadline
         ? "the call's deadline passed while its transaction waited for the database; nothing was written"
-        : "the database ended the transaction at its statement time limit; nothing was written",
+        : "the database ended the transaction at its statement time limit (STATEMGMT_DB_STATEMENT_TIMEOUT_MS); nothing was written",
       { cause: err },
     );
   }
@@ -126,7 +127,7 @@ function interpretTransactionError(err: unknown, scope: TransactionScope | null,
 }
 
 /** A row the call needed stayed locked by another transaction longer than lock_timeout. */
-export const lockTimeout = (ms: number, cause: unknown) =>
+const lockTimeout = (ms: number, cause: unknown) =>
   new AbortedError(
     "LOCK_TIMEOUT",
     `a row this call needs stayed locked by another transaction for ${ms} ms; nothing was written, retry with backoff`,
