@@ -15,7 +15,7 @@ import { GetTaskResponseSchema, StateService } from "../gen/drydock/statemgmt/v1
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client.js";
 import { MAX_PIPELINE } from "../src/db/connect.js";
-import { encodePageToken, filterFingerprint } from "../src/rpc/pagination.js";
+import { filterFingerprint, PageTokens } from "../src/rpc/pagination.js";
 import type { Command, LoadCommand, LoadResult } from "./worker.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -328,7 +328,9 @@ async function listPages(sql: postgres.Sql, total: number) {
   const [deep] = await sql<{ us: string; task_id: string }[]>`
     select (extract(epoch from created) * 1000000)::bigint::text as us, task_id
     from tasks order by created, task_id offset ${Math.floor(total * 0.9)} limit 1`;
-  const token = encodePageToken(filterFingerprint(filters), [deep!.us, deep!.task_id]);
+  // A token as the server would issue it: signed with the database's secret.
+  const [secret] = await sql<{ secret: Buffer }[]>`select secret from service_secrets where name = 'page_token'`;
+  const token = new PageTokens(secret!.secret).encode(filterFingerprint(filters), [deep!.us, deep!.task_id]);
   const label = total >= 1_000_000 ? `${total / 1_000_000}M` : `${total / 1000}k`;
   await load({ id: `listFirst${total}`, scenario: `ListTasks first page of 100, ${label} tasks, c=1`, op: "listTasks", procs: 1, concurrency: 1 });
   await load({ id: `listDeep${total}`, scenario: `ListTasks page of 100 at 90% depth, ${label} tasks, c=1`, op: "listTasks", procs: 1, concurrency: 1, pageToken: token });

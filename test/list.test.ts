@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { expect } from "chai";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
+import { filterFingerprint } from "../src/rpc/pagination.js";
 import { expectInvalid, useServer } from "./harness.js";
 
 describe("ListTasks", () => {
@@ -57,6 +58,51 @@ describe("ListTasks", () => {
     await expectInvalid(h.client.listTasks({ parentTaskId: "nope" }), "parent_task_id");
     await expectInvalid(h.client.listTasks({ statuses: [42 as TaskStatus] }), "statuses[0]");
     await expectInvalid(h.client.listTasks({ createdAfter: { ...timestampFromMs(0), nanos: 1 } }), "created_after");
+  });
+
+  it("refuses forged and altered page tokens on every paged RPC: INVALID_ARGUMENT, never INTERNAL", async () => {
+    const { task } = await h.client.createTask({ action: "forge" });
+    const id = task!.taskId;
+    await h.client.createTask({ action: "forge", parentTaskId: id });
+    await h.client.createTask({ action: "forge", parentTaskId: id });
+    await h.client.appendResultMessages({ taskId: id, messages: [{ message: "a" }, { message: "b" }] });
+    const b64 = (x: unknown) => Buffer.from(JSON.stringify(x)).toString("base64url");
+    const fp = filterFingerprint({ statuses: [], actions: ["forge"], parentTaskId: null, createdAfter: null, createdBefore: null });
+    // Unsigned tokens of the right shape whose keys hold junk (each answered INTERNAL before they were signed).
+    const junkKeys = [["not-a-time", "x"], ["1e400", randomUUID()], [(2n ** 70n).toString(), randomUUID()], ["1", "not-a-uuid"], ["-1"], [String(2n ** 63n)]];
+    const forged = [
+      ...junkKeys.map((k) => b64({ v: 1, f: fp, k })),
+      ...junkKeys.map((k) => `${b64({ v: 2, f: fp, k })}.${Buffer.alloc(16).toString("base64url")}`),
+      "x".repeat(5000),
+      ".",
+      "..",
+    ];
+    const { nextPageToken: real } = await h.client.listTasks({ actions: ["forge"], pageSize: 1 });
+    expect(real).to.contain(".");
+    const [payload, mac] = real.split(".") as [string, string];
+    const body = JSON.parse(Buffer.from(payload, "base64url").toString());
+    // A real token whose cursor was changed, or whose signature was.
+    forged.push(`${b64({ ...body, k: ["0", body.k[1]] })}.${mac}`);
+    const flipped = Buffer.from(mac, "base64url");
+    flipped[0] = flipped[0]! ^ 1;
+    forged.push(`${payload}.${flipped.toString("base64url")}`);
+    const calls: [string, (t: string) => Promise<unknown>][] = [
+      ["ListTasks", (t) => h.client.listTasks({ actions: ["forge"], pageToken: t })],
+      ["ListSubtasks", (t) => h.client.listSubtasks({ parentTaskId: id, pageToken: t })],
+      ["ListResultMessages", (t) => h.client.listResultMessages({ taskId: id, pageToken: t })],
+      ["ListBuildData", (t) => h.client.listBuildData({ taskId: id, pageToken: t })],
+    ];
+    for (const [name, call] of calls) {
+      for (const t of forged) {
+        const d = await expectInvalid(call(t), "page_token").catch((e: Error) => {
+          throw new Error(`${name} with token ${t.slice(0, 80)}: ${e.message}`);
+        });
+        expect(d.message).to.contain("not a page token issued by this service");
+      }
+    }
+    // The real one still works.
+    const next = await h.client.listTasks({ actions: ["forge"], pageSize: 1, pageToken: real });
+    expect(next.tasks).to.have.length(1);
   });
 
   it("returns timestamps to the microsecond", async () => {

@@ -5,6 +5,13 @@
 /** Microseconds since 1970-01-01T00:00:00Z. */
 export type Micros = bigint;
 
+/**
+ * The instants this service stores and accepts: years 1 to 9999 (RFC 3339's
+ * range, inside PostgreSQL's timestamptz and what formatMicros writes).
+ */
+export const MIN_MICROS: Micros = -62_135_596_800_000_000n; // 0001-01-01T00:00:00Z
+export const MAX_MICROS: Micros = 253_402_300_799_999_999n; // 9999-12-31T23:59:59.999999Z
+
 const TIMESTAMPTZ =
   /^(\d{4,})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?|Z)?( BC)?$/;
 

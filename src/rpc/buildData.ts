@@ -4,7 +4,7 @@ import { InvalidArgumentError } from "../errors.js";
 import { buildDataInsert, buildDataList } from "../store/buildData.js";
 import { BuildDataView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { buildDataToPb, microsFromTimestamp } from "./convert.js";
-import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
+import { filterFingerprint, type PageTokens } from "./pagination.js";
 import type { StateImpl } from "./tasks.js";
 import { Validator } from "./validate.js";
 
@@ -15,7 +15,7 @@ const MIME_RE =
 /** A page of ListBuildData ends early once it holds this much data. */
 const PAGE_DATA_BYTES = 32 * 1024 * 1024;
 
-export function buildDataRpcs(sql: Sql, maxDataBytes: number): StateImpl {
+export function buildDataRpcs(sql: Sql, tokens: PageTokens, maxDataBytes: number): StateImpl {
   return {
     async createBuildData(req, { signal }) {
       const v = new Validator();
@@ -55,7 +55,7 @@ export function buildDataRpcs(sql: Sql, maxDataBytes: number): StateImpl {
       v.check();
       const filters = { nodeName: req.nodeName === "" ? null : req.nodeName, taskId: taskId === "" ? null : taskId, latest: req.latest };
       const fingerprint = filterFingerprint(filters);
-      const key = decodePageToken("page_token", req.pageToken, fingerprint, 2);
+      const key = tokens.decode("page_token", req.pageToken, fingerprint, ["micros", "int64"]);
       const rows = await buildDataList(sql, {
         ...filters,
         withData: req.view !== BuildDataView.BASIC,
@@ -73,7 +73,7 @@ export function buildDataRpcs(sql: Sql, maxDataBytes: number): StateImpl {
       const last = page[page.length - 1];
       return {
         buildData: page.map(buildDataToPb),
-        nextPageToken: rows.length > n && last ? encodePageToken(fingerprint, [last.collectedAt.toString(), last.buildDataId.toString()]) : "",
+        nextPageToken: rows.length > n && last ? tokens.encode(fingerprint, [last.collectedAt.toString(), last.buildDataId.toString()]) : "",
       };
     },
   };

@@ -5,13 +5,13 @@ import { NotFoundError } from "../errors.js";
 import * as messages from "../store/messages.js";
 import { tasksExists } from "../store/tasks.js";
 import { newMessagePb, microsFromTimestamp } from "./convert.js";
-import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
+import { filterFingerprint, type PageTokens } from "./pagination.js";
 import type { StateImpl } from "./tasks.js";
 import { Validator } from "./validate.js";
 
 export const MESSAGE_LIMITS = { message: 1024, contextType: 64, context: 256, extraBytes: 64 * 1024, perAppend: 1000 } as const;
 
-export function messageRpcs(sql: Sql): StateImpl {
+export function messageRpcs(sql: Sql, tokens: PageTokens): StateImpl {
   return {
     async appendResultMessages(req, { signal }) {
       const v = new Validator();
@@ -50,7 +50,7 @@ export function messageRpcs(sql: Sql): StateImpl {
       if (req.afterSequence < 0n) v.add("after_sequence", "must not be negative");
       v.check();
       const fingerprint = filterFingerprint({ taskId, errorsOnly: req.errorsOnly, after: req.afterSequence });
-      const key = decodePageToken("page_token", req.pageToken, fingerprint, 1);
+      const key = tokens.decode("page_token", req.pageToken, fingerprint, ["int64"]);
       const after = key ? BigInt(key[0]!) : req.afterSequence;
       const rows = await messages.messagesList(sql, { taskId, afterSequence: after, errorsOnly: req.errorsOnly, limit: limit + 1, signal });
       if (rows.length === 0 && !(await tasksExists(sql, { taskId, signal }))) throw new NotFoundError("Task", taskId);
@@ -58,7 +58,7 @@ export function messageRpcs(sql: Sql): StateImpl {
       const last = page[page.length - 1];
       return {
         messages: page.map(newMessagePb),
-        nextPageToken: rows.length > limit && last ? encodePageToken(fingerprint, [last.sequence.toString()]) : "",
+        nextPageToken: rows.length > limit && last ? tokens.encode(fingerprint, [last.sequence.toString()]) : "",
       };
     },
   };

@@ -11,7 +11,7 @@ import { messagesList } from "../store/messages.js";
 import * as tasks from "../store/tasks.js";
 import { FailedPreconditionError, NotFoundError } from "../errors.js";
 import { newMessagePb, microsFromTimestamp, nodeFilterFromPb, resultFromPb, statusFromPb, newTaskPb } from "./convert.js";
-import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
+import { filterFingerprint, type PageTokens } from "./pagination.js";
 import { LIMITS, Validator } from "./validate.js";
 
 /**
@@ -39,7 +39,7 @@ const UPDATE_PATHS = [
 ] as const;
 type UpdatePath = (typeof UPDATE_PATHS)[number];
 
-export function taskRpcs(db: Db): StateImpl {
+export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
   const { sql } = db;
   return {
     async createTask(req, { signal }) {
@@ -110,7 +110,7 @@ export function taskRpcs(db: Db): StateImpl {
         createdAfter: req.createdAfter ? microsFromTimestamp(req.createdAfter) : null,
         createdBefore: req.createdBefore ? microsFromTimestamp(req.createdBefore) : null,
       };
-      return listPage(sql, filters, limit, req.pageToken, signal);
+      return listPage(sql, tokens, filters, limit, req.pageToken, signal);
     },
 
     async listSubtasks(req, { signal }) {
@@ -128,7 +128,7 @@ export function taskRpcs(db: Db): StateImpl {
             ? ["complete"]
             : [];
       const filters = { statuses, actions: [], parentTaskId: parent, createdAfter: null, createdBefore: null };
-      return listPage(sql, filters, limit, req.pageToken, signal);
+      return listPage(sql, tokens, filters, limit, req.pageToken, signal);
     },
 
     async updateTask(req, { signal, deadline }) {
@@ -192,18 +192,19 @@ export function statusList(v: Validator, field: string, values: PbTaskStatus[]):
 
 async function listPage(
   sql: Sql,
+  tokens: PageTokens,
   filters: Omit<tasks.TasksListParams, "after" | "limit" | "signal">,
   limit: number,
   pageToken: string,
   signal: AbortSignal,
 ): Promise<{ tasks: PbTask[]; nextPageToken: string }> {
   const fingerprint = filterFingerprint(filters);
-  const key = decodePageToken("page_token", pageToken, fingerprint, 2);
+  const key = tokens.decode("page_token", pageToken, fingerprint, ["micros", "uuid"]);
   const after = key ? { created: BigInt(key[0]!), taskId: key[1]! } : null;
   const rows: Task[] = await tasks.tasksList(sql, { ...filters, after, limit: limit + 1, signal });
   const page = rows.slice(0, limit);
   const last = page[page.length - 1];
-  const nextPageToken = rows.length > limit && last ? encodePageToken(fingerprint, [last.created.toString(), last.taskId]) : "";
+  const nextPageToken = rows.length > limit && last ? tokens.encode(fingerprint, [last.created.toString(), last.taskId]) : "";
   return { tasks: page.map(newTaskPb), nextPageToken };
 }
 

@@ -17,6 +17,8 @@ import { createDesignFetcher } from "../design/index.js";
 import type { DesignFetcher } from "../design/fetcher.js";
 import { defaultDesignConfig, type DesignConfig } from "../config.js";
 import { WatchHub } from "../watch/hub.js";
+import { PageTokens } from "../rpc/pagination.js";
+import { secretsGet } from "../store/secrets.js";
 import { addService, type OpenCalls } from "./adapter.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
@@ -82,13 +84,14 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     heartbeatMs: o.heartbeatMs ?? 5000,
     heartbeatTimeoutMs: o.heartbeatMs ?? 5000,
   });
+  const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   await hub.start();
   const design = createDesignFetcher(designConfig);
   addService(server, StateService, {
-      ...taskRpcs(o.db),
-      ...messageRpcs(o.db.sql),
+      ...taskRpcs(o.db, tokens),
+      ...messageRpcs(o.db.sql, tokens),
       ...watchRpcs(o.db.sql, hub),
-      ...buildDataRpcs(o.db.sql, buildDataMax),
+      ...buildDataRpcs(o.db.sql, tokens, buildDataMax),
       ...leadershipRpcs(o.db, hub),
       ...designRpcs(design.fetcher),
     }, o.log, calls);
