@@ -1644,7 +1644,21 @@ export const BuildDataViewSchema: GenEnum<BuildDataView> = /*@__PURE__*/
  * Errors carry a google.rpc.Status in the grpc-status-details-bin trailer with
  * a google.rpc.ErrorInfo (domain "statemgmt.drydock.airshipit.org" and a
  * stable reason such as TASK_NOT_FOUND) and, for INVALID_ARGUMENT, a
- * google.rpc.BadRequest naming each offending field.
+ * google.rpc.BadRequest naming each offending field. INTERNAL means a bug in
+ * the server, never a client's mistake.
+ *
+ * Database waits are bounded on the server. A transaction (UpdateTask,
+ * TerminateTask, ClaimLeadership, ResignLeadership, PurgeTasks, fenced
+ * ClaimNextTask) runs on a connection of its own with statement_timeout set
+ * to the call's remaining deadline and lock_timeout to that or the server's
+ * lock timeout, whichever is shorter; other calls run under the server's
+ * statement and lock timeouts. A lock wait past the lock timeout answers
+ * ABORTED (LOCK_TIMEOUT); nothing was written, retry with backoff.
+ * DEADLINE_EXCEEDED and CANCELLED mean the outcome is unknown: a transaction
+ * rolled back, a single-statement write (CreateTask, AppendResultMessages,
+ * unfenced ClaimNextTask, CreateBuildData) may have committed. While the
+ * database refuses connections, calls answer UNAVAILABLE
+ * (DATABASE_UNAVAILABLE) at once.
  *
  * @generated from service drydock.statemgmt.v1.StateService
  */
