@@ -295,6 +295,7 @@ async function idleWatchers(sql: postgres.Sql, n: number) {
     where backend_type = 'client backend' and application_name like 'drydock-statemgmt%' group by 1 order by 1`;
   const listen = conns.find((r) => r.application_name === "drydock-statemgmt-listen")?.n ?? 0;
   const pool = conns.find((r) => r.application_name === "drydock-statemgmt")?.n ?? 0;
+  const txPool = conns.find((r) => r.application_name === "drydock-statemgmt-tx")?.n ?? 0;
   const stopped = ws.map((w) => next<{ stopped?: boolean }>(w, (m) => !!m.stopped));
   ws.forEach((w) => w.send({ cmd: "stop" } satisfies Command));
   await Promise.all(stopped);
@@ -311,7 +312,7 @@ async function idleWatchers(sql: postgres.Sql, n: number) {
     pgCpuUsPerOp: NaN,
     clientCpuUsPerOp: NaN,
     serverRssMb: rss1,
-    note: `${(((rss1 - rss0) * 1024) / n).toFixed(1)} KB RSS per stream (${rss0.toFixed(0)} → ${rss1.toFixed(0)} MB); database connections: ${listen} LISTEN, ${pool} pool (of ${POOL}); ops/s column: streams opened per second`,
+    note: `${(((rss1 - rss0) * 1024) / n).toFixed(1)} KB RSS per stream (${rss0.toFixed(0)} → ${rss1.toFixed(0)} MB); database connections: ${listen} LISTEN, ${pool} pool (of ${POOL}), ${txPool} transaction; ops/s column: streams opened per second`,
   });
   return { kbPerWatcher: ((rss1 - rss0) * 1024) / n, listen, pool };
 }

@@ -139,7 +139,7 @@ describe("deadlines", () => {
     return (
       await h.pg.query(
         `select count(*)::int n from pg_stat_activity
-         where datname = current_database() and application_name = 'drydock-statemgmt' and wait_event_type = 'Lock'`,
+         where datname = current_database() and application_name in ('drydock-statemgmt', 'drydock-statemgmt-tx') and wait_event_type = 'Lock'`,
       )
     ).rows[0].n as number;
   };

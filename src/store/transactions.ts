@@ -50,7 +50,7 @@ export interface TransactorOptions extends Omit<ConnectOptions, "max" | "pipelin
 }
 
 export function createTransactor(o: TransactorOptions): Transactor {
-  const all = Array.from({ length: o.slots }, () => connect({ ...o, max: 1, pipeline: 100 }));
+  const all = Array.from({ length: o.slots }, () => connect({ applicationName: "drydock-statemgmt-tx", ...o, max: 1, pipeline: 100 }));
   const slots = new Lender(all);
 
   /** SET LOCAL values for a transaction: the call's remaining time, capped for lock waits. */
