@@ -11,6 +11,9 @@ type Methods = typeof Health extends { method: infer M } ? M : never;
 /** Services this server reports on; "" is the server as a whole. */
 const KNOWN = new Set(["", "drydock.statemgmt.v1.StateService"]);
 
+/** Probe interval while the database is not answering. */
+export const RECOVERY_PROBE_MS = 250;
+
 /** Probes the database on an interval and whenever asked; emits "change". */
 export class DatabaseHealth extends EventEmitter {
   status: Status = Status.UNKNOWN;
@@ -28,8 +31,11 @@ export class DatabaseHealth extends EventEmitter {
   }
 
   start(): Promise<Status> {
+    // While the database is down, probe often: the server reports SERVING
+    // within RECOVERY_PROBE_MS of the database accepting connections again.
     const tick = () => {
-      this.timer = setTimeout(() => void this.probe().finally(() => this.stopped || tick()), this.intervalMs);
+      const delay = this.status === Status.SERVING ? this.intervalMs : Math.min(this.intervalMs, RECOVERY_PROBE_MS);
+      this.timer = setTimeout(() => void this.probe().finally(() => this.stopped || tick()), delay);
       this.timer.unref();
     };
     tick();

@@ -85,9 +85,10 @@ export class Listener {
   private scheduleRetry(): void {
     if (this.stopped) return;
     clearTimeout(this.retryTimer);
-    // Exponential backoff from 50 ms to 5 s, with full jitter so that many
-    // replicas losing the same database do not reconnect in lockstep.
-    const cap = Math.min(5000, 50 * 2 ** this.retries++);
+    // Exponential backoff from 50 ms to 1 s, with full jitter so that many
+    // replicas losing the same database do not reconnect in lockstep; capped
+    // low because watchers wait for this connection after a database restart.
+    const cap = Math.min(1000, 50 * 2 ** this.retries++);
     const delay = Math.random() * cap;
     this.retryTimer = setTimeout(() => void this.connect().catch(() => this.scheduleRetry()), delay);
     this.retryTimer.unref();
