@@ -6,7 +6,7 @@ import { BuildDataView } from "../../gen/drydock/statemgmt/v1/state_service_pb.j
 import { buildDataToPb, microsFromTimestamp } from "./convert.js";
 import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
 import type { StateImpl } from "./tasks.js";
-import { Validator } from "./validate.js";
+import { pageKeyInt, pageKeyMicros, Validator } from "./validate.js";
 
 /** type "/" subtype, optionally with parameters (RFC 6838 names). */
 const MIME_RE =
@@ -59,7 +59,7 @@ export function buildDataRpcs(sql: Sql, maxDataBytes: number): StateImpl {
       const rows = await buildDataList(sql, {
         ...filters,
         withData: req.view !== BuildDataView.BASIC,
-        after: key ? { collectedAt: BigInt(key[0]!), buildDataId: BigInt(key[1]!) } : null,
+        after: key ? { collectedAt: pageKeyMicros("page_token", key[0]!), buildDataId: pageKeyInt("page_token", key[1]!) } : null,
         limit: limit + 1,
         signal,
       });

@@ -7,7 +7,7 @@ import { tasksExists } from "../store/tasks.js";
 import { newMessagePb, microsFromTimestamp } from "./convert.js";
 import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
 import type { StateImpl } from "./tasks.js";
-import { Validator } from "./validate.js";
+import { pageKeyInt, Validator } from "./validate.js";
 
 export const MESSAGE_LIMITS = { message: 1024, contextType: 64, context: 256, extraBytes: 64 * 1024, perAppend: 1000 } as const;
 
@@ -51,7 +51,7 @@ export function messageRpcs(sql: Sql): StateImpl {
       v.check();
       const fingerprint = filterFingerprint({ taskId, errorsOnly: req.errorsOnly, after: req.afterSequence });
       const key = decodePageToken("page_token", req.pageToken, fingerprint, 1);
-      const after = key ? BigInt(key[0]!) : req.afterSequence;
+      const after = key ? pageKeyInt("page_token", key[0]!) : req.afterSequence;
       const rows = await messages.messagesList(sql, { taskId, afterSequence: after, errorsOnly: req.errorsOnly, limit: limit + 1, signal });
       if (rows.length === 0 && !(await tasksExists(sql, { taskId, signal }))) throw new NotFoundError("Task", taskId);
       const page = rows.slice(0, limit);

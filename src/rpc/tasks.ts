@@ -11,7 +11,7 @@ import * as tasks from "../store/tasks.js";
 import { FailedPreconditionError, NotFoundError } from "../errors.js";
 import { newMessagePb, microsFromTimestamp, nodeFilterFromPb, resultFromPb, statusFromPb, newTaskPb } from "./convert.js";
 import { decodePageToken, encodePageToken, filterFingerprint } from "./pagination.js";
-import { LIMITS, Validator } from "./validate.js";
+import { LIMITS, pageKeyMicros, pageKeyUuid, Validator } from "./validate.js";
 
 /**
  * Most result messages GetTask's FULL view returns: past it the response
@@ -170,7 +170,7 @@ export function taskRpcs(sql: Sql): StateImpl {
 
     async purgeTasks(req, { signal }) {
       const v = new Validator();
-      if (req.olderThanDays < 0) v.add("older_than_days", "must not be negative");
+      v.range("older_than_days", req.olderThanDays, 0, LIMITS.purgeDays);
       v.check();
       const n = await tasks.tasksPurge(sql, { olderThanDays: req.olderThanDays, signal });
       return { tasksDeleted: BigInt(n.tasks), resultMessagesDeleted: BigInt(n.resultMessages) };
@@ -197,7 +197,7 @@ async function listPage(
 ): Promise<{ tasks: PbTask[]; nextPageToken: string }> {
   const fingerprint = filterFingerprint(filters);
   const key = decodePageToken("page_token", pageToken, fingerprint, 2);
-  const after = key ? { created: BigInt(key[0]!), taskId: key[1]! } : null;
+  const after = key ? { created: pageKeyMicros("page_token", key[0]!), taskId: pageKeyUuid("page_token", key[1]!) } : null;
   const rows: Task[] = await tasks.tasksList(sql, { ...filters, after, limit: limit + 1, signal });
   const page = rows.slice(0, limit);
   const last = page[page.length - 1];

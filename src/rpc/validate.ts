@@ -18,8 +18,22 @@ export const LIMITS = {
   linkRel: 64,
   linkHref: 2048,
   requestContextBytes: 64 * 1024,
+  // Nesting of a Struct (request_context, extra), counting objects and arrays.
+  // A task is returned inside responses (ListTasksResponse → Task → Struct),
+  // and each JSON level is three messages on the wire (Struct, map entry,
+  // Value): 32 levels stay within the recursion limit of 100 that protobuf
+  // decoders (C++, Python, protobuf-es) apply by default. Deeper, a stored
+  // task would make every page that holds it undecodable for clients.
+  jsonDepth: 32,
   listFilterValues: 100, // statuses / actions given to ListTasks and ClaimNextTask
+  purgeDays: 36_500, // PurgeTasks.older_than_days: 100 years; now() minus more leaves timestamptz's range
 } as const;
+
+/** Microseconds since the epoch of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z (years 1..9999, as RFC 3339). */
+export const MIN_MICROS = -62_135_596_800_000_000n;
+export const MAX_MICROS = 253_402_300_799_999_999n;
+/** PostgreSQL bigint. */
+export const MAX_BIGINT = 2n ** 63n - 1n;
 
 export const ACTION_RE = /^[a-z][a-z0-9_]{0,63}$/;
 export const ELECTION_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
@@ -31,6 +45,14 @@ const chars = (s: string) => {
   for (const _ of s) n++;
   return n;
 };
+
+/** Whether objects and arrays nest more than `max` levels in `v` (a flat object is 1). */
+function jsonDeeperThan(v: unknown, max: number): boolean {
+  if (typeof v !== "object" || v === null) return false;
+  if (max === 0) return true;
+  for (const x of Array.isArray(v) ? v : Object.values(v)) if (jsonDeeperThan(x, max - 1)) return true;
+  return false;
+}
 
 export class Validator {
   private readonly violations: FieldViolation[] = [];
@@ -87,7 +109,7 @@ export class Validator {
       this.add(field, "nanos must be whole microseconds between 0 and 999999000");
     }
     // PostgreSQL timestamptz covers 4713 BC .. 294276 AD; keep to years 1..9999 like RFC 3339.
-    if (ts.seconds < -62_135_596_800n || ts.seconds > 253_402_300_799n) this.add(field, "is outside years 1..9999");
+    if (ts.seconds < MIN_MICROS / 1_000_000n || ts.seconds > MAX_MICROS / 1_000_000n) this.add(field, "is outside years 1..9999");
     return this;
   }
 
@@ -116,9 +138,10 @@ export class Validator {
     return this;
   }
 
-  /** A google.protobuf.Struct stored as jsonb: bounded size, no NUL anywhere. */
+  /** A google.protobuf.Struct stored as jsonb: bounded size and nesting, no NUL anywhere. */
   jsonObject(field: string, value: object | undefined, maxBytes: number): this {
     if (value === undefined) return this;
+    if (jsonDeeperThan(value, LIMITS.jsonDepth)) return this.add(field, `is nested more than ${LIMITS.jsonDepth} levels deep`);
     const json = JSON.stringify(value);
     if (json.includes("\\u0000")) return this.add(field, "must not contain NUL characters");
     const bytes = Buffer.byteLength(json);
@@ -147,6 +170,12 @@ export class Validator {
     return { election, term: f.term };
   }
 
+  /** An integer field bounded to [min, max] (both documented in the .proto). */
+  range(field: string, value: number | bigint, min: number | bigint, max: number | bigint): this {
+    if (value < min || value > max) this.add(field, `is ${value}; it must be between ${min} and ${max}`);
+    return this;
+  }
+
   /** Throws the collected violations, if any. */
   check(): void {
     if (this.violations.length) throw new InvalidArgumentError(this.violations);
@@ -163,4 +192,30 @@ export class Validator {
       this.text(`${field}[${JSON.stringify(k.slice(0, 64))}]`, v, LIMITS.name);
     }
   }
+}
+
+// Page token keys. A token is opaque to clients but still arrives from them:
+// its sort key is checked here before it reaches SQL (a forged or corrupted
+// key would otherwise fail in the database or in date formatting).
+const notOurs = (field: string) => InvalidArgumentError.field(field, "is not a page token issued by this service");
+const DECIMAL_RE = /^-?(0|[1-9][0-9]{0,18})$/;
+
+/** A timestamp key (microseconds since the epoch, years 1..9999). */
+export function pageKeyMicros(field: string, s: string): bigint {
+  const v = DECIMAL_RE.test(s) ? BigInt(s) : undefined;
+  if (v === undefined || v < MIN_MICROS || v > MAX_MICROS) throw notOurs(field);
+  return v;
+}
+
+/** A non-negative bigint key (a sequence or a row id). */
+export function pageKeyInt(field: string, s: string): bigint {
+  const v = DECIMAL_RE.test(s) ? BigInt(s) : undefined;
+  if (v === undefined || v < 0n || v > MAX_BIGINT) throw notOurs(field);
+  return v;
+}
+
+/** A UUID key. */
+export function pageKeyUuid(field: string, s: string): string {
+  if (!UUID_RE.test(s)) throw notOurs(field);
+  return s;
 }
