@@ -4,7 +4,10 @@
 // caller needs to act on it.
 
 export interface FieldViolation {
-  /** Request field path in proto (snake_case) form, e.g. "task.result.message". */
+  /**
+   * Request field path in proto (snake_case) form, e.g. "task.result.message";
+   * "" for the request as a whole (bytes that do not decode as the message).
+   */
   field: string;
   description: string;
 }
@@ -35,7 +38,7 @@ export class InvalidArgumentError extends DomainError {
   constructor(all: FieldViolation[]) {
     const more = all.length - MAX_VIOLATIONS;
     const shown = more > 0 ? [...all.slice(0, MAX_VIOLATIONS), { field: "", description: `and ${more} more violations not listed` }] : all;
-    const head = all.slice(0, 3).map((v) => `${v.field}: ${v.description}`);
+    const head = all.slice(0, 3).map((v) => (v.field === "" ? v.description : `${v.field}: ${v.description}`));
     super(all.length > 3 ? `${head.join("; ")}; and ${all.length - 3} more (see BadRequest details)` : head.join("; "));
     this.violations = shown;
   }

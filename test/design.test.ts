@@ -226,6 +226,14 @@ describe("design documents", function () {
       expect(Buffer.from(res.content).toString()).to.equal(`Basic ${Buffer.from("alice:p@ss").toString("base64")}`);
       expect(res.designRef).to.equal(`http://alice:***@127.0.0.1:${http.port}/auth`);
     });
+    it("refuses, before any request, userinfo that does not decode and a host the resolver cannot take", async () => {
+      // Were INTERNAL: decodeURIComponent threw URIError, getaddrinfo EINVAL.
+      const before = http.hits("/auth");
+      for (const ref of [`http://alice:%zz@127.0.0.1:${http.port}/auth`, `http://%E0@127.0.0.1:${http.port}/auth`, `http://${"a".repeat(64)}.example/design.yaml`, `http://${"😀".repeat(200)}/x`]) {
+        await expectInvalid(h.client.getDesignDocuments({ designRef: ref }), "design_ref");
+      }
+      expect(http.hits("/auth")).to.equal(before);
+    });
     it("maps 404/410 to NOT_FOUND (never the error page), 403 to PERMISSION_DENIED, other 4xx to FAILED_PRECONDITION", async () => {
       const d = await expectError(h.client.getDesignDocuments({ designRef: `${http.base}/nothing-here` }), grpc.status.NOT_FOUND);
       expect(d.message).not.to.contain("404 page");

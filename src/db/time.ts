@@ -11,6 +11,8 @@ export type Micros = bigint;
  */
 export const MIN_MICROS: Micros = -62_135_596_800_000_000n; // 0001-01-01T00:00:00Z
 export const MAX_MICROS: Micros = 253_402_300_799_999_999n; // 9999-12-31T23:59:59.999999Z
+/** Largest PostgreSQL bigint: sequences, ids, terms and versions stay below it. */
+export const MAX_BIGINT = 2n ** 63n - 1n;
 
 const TIMESTAMPTZ =
   /^(\d{4,})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?|Z)?( BC)?$/;

@@ -15,6 +15,9 @@ export function fileDriver(roots: readonly string[]): DesignDriver {
           { design_ref: redacted },
         );
       }
+      // designRefProblem refused URLs that do not decode to a path (encoded
+      // "/", NUL, bad UTF-8) before this driver was called; a failure here
+      // would be a bug, and stays INTERNAL.
       const requested = fileURLToPath(url); // normalizes "..": checked again after symlinks
       let real: string;
       try {
@@ -23,19 +26,15 @@ export function fileDriver(roots: readonly string[]): DesignDriver {
         // Outside the roots, every failure is the same denial: the answer
         // must not tell whether a path exists there.
         if (!(await insideRoots(requested, roots))) throw denied(redacted);
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === "ENOENT" || code === "ENOTDIR") throw new NotFoundError("Design", redacted, `design ${redacted} does not exist`);
-        if (code === "EACCES" || code === "EPERM") {
-          throw new PermissionDeniedError("DESIGN_FILE_UNREADABLE", `the server may not read ${redacted} (file system permissions)`, { design_ref: redacted });
-        }
-        throw err;
+        throw fsError(err, redacted);
       }
       if (!(await insideRoots(real, roots))) throw denied(redacted);
-      const st = await stat(real);
+      // From here the path is inside a root; it can still vanish or be unreadable.
+      const st = await stat(real).catch((err) => Promise.reject(fsError(err, redacted)));
       if (st.isDirectory()) throw InvalidArgumentError.field("design_ref", `${redacted} is a directory, not a design document`);
       if (!st.isFile()) throw InvalidArgumentError.field("design_ref", `${redacted} is not a regular file`);
       if (st.size > ctx.maxBytes) throw tooLarge(redacted, ctx.maxBytes);
-      const fh = await open(real, "r");
+      const fh = await open(real, "r").catch((err) => Promise.reject(fsError(err, redacted)));
       try {
         // Read at most maxBytes + 1, in case the file grew since stat().
         const buf = Buffer.alloc(Math.min(st.size, ctx.maxBytes) + 1);
@@ -62,6 +61,22 @@ async function insideRoots(p: string, roots: readonly string[]): Promise<boolean
     if (rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel))) return true;
   }
   return false;
+}
+
+/**
+ * A file system failure on a path inside the roots. A path that cannot name
+ * a file (a component or the whole too long, a symlink loop) does not exist
+ * as far as the caller can tell; other errors (EIO, ...) are the server's
+ * problem and stay INTERNAL.
+ */
+function fsError(err: unknown, redacted: string): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ENOENT" || code === "ENOTDIR" || code === "ENAMETOOLONG") return new NotFoundError("Design", redacted, `design ${redacted} does not exist`);
+  if (code === "ELOOP") return new NotFoundError("Design", redacted, `design ${redacted} does not exist (a symbolic link loop)`);
+  if (code === "EACCES" || code === "EPERM") {
+    return new PermissionDeniedError("DESIGN_FILE_UNREADABLE", `the server may not read ${redacted} (file system permissions)`, { design_ref: redacted });
+  }
+  return err;
 }
 
 const denied = (redacted: string) =>

@@ -5,7 +5,7 @@
 // against its kind before it reaches SQL.
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { InvalidArgumentError } from "../errors.js";
-import { MAX_MICROS, MIN_MICROS } from "../db/time.js";
+import { MAX_BIGINT, MAX_MICROS, MIN_MICROS } from "../db/time.js";
 
 interface TokenBody {
   /** Version of this format. */
@@ -21,7 +21,6 @@ export type KeyPart = "micros" | "uuid" | "int64";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const INT_RE = /^-?[0-9]{1,19}$/;
-const MAX_INT64 = 2n ** 63n - 1n;
 /** Bytes of the HMAC kept in a token: 128 bits. */
 const MAC_BYTES = 16;
 /** Longest token accepted; ours are about 150 characters. */
@@ -78,7 +77,7 @@ function valid(part: KeyPart, x: unknown): boolean {
     case "uuid":
       return UUID_RE.test(x);
     case "int64":
-      return INT_RE.test(x) && BigInt(x) >= 0n && BigInt(x) <= MAX_INT64;
+      return INT_RE.test(x) && BigInt(x) >= 0n && BigInt(x) <= MAX_BIGINT;
     case "micros":
       return INT_RE.test(x) && BigInt(x) >= MIN_MICROS && BigInt(x) <= MAX_MICROS;
   }

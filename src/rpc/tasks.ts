@@ -172,7 +172,7 @@ export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
 
     async purgeTasks(req, { signal, deadline }) {
       const v = new Validator();
-      if (req.olderThanDays < 0) v.add("older_than_days", "must not be negative");
+      v.range("older_than_days", req.olderThanDays, 0, LIMITS.purgeDays);
       v.check();
       const n = await tasks.tasksPurge(db.tx, { olderThanDays: req.olderThanDays, signal, deadline });
       return { tasksDeleted: BigInt(n.tasks), resultMessagesDeleted: BigInt(n.resultMessages) };

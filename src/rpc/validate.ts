@@ -3,6 +3,7 @@
 // truncated: a value over its limit is refused.
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError, type FieldViolation } from "../errors.js";
+import { MAX_MICROS, MIN_MICROS } from "../db/time.js";
 import { designRefProblem } from "../design/reference.js";
 import { DEFAULT_ELECTION, type Fence } from "../domain.js";
 import type { NodeFilter as PbNodeFilter, Link as PbLink } from "../../gen/drydock/statemgmt/v1/task_pb.js";
@@ -18,8 +19,17 @@ export const LIMITS = {
   linkRel: 64,
   linkHref: 2048,
   requestContextBytes: 64 * 1024,
+  // Nesting of a Struct (request_context, extra), counting objects and arrays.
+  // A task is returned inside responses (ListTasksResponse → Task → Struct),
+  // and each JSON level is three messages on the wire (Struct, map entry,
+  // Value): 32 levels stay within the recursion limit of 100 that protobuf
+  // decoders (C++, Python, protobuf-es) apply by default. Deeper, a stored
+  // task would make every page that holds it undecodable for clients.
+  jsonDepth: 32,
   listFilterValues: 100, // statuses / actions given to ListTasks and ClaimNextTask
+  purgeDays: 36_500, // PurgeTasks.older_than_days: 100 years; now() minus more leaves timestamptz's range
 } as const;
+
 
 export const ACTION_RE = /^[a-z][a-z0-9_]{0,63}$/;
 export const ELECTION_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
@@ -31,6 +41,14 @@ const chars = (s: string) => {
   for (const _ of s) n++;
   return n;
 };
+
+/** Whether objects and arrays nest more than `max` levels in `v` (a flat object is 1). */
+function jsonDeeperThan(v: unknown, max: number): boolean {
+  if (typeof v !== "object" || v === null) return false;
+  if (max === 0) return true;
+  for (const x of Array.isArray(v) ? v : Object.values(v)) if (jsonDeeperThan(x, max - 1)) return true;
+  return false;
+}
 
 export class Validator {
   private readonly violations: FieldViolation[] = [];
@@ -87,7 +105,7 @@ export class Validator {
       this.add(field, "nanos must be whole microseconds between 0 and 999999000");
     }
     // PostgreSQL timestamptz covers 4713 BC .. 294276 AD; keep to years 1..9999 like RFC 3339.
-    if (ts.seconds < -62_135_596_800n || ts.seconds > 253_402_300_799n) this.add(field, "is outside years 1..9999");
+    if (ts.seconds < MIN_MICROS / 1_000_000n || ts.seconds > MAX_MICROS / 1_000_000n) this.add(field, "is outside years 1..9999");
     return this;
   }
 
@@ -116,9 +134,10 @@ export class Validator {
     return this;
   }
 
-  /** A google.protobuf.Struct stored as jsonb: bounded size, no NUL anywhere. */
+  /** A google.protobuf.Struct stored as jsonb: bounded size and nesting, no NUL anywhere. */
   jsonObject(field: string, value: object | undefined, maxBytes: number): this {
     if (value === undefined) return this;
+    if (jsonDeeperThan(value, LIMITS.jsonDepth)) return this.add(field, `is nested more than ${LIMITS.jsonDepth} levels deep`);
     const json = JSON.stringify(value);
     if (json.includes("\\u0000")) return this.add(field, "must not contain NUL characters");
     const bytes = Buffer.byteLength(json);
@@ -145,6 +164,12 @@ export class Validator {
     const election = this.election(`${field}.election`, f.election);
     if (f.term < 1n) this.add(`${field}.term`, "must be a term returned by ClaimLeadership (≥ 1)");
     return { election, term: f.term };
+  }
+
+  /** An integer field bounded to [min, max] (both documented in the .proto). */
+  range(field: string, value: number | bigint, min: number | bigint, max: number | bigint): this {
+    if (value < min || value > max) this.add(field, `is ${value}; it must be between ${min} and ${max}`);
+    return this;
   }
 
   /** Throws the collected violations, if any. */

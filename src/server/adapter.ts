@@ -2,7 +2,9 @@
 // functions: `async (request, ctx) => response` for unary methods, async
 // generators for server-streaming ones, and `(requests, ctx) => responses`
 // for bidi ones. The adapter
-//   - (de)serializes with the generated schemas,
+//   - (de)serializes with the generated schemas; request bytes that do not
+//     decode as the method's input message get INVALID_ARGUMENT (grpc-js
+//     itself would answer INTERNAL),
 //   - turns the deadline, client cancellation and server shutdown into one
 //     AbortSignal (ctx.signal) that cancels the call's database work,
 //   - answers every call exactly once, mapping errors in one place
@@ -23,7 +25,7 @@ import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2
 import type { Logger } from "../log.js";
 import { DeadlineReason } from "../errors.js";
 import { toServiceError } from "./status.js";
-import { abortError, CancelledError, DomainError } from "../errors.js";
+import { abortError, CancelledError, DomainError, InvalidArgumentError } from "../errors.js";
 
 export interface CallContext {
   /** Aborted when the deadline passes, the client cancels or the server shuts down. */
@@ -89,12 +91,31 @@ export function grpcDefinition(service: DescService): grpc.ServiceDefinition {
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
       // create() returns a message unchanged and completes a plain init object.
       requestSerialize: (msg: unknown) => Buffer.from(toBinary(method.input, create(method.input, msg as never))),
-      requestDeserialize: (buf: Buffer) => fromBinary(method.input, buf),
+      requestDeserialize: (buf: Buffer) => decodeRequest(method.input, buf),
       responseSerialize: method.methodKind === "unary" ? (msg: unknown) => Buffer.from(toBinary(method.output, msg as never)) : cachedSerializer(method.output),
       responseDeserialize: (buf: Buffer) => fromBinary(method.output, buf),
     };
   }
   return definition;
+}
+
+/**
+ * What requestDeserialize returns for bytes that are not a valid request
+ * (truncated, wrong wire types, invalid UTF-8, nesting past the decoder's
+ * recursion limit): grpc-js answers INTERNAL when a deserializer throws, so
+ * the failure travels to makeHandler, which answers INVALID_ARGUMENT.
+ */
+class UndecodableRequest {
+  constructor(readonly error: InvalidArgumentError) {}
+}
+
+function decodeRequest(schema: DescMessage, buf: Buffer): unknown {
+  try {
+    return fromBinary(schema, buf);
+  } catch (err) {
+    const why = err instanceof Error ? err.message.slice(0, 200) : "undecodable";
+    return new UndecodableRequest(InvalidArgumentError.field("", `the request is not a valid ${schema.typeName} (protobuf binary): ${why}`));
+  }
 }
 
 /**
@@ -193,6 +214,7 @@ function makeHandler(
         const { ctx, finish } = begin(call);
         (async () => {
           try {
+            if (call.request instanceof UndecodableRequest) throw call.request.error;
             const out = await (fn(call.request, ctx) as Promise<MessageInitShape<DescMessage>>);
             const msg = create(method.output, out);
             finish(grpc.status.OK);
@@ -210,9 +232,11 @@ function makeHandler(
         const { ctx, finish } = begin(call);
         (async () => {
           try {
+            const request = method.methodKind === "server_streaming" ? (call as grpc.ServerWritableStream<unknown, unknown>).request : undefined;
+            if (request instanceof UndecodableRequest) throw request.error;
             const source =
               method.methodKind === "server_streaming"
-                ? fn((call as grpc.ServerWritableStream<unknown, unknown>).request, ctx)
+                ? fn(request, ctx)
                 : fn(readRequests(call as grpc.ServerDuplexStream<unknown, unknown>, ctx.signal), ctx);
             for await (const out of source as AsyncIterable<MessageInitShape<DescMessage>>) {
               if (!call.write(create(method.output, out))) await drained(call, ctx.signal);
@@ -245,6 +269,7 @@ async function* readRequests(call: grpc.ServerDuplexStream<unknown, unknown>, si
   for (;;) {
     const r = await Promise.race([it.next(), aborted]);
     if (r.done) return;
+    if (r.value instanceof UndecodableRequest) throw r.value.error;
     yield r.value;
   }
 }

@@ -45,7 +45,8 @@ export type CreateTaskRequest = Message<"drydock.statemgmt.v1.CreateTaskRequest"
   action: string;
 
   /**
-   * Optional design reference; see Task.design_ref. Not fetched here.
+   * Optional design reference; see Task.design_ref. Not fetched here, but
+   * checked as GetDesignDocuments checks it before fetching.
    *
    * @generated from field: string design_ref = 4;
    */
@@ -59,7 +60,9 @@ export type CreateTaskRequest = Message<"drydock.statemgmt.v1.CreateTaskRequest"
   nodeFilter?: NodeFilter | undefined;
 
   /**
-   * Optional request context, ≤ 64 KiB as JSON.
+   * Optional request context, ≤ 64 KiB as JSON, objects and arrays nested at
+   * most 32 levels (deeper, the task could not be decoded inside responses by
+   * clients with the usual protobuf recursion limit of 100).
    *
    * @generated from field: google.protobuf.Struct request_context = 6;
    */
@@ -181,7 +184,7 @@ export type LeaderFence = Message<"drydock.statemgmt.v1.LeaderFence"> & {
   election: string;
 
   /**
-   * The term returned by ClaimLeadership.
+   * The term returned by ClaimLeadership (≥ 1).
    *
    * @generated from field: int64 term = 2;
    */
@@ -223,14 +226,15 @@ export type ListTasksRequest = Message<"drydock.statemgmt.v1.ListTasksRequest"> 
   parentTaskId: string;
 
   /**
-   * Only tasks created at or after this time.
+   * Only tasks created at or after this time (years 1 to 9999, whole
+   * microseconds).
    *
    * @generated from field: google.protobuf.Timestamp created_after = 4;
    */
   createdAfter?: Timestamp | undefined;
 
   /**
-   * Only tasks created before this time.
+   * Only tasks created before this time (years 1 to 9999, whole microseconds).
    *
    * @generated from field: google.protobuf.Timestamp created_before = 5;
    */
@@ -246,15 +250,16 @@ export type ListTasksRequest = Message<"drydock.statemgmt.v1.ListTasksRequest"> 
 
   /**
    * next_page_token of the previous page, or empty for the first page. A
-   * token is valid only with the filters it was issued for.
+   * token is valid only with the filters it was issued for; anything else
+   * (altered, forged) is INVALID_ARGUMENT.
    *
    * @generated from field: string page_token = 7;
    */
   pageToken: string;
 
   /**
-   * Only tasks claimed under this leadership term (0: any), e.g. to find
-   * what a failed leader left RUNNING.
+   * Only tasks claimed under this leadership term (0: any; negative is
+   * INVALID_ARGUMENT), e.g. to find what a failed leader left RUNNING.
    *
    * @generated from field: int64 claimed_term = 8;
    */
@@ -323,7 +328,8 @@ export type UpdateTaskRequest = Message<"drydock.statemgmt.v1.UpdateTaskRequest"
   /**
    * When non-zero, the update applies only if the task's current version
    * equals this value; otherwise ABORTED with the current version in the
-   * error details (ErrorInfo metadata "current_version").
+   * error details (ErrorInfo metadata "current_version"). Negative is
+   * INVALID_ARGUMENT.
    *
    * @generated from field: int64 expected_version = 3;
    */
@@ -550,7 +556,8 @@ export const ClaimNextTaskResponseSchema: GenMessage<ClaimNextTaskResponse> = /*
 export type PurgeTasksRequest = Message<"drydock.statemgmt.v1.PurgeTasksRequest"> & {
   /**
    * Purge trees whose top-level task last changed more than this many days
-   * ago; 0 purges every finished tree. Negative is INVALID_ARGUMENT.
+   * ago; 0 purges every finished tree. At most 36500 (100 years); negative or
+   * larger is INVALID_ARGUMENT.
    *
    * @generated from field: int32 older_than_days = 1;
    */
@@ -627,14 +634,16 @@ export type NewResultMessage = Message<"drydock.statemgmt.v1.NewResultMessage"> 
   context: string;
 
   /**
-   * When the message was produced; the server's time when unset.
+   * When the message was produced; the server's time when unset. Years 1 to
+   * 9999, whole microseconds.
    *
    * @generated from field: google.protobuf.Timestamp ts = 5;
    */
   ts?: Timestamp | undefined;
 
   /**
-   * Structured detail, ≤ 64 KiB as JSON.
+   * Structured detail, ≤ 64 KiB as JSON, nested at most 32 levels (as
+   * CreateTaskRequest.request_context).
    *
    * @generated from field: google.protobuf.Struct extra = 6;
    */
@@ -675,6 +684,7 @@ export type AppendResultMessagesRequest = Message<"drydock.statemgmt.v1.AppendRe
    * not know (DEADLINE_EXCEEDED, lost connection) sends the same value: the
    * messages are stored once, or the retry learns that they already were
    * (next_sequence is first_sequence + the number of messages, or more).
+   * Negative is INVALID_ARGUMENT.
    *
    * @generated from field: int64 first_sequence = 3;
    */
@@ -737,7 +747,8 @@ export type ListResultMessagesRequest = Message<"drydock.statemgmt.v1.ListResult
   taskId: string;
 
   /**
-   * Only messages with a greater sequence (0: from the first).
+   * Only messages with a greater sequence (0: from the first; negative is
+   * INVALID_ARGUMENT).
    *
    * @generated from field: int64 after_sequence = 2;
    */
@@ -751,7 +762,8 @@ export type ListResultMessagesRequest = Message<"drydock.statemgmt.v1.ListResult
   errorsOnly: boolean;
 
   /**
-   * Maximum number of messages: 0 means 100, at most 1000.
+   * Maximum number of messages: 0 means 100, at most 1000; negative is
+   * INVALID_ARGUMENT.
    *
    * @generated from field: int32 page_size = 4;
    */
@@ -815,7 +827,7 @@ export type WatchTaskRequest = Message<"drydock.statemgmt.v1.WatchTaskRequest"> 
 
   /**
    * Send messages with a greater sequence: 0 for all, or the last sequence
-   * received before a disconnect.
+   * received before a disconnect. Negative is INVALID_ARGUMENT.
    *
    * @generated from field: int64 after_sequence = 2;
    */
@@ -965,7 +977,8 @@ export type BuildData = Message<"drydock.statemgmt.v1.BuildData"> & {
   taskId: string;
 
   /**
-   * When it was collected; the server's time when not given.
+   * When it was collected; the server's time when not given. Years 1 to
+   * 9999, whole microseconds.
    *
    * @generated from field: google.protobuf.Timestamp collected_at = 4;
    */
@@ -1077,8 +1090,8 @@ export type ListBuildDataRequest = Message<"drydock.statemgmt.v1.ListBuildDataRe
   view: BuildDataView;
 
   /**
-   * Maximum number of records: 0 means 20, at most 100. A page also ends
-   * early once it holds 32 MiB of data.
+   * Maximum number of records: 0 means 20, at most 100; negative is
+   * INVALID_ARGUMENT. A page also ends early once it holds 32 MiB of data.
    *
    * @generated from field: int32 page_size = 5;
    */
@@ -1205,7 +1218,7 @@ export type ClaimLeadershipRequest = Message<"drydock.statemgmt.v1.ClaimLeadersh
   instanceId: string;
 
   /**
-   * Lease duration, between 1 s and 1 h (whole milliseconds).
+   * Lease duration, between 1 s and 1 h (whole milliseconds); required.
    *
    * @generated from field: google.protobuf.Duration ttl = 3;
    */
@@ -1268,7 +1281,7 @@ export type RenewLeadershipRequest = Message<"drydock.statemgmt.v1.RenewLeadersh
   instanceId: string;
 
   /**
-   * The term being renewed.
+   * The term being renewed (≥ 1).
    *
    * @generated from field: int64 term = 3;
    */
@@ -1324,7 +1337,7 @@ export type ResignLeadershipRequest = Message<"drydock.statemgmt.v1.ResignLeader
   instanceId: string;
 
   /**
-   * The term being given up.
+   * The term being given up (≥ 1).
    *
    * @generated from field: int64 term = 3;
    */
@@ -1452,7 +1465,12 @@ export type GetDesignDocumentsRequest = Message<"drydock.statemgmt.v1.GetDesignD
   /**
    * The reference, ≤ 2048 characters, e.g.
    * deckhand+https://deckhand.example:9000/api/v1.0/revisions/7/rendered-documents
-   * or file:///etc/drydock/site.yaml.
+   * or file:///etc/drydock/site.yaml. INVALID_ARGUMENT, before anything is
+   * read, for a reference that is not a valid URI of a supported scheme: a
+   * file URL whose path does not decode (an encoded "/" or NUL, invalid
+   * percent-encoded UTF-8), a host that is not an IP address or a DNS name
+   * (≤ 253 characters, labels of 1 to 63), user information that does not
+   * decode.
    *
    * @generated from field: string design_ref = 1;
    */
@@ -1644,8 +1662,15 @@ export const BuildDataViewSchema: GenEnum<BuildDataView> = /*@__PURE__*/
  * Errors carry a google.rpc.Status in the grpc-status-details-bin trailer with
  * a google.rpc.ErrorInfo (domain "statemgmt.drydock.airshipit.org" and a
  * stable reason such as TASK_NOT_FOUND) and, for INVALID_ARGUMENT, a
- * google.rpc.BadRequest naming each offending field. INTERNAL means a bug in
- * the server, never a client's mistake.
+ * google.rpc.BadRequest naming each offending field. Request bytes that are
+ * not a valid encoding of the method's request message (truncated, wrong wire
+ * types, invalid UTF-8 in a string, nesting past 100 messages) are
+ * INVALID_ARGUMENT with one violation whose field is "" (the whole request).
+ * Every number is bounded as its comment says; a value outside is
+ * INVALID_ARGUMENT naming the field. Timestamps in requests must lie in years
+ * 1 to 9999 and have whole microseconds (nanos a multiple of 1000 between 0
+ * and 999999000). INTERNAL means a bug in the server, never a client's
+ * mistake.
  *
  * Database waits are bounded on the server. A transaction (UpdateTask,
  * TerminateTask, ClaimLeadership, ResignLeadership, PurgeTasks, fenced

@@ -230,7 +230,8 @@ export type Task = Message<"drydock.statemgmt.v1.Task"> & {
 
   /**
    * URI of the site design, ≤ 2048 characters; scheme file, http, https,
-   * deckhand+http or deckhand+https. Empty when the task has none.
+   * deckhand+http or deckhand+https, checked as
+   * GetDesignDocumentsRequest.design_ref is. Empty when the task has none.
    *
    * @generated from field: string design_ref = 5;
    */
@@ -259,7 +260,7 @@ export type Task = Message<"drydock.statemgmt.v1.Task"> & {
 
   /**
    * Free-form context of the request that created the task (user, external
-   * marker, ...), ≤ 64 KiB as JSON.
+   * marker, ...), ≤ 64 KiB as JSON, nested at most 32 levels.
    *
    * @generated from field: google.protobuf.Struct request_context = 9;
    */
@@ -308,7 +309,8 @@ export type Task = Message<"drydock.statemgmt.v1.Task"> & {
   terminate: boolean;
 
   /**
-   * How many times the task has been retried (≥ 0).
+   * How many times the task has been retried (≥ 0; negative is
+   * INVALID_ARGUMENT in UpdateTask).
    *
    * @generated from field: int32 retry = 16;
    */
@@ -409,7 +411,8 @@ export type ResultMessage = Message<"drydock.statemgmt.v1.ResultMessage"> & {
   ts?: Timestamp | undefined;
 
   /**
-   * Structured detail, ≤ 64 KiB as JSON; stored and returned as an object.
+   * Structured detail, ≤ 64 KiB as JSON, nested at most 32 levels; stored
+   * and returned as an object.
    *
    * @generated from field: google.protobuf.Struct extra = 8;
    */
