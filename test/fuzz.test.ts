@@ -362,6 +362,9 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
   /** A real next_page_token per paged method, whose filters match its base request. */
   const tokens = new Map<string, string>();
   let rssStart = 0;
+  let heapStart = 0;
+  /** A full collection (mocha runs node with --expose-gc, see .mocharc.json). */
+  const gc = () => (globalThis as { gc?: () => void }).gc?.();
   let rssGrowthMb: number | undefined;
   let total = 0;
   const counts: string[] = [];
@@ -468,7 +471,9 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       const failures = await runAll(m, warm.map((c) => ({ ...c, what: `warm-up ${c.what}` })));
       expect(failures.length, `${failures.length} of ${warm.length} warm-up cases failed:\n${failures.slice(0, 25).join("\n")}\n`).to.equal(0);
     }
+    gc();
     rssStart = process.memoryUsage().rss;
+    heapStart = process.memoryUsage().heapUsed;
   });
   after(() => {
     raw?.close();
@@ -840,12 +845,16 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       const { task } = await h.client.createTask({ action: "deploy_nodes", createdBy: "after-fuzz" });
       const got = await h.client.getTask({ taskId: task!.taskId });
       expect(got.task?.createdBy).to.equal("after-fuzz");
-      // Memory: sample until RSS is back within 100 MB of the start (no gc
-      // forced). Long hunts (FUZZ_SCALE=10) may exceed it without a leak: the
-      // allocator keeps freed pages; compare heapUsed after gc (--expose-gc).
+      // Memory: after a full collection, the live heap is where it started
+      // (a leak would keep what the cases allocated), and RSS is back within
+      // 100 MB (the allocator may keep freed pages for a while).
+      gc();
+      const heapGrowthMb = Math.round((process.memoryUsage().heapUsed - heapStart) / 1e6);
+      expect(heapGrowthMb, "live heap growth in MB over the fuzz run").to.be.below(30);
       let rss = process.memoryUsage().rss;
       for (let i = 0; i < 30 && rss > rssStart + 100 * 1024 * 1024; i++) {
         await new Promise((r) => setTimeout(r, 100));
+        gc();
         rss = process.memoryUsage().rss;
       }
       rssGrowthMb = Math.round((rss - rssStart) / 1e6);
