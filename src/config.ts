@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import path from "node:path";
 import type { KeystoneOptions } from "./design/deckhand.js";
 import { DEFAULT_TIMEOUTS, type DatabaseTimeouts } from "./db/connect.js";
+import { DEFAULT_LIMITS, limitsProblem, type ConnectionLimits } from "./server/connections.js";
 
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -33,6 +34,8 @@ export interface Config {
   heartbeatMs: number;
   /** Largest build data element accepted. */
   buildDataMaxBytes: number;
+  /** Connection and stream limits. */
+  limits: ConnectionLimits;
   design: DesignConfig;
 }
 
@@ -95,6 +98,9 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_WATCH_BUFFER       events a watch stream may fall behind (default 10000)
                   STATEMGMT_HEARTBEAT_MS       LISTEN connection heartbeat interval (default 5000)
                   STATEMGMT_BUILD_DATA_MAX_BYTES largest build data element (default 16777216)
+                  STATEMGMT_MAX_CONNECTIONS, STATEMGMT_HANDSHAKE_TIMEOUT_MS, STATEMGMT_CONNECTION_IDLE_MS,
+                  STATEMGMT_CONNECTION_MAX_AGE_MS, STATEMGMT_CONNECTION_AGE_GRACE_MS,
+                  STATEMGMT_MAX_STREAMS_PER_CONNECTION, STATEMGMT_MAX_STREAMS: connection limits, see README.md
   --design-root   STATEMGMT_DESIGN_ROOTS  directories file:// design references may read (":"-separated; none by default)
                   STATEMGMT_DESIGN_CA_FILE, STATEMGMT_DESIGN_ALLOWED_HOSTS, STATEMGMT_DESIGN_MAX_BYTES, STATEMGMT_DESIGN_CACHE_TTL_MS,
                   STATEMGMT_DECKHAND_TOKEN or STATEMGMT_KEYSTONE_URL/_USERNAME/_PASSWORD/_PROJECT: see README.md`;
@@ -149,8 +155,25 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     watchBufferLimit: intEnv(env, "STATEMGMT_WATCH_BUFFER", 10_000, 10, 10_000_000),
     heartbeatMs: intEnv(env, "STATEMGMT_HEARTBEAT_MS", 5_000, 50, 600_000),
     buildDataMaxBytes: intEnv(env, "STATEMGMT_BUILD_DATA_MAX_BYTES", 16 * 1024 * 1024, 1024, 512 * 1024 * 1024),
+    limits: loadLimits(env),
     design: loadDesignConfig((values["design-root"] as string[] | undefined) ?? [], env),
   };
+}
+
+function loadLimits(env: NodeJS.ProcessEnv): ConnectionLimits {
+  const d = DEFAULT_LIMITS;
+  const limits: ConnectionLimits = {
+    maxConnections: intEnv(env, "STATEMGMT_MAX_CONNECTIONS", d.maxConnections, 1, 1_000_000),
+    handshakeTimeoutMs: intEnv(env, "STATEMGMT_HANDSHAKE_TIMEOUT_MS", d.handshakeTimeoutMs, 100, 600_000),
+    idleTimeoutMs: intEnv(env, "STATEMGMT_CONNECTION_IDLE_MS", d.idleTimeoutMs, 1000, 86_400_000),
+    maxAgeMs: intEnv(env, "STATEMGMT_CONNECTION_MAX_AGE_MS", d.maxAgeMs, 1000, 2_000_000_000),
+    ageGraceMs: intEnv(env, "STATEMGMT_CONNECTION_AGE_GRACE_MS", d.ageGraceMs, 1000, 2_000_000_000),
+    maxStreamsPerConnection: intEnv(env, "STATEMGMT_MAX_STREAMS_PER_CONNECTION", d.maxStreamsPerConnection, 1, 1_000_000),
+    maxStreams: intEnv(env, "STATEMGMT_MAX_STREAMS", d.maxStreams, 1, 10_000_000),
+  };
+  const problem = limitsProblem(limits);
+  if (problem) throw new ConfigError(`STATEMGMT_CONNECTION_AGE_GRACE_MS / STATEMGMT_CONNECTION_MAX_AGE_MS: ${problem}`);
+  return limits;
 }
 
 function loadDesignConfig(rootFlags: string[], env: NodeJS.ProcessEnv): DesignConfig {

@@ -146,6 +146,17 @@ export class ShuttingDownError extends DomainError {
   }
 }
 
+/**
+ * A stream ended because its connection reached its maximum age (the server
+ * already asked the client to move to a new connection): resume on a new call.
+ */
+export class ConnectionAgedError extends DomainError {
+  readonly reason = "CONNECTION_MAX_AGE";
+  constructor() {
+    super("the connection reached its maximum age; resume on a new call (a watch with after_sequence), which opens a new connection");
+  }
+}
+
 /** A bounded resource ran out, e.g. a watch stream whose client stopped reading. */
 export class ResourceExhaustedError extends DomainError {
   constructor(

@@ -46,6 +46,7 @@ async function main(): Promise<number> {
       watchBufferLimit: config.watchBufferLimit,
       heartbeatMs: config.heartbeatMs,
       buildDataMaxBytes: config.buildDataMaxBytes,
+      limits: config.limits,
       design: config.design,
     });
   } catch (err) {

@@ -17,6 +17,7 @@ import { createTransactor, type Transactor } from "../src/store/transactions.js"
 import { createLogger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import type { DesignConfig } from "../src/config.js";
+import type { ConnectionLimits } from "../src/server/connections.js";
 
 export const TEMPLATE_DB = "statemgmt_template";
 export const shared: { adminUrl: string } = { adminUrl: "" };
@@ -69,6 +70,7 @@ export interface HarnessOptions {
   design?: DesignConfig;
   /** Session TimeZone of the server's pool (default UTC). */
   timeZone?: string;
+  limits?: ConnectionLimits;
 }
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
@@ -89,6 +91,7 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       heartbeatMs: opts.heartbeatMs,
       buildDataMaxBytes: opts.buildDataMaxBytes,
       design: opts.design,
+      limits: opts.limits,
       log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
       host: "127.0.0.1",
       port: 0,

@@ -25,7 +25,7 @@ import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2
 import type { Logger } from "../log.js";
 import { DeadlineReason } from "../errors.js";
 import { toServiceError } from "./status.js";
-import { abortError, CancelledError, DomainError, InvalidArgumentError } from "../errors.js";
+import { abortError, CancelledError, ConnectionAgedError, DomainError, InvalidArgumentError, ResourceExhaustedError } from "../errors.js";
 
 export interface CallContext {
   /** Aborted when the deadline passes, the client cancels or the server shuts down. */
@@ -59,6 +59,12 @@ export type ServiceImpl<S extends GenServiceMethods> = {
 export interface OpenCalls {
   unary: Set<AbortController>;
   streams: Set<AbortController>;
+  /** Streaming calls open at once at most; beyond, RESOURCE_EXHAUSTED (STREAM_LIMIT). */
+  maxStreams?: number;
+  /** When a streaming call on the connection of `peer` must end (the connection's maximum age), if ever. */
+  streamEndsAt?(peer: string): number | undefined;
+  /** Told when a call starts and ends on the connection of `peer` (idle tracking). */
+  onCall?: { started(peer: string): void; ended(peer: string): void };
 }
 
 /**
@@ -174,16 +180,22 @@ function makeHandler(
     const timer = Number.isFinite(ms) ? longTimeout(() => ac.abort(new DeadlineReason("deadline exceeded")), ms) : undefined;
     const onCancel = () => ac.abort(new CancelledError());
     call.on("cancelled", onCancel);
+    const peer = call.getPeer();
+    calls.onCall?.started(peer);
+    const endsAt = open === calls.streams ? calls.streamEndsAt?.(peer) : undefined;
+    const aged = endsAt === undefined ? undefined : longTimeout(() => ac.abort(new ConnectionAgedError()), endsAt - Date.now());
     const ctx: CallContext = {
       signal: ac.signal,
       metadata: call.metadata,
-      peer: call.getPeer(),
+      peer,
       method: name,
       abort: (err) => ac.abort(err),
       deadline: Number.isFinite(ms) ? Date.now() + ms : undefined,
     };
     const finish = (code: grpc.status, err?: unknown) => {
       timer?.clear();
+      aged?.clear();
+      calls.onCall?.ended(peer);
       call.removeListener("cancelled", onCancel);
       open.delete(ac);
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
@@ -234,6 +246,7 @@ function makeHandler(
           try {
             const request = method.methodKind === "server_streaming" ? (call as grpc.ServerWritableStream<unknown, unknown>).request : undefined;
             if (request instanceof UndecodableRequest) throw request.error;
+            if (calls.maxStreams !== undefined && calls.streams.size > calls.maxStreams) throw streamLimit(calls.maxStreams);
             const source =
               method.methodKind === "server_streaming"
                 ? fn(request, ctx)
@@ -255,6 +268,11 @@ function makeHandler(
       throw new Error(`${name}: ${method.methodKind} methods are not supported`);
   }
 }
+
+const streamLimit = (max: number) =>
+  new ResourceExhaustedError("STREAM_LIMIT", `the server has ${max} streaming calls open, its limit (STATEMGMT_MAX_STREAMS); retry with backoff`, {
+    limit: String(max),
+  });
 
 /** The requests of a bidi call as an async iterable that ends with the call. */
 async function* readRequests(call: grpc.ServerDuplexStream<unknown, unknown>, signal: AbortSignal): AsyncIterable<unknown> {

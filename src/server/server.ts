@@ -20,6 +20,7 @@ import { WatchHub } from "../watch/hub.js";
 import { PageTokens } from "../rpc/pagination.js";
 import { secretsGet } from "../store/secrets.js";
 import { addService, type OpenCalls } from "./adapter.js";
+import { ConnectionListener, DEFAULT_LIMITS, grpcServerOptions, type ConnectionLimits } from "./connections.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
 
@@ -40,6 +41,8 @@ export interface ServerOptions {
   buildDataMaxBytes?: number;
   /** Design fetcher configuration (default: no file roots, no Deckhand credentials). */
   design?: DesignConfig;
+  /** Connection and stream limits (default DEFAULT_LIMITS). */
+  limits?: ConnectionLimits;
 }
 
 export interface StateServer {
@@ -48,6 +51,10 @@ export interface StateServer {
   port: number;
   health: DatabaseHealth;
   hub: WatchHub;
+  /** Streaming calls open now. */
+  readonly openStreams: number;
+  /** TCP connections open now (handshaking or serving). */
+  readonly openConnections: number;
   design: DesignFetcher;
   /**
    * Stops accepting calls, ends open streams with UNAVAILABLE, gives unary
@@ -58,6 +65,7 @@ export interface StateServer {
 
 export async function startServer(o: ServerOptions): Promise<StateServer> {
   const buildDataMax = o.buildDataMaxBytes ?? 16 * 1024 * 1024;
+  const limits = o.limits ?? DEFAULT_LIMITS;
   const designConfig = o.design ?? defaultDesignConfig();
   const server = new grpc.Server({
     // Room for the largest response we build: a design document, or a build
@@ -66,11 +74,21 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     // Room for the largest build data element plus its record, so that an
     // oversized element gets our INVALID_ARGUMENT naming the limit.
     "grpc.max_receive_message_length": buildDataMax + 1024 * 1024,
-    // Let idle clients keep their connections; detect dead peers.
+    // Detect dead peers: a ping every minute on a connection with calls,
+    // closed when unanswered for 20 s.
     "grpc.keepalive_time_ms": 60_000,
     "grpc.keepalive_timeout_ms": 20_000,
+    ...grpcServerOptions(limits),
   });
-  const calls: OpenCalls = { unary: new Set(), streams: new Set() };
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  const listener = new ConnectionListener(injector, limits, o.log.child({ component: "connections" }));
+  const calls: OpenCalls = {
+    unary: new Set(),
+    streams: new Set(),
+    maxStreams: limits.maxStreams,
+    streamEndsAt: (peer) => listener.streamEndsAt(peer),
+    onCall: { started: (peer) => listener.callStarted(peer), ended: (peer) => listener.callEnded(peer) },
+  };
   const health = new DatabaseHealth(o.db.sql, o.healthIntervalMs, o.log.child({ component: "health" }));
   const index = new ReflectionIndex(
     [StateService.typeName, Health.typeName, reflV1.ServerReflection.typeName, reflV1alpha.ServerReflection.typeName],
@@ -100,9 +118,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   addService(server, reflV1alpha.ServerReflection, reflectionV1alpha(index), o.log, calls);
 
   const host = o.host.includes(":") ? `[${o.host}]` : o.host;
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${host}:${o.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-  );
+  const port = await listener.listen(o.host, o.port);
   await health.start();
   const address = `${host}:${port}`;
   o.log.info({ address }, "serving gRPC");
@@ -114,9 +130,16 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     health,
     hub,
     design: design.fetcher,
+    get openStreams() {
+      return calls.streams.size;
+    },
+    get openConnections() {
+      return listener.size;
+    },
     shutdown(graceMs) {
       shuttingDown ??= (async () => {
         health.stop();
+        listener.close();
         const abort = (set: Set<AbortController>) => [...set].forEach((ac) => ac.abort(new ShuttingDownError()));
         abort(calls.streams);
         const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));

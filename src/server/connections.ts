@@ -1,0 +1,199 @@
+// The server's TCP listener: accepts connections itself and hands them to
+// grpc-js (Server.createConnectionInjector), so that it can refuse what
+// grpc-js alone would keep forever:
+//   - connections beyond maxConnections are closed at accept;
+//   - a connection must send the HTTP/2 client preface within
+//     handshakeTimeoutMs (grpc-js starts its idle and age timers only once a
+//     session is up, so a socket that never speaks was never closed).
+//   - a connection without calls for idleTimeoutMs + IDLE_FORCE_MS is
+//     destroyed: grpc-js closes it at idleTimeoutMs, but only gracefully
+//     (GOAWAY), which a peer that never answers ignores.
+// grpc-js enforces the idle timeout, the maximum age (GOAWAY, then a grace
+// period) and the per-connection stream limit (server options below).
+import net from "node:net";
+import type * as grpc from "@grpc/grpc-js";
+import type { Logger } from "../log.js";
+
+export interface ConnectionLimits {
+  /** Open connections at most; beyond, new ones are closed at once. */
+  maxConnections: number;
+  /** Time a new connection has to send the HTTP/2 client preface. */
+  handshakeTimeoutMs: number;
+  /** A connection without calls this long is closed (GOAWAY). */
+  idleTimeoutMs: number;
+  /** A connection is asked to go away (GOAWAY) at about this age (grpc-js adds ±10 % jitter). */
+  maxAgeMs: number;
+  /** Then its calls get this long to finish before it is closed; streams are ended cleanly before that. */
+  ageGraceMs: number;
+  /** Concurrent calls (HTTP/2 streams) on one connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  maxStreamsPerConnection: number;
+  /** Streaming calls (watches) open at once on the whole server; beyond, RESOURCE_EXHAUSTED. */
+  maxStreams: number;
+}
+
+/** Defaults for a site of thousands of nodes served by a few orchestrators, tools and operators. */
+export const DEFAULT_LIMITS: ConnectionLimits = {
+  maxConnections: 4096,
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 300_000,
+  maxAgeMs: 3_600_000,
+  ageGraceMs: 900_000,
+  maxStreamsPerConnection: 1000,
+  maxStreams: 20_000,
+};
+
+/** The grpc.Server options that carry the limits grpc-js enforces itself. */
+export function grpcServerOptions(l: ConnectionLimits): grpc.ServerOptions {
+  return {
+    "grpc.max_connection_idle_ms": l.idleTimeoutMs,
+    "grpc.max_connection_age_ms": l.maxAgeMs,
+    "grpc.max_connection_age_grace_ms": l.ageGraceMs,
+    "grpc.max_concurrent_streams": l.maxStreamsPerConnection,
+  };
+}
+
+/**
+ * Problems with a set of limits, for configuration errors. Streams are
+ * ended at the latest GOAWAY time (1.1 × maxAgeMs); the earliest forced close
+ * is 0.9 × maxAgeMs + ageGraceMs, which must come after it.
+ */
+export function limitsProblem(l: ConnectionLimits): string | undefined {
+  if (l.ageGraceMs <= 0.2 * l.maxAgeMs + 1000) {
+    return `the connection age grace (${l.ageGraceMs} ms) must exceed a fifth of the maximum age (${l.maxAgeMs} ms) plus 1 s, so that streams end cleanly between the GOAWAY and the forced close`;
+  }
+  return undefined;
+}
+
+/** How long after grpc-js's graceful idle close a connection still open is destroyed. */
+const IDLE_FORCE_MS = 1000;
+
+interface Connection {
+  socket: net.Socket;
+  acceptedAt: number;
+  /** Calls in progress. */
+  active: number;
+  /** When the last call ended (or the connection opened). */
+  idleSince: number;
+}
+
+/** HTTP/2 client connection preface (RFC 9113 §3.4). */
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+export class ConnectionListener {
+  private readonly tcp: net.Server;
+  private readonly connections = new Map<string, Connection>();
+  private readonly sweeper: NodeJS.Timeout;
+  private readonly handshaking = new Set<net.Socket>();
+  /** Connections refused at accept (over the limit) and closed for not speaking HTTP/2 in time. */
+  readonly refused = { overLimit: 0, handshake: 0 };
+
+  constructor(
+    private readonly injector: grpc.ConnectionInjector,
+    private readonly limits: ConnectionLimits,
+    private readonly log: Logger,
+  ) {
+    this.tcp = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
+    this.tcp.maxConnections = limits.maxConnections;
+    this.sweeper = setInterval(() => this.sweep(), Math.min(1000, limits.idleTimeoutMs / 2));
+    this.sweeper.unref();
+    this.tcp.on("drop", () => {
+      this.refused.overLimit++;
+      this.log.warn({ limit: limits.maxConnections }, "connection refused: the server holds STATEMGMT_MAX_CONNECTIONS connections");
+    });
+  }
+
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.tcp.once("error", reject);
+      this.tcp.listen({ host, port, exclusive: true }, () => {
+        this.tcp.removeListener("error", reject);
+        resolve((this.tcp.address() as net.AddressInfo).port);
+      });
+    });
+  }
+
+  /** Open connections. */
+  get size(): number {
+    return this.connections.size;
+  }
+
+  /** A call started on the connection of `peer` (grpc-js's getPeer()). */
+  callStarted(peer: string): void {
+    const c = this.connections.get(peer);
+    if (c) c.active++;
+  }
+
+  callEnded(peer: string): void {
+    const c = this.connections.get(peer);
+    if (c && --c.active === 0) c.idleSince = Date.now();
+  }
+
+  /**
+   * When a stream on the connection of `peer` (as grpc-js's getPeer() names
+   * it) must end: after the latest time grpc-js may send that connection its
+   * GOAWAY, before the earliest forced close.
+   */
+  streamEndsAt(peer: string): number | undefined {
+    const c = this.connections.get(peer);
+    return c === undefined ? undefined : c.acceptedAt + 1.1 * this.limits.maxAgeMs;
+  }
+
+  /**
+   * Stops accepting and drops connections still in their handshake; the
+   * others are grpc-js's to close (Server.tryShutdown / forceShutdown).
+   */
+  close(): void {
+    clearInterval(this.sweeper);
+    this.tcp.close();
+    for (const s of this.handshaking) s.destroy();
+  }
+
+  private onConnection(socket: net.Socket): void {
+    socket.on("error", () => {}); // grpc-js and the close below handle it
+    const peer = peerName(socket);
+    const now = Date.now();
+    this.connections.set(peer, { socket, acceptedAt: now, active: 0, idleSince: now });
+    socket.once("close", () => this.connections.delete(peer));
+    this.handshaking.add(socket);
+    const timer = setTimeout(() => {
+      this.refused.handshake++;
+      socket.destroy();
+    }, this.limits.handshakeTimeoutMs);
+    timer.unref();
+    socket.once("close", () => {
+      clearTimeout(timer);
+      this.handshaking.delete(socket);
+    });
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, PREFACE.length);
+      if (!head.subarray(0, n).equals(PREFACE.subarray(0, n))) {
+        clearTimeout(timer);
+        socket.destroy(); // not HTTP/2 (e.g. HTTP/1.1 or TLS to a plaintext port)
+        return;
+      }
+      if (head.length < PREFACE.length) return;
+      clearTimeout(timer);
+      this.handshaking.delete(socket);
+      socket.removeListener("data", onData);
+      socket.pause();
+      // Node's HTTP/2 session reads what is already buffered on the socket.
+      socket.unshift(head);
+      this.injector.injectConnection(socket);
+    };
+    socket.on("data", onData);
+  }
+
+  private sweep(): void {
+    const cutoff = Date.now() - this.limits.idleTimeoutMs - IDLE_FORCE_MS;
+    for (const c of this.connections.values()) {
+      if (c.active === 0 && c.idleSince < cutoff) c.socket.destroy();
+    }
+  }
+}
+
+/** The peer name grpc-js gives calls on this socket (call.getPeer()). */
+function peerName(socket: net.Socket): string {
+  return socket.remotePort ? `${socket.remoteAddress}:${socket.remotePort}` : String(socket.remoteAddress);
+}
