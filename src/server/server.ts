@@ -85,8 +85,16 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     heartbeatTimeoutMs: o.heartbeatMs ?? 5000,
   });
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
-  await hub.start();
   const design = createDesignFetcher(designConfig);
+  // A failure from here on stops what was started: the caller gets no handle to do it.
+  const abandon = async (err: unknown): Promise<never> => {
+    health.stop();
+    server.forceShutdown();
+    await hub.stop().catch(() => {});
+    await design.close().catch(() => {});
+    throw err;
+  };
+  await hub.start().catch(abandon);
   addService(server, StateService, {
       ...taskRpcs(o.db, tokens),
       ...messageRpcs(o.db.sql, tokens),
@@ -102,8 +110,8 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const host = o.host.includes(":") ? `[${o.host}]` : o.host;
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${host}:${o.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-  );
-  await health.start();
+  ).catch((err: Error) => abandon(new Error(`cannot listen on ${host}:${o.port}: ${err.message}`, { cause: err })));
+  await health.start().catch(abandon);
   const address = `${host}:${port}`;
   o.log.info({ address }, "serving gRPC");
 
