@@ -1,12 +1,14 @@
 // Entry point: config -> database (DATABASE_URL or embedded) -> migrations ->
-// gRPC server; on SIGTERM/SIGINT the reverse, embedded PostgreSQL last.
+// gRPC server; on SIGTERM/SIGINT (at any point) the reverse, embedded PostgreSQL last.
+import { once } from "node:events";
+import { abortable } from "./abortable.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { connect } from "./db/connect.js";
-import { DataDirInUseError, startEmbedded, type EmbeddedDatabase } from "./db/embedded.js";
+import { DataDirUnreachableError, startEmbedded, type EmbeddedDatabase } from "./db/embedded.js";
 import { migrate } from "./db/migrate.js";
 import { createTransactor } from "./store/transactions.js";
-import { createLogger } from "./log.js";
-import { startServer } from "./server/server.js";
+import { createLogger, type Logger } from "./log.js";
+import { startServer, type StateServer } from "./server/server.js";
 
 async function main(): Promise<number> {
   const started = Date.now();
@@ -22,21 +24,41 @@ async function main(): Promise<number> {
   }
   const log = createLogger(config.logLevel);
 
+  // Signals count from the start: one during start-up stops what has been
+  // started so far (server, pools, embedded PostgreSQL); a second means "now".
+  const stopping = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping.signal.aborted) {
+      log.warn("second signal: exiting at once");
+      process.exit(1);
+    }
+    log.info({ signal }, "shutting down");
+    stopping.abort();
+  };
+  process.on("SIGTERM", onSignal).on("SIGINT", onSignal);
+
   let embedded: EmbeddedDatabase | undefined;
-  try {
-    if (!config.databaseUrl) embedded = await startEmbedded(config.dataDir, log.child({ component: "embedded-postgres" }));
-  } catch (err) {
-    log.fatal({ err: err instanceof DataDirInUseError ? err.message : err }, "cannot start the embedded database");
-    return 1;
+  if (!config.databaseUrl) {
+    try {
+      embedded = await startEmbedded(config.dataDir, log.child({ component: "embedded-postgres" }), { signal: stopping.signal });
+    } catch (err) {
+      if (stopping.signal.aborted) return stopped(log);
+      // EmbeddedStartError messages are one line saying what to do; no stack.
+      log.fatal({ err: err instanceof Error ? err.message : String(err) }, "cannot start the embedded database");
+      return err instanceof DataDirUnreachableError ? 2 : 1;
+    }
   }
   const databaseUrl = config.databaseUrl ?? embedded!.url;
   const sql = connect({ url: databaseUrl, max: config.dbPoolSize, timeouts: config.dbTimeouts });
   const tx = createTransactor({ url: databaseUrl, slots: config.dbTxPoolSize, timeouts: config.dbTimeouts });
-  let server;
+  let starting: Promise<StateServer> | undefined;
+  let server: StateServer;
   try {
-    const applied = await migrate(tx);
+    // A migration may wait long (for another replica's migration lock, or a
+    // large table): a signal stops waiting for it.
+    const applied = await abortable(migrate(tx, undefined, log), stopping.signal);
     log.info({ applied }, applied.length ? "applied migrations" : "schema up to date");
-    server = await startServer({
+    starting = startServer({
       db: { sql, tx },
       log,
       host: config.listen.host,
@@ -49,28 +71,25 @@ async function main(): Promise<number> {
       limits: config.limits,
       design: config.design,
     });
+    server = await abortable(starting, stopping.signal);
   } catch (err) {
-    log.fatal({ err }, "start-up failed");
-    await Promise.all([sql.end({ timeout: 5 }), tx.end()]).catch(() => {});
+    if (!stopping.signal.aborted) log.fatal({ err }, "start-up failed");
+    // No call has been served: nothing to wait for. A migration still at work
+    // is cut off and rolls back (migrations are transactional).
+    await Promise.all([starting?.then((s) => s.shutdown(0), () => {}), sql.end({ timeout: 0 }), tx.end({ timeout: 0 })]).catch(() => {});
     await embedded?.stop();
-    return 1;
+    return stopping.signal.aborted ? stopped(log) : 1;
   }
   log.info({ address: server.address, startupMs: Date.now() - started, embedded: !!embedded }, "ready");
 
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once("SIGTERM", () => resolve("SIGTERM"));
-    process.once("SIGINT", () => resolve("SIGINT"));
-  });
-  log.info({ signal }, "shutting down");
-  // A second signal means "now".
-  const hard = () => {
-    log.warn("second signal: exiting at once");
-    process.exit(1);
-  };
-  process.once("SIGTERM", hard).once("SIGINT", hard);
+  if (!stopping.signal.aborted) await once(stopping.signal, "abort");
   await server.shutdown(config.shutdownGraceMs);
   await Promise.all([sql.end({ timeout: 5 }), tx.end()]);
   await embedded?.stop();
+  return stopped(log);
+}
+
+function stopped(log: Logger): number {
   log.info("stopped");
   return 0;
 }

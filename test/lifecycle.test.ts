@@ -1,10 +1,9 @@
 // The server as an operator runs it: a process with an embedded PostgreSQL in
 // a data directory, started, stopped with SIGTERM, restarted.
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import { expect } from "chai";
@@ -17,49 +16,7 @@ import { loadMigrations, migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/log.js";
 import { startServer } from "../src/server/server.js";
 import { createTestDatabase, decodeError } from "./harness.js";
-
-const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../src/main.js");
-
-interface Proc {
-  child: ChildProcess;
-  lines: Record<string, unknown>[];
-  stderr: string;
-  exited: Promise<number | null>;
-}
-
-function startProcess(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const { DATABASE_URL: _ignored, ...base } = process.env;
-  const child = spawn(process.execPath, [MAIN, ...args], { env: { ...base, STATEMGMT_LOG_LEVEL: "info", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const p: Proc = { child, lines: [], stderr: "", exited: new Promise((r) => child.on("exit", (code) => r(code))) };
-  let buf = "";
-  child.stdout!.on("data", (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        p.lines.push(JSON.parse(line));
-      } catch {
-        /* not JSON */
-      }
-    }
-  });
-  child.stderr!.on("data", (d: Buffer) => (p.stderr += d.toString()));
-  return p;
-}
-
-/** Waits for the log line with this msg; fails if the process exits first. */
-async function logLine(p: Proc, msg: string, timeoutMs = 60_000): Promise<Record<string, unknown>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const hit = p.lines.find((l) => l.msg === msg);
-    if (hit) return hit;
-    if (p.child.exitCode !== null) throw new Error(`process exited (${p.child.exitCode}) before "${msg}": ${p.stderr}${JSON.stringify(p.lines)}`);
-    if (Date.now() > deadline) throw new Error(`no "${msg}" log line within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { logLine, startProcess } from "./process.js";
 
 describe("server process with an embedded database", function () {
   this.timeout(120_000);
@@ -112,7 +69,7 @@ describe("server process with an embedded database", function () {
     const p = startProcess(["--listen", "nonsense"]);
     expect(await p.exited).to.equal(2);
     expect(p.stderr).to.contain("STATEMGMT_LISTEN / --listen");
-    const q = startProcess([], { STATEMGMT_LOG_LEVEL: "loud" });
+    const q = startProcess([], { env: { STATEMGMT_LOG_LEVEL: "loud" } });
     expect(await q.exited).to.equal(2);
     expect(q.stderr).to.contain("STATEMGMT_LOG_LEVEL");
   });
@@ -195,3 +152,53 @@ describe("shutdown", () => {
     }
   });
 });
+
+describe("start-up of the gRPC server", () => {
+  it("rejects naming the address when the port is taken, and leaves no LISTEN connection, socket or timer behind", async function () {
+    this.timeout(30_000);
+    const db = await createTestDatabase();
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+    const port = (busy.address() as AddressInfo).port;
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    const sql = connect({ url: db.url, max: 2 });
+    const tx = createTransactor({ url: db.url, slots: 1, timeouts: DEFAULT_TIMEOUTS });
+    const listeners = async () =>
+      (await admin.query<{ n: number }>("select count(*)::int n from pg_stat_activity where datname = $1 and application_name = 'drydock-statemgmt-listen'", [db.name])).rows[0]!.n;
+    const before = activeResources();
+    try {
+      const err = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), host: "127.0.0.1", port, healthIntervalMs: 100 }).then(
+        () => expect.fail("startServer resolved on a port in use"),
+        (e: Error) => e,
+      );
+      expect(err.message).to.match(new RegExp(`^cannot listen on 127\\.0\\.0\\.1:${port}: .*(in use|EADDRINUSE)`));
+
+      // The watch hub's LISTEN connection is closed (PostgreSQL may take a moment to reap the backend).
+      let n = await listeners();
+      for (const deadline = Date.now() + 5000; n > 0 && Date.now() < deadline; n = await listeners()) await new Promise((r) => setTimeout(r, 50));
+      expect(n, "LISTEN connections left").to.equal(0);
+
+      // With the pools ended, nothing startServer made keeps the process alive.
+      await sql.end({ timeout: 5 });
+      await tx.end();
+      const after = activeResources();
+      for (const kind of new Set([...Object.keys(after), ...Object.keys(before)])) {
+        expect(after[kind] ?? 0, `${kind} handles left behind`).to.be.at.most(before[kind] ?? 0);
+      }
+    } finally {
+      await sql.end({ timeout: 5 });
+      await tx.end();
+      await admin.end();
+      busy.close();
+      await db.drop();
+    }
+  });
+});
+
+/** Counts of the handles and timers keeping the event loop alive, by kind. */
+function activeResources(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const kind of process.getActiveResourcesInfo()) out[kind] = (out[kind] ?? 0) + 1;
+  return out;
+}

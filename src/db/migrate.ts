@@ -5,6 +5,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import type { Transactor } from "../store/transactions.js";
+import type { Logger } from "../log.js";
 
 /** Arbitrary constant naming our advisory lock ("drydock" in ASCII). */
 const MIGRATION_LOCK_KEY = 0x6472_7964_6f63_6bn;
@@ -29,8 +30,8 @@ export async function loadMigrations(dir = resolveMigrationsDir()): Promise<Migr
   return out;
 }
 
-/** Applies the migrations not yet recorded; returns the versions it applied. */
-export async function migrate(t: Pick<Transactor, "unbounded">, migrations?: Migration[]): Promise<number[]> {
+/** Applies the migrations not yet recorded (logging each as it begins); returns the versions it applied. */
+export async function migrate(t: Pick<Transactor, "unbounded">, migrations?: Migration[], log?: Pick<Logger, "info">): Promise<number[]> {
   const all = migrations ?? (await loadMigrations());
   // Without a statement timeout: a migration of a large table may take long.
   return t.unbounded(async (tx) => {
@@ -46,6 +47,7 @@ export async function migrate(t: Pick<Transactor, "unbounded">, migrations?: Mig
     const newlyApplied: number[] = [];
     for (const m of all) {
       if (applied.has(m.version)) continue;
+      log?.info({ version: m.version, name: m.name }, "applying migration");
       await tx.unsafe(m.sql);
       await tx`insert into schema_migrations (version, name) values (${m.version}, ${m.name})`;
       newlyApplied.push(m.version);

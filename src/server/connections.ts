@@ -144,7 +144,7 @@ export class ConnectionListener {
    */
   close(): void {
     clearInterval(this.sweeper);
-    this.tcp.close();
+    if (this.tcp.listening) this.tcp.close();
     for (const s of this.handshaking) s.destroy();
   }
 

@@ -103,8 +103,17 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     heartbeatTimeoutMs: o.heartbeatMs ?? 5000,
   });
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
-  await hub.start();
   const design = createDesignFetcher(designConfig);
+  // A failure from here on stops what was started: the caller gets no handle to do it.
+  const abandon = async (err: unknown): Promise<never> => {
+    health.stop();
+    listener.close();
+    server.forceShutdown();
+    await hub.stop().catch(() => {});
+    await design.close().catch(() => {});
+    throw err;
+  };
+  await hub.start().catch(abandon);
   addService(server, StateService, {
       ...taskRpcs(o.db, tokens),
       ...messageRpcs(o.db.sql, tokens),
@@ -118,8 +127,10 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   addService(server, reflV1alpha.ServerReflection, reflectionV1alpha(index), o.log, calls);
 
   const host = o.host.includes(":") ? `[${o.host}]` : o.host;
-  const port = await listener.listen(o.host, o.port);
-  await health.start();
+  const port = await listener
+    .listen(o.host, o.port)
+    .catch((err: Error) => abandon(new Error(`cannot listen on ${host}:${o.port}: ${err.message}`, { cause: err })));
+  await health.start().catch(abandon);
   const address = `${host}:${port}`;
   o.log.info({ address }, "serving gRPC");
 

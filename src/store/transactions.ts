@@ -40,7 +40,8 @@ export interface Transactor {
   transaction<T>(scope: TransactionScope, fn: (tx: Sql) => Promise<T>): Promise<T>;
   /** Like transaction(), without a statement timeout (migrations). */
   unbounded<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
-  end(): Promise<void>;
+  /** Closes the connections once their transactions end, or after `timeout` seconds (default 5) cuts them. */
+  end(options?: { timeout?: number }): Promise<void>;
 }
 
 export interface TransactorOptions extends Omit<ConnectOptions, "max" | "pipeline" | "timeouts"> {
@@ -101,9 +102,9 @@ export function createTransactor(o: TransactorOptions): Transactor {
   return {
     transaction: (scope, fn) => run(scope, fn),
     unbounded: (fn) => run(null, fn),
-    async end() {
+    async end({ timeout = 5 } = {}) {
       slots.close(() => new UnavailableError("the server is shutting down; retry on another replica"));
-      await Promise.all(all.map((s) => s.end({ timeout: 5 })));
+      await Promise.all(all.map((s) => s.end({ timeout })));
     },
   };
 }
