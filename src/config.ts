@@ -30,8 +30,10 @@ export interface Config {
   healthIntervalMs: number;
   /** Events a watch stream may fall behind before it is ended with RESOURCE_EXHAUSTED. */
   watchBufferLimit: number;
-  /** Heartbeat interval (and timeout) of the LISTEN connection. */
+  /** Heartbeat interval of the LISTEN connection (its timeout is three intervals). */
   heartbeatMs: number;
+  /** How long a WatchTask stream stays open after its task finished. */
+  watchFinishLingerMs: number;
   /** Largest build data element accepted. */
   buildDataMaxBytes: number;
   /** Connection and stream limits. */
@@ -96,7 +98,8 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_DB_IDLE_IN_TRANSACTION_MS  PostgreSQL ends sessions idle in a transaction this long (default 10000)
                   STATEMGMT_HEALTH_INTERVAL_MS database health probe interval (default 5000)
                   STATEMGMT_WATCH_BUFFER       events a watch stream may fall behind (default 10000)
-                  STATEMGMT_HEARTBEAT_MS       LISTEN connection heartbeat interval (default 5000)
+                  STATEMGMT_HEARTBEAT_MS       LISTEN connection heartbeat interval (default 5000; timeout 3 intervals)
+                  STATEMGMT_WATCH_FINISH_LINGER_MS  WatchTask stays open this long after its task finished (default 3000)
                   STATEMGMT_BUILD_DATA_MAX_BYTES largest build data element (default 16777216)
                   STATEMGMT_MAX_CONNECTIONS, STATEMGMT_HANDSHAKE_TIMEOUT_MS, STATEMGMT_CONNECTION_IDLE_MS,
                   STATEMGMT_CONNECTION_MAX_AGE_MS, STATEMGMT_CONNECTION_AGE_GRACE_MS,
@@ -154,6 +157,7 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     healthIntervalMs: intEnv(env, "STATEMGMT_HEALTH_INTERVAL_MS", 5_000, 10, 3_600_000),
     watchBufferLimit: intEnv(env, "STATEMGMT_WATCH_BUFFER", 10_000, 10, 10_000_000),
     heartbeatMs: intEnv(env, "STATEMGMT_HEARTBEAT_MS", 5_000, 50, 600_000),
+    watchFinishLingerMs: intEnv(env, "STATEMGMT_WATCH_FINISH_LINGER_MS", 3_000, 0, 600_000),
     buildDataMaxBytes: intEnv(env, "STATEMGMT_BUILD_DATA_MAX_BYTES", 16 * 1024 * 1024, 1024, 512 * 1024 * 1024),
     limits: loadLimits(env),
     design: loadDesignConfig((values["design-root"] as string[] | undefined) ?? [], env),

@@ -69,6 +69,7 @@ async function main(): Promise<number> {
       heartbeatMs: config.heartbeatMs,
       buildDataMaxBytes: config.buildDataMaxBytes,
       limits: config.limits,
+      watchFinishLingerMs: config.watchFinishLingerMs,
       design: config.design,
     });
     server = await abortable(starting, stopping.signal);

@@ -71,6 +71,7 @@ export interface HarnessOptions {
   /** Session TimeZone of the server's pool (default UTC). */
   timeZone?: string;
   limits?: ConnectionLimits;
+  watchFinishLingerMs?: number;
 }
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
@@ -92,6 +93,8 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       buildDataMaxBytes: opts.buildDataMaxBytes,
       design: opts.design,
       limits: opts.limits,
+      // Short, so the suite's finished watches end quickly (the default is 3 s).
+      watchFinishLingerMs: opts.watchFinishLingerMs ?? 300,
       log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
       host: "127.0.0.1",
       port: 0,

@@ -9,6 +9,8 @@ export class TcpProxy {
   accepted = 0;
   /** Delay before a new connection is forwarded: a slow connection set-up. */
   connectDelayMs = 0;
+  /** Delay of every chunk from the server to the client: a slow network or a busy database. */
+  latencyMs = 0;
   private constructor(
     private readonly server: Server,
     readonly port: number,
@@ -26,7 +28,13 @@ export class TcpProxy {
         s.on("close", () => proxy.sockets.delete(s));
         s.on("error", () => {});
       }
-      const forward = () => client.pipe(upstream).pipe(client);
+      const forward = () => {
+        client.pipe(upstream);
+        upstream.on("data", (chunk: Buffer) => {
+          if (proxy.latencyMs > 0) setTimeout(() => client.write(chunk), proxy.latencyMs);
+          else client.write(chunk);
+        });
+      };
       if (proxy.connectDelayMs > 0) setTimeout(forward, proxy.connectDelayMs);
       else forward();
       client.on("close", () => upstream.destroy());

@@ -29,7 +29,38 @@ function snapshotKey(t: Task): string {
   return key;
 }
 
+const changeKeys = new WeakMap<Task, string>();
+
+/**
+ * What a WatchTasks client sees change: every field but the version, the
+ * update time and the error count, which move with each appended result
+ * message. So pure appends send no WatchTasks snapshot (the next snapshot
+ * carries the current error count); a change of status, result, termination,
+ * claim, subtasks or any other field does.
+ */
+function changeKey(t: Task): string {
+  let key = changeKeys.get(t);
+  if (key === undefined) {
+    const { version: _v, updated: _u, result, ...rest } = t;
+    const { errorCount: _e, ...resultRest } = result;
+    key = JSON.stringify({ ...rest, result: resultRest }, (_k, v) => (typeof v === "bigint" ? v.toString() : v));
+    changeKeys.set(t, key);
+  }
+  return key;
+}
+
 const finished = (t: Task) => FINISHED_STATUSES.includes(t.status);
+
+export interface WatchOptions {
+  /**
+   * How long a WatchTask stream stays open after its task finished, to send
+   * the messages posted as part of finishing it (Drydock posts a final
+   * summary right after completing a task); 0 ends it at once.
+   */
+  finishLingerMs: number;
+}
+
+export const DEFAULT_WATCH_OPTIONS: WatchOptions = { finishLingerMs: 3000 };
 
 /** Ends the call with RESOURCE_EXHAUSTED when the client cannot keep up. */
 function guard<T>(q: BoundedQueue<T>, ctx: CallContext): void {
@@ -43,7 +74,47 @@ function guard<T>(q: BoundedQueue<T>, ctx: CallContext): void {
     );
 }
 
-export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
+/**
+ * The call's signal, and once start() is called, also aborted `ms` later:
+ * what a WatchTask stream waits on. (A plain timer: AbortSignal.any() and
+ * AbortSignal.timeout() signals can be collected before they fire in Node 20.)
+ */
+class Linger {
+  private readonly ac = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  over = false;
+  private readonly onAbort = () => this.ac.abort(this.parent.reason);
+
+  constructor(
+    private readonly parent: AbortSignal,
+    private readonly ms: number,
+  ) {
+    if (parent.aborted) this.ac.abort(parent.reason);
+    else parent.addEventListener("abort", this.onAbort, { once: true });
+  }
+
+  get signal(): AbortSignal {
+    return this.ac.signal;
+  }
+
+  /** Starts the linger (once). */
+  start(): void {
+    if (this.timer || this.over) return;
+    const end = () => {
+      this.over = true;
+      this.ac.abort(new Error("linger over"));
+    };
+    if (this.ms <= 0) end();
+    else this.timer = setTimeout(end, this.ms);
+  }
+
+  dispose(): void {
+    clearTimeout(this.timer);
+    this.parent.removeEventListener("abort", this.onAbort);
+  }
+}
+
+export function watchRpcs(sql: Sql, hub: WatchHub, opts: WatchOptions = DEFAULT_WATCH_OPTIONS): StateImpl {
   return {
     async *watchTask(req, ctx) {
       const { signal } = ctx;
@@ -54,6 +125,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
 
       const sub = await hub.subscribeTask(taskId, signal);
       guard(sub.events, ctx);
+      const linger = new Linger(signal, opts.finishLingerMs);
       try {
         let cursor = req.afterSequence;
         let last = sub.task;
@@ -85,9 +157,18 @@ export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
           if (snapshotKey(snapshot) !== snapshotKey(last)) yield { event: { case: "task", value: taskToPb(snapshot) } };
           last = snapshot;
         }
-        if (finished(last)) return;
+        // Once the task is finished, the stream lingers for the messages
+        // posted as part of finishing it, then ends OK.
+        if (finished(last)) linger.start();
         for (;;) {
-          for (const e of await sub.events.takeAll(signal)) {
+          let events: TaskEvent[];
+          try {
+            events = await sub.events.takeAll(linger.signal);
+          } catch (err) {
+            if (linger.over) return;
+            throw err;
+          }
+          for (const e of events) {
             if (e.kind === "gone") throw new NotFoundError("Task", taskId, `task ${taskId} was deleted`);
             if (e.kind === "message") {
               const m = e.message;
@@ -100,11 +181,12 @@ export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
             } else {
               if (snapshotKey(e.task) !== snapshotKey(last)) yield { event: { case: "task", value: taskToPb(e.task) } };
               last = e.task;
-              if (finished(last)) return;
+              if (finished(last)) linger.start();
             }
           }
         }
       } finally {
+        linger.dispose();
         sub.close();
       }
     },
@@ -144,7 +226,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
               signal,
             });
             for (const t of page) {
-              sent.record(t.taskId, t.version, finished(t));
+              sent.record(t.taskId, t.version, changeKey(t), finished(t));
               yield { task: taskToPb(t), initial: true };
             }
             if (page.length < READ_BATCH) break;
@@ -155,10 +237,13 @@ export function watchRpcs(sql: Sql, hub: WatchHub): StateImpl {
         for (;;) {
           for (const t of await sub.events.takeAll(signal)) {
             const prev = sent.get(t.taskId);
-            if (prev !== undefined ? t.version <= prev : !matches(t)) continue;
+            if (prev !== undefined ? t.version <= prev.version : !matches(t)) continue;
             // A task that leaves the filter is sent once more (its new state), then forgotten.
-            if (matches(t)) sent.record(t.taskId, t.version, finished(t));
-            else sent.forget(t.taskId);
+            const key = changeKey(t);
+            if (matches(t)) {
+              sent.record(t.taskId, t.version, key, finished(t));
+              if (prev?.key === key) continue; // a pure append: nothing a WatchTasks client sees changed
+            } else sent.forget(t.taskId);
             yield { task: taskToPb(t), initial: false };
           }
           if (sub.events.size === 0) sent.evictFinished(); // see SentVersions

@@ -9,7 +9,7 @@ import { ShuttingDownError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { taskRpcs } from "../rpc/tasks.js";
 import { messageRpcs } from "../rpc/messages.js";
-import { watchRpcs } from "../rpc/watch.js";
+import { DEFAULT_WATCH_OPTIONS, watchRpcs } from "../rpc/watch.js";
 import { buildDataRpcs } from "../rpc/buildData.js";
 import { leadershipRpcs } from "../rpc/leadership.js";
 import { designRpcs } from "../rpc/design.js";
@@ -43,6 +43,8 @@ export interface ServerOptions {
   design?: DesignConfig;
   /** Connection and stream limits (default DEFAULT_LIMITS). */
   limits?: ConnectionLimits;
+  /** How long a WatchTask stream stays open after its task finished (default 3000). */
+  watchFinishLingerMs?: number;
 }
 
 export interface StateServer {
@@ -100,7 +102,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     log: o.log.child({ component: "watch" }),
     bufferLimit: o.watchBufferLimit ?? 10_000,
     heartbeatMs: o.heartbeatMs ?? 5000,
-    heartbeatTimeoutMs: o.heartbeatMs ?? 5000,
+    // Well above the interval: an event-loop stall of a busy server must not
+    // look like a hung connection (its replacement makes every feed re-read).
+    heartbeatTimeoutMs: 3 * (o.heartbeatMs ?? 5000),
   });
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   const design = createDesignFetcher(designConfig);
@@ -117,7 +121,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   addService(server, StateService, {
       ...taskRpcs(o.db, tokens),
       ...messageRpcs(o.db.sql, tokens),
-      ...watchRpcs(o.db.sql, hub),
+      ...watchRpcs(o.db.sql, hub, { finishLingerMs: o.watchFinishLingerMs ?? DEFAULT_WATCH_OPTIONS.finishLingerMs }),
       ...buildDataRpcs(o.db.sql, tokens, buildDataMax),
       ...leadershipRpcs(o.db, hub),
       ...designRpcs(design.fetcher),

@@ -1,7 +1,10 @@
 // The process's one LISTEN connection. It listens on the task and heartbeat
 // channels, and is replaced (with backoff and jitter) whenever it closes or
-// stops hearing its own heartbeats. onListen runs after every successful
-// (re)connect, so watchers can re-read whatever they may have missed.
+// stops hearing its own heartbeats. A replacement listens before the
+// connection it replaces is dropped, and notifications of both are passed on
+// meanwhile (a duplicate only causes one more read). onListen runs after
+// every successful (re)connect, so watchers can re-read whatever they may
+// have missed.
 import postgres from "postgres";
 import type { Logger } from "../log.js";
 import { HEARTBEAT_CHANNEL, LEASE_CHANNEL, TASK_CHANNEL } from "../store/notify.js";
@@ -46,9 +49,9 @@ export class Listener {
   private async connect(): Promise<void> {
     clearTimeout(this.retryTimer);
     const gen = ++this.generation;
+    // The connection being replaced keeps delivering until this one listens.
     const old = this.sql;
-    void old?.end({ timeout: 0 }).catch(() => {});
-    const sql = postgres(this.o.url, {
+    const sql: postgres.Sql = postgres(this.o.url, {
       max: 1,
       idle_timeout: 0,
       max_lifetime: null,
@@ -57,7 +60,7 @@ export class Listener {
       onnotice: () => {},
       connection: { application_name: LISTENER_APPLICATION_NAME },
       onnotify: (channel: string, payload: string) => {
-        if (gen === this.generation) this.o.onNotify(channel, payload);
+        if (gen === this.generation || (gen === this.generation - 1 && this.sql === sql)) this.o.onNotify(channel, payload);
       },
       onclose: () => {
         if (gen === this.generation && !this.stopped) {
@@ -67,16 +70,21 @@ export class Listener {
       },
       // onnotify is a supported postgres.js option missing from its typings.
     } as postgres.Options<{}>);
-    this.sql = sql;
     try {
       await sql`listen ${sql(TASK_CHANNEL)}`;
       await sql`listen ${sql(LEASE_CHANNEL)}`;
       await sql`listen ${sql(HEARTBEAT_CHANNEL)}`;
     } catch (err) {
+      void sql.end({ timeout: 0 }).catch(() => {});
       if (gen === this.generation) this.o.log.warn({ err: String(err) }, "LISTEN failed");
       throw err;
     }
-    if (gen !== this.generation) return;
+    if (gen !== this.generation || this.stopped) {
+      void sql.end({ timeout: 0 }).catch(() => {});
+      return;
+    }
+    this.sql = sql;
+    if (old !== undefined && old !== sql) void old.end({ timeout: 0 }).catch(() => {});
     this.retries = 0;
     this.o.log.debug("listening");
     this.o.onListen();

@@ -1,5 +1,6 @@
 // What a WatchTasks stream has sent: the version of each matching task, so
-// that a snapshot older than one already sent is dropped.
+// that a snapshot older than one already sent is dropped, and a key of what
+// it showed, so that a snapshot showing nothing new is not sent again.
 
 /**
  * Versions sent per task. Unfinished tasks stay (they may change again);
@@ -14,7 +15,7 @@
  * is a newer version and is sent, as it would have been anyway.
  */
 export class SentVersions {
-  private readonly versions = new Map<string, bigint>();
+  private readonly versions = new Map<string, { version: bigint; key: string }>();
   /** Finished tasks by the time they were recorded, oldest first. */
   private readonly finishedAt = new Map<string, number>();
 
@@ -27,12 +28,12 @@ export class SentVersions {
     return this.versions.size;
   }
 
-  get(taskId: string): bigint | undefined {
+  get(taskId: string): { version: bigint; key: string } | undefined {
     return this.versions.get(taskId);
   }
 
-  record(taskId: string, version: bigint, finished: boolean): void {
-    this.versions.set(taskId, version);
+  record(taskId: string, version: bigint, key: string, finished: boolean): void {
+    this.versions.set(taskId, { version, key });
     this.finishedAt.delete(taskId); // re-inserted last: the map stays in time order
     if (finished) this.finishedAt.set(taskId, this.now());
   }

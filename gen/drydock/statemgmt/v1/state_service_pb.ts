@@ -1803,9 +1803,12 @@ export const StateService: GenService<{
    * messages after after_sequence, in order, with no gap and no duplicate,
    * and a new snapshot whenever its status, result or termination flags
    * change. Reconnecting with the last sequence seen continues exactly where
-   * the stream left off. The stream ends with OK once the task is COMPLETE or
-   * TERMINATED and every message committed before that has been sent. A
-   * client that stops reading is ended with RESOURCE_EXHAUSTED.
+   * the stream left off. Once the task is COMPLETE or TERMINATED, the stream
+   * stays open for the server's finish linger (STATEMGMT_WATCH_FINISH_LINGER_MS,
+   * 3 s by default), sending the messages posted as part of finishing the task
+   * (such as a final summary), then ends with OK; later messages are read with
+   * ListResultMessages. A client that stops reading is ended with
+   * RESOURCE_EXHAUSTED.
    *
    * @generated from rpc drydock.statemgmt.v1.StateService.WatchTask
    */
@@ -1816,8 +1819,12 @@ export const StateService: GenService<{
   },
   /**
    * Streams a snapshot of every matching task each time one is created or
-   * changes (optionally the current matching set first). Snapshots carry the
-   * task's version: drop any older than one already seen.
+   * changes (optionally the current matching set first). Appending result
+   * messages alone sends no snapshot (it changes only the version, the update
+   * time and result.error_count; the next snapshot carries the current
+   * count); any other change does: status, result, termination, claim,
+   * subtasks, fields set by UpdateTask. Snapshots carry the task's version:
+   * drop any older than one already seen.
    *
    * @generated from rpc drydock.statemgmt.v1.StateService.WatchTasks
    */
