@@ -369,6 +369,34 @@ describe("PostgreSQL failover to a promoted standby", () => {
     expect(sessions.map((r) => r.application_name), "the LISTEN connection is on the new primary").to.include(LISTENER_APPLICATION_NAME);
     expect(failures.filter((f) => f.code !== "UNAVAILABLE" && f.code !== "DEADLINE_EXCEEDED"), "writes during the failover fail UNAVAILABLE or DEADLINE_EXCEEDED").to.deep.equal([]);
   });
+
+  it("a primary set read-only (default_transaction_read_only) answers writes UNAVAILABLE and health NOT_SERVING, until it is writable again", async function () {
+    this.timeout(30_000);
+    const client = createClient(StateService, server.address);
+    try {
+      const { task } = await client.createTask({ action: "failover" });
+      const append = () => client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "x" }] }, { deadlineMs: 5000 });
+      const readOnly = async (on: boolean) => {
+        await query(standbyUrl, `alter system set default_transaction_read_only = ${on ? "on" : "off"}`);
+        await query(standbyUrl, "select pg_reload_conf()");
+      };
+      await readOnly(true);
+      // Sessions pick the new default up when they next go idle: wait for the probe to see it.
+      await until("health to see the read-only database", () => server.health.probe(), (s) => s === Serving.NOT_SERVING);
+      let err: unknown;
+      await append().catch((e: unknown) => (err = e));
+      const d = decodeError(err);
+      expect(grpc.status[d.code]).to.equal("UNAVAILABLE");
+      expect(d.errorInfo?.reason).to.equal("DATABASE_UNAVAILABLE");
+      expect(await query(standbyUrl, "select 1 from result_messages where task_id = $1", [task!.taskId]), "nothing written").to.deep.equal([]);
+
+      await readOnly(false);
+      await until("health to see the writable database", () => server.health.probe(), (s) => s === Serving.SERVING);
+      expect((await append()).sequences).to.deep.equal([1n]);
+    } finally {
+      client.close();
+    }
+  });
 });
 
 /** Resolves (epoch ms) when the server's health next changes to `status`. */
