@@ -355,7 +355,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
     const sessions = await ours(standbyUrl);
     console.log(
       `      failover: ${ackedTotal} acknowledged, ${storedTotal} stored (0 lost); first write ${firstWriteAfterKill - killedAt} ms after the kill, ` +
-        `${firstWriteAfterKill - promotedAt} ms after the promotion ` +
+        `${firstWriteAfterKill - promoting} ms after pg_ctl promote began ` +
         `(promoted ${promoting - killedAt} ms after the kill, once health was NOT_SERVING; promotion took ${promotedAt - promoting} ms; ` +
         `${refused} sessions opened on the standby and dropped before; LISTEN again ${listeningAt - killedAt} ms after the kill); ` +
         `${WRITERS * WATCHERS_PER_TASK} watchers each got every message once (resumed after: ${resumes.join(", ") || "nothing"}); ` +
