@@ -56,6 +56,27 @@ export const MAX_PIPELINE = 0;
 /** Options postgres.js reads (src/index.js) but its types omit. */
 export const UNTYPED_OPTIONS = { max_pipeline: MAX_PIPELINE };
 
+/**
+ * The target_session_attrs to hand postgres.js for a URL (its query
+ * parameter, else PGTARGETSESSIONATTRS), so that a multi-host URL settles
+ * on the primary. libpq's read-write means "not in hot standby, and
+ * default_transaction_read_only off"; postgres.js 3.4.9 checks only the
+ * latter, which a PostgreSQL 14+ standby reports as off, so it would
+ * connect to a read-only standby (porsager/postgres issue 815). We ask it
+ * for "primary" (not in hot standby) instead, which is what following a
+ * promoted standby needs; a primary set to default_transaction_read_only
+ * is still reached, and its refusals (25006) answer UNAVAILABLE
+ * (store/sql.ts). Every other value goes through as it is.
+ */
+export function targetSessionAttrs(url: string): Pick<postgres.Options<{}>, "target_session_attrs"> {
+  const query = /\?([^#]*)/.exec(url)?.[1] ?? "";
+  const fromUrl = new URLSearchParams(query).get("target_session_attrs");
+  const attrs = fromUrl ?? process.env.PGTARGETSESSIONATTRS;
+  if (!attrs) return {};
+  // Values postgres.js does not know are its to refuse ("... is not supported").
+  return { target_session_attrs: (attrs === "read-write" ? "primary" : attrs) as "primary" };
+}
+
 /** Connection parameters (GUCs) that carry DatabaseTimeouts to a session. */
 function timeoutParameters(t: DatabaseTimeouts): Record<string, string> {
   return {
@@ -76,6 +97,7 @@ export function connect(opts: ConnectOptions): Sql {
     ...UNTYPED_OPTIONS,
     ...(opts.pipeline === undefined ? {} : { max_pipeline: opts.pipeline }),
     backoff: reconnectBackoff,
+    ...targetSessionAttrs(opts.url),
     // Fail fast when the database is unreachable: calls answer UNAVAILABLE
     // instead of hanging for postgres.js's default 30 s.
     connect_timeout: 5,

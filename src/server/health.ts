@@ -1,4 +1,7 @@
-// grpc.health.v1.Health: SERVING only while the database answers.
+// grpc.health.v1.Health: SERVING only while the database answers and accepts
+// writes. A read-only session (a standby, or a primary fenced with
+// default_transaction_read_only) answers reads but refuses every write, so
+// the server is taken out of rotation until a writable primary is back.
 import { EventEmitter, once } from "node:events";
 import type { Sql } from "../db/connect.js";
 import { HealthCheckResponse_ServingStatus as Status, type Health } from "../../gen/grpc/health/v1/health_pb.js";
@@ -54,7 +57,9 @@ export class DatabaseHealth extends EventEmitter {
     if (this.stopped) return Promise.resolve(this.status);
     this.inflight ??= (async () => {
       let ok = false;
-      const q = this.sql`select 1`;
+      // transaction_read_only of the probe's own (implicit) transaction: on
+      // in recovery or under default_transaction_read_only.
+      const q = this.sql<{ ro: string }[]>`select current_setting('transaction_read_only') as ro`;
       let timer: NodeJS.Timeout | undefined;
       // A probe always settles: the timeout decides on its own. The query is
       // not cancelled: a cancel request names a pool connection, and could
@@ -63,8 +68,9 @@ export class DatabaseHealth extends EventEmitter {
         timer = setTimeout(() => reject(new Error("database probe timed out")), Math.min(this.intervalMs, 2000));
       });
       try {
-        await Promise.race([q, timeout]);
-        ok = true;
+        const [row] = await Promise.race([q, timeout]);
+        ok = row?.ro === "off";
+        if (!ok && this.status !== Status.NOT_SERVING) this.log.warn("the database is read-only: writes are refused until a writable primary answers");
       } catch (err) {
         if (this.status !== Status.NOT_SERVING) this.log.warn({ err: String(err) }, "database health probe failed");
         q.catch(() => {}); // settles later, or never; either way unobserved

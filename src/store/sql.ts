@@ -18,6 +18,8 @@ export const SQLSTATE = {
   crashShutdown: "57P02",
   cannotConnectNow: "57P03",
   tooManyConnections: "53300",
+  /** A write (or LISTEN) on a read-only session: a standby, or default_transaction_read_only on. */
+  readOnlySqlTransaction: "25006",
   invalidAuthorization: "28000",
   invalidPassword: "28P01",
   unknownDatabase: "3D000",
@@ -77,6 +79,11 @@ export function interpretError(err: unknown, signal?: AbortSignal): unknown {
     code?.startsWith("08")
   ) {
     return new UnavailableError("the database is unavailable; retry with backoff", { cause: err });
+  }
+  if (code === SQLSTATE.readOnlySqlTransaction) {
+    // The statement was refused, so nothing was written; a failover may be
+    // under way (a primary fenced read-only, a standby not yet promoted).
+    return new UnavailableError("the database is read-only (a standby, or default_transaction_read_only is on); nothing was written, retry with backoff", { cause: err });
   }
   return err;
 }

@@ -6,6 +6,7 @@
 // every successful (re)connect, so watchers can re-read whatever they may
 // have missed.
 import postgres from "postgres";
+import { targetSessionAttrs } from "../db/connect.js";
 import type { Logger } from "../log.js";
 import { HEARTBEAT_CHANNEL, LEASE_CHANNEL, TASK_CHANNEL } from "../store/notify.js";
 
@@ -57,6 +58,8 @@ export class Listener {
       max_lifetime: null,
       fetch_types: false,
       connect_timeout: 5,
+      // A multi-host URL's read-write must skip standbys (LISTEN fails there).
+      ...targetSessionAttrs(this.o.url),
       onnotice: () => {},
       connection: { application_name: LISTENER_APPLICATION_NAME },
       onnotify: (channel: string, payload: string) => {

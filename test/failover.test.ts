@@ -1,0 +1,423 @@
+// PostgreSQL failover under load: a server on a multi-host DATABASE_URL with
+// target_session_attrs=read-write follows a promoted standby. With synchronous
+// replication every acknowledged append is on the new primary, watchers get
+// every message exactly once and in order, health is SERVING again, and the
+// leader keeps (or re-claims) its lease.
+//
+// Two embedded clusters in temporary directories: a primary started by
+// startEmbedded, stopped cleanly and copied into a standby (a base backup
+// without pg_basebackup, which the embedded binaries lack), then both run
+// from pg_ctl as the clusters' owner. The standby is listed first in the URL,
+// so before the failover the driver must skip it (it is up, but read-only).
+import { execFileSync, spawn } from "node:child_process";
+import { appendFile, chmod, chown, mkdtemp, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { expect } from "chai";
+import pg from "pg";
+import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
+import { createClient } from "../src/client.js";
+import { connect, DEFAULT_TIMEOUTS, type Sql } from "../src/db/connect.js";
+import { startEmbedded } from "../src/db/embedded.js";
+import { migrate } from "../src/db/migrate.js";
+import { createLogger } from "../src/log.js";
+import { startServer, type StateServer } from "../src/server/server.js";
+import { createTransactor, type Transactor } from "../src/store/transactions.js";
+import { LISTENER_APPLICATION_NAME } from "../src/watch/listener.js";
+import { decodeError } from "./harness.js";
+
+const WRITERS = 4;
+const WATCHERS_PER_TASK = 2;
+const LEASE_TTL_MS = 3000;
+const ELECTION = "failover";
+const STANDBY_NAME = "standby1";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const ttl = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+
+/** A cluster run by pg_ctl as its data directory's owner. */
+class Cluster {
+  constructor(
+    readonly pgdata: string,
+    readonly port: number,
+    private readonly bin: string,
+    private readonly uid: number,
+    private readonly gid: number,
+  ) {}
+
+  /** The binaries and owner of the PostgreSQL running on pgdata. */
+  static async running(pgdata: string): Promise<Cluster> {
+    const lines = (await readFile(path.join(pgdata, "postmaster.pid"), "utf8")).split("\n");
+    const bin = path.dirname(await readlink(`/proc/${Number(lines[0])}/exe`));
+    const st = await stat(pgdata);
+    return new Cluster(pgdata, Number(lines[3]), bin, st.uid, st.gid);
+  }
+
+  /** The same binaries and owner on another data directory and port. */
+  sibling(pgdata: string, port: number): Cluster {
+    return new Cluster(pgdata, port, this.bin, this.uid, this.gid);
+  }
+
+  async own(file: string): Promise<void> {
+    await chown(file, this.uid, this.gid);
+  }
+
+  private ctl(args: string[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const p = spawn(path.join(this.bin, "pg_ctl"), ["-D", this.pgdata, ...args], { uid: this.uid, gid: this.gid, stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      p.stderr.on("data", (d) => (err += d));
+      p.on("error", reject);
+      p.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`pg_ctl ${args.join(" ")}: ${code}: ${err}`))));
+    });
+  }
+
+  stop(mode: "fast" | "immediate"): Promise<void> {
+    return this.ctl(["stop", "-m", mode, "-w"]);
+  }
+
+  /** Resolves once PostgreSQL accepts connections (a standby: read-only ones). */
+  start(): Promise<void> {
+    const opts = `-p ${this.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=300 -c lc_messages=C -c log_connections=on`;
+    return this.ctl(["start", "-w", "-t", "60", "-o", opts, "-l", path.join(this.pgdata, "failover.log")]);
+  }
+
+  /** Resolves once the standby has left recovery. */
+  promote(): Promise<void> {
+    return this.ctl(["promote", "-w", "-t", "60"]);
+  }
+}
+
+async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query<T>(text, values)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+/** Polls a query (a pg_stat_replication row, ...) until `ok`; fails after 20 s. */
+async function until<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const v = await probe();
+    if (ok(v)) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(v)})`);
+    await sleep(20);
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+describe("PostgreSQL failover to a promoted standby", () => {
+  let dirs: string[] = [];
+  let primary: Cluster;
+  let standby: Cluster;
+  let primaryUrl: string;
+  let standbyUrl: string;
+  let multiUrl: string;
+  let sql: Sql;
+  let tx: Transactor;
+  let server: StateServer;
+
+  before(async function () {
+    this.timeout(120_000);
+    const primaryDir = await mkdtemp(path.join(tmpdir(), "statemgmt-primary-"));
+    const standbyDir = await mkdtemp(path.join(tmpdir(), "statemgmt-standby-"));
+    dirs = [primaryDir, standbyDir];
+    const embedded = await startEmbedded(primaryDir, createLogger("silent"));
+    primaryUrl = embedded.url;
+    const pgdata = path.join(primaryDir, "pg");
+    primary = await Cluster.running(pgdata);
+    const migrator = createTransactor({ url: primaryUrl, slots: 1, timeouts: DEFAULT_TIMEOUTS });
+    await migrate(migrator);
+    await migrator.end();
+    // initdb --auth=password lets replication connections from 127.0.0.1 in; say so if that changes.
+    const hba = await readFile(path.join(pgdata, "pg_hba.conf"), "utf8");
+    expect(hba, "pg_hba.conf admits replication over 127.0.0.1").to.match(/^host\s+replication\s+all\s+127\.0\.0\.1\/32\s+(password|scram-sha-256|md5)\s*$/m);
+
+    // Base backup: a clean stop, then a copy keeping owner and modes (0700).
+    await embedded.stop();
+    const copy = path.join(standbyDir, "pg");
+    await chmod(standbyDir, 0o755); // the cluster owner must reach its data directory (startEmbedded does this for the primary's)
+    execFileSync("cp", ["-a", pgdata, copy]);
+    standby = primary.sibling(copy, await freePort());
+    const password = decodeURIComponent(new URL(primaryUrl).password);
+    await writeFile(path.join(copy, "standby.signal"), "");
+    await standby.own(path.join(copy, "standby.signal"));
+    await appendFile(
+      path.join(copy, "postgresql.auto.conf"),
+      `primary_conninfo = 'host=127.0.0.1 port=${primary.port} user=postgres password=${password} application_name=${STANDBY_NAME}'\n`,
+    );
+    await primary.start();
+    await standby.start();
+    const standbyAddress = `127.0.0.1:${standby.port}`;
+    standbyUrl = primaryUrl.replace(`127.0.0.1:${primary.port}`, standbyAddress);
+    // The standby first: the driver must pass over it while it is read-only.
+    multiUrl = primaryUrl.replace(`127.0.0.1:${primary.port}`, `${standbyAddress},127.0.0.1:${primary.port}`) + "?target_session_attrs=read-write";
+
+    const replication = () => query<{ state: string; sync_state: string }>(primaryUrl, "select state, sync_state from pg_stat_replication where application_name = $1", [STANDBY_NAME]);
+    await until("the standby to stream", replication, (r) => r[0]?.state === "streaming");
+    await query(primaryUrl, "alter system set synchronous_standby_names = '*'");
+    await query(primaryUrl, "select pg_reload_conf()");
+    await until("the standby to be synchronous", replication, (r) => r[0]?.sync_state === "sync");
+
+    tx = createTransactor({ url: multiUrl, slots: 4, timeouts: DEFAULT_TIMEOUTS });
+    sql = connect({ url: multiUrl, max: 8 });
+    server = await startServer({
+      db: { sql, tx },
+      databaseUrl: multiUrl,
+      log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
+      host: "127.0.0.1",
+      port: 0,
+      healthIntervalMs: 2000,
+      heartbeatMs: 1000,
+    });
+  });
+
+  after(async function () {
+    this.timeout(60_000);
+    await server?.shutdown(1000);
+    await sql?.end({ timeout: 1 });
+    await tx?.end();
+    // The old primary is down already (never restarted: that would be a split brain).
+    await primary?.stop("immediate").catch(() => {});
+    await standby?.stop("fast").catch(() => {});
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  });
+
+  it("kill the primary, promote the standby: no acknowledged append lost or repeated, watchers get every message once, SERVING, lease held", async function () {
+    this.timeout(60_000);
+    const client = createClient(StateService, server.address);
+    const tasks: string[] = [];
+    for (let i = 0; i < WRITERS; i++) tasks.push((await client.createTask({ action: "failover" })).task!.taskId);
+
+    // Before the failover every connection is on the primary, none on the read-only standby.
+    const ours = (url: string) =>
+      query<{ application_name: string; n: number }>(url, "select application_name, count(*)::int as n from pg_stat_activity where application_name like 'drydock-statemgmt%' group by 1 order by 1");
+    expect(await ours(standbyUrl), "our sessions on the standby").to.deep.equal([]);
+    expect((await ours(primaryUrl)).map((r) => r.application_name)).to.include(LISTENER_APPLICATION_NAME);
+
+    // Watchers resume after any stream error with the last sequence seen.
+    const seen = new Map<string, bigint[][]>(tasks.map((t) => [t, Array.from({ length: WATCHERS_PER_TASK }, () => [])]));
+    const streams = new Set<{ cancel(): void }>();
+    let watching = true;
+    const resumes: string[] = [];
+    const watchers = tasks.flatMap((taskId) =>
+      seen.get(taskId)!.map(async (got) => {
+        const c = createClient(StateService, server.address, undefined, { "grpc.use_local_subchannel_pool": 1 });
+        try {
+          while (watching) {
+            const stream = c.watchTask({ taskId, afterSequence: got[got.length - 1] ?? 0n });
+            streams.add(stream);
+            try {
+              for await (const ev of stream as AsyncIterable<WatchTaskResponse>) {
+                if (ev.event.case === "message") got.push(ev.event.value.sequence);
+              }
+            } catch (err) {
+              if (watching) resumes.push(grpc.status[(err as grpc.ServiceError).code] ?? String(err));
+              await sleep(50);
+            } finally {
+              streams.delete(stream);
+            }
+          }
+        } finally {
+          c.close();
+        }
+      }),
+    );
+
+    // Writers: one message per call, retried with first_sequence after a failure.
+    let writing = true;
+    let killedAt = 0;
+    let down = false;
+    let firstWriteAfterKill = 0;
+    const acked = new Map<string, number>(tasks.map((t) => [t, 0]));
+    const failures: { code: string; ms: number; message: string }[] = [];
+    const writers = tasks.map(async (taskId) => {
+      let next = 1n;
+      while (writing) {
+        const started = Date.now();
+        const ack = () => {
+          acked.set(taskId, Number(next));
+          next++;
+          if (down && started >= killedAt && !firstWriteAfterKill) firstWriteAfterKill = Date.now();
+        };
+        try {
+          const r = await client.appendResultMessages({ taskId, firstSequence: next, messages: [{ message: `m${next}` }] }, { deadlineMs: 5000 });
+          expect(r.sequences).to.deep.equal([next]);
+          ack();
+        } catch (err) {
+          const d = decodeError(err);
+          if (d.errorInfo?.reason === "SEQUENCE_MISMATCH" && BigInt(d.errorInfo.metadata.next_sequence!) === next + 1n) {
+            ack(); // the unknown outcome was a success
+            continue;
+          }
+          failures.push({ code: grpc.status[d.code]!, ms: Date.now() - started, message: d.message });
+          await sleep(20);
+        }
+      }
+    });
+
+    // The leader claims with a ttl and renews every ttl/3; a lost lease is claimed again.
+    let leading = true;
+    const leader = { terms: [] as bigint[], renewedAfterKill: 0, reclaimed: 0, failures: [] as string[], term: 0n };
+    const leaderLoop = (async () => {
+      while (leading) {
+        const started = Date.now();
+        try {
+          if (leader.term === 0n) {
+            const r = await client.claimLeadership({ election: ELECTION, instanceId: "orch-1", ttl: ttl(LEASE_TTL_MS) }, { deadlineMs: 2000 });
+            expect(r.isLeader, "nobody else claims").to.equal(true);
+            leader.term = r.leader!.term;
+            leader.terms.push(leader.term);
+          } else {
+            await client.renewLeadership({ election: ELECTION, instanceId: "orch-1", term: leader.term }, { deadlineMs: 2000 });
+            if (down && started >= killedAt) leader.renewedAfterKill++;
+          }
+          await sleep(LEASE_TTL_MS / 3);
+        } catch (err) {
+          const d = decodeError(err);
+          leader.failures.push(d.errorInfo?.reason ?? grpc.status[d.code]!);
+          if (d.errorInfo?.reason === "LEADERSHIP_LOST") {
+            leader.term = 0n;
+            leader.reclaimed++;
+          }
+          await sleep(100);
+        }
+      }
+    })();
+
+    const waitForAcks = async (n: number) => {
+      await until("appends to be acknowledged", async () => Math.min(...acked.values()), (m) => m >= n).catch((err) => {
+        throw new Error(`${String(err)}; failures: ${summarize(failures)}`);
+      });
+    };
+    await waitForAcks(20);
+    const before = new Map(acked);
+
+    // Failover: the primary dies at once, the standby is promoted.
+    const relistened = new Promise<number>((resolve) => server.hub.once("listening", () => resolve(Date.now())));
+    killedAt = Date.now();
+    await primary.stop("immediate");
+    down = true;
+    await healthBecomes(server, Serving.NOT_SERVING);
+    const promoting = Date.now();
+    // log_connections: the sessions the driver opened on the standby (and dropped, it being read-only) before the promotion.
+    const refused = (await readFile(path.join(standby.pgdata, "failover.log"), "utf8")).split("connection authorized").length - 1;
+    await standby.promote();
+    const promotedAt = Date.now();
+    await waitForAcks(Math.max(...before.values()) + 20);
+    const listeningAt = await relistened;
+    writing = false;
+    await Promise.all(writers);
+    // Health is SERVING on the new primary (it may never have left SERVING if no probe fell in the outage).
+    expect(await server.health.probe(), "health after the failover").to.equal(Serving.SERVING);
+    // The lease is held: renewed (or claimed again) on the new primary.
+    await until("the lease to be renewed after the failover", async () => leader.renewedAfterKill, (n) => n > 0);
+    leading = false;
+    await leaderLoop;
+    const lease = await client.getLeader({ election: ELECTION });
+
+    const caughtUp = () => tasks.every((t) => seen.get(t)!.every((got) => got.length >= acked.get(t)!));
+    await until("watchers to catch up", async () => caughtUp(), (ok) => ok);
+    watching = false;
+    for (const st of streams) st.cancel();
+    await Promise.all(watchers);
+    client.close();
+
+    // Stored on the new primary = acknowledged, gapless, each once.
+    let ackedTotal = 0;
+    let storedTotal = 0;
+    for (const t of tasks) {
+      const rows = await query<{ s: number; message: string }>(standbyUrl, "select seq::int as s, message from result_messages where task_id = $1 order by seq", [t]);
+      const n = acked.get(t)!;
+      ackedTotal += n;
+      storedTotal += rows.length;
+      expect(rows.map((r) => r.s), `sequences of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => i + 1));
+      expect(rows.map((r) => r.message)).to.deep.equal(Array.from({ length: n }, (_, i) => `m${i + 1}`));
+      for (const got of seen.get(t)!) expect(got, `a watcher of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => BigInt(i + 1)));
+    }
+    const sessions = await ours(standbyUrl);
+    console.log(
+      `      failover: ${ackedTotal} acknowledged, ${storedTotal} stored (0 lost); first write ${firstWriteAfterKill - killedAt} ms after the kill, ` +
+        `${firstWriteAfterKill - promoting} ms after pg_ctl promote began ` +
+        `(promoted ${promoting - killedAt} ms after the kill, once health was NOT_SERVING; promotion took ${promotedAt - promoting} ms; ` +
+        `${refused} sessions opened on the standby and dropped before; LISTEN again ${listeningAt - killedAt} ms after the kill); ` +
+        `${WRITERS * WATCHERS_PER_TASK} watchers each got every message once (resumed after: ${resumes.join(", ") || "nothing"}); ` +
+        `lease terms ${leader.terms.join(" → ")}, now term ${lease.leader?.term} held by ${lease.leader?.instanceId}, ${leader.reclaimed} re-claims, ` +
+        `leader call failures: ${leader.failures.join(", ") || "none"}; write failures: ${summarize(failures)}`,
+    );
+    expect(storedTotal).to.equal(ackedTotal);
+    expect(firstWriteAfterKill, "a write succeeded after the kill").to.be.greaterThan(0);
+    expect(lease.leader?.instanceId).to.equal("orch-1");
+    expect(lease.leader?.term).to.equal(leader.term);
+    expect(sessions.map((r) => r.application_name), "the LISTEN connection is on the new primary").to.include(LISTENER_APPLICATION_NAME);
+    expect(failures.filter((f) => f.code !== "UNAVAILABLE" && f.code !== "DEADLINE_EXCEEDED"), "writes during the failover fail UNAVAILABLE or DEADLINE_EXCEEDED").to.deep.equal([]);
+  });
+
+  it("a primary set read-only (default_transaction_read_only) answers writes UNAVAILABLE and health NOT_SERVING, until it is writable again", async function () {
+    this.timeout(30_000);
+    const client = createClient(StateService, server.address);
+    try {
+      const { task } = await client.createTask({ action: "failover" });
+      const append = () => client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "x" }] }, { deadlineMs: 5000 });
+      const readOnly = async (on: boolean) => {
+        await query(standbyUrl, `alter system set default_transaction_read_only = ${on ? "on" : "off"}`);
+        await query(standbyUrl, "select pg_reload_conf()");
+      };
+      await readOnly(true);
+      // Sessions pick the new default up when they next go idle: wait for the probe to see it.
+      await until("health to see the read-only database", () => server.health.probe(), (s) => s === Serving.NOT_SERVING);
+      let err: unknown;
+      await append().catch((e: unknown) => (err = e));
+      const d = decodeError(err);
+      expect(grpc.status[d.code]).to.equal("UNAVAILABLE");
+      expect(d.errorInfo?.reason).to.equal("DATABASE_UNAVAILABLE");
+      expect(await query(standbyUrl, "select 1 from result_messages where task_id = $1", [task!.taskId]), "nothing written").to.deep.equal([]);
+
+      await readOnly(false);
+      await until("health to see the writable database", () => server.health.probe(), (s) => s === Serving.SERVING);
+      expect((await append()).sequences).to.deep.equal([1n]);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+/** Resolves (epoch ms) when the server's health next changes to `status`. */
+function healthBecomes(server: StateServer, status: Serving): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`health did not become ${Serving[status]}`)), 15_000);
+    const on = (s: Serving) => {
+      if (s !== status) return;
+      clearTimeout(timer);
+      server.health.off("change", on);
+      resolve(Date.now());
+    };
+    server.health.on("change", on);
+  });
+}
+
+function summarize(fs: { code: string; ms: number; message: string }[]): string {
+  const by = new Map<string, number[]>();
+  for (const f of fs) {
+    const key = `${f.code} (${f.message.slice(0, 80)})`;
+    by.set(key, [...(by.get(key) ?? []), f.ms]);
+  }
+  return [...by].map(([c, ms]) => `${c} ×${ms.length} (max ${Math.max(...ms)} ms)`).join(", ") || "none";
+}
