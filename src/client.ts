@@ -4,10 +4,26 @@
 //   const client = createClient(StateService, "127.0.0.1:50051");
 //   const { task } = await client.getTask({ taskId }, { deadlineMs: 5000 });
 //   for await (const res of client.someStream({ ... })) { ... }
+import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { create, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { grpcDefinition } from "./server/adapter.js";
+
+export interface TlsClientOptions {
+  /** PEM CA to verify the server with (default: the system's CAs). */
+  caFile?: string;
+  /** PEM client certificate and key, for a server that requires mutual TLS. */
+  certFile?: string;
+  keyFile?: string;
+}
+
+/** Channel credentials for a TLS server (createClient's third argument). */
+export function tlsCredentials(o: TlsClientOptions = {}): grpc.ChannelCredentials {
+  if (!!o.certFile !== !!o.keyFile) throw new Error("a client certificate needs both certFile and keyFile");
+  const read = (f: string | undefined) => (f ? readFileSync(f) : null);
+  return grpc.credentials.createSsl(read(o.caFile), read(o.keyFile), read(o.certFile));
+}
 
 export interface CallOptions {
   /** Relative deadline in milliseconds. */

@@ -6,6 +6,7 @@ import path from "node:path";
 import type { KeystoneOptions } from "./design/deckhand.js";
 import { DEFAULT_TIMEOUTS, type DatabaseTimeouts } from "./db/connect.js";
 import { DEFAULT_LIMITS, limitsProblem, type ConnectionLimits } from "./server/connections.js";
+import type { TlsFiles } from "./server/tls.js";
 
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -13,6 +14,10 @@ const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debu
 export interface Config {
   /** host:port to listen on; port 0 picks a free port. */
   listen: { host: string; port: number };
+  /** TLS files; unset: plaintext (then only on loopback, unless insecure). */
+  tls: TlsFiles | undefined;
+  /** The operator allowed a non-loopback listen without TLS and authentication. */
+  insecure: boolean;
   /** PostgreSQL URL; when absent an embedded PostgreSQL is started in dataDir. */
   databaseUrl: string | undefined;
   /** Data directory of the embedded PostgreSQL. */
@@ -104,6 +109,10 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_MAX_CONNECTIONS, STATEMGMT_HANDSHAKE_TIMEOUT_MS, STATEMGMT_CONNECTION_IDLE_MS,
                   STATEMGMT_CONNECTION_MAX_AGE_MS, STATEMGMT_CONNECTION_AGE_GRACE_MS,
                   STATEMGMT_MAX_STREAMS_PER_CONNECTION, STATEMGMT_MAX_STREAMS: connection limits, see README.md
+  --tls-cert      STATEMGMT_TLS_CERT      serve TLS with this PEM certificate (chain); re-read when it changes
+  --tls-key       STATEMGMT_TLS_KEY       its PEM private key
+  --tls-client-ca STATEMGMT_TLS_CLIENT_CA require client certificates from this PEM CA (mutual TLS)
+  --insecure      STATEMGMT_INSECURE=1    allow a non-loopback --listen without TLS and authentication
   --design-root   STATEMGMT_DESIGN_ROOTS  directories file:// design references may read (":"-separated; none by default)
                   STATEMGMT_DESIGN_CA_FILE, STATEMGMT_DESIGN_ALLOWED_HOSTS, STATEMGMT_DESIGN_MAX_BYTES, STATEMGMT_DESIGN_CACHE_TTL_MS,
                   STATEMGMT_DECKHAND_TOKEN or STATEMGMT_KEYSTONE_URL/_USERNAME/_PASSWORD/_PROJECT: see README.md`;
@@ -119,6 +128,10 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
         "data-dir": { type: "string" },
         "log-level": { type: "string" },
         "design-root": { type: "string", multiple: true },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "tls-client-ca": { type: "string" },
+        insecure: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -141,8 +154,21 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     throw new ConfigError("DATABASE_URL / --database-url: must start with postgres:// or postgresql://");
   }
+  const listen = parseListen(str("listen", "STATEMGMT_LISTEN") ?? "127.0.0.1:50051");
+  const tls = tlsFiles(str("tls-cert", "STATEMGMT_TLS_CERT"), str("tls-key", "STATEMGMT_TLS_KEY"), str("tls-client-ca", "STATEMGMT_TLS_CLIENT_CA"));
+  const insecure = values.insecure === true || env.STATEMGMT_INSECURE === "1";
+  // Authentication is configured by a token file or Keystone (see README, Security).
+  const authenticated = !!(env.STATEMGMT_AUTH_TOKENS || values["auth-tokens"] || env.STATEMGMT_AUTH_KEYSTONE === "1");
+  if (!isLoopback(listen.host) && !(tls && authenticated) && !insecure) {
+    throw new ConfigError(
+      `refusing to serve ${listen.host}:${listen.port} beyond loopback without ${tls ? "" : "TLS (--tls-cert, --tls-key)"}${!tls && !authenticated ? " and " : ""}${authenticated ? "" : "authentication (STATEMGMT_AUTH_TOKENS or STATEMGMT_AUTH_KEYSTONE=1)"}; ` +
+        `configure them, listen on 127.0.0.1, or pass --insecure (STATEMGMT_INSECURE=1) to expose it anyway`,
+    );
+  }
   return {
-    listen: parseListen(str("listen", "STATEMGMT_LISTEN") ?? "127.0.0.1:50051"),
+    listen,
+    tls,
+    insecure,
     databaseUrl,
     dataDir: path.resolve(str("data-dir", "STATEMGMT_DATA_DIR") ?? ".data"),
     logLevel,
@@ -227,6 +253,20 @@ function loadDesignConfig(rootFlags: string[], env: NodeJS.ProcessEnv): DesignCo
     deckhandToken: env.STATEMGMT_DECKHAND_TOKEN || undefined,
     keystone,
   };
+}
+
+function tlsFiles(certFile: string | undefined, keyFile: string | undefined, clientCaFile: string | undefined): TlsFiles | undefined {
+  if (!certFile && !keyFile) {
+    if (clientCaFile) throw new ConfigError("STATEMGMT_TLS_CLIENT_CA / --tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS");
+    return undefined;
+  }
+  if (!certFile || !keyFile) throw new ConfigError("TLS needs both --tls-cert (STATEMGMT_TLS_CERT) and --tls-key (STATEMGMT_TLS_KEY)");
+  return { certFile: path.resolve(certFile), keyFile: path.resolve(keyFile), clientCaFile: clientCaFile ? path.resolve(clientCaFile) : undefined };
+}
+
+/** 127.0.0.0/8, ::1 and localhost: reachable only from this machine. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 export function parseListen(value: string): { host: string; port: number } {

@@ -70,6 +70,7 @@ async function main(): Promise<number> {
       buildDataMaxBytes: config.buildDataMaxBytes,
       limits: config.limits,
       watchFinishLingerMs: config.watchFinishLingerMs,
+      tls: config.tls,
       design: config.design,
     });
     server = await abortable(starting, stopping.signal);

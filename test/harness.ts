@@ -11,13 +11,14 @@ import { expect } from "chai";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, type BadRequest, type ErrorInfo } from "../gen/google/rpc/error_details_pb.js";
-import { createClient, type Client } from "../src/client.js";
+import { createClient, tlsCredentials, type Client } from "../src/client.js";
 import { connect, DEFAULT_TIMEOUTS, type DatabaseTimeouts, type Sql } from "../src/db/connect.js";
 import { createTransactor, type Transactor } from "../src/store/transactions.js";
 import { createLogger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import type { DesignConfig } from "../src/config.js";
 import type { ConnectionLimits } from "../src/server/connections.js";
+import type { TlsFiles } from "../src/server/tls.js";
 
 export const TEMPLATE_DB = "statemgmt_template";
 export const shared: { adminUrl: string } = { adminUrl: "" };
@@ -72,6 +73,10 @@ export interface HarnessOptions {
   timeZone?: string;
   limits?: ConnectionLimits;
   watchFinishLingerMs?: number;
+  tls?: TlsFiles;
+  /** CA and client certificate h.client uses when tls is set. */
+  tlsClientCa?: string;
+  tlsClient?: { certFile: string; keyFile: string };
 }
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
@@ -93,6 +98,7 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       buildDataMaxBytes: opts.buildDataMaxBytes,
       design: opts.design,
       limits: opts.limits,
+      tls: opts.tls,
       // Short, so the suite's finished watches end quickly (the default is 3 s).
       watchFinishLingerMs: opts.watchFinishLingerMs ?? 300,
       log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
@@ -100,7 +106,11 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       port: 0,
       healthIntervalMs: opts.healthIntervalMs ?? 1000,
     });
-    h.client = createClient(StateService, h.server.address);
+    h.client = createClient(
+      StateService,
+      h.server.address,
+      opts.tls ? tlsCredentials({ caFile: opts.tlsClientCa, ...opts.tlsClient }) : undefined,
+    );
     h.pg = new pg.Client({ connectionString: db.url });
     await h.pg.connect();
   });

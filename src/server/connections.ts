@@ -2,9 +2,9 @@
 // grpc-js (Server.createConnectionInjector), so that it can refuse what
 // grpc-js alone would keep forever:
 //   - connections beyond maxConnections are closed at accept;
-//   - a connection must send the HTTP/2 client preface within
+//   - a plaintext connection must send the HTTP/2 client preface within
 //     handshakeTimeoutMs (grpc-js starts its idle and age timers only once a
-//     session is up, so a socket that never speaks was never closed).
+//     session is up, so a socket that never spoke was never closed);
 //   - a connection without calls for idleTimeoutMs + IDLE_FORCE_MS is
 //     destroyed: grpc-js closes it at idleTimeoutMs, but only gracefully
 //     (GOAWAY), which a peer that never answers ignores.
@@ -91,6 +91,8 @@ export class ConnectionListener {
     private readonly injector: grpc.ConnectionInjector,
     private readonly limits: ConnectionLimits,
     private readonly log: Logger,
+    /** The injector's credentials are TLS: connections are handed over unread. */
+    private readonly tls = false,
   ) {
     this.tcp = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
     this.tcp.maxConnections = limits.maxConnections;
@@ -164,25 +166,16 @@ export class ConnectionListener {
       clearTimeout(timer);
       this.handshaking.delete(socket);
     });
-    let head = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      head = Buffer.concat([head, chunk]);
-      const n = Math.min(head.length, PREFACE.length);
-      if (!head.subarray(0, n).equals(PREFACE.subarray(0, n))) {
-        clearTimeout(timer);
-        socket.destroy(); // not HTTP/2 (e.g. HTTP/1.1 or TLS to a plaintext port)
-        return;
-      }
-      if (head.length < PREFACE.length) return;
+    const inject = () => {
       clearTimeout(timer);
       this.handshaking.delete(socket);
-      socket.removeListener("data", onData);
-      socket.pause();
-      // Node's HTTP/2 session reads what is already buffered on the socket.
-      socket.unshift(head);
       this.injector.injectConnection(socket);
     };
-    socket.on("data", onData);
+    // With TLS, grpc-js's TLS server takes the connection as it is (a byte
+    // read here could not be given back to it); Node bounds its TLS handshake
+    // (120 s) and the idle timeout what follows.
+    if (this.tls) inject();
+    else awaitPreface(socket, inject);
   }
 
   private sweep(): void {
@@ -191,6 +184,30 @@ export class ConnectionListener {
       if (c.active === 0 && c.idleSince < cutoff) c.socket.destroy();
     }
   }
+}
+
+/**
+ * Calls `ready` once `stream` has sent the HTTP/2 client preface, with the
+ * bytes read put back for the HTTP/2 session; destroys a stream that sends
+ * anything else (HTTP/1.1, or TLS to a plaintext port).
+ */
+function awaitPreface(stream: net.Socket, ready: () => void): void {
+  let head = Buffer.alloc(0);
+  const onData = (chunk: Buffer) => {
+    head = Buffer.concat([head, chunk]);
+    const n = Math.min(head.length, PREFACE.length);
+    if (!head.subarray(0, n).equals(PREFACE.subarray(0, n))) {
+      stream.destroy();
+      return;
+    }
+    if (head.length < PREFACE.length) return;
+    stream.removeListener("data", onData);
+    stream.pause();
+    // Node's HTTP/2 session reads what is already buffered on the socket.
+    stream.unshift(head);
+    ready();
+  };
+  stream.on("data", onData);
 }
 
 /** The peer name grpc-js gives calls on this socket (call.getPeer()). */

@@ -21,6 +21,7 @@ import { PageTokens } from "../rpc/pagination.js";
 import { secretsGet } from "../store/secrets.js";
 import { addService, type OpenCalls } from "./adapter.js";
 import { ConnectionListener, DEFAULT_LIMITS, grpcServerOptions, type ConnectionLimits } from "./connections.js";
+import { TlsSource, type TlsFiles } from "./tls.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
 
@@ -45,6 +46,8 @@ export interface ServerOptions {
   limits?: ConnectionLimits;
   /** How long a WatchTask stream stays open after its task finished (default 3000). */
   watchFinishLingerMs?: number;
+  /** Serve TLS (and, with a client CA, mutual TLS) from these files; unset: plaintext. */
+  tls?: TlsFiles;
 }
 
 export interface StateServer {
@@ -57,6 +60,8 @@ export interface StateServer {
   readonly openStreams: number;
   /** TCP connections open now (handshaking or serving). */
   readonly openConnections: number;
+  /** The TLS certificate source, when serving TLS. */
+  tls?: TlsSource;
   design: DesignFetcher;
   /**
    * Stops accepting calls, ends open streams with UNAVAILABLE, gives unary
@@ -82,8 +87,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     "grpc.keepalive_timeout_ms": 20_000,
     ...grpcServerOptions(limits),
   });
-  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-  const listener = new ConnectionListener(injector, limits, o.log.child({ component: "connections" }));
+  const tlsSource = o.tls ? await TlsSource.start(o.tls, o.log.child({ component: "tls" })) : undefined;
+  const injector = server.createConnectionInjector(tlsSource ? tlsSource.serverCredentials() : grpc.ServerCredentials.createInsecure());
+  const listener = new ConnectionListener(injector, limits, o.log.child({ component: "connections" }), !!tlsSource);
   const calls: OpenCalls = {
     unary: new Set(),
     streams: new Set(),
@@ -112,6 +118,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const abandon = async (err: unknown): Promise<never> => {
     health.stop();
     listener.close();
+    tlsSource?.close();
     server.forceShutdown();
     await hub.stop().catch(() => {});
     await design.close().catch(() => {});
@@ -136,7 +143,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     .catch((err: Error) => abandon(new Error(`cannot listen on ${host}:${o.port}: ${err.message}`, { cause: err })));
   await health.start().catch(abandon);
   const address = `${host}:${port}`;
-  o.log.info({ address }, "serving gRPC");
+  o.log.info({ address, tls: tlsSource ? (tlsSource.requireClientCertificate ? "mutual" : "server") : "off" }, "serving gRPC");
 
   let shuttingDown: Promise<void> | undefined;
   return {
@@ -151,10 +158,12 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     get openConnections() {
       return listener.size;
     },
+    tls: tlsSource,
     shutdown(graceMs) {
       shuttingDown ??= (async () => {
         health.stop();
         listener.close();
+        tlsSource?.close();
         const abort = (set: Set<AbortController>) => [...set].forEach((ac) => ac.abort(new ShuttingDownError()));
         abort(calls.streams);
         const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
