@@ -17,7 +17,7 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import pg from "pg";
-import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import { createClient } from "../src/client.js";
 import { connect, DEFAULT_TIMEOUTS, type Sql } from "../src/db/connect.js";
@@ -28,6 +28,7 @@ import { startServer, type StateServer } from "../src/server/server.js";
 import { createTransactor, type Transactor } from "../src/store/transactions.js";
 import { LISTENER_APPLICATION_NAME } from "../src/watch/listener.js";
 import { decodeError } from "./harness.js";
+import { startWatchers, startWriters } from "./load.js";
 
 const WRITERS = 4;
 const WATCHERS_PER_TASK = 2;
@@ -212,66 +213,14 @@ describe("PostgreSQL failover to a promoted standby", () => {
     expect(await ours(standbyUrl), "our sessions on the standby").to.deep.equal([]);
     expect((await ours(primaryUrl)).map((r) => r.application_name)).to.include(LISTENER_APPLICATION_NAME);
 
-    // Watchers resume after any stream error with the last sequence seen.
-    const seen = new Map<string, bigint[][]>(tasks.map((t) => [t, Array.from({ length: WATCHERS_PER_TASK }, () => [])]));
-    const streams = new Set<{ cancel(): void }>();
-    let watching = true;
-    const resumes: string[] = [];
-    const watchers = tasks.flatMap((taskId) =>
-      seen.get(taskId)!.map(async (got) => {
-        const c = createClient(StateService, server.address, undefined, { "grpc.use_local_subchannel_pool": 1 });
-        try {
-          while (watching) {
-            const stream = c.watchTask({ taskId, afterSequence: got[got.length - 1] ?? 0n });
-            streams.add(stream);
-            try {
-              for await (const ev of stream as AsyncIterable<WatchTaskResponse>) {
-                if (ev.event.case === "message") got.push(ev.event.value.sequence);
-              }
-            } catch (err) {
-              if (watching) resumes.push(grpc.status[(err as grpc.ServiceError).code] ?? String(err));
-              await sleep(50);
-            } finally {
-              streams.delete(stream);
-            }
-          }
-        } finally {
-          c.close();
-        }
-      }),
-    );
-
-    // Writers: one message per call, retried with first_sequence after a failure.
-    let writing = true;
+    const watchers = startWatchers(server.address, tasks, WATCHERS_PER_TASK);
     let killedAt = 0;
     let down = false;
     let firstWriteAfterKill = 0;
-    const acked = new Map<string, number>(tasks.map((t) => [t, 0]));
-    const failures: { code: string; ms: number; message: string }[] = [];
-    const writers = tasks.map(async (taskId) => {
-      let next = 1n;
-      while (writing) {
-        const started = Date.now();
-        const ack = () => {
-          acked.set(taskId, Number(next));
-          next++;
-          if (down && started >= killedAt && !firstWriteAfterKill) firstWriteAfterKill = Date.now();
-        };
-        try {
-          const r = await client.appendResultMessages({ taskId, firstSequence: next, messages: [{ message: `m${next}` }] }, { deadlineMs: 5000 });
-          expect(r.sequences).to.deep.equal([next]);
-          ack();
-        } catch (err) {
-          const d = decodeError(err);
-          if (d.errorInfo?.reason === "SEQUENCE_MISMATCH" && BigInt(d.errorInfo.metadata.next_sequence!) === next + 1n) {
-            ack(); // the unknown outcome was a success
-            continue;
-          }
-          failures.push({ code: grpc.status[d.code]!, ms: Date.now() - started, message: d.message });
-          await sleep(20);
-        }
-      }
+    const writers = startWriters(client, tasks, (_taskId, started) => {
+      if (down && started >= killedAt && !firstWriteAfterKill) firstWriteAfterKill = Date.now();
     });
+    const { acked, failures } = writers;
 
     // The leader claims with a ttl and renews every ttl/3; a lost lease is claimed again.
     let leading = true;
@@ -302,11 +251,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
       }
     })();
 
-    const waitForAcks = async (n: number) => {
-      await until("appends to be acknowledged", async () => Math.min(...acked.values()), (m) => m >= n).catch((err) => {
-        throw new Error(`${String(err)}; failures: ${summarize(failures)}`);
-      });
-    };
+    const waitForAcks = (n: number) => writers.waitForAcks(n, 30_000);
     await waitForAcks(20);
     const before = new Map(acked);
 
@@ -323,8 +268,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
     const promotedAt = Date.now();
     await waitForAcks(Math.max(...before.values()) + 20);
     const listeningAt = await relistened;
-    writing = false;
-    await Promise.all(writers);
+    await writers.stop();
     // Health is SERVING on the new primary (it may never have left SERVING if no probe fell in the outage).
     expect(await server.health.probe(), "health after the failover").to.equal(Serving.SERVING);
     // The lease is held: renewed (or claimed again) on the new primary.
@@ -333,11 +277,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
     await leaderLoop;
     const lease = await client.getLeader({ election: ELECTION });
 
-    const caughtUp = () => tasks.every((t) => seen.get(t)!.every((got) => got.length >= acked.get(t)!));
-    await until("watchers to catch up", async () => caughtUp(), (ok) => ok);
-    watching = false;
-    for (const st of streams) st.cancel();
-    await Promise.all(watchers);
+    await watchers.stopWhenCaughtUp(acked);
     client.close();
 
     // Stored on the new primary = acknowledged, gapless, each once.
@@ -350,7 +290,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
       storedTotal += rows.length;
       expect(rows.map((r) => r.s), `sequences of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => i + 1));
       expect(rows.map((r) => r.message)).to.deep.equal(Array.from({ length: n }, (_, i) => `m${i + 1}`));
-      for (const got of seen.get(t)!) expect(got, `a watcher of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => BigInt(i + 1)));
+      for (const got of watchers.seen.get(t)!) expect(got, `a watcher of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => BigInt(i + 1)));
     }
     const sessions = await ours(standbyUrl);
     console.log(
@@ -358,7 +298,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
         `${firstWriteAfterKill - promoting} ms after pg_ctl promote began ` +
         `(promoted ${promoting - killedAt} ms after the kill, once health was NOT_SERVING; promotion took ${promotedAt - promoting} ms; ` +
         `${refused} sessions opened on the standby and dropped before; LISTEN again ${listeningAt - killedAt} ms after the kill); ` +
-        `${WRITERS * WATCHERS_PER_TASK} watchers each got every message once (resumed after: ${resumes.join(", ") || "nothing"}); ` +
+        `${WRITERS * WATCHERS_PER_TASK} watchers each got every message once (resumed after: ${watchers.resumes.join(", ") || "nothing"}); ` +
         `lease terms ${leader.terms.join(" → ")}, now term ${lease.leader?.term} held by ${lease.leader?.instanceId}, ${leader.reclaimed} re-claims, ` +
         `leader call failures: ${leader.failures.join(", ") || "none"}; write failures: ${summarize(failures)}`,
     );

@@ -9,10 +9,9 @@ import { execFileSync, spawn } from "node:child_process";
 import { mkdtemp, readFile, readlink, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import pg from "pg";
-import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import { createClient } from "../src/client.js";
 import { connect, DEFAULT_TIMEOUTS, type Sql } from "../src/db/connect.js";
@@ -21,7 +20,7 @@ import { migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import { createTransactor, type Transactor } from "../src/store/transactions.js";
-import { decodeError } from "./harness.js";
+import { startWatchers, startWriters, summarize } from "./load.js";
 
 const WRITERS = 4;
 const WATCHERS_PER_TASK = 2;
@@ -112,72 +111,12 @@ describe("PostgreSQL restart under load", () => {
       const tasks: string[] = [];
       for (let i = 0; i < WRITERS; i++) tasks.push((await client.createTask({ action: "restart" })).task!.taskId);
 
-      // Watchers: resume after any stream error with the last sequence seen, as a client should.
-      const seen = new Map<string, bigint[][]>(tasks.map((t) => [t, Array.from({ length: WATCHERS_PER_TASK }, () => [])]));
-      const streams = new Set<{ cancel(): void }>();
-      let watching = true;
-      const resumes: string[] = [];
-      const watchers = tasks.flatMap((taskId) =>
-        seen.get(taskId)!.map(async (got) => {
-          const c = createClient(StateService, server.address, undefined, { "grpc.use_local_subchannel_pool": 1 });
-          try {
-            while (watching) {
-              const stream = c.watchTask({ taskId, afterSequence: got[got.length - 1] ?? 0n });
-              streams.add(stream);
-              try {
-                for await (const ev of stream as AsyncIterable<WatchTaskResponse>) {
-                  if (ev.event.case === "message") got.push(ev.event.value.sequence);
-                }
-              } catch (err) {
-                if (watching) resumes.push(grpc.status[(err as grpc.ServiceError).code] ?? String(err));
-                await new Promise((r) => setTimeout(r, 50));
-              } finally {
-                streams.delete(stream);
-              }
-            }
-          } finally {
-            c.close();
-          }
-        }),
-      );
+      const watchers = startWatchers(server.address, tasks, WATCHERS_PER_TASK);
+      const writers = startWriters(client, tasks);
+      await writers.waitForAcks(20);
+      const before = new Map(writers.acked);
 
-      // Writers: one message per call; a failed call is retried with
-      // first_sequence so that a write whose outcome is unknown lands once.
-      let writing = true;
-      const acked = new Map<string, number>(tasks.map((t) => [t, 0]));
-      const outageFailures: { code: string; ms: number }[] = [];
-      let downSince = 0;
-      const writers = tasks.map(async (taskId) => {
-        let next = 1n;
-        while (writing) {
-          const started = Date.now();
-          try {
-            const r = await client.appendResultMessages({ taskId, firstSequence: next, messages: [{ message: `m${next}` }] }, { deadlineMs: 5000 });
-            expect(r.sequences).to.deep.equal([next]);
-            acked.set(taskId, Number(next));
-            next++;
-          } catch (err) {
-            const d = decodeError(err);
-            if (d.errorInfo?.reason === "SEQUENCE_MISMATCH" && BigInt(d.errorInfo.metadata.next_sequence!) === next + 1n) {
-              acked.set(taskId, Number(next)); // the unknown outcome was a success
-              next++;
-              continue;
-            }
-            if (downSince) outageFailures.push({ code: grpc.status[d.code]!, ms: Date.now() - started });
-            await new Promise((r) => setTimeout(r, 20));
-          }
-        }
-      });
-
-      const waitForAcks = async (n: number) => {
-        const until = Date.now() + 20_000;
-        while ([...acked.values()].some((a) => a < n) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-        expect(Math.min(...acked.values()), "appends acknowledged").to.be.at.least(n);
-      };
-      await waitForAcks(20);
-      const before = new Map(acked);
-
-      downSince = Date.now();
+      const downSince = Date.now();
       const notServing = healthBecomes(server, Serving.NOT_SERVING);
       await cluster.stop(mode);
       await notServing; // the outage lasts until health has seen it; calls keep coming meanwhile
@@ -185,18 +124,12 @@ describe("PostgreSQL restart under load", () => {
       await cluster.start();
       const accepting = Date.now();
       const recoveryMs = (await serving) - accepting;
-      downSince = 0;
       // Writes go on after the restart.
-      await waitForAcks(Math.max(...before.values()) + 20);
-      writing = false;
-      await Promise.all(writers);
-      // Every watcher catches up with the last acknowledged message, then stops.
-      const caughtUp = () => tasks.every((t) => seen.get(t)!.every((got) => got.length >= acked.get(t)!));
-      const until = Date.now() + 20_000;
-      while (!caughtUp() && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-      watching = false;
-      for (const st of streams) st.cancel();
-      await Promise.all(watchers);
+      await writers.waitForAcks(Math.max(...before.values()) + 20);
+      await writers.stop();
+      const acked = writers.acked;
+      const outageFailures = writers.failures.filter((f) => f.started >= downSince && f.started < accepting);
+      await watchers.stopWhenCaughtUp(acked);
       client.close();
 
       // Stored = acknowledged, gapless, each message once.
@@ -212,7 +145,7 @@ describe("PostgreSQL restart under load", () => {
           storedTotal += rows.length;
           expect(rows.map((r) => r.s), `sequences of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => i + 1));
           expect(rows.map((r) => r.message)).to.deep.equal(Array.from({ length: n }, (_, i) => `m${i + 1}`));
-          for (const got of seen.get(t)!) {
+          for (const got of watchers.seen.get(t)!) {
             expect(got, `a watcher of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => BigInt(i + 1)));
           }
         }
@@ -220,7 +153,7 @@ describe("PostgreSQL restart under load", () => {
         await check.end();
       }
       console.log(
-        `      ${mode}: ${ackedTotal} acknowledged, ${storedTotal} stored; ${WRITERS * WATCHERS_PER_TASK} watchers each got every message once (resumed after: ${resumes.join(", ") || "nothing"}); ` +
+        `      ${mode}: ${ackedTotal} acknowledged, ${storedTotal} stored; ${WRITERS * WATCHERS_PER_TASK} watchers each got every message once (resumed after: ${watchers.resumes.join(", ") || "nothing"}); ` +
           `SERVING ${recoveryMs} ms after PostgreSQL accepted connections; failures during the outage: ${summarize(outageFailures)}`,
       );
       expect(storedTotal).to.equal(ackedTotal);
@@ -247,10 +180,3 @@ function healthBecomes(server: StateServer, status: Serving): Promise<number> {
     server.health.on("change", on);
   });
 }
-
-function summarize(fs: { code: string; ms: number }[]): string {
-  const by = new Map<string, number[]>();
-  for (const f of fs) by.set(f.code, [...(by.get(f.code) ?? []), f.ms]);
-  return [...by].map(([c, ms]) => `${c} ×${ms.length} (max ${Math.max(...ms)} ms)`).join(", ") || "none";
-}
-

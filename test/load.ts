@@ -1,0 +1,119 @@
+// Load for fault tests: writers that append one result message per call and
+// retry safely, and watchers that resume after any stream error, both as a
+// careful client would. The fault tests count what was acknowledged, stored
+// and received.
+import * as grpc from "@grpc/grpc-js";
+import { expect } from "chai";
+import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { createClient } from "../src/client.js";
+import { decodeError, type StateClient } from "./harness.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface Failure {
+  code: string;
+  /** How long the failed call took. */
+  ms: number;
+  message: string;
+  /** When it started (epoch ms). */
+  started: number;
+}
+
+/**
+ * One writer per task: message `m<n>` with first_sequence n, so a retry after
+ * an unknown outcome stores it once (SEQUENCE_MISMATCH whose next_sequence is
+ * n + 1 means the first attempt landed).
+ */
+export function startWriters(client: StateClient, tasks: string[], onAck?: (taskId: string, startedAt: number) => void) {
+  let writing = true;
+  const acked = new Map<string, number>(tasks.map((t) => [t, 0]));
+  const failures: Failure[] = [];
+  const loops = tasks.map(async (taskId) => {
+    let next = 1n;
+    while (writing) {
+      const started = Date.now();
+      const ack = () => {
+        acked.set(taskId, Number(next));
+        next++;
+        onAck?.(taskId, started);
+      };
+      try {
+        const r = await client.appendResultMessages({ taskId, firstSequence: next, messages: [{ message: `m${next}` }] }, { deadlineMs: 5000 });
+        expect(r.sequences).to.deep.equal([next]);
+        ack();
+      } catch (err) {
+        const d = decodeError(err);
+        if (d.errorInfo?.reason === "SEQUENCE_MISMATCH" && BigInt(d.errorInfo.metadata.next_sequence!) === next + 1n) {
+          ack(); // the unknown outcome was a success
+          continue;
+        }
+        failures.push({ code: grpc.status[d.code]!, ms: Date.now() - started, message: d.message, started });
+        await sleep(20);
+      }
+    }
+  });
+  return {
+    acked,
+    failures,
+    /** Resolves once every task has at least n acknowledged messages; rejects after `withinMs`. */
+    async waitForAcks(n: number, withinMs = 20_000): Promise<void> {
+      const until = Date.now() + withinMs;
+      while ([...acked.values()].some((a) => a < n) && Date.now() < until) await sleep(20);
+      expect(Math.min(...acked.values()), `appends acknowledged (failures: ${summarize(failures)})`).to.be.at.least(n);
+    },
+    async stop(): Promise<void> {
+      writing = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+/** `perTask` watchers of each task, each on a channel of its own, resuming after errors with the last sequence seen. */
+export function startWatchers(address: string, tasks: string[], perTask: number) {
+  const seen = new Map<string, bigint[][]>(tasks.map((t) => [t, Array.from({ length: perTask }, () => [])]));
+  const streams = new Set<{ cancel(): void }>();
+  let watching = true;
+  const resumes: string[] = [];
+  const loops = tasks.flatMap((taskId) =>
+    seen.get(taskId)!.map(async (got) => {
+      const c = createClient(StateService, address, undefined, { "grpc.use_local_subchannel_pool": 1 });
+      try {
+        while (watching) {
+          const stream = c.watchTask({ taskId, afterSequence: got[got.length - 1] ?? 0n });
+          streams.add(stream);
+          try {
+            for await (const ev of stream as AsyncIterable<WatchTaskResponse>) {
+              if (ev.event.case === "message") got.push(ev.event.value.sequence);
+            }
+          } catch (err) {
+            if (watching) resumes.push(grpc.status[(err as grpc.ServiceError).code] ?? String(err));
+            await sleep(50);
+          } finally {
+            streams.delete(stream);
+          }
+        }
+      } finally {
+        c.close();
+      }
+    }),
+  );
+  return {
+    seen,
+    resumes,
+    /** Waits (at most `withinMs`) until every watcher has received `acked` messages of its task, then stops them all. */
+    async stopWhenCaughtUp(acked: Map<string, number>, withinMs = 20_000): Promise<void> {
+      const caughtUp = () => tasks.every((t) => seen.get(t)!.every((got) => got.length >= acked.get(t)!));
+      const until = Date.now() + withinMs;
+      while (!caughtUp() && Date.now() < until) await sleep(20);
+      watching = false;
+      for (const st of streams) st.cancel();
+      await Promise.all(loops);
+    },
+  };
+}
+
+export function summarize(fs: { code: string; ms: number }[]): string {
+  const by = new Map<string, number[]>();
+  for (const f of fs) by.set(f.code, [...(by.get(f.code) ?? []), f.ms]);
+  return [...by].map(([c, ms]) => `${c} ×${ms.length} (max ${Math.max(...ms)} ms)`).join(", ") || "none";
+}
