@@ -14,9 +14,9 @@ import { BadRequestSchema, ErrorInfoSchema, type BadRequest, type ErrorInfo } fr
 import { createClient, type Client } from "../src/client.js";
 import { connect, DEFAULT_TIMEOUTS, type DatabaseTimeouts, type Sql } from "../src/db/connect.js";
 import { createTransactor, type Transactor } from "../src/store/transactions.js";
-import { createLogger } from "../src/log.js";
+import { createLogger, type Logger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
-import type { DesignConfig } from "../src/config.js";
+import type { AuthConfig, DesignConfig } from "../src/config.js";
 import type { ConnectionLimits } from "../src/server/connections.js";
 
 export const TEMPLATE_DB = "statemgmt_template";
@@ -72,6 +72,10 @@ export interface HarnessOptions {
   timeZone?: string;
   limits?: ConnectionLimits;
   watchFinishLingerMs?: number;
+  /** Authentication (default none). */
+  auth?: AuthConfig;
+  /** The server's logger (default: silent, or TEST_LOG_LEVEL). */
+  log?: Logger;
 }
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
@@ -95,7 +99,8 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       limits: opts.limits,
       // Short, so the suite's finished watches end quickly (the default is 3 s).
       watchFinishLingerMs: opts.watchFinishLingerMs ?? 300,
-      log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
+      auth: opts.auth,
+      log: opts.log ?? createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
       host: "127.0.0.1",
       port: 0,
       healthIntervalMs: opts.healthIntervalMs ?? 1000,
