@@ -31,6 +31,8 @@ export interface LoadCommand {
   echoBytes?: number;
   /** ListTasks: start from this token ("" = first page). */
   pageToken?: string;
+  /** Bearer token sent with every service call. */
+  token?: string;
 }
 
 export type Command =
@@ -84,18 +86,21 @@ const channelReady = (c: grpc.Client) =>
 function serviceCall(m: LoadCommand, pick: () => string): Target {
   const client = createClient(StateService, m.address, undefined, ownChannel);
   const big = Array.from({ length: 100 }, (_, k) => ({ message: `bench message ${k}` }));
+  const metadata = new grpc.Metadata();
+  if (m.token) metadata.set("authorization", `Bearer ${m.token}`);
+  const o = { metadata };
   const calls: Record<ServiceOp, Call> = {
-    createTask: async () => (await client.createTask({ action: "bench_create" }), {}),
-    getTask: async () => (await client.getTask({ taskId: pick() }), {}),
+    createTask: async () => (await client.createTask({ action: "bench_create" }, o), {}),
+    getTask: async () => (await client.getTask({ taskId: pick() }, o), {}),
     listTasks: async () => {
-      const r = await client.listTasks({ pageSize: 100, pageToken: m.pageToken ?? "" });
+      const r = await client.listTasks({ pageSize: 100, pageToken: m.pageToken ?? "" }, o);
       if (r.tasks.length !== 100) throw new Error(`ListTasks returned ${r.tasks.length} tasks, not a full page`);
       return {};
     },
-    append1: async () => ({ msgs: (await client.appendResultMessages({ taskId: pick(), messages: [{ message: "bench" }] })).sequences.length }),
-    append100: async () => ({ msgs: (await client.appendResultMessages({ taskId: pick(), messages: big })).sequences.length }),
+    append1: async () => ({ msgs: (await client.appendResultMessages({ taskId: pick(), messages: [{ message: "bench" }] }, o)).sequences.length }),
+    append100: async () => ({ msgs: (await client.appendResultMessages({ taskId: pick(), messages: big }, o)).sequences.length }),
     claim: async () => ({
-      claimed: (await client.claimNextTask({ instanceId: `bench-${process.pid}`, actions: ["bench_claim"] })).task?.taskId ?? null,
+      claimed: (await client.claimNextTask({ instanceId: `bench-${process.pid}`, actions: ["bench_claim"] }, o)).task?.taskId ?? null,
     }),
   };
   return { call: calls[m.op as ServiceOp], warm: () => channelReady(client.channel), close: () => client.close() };

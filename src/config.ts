@@ -4,6 +4,8 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import path from "node:path";
 import type { KeystoneOptions } from "./design/deckhand.js";
+import type { KeystoneAuthOptions } from "./auth/keystone.js";
+import { isRole, ROLES, type Role } from "./auth/roles.js";
 import { DEFAULT_TIMEOUTS, type DatabaseTimeouts } from "./db/connect.js";
 import { DEFAULT_LIMITS, limitsProblem, type ConnectionLimits } from "./server/connections.js";
 import type { TlsFiles } from "./server/tls.js";
@@ -44,7 +46,20 @@ export interface Config {
   /** Connection and stream limits. */
   limits: ConnectionLimits;
   design: DesignConfig;
+  auth: AuthConfig;
 }
+
+/** Authentication of callers; with neither tokensFile nor keystone, every caller may do everything. */
+export interface AuthConfig {
+  /** The bearer token file (absolute path), re-read when it changes. */
+  tokensFile: string | undefined;
+  /** Keystone token validation (STATEMGMT_AUTH_KEYSTONE=1). */
+  keystone: KeystoneAuthOptions | undefined;
+  /** Whether server reflection needs authentication (health never does). */
+  reflection: "open" | "authenticated";
+}
+
+export const NO_AUTH: AuthConfig = { tokensFile: undefined, keystone: undefined, reflection: "open" };
 
 export interface DesignConfig {
   /** Directories file:// references may read (after resolving symlinks); none by default. */
@@ -113,6 +128,9 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
   --tls-key       STATEMGMT_TLS_KEY       its PEM private key
   --tls-client-ca STATEMGMT_TLS_CLIENT_CA require client certificates from this PEM CA (mutual TLS)
   --insecure      STATEMGMT_INSECURE=1    allow a non-loopback --listen without TLS and authentication
+  --auth-tokens   STATEMGMT_AUTH_TOKENS  JSON file of bearer token hashes and certificate subjects with their roles (see README.md)
+                  STATEMGMT_AUTH_KEYSTONE=1    validate callers' tokens with Keystone (STATEMGMT_KEYSTONE_*; roles: STATEMGMT_KEYSTONE_ROLES)
+  --reflection    STATEMGMT_REFLECTION   open (default) or authenticated
   --design-root   STATEMGMT_DESIGN_ROOTS  directories file:// design references may read (":"-separated; none by default)
                   STATEMGMT_DESIGN_CA_FILE, STATEMGMT_DESIGN_ALLOWED_HOSTS, STATEMGMT_DESIGN_MAX_BYTES, STATEMGMT_DESIGN_CACHE_TTL_MS,
                   STATEMGMT_DECKHAND_TOKEN or STATEMGMT_KEYSTONE_URL/_USERNAME/_PASSWORD/_PROJECT: see README.md`;
@@ -132,6 +150,8 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
         "tls-key": { type: "string" },
         "tls-client-ca": { type: "string" },
         insecure: { type: "boolean" },
+        "auth-tokens": { type: "string" },
+        reflection: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -157,8 +177,9 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
   const listen = parseListen(str("listen", "STATEMGMT_LISTEN") ?? "127.0.0.1:50051");
   const tls = tlsFiles(str("tls-cert", "STATEMGMT_TLS_CERT"), str("tls-key", "STATEMGMT_TLS_KEY"), str("tls-client-ca", "STATEMGMT_TLS_CLIENT_CA"));
   const insecure = values.insecure === true || env.STATEMGMT_INSECURE === "1";
-  // Authentication is configured by a token file or Keystone (see README, Security).
-  const authenticated = !!(env.STATEMGMT_AUTH_TOKENS || values["auth-tokens"] || env.STATEMGMT_AUTH_KEYSTONE === "1");
+  const design = loadDesignConfig((values["design-root"] as string[] | undefined) ?? [], env);
+  const auth = loadAuthConfig(str("auth-tokens", "STATEMGMT_AUTH_TOKENS"), str("reflection", "STATEMGMT_REFLECTION"), env, design.keystone);
+  const authenticated = auth.tokensFile !== undefined || auth.keystone !== undefined;
   if (!isLoopback(listen.host) && !(tls && authenticated) && !insecure) {
     throw new ConfigError(
       `refusing to serve ${listen.host}:${listen.port} beyond loopback without ${tls ? "" : "TLS (--tls-cert, --tls-key)"}${!tls && !authenticated ? " and " : ""}${authenticated ? "" : "authentication (STATEMGMT_AUTH_TOKENS or STATEMGMT_AUTH_KEYSTONE=1)"}; ` +
@@ -186,8 +207,46 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     watchFinishLingerMs: intEnv(env, "STATEMGMT_WATCH_FINISH_LINGER_MS", 3_000, 0, 600_000),
     buildDataMaxBytes: intEnv(env, "STATEMGMT_BUILD_DATA_MAX_BYTES", 16 * 1024 * 1024, 1024, 512 * 1024 * 1024),
     limits: loadLimits(env),
-    design: loadDesignConfig((values["design-root"] as string[] | undefined) ?? [], env),
+    design,
+    auth,
   };
+}
+
+/** Keystone role names mapped to ours when STATEMGMT_KEYSTONE_ROLES is unset: only Keystone's admin is trusted. */
+const DEFAULT_KEYSTONE_ROLES = "admin=admin";
+
+function loadAuthConfig(
+  tokensFile: string | undefined,
+  reflection: string | undefined,
+  env: NodeJS.ProcessEnv,
+  service: KeystoneOptions | undefined,
+): AuthConfig {
+  const flag = env.STATEMGMT_AUTH_KEYSTONE ?? "";
+  if (!["", "0", "1", "false", "true"].includes(flag)) throw new ConfigError(`STATEMGMT_AUTH_KEYSTONE: "${flag}" is not 1 or 0`);
+  let keystone: KeystoneAuthOptions | undefined;
+  if (flag === "1" || flag === "true") {
+    if (!service) throw new ConfigError("STATEMGMT_AUTH_KEYSTONE=1 needs STATEMGMT_KEYSTONE_URL, _USERNAME, _PASSWORD and _PROJECT (the service's own credentials)");
+    keystone = { keystone: service, roles: parseKeystoneRoles(env.STATEMGMT_KEYSTONE_ROLES || DEFAULT_KEYSTONE_ROLES) };
+  }
+  const r = reflection ?? "open";
+  if (r !== "open" && r !== "authenticated") throw new ConfigError(`STATEMGMT_REFLECTION / --reflection: "${r}" is not open or authenticated`);
+  if (r === "authenticated" && !tokensFile && !keystone) {
+    throw new ConfigError("STATEMGMT_REFLECTION / --reflection: authenticated needs authentication (--auth-tokens or STATEMGMT_AUTH_KEYSTONE=1)");
+  }
+  return { tokensFile: tokensFile && path.resolve(tokensFile), keystone, reflection: r };
+}
+
+/** "admin=admin,member=orchestrator": Keystone role name (any case) → our role. */
+export function parseKeystoneRoles(text: string): Map<string, Role> {
+  const out = new Map<string, Role>();
+  for (const pair of text.split(",").map((p) => p.trim()).filter((p) => p !== "")) {
+    const [ks, ours, ...rest] = pair.split("=").map((x) => x.trim());
+    if (!ks || !ours || rest.length || !isRole(ours)) {
+      throw new ConfigError(`STATEMGMT_KEYSTONE_ROLES: "${pair}" is not keystone_role=role with role one of ${ROLES.join(", ")}`);
+    }
+    out.set(ks.toLowerCase(), ours);
+  }
+  return out;
 }
 
 function loadLimits(env: NodeJS.ProcessEnv): ConnectionLimits {

@@ -179,6 +179,19 @@ export class PermissionDeniedError extends DomainError {
   }
 }
 
+/**
+ * The call carries no credentials, or ones the server does not accept
+ * (unknown, expired, malformed). The message never quotes the credential.
+ */
+export class UnauthenticatedError extends DomainError {
+  constructor(
+    readonly reason: "UNAUTHENTICATED" | "TOKEN_INVALID",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** A dependency (e.g. a design source) could not be reached; retrying later may work. */
 export class DependencyUnavailableError extends DomainError {
   constructor(

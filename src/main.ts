@@ -9,6 +9,7 @@ import { migrate } from "./db/migrate.js";
 import { createTransactor } from "./store/transactions.js";
 import { createLogger, type Logger } from "./log.js";
 import { startServer, type StateServer } from "./server/server.js";
+import type { ReloadResult } from "./auth/tokenFile.js";
 
 async function main(): Promise<number> {
   const started = Date.now();
@@ -36,6 +37,12 @@ async function main(): Promise<number> {
     stopping.abort();
   };
   process.on("SIGTERM", onSignal).on("SIGINT", onSignal);
+  // SIGHUP re-reads the auth token file (and never ends the process, as it would by default).
+  let reloadAuth: (() => Promise<ReloadResult | undefined>) | undefined;
+  process.on("SIGHUP", () => {
+    if (!reloadAuth) return void log.info("SIGHUP before the server is ready: nothing to re-read yet");
+    void reloadAuth().then((r) => log.info({ ...r }, r ? "auth token file re-read (SIGHUP)" : "SIGHUP: no auth token file to re-read"));
+  });
 
   let embedded: EmbeddedDatabase | undefined;
   if (!config.databaseUrl) {
@@ -72,6 +79,7 @@ async function main(): Promise<number> {
       watchFinishLingerMs: config.watchFinishLingerMs,
       tls: config.tls,
       design: config.design,
+      auth: config.auth,
     });
     server = await abortable(starting, stopping.signal);
   } catch (err) {
@@ -82,6 +90,7 @@ async function main(): Promise<number> {
     await embedded?.stop();
     return stopping.signal.aborted ? stopped(log) : 1;
   }
+  reloadAuth = () => server.auth.reload();
   log.info({ address: server.address, startupMs: Date.now() - started, embedded: !!embedded }, "ready");
 
   if (!stopping.signal.aborted) await once(stopping.signal, "abort");

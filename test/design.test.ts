@@ -1,7 +1,6 @@
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -9,32 +8,7 @@ import { expect } from "chai";
 import { generate } from "selfsigned";
 import { defaultDesignConfig, type DesignConfig } from "../src/config.js";
 import { decodeError, expectError, expectInvalid, useServer } from "./harness.js";
-
-type Handler = (req: IncomingMessage, res: ServerResponse) => void;
-
-/** A local HTTP(S) server with routes and a request log. */
-async function startSource(routes: Record<string, Handler>, tls?: { key: string; cert: string }) {
-  const log: { path: string; headers: IncomingMessage["headers"]; method: string }[] = [];
-  const handler: Handler = (req, res) => {
-    log.push({ path: req.url ?? "", headers: req.headers, method: req.method ?? "" });
-    const route = routes[(req.url ?? "").split("?")[0]!];
-    if (route) route(req, res);
-    else {
-      res.writeHead(404, { "content-type": "text/html" });
-      res.end("<html>404 page that must never be returned as a design</html>");
-    }
-  };
-  const server: Server = tls ? createHttpsServer(tls, handler) : createHttpServer(handler);
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as { port: number }).port;
-  return {
-    base: `${tls ? "https" : "http"}://127.0.0.1:${port}`,
-    port,
-    log,
-    hits: (p: string) => log.filter((l) => l.path === p).length,
-    close: () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))),
-  };
-}
+import { startSource } from "./fakes.js";
 
 const sha = (s: string | Buffer) => createHash("sha256").update(s).digest("hex");
 

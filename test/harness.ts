@@ -14,9 +14,9 @@ import { BadRequestSchema, ErrorInfoSchema, type BadRequest, type ErrorInfo } fr
 import { createClient, tlsCredentials, type Client } from "../src/client.js";
 import { connect, DEFAULT_TIMEOUTS, type DatabaseTimeouts, type Sql } from "../src/db/connect.js";
 import { createTransactor, type Transactor } from "../src/store/transactions.js";
-import { createLogger } from "../src/log.js";
+import { createLogger, type Logger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
-import type { DesignConfig } from "../src/config.js";
+import type { AuthConfig, DesignConfig } from "../src/config.js";
 import type { ConnectionLimits } from "../src/server/connections.js";
 import type { TlsFiles } from "../src/server/tls.js";
 
@@ -77,6 +77,10 @@ export interface HarnessOptions {
   /** CA and client certificate h.client uses when tls is set. */
   tlsClientCa?: string;
   tlsClient?: { certFile: string; keyFile: string };
+  /** Authentication (default none). */
+  auth?: AuthConfig;
+  /** The server's logger (default: silent, or TEST_LOG_LEVEL). */
+  log?: Logger;
 }
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
@@ -101,7 +105,8 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       tls: opts.tls,
       // Short, so the suite's finished watches end quickly (the default is 3 s).
       watchFinishLingerMs: opts.watchFinishLingerMs ?? 300,
-      log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
+      auth: opts.auth,
+      log: opts.log ?? createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
       host: "127.0.0.1",
       port: 0,
       healthIntervalMs: opts.healthIntervalMs ?? 1000,

@@ -40,6 +40,10 @@ const client = await writePair(dir, "client", await issue(ca, "ops-cli", "client
 const strangerClient = await writePair(dir, "stranger", await issue(otherCa, "ops-cli", "client"));
 // The mutual TLS server's own pair (the TLS suite rotates the first one).
 const mtlsServer = await writePair(dir, "server-mtls", await issue(ca, "statemgmt", "server"));
+const mtlsIdentityServer = await writePair(dir, "server-ids", await issue(ca, "statemgmt", "server"));
+// The client certificate's subject is the caller: an entry without sha256 gives it roles.
+const tokensFile = path.join(dir, "tokens.json");
+await writeFile(tokensFile, JSON.stringify({ identities: [{ subject: "CN=ops-cli", roles: ["operator"] }] }));
 
 after(async () => rm(dir, { recursive: true, force: true }));
 
@@ -83,6 +87,24 @@ describe("mutual TLS", () => {
     expect(await callWith(h.server.address, tlsCredentials({ caFile: files.ca, ...client }))).to.equal("OK");
     expect(await callWith(h.server.address, tlsCredentials({ caFile: files.ca }))).to.equal("UNAVAILABLE");
     expect(await callWith(h.server.address, tlsCredentials({ caFile: files.ca, ...strangerClient }))).to.equal("UNAVAILABLE");
+  });
+});
+
+describe("mutual TLS identities", () => {
+  const h = useServer({
+    tls: { ...mtlsIdentityServer, clientCaFile: files.ca },
+    tlsClientCa: files.ca,
+    tlsClient: client,
+    auth: { tokensFile, keystone: undefined, reflection: "open" },
+  });
+
+  it("takes the caller's identity and roles from its verified certificate", async () => {
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    expect(task!.createdBy).to.equal("CN=ops-cli");
+    // An operator may not purge.
+    const err = await h.client.purgeTasks({ olderThanDays: 1 }).then(() => null, (e: unknown) => decodeError(e));
+    expect(grpc.status[err!.code]).to.equal("PERMISSION_DENIED");
+    expect(err!.errorInfo!.metadata.required_role).to.equal("admin");
   });
 });
 

@@ -54,6 +54,9 @@ export interface KeystoneOptions {
   projectDomain: string;
 }
 
+/** The /v3/auth/tokens URL of a Keystone endpoint given with or without /v3. */
+export const keystoneTokensUrl = (url: string): URL => new URL(url.replace(/\/+$/, "").replace(/\/v3$/, "") + "/v3/auth/tokens");
+
 /** Bound of one token request (retries included), shared by every caller waiting for it. */
 const TOKEN_TIMEOUT_MS = 30_000;
 
@@ -68,7 +71,7 @@ const REFRESH_MARGIN_MS = 60_000;
 export function keystoneTokens(client: HttpClient, o: KeystoneOptions, now: () => number = Date.now): TokenProvider {
   let cached: { value: string; expiresAt: number } | undefined;
   let inflight: Promise<string> | undefined;
-  const endpoint = new URL(o.url.replace(/\/+$/, "").replace(/\/v3$/, "") + "/v3/auth/tokens");
+  const endpoint = keystoneTokensUrl(o.url);
   const body = JSON.stringify({
     auth: {
       identity: { methods: ["password"], password: { user: { name: o.username, domain: { name: o.userDomain }, password: o.password } } },

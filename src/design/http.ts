@@ -40,8 +40,8 @@ export interface HttpResponse {
   url: URL;
 }
 
-/** A response worth another attempt (5xx). */
-class RetryableStatus extends Error {}
+/** A response worth another attempt (5xx): thrown by a handler of HttpClient.get. */
+export class RetryableStatus extends Error {}
 
 export class HttpClient {
   private readonly agent: Agent;

@@ -4,12 +4,22 @@ import { fileURLToPath } from "node:url";
 /** Schemes a design reference may use. */
 export const DESIGN_SCHEMES = ["file", "http", "https", "deckhand+http", "deckhand+https"] as const;
 
-/** The reference with any userinfo password replaced, safe for logs and errors. */
+/**
+ * The reference with any userinfo password replaced (`user:***@`), safe for
+ * logs, errors and responses to callers who may not see it. The userinfo
+ * ends at the last "@" of the authority, as URL parsers take it, so a
+ * password holding an "@" is hidden whole.
+ */
 export function redactReference(ref: string): string {
-  return ref.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^/@]*)@/i, (_m, scheme: string, userinfo: string) => {
+  return ref.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)@/i, (_m, scheme: string, userinfo: string) => {
     const user = userinfo.split(":")[0];
     return `${scheme}${userinfo.includes(":") ? `${user}:***` : user}@`;
   });
+}
+
+/** Every URL password in a text (an error message, a stack) replaced by ***. */
+export function redactUrls(text: string): string {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/?#:@"'<>]*):[^\s/?#"'<>]*@/gi, "$1:***@");
 }
 
 /**

@@ -17,7 +17,8 @@ const PAGE_DATA_BYTES = 32 * 1024 * 1024;
 
 export function buildDataRpcs(sql: Sql, tokens: PageTokens, maxDataBytes: number): StateImpl {
   return {
-    async createBuildData(req, { signal }) {
+    async createBuildData(req, ctx) {
+      const { signal } = ctx;
       const v = new Validator();
       const b = req.buildData;
       if (!b) throw InvalidArgumentError.field("build_data", "is required");
@@ -34,6 +35,7 @@ export function buildDataRpcs(sql: Sql, tokens: PageTokens, maxDataBytes: number
         v.add("build_data.data_element", `is ${b.dataElement.length} bytes; the limit is ${maxDataBytes} bytes (STATEMGMT_BUILD_DATA_MAX_BYTES)`);
       }
       v.check();
+      ctx.logFields.taskId = taskId;
       const stored = await buildDataInsert(sql, {
         nodeName: b.nodeName,
         taskId,

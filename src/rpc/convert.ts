@@ -20,6 +20,7 @@ import {
   type BuildData as PbBuildData,
   type Leader as PbLeader,
 } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { redactReference } from "../design/reference.js";
 
 const STATUS_TO_PB: Record<TaskStatus, PbTaskStatus> = {
   requested: PbTaskStatus.REQUESTED,
@@ -83,27 +84,34 @@ function nodeFilterToPb(f: NodeFilter): MessageInitShape<typeof TaskSchema>["nod
 }
 
 const taskPbCache = new WeakMap<Task, PbTask>();
+/** Messages with the design reference's password redacted, for tasks that have one. */
+const redactedTaskPbCache = new WeakMap<Task, PbTask>();
 
 /**
  * Converted once per task object: for snapshots a feed shares with many
  * watchers. Responses of one call use newTaskPb: their objects are sent
  * once, so a cache entry saves nothing and is one more WeakMap entry for the
  * garbage collector to trace (a ListTasks page made 100).
+ *
+ * `secrets`: whether the caller may see the password of the design
+ * reference (an admin); otherwise it is `user:***`. The two forms are kept
+ * apart, so watchers of different roles never share a message that differs.
  */
-export function taskToPb(t: Task): PbTask {
-  let pb = taskPbCache.get(t);
-  if (!pb) taskPbCache.set(t, (pb = newTaskPb(t)));
+export function taskToPb(t: Task, secrets: boolean): PbTask {
+  const cache = secrets || redactReference(t.designRef) === t.designRef ? taskPbCache : redactedTaskPbCache;
+  let pb = cache.get(t);
+  if (!pb) cache.set(t, (pb = newTaskPb(t, cache === taskPbCache)));
   return pb;
 }
 
-/** A fresh message for a response only this call sends. */
-export function newTaskPb(t: Task): PbTask {
+/** A fresh message for a response only this call sends; `secrets` as for taskToPb. */
+export function newTaskPb(t: Task, secrets: boolean): PbTask {
   return create(TaskSchema, {
     taskId: t.taskId,
     parentTaskId: t.parentTaskId ?? "",
     subtaskIds: t.subtaskIds,
     action: t.action,
-    designRef: t.designRef,
+    designRef: secrets ? t.designRef : redactReference(t.designRef),
     status: STATUS_TO_PB[t.status],
     result: {
       status: RESULT_TO_PB[t.result.status],

@@ -13,7 +13,8 @@ export const MESSAGE_LIMITS = { message: 1024, contextType: 64, context: 256, ex
 
 export function messageRpcs(sql: Sql, tokens: PageTokens): StateImpl {
   return {
-    async appendResultMessages(req, { signal }) {
+    async appendResultMessages(req, ctx) {
+      const { signal } = ctx;
       const v = new Validator();
       const taskId = v.uuid("task_id", req.taskId, true);
       if (req.messages.length === 0) v.add("messages", "at least one message is required");
@@ -31,6 +32,7 @@ export function messageRpcs(sql: Sql, tokens: PageTokens): StateImpl {
       }
       if (req.firstSequence < 0n) v.add("first_sequence", "must not be negative (0: any)");
       v.check();
+      ctx.logFields.taskId = taskId;
       const list: NewResultMessage[] = req.messages.map((m) => ({
         message: m.message,
         error: m.error,

@@ -10,6 +10,7 @@ import type { ResultMessage, Task, TaskChanges, TaskStatus } from "../domain.js"
 import { messagesList } from "../store/messages.js";
 import * as tasks from "../store/tasks.js";
 import { FailedPreconditionError, NotFoundError } from "../errors.js";
+import { actingAs, seesSecrets } from "../auth/roles.js";
 import { newMessagePb, microsFromTimestamp, nodeFilterFromPb, resultFromPb, statusFromPb, newTaskPb } from "./convert.js";
 import { filterFingerprint, type PageTokens } from "./pagination.js";
 import { LIMITS, Validator } from "./validate.js";
@@ -42,7 +43,8 @@ type UpdatePath = (typeof UPDATE_PATHS)[number];
 export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
   const { sql } = db;
   return {
-    async createTask(req, { signal }) {
+    async createTask(req, ctx) {
+      const { signal, caller } = ctx;
       const v = new Validator();
       const taskId = req.taskId === "" ? randomUUID() : v.uuid("task_id", req.taskId, false);
       const parentTaskId = v.uuid("parent_task_id", req.parentTaskId, false);
@@ -54,6 +56,8 @@ export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
       const initial = req.initialStatus === PbTaskStatus.UNSPECIFIED ? "requested" : statusFromPb(req.initialStatus);
       if (initial !== "requested" && initial !== "queued") v.add("initial_status", "must be REQUESTED, QUEUED or unspecified");
       v.check();
+      const createdBy = actingAs(caller, "created_by", req.createdBy);
+      ctx.logFields.taskId = taskId;
       const task = await tasks.tasksInsert(sql, {
         taskId,
         parentTaskId: parentTaskId === "" ? null : parentTaskId,
@@ -62,18 +66,18 @@ export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
         status: initial as "requested" | "queued",
         nodeFilter: req.nodeFilter ? nodeFilterFromPb(req.nodeFilter) : null,
         requestContext: req.requestContext ?? null,
-        createdBy: req.createdBy,
+        createdBy,
         signal,
       });
-      return { task: newTaskPb(task) };
+      return { task: newTaskPb(task, seesSecrets(caller)) };
     },
 
-    async getTask(req, { signal }) {
+    async getTask(req, { signal, caller }) {
       const v = new Validator();
       const taskId = v.uuid("task_id", req.taskId, true);
       if (!(req.view in TaskView)) v.add("view", `unknown value ${req.view}`);
       v.check();
-      const task = newTaskPb(await tasks.tasksGetById(sql, { taskId, signal }));
+      const task = newTaskPb(await tasks.tasksGetById(sql, { taskId, signal }), seesSecrets(caller));
       if (req.view !== TaskView.FULL) return { task };
       const resultMessages: ResultMessage[] = [];
       for (let after = 0n; ; ) {
@@ -92,7 +96,7 @@ export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
       return { task, resultMessages: resultMessages.map(newMessagePb) };
     },
 
-    async listTasks(req, { signal }) {
+    async listTasks(req, { signal, caller }) {
       const v = new Validator();
       const limit = v.pageSize("page_size", req.pageSize);
       const statuses = statusList(v, "statuses", req.statuses);
@@ -110,10 +114,10 @@ export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
         createdAfter: req.createdAfter ? microsFromTimestamp(req.createdAfter) : null,
         createdBefore: req.createdBefore ? microsFromTimestamp(req.createdBefore) : null,
       };
-      return listPage(sql, tokens, filters, limit, req.pageToken, signal);
+      return listPage(sql, tokens, filters, limit, req.pageToken, signal, seesSecrets(caller));
     },
 
-    async listSubtasks(req, { signal }) {
+    async listSubtasks(req, { signal, caller }) {
       const v = new Validator();
       const parent = v.uuid("parent_task_id", req.parentTaskId, true);
       const limit = v.pageSize("page_size", req.pageSize);
@@ -128,10 +132,11 @@ export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
             ? ["complete"]
             : [];
       const filters = { statuses, actions: [], parentTaskId: parent, createdAfter: null, createdBefore: null };
-      return listPage(sql, tokens, filters, limit, req.pageToken, signal);
+      return listPage(sql, tokens, filters, limit, req.pageToken, signal, seesSecrets(caller));
     },
 
-    async updateTask(req, { signal, deadline }) {
+    async updateTask(req, ctx) {
+      const { signal, deadline, caller } = ctx;
       const v = new Validator();
       const t = req.task;
       const taskId = v.uuid("task.task_id", t?.taskId ?? "", true);
@@ -147,19 +152,24 @@ export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
       v.check();
       const changes = taskChanges(v, t!, new Set(paths as UpdatePath[]));
       v.check();
+      ctx.logFields.taskId = taskId;
       const task = await tasks.tasksUpdate(db.tx, { taskId, changes, expectedVersion: req.expectedVersion, fence, signal, deadline });
-      return { task: newTaskPb(task) };
+      return { task: newTaskPb(task, seesSecrets(caller)) };
     },
 
-    async terminateTask(req, { signal, deadline }) {
+    async terminateTask(req, ctx) {
+      const { signal, deadline, caller } = ctx;
       const v = new Validator();
       const taskId = v.uuid("task_id", req.taskId, true);
       v.text("terminated_by", req.terminatedBy, LIMITS.name);
       v.check();
-      return { task: newTaskPb(await tasks.tasksTerminate(db.tx, { taskId, terminatedBy: req.terminatedBy, signal, deadline })) };
+      const terminatedBy = actingAs(caller, "terminated_by", req.terminatedBy);
+      ctx.logFields.taskId = taskId;
+      return { task: newTaskPb(await tasks.tasksTerminate(db.tx, { taskId, terminatedBy, signal, deadline }), seesSecrets(caller)) };
     },
 
-    async claimNextTask(req, { signal, deadline }) {
+    async claimNextTask(req, ctx) {
+      const { signal, deadline, caller } = ctx;
       const v = new Validator();
       v.text("instance_id", req.instanceId, LIMITS.name, true);
       if (req.actions.length > LIMITS.listFilterValues) v.add("actions", `at most ${LIMITS.listFilterValues} actions`);
@@ -167,7 +177,8 @@ export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
       const fence = v.fence("fence", req.fence);
       v.check();
       const task = await tasks.tasksClaimNext(db, { instanceId: req.instanceId, actions: req.actions, fence, signal, deadline });
-      return { task: task ? newTaskPb(task) : undefined };
+      if (task) ctx.logFields.taskId = task.taskId;
+      return { task: task ? newTaskPb(task, seesSecrets(caller)) : undefined };
     },
 
     async purgeTasks(req, { signal, deadline }) {
@@ -197,6 +208,7 @@ async function listPage(
   limit: number,
   pageToken: string,
   signal: AbortSignal,
+  secrets: boolean,
 ): Promise<{ tasks: PbTask[]; nextPageToken: string }> {
   const fingerprint = filterFingerprint(filters);
   const key = tokens.decode("page_token", pageToken, fingerprint, ["micros", "uuid"]);
@@ -205,7 +217,7 @@ async function listPage(
   const page = rows.slice(0, limit);
   const last = page[page.length - 1];
   const nextPageToken = rows.length > limit && last ? tokens.encode(fingerprint, [last.created.toString(), last.taskId]) : "";
-  return { tasks: page.map(newTaskPb), nextPageToken };
+  return { tasks: page.map((t) => newTaskPb(t, secrets)), nextPageToken };
 }
 
 /** The changes named by the mask, validated. */

@@ -3,6 +3,7 @@ import type { Sql } from "../db/connect.js";
 import { FINISHED_STATUSES, type Task, type TaskStatus } from "../domain.js";
 import { NotFoundError, ResourceExhaustedError } from "../errors.js";
 import type { CallContext } from "../server/adapter.js";
+import { seesSecrets } from "../auth/roles.js";
 import { messagesList } from "../store/messages.js";
 import { tasksList } from "../store/tasks.js";
 import type { BoundedQueue } from "../watch/queue.js";
@@ -118,6 +119,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub, opts: WatchOptions = DEFAULT_
   return {
     async *watchTask(req, ctx) {
       const { signal } = ctx;
+      const secrets = seesSecrets(ctx.caller);
       const v = new Validator();
       const taskId = v.uuid("task_id", req.taskId, true);
       if (req.afterSequence < 0n) v.add("after_sequence", "must not be negative");
@@ -129,7 +131,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub, opts: WatchOptions = DEFAULT_
       try {
         let cursor = req.afterSequence;
         let last = sub.task;
-        yield { event: { case: "task", value: taskToPb(last) } };
+        yield { event: { case: "task", value: taskToPb(last, secrets) } };
         // Catch up from the database to the feed's position; from there on the
         // feed's shared reads carry everything. Between reads the stream takes
         // what the feed queued meanwhile, so that a long catch-up does not
@@ -154,7 +156,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub, opts: WatchOptions = DEFAULT_
           absorb(sub.events.takeNow(signal));
         }
         if (snapshot) {
-          if (snapshotKey(snapshot) !== snapshotKey(last)) yield { event: { case: "task", value: taskToPb(snapshot) } };
+          if (snapshotKey(snapshot) !== snapshotKey(last)) yield { event: { case: "task", value: taskToPb(snapshot, secrets) } };
           last = snapshot;
         }
         // Once the task is finished, the stream lingers for the messages
@@ -179,7 +181,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub, opts: WatchOptions = DEFAULT_
               yield messageEventToPb(m);
               cursor = m.sequence;
             } else {
-              if (snapshotKey(e.task) !== snapshotKey(last)) yield { event: { case: "task", value: taskToPb(e.task) } };
+              if (snapshotKey(e.task) !== snapshotKey(last)) yield { event: { case: "task", value: taskToPb(e.task, secrets) } };
               last = e.task;
               if (finished(last)) linger.start();
             }
@@ -193,6 +195,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub, opts: WatchOptions = DEFAULT_
 
     async *watchTasks(req, ctx) {
       const { signal } = ctx;
+      const secrets = seesSecrets(ctx.caller);
       const v = new Validator();
       const statuses = statusList(v, "statuses", req.statuses);
       if (req.actions.length > LIMITS.listFilterValues) v.add("actions", `at most ${LIMITS.listFilterValues} actions`);
@@ -227,7 +230,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub, opts: WatchOptions = DEFAULT_
             });
             for (const t of page) {
               sent.record(t.taskId, t.version, changeKey(t), finished(t));
-              yield { task: taskToPb(t), initial: true };
+              yield { task: taskToPb(t, secrets), initial: true };
             }
             if (page.length < READ_BATCH) break;
             const l = page[page.length - 1]!;
@@ -244,7 +247,7 @@ export function watchRpcs(sql: Sql, hub: WatchHub, opts: WatchOptions = DEFAULT_
               sent.record(t.taskId, t.version, key, finished(t));
               if (prev?.key === key) continue; // a pure append: nothing a WatchTasks client sees changed
             } else sent.forget(t.taskId);
-            yield { task: taskToPb(t), initial: false };
+            yield { task: taskToPb(t, secrets), initial: false };
           }
           if (sub.events.size === 0) sent.evictFinished(); // see SentVersions
         }

@@ -7,8 +7,11 @@
 //     itself would answer INTERNAL),
 //   - turns the deadline, client cancellation and server shutdown into one
 //     AbortSignal (ctx.signal) that cancels the call's database work,
+//   - runs the service's guard (authentication, authorization: auth.ts)
+//     before the request reaches the handler, and hands the handler the
+//     caller (ctx.caller),
 //   - answers every call exactly once, mapping errors in one place
-//     (status.ts), and logs one line per call,
+//     (status.ts), and logs one line per call (with the caller's subject),
 //   - answers UNIMPLEMENTED for methods without a handler.
 import * as grpc from "@grpc/grpc-js";
 import {
@@ -23,6 +26,7 @@ import {
 } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { Logger } from "../log.js";
+import { OPEN_CALLER, type Caller } from "../auth/roles.js";
 import { DeadlineReason } from "../errors.js";
 import { toServiceError } from "./status.js";
 import { abortError, CancelledError, ConnectionAgedError, DomainError, InvalidArgumentError, ResourceExhaustedError } from "../errors.js";
@@ -38,7 +42,21 @@ export interface CallContext {
   abort(err: DomainError): void;
   /** The call's deadline (epoch ms), if the client set one. */
   deadline: number | undefined;
+  /** Who is calling (set by the service's guard before the handler runs). */
+  caller: Caller;
+  /** Fields the handler adds to the call's log line, e.g. taskId. */
+  logFields: Record<string, unknown>;
 }
+
+/**
+ * The first step of every call of a service: who is calling, and may they
+ * call this method? Throws a domain error (UNAUTHENTICATED, PERMISSION_DENIED,
+ * UNAVAILABLE) to refuse the call. Without one, every caller is OPEN_CALLER.
+ */
+export type Guard = (call: GuardedCall, method: DescMethod, signal: AbortSignal) => Caller | Promise<Caller>;
+
+/** What a guard may read of a call. */
+export type GuardedCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getAuthContext">;
 
 type In<M extends DescMethod> = MessageShape<M["input"]>;
 type Out<M extends DescMethod> = MessageInitShape<M["output"]>;
@@ -77,11 +95,12 @@ export function addService<S extends GenServiceMethods>(
   impl: ServiceImpl<S>,
   log: Logger,
   calls: OpenCalls,
+  guard?: Guard,
 ): void {
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const method of (service as DescService).methods) {
     const fn = (impl as Record<string, unknown>)[method.localName] as ((...a: unknown[]) => unknown) | undefined;
-    handlers[method.localName] = makeHandler(method, fn, log, calls);
+    handlers[method.localName] = makeHandler(method, fn, log, calls, guard);
   }
   server.addService(grpcDefinition(service), handlers);
 }
@@ -156,19 +175,28 @@ function longTimeout(fn: () => void, ms: number): { clear(): void } {
 }
 
 /** What every kind of grpc-js server call offers. */
-type AnyCall = NodeJS.EventEmitter & {
-  metadata: grpc.Metadata;
-  getDeadline(): grpc.Deadline;
-  getPeer(): string;
-};
+type AnyCall = NodeJS.EventEmitter &
+  GuardedCall & {
+    getDeadline(): grpc.Deadline;
+    getPeer(): string;
+  };
 
 function makeHandler(
   method: DescMethod,
   fn: ((...a: unknown[]) => unknown) | undefined,
   log: Logger,
   calls: OpenCalls,
+  guard: Guard | undefined,
 ): grpc.UntypedHandleCall {
   const name = `${method.parent.typeName}/${method.name}`;
+  /** Runs the guard; a synchronous one (no guard, a token file lookup) costs no extra turn. */
+  const admit = (call: AnyCall, ctx: CallContext): Promise<void> | undefined => {
+    if (!guard) return undefined;
+    const c = guard(call, method, ctx.signal);
+    if (c instanceof Promise) return c.then((caller) => void (ctx.caller = caller));
+    ctx.caller = c;
+    return undefined;
+  };
 
   const open = method.methodKind === "unary" ? calls.unary : calls.streams;
   const begin = (call: AnyCall) => {
@@ -191,6 +219,8 @@ function makeHandler(
       method: name,
       abort: (err) => ac.abort(err),
       deadline: Number.isFinite(ms) ? Date.now() + ms : undefined,
+      caller: OPEN_CALLER,
+      logFields: {},
     };
     const finish = (code: grpc.status, err?: unknown) => {
       timer?.clear();
@@ -199,7 +229,14 @@ function makeHandler(
       call.removeListener("cancelled", onCancel);
       open.delete(ac);
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-      const entry = { method: name, code: grpc.status[code], durationMs: Math.round(durationMs * 1000) / 1000, peer: ctx.peer };
+      const entry = {
+        method: name,
+        code: grpc.status[code],
+        durationMs: Math.round(durationMs * 1000) / 1000,
+        peer: ctx.peer,
+        ...(ctx.caller.subject !== "" && { subject: ctx.caller.subject }),
+        ...ctx.logFields,
+      };
       if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) log.error({ ...entry, err }, "call failed");
       else log.info(entry, "call");
     };
@@ -226,6 +263,8 @@ function makeHandler(
         const { ctx, finish } = begin(call);
         (async () => {
           try {
+            const admitting = admit(call, ctx);
+            if (admitting) await admitting;
             if (call.request instanceof UndecodableRequest) throw call.request.error;
             const out = await (fn(call.request, ctx) as Promise<MessageInitShape<DescMessage>>);
             const msg = create(method.output, out);
@@ -244,6 +283,8 @@ function makeHandler(
         const { ctx, finish } = begin(call);
         (async () => {
           try {
+            const admitting = admit(call, ctx);
+            if (admitting) await admitting;
             const request = method.methodKind === "server_streaming" ? (call as grpc.ServerWritableStream<unknown, unknown>).request : undefined;
             if (request instanceof UndecodableRequest) throw request.error;
             if (calls.maxStreams !== undefined && calls.streams.size > calls.maxStreams) throw streamLimit(calls.maxStreams);

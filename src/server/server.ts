@@ -15,7 +15,7 @@ import { leadershipRpcs } from "../rpc/leadership.js";
 import { designRpcs } from "../rpc/design.js";
 import { createDesignFetcher } from "../design/index.js";
 import type { DesignFetcher } from "../design/fetcher.js";
-import { defaultDesignConfig, type DesignConfig } from "../config.js";
+import { defaultDesignConfig, NO_AUTH, type AuthConfig, type DesignConfig } from "../config.js";
 import { WatchHub } from "../watch/hub.js";
 import { PageTokens } from "../rpc/pagination.js";
 import { secretsGet } from "../store/secrets.js";
@@ -24,6 +24,7 @@ import { ConnectionListener, DEFAULT_LIMITS, grpcServerOptions, type ConnectionL
 import { TlsSource, type TlsFiles } from "./tls.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
+import { startAuth, type EdgeAuth } from "./auth.js";
 
 export interface ServerOptions {
   /** The shared pool and the transaction slots; the caller owns and ends them. */
@@ -48,6 +49,8 @@ export interface ServerOptions {
   watchFinishLingerMs?: number;
   /** Serve TLS (and, with a client CA, mutual TLS) from these files; unset: plaintext. */
   tls?: TlsFiles;
+  /** Authentication of callers (default: none, every caller may do everything). */
+  auth?: AuthConfig;
 }
 
 export interface StateServer {
@@ -63,6 +66,8 @@ export interface StateServer {
   /** The TLS certificate source, when serving TLS. */
   tls?: TlsSource;
   design: DesignFetcher;
+  /** Authentication: the token file's reload (SIGHUP) and its events. */
+  auth: EdgeAuth;
   /**
    * Stops accepting calls, ends open streams with UNAVAILABLE, gives unary
    * calls up to graceMs to finish, then cancels what is left.
@@ -113,6 +118,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     heartbeatTimeoutMs: 3 * (o.heartbeatMs ?? 5000),
   });
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
+  const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
   const design = createDesignFetcher(designConfig);
   // A failure from here on stops what was started: the caller gets no handle to do it.
   const abandon = async (err: unknown): Promise<never> => {
@@ -122,6 +128,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     server.forceShutdown();
     await hub.stop().catch(() => {});
     await design.close().catch(() => {});
+    await auth.close().catch(() => {});
     throw err;
   };
   await hub.start().catch(abandon);
@@ -132,10 +139,10 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
       ...buildDataRpcs(o.db.sql, tokens, buildDataMax),
       ...leadershipRpcs(o.db, hub),
       ...designRpcs(design.fetcher),
-    }, o.log, calls);
-  addService(server, Health, healthRpcs(health), o.log, calls);
-  addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls);
-  addService(server, reflV1alpha.ServerReflection, reflectionV1alpha(index), o.log, calls);
+    }, o.log, calls, auth.stateService);
+  addService(server, Health, healthRpcs(health), o.log, calls, auth.health);
+  addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls, auth.reflection);
+  addService(server, reflV1alpha.ServerReflection, reflectionV1alpha(index), o.log, calls, auth.reflection);
 
   const host = o.host.includes(":") ? `[${o.host}]` : o.host;
   const port = await listener
@@ -152,6 +159,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     health,
     hub,
     design: design.fetcher,
+    auth,
     get openStreams() {
       return calls.streams.size;
     },
@@ -178,6 +186,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
         clearTimeout(timer);
         await hub.stop();
         await design.close();
+        await auth.close();
       })();
       return shuttingDown;
     },

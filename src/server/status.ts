@@ -23,6 +23,7 @@ import {
   DependencyUnavailableError,
   ShuttingDownError,
   UnavailableError,
+  UnauthenticatedError,
   SequenceMismatchError,
   VersionMismatchError,
 } from "../errors.js";
@@ -46,6 +47,7 @@ const CODES: [new (...a: never[]) => DomainError, grpc.status][] = [
   [ResourceExhaustedError, grpc.status.RESOURCE_EXHAUSTED],
   [PermissionDeniedError, grpc.status.PERMISSION_DENIED],
   [DependencyUnavailableError, grpc.status.UNAVAILABLE],
+  [UnauthenticatedError, grpc.status.UNAUTHENTICATED],
 ];
 
 export function toServiceError(err: unknown): grpc.ServiceError {

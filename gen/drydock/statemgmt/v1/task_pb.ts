@@ -232,6 +232,8 @@ export type Task = Message<"drydock.statemgmt.v1.Task"> & {
    * URI of the site design, ≤ 2048 characters; scheme file, http, https,
    * deckhand+http or deckhand+https, checked as
    * GetDesignDocumentsRequest.design_ref is. Empty when the task has none.
+   * A password in it (user:pass@) is returned only to admins; other callers
+   * see user:***.
    *
    * @generated from field: string design_ref = 5;
    */

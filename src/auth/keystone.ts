@@ -1,0 +1,143 @@
+// Keystone v3 token validation, as keystonemiddleware does it for Drydock:
+// GET /v3/auth/tokens with the caller's token in X-Subject-Token,
+// authenticated by the service's own token (the design fetcher's password
+// authentication, keystoneTokens). Answers are cached per token (by its
+// SHA-256) until the token expires, at most CACHE_MS; concurrent calls with
+// one token share one validation. Keystone unreachable is UNAVAILABLE, never
+// an allow.
+import { abortable } from "../abortable.js";
+import { keystoneTokens, keystoneTokensUrl, type KeystoneOptions, type TokenProvider } from "../design/deckhand.js";
+import type { FetchContext } from "../design/driver.js";
+import { RetryableStatus, type HttpClient } from "../design/http.js";
+import { DependencyUnavailableError } from "../errors.js";
+import type { Logger } from "../log.js";
+import type { Caller, Role } from "./roles.js";
+import { tokenHash } from "./tokenFile.js";
+
+/** Longest a validation answer is reused (keystonemiddleware's token_cache_time default): a revocation takes effect within it. */
+export const CACHE_MS = 5 * 60_000;
+/** Longest a refusal (unknown, revoked, expired token) is reused. */
+const NEGATIVE_CACHE_MS = 60_000;
+/** Cached answers at most; the oldest go first. */
+const CACHE_MAX = 10_000;
+/** Bound of one validation, retries included, shared by the calls waiting for it. */
+const VALIDATE_TIMEOUT_MS = 10_000;
+
+export interface KeystoneAuthOptions {
+  /** The service's own credentials (STATEMGMT_KEYSTONE_*). */
+  keystone: KeystoneOptions;
+  /** Keystone role name (lower case) → our role (STATEMGMT_KEYSTONE_ROLES). */
+  roles: ReadonlyMap<string, Role>;
+}
+
+interface KeystoneToken {
+  expires_at?: string;
+  user?: { name?: string; domain?: { name?: string } };
+  roles?: { name?: string }[];
+}
+
+/** A caller, or undefined for a token Keystone does not accept; and until when that answer holds. */
+type Answer = { caller: Caller | undefined; until: number };
+
+export class KeystoneValidator {
+  private readonly endpoint: URL;
+  private readonly service: TokenProvider;
+  private readonly cache = new Map<string, Answer>();
+  private readonly inflight = new Map<string, Promise<Answer>>();
+  /** Validation requests sent (tests and logs). */
+  requests = 0;
+
+  constructor(
+    private readonly http: HttpClient,
+    private readonly o: KeystoneAuthOptions,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.endpoint = keystoneTokensUrl(o.keystone.url);
+    this.service = keystoneTokens(http, o.keystone, now);
+  }
+
+  /** The caller a token stands for, or undefined when Keystone does not accept it; throws UNAVAILABLE when Keystone cannot say. */
+  async validate(token: string, signal: AbortSignal): Promise<Caller | undefined> {
+    const key = tokenHash(token);
+    const hit = this.cache.get(key);
+    if (hit && hit.until > this.now()) return hit.caller;
+    if (hit) this.cache.delete(key);
+    let p = this.inflight.get(key);
+    if (!p) {
+      p = this.ask(token).finally(() => this.inflight.delete(key));
+      this.inflight.set(key, p);
+      p.then(
+        (a) => this.remember(key, a),
+        // What went wrong is for the operator; callers get a neutral UNAVAILABLE.
+        (err: unknown) => this.log.warn({ err: (err as Error).cause ?? err, keystone: this.endpoint.origin }, (err as Error).message),
+      );
+    }
+    return (await abortable(p, signal)).caller;
+  }
+
+  private remember(key: string, a: Answer): void {
+    if (this.cache.size >= CACHE_MAX) this.cache.delete(this.cache.keys().next().value!);
+    this.cache.set(key, a);
+  }
+
+  private async ask(token: string): Promise<Answer> {
+    // Its own deadline rather than the first caller's: each caller stops
+    // waiting when its own call ends (see validate).
+    const ctx: FetchContext = { signal: new AbortController().signal, deadline: this.now() + VALIDATE_TIMEOUT_MS, maxBytes: 1024 * 1024 };
+    for (let attempt = 0; ; attempt++) {
+      let service: string;
+      try {
+        service = await this.service.token(ctx);
+      } catch (err) {
+        throw unavailable("Keystone refused or could not issue the service's own token (STATEMGMT_KEYSTONE_*), so no caller can be authenticated", err);
+      }
+      this.requests++;
+      let answer: Answer | "retry";
+      try {
+        answer = await this.http.get(this.endpoint, this.endpoint.href, { "x-auth-token": service, "x-subject-token": token }, ctx, async (res) => {
+          const text = await res.body.text();
+          if (res.status === 200) return this.accepted(text);
+          if (res.status === 404) return { caller: undefined, until: this.now() + NEGATIVE_CACHE_MS };
+          if (res.status === 401 && attempt === 0) {
+            this.service.invalidate(service); // our own token expired or was revoked
+            return "retry";
+          }
+          if (res.status >= 500) throw new RetryableStatus(`HTTP ${res.status}`);
+          throw unavailable(`Keystone answered HTTP ${res.status} to a token validation (may the service user validate tokens?)`);
+        });
+      } catch (err) {
+        if (err instanceof DependencyUnavailableError && err.reason === "KEYSTONE_UNAVAILABLE") throw err;
+        throw unavailable("Keystone cannot be reached to validate the token; retry later", err);
+      }
+      if (answer !== "retry") return answer;
+    }
+  }
+
+  private accepted(text: string): Answer {
+    let t: KeystoneToken | undefined;
+    try {
+      t = (JSON.parse(text) as { token?: KeystoneToken }).token;
+    } catch {
+      /* below */
+    }
+    const expires = Date.parse(t?.expires_at ?? "");
+    const name = t?.user?.name;
+    if (!t || !Number.isFinite(expires) || typeof name !== "string" || name === "") {
+      throw unavailable("Keystone answered a token validation without a token, user name or expires_at");
+    }
+    const now = this.now();
+    if (expires <= now) return { caller: undefined, until: now + NEGATIVE_CACHE_MS };
+    const roles = new Set<Role>();
+    for (const r of t.roles ?? []) {
+      const ours = typeof r.name === "string" ? this.o.roles.get(r.name.toLowerCase()) : undefined;
+      if (ours) roles.add(ours);
+    }
+    const domain = t.user?.domain?.name;
+    const subject = domain && domain !== "Default" ? `${name}@${domain}` : name;
+    return { caller: { subject, roles: [...roles], authenticated: true }, until: Math.min(expires, now + CACHE_MS) };
+  }
+}
+
+const unavailable = (message: string, cause?: unknown) =>
+  new DependencyUnavailableError("KEYSTONE_UNAVAILABLE", message, {}, cause === undefined ? undefined : { cause });

@@ -1,0 +1,90 @@
+// Roles and the one authorization table: every StateService method names the
+// least role that may call it. Roles are ordered; each includes the ones
+// before it. The edge (src/server/auth.ts) checks the table once per call.
+import { PermissionDeniedError } from "../errors.js";
+
+export const ROLES = ["reader", "operator", "orchestrator", "admin"] as const;
+export type Role = (typeof ROLES)[number];
+
+export const isRole = (s: string): s is Role => (ROLES as readonly string[]).includes(s);
+
+/**
+ * StateService method name → least role. A method missing here is refused
+ * for everyone (PERMISSION_DENIED), never allowed: test/auth.test.ts checks
+ * that the table covers every method of the generated descriptor.
+ */
+export const METHOD_ROLES: Readonly<Record<string, Role>> = {
+  GetTask: "reader",
+  ListTasks: "reader",
+  ListSubtasks: "reader",
+  ListResultMessages: "reader",
+  WatchTask: "reader",
+  WatchTasks: "reader",
+  ListBuildData: "reader",
+  GetLeader: "reader",
+  WatchLeader: "reader",
+  CreateTask: "operator",
+  TerminateTask: "operator",
+  UpdateTask: "orchestrator",
+  ClaimNextTask: "orchestrator",
+  AppendResultMessages: "orchestrator",
+  CreateBuildData: "orchestrator",
+  ClaimLeadership: "orchestrator",
+  RenewLeadership: "orchestrator",
+  ResignLeadership: "orchestrator",
+  GetDesignDocuments: "orchestrator",
+  PurgeTasks: "admin",
+};
+
+/** Who is calling. */
+export interface Caller {
+  /** The authenticated subject (token file entry, certificate subject, Keystone user); "" when anonymous. */
+  subject: string;
+  roles: readonly Role[];
+  /** False when the server runs without authentication (or for a service that is always open). */
+  authenticated: boolean;
+}
+
+/** Every caller of a server without authentication: anonymous, allowed everything, as before authentication existed. */
+export const OPEN_CALLER: Caller = Object.freeze({ subject: "", roles: ROLES, authenticated: false });
+
+/** A caller of an open service (health) on a server with authentication: no roles. */
+export const NOBODY: Caller = Object.freeze({ subject: "", roles: [], authenticated: false });
+
+const rank = (r: Role) => ROLES.indexOf(r);
+
+/** Whether the caller holds `role` or one that includes it. */
+export function hasRole(c: Caller, role: Role): boolean {
+  return c.roles.some((r) => rank(r) >= rank(role));
+}
+
+/** Throws PERMISSION_DENIED unless the caller may call `method` (a StateService method name, e.g. GetTask). */
+export function authorize(c: Caller, method: string): void {
+  const needed = Object.hasOwn(METHOD_ROLES, method) ? METHOD_ROLES[method] : undefined;
+  if (needed === undefined) {
+    throw new PermissionDeniedError("METHOD_NOT_IN_POLICY", `${method} is in no role of the server's authorization table, so nobody may call it`, {
+      method,
+    });
+  }
+  if (!hasRole(c, needed)) {
+    throw new PermissionDeniedError("ROLE_REQUIRED", `${method} needs the role ${needed} (or one above it)`, { method, required_role: needed });
+  }
+}
+
+/**
+ * The identity a request may record (created_by, terminated_by): the
+ * caller's subject when `claimed` is empty or names the caller; someone else
+ * only for an admin. Unchecked without authentication.
+ */
+export function actingAs(c: Caller, field: string, claimed: string): string {
+  if (!c.authenticated) return claimed;
+  if (claimed === "" || claimed === c.subject) return c.subject;
+  if (hasRole(c, "admin")) return claimed;
+  throw new PermissionDeniedError("IDENTITY_MISMATCH", `${field} must be empty or the caller's own subject; only an admin may name someone else`, {
+    field,
+    subject: c.subject,
+  });
+}
+
+/** Whether responses to this caller may carry the passwords of design references. */
+export const seesSecrets = (c: Caller): boolean => hasRole(c, "admin");
