@@ -24,6 +24,21 @@ export abstract class DomainError extends Error {
 }
 
 /**
+ * A domain error whose reason the thrower names (the classes below differ
+ * only in the gRPC code status.ts maps them to).
+ */
+abstract class ReasonedError extends DomainError {
+  constructor(
+    readonly reason: string,
+    message: string,
+    metadata: Record<string, string> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, metadata, options);
+  }
+}
+
+/**
  * Violations sent back, at most: the status travels in HTTP/2 trailers, and
  * clients refuse trailers over 8 KiB (grpc.max_metadata_size); a request with
  * 1,000 bad messages once produced a status no client could read.
@@ -92,23 +107,10 @@ export class SequenceMismatchError extends DomainError {
  * ran out, a transaction was rolled back, a claim kept racing): retrying,
  * with backoff, is safe.
  */
-export class AbortedError extends DomainError {
-  constructor(
-    readonly reason: string,
-    message: string,
-    metadata: Record<string, string> = {},
-    options?: { cause?: unknown },
-  ) {
-    super(message, metadata, options);
-  }
-}
+export class AbortedError extends ReasonedError {}
 
 /** The operation is not allowed in the resource's current state. */
-export class FailedPreconditionError extends DomainError {
-  constructor(readonly reason: string, message: string, metadata: Record<string, string> = {}) {
-    super(message, metadata);
-  }
-}
+export class FailedPreconditionError extends ReasonedError {}
 
 /** The database cannot be reached or refused the connection. */
 export class UnavailableError extends DomainError {
@@ -158,26 +160,10 @@ export class ConnectionAgedError extends DomainError {
 }
 
 /** A bounded resource ran out, e.g. a watch stream whose client stopped reading. */
-export class ResourceExhaustedError extends DomainError {
-  constructor(
-    readonly reason: string,
-    message: string,
-    metadata: Record<string, string> = {},
-  ) {
-    super(message, metadata);
-  }
-}
+export class ResourceExhaustedError extends ReasonedError {}
 
 /** The caller may not read this resource (e.g. a file outside the design roots). */
-export class PermissionDeniedError extends DomainError {
-  constructor(
-    readonly reason: string,
-    message: string,
-    metadata: Record<string, string> = {},
-  ) {
-    super(message, metadata);
-  }
-}
+export class PermissionDeniedError extends ReasonedError {}
 
 /**
  * The call carries no credentials, or ones the server does not accept
@@ -193,16 +179,7 @@ export class UnauthenticatedError extends DomainError {
 }
 
 /** A dependency (e.g. a design source) could not be reached; retrying later may work. */
-export class DependencyUnavailableError extends DomainError {
-  constructor(
-    readonly reason: string,
-    message: string,
-    metadata: Record<string, string> = {},
-    options?: { cause?: unknown },
-  ) {
-    super(message, metadata, options);
-  }
-}
+export class DependencyUnavailableError extends ReasonedError {}
 
 /** The reason a call's signal carries when its deadline passed. */
 export class DeadlineReason extends Error {}
