@@ -33,8 +33,8 @@ typecheck: deps ## TypeScript type check
 build: deps ## Compile to dist/
 	$(BIN)/tsc -p .
 
-run: build ## Start the server on 127.0.0.1:50051 (embedded PostgreSQL in .data/ unless DATABASE_URL is set)
-	node dist/src/main.js
+run: build ## Start the server on 127.0.0.1:50051, metrics on 127.0.0.1:9464 (embedded PostgreSQL in .data/ unless DATABASE_URL is set)
+	node dist/src/main.js --metrics-listen $${STATEMGMT_METRICS_LISTEN:-127.0.0.1:9464}
 
 test: build ## Run the test suite (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/mocha

@@ -16,6 +16,8 @@ const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debu
 export interface Config {
   /** host:port to listen on; port 0 picks a free port. */
   listen: { host: string; port: number };
+  /** HTTP address of /metrics, /healthz and /readyz; unset: off. */
+  metricsListen: { host: string; port: number } | undefined;
   /** TLS files; unset: plaintext (then only on loopback, unless insecure). */
   tls: TlsFiles | undefined;
   /** The operator allowed a non-loopback listen without TLS and authentication. */
@@ -131,6 +133,7 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
   --auth-tokens   STATEMGMT_AUTH_TOKENS  JSON file of bearer token hashes and certificate subjects with their roles (see README.md)
                   STATEMGMT_AUTH_KEYSTONE=1    validate callers' tokens with Keystone (STATEMGMT_KEYSTONE_*; roles: STATEMGMT_KEYSTONE_ROLES)
   --reflection    STATEMGMT_REFLECTION   open (default) or authenticated
+  --metrics-listen STATEMGMT_METRICS_LISTEN  serve /metrics, /healthz, /readyz over HTTP on HOST:PORT (off when unset)
   --design-root   STATEMGMT_DESIGN_ROOTS  directories file:// design references may read (":"-separated; none by default)
                   STATEMGMT_DESIGN_CA_FILE, STATEMGMT_DESIGN_ALLOWED_HOSTS, STATEMGMT_DESIGN_MAX_BYTES, STATEMGMT_DESIGN_CACHE_TTL_MS,
                   STATEMGMT_DECKHAND_TOKEN or STATEMGMT_KEYSTONE_URL/_USERNAME/_PASSWORD/_PROJECT: see README.md`;
@@ -152,6 +155,7 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
         insecure: { type: "boolean" },
         "auth-tokens": { type: "string" },
         reflection: { type: "string" },
+        "metrics-listen": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -186,8 +190,10 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
         `configure them, listen on 127.0.0.1, or pass --insecure (STATEMGMT_INSECURE=1) to expose it anyway`,
     );
   }
+  const metricsAddr = str("metrics-listen", "STATEMGMT_METRICS_LISTEN");
   return {
     listen,
+    metricsListen: metricsAddr === undefined ? undefined : parseListen(metricsAddr, "STATEMGMT_METRICS_LISTEN / --metrics-listen"),
     tls,
     insecure,
     databaseUrl,
@@ -328,11 +334,11 @@ export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
-export function parseListen(value: string): { host: string; port: number } {
+export function parseListen(value: string, what = "STATEMGMT_LISTEN / --listen"): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) {
-    throw new ConfigError(`STATEMGMT_LISTEN / --listen: "${value}" is not HOST:PORT (e.g. 127.0.0.1:50051, [::1]:0)`);
+    throw new ConfigError(`${what}: "${value}" is not HOST:PORT (e.g. 127.0.0.1:50051, [::1]:0)`);
   }
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
 }

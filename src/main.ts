@@ -78,6 +78,7 @@ async function main(): Promise<number> {
       limits: config.limits,
       watchFinishLingerMs: config.watchFinishLingerMs,
       tls: config.tls,
+      metricsListen: config.metricsListen,
       design: config.design,
       auth: config.auth,
     });
@@ -91,7 +92,7 @@ async function main(): Promise<number> {
     return stopping.signal.aborted ? stopped(log) : 1;
   }
   reloadAuth = () => server.auth.reload();
-  log.info({ address: server.address, startupMs: Date.now() - started, embedded: !!embedded }, "ready");
+  log.info({ address: server.address, metrics: server.metricsAddress, startupMs: Date.now() - started, embedded: !!embedded }, "ready");
 
   if (!stopping.signal.aborted) await once(stopping.signal, "abort");
   await server.shutdown(config.shutdownGraceMs);

@@ -77,6 +77,8 @@ export interface HarnessOptions {
   /** CA and client certificate h.client uses when tls is set. */
   tlsClientCa?: string;
   tlsClient?: { certFile: string; keyFile: string };
+  /** Serve metrics on an ephemeral port. */
+  metrics?: boolean;
   /** Authentication (default none). */
   auth?: AuthConfig;
   /** The server's logger (default: silent, or TEST_LOG_LEVEL). */
@@ -102,6 +104,7 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       buildDataMaxBytes: opts.buildDataMaxBytes,
       design: opts.design,
       limits: opts.limits,
+      metricsListen: opts.metrics ? { host: "127.0.0.1", port: 0 } : undefined,
       tls: opts.tls,
       // Short, so the suite's finished watches end quickly (the default is 3 s).
       watchFinishLingerMs: opts.watchFinishLingerMs ?? 300,

@@ -5,6 +5,7 @@ import { buildDataInsert, buildDataList } from "../store/buildData.js";
 import { BuildDataView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { buildDataToPb, microsFromTimestamp } from "./convert.js";
 import { filterFingerprint, type PageTokens } from "./pagination.js";
+import { NO_COUNTERS, type ServiceCounters } from "../metrics/counters.js";
 import type { StateImpl } from "./tasks.js";
 import { Validator } from "./validate.js";
 
@@ -15,7 +16,7 @@ const MIME_RE =
 /** A page of ListBuildData ends early once it holds this much data. */
 const PAGE_DATA_BYTES = 32 * 1024 * 1024;
 
-export function buildDataRpcs(sql: Sql, tokens: PageTokens, maxDataBytes: number): StateImpl {
+export function buildDataRpcs(sql: Sql, tokens: PageTokens, maxDataBytes: number, counters: ServiceCounters = NO_COUNTERS): StateImpl {
   return {
     async createBuildData(req, ctx) {
       const { signal } = ctx;
@@ -45,6 +46,7 @@ export function buildDataRpcs(sql: Sql, tokens: PageTokens, maxDataBytes: number
         dataElement: Buffer.from(b.dataElement.buffer, b.dataElement.byteOffset, b.dataElement.byteLength),
         signal,
       });
+      counters.buildDataStored();
       return { buildData: buildDataToPb(stored) };
     },
 

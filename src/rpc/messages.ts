@@ -6,12 +6,13 @@ import * as messages from "../store/messages.js";
 import { tasksExists } from "../store/tasks.js";
 import { newMessagePb, microsFromTimestamp } from "./convert.js";
 import { filterFingerprint, type PageTokens } from "./pagination.js";
+import { NO_COUNTERS, type ServiceCounters } from "../metrics/counters.js";
 import type { StateImpl } from "./tasks.js";
 import { Validator } from "./validate.js";
 
 export const MESSAGE_LIMITS = { message: 1024, contextType: 64, context: 256, extraBytes: 64 * 1024, perAppend: 1000 } as const;
 
-export function messageRpcs(sql: Sql, tokens: PageTokens): StateImpl {
+export function messageRpcs(sql: Sql, tokens: PageTokens, counters: ServiceCounters = NO_COUNTERS): StateImpl {
   return {
     async appendResultMessages(req, ctx) {
       const { signal } = ctx;
@@ -42,6 +43,7 @@ export function messageRpcs(sql: Sql, tokens: PageTokens): StateImpl {
         extra: m.extra ?? null,
       }));
       const res = await messages.messagesAppend(sql, { taskId, messages: list, firstSequence: req.firstSequence, signal });
+      counters.messagesAppended(res.sequences.length);
       return { sequences: res.sequences, taskVersion: res.taskVersion, errorCount: res.errorCount };
     },
 

@@ -13,6 +13,7 @@
 //   - answers every call exactly once, mapping errors in one place
 //     (status.ts), and logs one line per call (with the caller's subject),
 //   - answers UNIMPLEMENTED for methods without a handler.
+import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import {
   create,
@@ -83,6 +84,22 @@ export interface OpenCalls {
   streamEndsAt?(peer: string): number | undefined;
   /** Told when a call starts and ends on the connection of `peer` (idle tracking). */
   onCall?: { started(peer: string): void; ended(peer: string): void };
+  /** Told of every call's start, messages and end (metrics). */
+  observer?: CallObserver;
+}
+
+/** A method as metrics label it (go-grpc-prometheus's labels). */
+export interface MethodLabels {
+  grpc_service: string;
+  grpc_method: string;
+  grpc_type: "unary" | "server_stream" | "bidi_stream";
+}
+
+export interface CallObserver {
+  started(m: MethodLabels): void;
+  received(m: MethodLabels): void;
+  sent(m: MethodLabels): void;
+  handled(m: MethodLabels, code: string, seconds: number): void;
 }
 
 /**
@@ -189,6 +206,12 @@ function makeHandler(
   guard: Guard | undefined,
 ): grpc.UntypedHandleCall {
   const name = `${method.parent.typeName}/${method.name}`;
+  const labels: MethodLabels = {
+    grpc_service: method.parent.typeName,
+    grpc_method: method.name,
+    grpc_type: method.methodKind === "unary" ? "unary" : method.methodKind === "server_streaming" ? "server_stream" : "bidi_stream",
+  };
+  const observer = calls.observer;
   /** Runs the guard; a synchronous one (no guard, a token file lookup) costs no extra turn. */
   const admit = (call: AnyCall, ctx: CallContext): Promise<void> | undefined => {
     if (!guard) return undefined;
@@ -210,6 +233,8 @@ function makeHandler(
     call.on("cancelled", onCancel);
     const peer = call.getPeer();
     calls.onCall?.started(peer);
+    observer?.started(labels);
+    if (method.methodKind !== "bidi_streaming") observer?.received(labels);
     const endsAt = open === calls.streams ? calls.streamEndsAt?.(peer) : undefined;
     const aged = endsAt === undefined ? undefined : longTimeout(() => ac.abort(new ConnectionAgedError()), endsAt - Date.now());
     const ctx: CallContext = {
@@ -222,6 +247,7 @@ function makeHandler(
       caller: OPEN_CALLER,
       logFields: {},
     };
+    const traceId = traceIdOf(call.metadata);
     const finish = (code: grpc.status, err?: unknown) => {
       timer?.clear();
       aged?.clear();
@@ -229,11 +255,13 @@ function makeHandler(
       call.removeListener("cancelled", onCancel);
       open.delete(ac);
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+      observer?.handled(labels, grpc.status[code] ?? String(code), durationMs / 1000);
       const entry = {
         method: name,
         code: grpc.status[code],
         durationMs: Math.round(durationMs * 1000) / 1000,
         peer: ctx.peer,
+        trace_id: traceId,
         ...(ctx.caller.subject !== "" && { subject: ctx.caller.subject }),
         ...ctx.logFields,
       };
@@ -268,6 +296,7 @@ function makeHandler(
             if (call.request instanceof UndecodableRequest) throw call.request.error;
             const out = await (fn(call.request, ctx) as Promise<MessageInitShape<DescMessage>>);
             const msg = create(method.output, out);
+            observer?.sent(labels);
             finish(grpc.status.OK);
             callback(null, msg);
           } catch (err) {
@@ -291,8 +320,9 @@ function makeHandler(
             const source =
               method.methodKind === "server_streaming"
                 ? fn(request, ctx)
-                : fn(readRequests(call as grpc.ServerDuplexStream<unknown, unknown>, ctx.signal), ctx);
+                : fn(readRequests(call as grpc.ServerDuplexStream<unknown, unknown>, ctx.signal, () => observer?.received(labels)), ctx);
             for await (const out of source as AsyncIterable<MessageInitShape<DescMessage>>) {
+              observer?.sent(labels);
               if (!call.write(create(method.output, out))) await drained(call, ctx.signal);
             }
             if (ctx.signal.aborted && ctx.signal.reason instanceof DomainError) throw ctx.signal.reason;
@@ -310,13 +340,23 @@ function makeHandler(
   }
 }
 
+/** W3C trace context: version-traceid-parentid-flags. */
+const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+/** The call's W3C trace id (traceparent metadata), or a new random one, for its log line. */
+function traceIdOf(metadata: grpc.Metadata): string {
+  const tp = metadata.get("traceparent")[0];
+  const m = typeof tp === "string" ? TRACEPARENT.exec(tp.trim().toLowerCase()) : null;
+  return m && m[1] !== "0".repeat(32) ? m[1]! : randomBytes(16).toString("hex");
+}
+
 const streamLimit = (max: number) =>
   new ResourceExhaustedError("STREAM_LIMIT", `the server has ${max} streaming calls open, its limit (STATEMGMT_MAX_STREAMS); retry with backoff`, {
     limit: String(max),
   });
 
 /** The requests of a bidi call as an async iterable that ends with the call. */
-async function* readRequests(call: grpc.ServerDuplexStream<unknown, unknown>, signal: AbortSignal): AsyncIterable<unknown> {
+async function* readRequests(call: grpc.ServerDuplexStream<unknown, unknown>, signal: AbortSignal, onMessage: () => void): AsyncIterable<unknown> {
   // Not call[Symbol.asyncIterator](): at the end of the requests it destroys
   // the stream, and a destroyed stream never sends its status (grpc-js sends
   // it in _final).
@@ -329,6 +369,7 @@ async function* readRequests(call: grpc.ServerDuplexStream<unknown, unknown>, si
     const r = await Promise.race([it.next(), aborted]);
     if (r.done) return;
     if (r.value instanceof UndecodableRequest) throw r.value.error;
+    onMessage();
     yield r.value;
   }
 }

@@ -22,6 +22,10 @@ import { secretsGet } from "../store/secrets.js";
 import { addService, type OpenCalls } from "./adapter.js";
 import { ConnectionListener, DEFAULT_LIMITS, grpcServerOptions, type ConnectionLimits } from "./connections.js";
 import { TlsSource, type TlsFiles } from "./tls.js";
+import { Metrics } from "../metrics/metrics.js";
+import { startMetricsServer } from "../metrics/http.js";
+import { HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
+import { VERSION } from "../version.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
 import { startAuth, type EdgeAuth } from "./auth.js";
@@ -51,6 +55,8 @@ export interface ServerOptions {
   tls?: TlsFiles;
   /** Authentication of callers (default: none, every caller may do everything). */
   auth?: AuthConfig;
+  /** Serve /metrics, /healthz and /readyz over HTTP here (port 0: any free port); unset: no metrics. */
+  metricsListen?: { host: string; port: number };
 }
 
 export interface StateServer {
@@ -61,6 +67,9 @@ export interface StateServer {
   hub: WatchHub;
   /** Streaming calls open now. */
   readonly openStreams: number;
+  /** Where /metrics is served, when it is. */
+  metricsAddress?: string;
+  metrics?: Metrics;
   /** TCP connections open now (handshaking or serving). */
   readonly openConnections: number;
   /** The TLS certificate source, when serving TLS. */
@@ -95,7 +104,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const tlsSource = o.tls ? await TlsSource.start(o.tls, o.log.child({ component: "tls" })) : undefined;
   const injector = server.createConnectionInjector(tlsSource ? tlsSource.serverCredentials() : grpc.ServerCredentials.createInsecure());
   const listener = new ConnectionListener(injector, limits, o.log.child({ component: "connections" }), !!tlsSource);
+  const metrics = o.metricsListen ? new Metrics({ sql: o.db.sql, version: VERSION }) : undefined;
   const calls: OpenCalls = {
+    observer: metrics,
     unary: new Set(),
     streams: new Set(),
     maxStreams: limits.maxStreams,
@@ -134,9 +145,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   await hub.start().catch(abandon);
   addService(server, StateService, {
       ...taskRpcs(o.db, tokens),
-      ...messageRpcs(o.db.sql, tokens),
+      ...messageRpcs(o.db.sql, tokens, metrics),
       ...watchRpcs(o.db.sql, hub, { finishLingerMs: o.watchFinishLingerMs ?? DEFAULT_WATCH_OPTIONS.finishLingerMs }),
-      ...buildDataRpcs(o.db.sql, tokens, buildDataMax),
+      ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics),
       ...leadershipRpcs(o.db, hub),
       ...designRpcs(design.fetcher),
     }, o.log, calls, auth.stateService);
@@ -149,6 +160,12 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     .listen(o.host, o.port)
     .catch((err: Error) => abandon(new Error(`cannot listen on ${host}:${o.port}: ${err.message}`, { cause: err })));
   await health.start().catch(abandon);
+  const metricsServer =
+    metrics && o.metricsListen
+      ? await startMetricsServer({ ...o.metricsListen, metrics, ready: () => health.status === Status.SERVING, log: o.log.child({ component: "metrics" }) }).catch(
+          (err: Error) => abandon(new Error(`cannot serve metrics on ${o.metricsListen!.host}:${o.metricsListen!.port}: ${err.message}`, { cause: err })),
+        )
+      : undefined;
   const address = `${host}:${port}`;
   o.log.info({ address, tls: tlsSource ? (tlsSource.requireClientCertificate ? "mutual" : "server") : "off" }, "serving gRPC");
 
@@ -160,6 +177,8 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     hub,
     design: design.fetcher,
     auth,
+    metricsAddress: metricsServer?.address,
+    metrics,
     get openStreams() {
       return calls.streams.size;
     },
@@ -187,6 +206,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
         await hub.stop();
         await design.close();
         await auth.close();
+        await metricsServer?.close();
       })();
       return shuttingDown;
     },
