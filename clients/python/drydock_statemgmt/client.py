@@ -248,8 +248,8 @@ class StateClient:
         fence: Optional[pb.LeaderFence] = None,
     ) -> task_pb2.Task:
         """Changes the fields ``paths`` names (e.g. ``["status", "result.status"]``) to
-        their values in ``task``. With ``expected_version`` it is also retried after an
-        unknown outcome (a landed first attempt then raises VersionMismatch)."""
+        their values in ``task``. Retried only after failures that wrote nothing: after an
+        unknown outcome (Unavailable, DeadlineExceeded) re-read the task before trying again."""
         req = pb.UpdateTaskRequest(
             task=task, update_mask=field_mask_pb2.FieldMask(paths=list(paths)), expected_version=expected_version, fence=fence
         )
@@ -426,7 +426,8 @@ class TaskWatch:
     message is yielded twice or skipped, and a snapshot is yielded only when its version
     is newer than the last one yielded. Iteration ends when the server ends the stream
     (the task finished and the linger passed) or after :meth:`close`, which any thread
-    may call. Other errors are raised as typed exceptions.
+    may call. Other errors are raised as typed exceptions. It retries for as long as it
+    is iterated (backoff capped at ``max_backoff`` seconds); ``reconnects`` counts them.
     """
 
     def __init__(self, client: StateClient, task_id: str, after_sequence: int = 0, *, max_backoff: float = 2.0):
