@@ -33,6 +33,29 @@ class StateServiceStub(object):
     unfenced ClaimNextTask, CreateBuildData) may have committed. While the
     database refuses connections, calls answer UNAVAILABLE
     (DATABASE_UNAVAILABLE) at once.
+
+    Authentication and authorization. A server configured with authentication
+    needs credentials on every call: metadata "authorization: Bearer <token>"
+    (or Keystone's "x-auth-token: <token>"), or a TLS client certificate the
+    server lists. None is UNAUTHENTICATED (ErrorInfo reason UNAUTHENTICATED);
+    an unknown, expired, revoked or malformed token is UNAUTHENTICATED
+    (TOKEN_INVALID); Keystone unreachable is UNAVAILABLE (KEYSTONE_UNAVAILABLE).
+    Each method needs a least role; each role includes the ones before it:
+    reader:       GetTask, ListTasks, ListSubtasks, ListResultMessages,
+    WatchTask, WatchTasks, ListBuildData, GetLeader, WatchLeader
+    operator:     + CreateTask, TerminateTask
+    orchestrator: + UpdateTask, ClaimNextTask, AppendResultMessages,
+    CreateBuildData, ClaimLeadership, RenewLeadership,
+    ResignLeadership, GetDesignDocuments
+    admin:        + PurgeTasks
+    A caller without the role gets PERMISSION_DENIED (ROLE_REQUIRED, metadata
+    "method" and "required_role"); a method in no role is refused to everyone
+    (METHOD_NOT_IN_POLICY). created_by (CreateTask) and terminated_by
+    (TerminateTask) are the caller's subject: empty is filled in with it, and
+    naming anyone else is PERMISSION_DENIED (IDENTITY_MISMATCH) unless the
+    caller is admin. Only admins see the password of a design reference
+    (user:pass@); everyone else gets "user:***" in every Task. A server without
+    authentication treats every caller as an anonymous admin.
     """
 
     def __init__(self, channel):
@@ -171,6 +194,29 @@ class StateServiceServicer(object):
     unfenced ClaimNextTask, CreateBuildData) may have committed. While the
     database refuses connections, calls answer UNAVAILABLE
     (DATABASE_UNAVAILABLE) at once.
+
+    Authentication and authorization. A server configured with authentication
+    needs credentials on every call: metadata "authorization: Bearer <token>"
+    (or Keystone's "x-auth-token: <token>"), or a TLS client certificate the
+    server lists. None is UNAUTHENTICATED (ErrorInfo reason UNAUTHENTICATED);
+    an unknown, expired, revoked or malformed token is UNAUTHENTICATED
+    (TOKEN_INVALID); Keystone unreachable is UNAVAILABLE (KEYSTONE_UNAVAILABLE).
+    Each method needs a least role; each role includes the ones before it:
+    reader:       GetTask, ListTasks, ListSubtasks, ListResultMessages,
+    WatchTask, WatchTasks, ListBuildData, GetLeader, WatchLeader
+    operator:     + CreateTask, TerminateTask
+    orchestrator: + UpdateTask, ClaimNextTask, AppendResultMessages,
+    CreateBuildData, ClaimLeadership, RenewLeadership,
+    ResignLeadership, GetDesignDocuments
+    admin:        + PurgeTasks
+    A caller without the role gets PERMISSION_DENIED (ROLE_REQUIRED, metadata
+    "method" and "required_role"); a method in no role is refused to everyone
+    (METHOD_NOT_IN_POLICY). created_by (CreateTask) and terminated_by
+    (TerminateTask) are the caller's subject: empty is filled in with it, and
+    naming anyone else is PERMISSION_DENIED (IDENTITY_MISMATCH) unless the
+    caller is admin. Only admins see the password of a design reference
+    (user:pass@); everyone else gets "user:***" in every Task. A server without
+    authentication treats every caller as an anonymous admin.
     """
 
     def CreateTask(self, request, context):
@@ -507,6 +553,29 @@ class StateService(object):
     unfenced ClaimNextTask, CreateBuildData) may have committed. While the
     database refuses connections, calls answer UNAVAILABLE
     (DATABASE_UNAVAILABLE) at once.
+
+    Authentication and authorization. A server configured with authentication
+    needs credentials on every call: metadata "authorization: Bearer <token>"
+    (or Keystone's "x-auth-token: <token>"), or a TLS client certificate the
+    server lists. None is UNAUTHENTICATED (ErrorInfo reason UNAUTHENTICATED);
+    an unknown, expired, revoked or malformed token is UNAUTHENTICATED
+    (TOKEN_INVALID); Keystone unreachable is UNAVAILABLE (KEYSTONE_UNAVAILABLE).
+    Each method needs a least role; each role includes the ones before it:
+    reader:       GetTask, ListTasks, ListSubtasks, ListResultMessages,
+    WatchTask, WatchTasks, ListBuildData, GetLeader, WatchLeader
+    operator:     + CreateTask, TerminateTask
+    orchestrator: + UpdateTask, ClaimNextTask, AppendResultMessages,
+    CreateBuildData, ClaimLeadership, RenewLeadership,
+    ResignLeadership, GetDesignDocuments
+    admin:        + PurgeTasks
+    A caller without the role gets PERMISSION_DENIED (ROLE_REQUIRED, metadata
+    "method" and "required_role"); a method in no role is refused to everyone
+    (METHOD_NOT_IN_POLICY). created_by (CreateTask) and terminated_by
+    (TerminateTask) are the caller's subject: empty is filled in with it, and
+    naming anyone else is PERMISSION_DENIED (IDENTITY_MISMATCH) unless the
+    caller is admin. Only admins see the password of a design reference
+    (user:pass@); everyone else gets "user:***" in every Task. A server without
+    authentication treats every caller as an anonymous admin.
     """
 
     @staticmethod
