@@ -51,10 +51,18 @@ export function createClient<S extends GenServiceMethods>(
   address: string,
   credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
   options: grpc.ClientOptions = {},
+  /** A bearer token sent as `authorization: Bearer <token>` on every call. */
+  auth: { token?: string } = {},
 ): Client<S> {
   const Ctor = grpc.makeGenericClientConstructor(grpcDefinition(service), service.typeName);
   const raw = new Ctor(address, credentials, options) as unknown as Record<string, (...a: unknown[]) => unknown> & grpc.Client;
   const out: Record<string, unknown> = { close: () => raw.close(), channel: raw };
+  /** The call's metadata, with the client's token unless the call sets its own authorization. */
+  const withAuth = (md: grpc.Metadata | undefined): grpc.Metadata => {
+    const out = md ? md.clone() : new grpc.Metadata();
+    if (auth.token && out.get("authorization").length === 0) out.set("authorization", `Bearer ${auth.token}`);
+    return out;
+  };
   for (const method of service.methods) {
     const callOpts = (o?: CallOptions): grpc.CallOptions =>
       o?.deadlineMs !== undefined ? { deadline: new Date(Date.now() + o.deadlineMs) } : {};
@@ -63,7 +71,7 @@ export function createClient<S extends GenServiceMethods>(
       case "unary":
         out[method.localName] = (req: MessageInitShape<DescMethod["input"]>, o?: CallOptions) =>
           new Promise((resolve, reject) => {
-            const call = fn(create(method.input, req), o?.metadata ?? new grpc.Metadata(), callOpts(o), (err: unknown, res: unknown) =>
+            const call = fn(create(method.input, req), withAuth(o?.metadata), callOpts(o), (err: unknown, res: unknown) =>
               err ? reject(err) : resolve(res),
             ) as grpc.ClientUnaryCall;
             o?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
@@ -71,7 +79,7 @@ export function createClient<S extends GenServiceMethods>(
         break;
       case "server_streaming":
         out[method.localName] = (req: MessageInitShape<DescMethod["input"]>, o?: CallOptions) => {
-          const call = fn(create(method.input, req), o?.metadata ?? new grpc.Metadata(), callOpts(o)) as grpc.ClientReadableStream<unknown>;
+          const call = fn(create(method.input, req), withAuth(o?.metadata), callOpts(o)) as grpc.ClientReadableStream<unknown>;
           o?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
           // Leaving a for-await loop early destroys the stream: cancel the call
           // too, so the server stops sending (a no-op once the call is over).
@@ -80,7 +88,7 @@ export function createClient<S extends GenServiceMethods>(
         };
         break;
       case "bidi_streaming":
-        out[method.localName] = (o?: CallOptions) => fn(o?.metadata ?? new grpc.Metadata(), callOpts(o));
+        out[method.localName] = (o?: CallOptions) => fn(withAuth(o?.metadata), callOpts(o));
         break;
       default:
         break;
