@@ -160,7 +160,8 @@ describe("PostgreSQL restart under load", () => {
       expect(recoveryMs, "SERVING after PostgreSQL accepts connections").to.be.lessThan(1000);
       expect(outageFailures.length).to.be.greaterThan(0);
       expect(
-        outageFailures.filter((f) => f.code !== "UNAVAILABLE" || f.ms > 1500),
+        // At worst a connection attempt waits out the connect timeout (2 s), plus the reconnect backoff.
+        outageFailures.filter((f) => f.code !== "UNAVAILABLE" || f.ms > 2500),
         "calls during the outage fail fast with UNAVAILABLE",
       ).to.deep.equal([]);
     });
