@@ -28,7 +28,7 @@ import { startServer, type StateServer } from "../src/server/server.js";
 import { createTransactor, type Transactor } from "../src/store/transactions.js";
 import { LISTENER_APPLICATION_NAME } from "../src/watch/listener.js";
 import { decodeError } from "./harness.js";
-import { startWatchers, startWriters } from "./load.js";
+import { expectStoredAsAcknowledged, healthBecomes, startWatchers, startWriters } from "./load.js";
 
 const WRITERS = 4;
 const WATCHERS_PER_TASK = 2;
@@ -281,17 +281,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
     client.close();
 
     // Stored on the new primary = acknowledged, gapless, each once.
-    let ackedTotal = 0;
-    let storedTotal = 0;
-    for (const t of tasks) {
-      const rows = await query<{ s: number; message: string }>(standbyUrl, "select seq::int as s, message from result_messages where task_id = $1 order by seq", [t]);
-      const n = acked.get(t)!;
-      ackedTotal += n;
-      storedTotal += rows.length;
-      expect(rows.map((r) => r.s), `sequences of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => i + 1));
-      expect(rows.map((r) => r.message)).to.deep.equal(Array.from({ length: n }, (_, i) => `m${i + 1}`));
-      for (const got of watchers.seen.get(t)!) expect(got, `a watcher of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => BigInt(i + 1)));
-    }
+    const { acked: ackedTotal, stored: storedTotal } = await expectStoredAsAcknowledged(standbyUrl, acked, watchers.seen);
     const sessions = await ours(standbyUrl);
     console.log(
       `      failover: ${ackedTotal} acknowledged, ${storedTotal} stored (0 lost); first write ${firstWriteAfterKill - killedAt} ms after the kill, ` +
@@ -339,19 +329,6 @@ describe("PostgreSQL failover to a promoted standby", () => {
   });
 });
 
-/** Resolves (epoch ms) when the server's health next changes to `status`. */
-function healthBecomes(server: StateServer, status: Serving): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`health did not become ${Serving[status]}`)), 15_000);
-    const on = (s: Serving) => {
-      if (s !== status) return;
-      clearTimeout(timer);
-      server.health.off("change", on);
-      resolve(Date.now());
-    };
-    server.health.on("change", on);
-  });
-}
 
 function summarize(fs: { code: string; ms: number; message: string }[]): string {
   const by = new Map<string, number[]>();

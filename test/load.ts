@@ -4,6 +4,9 @@
 // and received.
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
+import pg from "pg";
+import { HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
+import type { StateServer } from "../src/server/server.js";
 import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { createClient } from "../src/client.js";
 import { decodeError, type StateClient } from "./harness.js";
@@ -116,4 +119,46 @@ export function summarize(fs: { code: string; ms: number }[]): string {
   const by = new Map<string, number[]>();
   for (const f of fs) by.set(f.code, [...(by.get(f.code) ?? []), f.ms]);
   return [...by].map(([c, ms]) => `${c} ×${ms.length} (max ${Math.max(...ms)} ms)`).join(", ") || "none";
+}
+
+/**
+ * Checks on an independent connection to `url` that each task holds exactly
+ * its acknowledged messages (m1..mN, sequences 1..N: none lost, none twice)
+ * and that every watcher received exactly those sequences. Returns the totals.
+ */
+export async function expectStoredAsAcknowledged(
+  url: string,
+  acked: Map<string, number>,
+  seen: Map<string, bigint[][]>,
+): Promise<{ acked: number; stored: number }> {
+  const check = new pg.Client({ connectionString: url });
+  await check.connect();
+  const totals = { acked: 0, stored: 0 };
+  try {
+    for (const [t, n] of acked) {
+      const { rows } = await check.query("select seq::int as s, message from result_messages where task_id = $1 order by seq", [t]);
+      totals.acked += n;
+      totals.stored += rows.length;
+      expect(rows.map((r) => r.s), `sequences of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => i + 1));
+      expect(rows.map((r) => r.message)).to.deep.equal(Array.from({ length: n }, (_, i) => `m${i + 1}`));
+      for (const got of seen.get(t) ?? []) expect(got, `a watcher of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => BigInt(i + 1)));
+    }
+  } finally {
+    await check.end();
+  }
+  return totals;
+}
+
+/** Resolves (epoch ms) when the server's health next changes to `status`. */
+export function healthBecomes(server: StateServer, status: Serving): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`health did not become ${Serving[status]}`)), 15_000);
+    const on = (s: Serving) => {
+      if (s !== status) return;
+      clearTimeout(timer);
+      server.health.off("change", on);
+      resolve(Date.now());
+    };
+    server.health.on("change", on);
+  });
 }

@@ -10,7 +10,6 @@ import { mkdtemp, readFile, readlink, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
-import pg from "pg";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import { createClient } from "../src/client.js";
@@ -20,7 +19,7 @@ import { migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import { createTransactor, type Transactor } from "../src/store/transactions.js";
-import { startWatchers, startWriters, summarize } from "./load.js";
+import { expectStoredAsAcknowledged, healthBecomes, startWatchers, startWriters, summarize } from "./load.js";
 
 const WRITERS = 4;
 const WATCHERS_PER_TASK = 2;
@@ -133,25 +132,7 @@ describe("PostgreSQL restart under load", () => {
       client.close();
 
       // Stored = acknowledged, gapless, each message once.
-      const check = new pg.Client({ connectionString: url });
-      await check.connect();
-      let ackedTotal = 0;
-      let storedTotal = 0;
-      try {
-        for (const t of tasks) {
-          const { rows } = await check.query("select seq::int as s, message from result_messages where task_id = $1 order by seq", [t]);
-          const n = acked.get(t)!;
-          ackedTotal += n;
-          storedTotal += rows.length;
-          expect(rows.map((r) => r.s), `sequences of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => i + 1));
-          expect(rows.map((r) => r.message)).to.deep.equal(Array.from({ length: n }, (_, i) => `m${i + 1}`));
-          for (const got of watchers.seen.get(t)!) {
-            expect(got, `a watcher of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => BigInt(i + 1)));
-          }
-        }
-      } finally {
-        await check.end();
-      }
+      const { acked: ackedTotal, stored: storedTotal } = await expectStoredAsAcknowledged(url, acked, watchers.seen);
       console.log(
         `      ${mode}: ${ackedTotal} acknowledged, ${storedTotal} stored; ${WRITERS * WATCHERS_PER_TASK} watchers each got every message once (resumed after: ${watchers.resumes.join(", ") || "nothing"}); ` +
           `SERVING ${recoveryMs} ms after PostgreSQL accepted connections; failures during the outage: ${summarize(outageFailures)}`,
@@ -168,16 +149,3 @@ describe("PostgreSQL restart under load", () => {
   }
 });
 
-/** Resolves (epoch ms) when the server's health next changes to `status`. */
-function healthBecomes(server: StateServer, status: Serving): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`health did not become ${Serving[status]}`)), 15_000);
-    const on = (s: Serving) => {
-      if (s !== status) return;
-      clearTimeout(timer);
-      server.health.off("change", on);
-      resolve(Date.now());
-    };
-    server.health.on("change", on);
-  });
-}
