@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
+import pg from "pg";
 import { expect } from "chai";
 import { BootActionStatus } from "../gen/drydock/statemgmt/v1/boot_action_pb.js";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
@@ -9,6 +10,17 @@ import { watchTask } from "../src/stateClient.js";
 import { expectError, expectInvalid, useServer, type StateClient } from "./harness.js";
 
 const ULID_RE = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/;
+
+/** Resolves once `n` sessions of this database wait for a lock (seen through `probe`, a session of its own). */
+async function lockWaiters(probe: pg.Client, n: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const { rows } = await probe.query("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'");
+    if (rows[0].n >= n) return;
+    if (Date.now() > deadline) throw new Error(`fewer than ${n} sessions waited for a lock within 10 s`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 async function deployTask(client: StateClient): Promise<string> {
   return (await client.createTask({ action: "deploy_nodes" })).task!.taskId;
@@ -346,6 +358,38 @@ describe("boot actions", () => {
         { status: "success", n: 180 },
       ]);
       expect((await h.client.getTask({ taskId })).task!.result!.errorCount).to.equal(20);
+    });
+  });
+
+  describe("conflicts", () => {
+    it("answers a report the database broke a deadlock on with ABORTED TRANSACTION_CONFLICT, writing nothing", async function () {
+      this.timeout(20_000);
+      const taskId = await deployTask(h.client);
+      const key = await deployingNode(h.client, "node-deadlock", taskId);
+      const [a] = (await h.client.createBootActions({ nodeName: "node-deadlock", taskId, actions: [{ actionName: "x", signalling: true }] })).bootActions;
+      const other = new pg.Client({ connectionString: h.dbUrl });
+      await other.connect();
+      try {
+        // The other session waits longer before checking for deadlocks, so the report's session finds the cycle.
+        await other.query("set deadlock_timeout = '10s'");
+        await other.query("begin");
+        await other.query("select 1 from tasks where task_id = $1 for update", [taskId]);
+        // The report locks its action row, then waits for the task row (to append its detail).
+        const report = expectError(
+          h.client.reportBootActionStatus({ actionId: a!.actionId, identityKey: key, status: BootActionStatus.SUCCESS, details: [{ message: "m" }] }),
+          grpc.status.ABORTED,
+        );
+        await lockWaiters(h.pg, 1);
+        const closing = other.query("select 1 from boot_actions where action_id = $1 for update", [a!.actionId]);
+        const d = await report;
+        expect(d.errorInfo!.reason).to.equal("TRANSACTION_CONFLICT");
+        await closing;
+        await other.query("rollback");
+      } finally {
+        await other.end();
+      }
+      expect((await h.client.getBootAction({ actionId: a!.actionId })).bootAction!.status).to.equal(BootActionStatus.INCOMPLETE);
+      expect((await h.client.listResultMessages({ taskId })).messages).to.have.length(0);
     });
   });
 
