@@ -7,6 +7,7 @@ import type { KeystoneOptions } from "./design/deckhand.js";
 import type { KeystoneAuthOptions } from "./auth/keystone.js";
 import { isRole, ROLES, type Role } from "./auth/roles.js";
 import { DEFAULT_TIMEOUTS, type DatabaseTimeouts } from "./db/connect.js";
+import { DEFAULT_COALESCING, type CoalescerOptions } from "./store/coalesce.js";
 import { DEFAULT_LIMITS, limitsProblem, type ConnectionLimits } from "./server/connections.js";
 import type { TlsFiles } from "./server/tls.js";
 
@@ -45,6 +46,8 @@ export interface Config {
   watchFinishLingerMs: number;
   /** Largest build data element accepted. */
   buildDataMaxBytes: number;
+  /** Coalescing of concurrent CreateTask inserts and appends; null: off. */
+  writeCoalescing: CoalescerOptions | null;
   /** Connection and stream limits. */
   limits: ConnectionLimits;
   design: DesignConfig;
@@ -123,6 +126,8 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_HEARTBEAT_MS       LISTEN connection heartbeat interval (default 5000; timeout 3 intervals)
                   STATEMGMT_WATCH_FINISH_LINGER_MS  WatchTask stays open this long after its task finished (default 3000)
                   STATEMGMT_BUILD_DATA_MAX_BYTES largest build data element (default 16777216)
+                  STATEMGMT_WRITE_BATCH_MAX    concurrent CreateTask inserts / appends written in one statement (default 100; 1 = off)
+                  STATEMGMT_WRITE_BATCHES_IN_FLIGHT  such statements running at once (default 2)
                   STATEMGMT_MAX_CONNECTIONS, STATEMGMT_HANDSHAKE_TIMEOUT_MS, STATEMGMT_CONNECTION_IDLE_MS,
                   STATEMGMT_CONNECTION_MAX_AGE_MS, STATEMGMT_CONNECTION_AGE_GRACE_MS,
                   STATEMGMT_MAX_STREAMS_PER_CONNECTION, STATEMGMT_MAX_STREAMS: connection limits, see README.md
@@ -212,10 +217,17 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     heartbeatMs: intEnv(env, "STATEMGMT_HEARTBEAT_MS", 5_000, 50, 600_000),
     watchFinishLingerMs: intEnv(env, "STATEMGMT_WATCH_FINISH_LINGER_MS", 3_000, 0, 600_000),
     buildDataMaxBytes: intEnv(env, "STATEMGMT_BUILD_DATA_MAX_BYTES", 16 * 1024 * 1024, 1024, 512 * 1024 * 1024),
+    writeCoalescing: loadCoalescing(env),
     limits: loadLimits(env),
     design,
     auth,
   };
+}
+
+function loadCoalescing(env: NodeJS.ProcessEnv): CoalescerOptions | null {
+  const maxBatch = intEnv(env, "STATEMGMT_WRITE_BATCH_MAX", DEFAULT_COALESCING.maxBatch, 1, 1000);
+  const maxInFlight = intEnv(env, "STATEMGMT_WRITE_BATCHES_IN_FLIGHT", DEFAULT_COALESCING.maxInFlight, 1, 100);
+  return maxBatch === 1 ? null : { maxBatch, maxInFlight };
 }
 
 /** Keystone role names mapped to ours when STATEMGMT_KEYSTONE_ROLES is unset: only Keystone's admin is trusted. */

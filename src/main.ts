@@ -77,6 +77,7 @@ async function main(): Promise<number> {
       buildDataMaxBytes: config.buildDataMaxBytes,
       limits: config.limits,
       watchFinishLingerMs: config.watchFinishLingerMs,
+      writeCoalescing: config.writeCoalescing,
       tls: config.tls,
       metricsListen: config.metricsListen,
       design: config.design,

@@ -1,6 +1,7 @@
 // Test harness: a fresh database per test file (cloned from the migrated
 // template) and a real server on an ephemeral port, called through the
 // generated client over a socket.
+import type { CoalescerOptions } from "../src/store/coalesce.js";
 import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { fromBinary, createRegistry } from "@bufbuild/protobuf";
@@ -83,6 +84,8 @@ export interface HarnessOptions {
   auth?: AuthConfig;
   /** The server's logger (default: silent, or TEST_LOG_LEVEL). */
   log?: Logger;
+  /** Write coalescing (default: the server's default, on). */
+  writeCoalescing?: CoalescerOptions | null;
 }
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
@@ -109,6 +112,7 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       // Short, so the suite's finished watches end quickly (the default is 3 s).
       watchFinishLingerMs: opts.watchFinishLingerMs ?? 300,
       auth: opts.auth,
+      writeCoalescing: opts.writeCoalescing,
       log: opts.log ?? createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
       host: "127.0.0.1",
       port: 0,

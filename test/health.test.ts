@@ -129,7 +129,9 @@ describe("health and database loss", () => {
 describe("deadlines", () => {
   /** lock_timeout of the suite's sessions: how long a single statement may wait for a row lock. */
   const LOCK_MS = 1500;
-  const h = useServer({ timeouts: { ...DEFAULT_TIMEOUTS, lockTimeoutMs: LOCK_MS } });
+  // Coalescing off: each append is its own statement, so ten appends hold the pool's ten
+  // connections (test/coalesce.test.ts withdraws calls queued for a coalesced batch).
+  const h = useServer({ timeouts: { ...DEFAULT_TIMEOUTS, lockTimeoutMs: LOCK_MS }, writeCoalescing: null });
 
   /** Our backends (pool and transaction slots) waiting for a lock. */
   const lockWaiters = async () => {

@@ -4,6 +4,7 @@ import type { NewResultMessage } from "../domain.js";
 import { NotFoundError } from "../errors.js";
 import * as messages from "../store/messages.js";
 import { tasksExists } from "../store/tasks.js";
+import type { Writers } from "../store/writers.js";
 import { newMessagePb, microsFromTimestamp } from "./convert.js";
 import { filterFingerprint, type PageTokens } from "./pagination.js";
 import { NO_COUNTERS, type ServiceCounters } from "../metrics/counters.js";
@@ -12,7 +13,7 @@ import { Validator } from "./validate.js";
 
 export const MESSAGE_LIMITS = { message: 1024, contextType: 64, context: 256, extraBytes: 64 * 1024, perAppend: 1000 } as const;
 
-export function messageRpcs(sql: Sql, tokens: PageTokens, counters: ServiceCounters = NO_COUNTERS): StateImpl {
+export function messageRpcs(sql: Sql, tokens: PageTokens, writers: Writers, counters: ServiceCounters = NO_COUNTERS): StateImpl {
   return {
     async appendResultMessages(req, ctx) {
       const { signal } = ctx;
@@ -42,7 +43,7 @@ export function messageRpcs(sql: Sql, tokens: PageTokens, counters: ServiceCount
         ts: m.ts ? microsFromTimestamp(m.ts) : null,
         extra: m.extra ?? null,
       }));
-      const res = await messages.messagesAppend(sql, { taskId, messages: list, firstSequence: req.firstSequence, signal });
+      const res = await writers.appendMessages({ taskId, messages: list, firstSequence: req.firstSequence, signal });
       counters.messagesAppended(res.sequences.length);
       return { sequences: res.sequences, taskVersion: res.taskVersion, errorCount: res.errorCount };
     },

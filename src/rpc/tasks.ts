@@ -2,6 +2,7 @@
 import { randomUUID } from "node:crypto";
 import type { Sql } from "../db/connect.js";
 import type { Db } from "../store/transactions.js";
+import type { Writers } from "../store/writers.js";
 import type { ServiceImpl } from "../server/adapter.js";
 import type { StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { SubtaskFilter, TaskView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
@@ -40,7 +41,7 @@ const UPDATE_PATHS = [
 ] as const;
 type UpdatePath = (typeof UPDATE_PATHS)[number];
 
-export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
+export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers): StateImpl {
   const { sql } = db;
   return {
     async createTask(req, ctx) {
@@ -58,7 +59,7 @@ export function taskRpcs(db: Db, tokens: PageTokens): StateImpl {
       v.check();
       const createdBy = actingAs(caller, "created_by", req.createdBy);
       ctx.logFields.taskId = taskId;
-      const task = await tasks.tasksInsert(sql, {
+      const task = await writers.insertTask({
         taskId,
         parentTaskId: parentTaskId === "" ? null : parentTaskId,
         action: req.action,

@@ -8,6 +8,8 @@ import type { Db } from "../store/transactions.js";
 import { ShuttingDownError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { taskRpcs } from "../rpc/tasks.js";
+import { DEFAULT_COALESCING, type CoalescerOptions } from "../store/coalesce.js";
+import { createWriters } from "../store/writers.js";
 import { messageRpcs } from "../rpc/messages.js";
 import { DEFAULT_WATCH_OPTIONS, watchRpcs } from "../rpc/watch.js";
 import { bootActionRpcs } from "../rpc/bootActions.js";
@@ -58,6 +60,8 @@ export interface ServerOptions {
   auth?: AuthConfig;
   /** Serve /metrics, /healthz and /readyz over HTTP here (port 0: any free port); unset: no metrics. */
   metricsListen?: { host: string; port: number };
+  /** Coalescing of concurrent CreateTask inserts and appends (default DEFAULT_COALESCING); null: off. */
+  writeCoalescing?: CoalescerOptions | null;
 }
 
 export interface StateServer {
@@ -132,6 +136,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
   const design = createDesignFetcher(designConfig);
+  const writers = createWriters(o.db.sql, o.writeCoalescing === undefined ? DEFAULT_COALESCING : o.writeCoalescing);
   // A failure from here on stops what was started: the caller gets no handle to do it.
   const abandon = async (err: unknown): Promise<never> => {
     health.stop();
@@ -145,8 +150,8 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   };
   await hub.start().catch(abandon);
   addService(server, StateService, {
-      ...taskRpcs(o.db, tokens),
-      ...messageRpcs(o.db.sql, tokens, metrics),
+      ...taskRpcs(o.db, tokens, writers),
+      ...messageRpcs(o.db.sql, tokens, writers, metrics),
       ...watchRpcs(o.db.sql, hub, { finishLingerMs: o.watchFinishLingerMs ?? DEFAULT_WATCH_OPTIONS.finishLingerMs }),
       ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics),
       ...leadershipRpcs(o.db, hub),

@@ -10,7 +10,7 @@ import type { Queryable, Sql } from "../db/connect.js";
 import { formatMicros, type Micros } from "../db/time.js";
 import type { JsonObject, NewResultMessage, ResultMessage } from "../domain.js";
 import { NotFoundError, SequenceMismatchError } from "../errors.js";
-import { run } from "./sql.js";
+import { run, type Permit } from "./sql.js";
 import { TASK_CHANNEL } from "./notify.js";
 
 interface MessageRow {
@@ -51,6 +51,8 @@ export async function messagesAppend(
     /** When not 0n: append only if the first message gets exactly this sequence. */
     firstSequence?: bigint;
     signal?: AbortSignal;
+    /** A connection of `sql` the caller holds (coalesced writes). */
+    held?: Permit;
   },
 ): Promise<MessagesAppendResult> {
   const n = p.messages.length;
@@ -83,9 +85,10 @@ export async function messagesAppend(
                with ordinality as m(message, error, context_type, context, ts, extra, ord)
       )
       select first, version, result_error_count, pg_notify(${TASK_CHANNEL}, ${p.taskId}) from task`,
+    p.held,
   );
   if (!row) {
-    const [task] = await run(sql, p.signal, sql<{ next: bigint }[]>`select next_message_seq as next from tasks where task_id = ${p.taskId}`);
+    const [task] = await run(sql, p.signal, sql<{ next: bigint }[]>`select next_message_seq as next from tasks where task_id = ${p.taskId}`, p.held);
     if (!task) throw new NotFoundError("Task", p.taskId);
     throw new SequenceMismatchError(p.taskId, BigInt(first), task.next);
   }
@@ -94,6 +97,79 @@ export async function messagesAppend(
     taskVersion: row.version,
     errorCount: row.result_error_count,
   };
+}
+
+export interface MessagesAppendParams {
+  taskId: string;
+  messages: NewResultMessage[];
+  /** When not 0n: append only if the first message gets exactly this sequence. */
+  firstSequence?: bigint;
+}
+
+/**
+ * The appends of concurrent calls, each to a different task, in one
+ * statement (one commit), each with the outcome it would have had alone:
+ * its sequences, or NOT_FOUND / SEQUENCE_MISMATCH for that call only. Per
+ * task the sequences stay gapless, allocated under the task's row lock.
+ */
+export async function messagesAppendBatch(sql: Sql, calls: MessagesAppendParams[], held: Permit): Promise<(MessagesAppendResult | Error)[]> {
+  const flat = calls.flatMap((c, call) => c.messages.map((m, i) => ({ call: call + 1, position: i + 1, m })));
+  const callColumn = <T>(f: (c: MessagesAppendParams) => T) => sql.array(calls.map(f) as never);
+  const messageColumn = <T>(f: (x: (typeof flat)[number]) => T) => sql.array(flat.map(f) as never);
+  const rows = await run(sql, undefined,
+    sql<{ call: number; first: bigint; version: bigint; result_error_count: number }[]>`
+      with input as (
+        select * from unnest(${callColumn((c) => c.taskId)}::uuid[], ${callColumn((c) => c.messages.length)}::int[],
+                             ${callColumn((c) => c.messages.filter((m) => m.error).length)}::int[],
+                             ${callColumn((c) => (c.firstSequence ?? 0n).toString())}::bigint[])
+          with ordinality as i(task_id, n, errors, first, call)
+      ), locked as (
+        -- Row locks in task_id order, so two batches can never deadlock on each other.
+        select task_id from tasks where task_id in (select task_id from input) order by task_id for no key update
+      ), task as (
+        update tasks t
+        set next_message_seq = t.next_message_seq + i.n,
+            result_error_count = t.result_error_count + i.errors,
+            version = t.version + 1, updated = now()
+        from input i join locked l using (task_id)
+        where t.task_id = i.task_id and (i.first = 0 or t.next_message_seq = i.first)
+        returning i.call, t.task_id, t.next_message_seq - i.n as first, t.version, t.result_error_count
+      ), inserted as (
+        insert into result_messages (task_id, seq, message, error, context_type, context, ts, extra)
+        select task.task_id, task.first + m.position - 1, m.message, m.error, m.context_type, m.context,
+               coalesce(m.ts::timestamptz, now()), m.extra::jsonb
+        from unnest(${messageColumn((x) => x.call)}::int[], ${messageColumn((x) => x.position)}::int[],
+                    ${messageColumn((x) => x.m.message)}::text[], ${messageColumn((x) => x.m.error)}::boolean[],
+                    ${messageColumn((x) => x.m.contextType)}::text[], ${messageColumn((x) => x.m.context)}::text[],
+                    ${messageColumn((x) => (x.m.ts === null ? null : formatMicros(x.m.ts)))}::text[],
+                    ${messageColumn((x) => (x.m.extra === null ? null : JSON.stringify(x.m.extra)))}::text[])
+               as m(call, position, message, error, context_type, context, ts, extra)
+        join task on task.call = m.call
+      )
+      select call::int, first, version, result_error_count, pg_notify(${TASK_CHANNEL}, task_id::text) from task`,
+    held,
+  );
+  const byCall = new Map(rows.map((r) => [r.call, r]));
+  const refused = calls.filter((_, i) => !byCall.has(i + 1)).map((c) => c.taskId);
+  const next = new Map(
+    refused.length === 0
+      ? []
+      : (await run(sql, undefined, sql<{ task_id: string; next: bigint }[]>`
+          select task_id, next_message_seq as next from tasks where task_id = any(${sql.array(refused)}::uuid[])`, held)).map((r) => [r.task_id, r.next]),
+  );
+  return calls.map((c, i) => {
+    const row = byCall.get(i + 1);
+    if (row) {
+      return {
+        sequences: Array.from({ length: c.messages.length }, (_, k) => row.first + BigInt(k)),
+        taskVersion: row.version,
+        errorCount: row.result_error_count,
+      };
+    }
+    const taskNext = next.get(c.taskId);
+    if (taskNext === undefined) return new NotFoundError("Task", c.taskId);
+    return new SequenceMismatchError(c.taskId, c.firstSequence ?? 0n, taskNext);
+  });
 }
 
 export interface MessagesListParams {

@@ -122,16 +122,27 @@ export async function run<T extends readonly (object | undefined)[] = Row[]>(
   sql: Sql,
   signal: AbortSignal | undefined,
   query: PendingQuery<T>,
+  /** A permit of `sql` the caller already holds (holdConnection()): the query uses it, and the caller releases it. */
+  held?: Permit,
 ): Promise<T> {
   // postgres.js sends a query when it is first awaited: until then it is inert.
   const permits = permitsOf(sql);
-  const permit = await permits.acquire(signal);
+  const permit = held ?? (await permits.acquire(signal));
   const running = Promise.resolve(query as unknown as Promise<T>);
-  void running.then(
-    () => permits.release(permit),
-    () => permits.release(permit),
-  );
+  if (held === undefined) {
+    void running.then(
+      () => permits.release(permit),
+      () => permits.release(permit),
+    );
+  }
   return abortable(running, signal).catch((err: unknown) => {
     throw interpretError(err, signal);
   });
 }
+
+/** One of a pool's connections, held across several queries run() is given it for. */
+export type Permit = number;
+
+/** Waits for one of the pool's connections to be free and holds it until releaseConnection() (coalesced writes). */
+export const holdConnection = (sql: Sql): Promise<Permit> => permitsOf(sql).acquire();
+export const releaseConnection = (sql: Sql, permit: Permit): void => permitsOf(sql).release(permit);

@@ -14,7 +14,7 @@ import {
   type TaskStatus,
 } from "../domain.js";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, VersionMismatchError } from "../errors.js";
-import { pgCode, run, SQLSTATE } from "./sql.js";
+import { pgCode, run, SQLSTATE, type Permit } from "./sql.js";
 import type { Db, TransactionScope, Transactor } from "./transactions.js";
 import { TASK_CHANNEL } from "./notify.js";
 import { leasesCheckFence } from "./leases.js";
@@ -102,6 +102,8 @@ export interface TasksInsertParams {
   requestContext: JsonObject | null;
   createdBy: string;
   signal?: AbortSignal;
+  /** A connection of `sql` the caller holds (coalesced writes). */
+  held?: Permit;
 }
 
 /**
@@ -136,22 +138,87 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
                pg_notify(${TASK_CHANNEL}, i.task_id::text),
                case when i.parent_task_id is not null then pg_notify(${TASK_CHANNEL}, i.parent_task_id::text) end
         from inserted i`,
+      p.held,
     );
-    if (!row) {
-      // The parent is missing or finished (under its row lock, so a PurgeTasks
-      // that saw the parent finished can never miss a new subtask of it).
-      const [parent] = await run(sql, p.signal, sql<{ status: TaskStatus }[]>`select status from tasks where task_id = ${p.parentTaskId}`);
-      if (!parent) throw new NotFoundError("Task", p.parentTaskId!, `parent task ${p.parentTaskId} does not exist`);
-      throw new FailedPreconditionError("TASK_FINISHED", `parent task ${p.parentTaskId} is ${parent.status.toUpperCase()}; a finished task takes no new subtasks`, {
-        task_id: p.parentTaskId!,
-        status: parent.status.toUpperCase(),
-      });
-    }
+    // No row: the parent is missing or finished (under its row lock, so a
+    // PurgeTasks that saw the parent finished can never miss a new subtask of it).
+    if (!row) throw await parentRefusal(sql, p.parentTaskId!, p.signal, p.held);
     return toTask(row);
   } catch (err) {
     if (pgCode(err) === SQLSTATE.uniqueViolation) throw new AlreadyExistsError("Task", p.taskId);
     throw err;
   }
+}
+
+/** Why a subtask of `parentTaskId` was not inserted: its parent is missing or finished. */
+async function parentRefusal(sql: Queryable, parentTaskId: string, signal: AbortSignal | undefined, held: Permit | undefined): Promise<Error> {
+  const [parent] = await run(sql, signal, sql<{ status: TaskStatus }[]>`select status from tasks where task_id = ${parentTaskId}`, held);
+  if (!parent) return new NotFoundError("Task", parentTaskId, `parent task ${parentTaskId} does not exist`);
+  return new FailedPreconditionError("TASK_FINISHED", `parent task ${parentTaskId} is ${parent.status.toUpperCase()}; a finished task takes no new subtasks`, {
+    task_id: parentTaskId,
+    status: parent.status.toUpperCase(),
+  });
+}
+
+/**
+ * Inserts the tasks of concurrent CreateTask calls in one statement (one
+ * commit), with the outcome of each as tasksInsert would have had it alone:
+ * its task, or its ALREADY_EXISTS, NOT_FOUND or TASK_FINISHED error. Every
+ * task_id must be distinct (the coalescer keeps repeats for a later batch).
+ * Tasks of one batch share their created time (the statement's now()).
+ */
+export async function tasksInsertBatch(sql: Sql, items: TasksInsertParams[], held: Permit): Promise<(Task | Error)[]> {
+  const column = <T>(f: (p: TasksInsertParams) => T) => sql.array(items.map(f) as never);
+  const rows = await run(sql, undefined,
+    sql<TaskRow[]>`
+      with input as (
+        select * from unnest(${column((p) => p.taskId)}::uuid[], ${column((p) => p.parentTaskId)}::uuid[],
+                             ${column((p) => p.action)}::text[], ${column((p) => p.designRef)}::text[],
+                             ${column((p) => p.status)}::text[],
+                             ${column((p) => (p.nodeFilter === null ? null : JSON.stringify(p.nodeFilter)))}::text[],
+                             ${column((p) => (p.requestContext === null ? null : JSON.stringify(p.requestContext)))}::text[],
+                             ${column((p) => p.createdBy)}::text[])
+          with ordinality as i(task_id, parent_task_id, action, design_ref, status, node_filter, request_context, created_by, ord)
+      ), locked as (
+        -- Parent rows locked in task_id order, so two batches can never deadlock on each other.
+        select task_id from tasks where task_id in (select parent_task_id from input) order by task_id for no key update
+      ), parents as (
+        update tasks t set version = t.version + 1, updated = now()
+        from locked l
+        where t.task_id = l.task_id and t.status not in ('complete', 'terminated')
+        returning t.task_id
+      ), inserted as (
+        insert into tasks (task_id, parent_task_id, action, design_ref, status, node_filter, request_context, created_by)
+        select task_id, parent_task_id, action, design_ref, status, node_filter::jsonb, request_context::jsonb, created_by
+        from input
+        where parent_task_id is null or parent_task_id in (select task_id from parents)
+        order by ord
+        on conflict (task_id) do nothing
+        returning *
+      )
+      select i.*, '{}'::uuid[] as subtask_ids,
+             pg_notify(${TASK_CHANNEL}, i.task_id::text),
+             case when i.parent_task_id is not null then pg_notify(${TASK_CHANNEL}, i.parent_task_id::text) end
+      from inserted i`,
+    held,
+  );
+  const byId = new Map(rows.map((r) => [r.task_id, toTask(r)]));
+  const refused = items.filter((p) => !byId.has(p.taskId));
+  if (refused.length === 0) return items.map((p) => byId.get(p.taskId)!);
+  // Not inserted: the id exists, or the parent is missing or finished.
+  const existing = new Set(
+    (await run(sql, undefined, sql<{ task_id: string }[]>`select task_id from tasks where task_id = any(${sql.array(refused.map((p) => p.taskId))}::uuid[])`, held)).map(
+      (r) => r.task_id,
+    ),
+  );
+  const outcomes: (Task | Error)[] = [];
+  for (const p of items) {
+    const task = byId.get(p.taskId);
+    if (task) outcomes.push(task);
+    else if (existing.has(p.taskId) || p.parentTaskId === null) outcomes.push(new AlreadyExistsError("Task", p.taskId));
+    else outcomes.push(await parentRefusal(sql, p.parentTaskId, undefined, held));
+  }
+  return outcomes;
 }
 
 /** Tells watchers (at commit) that these tasks changed. */
