@@ -15,6 +15,9 @@ export const resultName = (r: ActionResult | undefined): string => (r === undefi
 
 export const isFinished = (t: Task): boolean => t.status === TaskStatus.COMPLETE || t.status === TaskStatus.TERMINATED;
 
+/** Termination was requested but the status does not say so yet (the orchestrator has not acted). */
+const terminationPending = (t: Task): boolean => t.terminate && t.status !== TaskStatus.TERMINATING && t.status !== TaskStatus.TERMINATED;
+
 /** The first 8 characters of a UUID, as the tables show it. */
 export const shortId = (id: string): string => (id ? id.slice(0, 8) : "-");
 
@@ -104,7 +107,7 @@ export const TASK_WIDE_COLUMNS = ["ID", "ACTION", "STATUS", "RESULT", "ERRORS", 
 
 /** One row of `tasks list` (and `tasks watch-all`). */
 export function taskRow(t: Task, wide: boolean, now: number, c: Colors): string[] {
-  const status = t.terminate && t.status !== TaskStatus.TERMINATED ? `${colorStatus(c, t.status)}*` : colorStatus(c, t.status);
+  const status = terminationPending(t) ? `${colorStatus(c, t.status)}*` : colorStatus(c, t.status);
   if (!wide) return [shortId(t.taskId), t.action, status, colorResult(c, t.result?.status), isoTime(t.created), age(t.created, now)];
   return [
     t.taskId,
@@ -137,7 +140,7 @@ export function taskDetail(t: Task, now: number, c: Colors): string {
   const pairs: [string, string][] = [
     ["Task", t.taskId],
     ["Action", t.action],
-    ["Status", `${colorStatus(c, t.status)}${t.terminate && t.status !== TaskStatus.TERMINATED ? " (termination requested)" : ""}`],
+    ["Status", `${colorStatus(c, t.status)}${terminationPending(t) ? " (termination requested)" : ""}`],
     ["Result", colorResult(c, r?.status)],
   ];
   if (r?.message) pairs.push(["Message", clean(r.message)]);

@@ -4,8 +4,9 @@
 // On a terminal (Output.live) a frame is redrawn in place with log-update:
 // a header (action, id, status, result, elapsed time, a subtask progress bar,
 // message and error counts) above the newest messages that fit the screen.
-// The frame never exceeds the terminal's height (log-update would clip its
-// top, the header) and every message line is cut to the width, so the frame
+// The frame stays two rows short of the terminal's height (log-update would
+// clip its top, the header, and the shell's prompt after the exit would
+// scroll it away) and every message line is cut to the width, so the frame
 // is exactly as tall as it is drawn. Redraws are coalesced to at most one per
 // RENDER_INTERVAL_MS, and the elapsed time ticks each second. Elsewhere
 // (a pipe, NO_COLOR, TERM=dumb, -o json) each event is one line or one JSON
@@ -151,8 +152,9 @@ export class LiveTaskView implements TaskWatchView {
     if (this.notice) header.push(this.notice);
     header.push(c.dim("─".repeat(Math.max(1, width))));
     const cut = (l: string) => cliTruncate(l, width);
-    // log-update keeps one line below the frame for the cursor.
-    const room = Math.max(0, this.out.rows() - 1 - header.length);
+    // Two rows spare: log-update's cursor line below the frame, and the shell's
+    // prompt after the exit, which would otherwise scroll the header away.
+    const room = Math.max(0, this.out.rows() - 2 - header.length);
     const shown = room > 0 ? this.messages.slice(-room) : [];
     return [...header.map(cut), ...shown.map(cut)].join("\n");
   }
@@ -236,7 +238,8 @@ class LiveTasksView implements TasksWatchView {
   private frame(): string {
     const wide = this.out.mode === "wide";
     const all = [...this.tasks.values()].sort((a, b) => cmpCreated(a, b));
-    const room = Math.max(1, this.out.rows() - 3 - (this.notice ? 1 : 0));
+    // The summary, the table's header row, the cursor's line and one for the prompt after Ctrl-C.
+    const room = Math.max(1, this.out.rows() - 4 - (this.notice ? 1 : 0));
     const shown = all.slice(-room);
     const now = this.now();
     const lines = [
