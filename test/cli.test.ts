@@ -434,7 +434,7 @@ describe("statemgmt CLI", function () {
         expect(raw).to.match(/\x1b\[2K/);
         expect(raw).to.contain("\x1b[32mCOMPLETE");
         const s = await screen(raw.replace(/\r?\n/g, "\r\n"), COLS, ROWS);
-        expect(s[0]).to.match(new RegExp(`^deploy_nodes  ${id}  COMPLETE  SUCCESS  elapsed \\d\\d:\\d\\d:\\d\\d$`));
+        expect(s[0]).to.match(new RegExp(`^deploy_nodes  COMPLETE  SUCCESS  elapsed \\d\\d:\\d\\d:\\d\\d  ${id}$`));
         expect(s[1]).to.equal("subtasks [████████████████████] 2/2  messages 30  errors 1");
         expect(s[2]).to.equal("task finished: SUCCESS — all good");
         expect(s[3]).to.equal("─".repeat(COLS));
@@ -575,5 +575,32 @@ describe("statemgmt CLI", function () {
       documented.delete("--help");
       for (const flag of documented) expect([...actual], `README's ${flag} is an option of the CLI`).to.include(flag);
     });
+  });
+});
+
+describe("statemgmt tasks watch behind a small server buffer", function () {
+  this.timeout(60_000);
+  // The server ends a stream that falls 50 events behind (WATCH_BUFFER_FULL).
+  const h = useServer({ watchBufferLimit: 50 });
+
+  it("resumes after WATCH_BUFFER_FULL while its output was blocked: every message once, in order", async () => {
+    const id = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
+    const w = cli(["--server", h.server.address, "tasks", "watch", id]);
+    await w.line((l) => l.startsWith("task deploy_nodes "), "the first snapshot");
+    // Stop reading its stdout: once the pipe is full the CLI blocks writing
+    // (stdout to a pipe is synchronous on Linux), stops reading the stream, and
+    // HTTP/2 flow control holds the server back until its buffer overflows.
+    w.child.stdout!.pause();
+    const big = "x".repeat(1000);
+    for (let i = 0; i < 3; i++) {
+      await h.client.appendResultMessages({ taskId: id, messages: Array.from({ length: 1000 }, (_, k) => ({ message: `${i * 1000 + k + 1} ${big}` })) });
+    }
+    await h.client.updateTask({ task: { taskId: id, status: TaskStatus.COMPLETE, result: { status: ActionResult.SUCCESS } }, updateMask: { paths: ["status", "result.status"] } });
+    w.child.stdout!.resume();
+    expect(await w.exited, w.stderr()).to.equal(0);
+    expect(w.stderr()).to.match(/^reconnecting after RESOURCE_EXHAUSTED WATCH_BUFFER_FULL; resuming after sequence \d+$/m);
+    const msgs = w.stdout().split("\n").filter((l) => l.startsWith("#"));
+    expect(msgs.map(seqOf)).to.deep.equal(Array.from({ length: 3000 }, (_, i) => i + 1));
+    for (const l of msgs) expect(l).to.match(/^#(\d+) \d\d:\d\d:\d\d\.\d{3} \1 x{1000}$/);
   });
 });

@@ -181,13 +181,13 @@ export function buildProgram(run: Runner): Command {
     .argument("<task-id>", "the task's id (UUID)")
     .addOption(new Option("--after-sequence <n>", "only messages after this sequence (resume where an earlier watch stopped)").argParser(sequence).default(0n, "0"))
     .addHelpText("after", `
-On a terminal: a header redrawn in place (action, id, status, result, elapsed
-time, a progress bar of the finished direct subtasks, message and error counts)
-above the newest messages that fit the screen. Not on a terminal, with NO_COLOR
-or with -o json: one line (or JSON object) per event, no escape codes; notes
-such as reconnects go to stderr. After a dropped connection or a full server
-buffer the watch reconnects by itself and resumes after the last message it
-printed: none is shown twice or missed. It ends when the task finishes.
+On a terminal: a header redrawn in place (action, status, result, elapsed
+time, id, a progress bar of the finished direct subtasks, message and error
+counts) above the newest messages that fit the screen. Not on a terminal, with
+NO_COLOR or with -o json: one line (or JSON object) per event, no escape codes;
+notes such as reconnects go to stderr. After a dropped connection or a full
+server buffer the watch reconnects by itself and resumes after the last message
+it printed: none is shown twice or missed. It ends when the task finishes.
 
 Exit codes: 0 SUCCESS, 1 FAILURE, PARTIAL_SUCCESS or no outcome, 3 TERMINATED,
 130 Ctrl-C (the task goes on), or the error's code (4 NOT_FOUND, ...).

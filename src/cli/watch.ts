@@ -88,8 +88,10 @@ export async function tasksWatch(conn: Connection, out: Output, id: string, afte
       }
     }
   } catch (err) {
-    if (startFailure) throw startFailure;
-    if (!signal.aborted) throw err;
+    if (startFailure || !signal.aborted) {
+      view.close(false);
+      throw startFailure ?? err;
+    }
   } finally {
     ac.abort();
     signal.removeEventListener("abort", stop);

@@ -138,7 +138,8 @@ export class LiveTaskView implements TaskWatchView {
     } else {
       const end = isFinished(t) && t.updated ? timestampDate(t.updated).getTime() : this.now();
       const start = t.created ? timestampDate(t.created).getTime() : end;
-      header.push(`${c.bold(t.action)}  ${t.taskId}  ${colorStatus(c, t.status)}  ${colorResult(c, t.result?.status)}  elapsed ${elapsed(end - start)}`);
+      // The id last: on a narrow terminal the cut falls on it, not on the status.
+      header.push(`${c.bold(t.action)}  ${colorStatus(c, t.status)}  ${colorResult(c, t.result?.status)}  elapsed ${elapsed(end - start)}  ${c.dim(t.taskId)}`);
       const errors = Math.max(t.result?.errorCount ?? 0, this.errorsSeen);
       const counts = `messages ${this.lastSequence}  errors ${errors > 0 ? c.red(String(errors)) : "0"}`;
       header.push(`${this.total > 0 ? `subtasks ${bar(this.finished, this.total)} ${this.finished}/${this.total}` : "subtasks none"}  ${counts}`);
