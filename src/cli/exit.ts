@@ -1,0 +1,85 @@
+// Exit codes of bin/statemgmt and the one-line error text: the part of the
+// CLI that scripts depend on (README "CLI", "Exit codes").
+import * as grpc from "@grpc/grpc-js";
+import { StateError, stateError } from "../stateClient.js";
+
+/** Exit codes; documented in the README and in `statemgmt --help`. */
+export const EXIT = {
+  OK: 0,
+  /** A watched task finished with FAILURE, PARTIAL_SUCCESS or no outcome; `health` not SERVING. */
+  TASK_FAILED: 1,
+  /** Bad usage: unknown command or option, bad value, unreadable input file, INVALID_ARGUMENT. */
+  USAGE: 2,
+  /** A watched task was TERMINATED. */
+  TASK_TERMINATED: 3,
+  /** NOT_FOUND: no such task, design or build data. */
+  NOT_FOUND: 4,
+  /** The task's state forbids the call: ALREADY_EXISTS, FAILED_PRECONDITION, ABORTED. */
+  CONFLICT: 5,
+  /** The server is not reachable or did not answer in time: UNAVAILABLE, DEADLINE_EXCEEDED. */
+  UNAVAILABLE: 6,
+  /** UNAUTHENTICATED or PERMISSION_DENIED. */
+  DENIED: 7,
+  /** Any other failure (INTERNAL, RESOURCE_EXHAUSTED, UNKNOWN, a local I/O error). */
+  OTHER: 8,
+  /** Ended by Ctrl-C (SIGINT), as shells report 128 + 2. */
+  INTERRUPTED: 130,
+} as const;
+
+/** A failure the CLI reports itself, with its exit code. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+    this.name = "CliError";
+  }
+}
+
+const CODE_EXIT: Partial<Record<grpc.status, number>> = {
+  [grpc.status.INVALID_ARGUMENT]: EXIT.USAGE,
+  [grpc.status.NOT_FOUND]: EXIT.NOT_FOUND,
+  [grpc.status.ALREADY_EXISTS]: EXIT.CONFLICT,
+  [grpc.status.FAILED_PRECONDITION]: EXIT.CONFLICT,
+  [grpc.status.ABORTED]: EXIT.CONFLICT,
+  [grpc.status.UNAVAILABLE]: EXIT.UNAVAILABLE,
+  [grpc.status.DEADLINE_EXCEEDED]: EXIT.UNAVAILABLE,
+  [grpc.status.UNAUTHENTICATED]: EXIT.DENIED,
+  [grpc.status.PERMISSION_DENIED]: EXIT.DENIED,
+};
+
+function isGrpcError(err: unknown): boolean {
+  return err instanceof StateError || (typeof err === "object" && err !== null && typeof (err as { code?: unknown }).code === "number" && "metadata" in err);
+}
+
+/**
+ * The line printed for a failure (without "error: ") and the exit code:
+ * `NOT_FOUND TASK_NOT_FOUND: task … does not exist` for a server error (the
+ * reason is left out when the server gave none), `UNAVAILABLE: server H:P: …`
+ * when it could not be reached.
+ */
+export function describeFailure(err: unknown, server: string): { line: string; exitCode: number } {
+  if (err instanceof CliError) return { line: err.message, exitCode: err.exitCode };
+  if (isGrpcError(err)) {
+    const e = stateError(err);
+    const code = grpc.status[e.code] ?? "UNKNOWN";
+    const head = e.reason && e.reason !== code ? `${code} ${e.reason}` : code;
+    // grpc-js's own UNAVAILABLE (nothing listening, TLS refused) names no server.
+    const where = e.code === grpc.status.UNAVAILABLE && e.reason === code ? `server ${server}: ` : "";
+    const fields = e.fieldViolations.length > 0 && !e.fieldViolations.every((v) => e.message.includes(v.field));
+    const detail = fields ? ` (${e.fieldViolations.map((v) => `${v.field}: ${v.description}`).join("; ")})` : "";
+    return { line: `${head}: ${where}${oneLine(e.message)}${detail}`, exitCode: CODE_EXIT[e.code] ?? EXIT.OTHER };
+  }
+  const e = err as NodeJS.ErrnoException;
+  if (typeof e?.code === "string" && typeof e.syscall === "string") return { line: oneLine(e.message), exitCode: EXIT.OTHER };
+  return { line: oneLine(err instanceof Error ? err.message : String(err)), exitCode: EXIT.OTHER };
+}
+
+/** One line; grpc-js's empty trailing "Resolution note:" dropped. */
+function oneLine(s: string): string {
+  return s
+    .replace(/\s*\n\s*/g, " ")
+    .replace(/\.?\s*Resolution note:\s*$/, "")
+    .trim();
+}

@@ -1,0 +1,177 @@
+// The streams behind `tasks watch`, `tasks watch-all` and `leader --watch`:
+// what to subscribe to, when to reconnect, and the exit code at the end. What
+// the operator sees is watchView.ts's job.
+//
+// `tasks watch` reads WatchTask through stateClient's watchTask, which
+// resumes after the last message delivered whenever the stream fails with a
+// resumable error (a dropped connection, a server restart, WATCH_BUFFER_FULL):
+// the view is handed every message exactly once, in order. Alongside, a
+// WatchTasks stream on the task's direct subtasks feeds the progress bar.
+// A failure before the first event (nothing listening at --server, a bad
+// token) ends the command with that error instead of retrying forever.
+import { setTimeout as sleep } from "node:timers/promises";
+import * as grpc from "@grpc/grpc-js";
+import { ActionResult, TaskStatus, type Task } from "../../gen/drydock/statemgmt/v1/task_pb.js";
+import { LeaderSchema, type Leader } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { stateError, watchTask, type StateError } from "../stateClient.js";
+import type { Connection } from "./connection.js";
+import { EXIT } from "./exit.js";
+import { isFinished, isoDate, isoTime, jsonLine, jsonOf, leaderRow, LEADER_COLUMNS, table } from "./format.js";
+import type { Output } from "./terminal.js";
+import { createTaskWatchView, createTasksWatchView } from "./watchView.js";
+
+/** The exit code of `tasks watch` for a finished task (README "Exit codes"). */
+export function exitCodeFor(t: Task): number {
+  if (t.status === TaskStatus.TERMINATED) return EXIT.TASK_TERMINATED;
+  return t.result?.status === ActionResult.SUCCESS ? EXIT.OK : EXIT.TASK_FAILED;
+}
+
+const describe = (e: StateError) => `${grpc.status[e.code] ?? e.code}${e.reason !== grpc.status[e.code] ? ` ${e.reason}` : ""}`;
+
+const BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 2000;
+
+/**
+ * Events of a stream, opened again after each retryable failure (with
+ * backoff and jitter) until `signal` aborts. A failure before the first event
+ * of the first stream, or one that is not retryable, is thrown.
+ */
+async function* reopening<T>(open: () => AsyncIterable<T>, signal: AbortSignal, onRetry: (e: StateError) => void): AsyncGenerator<T> {
+  let delay = BACKOFF_MS;
+  let seen = false;
+  while (!signal.aborted) {
+    try {
+      for await (const ev of open()) {
+        seen = true;
+        delay = BACKOFF_MS;
+        yield ev;
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      const e = stateError(err);
+      if (!seen || !(e.retryable || e.code === grpc.status.DEADLINE_EXCEEDED)) throw e;
+      onRetry(e);
+    }
+    await sleep(delay * (0.5 + Math.random() / 2), undefined, { signal }).catch(() => {});
+    delay = Math.min(delay * 2, MAX_BACKOFF_MS);
+  }
+}
+
+export async function tasksWatch(conn: Connection, out: Output, id: string, afterSequence: bigint, signal: AbortSignal): Promise<number> {
+  const view = createTaskWatchView(out);
+  // Ends the watch (and the subtask stream) on Ctrl-C, at the end, or after a failed start.
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  signal.addEventListener("abort", stop, { once: true });
+  let last: Task | undefined;
+  let startFailure: StateError | undefined;
+  let subtasks: Promise<void> | undefined;
+  try {
+    const events = watchTask(conn.state, id, {
+      afterSequence,
+      signal: ac.signal,
+      onResume: (e, after) => {
+        if (!last) {
+          startFailure = e;
+          ac.abort();
+        } else view.reconnecting(describe(e), after);
+      },
+    });
+    for await (const ev of events) {
+      if (ev.event.case === "task") {
+        const first = !last;
+        last = ev.event.value;
+        view.task(last);
+        if (first) subtasks = watchSubtasks(conn, last, ac.signal, view);
+      } else if (ev.event.case === "message") {
+        view.message(ev.event.value);
+      }
+    }
+  } catch (err) {
+    if (startFailure || !signal.aborted) {
+      view.close(false);
+      throw startFailure ?? err;
+    }
+  } finally {
+    ac.abort();
+    signal.removeEventListener("abort", stop);
+    await subtasks;
+  }
+  view.close(signal.aborted);
+  if (signal.aborted) return EXIT.INTERRUPTED;
+  // The stream ends OK only once the task finished; read it should the last snapshot predate that.
+  if (!last || !isFinished(last)) last = (await conn.state.getTask({ taskId: id }, { deadlineMs: conn.deadlineMs })).task!;
+  return exitCodeFor(last);
+}
+
+/** The direct subtasks of `parent` as they change, counted for the progress bar. */
+async function watchSubtasks(conn: Connection, parent: Task, signal: AbortSignal, view: ReturnType<typeof createTaskWatchView>): Promise<void> {
+  const known = new Map<string, Task>();
+  const open = () => conn.state.watchTasks({ parentTaskId: parent.taskId, sendInitial: true }, { signal });
+  try {
+    for await (const ev of reopening(open, signal, () => {})) {
+      const t = ev.task!;
+      const prev = known.get(t.taskId);
+      if (prev && prev.version >= t.version) continue;
+      known.set(t.taskId, t);
+      if (prev && prev.status === t.status && prev.result?.status === t.result?.status) continue;
+      const finished = [...known.values()].filter(isFinished).length;
+      view.subtask(t, finished, Math.max(known.size, parent.subtaskIds.length));
+    }
+  } catch {
+    // The progress bar is an extra: a subtask stream that cannot start (a
+    // role without WatchTasks, say) leaves it at its last value.
+  }
+}
+
+export interface WatchAllOptions {
+  statuses: TaskStatus[];
+  actions: string[];
+  parent?: string;
+}
+
+export async function tasksWatchAll(conn: Connection, out: Output, o: WatchAllOptions, signal: AbortSignal): Promise<number> {
+  const view = createTasksWatchView(out);
+  const versions = new Map<string, bigint>();
+  const statusSet = new Set(o.statuses);
+  const matches = (t: Task) => (statusSet.size === 0 || statusSet.has(t.status)) && (o.actions.length === 0 || o.actions.includes(t.action));
+  const open = () => conn.state.watchTasks({ statuses: o.statuses, actions: o.actions, parentTaskId: o.parent ?? "", sendInitial: true }, { signal });
+  const onRetry = (e: StateError) => {
+    // The new stream sends the matching set again.
+    versions.clear();
+    view.reconnecting(describe(e));
+  };
+  try {
+    for await (const ev of reopening(open, signal, onRetry)) {
+      const t = ev.task!;
+      if ((versions.get(t.taskId) ?? -1n) >= t.version) continue;
+      versions.set(t.taskId, t.version);
+      // A task that leaves the filter is sent once more, with its new state.
+      view.task(t, !matches(t));
+    }
+  } finally {
+    view.close();
+  }
+  return EXIT.INTERRUPTED;
+}
+
+export async function leaderShow(conn: Connection, out: Output, election: string): Promise<number> {
+  const { leader } = await conn.state.getLeader({ election }, { deadlineMs: conn.deadlineMs });
+  if (out.mode === "json") out.print(jsonLine(leader ? { leader: jsonOf(LeaderSchema, leader) } : {}));
+  else out.print(table(LEADER_COLUMNS, [leaderRow(election, leader)]));
+  return EXIT.OK;
+}
+
+function leaderLine(election: string, l: Leader | undefined): string {
+  return l ? `${election} leader ${l.instanceId} term ${l.term} expires ${isoTime(l.expiresAt)}` : `${election} no leader`;
+}
+
+export async function leaderWatch(conn: Connection, out: Output, election: string, signal: AbortSignal): Promise<number> {
+  const open = () => conn.state.watchLeader({ election }, { signal });
+  const onRetry = (e: StateError) => out.note(`reconnecting after ${describe(e)}`);
+  for await (const ev of reopening(open, signal, onRetry)) {
+    if (out.mode === "json") out.print(jsonLine(ev.leader ? { leader: jsonOf(LeaderSchema, ev.leader) } : {}));
+    else out.print(`${out.c.dim(isoDate(new Date()))} ${leaderLine(election, ev.leader)}`);
+  }
+  return EXIT.INTERRUPTED;
+}
