@@ -13,6 +13,7 @@ import path from "node:path";
 import { toJson } from "@bufbuild/protobuf";
 import xterm from "@xterm/headless";
 import { expect } from "chai";
+import { BootActionSchema } from "../gen/drydock/statemgmt/v1/boot_action_pb.js";
 import { BuildDataSchema, LeaderSchema } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { ActionResult, ResultMessageSchema, TaskSchema, TaskStatus, type Task } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { defaultDesignConfig } from "../src/config.js";
@@ -536,6 +537,29 @@ describe("statemgmt CLI", function () {
       const nf = await run([...S(), "builddata", "get", "--node", node, "--generator", "ipmi"]);
       expect([nf.code, nf.stderr]).to.deep.equal([4, `error: NOT_FOUND: no build data for node ${node}, generator ipmi\n`]);
       expect((await run([...S(), "builddata", "list"])).code).to.equal(2);
+    });
+
+    it("bootactions list (table and JSON) and get; an unknown action exits 4", async () => {
+      const node = unique();
+      const taskId = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
+      const key = (await h.client.setBootActionContext({ nodeName: node, taskId })).generatedIdentityKey;
+      const { bootActions } = await h.client.createBootActions({ nodeName: node, taskId, actions: [{ actionName: "promjoin", signalling: true }, { actionName: "motd", signalling: false }] });
+      const reported = (await h.client.reportBootActionStatus({ actionId: bootActions[0]!.actionId, identityKey: key, status: 2 })).bootAction!;
+      const j = await run([...S(), "bootactions", "list", "--node", node, "-o", "json"]);
+      const listed = (await h.client.listBootActions({ nodeName: node })).bootActions;
+      expect(JSON.parse(j.stdout)).to.deep.equal(listed.map((a) => toJson(BootActionSchema, a)));
+      const iso = (ts: { seconds: bigint } | undefined) => new Date(Number(ts!.seconds) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+      const t = await run([...S(), "bootactions", "list", "--task", taskId]);
+      expect(t.stdout.trimEnd().split("\n").map((l) => l.split(/\s{2,}/))).to.deep.equal([
+        ["ACTION ID", "NODE", "NAME", "STATUS", "CREATED", "REPORTED", "TASK"],
+        [bootActions[0]!.actionId, node, "promjoin", "success", iso(bootActions[0]!.created), iso(reported.reported), taskId.slice(0, 8)],
+        [bootActions[1]!.actionId, node, "motd", "unreported", iso(bootActions[1]!.created), "-", taskId.slice(0, 8)],
+      ]);
+      const g = await run([...S(), "bootactions", "get", bootActions[1]!.actionId, "-o", "json"]);
+      expect(JSON.parse(g.stdout)).to.deep.equal(toJson(BootActionSchema, listed[1]!));
+      const nf = await run([...S(), "bootactions", "get", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
+      expect([nf.code, nf.stderr]).to.deep.equal([4, "error: NOT_FOUND BOOT_ACTION_NOT_FOUND: boot action 01ARZ3NDEKTSV4RRFFQ69G5FAV does not exist\n"]);
+      expect((await run([...S(), "bootactions", "list"])).code).to.equal(2);
     });
 
     it("design fetch writes the design's bytes; NOT_FOUND exits 4", async () => {

@@ -2,6 +2,7 @@
 // options, their parsing and validation, and the help text with examples.
 // Each action hands a job to the runner main.ts supplies, which connects,
 // runs it and turns its result or failure into an exit code.
+import { bootActionGet, bootActionsList } from "./bootActions.js";
 import { Command, InvalidArgumentError, Option } from "commander";
 import type { TaskStatus } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import { VERSION } from "../version.js";
@@ -259,6 +260,23 @@ ${examples([
         }),
       ),
     );
+
+  const bootactions = program.command("bootactions").description("nodes' boot actions and the status their nodes reported");
+
+  bootactions
+    .command("list")
+    .description("boot actions in creation order: id, node, name, status, created, reported, task (give --node, --task or both)")
+    .option("--node <name>", "only actions of this node (every deployment)")
+    .option("--task <task-id>", "only actions of this deployment task")
+    .addHelpText("after", examples(["statemgmt bootactions list --node n1", "statemgmt bootactions list --task $ID -o json"]))
+    .action(act<[]>((o) => ({ conn, out }) => bootActionsList(conn, out, { node: o.node as string | undefined, task: o.task as string | undefined })));
+
+  bootactions
+    .command("get")
+    .description("one boot action by its ULID")
+    .argument("<action-id>", "the action's ULID (26 characters)")
+    .addHelpText("after", examples(["statemgmt bootactions get 01J9ZQ3V5W8X2Y4Z6A7B8C9D0E"]))
+    .action(act<[string]>((id) => ({ conn, out }) => bootActionGet(conn, out, id)));
 
   const design = program.command("design").description("site designs, fetched by the server");
   design

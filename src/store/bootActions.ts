@@ -155,7 +155,7 @@ export async function bootActionsCreate(
 /** One boot action; NotFoundError when unknown. */
 export async function bootActionGet(sql: Queryable, params: { actionId: string; signal?: AbortSignal }): Promise<BootAction> {
   const [row] = await run(sql, params.signal, sql<ActionRow[]>`select * from boot_actions where action_id = ${params.actionId}`);
-  if (!row) throw new NotFoundError("BootAction", params.actionId, undefined, "action_id");
+  if (!row) throw new NotFoundError("BootAction", params.actionId, `boot action ${params.actionId} does not exist`, "action_id");
   return toAction(row);
 }
 
@@ -199,7 +199,7 @@ export async function bootActionReport(
 ): Promise<{ bootAction: BootAction; sequences: bigint[] }> {
   return t.transaction(scope, async (tx) => {
     const [row] = await run(tx, scope.signal, tx<ActionRow[]>`select * from boot_actions where action_id = ${report.actionId} for update`);
-    if (!row) throw new NotFoundError("BootAction", report.actionId, undefined, "action_id");
+    if (!row) throw new NotFoundError("BootAction", report.actionId, `boot action ${report.actionId} does not exist`, "action_id");
     if (!identityKeyMatches(report.identityKey, row.identity_key_sha256)) throw keyMismatch(`boot action ${report.actionId}'s node`);
     if (row.status !== "incomplete") {
       throw new FailedPreconditionError(
