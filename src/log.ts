@@ -5,6 +5,15 @@ import { redactUrls } from "./design/reference.js";
 export type { Logger };
 
 /**
+ * Lines written to stdout together: one write per call's line was a tenth of
+ * a GetTask's server CPU (a syscall each, BENCHMARKS.md). A line waits at most
+ * LOG_FLUSH_MS for the buffer to fill; pino writes what is left when the
+ * process exits (even on process.exit); a SIGKILL loses at most that much.
+ */
+export const LOG_BUFFER_BYTES = 4096;
+export const LOG_FLUSH_MS = 200;
+
+/**
  * Structured JSON logs on stdout (or `destination`). Errors are logged with
  * URL passwords (design references' `user:pass@`) replaced by ***, wherever
  * they come from.
@@ -15,7 +24,7 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
     base: { service: "drydock-statemgmt" },
     serializers: { err: redactedErr },
   };
-  return destination ? pino(options, destination) : pino(options);
+  return pino(options, destination ?? pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES, periodicFlush: LOG_FLUSH_MS }));
 }
 
 function redactedErr(err: unknown): unknown {

@@ -4,7 +4,10 @@ import { expect } from "chai";
 import pg from "pg";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
+import { EventEmitter, once } from "node:events";
 import { createClient } from "../src/client.js";
+import { DeadlineExceededError, DeadlineReason } from "../src/errors.js";
+import { Coalescer, type CoalescerOptions } from "../src/store/coalesce.js";
 import { decodeError, useServer, type StateClient } from "./harness.js";
 
 type Settled<T> = PromiseSettledResult<T>;
@@ -116,6 +119,22 @@ describe("coalesced writes", () => {
     expect(rows[0].n).to.be.below(63);
   });
 
+  it("answers 200 concurrent GetTasks, each with its own task or NOT_FOUND", async () => {
+    const ids = await Promise.all(Array.from({ length: 20 }, async (_, i) => (await h.client.createTask({ action: "deploy_nodes", requestContext: { i } })).task!.taskId));
+    const missing = randomUUID();
+    const asked = Array.from({ length: 200 }, (_, i) => (i % 50 === 7 ? missing : ids[i % ids.length]!));
+    const outcomes = await Promise.allSettled(asked.map((taskId, i) => on(i).getTask({ taskId })));
+    expect(outcomes.map(codeOf)).to.deep.equal(asked.map((id) => (id === missing ? "NOT_FOUND" : "OK")));
+    outcomes.forEach((o, i) => {
+      if (o.status === "fulfilled") {
+        const task = (o.value as { task?: { taskId: string; requestContext?: unknown } }).task!;
+        expect([task.taskId, task.requestContext]).to.deep.equal([asked[i], { i: ids.indexOf(asked[i]!) }]);
+      }
+    });
+    const d = decodeError((outcomes[7] as PromiseRejectedResult).reason);
+    expect([d.errorInfo!.reason, d.errorInfo!.metadata!.task_id]).to.deep.equal(["TASK_NOT_FOUND", missing]);
+  });
+
   it("withdraws a queued append whose deadline passes while the batches ahead of it wait: it is never written", async function () {
     this.timeout(20_000);
     const blocked = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
@@ -146,5 +165,114 @@ describe("coalesced writes", () => {
     } finally {
       await holder.end();
     }
+  });
+});
+
+/** The batching itself, on connections the test hands out (no database): which calls share a statement. */
+describe("Coalescer", () => {
+  interface Harness {
+    coalescer: Coalescer<string, string, number>;
+    batches: string[][];
+    /** Hands out the next connection, letting the batch waiting for it go. */
+    grant(): void;
+    /** Resolves when `n` batches have been written. */
+    written(n: number): Promise<void>;
+  }
+
+  function harness(options: CoalescerOptions, fail?: (items: string[]) => Error | undefined, key?: (s: string) => string): Harness {
+    const waiting: ((held: number) => void)[] = [];
+    const batches: string[][] = [];
+    const events = new EventEmitter();
+    let next = 0;
+    const record = (items: string[]) => {
+      batches.push(items);
+      events.emit("batch");
+    };
+    const coalescer = new Coalescer<string, string, number>(
+      options,
+      { acquire: () => new Promise<number>((resolve) => waiting.push(resolve)), release: () => {} },
+      async (items) => {
+        record(items);
+        const err = fail?.(items);
+        if (err) throw err;
+        return items.map((i) => (i.startsWith("bad") ? new Error(`refused ${i}`) : `done ${i}`));
+      },
+      async (item) => {
+        record([item]);
+        if (item.startsWith("bad")) throw new Error(`refused ${item}`);
+        return `done ${item}`;
+      },
+      key,
+    );
+    return {
+      coalescer,
+      batches,
+      grant: () => waiting.shift()!(next++),
+      written: async (n) => {
+        while (batches.length < n) await once(events, "batch");
+      },
+    };
+  }
+
+  it("writes a lone call alone, and every call queued while connections are awaited in one batch, in arrival order", async () => {
+    const t = harness({ maxBatch: 100, maxInFlight: 2 });
+    const lone = t.coalescer.submit("a");
+    t.grant();
+    await t.written(1);
+    expect(await lone).to.equal("done a");
+    // Two slots start waiting for connections; every call queued by the time the first gets one shares its batch.
+    const queued = ["b", "c", "d", "e", "f"].map((x) => t.coalescer.submit(x));
+    t.grant();
+    await t.written(2);
+    t.grant(); // the second slot finds nothing left to write
+    expect(t.batches).to.deep.equal([["a"], ["b", "c", "d", "e", "f"]]);
+    expect(await Promise.all(queued)).to.deep.equal(["done b", "done c", "done d", "done e", "done f"]);
+  });
+
+  it("bounds a batch by maxBatch and keeps calls with one key apart", async () => {
+    const t = harness({ maxBatch: 3, maxInFlight: 1 }, undefined, (s) => s[0]!);
+    const all = ["x1", "y1", "x2", "z1", "w1", "x3"].map((x) => t.coalescer.submit(x));
+    for (let i = 0; i < 3; i++) {
+      t.grant();
+      await t.written(i + 1);
+    }
+    // Oldest first, at most 3, one per first letter: x2 and x3 wait for later batches.
+    expect(t.batches).to.deep.equal([["x1", "y1", "z1"], ["x2", "w1"], ["x3"]]);
+    expect(await Promise.all(all)).to.deep.equal(["done x1", "done y1", "done x2", "done z1", "done w1", "done x3"]);
+  });
+
+  it("withdraws a queued call whose signal aborts: it is never written", async () => {
+    const t = harness({ maxBatch: 100, maxInFlight: 1 });
+    const first = t.coalescer.submit("a");
+    const ac = new AbortController();
+    const withdrawn = t.coalescer.submit("b", ac.signal);
+    const kept = t.coalescer.submit("c");
+    ac.abort(new DeadlineReason("deadline"));
+    const err = await withdrawn.then(() => null, (e: unknown) => e);
+    expect(err).to.be.instanceOf(DeadlineExceededError);
+    t.grant();
+    await t.written(1);
+    expect(t.batches).to.deep.equal([["a", "c"]]);
+    expect([await first, await kept]).to.deep.equal(["done a", "done c"]);
+  });
+
+  it("gives each item its own outcome, retries items alone after a refusal for data, and fails a batch whose connection broke", async () => {
+    const dataRefusal = Object.assign(new Error("check violation"), { code: "23514" });
+    const connectionLost = Object.assign(new Error("connection closed"), { code: "CONNECTION_CLOSED" });
+    let mode: "ok" | "data" | "lost" = "ok";
+    const t = harness({ maxBatch: 100, maxInFlight: 1 }, () => (mode === "data" ? dataRefusal : mode === "lost" ? connectionLost : undefined));
+    const run = async (items: string[]) => {
+      const from = t.batches.length;
+      const outcomes = items.map((x) => t.coalescer.submit(x).then((v) => v, (e: Error) => e.message));
+      t.grant();
+      return { outcomes: await Promise.all(outcomes), batches: t.batches.slice(from) };
+    };
+    expect(await run(["a", "bad1", "b"])).to.deep.equal({ batches: [["a", "bad1", "b"]], outcomes: ["done a", "refused bad1", "done b"] });
+    // The database refused the statement for its data: nothing was written, so each is written alone.
+    mode = "data";
+    expect(await run(["c", "d"])).to.deep.equal({ batches: [["c", "d"], ["c"], ["d"]], outcomes: ["done c", "done d"] });
+    // The connection broke: the outcome is unknown, so nothing is written again.
+    mode = "lost";
+    expect(await run(["e", "f"])).to.deep.equal({ batches: [["e", "f"]], outcomes: ["connection closed", "connection closed"] });
   });
 });

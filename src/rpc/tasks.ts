@@ -2,6 +2,7 @@
 import { randomUUID } from "node:crypto";
 import type { Sql } from "../db/connect.js";
 import type { Db } from "../store/transactions.js";
+import type { Readers } from "../store/readers.js";
 import type { Writers } from "../store/writers.js";
 import type { ServiceImpl } from "../server/adapter.js";
 import type { StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
@@ -41,7 +42,7 @@ const UPDATE_PATHS = [
 ] as const;
 type UpdatePath = (typeof UPDATE_PATHS)[number];
 
-export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers): StateImpl {
+export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: Readers): StateImpl {
   const { sql } = db;
   return {
     async createTask(req, ctx) {
@@ -78,7 +79,7 @@ export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers): StateImp
       const taskId = v.uuid("task_id", req.taskId, true);
       if (!(req.view in TaskView)) v.add("view", `unknown value ${req.view}`);
       v.check();
-      const task = newTaskPb(await tasks.tasksGetById(sql, { taskId, signal }), seesSecrets(caller));
+      const task = newTaskPb(await readers.getTask({ taskId, signal }), seesSecrets(caller));
       if (req.view !== TaskView.FULL) return { task };
       const resultMessages: ResultMessage[] = [];
       for (let after = 0n; ; ) {

@@ -9,6 +9,7 @@ import { ShuttingDownError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { taskRpcs } from "../rpc/tasks.js";
 import { DEFAULT_COALESCING, type CoalescerOptions } from "../store/coalesce.js";
+import { createReaders } from "../store/readers.js";
 import { createWriters } from "../store/writers.js";
 import { messageRpcs } from "../rpc/messages.js";
 import { DEFAULT_WATCH_OPTIONS, watchRpcs } from "../rpc/watch.js";
@@ -60,7 +61,7 @@ export interface ServerOptions {
   auth?: AuthConfig;
   /** Serve /metrics, /healthz and /readyz over HTTP here (port 0: any free port); unset: no metrics. */
   metricsListen?: { host: string; port: number };
-  /** Coalescing of concurrent CreateTask inserts and appends (default DEFAULT_COALESCING); null: off. */
+  /** Coalescing of concurrent CreateTask inserts, appends and GetTask reads (default DEFAULT_COALESCING); null: off. */
   writeCoalescing?: CoalescerOptions | null;
 }
 
@@ -136,7 +137,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
   const design = createDesignFetcher(designConfig);
-  const writers = createWriters(o.db.sql, o.writeCoalescing === undefined ? DEFAULT_COALESCING : o.writeCoalescing);
+  const coalescing = o.writeCoalescing === undefined ? DEFAULT_COALESCING : o.writeCoalescing;
+  const writers = createWriters(o.db.sql, coalescing);
+  const readers = createReaders(o.db.sql, coalescing);
   // A failure from here on stops what was started: the caller gets no handle to do it.
   const abandon = async (err: unknown): Promise<never> => {
     health.stop();
@@ -150,7 +153,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   };
   await hub.start().catch(abandon);
   addService(server, StateService, {
-      ...taskRpcs(o.db, tokens, writers),
+      ...taskRpcs(o.db, tokens, writers, readers),
       ...messageRpcs(o.db.sql, tokens, writers, metrics),
       ...watchRpcs(o.db.sql, hub, { finishLingerMs: o.watchFinishLingerMs ?? DEFAULT_WATCH_OPTIONS.finishLingerMs }),
       ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics),

@@ -1,5 +1,7 @@
-// Coalesced writes: concurrent calls of one kind written together in one
-// statement (one round trip, one commit), each caller getting its own outcome.
+// Coalesced statements: concurrent calls of one kind served by one statement
+// (one round trip; for writes, one commit), each caller getting its own
+// outcome. Used for CreateTask's insert, appends (store/writers.ts) and
+// GetTask's read (store/readers.ts).
 //
 // A call starts a batch at once when fewer than `maxInFlight` batches are
 // running, so a lone call waits for nothing; calls arriving while the
@@ -9,10 +11,10 @@
 // call's outcome is whatever the batch's statement did, as for any single
 // statement (see store/sql.ts run).
 //
-// `write` receives the batch's items and returns one outcome per item, in
+// `batch` receives the batch's items and returns one outcome per item, in
 // order: a value, or an Error for that caller alone. When the database
 // refuses the statement for its data (SQLSTATE class 22 or 23: nothing was
-// written), every item is written again on its own (`writeOne`), so that one
+// written), every item is written again on its own (`single`), so that one
 // item we did not foresee a refusal of cannot fail the others. Any other
 // failure (a lost connection: the outcome is unknown) fails every caller of
 // the batch with it, as it would have failed each alone: writing again
@@ -58,9 +60,9 @@ export class Coalescer<I, O, H = unknown> {
   constructor(
     private readonly options: CoalescerOptions,
     private readonly connections: Connections<H>,
-    private readonly write: (items: I[], held: H) => Promise<Outcome<O>[]>,
+    private readonly batch: (items: I[], held: H) => Promise<Outcome<O>[]>,
     /** A lone item; `signal` is its caller's. */
-    private readonly writeOne: (item: I, held: H, signal: AbortSignal | undefined) => Promise<O>,
+    private readonly single: (item: I, held: H, signal: AbortSignal | undefined) => Promise<O>,
     /** Items that may not share a batch (e.g. the same task id) wait for a later one. */
     private readonly key?: (item: I) => string,
   ) {}
@@ -141,12 +143,12 @@ export class Coalescer<I, O, H = unknown> {
   private async run(batch: Pending<I, O>[], held: H): Promise<void> {
     if (batch.length === 1) {
       const [only] = batch;
-      await this.writeOne(only!.item, held, only!.signal).then(only!.resolve, only!.reject);
+      await this.single(only!.item, held, only!.signal).then(only!.resolve, only!.reject);
       return;
     }
     let outcomes: Outcome<O>[];
     try {
-      outcomes = await this.write(
+      outcomes = await this.batch(
         batch.map((p) => p.item),
         held,
       );
@@ -156,7 +158,7 @@ export class Coalescer<I, O, H = unknown> {
         return;
       }
       // One connection: one item after another.
-      for (const p of batch) await this.writeOne(p.item, held, undefined).then(p.resolve, p.reject);
+      for (const p of batch) await this.single(p.item, held, undefined).then(p.resolve, p.reject);
       return;
     }
     batch.forEach((p, i) => {

@@ -227,8 +227,8 @@ async function notify(tx: Queryable, signal: AbortSignal | undefined, ...taskIds
   await run(tx, signal, tx`select pg_notify(${TASK_CHANNEL}, id) from unnest(${tx.array(ids)}::text[]) as id`);
 }
 
-export async function tasksGetById(sql: Queryable, p: { taskId: string; signal?: AbortSignal }): Promise<Task> {
-  const [row] = await run(sql, p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = ${p.taskId}`)}`);
+export async function tasksGetById(sql: Queryable, p: { taskId: string; signal?: AbortSignal; held?: Permit }): Promise<Task> {
+  const [row] = await run(sql, p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = ${p.taskId}`)}`, p.held);
   if (!row) throw new NotFoundError("Task", p.taskId);
   return toTask(row);
 }
@@ -467,8 +467,8 @@ export async function tasksPurge(
 }
 
 /** Tasks by id (missing ids are skipped), in no particular order. */
-export async function tasksGetByIds(sql: Queryable, p: { taskIds: string[]; signal?: AbortSignal }): Promise<Task[]> {
-  const rows = await run(sql, p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = any(${sql.array(p.taskIds)}::uuid[])`)}`);
+export async function tasksGetByIds(sql: Queryable, p: { taskIds: string[]; signal?: AbortSignal; held?: Permit }): Promise<Task[]> {
+  const rows = await run(sql, p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = any(${sql.array(p.taskIds)}::uuid[])`)}`, p.held);
   return rows.map(toTask);
 }
 
