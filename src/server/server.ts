@@ -9,7 +9,7 @@ import { ShuttingDownError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { taskRpcs } from "../rpc/tasks.js";
 import { messageRpcs } from "../rpc/messages.js";
-import { DEFAULT_WATCH_OPTIONS, watchRpcs } from "../rpc/watch.js";
+import { watchRpcs } from "../rpc/watch.js";
 import { buildDataRpcs } from "../rpc/buildData.js";
 import { leadershipRpcs } from "../rpc/leadership.js";
 import { designRpcs } from "../rpc/design.js";
@@ -17,6 +17,8 @@ import { createDesignFetcher } from "../design/index.js";
 import type { DesignFetcher } from "../design/fetcher.js";
 import { defaultDesignConfig, NO_AUTH, type AuthConfig, type DesignConfig } from "../config.js";
 import { WatchHub } from "../watch/hub.js";
+import { SYSTEM_CLOCK, type Clock } from "../clock.js";
+import { NO_ELECTION_COUNTERS, NO_WATCH_COUNTERS } from "../metrics/watchCounters.js";
 import { PageTokens } from "../rpc/pagination.js";
 import { secretsGet } from "../store/secrets.js";
 import { addService, type OpenCalls } from "./adapter.js";
@@ -57,6 +59,8 @@ export interface ServerOptions {
   auth?: AuthConfig;
   /** Serve /metrics, /healthz and /readyz over HTTP here (port 0: any free port); unset: no metrics. */
   metricsListen?: { host: string; port: number };
+  /** Tests only (main.ts never sets it): the clock of leases and the design cache (default: the database's). */
+  clock?: Clock;
 }
 
 export interface StateServer {
@@ -88,6 +92,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const buildDataMax = o.buildDataMaxBytes ?? 16 * 1024 * 1024;
   const limits = o.limits ?? DEFAULT_LIMITS;
   const designConfig = o.design ?? defaultDesignConfig();
+  const clock = o.clock ?? SYSTEM_CLOCK;
   const server = new grpc.Server({
     // Room for the largest response we build: a design document, or a build
     // data element (CreateBuildData and ListBuildData return it), plus metadata.
@@ -127,10 +132,13 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     // Well above the interval: an event-loop stall of a busy server must not
     // look like a hung connection (its replacement makes every feed re-read).
     heartbeatTimeoutMs: 3 * (o.heartbeatMs ?? 5000),
+    finishLingerMs: o.watchFinishLingerMs ?? 3000,
+    counters: metrics?.watch ?? NO_WATCH_COUNTERS,
+    clock,
   });
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
-  const design = createDesignFetcher(designConfig);
+  const design = createDesignFetcher(designConfig, () => clock.nowMs());
   // A failure from here on stops what was started: the caller gets no handle to do it.
   const abandon = async (err: unknown): Promise<never> => {
     health.stop();
@@ -144,11 +152,11 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   };
   await hub.start().catch(abandon);
   addService(server, StateService, {
-      ...taskRpcs(o.db, tokens),
+      ...taskRpcs(o.db, tokens, clock),
       ...messageRpcs(o.db.sql, tokens, metrics),
-      ...watchRpcs(o.db.sql, hub, { finishLingerMs: o.watchFinishLingerMs ?? DEFAULT_WATCH_OPTIONS.finishLingerMs }),
+      ...watchRpcs(hub),
       ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics),
-      ...leadershipRpcs(o.db, hub),
+      ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
     }, o.log, calls, auth.stateService);
   addService(server, Health, healthRpcs(health), o.log, calls, auth.health);
