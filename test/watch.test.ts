@@ -357,7 +357,9 @@ describe("a LISTEN connection that silently hangs", () => {
       port: 0,
       healthIntervalMs: 1000,
       heartbeatMs: 150,
+      metricsListen: { host: "127.0.0.1", port: 0 },
     });
+    const counted = async (name: string) => (await server.metrics!.registry.getSingleMetric(name)!.get()).values[0]?.value ?? 0;
     const client = createClient(StateService, server.address);
     try {
       const { task } = await client.createTask({ action: "deploy_nodes" });
@@ -377,6 +379,8 @@ describe("a LISTEN connection that silently hangs", () => {
       expect(error).to.equal(undefined);
       expect(seqs).to.deep.equal(range(1, 4));
       expect(proxy.accepted).to.equal(2); // a new LISTEN connection replaced the hung one
+      expect(await counted("statemgmt_watch_heartbeat_replacements_total")).to.equal(1);
+      expect(await counted("statemgmt_watch_listen_reconnects_total")).to.equal(1);
     } finally {
       client.close();
       await server.shutdown(1000);
