@@ -169,6 +169,7 @@ export class Listener {
         return; // the database is down; the connection reconnects on its own
       }
       const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.o.heartbeatTimeoutMs)));
+      this.o.signals.emit("heartbeatSent");
       await Promise.race([back, late]);
       // A timer that fired after a stall of the event loop runs before the
       // sockets are read: let them be, then judge.

@@ -6,6 +6,8 @@
 export interface WatchSignals {
   /** The LISTEN connection listens (again): `reconnect` is false the first time. */
   listening: [reconnect: boolean];
+  /** A heartbeat was sent; its timeout runs from now. */
+  heartbeatSent: [];
   /** A heartbeat came back over the LISTEN connection. */
   heartbeat: [];
   /** The LISTEN connection is being replaced (it closed, or a heartbeat went unheard). */
