@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Python and Go clients against a real server (make clients-test; .ci/run calls it).
-# Needs dist/ (make build) and Debian's packages: protobuf-compiler
+# Needs dist/ (make build) and Debian's packages: openssl protobuf-compiler
 # protobuf-compiler-grpc python3-grpcio python3-protobuf python3-pytest python3-pip
 # python3-setuptools golang-go golang-google-grpc-dev golang-google-genproto-dev
 # golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc.
@@ -86,7 +86,7 @@ echo "== go: stubs, build, smoke"
 gopath="$work/gopath"
 mkdir -p "$gopath/src"
 (cd proto && protoc -I . --go_out="$gopath/src" --go-grpc_out="$gopath/src" \
-  drydock/statemgmt/v1/task.proto drydock/statemgmt/v1/state_service.proto)
+  drydock/statemgmt/v1/task.proto drydock/statemgmt/v1/boot_action.proto drydock/statemgmt/v1/state_service.proto)
 (export GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOCACHE="$work/gocache" GOFLAGS= &&
   go build -o "$work/smoke" ./clients/go/smoke)
 status=0

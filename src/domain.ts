@@ -131,3 +131,32 @@ export interface Lease {
 
 /** Default election of the orchestrator. */
 export const DEFAULT_ELECTION = "orchestrator";
+
+export const BOOT_ACTION_STATUSES = ["incomplete", "success", "failure", "unreported"] as const;
+export type BootActionStatus = (typeof BOOT_ACTION_STATUSES)[number];
+
+/** A node's current deployment, as its boot actions know it. The identity key never leaves the store. */
+export interface BootActionContext {
+  nodeName: string;
+  taskId: string;
+  updated: Micros;
+}
+
+export interface BootAction {
+  /** ULID, canonical upper-case Crockford base32. */
+  actionId: string;
+  nodeName: string;
+  actionName: string;
+  taskId: string;
+  signalling: boolean;
+  status: BootActionStatus;
+  created: Micros;
+  reported: Micros | null;
+}
+
+/** What a node reports about a boot action; each becomes a result message of the action's task. */
+export interface BootActionDetail {
+  message: string;
+  error: boolean;
+  extra: JsonObject | null;
+}

@@ -64,16 +64,18 @@ export class InvalidArgumentError extends DomainError {
 
 export class NotFoundError extends DomainError {
   readonly reason: string;
-  constructor(readonly resourceType: string, readonly resourceName: string, message?: string) {
-    super(message ?? `${resourceType} ${resourceName} does not exist`, { [`${snake(resourceType)}_id`]: resourceName });
+  /** `key`: the ErrorInfo metadata key naming the resource (default <type>_id). */
+  constructor(readonly resourceType: string, readonly resourceName: string, message?: string, key = `${snake(resourceType)}_id`) {
+    super(message ?? `${resourceType} ${resourceName} does not exist`, { [key]: resourceName });
     this.reason = `${snake(resourceType).toUpperCase()}_NOT_FOUND`;
   }
 }
 
 export class AlreadyExistsError extends DomainError {
   readonly reason: string;
-  constructor(readonly resourceType: string, readonly resourceName: string) {
-    super(`${resourceType} ${resourceName} already exists`, { [`${snake(resourceType)}_id`]: resourceName });
+  /** `key`: the ErrorInfo metadata key naming the resource (default <type>_id). */
+  constructor(readonly resourceType: string, readonly resourceName: string, message?: string, key = `${snake(resourceType)}_id`) {
+    super(message ?? `${resourceType} ${resourceName} already exists`, { [key]: resourceName });
     this.reason = `${snake(resourceType).toUpperCase()}_ALREADY_EXISTS`;
   }
 }
@@ -171,7 +173,7 @@ export class PermissionDeniedError extends ReasonedError {}
  */
 export class UnauthenticatedError extends DomainError {
   constructor(
-    readonly reason: "UNAUTHENTICATED" | "TOKEN_INVALID",
+    readonly reason: "UNAUTHENTICATED" | "TOKEN_INVALID" | "IDENTITY_KEY_REQUIRED",
     message: string,
   ) {
     super(message);

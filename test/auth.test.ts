@@ -18,7 +18,8 @@ import * as reflV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { certificateNames, subjectAltNames } from "../src/auth/certificate.js";
 import { KeystoneValidator } from "../src/auth/keystone.js";
-import { authorize, METHOD_ROLES, OPEN_CALLER, ROLES, type Caller, type Role } from "../src/auth/roles.js";
+import { BootActionStatus } from "../gen/drydock/statemgmt/v1/boot_action_pb.js";
+import { authorize, KEY_AUTHORIZED_METHODS, METHOD_ROLES, OPEN_CALLER, ROLES, type Caller, type Role } from "../src/auth/roles.js";
 import { parseTokenFile, tokenHash, type ReloadResult } from "../src/auth/tokenFile.js";
 import { createClient, type Client } from "../src/client.js";
 import { ConfigError, defaultDesignConfig, loadConfig, parseKeystoneRoles, type AuthConfig } from "../src/config.js";
@@ -62,9 +63,10 @@ async function outcome(client: StateClient, m: DescMethod, init: unknown, metada
 // ---------------------------------------------------------------- pure pieces
 
 describe("auth: pieces", () => {
-  it("the role table covers every StateService method of the generated descriptor, and nothing else", () => {
+  it("the role table and the key-authorized methods cover every StateService method of the generated descriptor, each once", () => {
     const methods = StateService.methods.map((m) => m.name).sort();
-    expect(Object.keys(METHOD_ROLES).sort()).to.deep.equal(methods);
+    expect([...Object.keys(METHOD_ROLES), ...KEY_AUTHORIZED_METHODS].sort()).to.deep.equal(methods);
+    expect([...KEY_AUTHORIZED_METHODS].sort()).to.deep.equal(["ReportBootActionStatus", "VerifyBootActionKey"]);
   });
 
   it("refuses a method that is not in the table, for every role", () => {
@@ -180,6 +182,13 @@ describe("auth: bearer tokens through the server", function () {
       await c.appendResultMessages({ taskId: watched.taskId, messages: [{ message: "m1" }] }, admin);
       await c.createBuildData({ buildData: { nodeName: "n1", taskId: watched.taskId, generator: "g", dataFormat: "text/plain", dataElement: Buffer.from("x") } }, admin);
       const leader = await c.claimLeadership({ election: "orchestrator", instanceId: "orch-1", ttl: { seconds: 3600n } }, admin);
+      const nodeKey = Buffer.from((await c.setBootActionContext({ nodeName: "node-1", taskId: watched.taskId }, admin)).generatedIdentityKey);
+      const [bootAction] = (await c.createBootActions({ nodeName: "node-1", taskId: watched.taskId, actions: [{ actionName: "first", signalling: true }] }, admin)).bootActions;
+      let created = 0;
+      // A new name on every call, so that each allowed create succeeds.
+      Object.defineProperty(valid, "createBootActions", {
+        get: () => ({ nodeName: "node-1", taskId: watched.taskId, actions: [{ actionName: `action-${++created}`, signalling: true }] }),
+      });
       Object.assign(valid, {
         createTask: { action: "deploy_nodes" },
         getTask: { taskId: watched.taskId, view: TaskView.FULL },
@@ -201,21 +210,29 @@ describe("auth: bearer tokens through the server", function () {
         getLeader: { election: "orchestrator" },
         watchLeader: { election: "orchestrator" },
         getDesignDocuments: { designRef: `file://${root}/site.yaml` },
+        setBootActionContext: { nodeName: "node-2", taskId: watched.taskId },
+        getBootActionContext: { nodeName: "node-1" },
+        getBootAction: { actionId: bootAction!.actionId },
+        listBootActions: { nodeName: "node-1" },
+        // Details only: the action stays INCOMPLETE, so every call succeeds.
+        reportBootActionStatus: { actionId: bootAction!.actionId, identityKey: nodeKey, details: [{ message: "progress" }] },
+        verifyBootActionKey: { nodeName: "node-1", identityKey: nodeKey },
       });
     });
 
     const credentials: [string, () => grpc.Metadata, (m: DescMethod) => string][] = [
-      ["no credentials", () => new grpc.Metadata(), () => "UNAUTHENTICATED"],
-      ["a bad token", () => bearer("not-a-token-the-server-knows"), () => "UNAUTHENTICATED"],
+      // Nodes hold no token: the key-authorized methods answer whatever credentials come along.
+      ["no credentials", () => new grpc.Metadata(), (m) => (KEY_AUTHORIZED_METHODS.has(m.name) ? "OK" : "UNAUTHENTICATED")],
+      ["a bad token", () => bearer("not-a-token-the-server-knows"), (m) => (KEY_AUTHORIZED_METHODS.has(m.name) ? "OK" : "UNAUTHENTICATED")],
       ...ROLES.map((r): [string, () => grpc.Metadata, (m: DescMethod) => string] => [
         r,
         () => bearer(tokens[r]),
-        (m) => (ROLES.indexOf(r) >= ROLES.indexOf(METHOD_ROLES[m.name]!) ? "OK" : "PERMISSION_DENIED"),
+        (m) => (KEY_AUTHORIZED_METHODS.has(m.name) || ROLES.indexOf(r) >= ROLES.indexOf(METHOD_ROLES[m.name]!) ? "OK" : "PERMISSION_DENIED"),
       ]),
     ];
     for (const m of StateService.methods) {
       for (const [who, metadata, expected] of credentials) {
-        it(`${m.name} with ${who}: ${METHOD_ROLES[m.name] ? expected(m) : "(not in the role table)"}`, async () => {
+        it(`${m.name} with ${who}: ${METHOD_ROLES[m.name] || KEY_AUTHORIZED_METHODS.has(m.name) ? expected(m) : "(not in the role table)"}`, async () => {
           expect(valid, `no valid request for ${m.name}: add one to this test`).to.have.property(m.localName);
           const { code, err } = await outcome(h.client, m, valid[m.localName], metadata());
           expect(code, err ? decodeError(err).message : "").to.equal(expected(m));
@@ -230,6 +247,21 @@ describe("auth: bearer tokens through the server", function () {
         });
       }
     }
+  });
+
+  it("lets a node without a token report only with its identity key", async () => {
+    const admin = as("admin");
+    const taskId = (await h.client.createTask({ action: "deploy_nodes" }, admin)).task!.taskId;
+    const key = Buffer.from((await h.client.setBootActionContext({ nodeName: "node-auth", taskId }, admin)).generatedIdentityKey);
+    const [a] = (await h.client.createBootActions({ nodeName: "node-auth", taskId, actions: [{ actionName: "x", signalling: true }] }, admin)).bootActions;
+    const wrong = await expectError(h.client.reportBootActionStatus({ actionId: a!.actionId, identityKey: Buffer.alloc(32), status: BootActionStatus.SUCCESS }), grpc.status.PERMISSION_DENIED);
+    expect(wrong.errorInfo?.reason).to.equal("IDENTITY_KEY_MISMATCH");
+    const none = await expectError(h.client.reportBootActionStatus({ actionId: a!.actionId, status: BootActionStatus.SUCCESS }), grpc.status.UNAUTHENTICATED);
+    expect(none.errorInfo?.reason).to.equal("IDENTITY_KEY_REQUIRED");
+    const ok = await h.client.reportBootActionStatus({ actionId: a!.actionId, identityKey: key, status: BootActionStatus.SUCCESS });
+    expect(ok.bootAction!.status).to.equal(BootActionStatus.SUCCESS);
+    // The other boot action methods still need a token.
+    await expectError(h.client.getBootAction({ actionId: a!.actionId }), grpc.status.UNAUTHENTICATED);
   });
 
   it("accepts the token as x-auth-token too, and refuses malformed credentials without quoting them", async () => {

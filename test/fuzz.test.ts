@@ -396,6 +396,12 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
     for (let i = 0; i < 3; i++) {
       await c.createBuildData({ buildData: { nodeName: "n1", taskId: watched.taskId, generator: `g${i}`, dataFormat: "text/plain", dataElement: Buffer.from("inventory") } });
     }
+    const nodeKey = Buffer.from((await c.setBootActionContext({ nodeName: "n1", taskId: watched.taskId })).generatedIdentityKey);
+    const { bootActions } = await c.createBootActions({
+      nodeName: "n1",
+      taskId: watched.taskId,
+      actions: [{ actionName: "reported", signalling: true }, { actionName: "silent", signalling: false }],
+    });
     const ts = timestampFromMs(Date.parse("2026-01-01T00:00:00Z"));
     const inits: Record<string, Record<string, unknown>> = {
       createTask: {
@@ -443,6 +449,13 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       watchLeader: { election: "orchestrator" },
       getDesignDocuments: { designRef: `file://${root}/site.yaml` },
       purgeTasks: { olderThanDays: 30 },
+      setBootActionContext: { nodeName: "n2", taskId: watched.taskId, identityKey: Buffer.alloc(32, 7) },
+      getBootActionContext: { nodeName: "n1" },
+      createBootActions: { nodeName: "n1", taskId: watched.taskId, actions: [{ actionName: "fuzzed", signalling: true }] },
+      reportBootActionStatus: { actionId: bootActions[0]!.actionId, identityKey: nodeKey, details: [{ message: "progress", error: false, extra: { step: 1 } }] },
+      verifyBootActionKey: { nodeName: "n1", identityKey: nodeKey },
+      getBootAction: { actionId: bootActions[0]!.actionId },
+      listBootActions: { nodeName: "n1", taskId: watched.taskId, pageSize: 1 },
       check: { service: "" },
     };
     for (const m of ALL_METHODS) {
@@ -455,6 +468,7 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
     tokens.set("ListSubtasks", (await c.listSubtasks(inits.listSubtasks as never)).nextPageToken);
     tokens.set("ListResultMessages", (await c.listResultMessages(inits.listResultMessages as never)).nextPageToken);
     tokens.set("ListBuildData", (await c.listBuildData(inits.listBuildData as never)).nextPageToken);
+    tokens.set("ListBootActions", (await c.listBootActions(inits.listBootActions as never)).nextPageToken);
     for (const [name, t] of tokens) expect(t, `${name} gave no next_page_token for its base request`).to.not.equal("");
     // Every base request is valid: served, or for a stream, sends a first message.
     for (const m of ALL_METHODS) {

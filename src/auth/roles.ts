@@ -33,8 +33,21 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   RenewLeadership: "orchestrator",
   ResignLeadership: "orchestrator",
   GetDesignDocuments: "orchestrator",
+  SetBootActionContext: "orchestrator",
+  CreateBootActions: "orchestrator",
+  GetBootActionContext: "reader",
+  GetBootAction: "reader",
+  ListBootActions: "reader",
   PurgeTasks: "admin",
 };
+
+/**
+ * Methods nodes call: they hold no token, so these need no credentials and
+ * no role; the handler authorises each call by the node identity key in its
+ * request (rpc/bootActions.ts). Every StateService method is in exactly one
+ * of this set and METHOD_ROLES (test/auth.test.ts).
+ */
+export const KEY_AUTHORIZED_METHODS: ReadonlySet<string> = new Set(["ReportBootActionStatus", "VerifyBootActionKey"]);
 
 /** Who is calling. */
 export interface Caller {

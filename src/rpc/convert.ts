@@ -11,7 +11,27 @@ import {
   type NodeFilter as PbNodeFilter,
   type Task as PbTask,
 } from "../../gen/drydock/statemgmt/v1/task_pb.js";
-import type { ActionResult, BuildData, FilterSetType, Lease, Micros, NodeFilter, ResultMessage, Task, TaskStatus } from "../domain.js";
+import type {
+  ActionResult,
+  BootAction,
+  BootActionContext,
+  BootActionStatus,
+  BuildData,
+  FilterSetType,
+  Lease,
+  Micros,
+  NodeFilter,
+  ResultMessage,
+  Task,
+  TaskStatus,
+} from "../domain.js";
+import {
+  BootActionContextSchema,
+  BootActionSchema,
+  BootActionStatus as PbBootActionStatus,
+  type BootAction as PbBootAction,
+  type BootActionContext as PbBootActionContext,
+} from "../../gen/drydock/statemgmt/v1/boot_action_pb.js";
 import {
   WatchTaskResponseSchema,
   type WatchTaskResponse,
@@ -198,4 +218,28 @@ export function messageEventToPb(m: ResultMessage): WatchTaskResponse {
     messageEventCache.set(m, ev);
   }
   return ev;
+}
+
+const BOOT_ACTION_STATUS_TO_PB: Record<BootActionStatus, PbBootActionStatus> = {
+  incomplete: PbBootActionStatus.INCOMPLETE,
+  success: PbBootActionStatus.SUCCESS,
+  failure: PbBootActionStatus.FAILURE,
+  unreported: PbBootActionStatus.UNREPORTED,
+};
+
+export function bootActionToPb(a: BootAction): PbBootAction {
+  return create(BootActionSchema, {
+    actionId: a.actionId,
+    nodeName: a.nodeName,
+    actionName: a.actionName,
+    taskId: a.taskId,
+    signalling: a.signalling,
+    status: BOOT_ACTION_STATUS_TO_PB[a.status],
+    created: timestampFromMicros(a.created),
+    reported: a.reported === null ? undefined : timestampFromMicros(a.reported),
+  });
+}
+
+export function bootActionContextToPb(c: BootActionContext): PbBootActionContext {
+  return create(BootActionContextSchema, { nodeName: c.nodeName, taskId: c.taskId, updated: timestampFromMicros(c.updated) });
 }

@@ -17,10 +17,11 @@ interface TokenBody {
 }
 
 /** What one part of a sort key holds. */
-export type KeyPart = "micros" | "uuid" | "int64";
+export type KeyPart = "micros" | "uuid" | "int64" | "ulid";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const INT_RE = /^-?[0-9]{1,19}$/;
+const ULID_RE = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/;
 /** Bytes of the HMAC kept in a token: 128 bits. */
 const MAC_BYTES = 16;
 /** Longest token accepted; ours are about 150 characters. */
@@ -80,5 +81,7 @@ function valid(part: KeyPart, x: unknown): boolean {
       return INT_RE.test(x) && BigInt(x) >= 0n && BigInt(x) <= MAX_BIGINT;
     case "micros":
       return INT_RE.test(x) && BigInt(x) >= MIN_MICROS && BigInt(x) <= MAX_MICROS;
+    case "ulid":
+      return ULID_RE.test(x);
   }
 }

@@ -187,7 +187,12 @@ export function taskRpcs(db: Db, tokens: PageTokens, clock: Clock = SYSTEM_CLOCK
       v.range("older_than_days", req.olderThanDays, 0, LIMITS.purgeDays);
       v.check();
       const n = await tasks.tasksPurge(db.tx, { olderThanDays: req.olderThanDays, signal, deadline });
-      return { tasksDeleted: BigInt(n.tasks), resultMessagesDeleted: BigInt(n.resultMessages) };
+      return {
+        tasksDeleted: BigInt(n.tasks),
+        resultMessagesDeleted: BigInt(n.resultMessages),
+        bootActionsDeleted: BigInt(n.bootActions),
+        bootActionContextsDeleted: BigInt(n.bootActionContexts),
+      };
     },
   };
 }

@@ -34,6 +34,8 @@ export const LIMITS = {
 export const ACTION_RE = /^[a-z][a-z0-9_]{0,63}$/;
 export const ELECTION_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A ULID: 26 characters of Crockford base32 (no I, L, O, U); the first at most 7, so it fits 128 bits. */
+const ULID_RE = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/i;
 
 /** Length in characters (code points), as PostgreSQL's length() counts. */
 const chars = (s: string) => {
@@ -81,6 +83,16 @@ export class Validator {
       this.add(field, `"${value.slice(0, 64)}" is not a UUID`);
     }
     return value.toLowerCase();
+  }
+
+  /** A ULID in Crockford base32, either case; returns it upper-cased (the canonical form the server stores). */
+  ulid(field: string, value: string, required: boolean): string {
+    if (value === "") {
+      if (required) this.add(field, "is required (a ULID)");
+    } else if (!ULID_RE.test(value)) {
+      this.add(field, `"${value.slice(0, 64)}" is not a ULID (26 characters of Crockford base32: 0-9 and A-Z without I, L, O, U; the first 0-7)`);
+    }
+    return value.toUpperCase();
   }
 
   action(field: string, value: string, required = true): this {

@@ -10,6 +10,7 @@ import type { Logger } from "../log.js";
 import { taskRpcs } from "../rpc/tasks.js";
 import { messageRpcs } from "../rpc/messages.js";
 import { watchRpcs } from "../rpc/watch.js";
+import { bootActionRpcs } from "../rpc/bootActions.js";
 import { buildDataRpcs } from "../rpc/buildData.js";
 import { leadershipRpcs } from "../rpc/leadership.js";
 import { designRpcs } from "../rpc/design.js";
@@ -158,6 +159,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
       ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics),
       ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
+      ...bootActionRpcs(o.db, tokens),
     }, o.log, calls, auth.stateService);
   addService(server, Health, healthRpcs(health), o.log, calls, auth.health);
   addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls, auth.reflection);

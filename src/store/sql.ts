@@ -14,6 +14,9 @@ export const SQLSTATE = {
   queryCanceled: "57014",
   /** lock_timeout expired. */
   lockNotAvailable: "55P03",
+  /** The database broke a deadlock by rolling this transaction back. */
+  deadlockDetected: "40P01",
+  serializationFailure: "40001",
   adminShutdown: "57P01",
   crashShutdown: "57P02",
   cannotConnectNow: "57P03",
@@ -66,6 +69,10 @@ export function interpretError(err: unknown, signal?: AbortSignal): unknown {
       {},
       { cause: err },
     );
+  }
+  if (code === SQLSTATE.deadlockDetected || code === SQLSTATE.serializationFailure) {
+    if (signal?.aborted) return abortError(signal, err);
+    return new AbortedError("TRANSACTION_CONFLICT", "the database rolled this call back to resolve a conflict with a concurrent one; nothing was written, retry", {}, { cause: err });
   }
   if (
     (code && CONNECTION_CODES.has(code)) ||

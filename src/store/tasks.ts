@@ -359,11 +359,11 @@ export async function tasksClaimNext(
 export async function tasksPurge(
   t: Transactor,
   p: TransactionScope & { olderThanDays: number },
-): Promise<{ tasks: number; resultMessages: number }> {
+): Promise<{ tasks: number; resultMessages: number; bootActions: number; bootActionContexts: number }> {
   // A transaction only for its deadline-derived statement and lock bounds.
   const [row] = await t.transaction(p, (sql) =>
     run(sql, p.signal,
-    sql<{ tasks: bigint; messages: bigint }[]>`
+    sql<{ tasks: bigint; messages: bigint; boot_actions: bigint; contexts: bigint }[]>`
       with recursive roots as (
         select task_id from tasks
         where parent_task_id is null and status in ('complete', 'terminated')
@@ -380,14 +380,25 @@ export async function tasksPurge(
         select task_id from tree where root not in (select root from kept_roots)
       ), messages as (
         select count(*) as n from result_messages where task_id in (select task_id from doomed)
+      ), doomed_actions as (
+        select count(*) as n from boot_actions where task_id in (select task_id from doomed)
+      ), doomed_contexts as (
+        select count(*) as n from boot_action_contexts where task_id in (select task_id from doomed)
       ), deleted as (
-        -- Subtasks and result messages go with their root (on delete cascade).
+        -- Subtasks, result messages, boot actions and boot action contexts go
+        -- with their root (on delete cascade).
         delete from tasks where task_id in (select root from tree where root not in (select root from kept_roots))
       )
-      select (select count(*) from doomed) as tasks, (select n from messages) as messages`,
+      select (select count(*) from doomed) as tasks, (select n from messages) as messages,
+             (select n from doomed_actions) as boot_actions, (select n from doomed_contexts) as contexts`,
     ),
   );
-  return { tasks: Number(row?.tasks ?? 0n), resultMessages: Number(row?.messages ?? 0n) };
+  return {
+    tasks: Number(row?.tasks ?? 0n),
+    resultMessages: Number(row?.messages ?? 0n),
+    bootActions: Number(row?.boot_actions ?? 0n),
+    bootActionContexts: Number(row?.contexts ?? 0n),
+  };
 }
 
 /** Tasks by id (missing ids are skipped), in no particular order. */

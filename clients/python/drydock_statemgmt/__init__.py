@@ -6,10 +6,11 @@
 
 Needs only grpcio and protobuf (Debian: python3-grpcio, python3-protobuf). The
 generated messages are re-exported here (Task, ResultMessage, BuildData, ...) and
-as the modules ``task_pb2`` and ``state_service_pb2``.
+as the modules ``task_pb2``, ``boot_action_pb2`` and ``state_service_pb2``.
 """
 
-from ._proto.drydock.statemgmt.v1 import state_service_pb2, state_service_pb2_grpc, task_pb2
+from ._proto.drydock.statemgmt.v1 import boot_action_pb2, state_service_pb2, state_service_pb2_grpc, task_pb2
+from ._proto.drydock.statemgmt.v1.boot_action_pb2 import BootAction, BootActionContext, BootActionStatus
 from ._proto.drydock.statemgmt.v1.state_service_pb2 import (
     BuildData,
     Leader,

@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2, timestamp_pb2
 
 from . import errors
+from ._proto.drydock.statemgmt.v1 import boot_action_pb2 as ba_pb
 from ._proto.drydock.statemgmt.v1 import state_service_pb2 as pb
 from ._proto.drydock.statemgmt.v1 import state_service_pb2_grpc as pb_grpc
 from ._proto.drydock.statemgmt.v1 import task_pb2
@@ -389,6 +390,106 @@ class StateClient:
     def watch_leader(self, election: str = ""):
         """The raw WatchLeader stream (grpc iterator of WatchLeaderResponse)."""
         return self.stub.WatchLeader(pb.WatchLeaderRequest(election=election), metadata=self.metadata)
+
+    # -- boot actions ------------------------------------------------------------
+
+    def set_boot_action_context(
+        self, node_name: str, task_id: str, identity_key: Optional[bytes] = None
+    ) -> "tuple[ba_pb.BootActionContext, bytes]":
+        """Sets the node's context for the deployment ``task_id`` and returns it with the
+        node's identity key: ``identity_key`` (32 bytes) when given, else the one the
+        server generated (returned only here: give it to the node). Retried like a read:
+        a repeated set replaces the context, and the key returned is the one in force."""
+        req = pb.SetBootActionContextRequest(node_name=node_name, task_id=task_id, identity_key=identity_key or b"")
+        resp = self._read("SetBootActionContext", req)
+        return resp.context, (identity_key or resp.generated_identity_key)
+
+    def get_boot_action_context(self, node_name: str) -> ba_pb.BootActionContext:
+        """Raises BootActionContextNotFound for a node without one (the key is never returned)."""
+        return self._read("GetBootActionContext", pb.GetBootActionContextRequest(node_name=node_name)).context
+
+    def create_boot_actions(
+        self, node_name: str, task_id: str, actions: Iterable[Union[str, "tuple[str, bool]"]]
+    ) -> List[ba_pb.BootAction]:
+        """Creates the node's boot actions of one deployment: names (signalling) or
+        ``(name, signalling)`` pairs. Retried on UNAVAILABLE and DEADLINE_EXCEEDED:
+        names are unique per node and task, so BOOT_ACTION_ALREADY_EXISTS after an
+        uncertain attempt means that attempt landed, and its actions are returned."""
+        wanted = [(a, True) if isinstance(a, str) else (a[0], bool(a[1])) for a in actions]
+        req = pb.CreateBootActionsRequest(
+            node_name=node_name, task_id=task_id, actions=[ba_pb.NewBootAction(action_name=n, signalling=sig) for n, sig in wanted]
+        )
+        uncertain = False
+
+        def attempt(_: int) -> List[ba_pb.BootAction]:
+            nonlocal uncertain
+            try:
+                return list(self.call("CreateBootActions", req).boot_actions)
+            except errors.BootActionAlreadyExists:
+                if not uncertain:
+                    raise
+                by_name = {a.action_name: a for a in self.list_boot_actions(node_name=node_name, task_id=task_id)}
+                if any(n not in by_name for n, _ in wanted):
+                    raise
+                return [by_name[n] for n, _ in wanted]
+            except errors.StateError as err:
+                uncertain = uncertain or _outcome_unknown(err)
+                raise
+
+        return self._retry(attempt, lambda e: _nothing_written(e) or _outcome_unknown(e))
+
+    def report_boot_action(
+        self,
+        action_id: str,
+        identity_key: bytes,
+        status: Optional[str] = None,
+        details: Iterable[Union[str, Dict[str, Any]]] = (),
+    ) -> ba_pb.BootAction:
+        """What a node sends (Drydock's ``POST /bootaction/{id}``): details (strings, or
+        dicts with ``message``, ``error`` and any further fields, kept as ``extra``), and
+        the final ``status`` "success"/"failure" (None: details only). A final report is
+        retried on UNAVAILABLE and DEADLINE_EXCEEDED: BootActionAlreadyReported with the
+        same status after an uncertain attempt means it landed. A details-only report is
+        retried only when nothing was written (a blind retry could post them twice)."""
+        wire_status = {None: ba_pb.BOOT_ACTION_STATUS_UNSPECIFIED, "success": ba_pb.BOOT_ACTION_STATUS_SUCCESS,
+                       "failure": ba_pb.BOOT_ACTION_STATUS_FAILURE}[status.lower() if status else None]
+        req = pb.ReportBootActionStatusRequest(action_id=action_id, identity_key=identity_key, status=wire_status)
+        for d in details:
+            if isinstance(d, str):
+                req.details.add(message=d)
+                continue
+            d = dict(d)
+            detail = req.details.add(message=d.pop("message"), error=bool(d.pop("error", False)))
+            if d:
+                detail.extra.update(d)
+        if status is None:
+            return self._write("ReportBootActionStatus", req).boot_action
+        uncertain = False
+
+        def attempt(_: int) -> ba_pb.BootAction:
+            nonlocal uncertain
+            try:
+                return self.call("ReportBootActionStatus", req).boot_action
+            except errors.BootActionAlreadyReported as err:
+                if not uncertain or err.status != status.upper():
+                    raise
+                return self.get_boot_action(action_id)
+            except errors.StateError as err:
+                uncertain = uncertain or _outcome_unknown(err)
+                raise
+
+        return self._retry(attempt, lambda e: _nothing_written(e) or _outcome_unknown(e))
+
+    def verify_boot_action_key(self, node_name: str, identity_key: bytes) -> ba_pb.BootActionContext:
+        """The node's context if ``identity_key`` is its current key (IdentityKeyMismatch otherwise)."""
+        return self._read("VerifyBootActionKey", pb.VerifyBootActionKeyRequest(node_name=node_name, identity_key=identity_key)).context
+
+    def get_boot_action(self, action_id: str) -> ba_pb.BootAction:
+        return self._read("GetBootAction", pb.GetBootActionRequest(action_id=action_id)).boot_action
+
+    def list_boot_actions(self, *, node_name: str = "", task_id: str = "", page_size: int = 0) -> Iterator[ba_pb.BootAction]:
+        """In ULID (creation) order; a node's actions of every deployment."""
+        return self._pages("ListBootActions", pb.ListBootActionsRequest(node_name=node_name, task_id=task_id, page_size=page_size), "boot_actions")
 
     # -- designs -----------------------------------------------------------------
 

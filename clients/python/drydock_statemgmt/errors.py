@@ -163,6 +163,50 @@ class Internal(StateError):
     pass
 
 
+class Unauthenticated(StateError):
+    pass
+
+
+class IdentityKeyRequired(Unauthenticated):
+    """A boot action report or key check without the node's identity key."""
+
+
+class IdentityKeyMismatch(PermissionDenied):
+    """The identity key is not the node's (or not the one the boot action was created with)."""
+
+
+class BootActionNotFound(NotFound):
+    pass
+
+
+class BootActionContextNotFound(NotFound):
+    """The node has no boot action context (set_boot_action_context)."""
+
+
+class BootActionAlreadyExists(AlreadyExists):
+    """The node already has an action of this name in the task; ``action_name`` names it."""
+
+    @property
+    def action_name(self) -> str:
+        return self.metadata.get("action_name", "")
+
+
+class BootActionContextMismatch(FailedPrecondition):
+    """The node's context names another task (``context_task_id``)."""
+
+    @property
+    def context_task_id(self) -> str:
+        return self.metadata.get("context_task_id", "")
+
+
+class BootActionAlreadyReported(FailedPrecondition):
+    """The action's status is final (or it is UNREPORTED); ``status`` is its status name."""
+
+    @property
+    def status(self) -> str:
+        return self.metadata.get("status", "")
+
+
 _BY_REASON = {
     "TASK_NOT_FOUND": TaskNotFound,
     "TASK_ALREADY_EXISTS": TaskAlreadyExists,
@@ -177,6 +221,13 @@ _BY_REASON = {
     "CONNECTION_MAX_AGE": ConnectionMaxAge,
     "WATCH_BUFFER_FULL": WatchBufferFull,
     "STREAM_LIMIT": StreamLimit,
+    "IDENTITY_KEY_REQUIRED": IdentityKeyRequired,
+    "IDENTITY_KEY_MISMATCH": IdentityKeyMismatch,
+    "BOOT_ACTION_NOT_FOUND": BootActionNotFound,
+    "BOOT_ACTION_CONTEXT_NOT_FOUND": BootActionContextNotFound,
+    "BOOT_ACTION_ALREADY_EXISTS": BootActionAlreadyExists,
+    "BOOT_ACTION_CONTEXT_MISMATCH": BootActionContextMismatch,
+    "BOOT_ACTION_ALREADY_REPORTED": BootActionAlreadyReported,
 }
 
 _BY_CODE = {
@@ -191,6 +242,7 @@ _BY_CODE = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.INTERNAL: Internal,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
 }
 
 

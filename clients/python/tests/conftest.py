@@ -31,19 +31,16 @@ def pytest_report_header(config):
 REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 
 
-@pytest.fixture(scope="session")
-def address():
-    given = os.environ.get("STATEMGMT_ADDRESS")
-    if given:
-        yield given
-        return
+def start_server(*args):
+    """Starts the repository's server (dist/) on an embedded PostgreSQL of its own with
+    extra command-line ``args``; yields its address, then stops it."""
     main = os.path.join(REPO, "dist", "src", "main.js")
     if not os.path.exists(main):
         pytest.fail(f"{main} is missing: run make build, or set STATEMGMT_ADDRESS to a running server")
     data = tempfile.mkdtemp(prefix="statemgmt-pytest-")
     os.chmod(data, 0o755)  # as root, the embedded PostgreSQL runs as user postgres
     proc = subprocess.Popen(
-        ["node", main, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(data, "data"), "--log-level", "info"],
+        ["node", main, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(data, "data"), "--log-level", "info", *args],
         stdout=subprocess.PIPE, text=True,
     )
     addr = None
@@ -62,10 +59,21 @@ def address():
         proc.kill()
         pytest.fail("the server did not log ready")
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # keep draining its log
-    yield addr
-    proc.terminate()
-    proc.wait(30)
-    shutil.rmtree(data, ignore_errors=True)
+    try:
+        yield addr
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def address():
+    given = os.environ.get("STATEMGMT_ADDRESS")
+    if given:
+        yield given
+        return
+    yield from start_server()
 
 
 @pytest.fixture

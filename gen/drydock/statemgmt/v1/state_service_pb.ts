@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { BootAction, BootActionContext, BootActionDetail, BootActionStatus, NewBootAction } from "./boot_action_pb.js";
+import { file_drydock_statemgmt_v1_boot_action } from "./boot_action_pb.js";
 import type { NodeFilter, ResultMessage, Task, TaskStatus } from "./task_pb.js";
 import { file_drydock_statemgmt_v1_task } from "./task_pb.js";
 import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file drydock/statemgmt/v1/state_service.proto.
  */
 export const file_drydock_statemgmt_v1_state_service: GenFile = /*@__PURE__*/
-  fileDesc("Cihkcnlkb2NrL3N0YXRlbWdtdC92MS9zdGF0ZV9zZXJ2aWNlLnByb3RvEhRkcnlkb2NrLnN0YXRlbWdtdC52MSKXAgoRQ3JlYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIWCg5wYXJlbnRfdGFza19pZBgCIAEoCRIOCgZhY3Rpb24YAyABKAkSEgoKZGVzaWduX3JlZhgEIAEoCRI1Cgtub2RlX2ZpbHRlchgFIAEoCzIgLmRyeWRvY2suc3RhdGVtZ210LnYxLk5vZGVGaWx0ZXISMAoPcmVxdWVzdF9jb250ZXh0GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpjcmVhdGVkX2J5GAcgASgJEjgKDmluaXRpYWxfc3RhdHVzGAggASgOMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1N0YXR1cyI+ChJDcmVhdGVUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siTwoOR2V0VGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIsCgR2aWV3GAIgASgOMh4uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1ZpZXcieQoPR2V0VGFza1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEjwKD3Jlc3VsdF9tZXNzYWdlcxgCIAMoCzIjLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlc3VsdE1lc3NhZ2UiLQoLTGVhZGVyRmVuY2USEAoIZWxlY3Rpb24YASABKAkSDAoEdGVybRgCIAEoAyKTAgoQTGlzdFRhc2tzUmVxdWVzdBIyCghzdGF0dXNlcxgBIAMoDjIgLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2tTdGF0dXMSDwoHYWN0aW9ucxgCIAMoCRIWCg5wYXJlbnRfdGFza19pZBgDIAEoCRIxCg1jcmVhdGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAYgASgFEhIKCnBhZ2VfdG9rZW4YByABKAkSFAoMY2xhaW1lZF90ZXJtGAggASgDIlcKEUxpc3RUYXNrc1Jlc3BvbnNlEikKBXRhc2tzGAEgAygLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiugEKEVVwZGF0ZVRhc2tSZXF1ZXN0EigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDEjAKBWZlbmNlGAQgASgLMiEuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGVhZGVyRmVuY2UiPgoSVXBkYXRlVGFza1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrIj4KFFRlcm1pbmF0ZVRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSFQoNdGVybWluYXRlZF9ieRgCIAEoCSJBChVUZXJtaW5hdGVUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siiQEKE0xpc3RTdWJ0YXNrc1JlcXVlc3QSFgoOcGFyZW50X3Rhc2tfaWQYASABKAkSMwoGZmlsdGVyGAIgASgOMiMuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuU3VidGFza0ZpbHRlchIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJaChRMaXN0U3VidGFza3NSZXNwb25zZRIpCgV0YXNrcxgBIAMoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2sSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIm4KFENsYWltTmV4dFRhc2tSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg8KB2FjdGlvbnMYAiADKAkSMAoFZmVuY2UYAyABKAsyIS5kcnlkb2NrLnN0YXRlbWdtdC52MS5MZWFkZXJGZW5jZSJBChVDbGFpbU5leHRUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siLAoRUHVyZ2VUYXNrc1JlcXVlc3QSFwoPb2xkZXJfdGhhbl9kYXlzGAEgASgFIkwKElB1cmdlVGFza3NSZXNwb25zZRIVCg10YXNrc19kZWxldGVkGAEgASgDEh8KF3Jlc3VsdF9tZXNzYWdlc19kZWxldGVkGAIgASgDIqkBChBOZXdSZXN1bHRNZXNzYWdlEg8KB21lc3NhZ2UYASABKAkSDQoFZXJyb3IYAiABKAgSFAoMY29udGV4dF90eXBlGAMgASgJEg8KB2NvbnRleHQYBCABKAkSJgoCdHMYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBWV4dHJhGAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKAAQobQXBwZW5kUmVzdWx0TWVzc2FnZXNSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSOAoIbWVzc2FnZXMYAiADKAsyJi5kcnlkb2NrLnN0YXRlbWdtdC52MS5OZXdSZXN1bHRNZXNzYWdlEhYKDmZpcnN0X3NlcXVlbmNlGAMgASgDIlwKHEFwcGVuZFJlc3VsdE1lc3NhZ2VzUmVzcG9uc2USEQoJc2VxdWVuY2VzGAEgAygDEhQKDHRhc2tfdmVyc2lvbhgCIAEoAxITCgtlcnJvcl9jb3VudBgDIAEoBSKAAQoZTGlzdFJlc3VsdE1lc3NhZ2VzUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDEhMKC2Vycm9yc19vbmx5GAMgASgIEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImwKGkxpc3RSZXN1bHRNZXNzYWdlc1Jlc3BvbnNlEjUKCG1lc3NhZ2VzGAEgAygLMiMuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUmVzdWx0TWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOwoQV2F0Y2hUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDIoABChFXYXRjaFRhc2tSZXNwb25zZRIqCgR0YXNrGAEgASgLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza0gAEjYKB21lc3NhZ2UYAiABKAsyIy5kcnlkb2NrLnN0YXRlbWdtdC52MS5SZXN1bHRNZXNzYWdlSABCBwoFZXZlbnQihgEKEVdhdGNoVGFza3NSZXF1ZXN0EjIKCHN0YXR1c2VzGAEgAygOMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1N0YXR1cxIPCgdhY3Rpb25zGAIgAygJEhYKDnBhcmVudF90YXNrX2lkGAMgASgJEhQKDHNlbmRfaW5pdGlhbBgEIAEoCCJPChJXYXRjaFRhc2tzUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2sSDwoHaW5pdGlhbBgCIAEoCCK2AQoJQnVpbGREYXRhEhUKDWJ1aWxkX2RhdGFfaWQYASABKAMSEQoJbm9kZV9uYW1lGAIgASgJEg8KB3Rhc2tfaWQYAyABKAkSMAoMY29sbGVjdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglnZW5lcmF0b3IYBSABKAkSEwoLZGF0YV9mb3JtYXQYBiABKAkSFAoMZGF0YV9lbGVtZW50GAcgASgMIk0KFkNyZWF0ZUJ1aWxkRGF0YVJlcXVlc3QSMwoKYnVpbGRfZGF0YRgBIAEoCzIfLmRyeWRvY2suc3RhdGVtZ210LnYxLkJ1aWxkRGF0YSJOChdDcmVhdGVCdWlsZERhdGFSZXNwb25zZRIzCgpidWlsZF9kYXRhGAEgASgLMh8uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQnVpbGREYXRhIqQBChRMaXN0QnVpbGREYXRhUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSDwoHdGFza19pZBgCIAEoCRIOCgZsYXRlc3QYAyABKAgSMQoEdmlldxgEIAEoDjIjLmRyeWRvY2suc3RhdGVtZ210LnYxLkJ1aWxkRGF0YVZpZXcSEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkiZQoVTGlzdEJ1aWxkRGF0YVJlc3BvbnNlEjMKCmJ1aWxkX2RhdGEYASADKAsyHy5kcnlkb2NrLnN0YXRlbWdtdC52MS5CdWlsZERhdGESFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIs4BCgZMZWFkZXISEAoIZWxlY3Rpb24YASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSDAoEdGVybRgDIAEoAxIvCgthY3F1aXJlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcmVuZXdlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZwoWQ2xhaW1MZWFkZXJzaGlwUmVxdWVzdBIQCghlbGVjdGlvbhgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRImCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iWgoXQ2xhaW1MZWFkZXJzaGlwUmVzcG9uc2USEQoJaXNfbGVhZGVyGAEgASgIEiwKBmxlYWRlchgCIAEoCzIcLmRyeWRvY2suc3RhdGVtZ210LnYxLkxlYWRlciJNChZSZW5ld0xlYWRlcnNoaXBSZXF1ZXN0EhAKCGVsZWN0aW9uGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEgwKBHRlcm0YAyABKAMiRwoXUmVuZXdMZWFkZXJzaGlwUmVzcG9uc2USLAoGbGVhZGVyGAEgASgLMhwuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGVhZGVyIk4KF1Jlc2lnbkxlYWRlcnNoaXBSZXF1ZXN0EhAKCGVsZWN0aW9uGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEgwKBHRlcm0YAyABKAMiLAoYUmVzaWduTGVhZGVyc2hpcFJlc3BvbnNlEhAKCHJlc2lnbmVkGAEgASgIIiQKEEdldExlYWRlclJlcXVlc3QSEAoIZWxlY3Rpb24YASABKAkiQQoRR2V0TGVhZGVyUmVzcG9uc2USLAoGbGVhZGVyGAEgASgLMhwuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGVhZGVyIiYKEldhdGNoTGVhZGVyUmVxdWVzdBIQCghlbGVjdGlvbhgBIAEoCSJDChNXYXRjaExlYWRlclJlc3BvbnNlEiwKBmxlYWRlchgBIAEoCzIcLmRyeWRvY2suc3RhdGVtZ210LnYxLkxlYWRlciIvChlHZXREZXNpZ25Eb2N1bWVudHNSZXF1ZXN0EhIKCmRlc2lnbl9yZWYYASABKAkiuQEKGkdldERlc2lnbkRvY3VtZW50c1Jlc3BvbnNlEg8KB2NvbnRlbnQYASABKAwSFAoMY29udGVudF90eXBlGAIgASgJEgwKBHNpemUYAyABKAMSDgoGc2hhMjU2GAQgASgJEhIKCmRlc2lnbl9yZWYYBSABKAkSLgoKZmV0Y2hlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKZnJvbV9jYWNoZRgHIAEoCCpOCghUYXNrVmlldxIZChVUQVNLX1ZJRVdfVU5TUEVDSUZJRUQQABITCg9UQVNLX1ZJRVdfQkFTSUMQARISCg5UQVNLX1ZJRVdfRlVMTBACKn8KDVN1YnRhc2tGaWx0ZXISHgoaU1VCVEFTS19GSUxURVJfVU5TUEVDSUZJRUQQABIWChJTVUJUQVNLX0ZJTFRFUl9BTEwQARIZChVTVUJUQVNLX0ZJTFRFUl9BQ1RJVkUQAhIbChdTVUJUQVNLX0ZJTFRFUl9DT01QTEVURRADKmUKDUJ1aWxkRGF0YVZpZXcSHwobQlVJTERfREFUQV9WSUVXX1VOU1BFQ0lGSUVEEAASGQoVQlVJTERfREFUQV9WSUVXX0JBU0lDEAESGAoUQlVJTERfREFUQV9WSUVXX0ZVTEwQAjLHEAoMU3RhdGVTZXJ2aWNlEl8KCkNyZWF0ZVRhc2sSJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5DcmVhdGVUYXNrUmVxdWVzdBooLmRyeWRvY2suc3RhdGVtZ210LnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJWCgdHZXRUYXNrEiQuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuR2V0VGFza1JlcXVlc3QaJS5kcnlkb2NrLnN0YXRlbWdtdC52MS5HZXRUYXNrUmVzcG9uc2USXAoJTGlzdFRhc2tzEiYuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFRhc2tzUmVxdWVzdBonLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RUYXNrc1Jlc3BvbnNlEl8KClVwZGF0ZVRhc2sSJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5VcGRhdGVUYXNrUmVxdWVzdBooLmRyeWRvY2suc3RhdGVtZ210LnYxLlVwZGF0ZVRhc2tSZXNwb25zZRJoCg1UZXJtaW5hdGVUYXNrEiouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGVybWluYXRlVGFza1JlcXVlc3QaKy5kcnlkb2NrLnN0YXRlbWdtdC52MS5UZXJtaW5hdGVUYXNrUmVzcG9uc2USZQoMTGlzdFN1YnRhc2tzEikuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFN1YnRhc2tzUmVxdWVzdBoqLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RTdWJ0YXNrc1Jlc3BvbnNlEmgKDUNsYWltTmV4dFRhc2sSKi5kcnlkb2NrLnN0YXRlbWdtdC52MS5DbGFpbU5leHRUYXNrUmVxdWVzdBorLmRyeWRvY2suc3RhdGVtZ210LnYxLkNsYWltTmV4dFRhc2tSZXNwb25zZRJ9ChRBcHBlbmRSZXN1bHRNZXNzYWdlcxIxLmRyeWRvY2suc3RhdGVtZ210LnYxLkFwcGVuZFJlc3VsdE1lc3NhZ2VzUmVxdWVzdBoyLmRyeWRvY2suc3RhdGVtZ210LnYxLkFwcGVuZFJlc3VsdE1lc3NhZ2VzUmVzcG9uc2USdwoSTGlzdFJlc3VsdE1lc3NhZ2VzEi8uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdFJlc3VsdE1lc3NhZ2VzUmVxdWVzdBowLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RSZXN1bHRNZXNzYWdlc1Jlc3BvbnNlEl4KCVdhdGNoVGFzaxImLmRyeWRvY2suc3RhdGVtZ210LnYxLldhdGNoVGFza1JlcXVlc3QaJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5XYXRjaFRhc2tSZXNwb25zZTABEmEKCldhdGNoVGFza3MSJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5XYXRjaFRhc2tzUmVxdWVzdBooLmRyeWRvY2suc3RhdGVtZ210LnYxLldhdGNoVGFza3NSZXNwb25zZTABEm4KD0NyZWF0ZUJ1aWxkRGF0YRIsLmRyeWRvY2suc3RhdGVtZ210LnYxLkNyZWF0ZUJ1aWxkRGF0YVJlcXVlc3QaLS5kcnlkb2NrLnN0YXRlbWdtdC52MS5DcmVhdGVCdWlsZERhdGFSZXNwb25zZRJoCg1MaXN0QnVpbGREYXRhEiouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdEJ1aWxkRGF0YVJlcXVlc3QaKy5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaXN0QnVpbGREYXRhUmVzcG9uc2USbgoPQ2xhaW1MZWFkZXJzaGlwEiwuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQ2xhaW1MZWFkZXJzaGlwUmVxdWVzdBotLmRyeWRvY2suc3RhdGVtZ210LnYxLkNsYWltTGVhZGVyc2hpcFJlc3BvbnNlEm4KD1JlbmV3TGVhZGVyc2hpcBIsLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlbmV3TGVhZGVyc2hpcFJlcXVlc3QaLS5kcnlkb2NrLnN0YXRlbWdtdC52MS5SZW5ld0xlYWRlcnNoaXBSZXNwb25zZRJxChBSZXNpZ25MZWFkZXJzaGlwEi0uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUmVzaWduTGVhZGVyc2hpcFJlcXVlc3QaLi5kcnlkb2NrLnN0YXRlbWdtdC52MS5SZXNpZ25MZWFkZXJzaGlwUmVzcG9uc2USXAoJR2V0TGVhZGVyEiYuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuR2V0TGVhZGVyUmVxdWVzdBonLmRyeWRvY2suc3RhdGVtZ210LnYxLkdldExlYWRlclJlc3BvbnNlEmQKC1dhdGNoTGVhZGVyEiguZHJ5ZG9jay5zdGF0ZW1nbXQudjEuV2F0Y2hMZWFkZXJSZXF1ZXN0GikuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuV2F0Y2hMZWFkZXJSZXNwb25zZTABEncKEkdldERlc2lnbkRvY3VtZW50cxIvLmRyeWRvY2suc3RhdGVtZ210LnYxLkdldERlc2lnbkRvY3VtZW50c1JlcXVlc3QaMC5kcnlkb2NrLnN0YXRlbWdtdC52MS5HZXREZXNpZ25Eb2N1bWVudHNSZXNwb25zZRJfCgpQdXJnZVRhc2tzEicuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUHVyZ2VUYXNrc1JlcXVlc3QaKC5kcnlkb2NrLnN0YXRlbWdtdC52MS5QdXJnZVRhc2tzUmVzcG9uc2VCoAEKIm9yZy5haXJzaGlwaXQuZHJ5ZG9jay5zdGF0ZW1nbXQudjFCEVN0YXRlU2VydmljZVByb3RvUAFaTmdpdGh1Yi5jb20vYWlyc2hpcGl0L2RyeWRvY2stc3RhdGVtZ210L2dlbi9nby9kcnlkb2NrL3N0YXRlbWdtdC92MTtzdGF0ZW1nbXR2MaoCFERyeWRvY2suU3RhdGVtZ210LlYxYgZwcm90bzM", [file_drydock_statemgmt_v1_task, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Cihkcnlkb2NrL3N0YXRlbWdtdC92MS9zdGF0ZV9zZXJ2aWNlLnByb3RvEhRkcnlkb2NrLnN0YXRlbWdtdC52MSKXAgoRQ3JlYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIWCg5wYXJlbnRfdGFza19pZBgCIAEoCRIOCgZhY3Rpb24YAyABKAkSEgoKZGVzaWduX3JlZhgEIAEoCRI1Cgtub2RlX2ZpbHRlchgFIAEoCzIgLmRyeWRvY2suc3RhdGVtZ210LnYxLk5vZGVGaWx0ZXISMAoPcmVxdWVzdF9jb250ZXh0GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpjcmVhdGVkX2J5GAcgASgJEjgKDmluaXRpYWxfc3RhdHVzGAggASgOMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1N0YXR1cyI+ChJDcmVhdGVUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siTwoOR2V0VGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIsCgR2aWV3GAIgASgOMh4uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1ZpZXcieQoPR2V0VGFza1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEjwKD3Jlc3VsdF9tZXNzYWdlcxgCIAMoCzIjLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlc3VsdE1lc3NhZ2UiLQoLTGVhZGVyRmVuY2USEAoIZWxlY3Rpb24YASABKAkSDAoEdGVybRgCIAEoAyKTAgoQTGlzdFRhc2tzUmVxdWVzdBIyCghzdGF0dXNlcxgBIAMoDjIgLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2tTdGF0dXMSDwoHYWN0aW9ucxgCIAMoCRIWCg5wYXJlbnRfdGFza19pZBgDIAEoCRIxCg1jcmVhdGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAYgASgFEhIKCnBhZ2VfdG9rZW4YByABKAkSFAoMY2xhaW1lZF90ZXJtGAggASgDIlcKEUxpc3RUYXNrc1Jlc3BvbnNlEikKBXRhc2tzGAEgAygLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiugEKEVVwZGF0ZVRhc2tSZXF1ZXN0EigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDEjAKBWZlbmNlGAQgASgLMiEuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGVhZGVyRmVuY2UiPgoSVXBkYXRlVGFza1Jlc3BvbnNlEigKBHRhc2sYASABKAsyGi5kcnlkb2NrLnN0YXRlbWdtdC52MS5UYXNrIj4KFFRlcm1pbmF0ZVRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSFQoNdGVybWluYXRlZF9ieRgCIAEoCSJBChVUZXJtaW5hdGVUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siiQEKE0xpc3RTdWJ0YXNrc1JlcXVlc3QSFgoOcGFyZW50X3Rhc2tfaWQYASABKAkSMwoGZmlsdGVyGAIgASgOMiMuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuU3VidGFza0ZpbHRlchIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJaChRMaXN0U3VidGFza3NSZXNwb25zZRIpCgV0YXNrcxgBIAMoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2sSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIm4KFENsYWltTmV4dFRhc2tSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg8KB2FjdGlvbnMYAiADKAkSMAoFZmVuY2UYAyABKAsyIS5kcnlkb2NrLnN0YXRlbWdtdC52MS5MZWFkZXJGZW5jZSJBChVDbGFpbU5leHRUYXNrUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2siLAoRUHVyZ2VUYXNrc1JlcXVlc3QSFwoPb2xkZXJfdGhhbl9kYXlzGAEgASgFIpABChJQdXJnZVRhc2tzUmVzcG9uc2USFQoNdGFza3NfZGVsZXRlZBgBIAEoAxIfChdyZXN1bHRfbWVzc2FnZXNfZGVsZXRlZBgCIAEoAxIcChRib290X2FjdGlvbnNfZGVsZXRlZBgDIAEoAxIkChxib290X2FjdGlvbl9jb250ZXh0c19kZWxldGVkGAQgASgDIqkBChBOZXdSZXN1bHRNZXNzYWdlEg8KB21lc3NhZ2UYASABKAkSDQoFZXJyb3IYAiABKAgSFAoMY29udGV4dF90eXBlGAMgASgJEg8KB2NvbnRleHQYBCABKAkSJgoCdHMYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBWV4dHJhGAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKAAQobQXBwZW5kUmVzdWx0TWVzc2FnZXNSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSOAoIbWVzc2FnZXMYAiADKAsyJi5kcnlkb2NrLnN0YXRlbWdtdC52MS5OZXdSZXN1bHRNZXNzYWdlEhYKDmZpcnN0X3NlcXVlbmNlGAMgASgDIlwKHEFwcGVuZFJlc3VsdE1lc3NhZ2VzUmVzcG9uc2USEQoJc2VxdWVuY2VzGAEgAygDEhQKDHRhc2tfdmVyc2lvbhgCIAEoAxITCgtlcnJvcl9jb3VudBgDIAEoBSKAAQoZTGlzdFJlc3VsdE1lc3NhZ2VzUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDEhMKC2Vycm9yc19vbmx5GAMgASgIEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImwKGkxpc3RSZXN1bHRNZXNzYWdlc1Jlc3BvbnNlEjUKCG1lc3NhZ2VzGAEgAygLMiMuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUmVzdWx0TWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOwoQV2F0Y2hUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDIoABChFXYXRjaFRhc2tSZXNwb25zZRIqCgR0YXNrGAEgASgLMhouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza0gAEjYKB21lc3NhZ2UYAiABKAsyIy5kcnlkb2NrLnN0YXRlbWdtdC52MS5SZXN1bHRNZXNzYWdlSABCBwoFZXZlbnQihgEKEVdhdGNoVGFza3NSZXF1ZXN0EjIKCHN0YXR1c2VzGAEgAygOMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGFza1N0YXR1cxIPCgdhY3Rpb25zGAIgAygJEhYKDnBhcmVudF90YXNrX2lkGAMgASgJEhQKDHNlbmRfaW5pdGlhbBgEIAEoCCJPChJXYXRjaFRhc2tzUmVzcG9uc2USKAoEdGFzaxgBIAEoCzIaLmRyeWRvY2suc3RhdGVtZ210LnYxLlRhc2sSDwoHaW5pdGlhbBgCIAEoCCK2AQoJQnVpbGREYXRhEhUKDWJ1aWxkX2RhdGFfaWQYASABKAMSEQoJbm9kZV9uYW1lGAIgASgJEg8KB3Rhc2tfaWQYAyABKAkSMAoMY29sbGVjdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglnZW5lcmF0b3IYBSABKAkSEwoLZGF0YV9mb3JtYXQYBiABKAkSFAoMZGF0YV9lbGVtZW50GAcgASgMIk0KFkNyZWF0ZUJ1aWxkRGF0YVJlcXVlc3QSMwoKYnVpbGRfZGF0YRgBIAEoCzIfLmRyeWRvY2suc3RhdGVtZ210LnYxLkJ1aWxkRGF0YSJOChdDcmVhdGVCdWlsZERhdGFSZXNwb25zZRIzCgpidWlsZF9kYXRhGAEgASgLMh8uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQnVpbGREYXRhIqQBChRMaXN0QnVpbGREYXRhUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSDwoHdGFza19pZBgCIAEoCRIOCgZsYXRlc3QYAyABKAgSMQoEdmlldxgEIAEoDjIjLmRyeWRvY2suc3RhdGVtZ210LnYxLkJ1aWxkRGF0YVZpZXcSEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkiZQoVTGlzdEJ1aWxkRGF0YVJlc3BvbnNlEjMKCmJ1aWxkX2RhdGEYASADKAsyHy5kcnlkb2NrLnN0YXRlbWdtdC52MS5CdWlsZERhdGESFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIs4BCgZMZWFkZXISEAoIZWxlY3Rpb24YASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSDAoEdGVybRgDIAEoAxIvCgthY3F1aXJlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcmVuZXdlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZwoWQ2xhaW1MZWFkZXJzaGlwUmVxdWVzdBIQCghlbGVjdGlvbhgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRImCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iWgoXQ2xhaW1MZWFkZXJzaGlwUmVzcG9uc2USEQoJaXNfbGVhZGVyGAEgASgIEiwKBmxlYWRlchgCIAEoCzIcLmRyeWRvY2suc3RhdGVtZ210LnYxLkxlYWRlciJNChZSZW5ld0xlYWRlcnNoaXBSZXF1ZXN0EhAKCGVsZWN0aW9uGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEgwKBHRlcm0YAyABKAMiRwoXUmVuZXdMZWFkZXJzaGlwUmVzcG9uc2USLAoGbGVhZGVyGAEgASgLMhwuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGVhZGVyIk4KF1Jlc2lnbkxlYWRlcnNoaXBSZXF1ZXN0EhAKCGVsZWN0aW9uGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEgwKBHRlcm0YAyABKAMiLAoYUmVzaWduTGVhZGVyc2hpcFJlc3BvbnNlEhAKCHJlc2lnbmVkGAEgASgIIiQKEEdldExlYWRlclJlcXVlc3QSEAoIZWxlY3Rpb24YASABKAkiQQoRR2V0TGVhZGVyUmVzcG9uc2USLAoGbGVhZGVyGAEgASgLMhwuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGVhZGVyIiYKEldhdGNoTGVhZGVyUmVxdWVzdBIQCghlbGVjdGlvbhgBIAEoCSJDChNXYXRjaExlYWRlclJlc3BvbnNlEiwKBmxlYWRlchgBIAEoCzIcLmRyeWRvY2suc3RhdGVtZ210LnYxLkxlYWRlciIvChlHZXREZXNpZ25Eb2N1bWVudHNSZXF1ZXN0EhIKCmRlc2lnbl9yZWYYASABKAkiuQEKGkdldERlc2lnbkRvY3VtZW50c1Jlc3BvbnNlEg8KB2NvbnRlbnQYASABKAwSFAoMY29udGVudF90eXBlGAIgASgJEgwKBHNpemUYAyABKAMSDgoGc2hhMjU2GAQgASgJEhIKCmRlc2lnbl9yZWYYBSABKAkSLgoKZmV0Y2hlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKZnJvbV9jYWNoZRgHIAEoCCJXChtTZXRCb290QWN0aW9uQ29udGV4dFJlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSFAoMaWRlbnRpdHlfa2V5GAMgASgMIngKHFNldEJvb3RBY3Rpb25Db250ZXh0UmVzcG9uc2USOAoHY29udGV4dBgBIAEoCzInLmRyeWRvY2suc3RhdGVtZ210LnYxLkJvb3RBY3Rpb25Db250ZXh0Eh4KFmdlbmVyYXRlZF9pZGVudGl0eV9rZXkYAiABKAwiMAobR2V0Qm9vdEFjdGlvbkNvbnRleHRSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSJYChxHZXRCb290QWN0aW9uQ29udGV4dFJlc3BvbnNlEjgKB2NvbnRleHQYASABKAsyJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5Cb290QWN0aW9uQ29udGV4dCJ0ChhDcmVhdGVCb290QWN0aW9uc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSNAoHYWN0aW9ucxgDIAMoCzIjLmRyeWRvY2suc3RhdGVtZ210LnYxLk5ld0Jvb3RBY3Rpb24iUwoZQ3JlYXRlQm9vdEFjdGlvbnNSZXNwb25zZRI2Cgxib290X2FjdGlvbnMYASADKAsyIC5kcnlkb2NrLnN0YXRlbWdtdC52MS5Cb290QWN0aW9uIrkBCh1SZXBvcnRCb290QWN0aW9uU3RhdHVzUmVxdWVzdBIRCglhY3Rpb25faWQYASABKAkSFAoMaWRlbnRpdHlfa2V5GAIgASgMEjYKBnN0YXR1cxgDIAEoDjImLmRyeWRvY2suc3RhdGVtZ210LnYxLkJvb3RBY3Rpb25TdGF0dXMSNwoHZGV0YWlscxgEIAMoCzImLmRyeWRvY2suc3RhdGVtZ210LnYxLkJvb3RBY3Rpb25EZXRhaWwiagoeUmVwb3J0Qm9vdEFjdGlvblN0YXR1c1Jlc3BvbnNlEjUKC2Jvb3RfYWN0aW9uGAEgASgLMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQm9vdEFjdGlvbhIRCglzZXF1ZW5jZXMYAiADKAMiRQoaVmVyaWZ5Qm9vdEFjdGlvbktleVJlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhQKDGlkZW50aXR5X2tleRgCIAEoDCJXChtWZXJpZnlCb290QWN0aW9uS2V5UmVzcG9uc2USOAoHY29udGV4dBgBIAEoCzInLmRyeWRvY2suc3RhdGVtZ210LnYxLkJvb3RBY3Rpb25Db250ZXh0IikKFEdldEJvb3RBY3Rpb25SZXF1ZXN0EhEKCWFjdGlvbl9pZBgBIAEoCSJOChVHZXRCb290QWN0aW9uUmVzcG9uc2USNQoLYm9vdF9hY3Rpb24YASABKAsyIC5kcnlkb2NrLnN0YXRlbWdtdC52MS5Cb290QWN0aW9uImMKFkxpc3RCb290QWN0aW9uc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiagoXTGlzdEJvb3RBY3Rpb25zUmVzcG9uc2USNgoMYm9vdF9hY3Rpb25zGAEgAygLMiAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQm9vdEFjdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqTgoIVGFza1ZpZXcSGQoVVEFTS19WSUVXX1VOU1BFQ0lGSUVEEAASEwoPVEFTS19WSUVXX0JBU0lDEAESEgoOVEFTS19WSUVXX0ZVTEwQAip/Cg1TdWJ0YXNrRmlsdGVyEh4KGlNVQlRBU0tfRklMVEVSX1VOU1BFQ0lGSUVEEAASFgoSU1VCVEFTS19GSUxURVJfQUxMEAESGQoVU1VCVEFTS19GSUxURVJfQUNUSVZFEAISGwoXU1VCVEFTS19GSUxURVJfQ09NUExFVEUQAyplCg1CdWlsZERhdGFWaWV3Eh8KG0JVSUxEX0RBVEFfVklFV19VTlNQRUNJRklFRBAAEhkKFUJVSUxEX0RBVEFfVklFV19CQVNJQxABEhgKFEJVSUxEX0RBVEFfVklFV19GVUxMEAIylxcKDFN0YXRlU2VydmljZRJfCgpDcmVhdGVUYXNrEicuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQ3JlYXRlVGFza1JlcXVlc3QaKC5kcnlkb2NrLnN0YXRlbWdtdC52MS5DcmVhdGVUYXNrUmVzcG9uc2USVgoHR2V0VGFzaxIkLmRyeWRvY2suc3RhdGVtZ210LnYxLkdldFRhc2tSZXF1ZXN0GiUuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuR2V0VGFza1Jlc3BvbnNlElwKCUxpc3RUYXNrcxImLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RUYXNrc1JlcXVlc3QaJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaXN0VGFza3NSZXNwb25zZRJfCgpVcGRhdGVUYXNrEicuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVXBkYXRlVGFza1JlcXVlc3QaKC5kcnlkb2NrLnN0YXRlbWdtdC52MS5VcGRhdGVUYXNrUmVzcG9uc2USaAoNVGVybWluYXRlVGFzaxIqLmRyeWRvY2suc3RhdGVtZ210LnYxLlRlcm1pbmF0ZVRhc2tSZXF1ZXN0GisuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVGVybWluYXRlVGFza1Jlc3BvbnNlEmUKDExpc3RTdWJ0YXNrcxIpLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RTdWJ0YXNrc1JlcXVlc3QaKi5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaXN0U3VidGFza3NSZXNwb25zZRJoCg1DbGFpbU5leHRUYXNrEiouZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQ2xhaW1OZXh0VGFza1JlcXVlc3QaKy5kcnlkb2NrLnN0YXRlbWdtdC52MS5DbGFpbU5leHRUYXNrUmVzcG9uc2USfQoUQXBwZW5kUmVzdWx0TWVzc2FnZXMSMS5kcnlkb2NrLnN0YXRlbWdtdC52MS5BcHBlbmRSZXN1bHRNZXNzYWdlc1JlcXVlc3QaMi5kcnlkb2NrLnN0YXRlbWdtdC52MS5BcHBlbmRSZXN1bHRNZXNzYWdlc1Jlc3BvbnNlEncKEkxpc3RSZXN1bHRNZXNzYWdlcxIvLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RSZXN1bHRNZXNzYWdlc1JlcXVlc3QaMC5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaXN0UmVzdWx0TWVzc2FnZXNSZXNwb25zZRJeCglXYXRjaFRhc2sSJi5kcnlkb2NrLnN0YXRlbWdtdC52MS5XYXRjaFRhc2tSZXF1ZXN0GicuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuV2F0Y2hUYXNrUmVzcG9uc2UwARJhCgpXYXRjaFRhc2tzEicuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuV2F0Y2hUYXNrc1JlcXVlc3QaKC5kcnlkb2NrLnN0YXRlbWdtdC52MS5XYXRjaFRhc2tzUmVzcG9uc2UwARJuCg9DcmVhdGVCdWlsZERhdGESLC5kcnlkb2NrLnN0YXRlbWdtdC52MS5DcmVhdGVCdWlsZERhdGFSZXF1ZXN0Gi0uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuQ3JlYXRlQnVpbGREYXRhUmVzcG9uc2USaAoNTGlzdEJ1aWxkRGF0YRIqLmRyeWRvY2suc3RhdGVtZ210LnYxLkxpc3RCdWlsZERhdGFSZXF1ZXN0GisuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdEJ1aWxkRGF0YVJlc3BvbnNlEm4KD0NsYWltTGVhZGVyc2hpcBIsLmRyeWRvY2suc3RhdGVtZ210LnYxLkNsYWltTGVhZGVyc2hpcFJlcXVlc3QaLS5kcnlkb2NrLnN0YXRlbWdtdC52MS5DbGFpbUxlYWRlcnNoaXBSZXNwb25zZRJuCg9SZW5ld0xlYWRlcnNoaXASLC5kcnlkb2NrLnN0YXRlbWdtdC52MS5SZW5ld0xlYWRlcnNoaXBSZXF1ZXN0Gi0uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUmVuZXdMZWFkZXJzaGlwUmVzcG9uc2UScQoQUmVzaWduTGVhZGVyc2hpcBItLmRyeWRvY2suc3RhdGVtZ210LnYxLlJlc2lnbkxlYWRlcnNoaXBSZXF1ZXN0Gi4uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUmVzaWduTGVhZGVyc2hpcFJlc3BvbnNlElwKCUdldExlYWRlchImLmRyeWRvY2suc3RhdGVtZ210LnYxLkdldExlYWRlclJlcXVlc3QaJy5kcnlkb2NrLnN0YXRlbWdtdC52MS5HZXRMZWFkZXJSZXNwb25zZRJkCgtXYXRjaExlYWRlchIoLmRyeWRvY2suc3RhdGVtZ210LnYxLldhdGNoTGVhZGVyUmVxdWVzdBopLmRyeWRvY2suc3RhdGVtZ210LnYxLldhdGNoTGVhZGVyUmVzcG9uc2UwARJ3ChJHZXREZXNpZ25Eb2N1bWVudHMSLy5kcnlkb2NrLnN0YXRlbWdtdC52MS5HZXREZXNpZ25Eb2N1bWVudHNSZXF1ZXN0GjAuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuR2V0RGVzaWduRG9jdW1lbnRzUmVzcG9uc2USXwoKUHVyZ2VUYXNrcxInLmRyeWRvY2suc3RhdGVtZ210LnYxLlB1cmdlVGFza3NSZXF1ZXN0GiguZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUHVyZ2VUYXNrc1Jlc3BvbnNlEn0KFFNldEJvb3RBY3Rpb25Db250ZXh0EjEuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuU2V0Qm9vdEFjdGlvbkNvbnRleHRSZXF1ZXN0GjIuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuU2V0Qm9vdEFjdGlvbkNvbnRleHRSZXNwb25zZRJ9ChRHZXRCb290QWN0aW9uQ29udGV4dBIxLmRyeWRvY2suc3RhdGVtZ210LnYxLkdldEJvb3RBY3Rpb25Db250ZXh0UmVxdWVzdBoyLmRyeWRvY2suc3RhdGVtZ210LnYxLkdldEJvb3RBY3Rpb25Db250ZXh0UmVzcG9uc2USdAoRQ3JlYXRlQm9vdEFjdGlvbnMSLi5kcnlkb2NrLnN0YXRlbWdtdC52MS5DcmVhdGVCb290QWN0aW9uc1JlcXVlc3QaLy5kcnlkb2NrLnN0YXRlbWdtdC52MS5DcmVhdGVCb290QWN0aW9uc1Jlc3BvbnNlEoMBChZSZXBvcnRCb290QWN0aW9uU3RhdHVzEjMuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuUmVwb3J0Qm9vdEFjdGlvblN0YXR1c1JlcXVlc3QaNC5kcnlkb2NrLnN0YXRlbWdtdC52MS5SZXBvcnRCb290QWN0aW9uU3RhdHVzUmVzcG9uc2USegoTVmVyaWZ5Qm9vdEFjdGlvbktleRIwLmRyeWRvY2suc3RhdGVtZ210LnYxLlZlcmlmeUJvb3RBY3Rpb25LZXlSZXF1ZXN0GjEuZHJ5ZG9jay5zdGF0ZW1nbXQudjEuVmVyaWZ5Qm9vdEFjdGlvbktleVJlc3BvbnNlEmgKDUdldEJvb3RBY3Rpb24SKi5kcnlkb2NrLnN0YXRlbWdtdC52MS5HZXRCb290QWN0aW9uUmVxdWVzdBorLmRyeWRvY2suc3RhdGVtZ210LnYxLkdldEJvb3RBY3Rpb25SZXNwb25zZRJuCg9MaXN0Qm9vdEFjdGlvbnMSLC5kcnlkb2NrLnN0YXRlbWdtdC52MS5MaXN0Qm9vdEFjdGlvbnNSZXF1ZXN0Gi0uZHJ5ZG9jay5zdGF0ZW1nbXQudjEuTGlzdEJvb3RBY3Rpb25zUmVzcG9uc2VCoAEKIm9yZy5haXJzaGlwaXQuZHJ5ZG9jay5zdGF0ZW1nbXQudjFCEVN0YXRlU2VydmljZVByb3RvUAFaTmdpdGh1Yi5jb20vYWlyc2hpcGl0L2RyeWRvY2stc3RhdGVtZ210L2dlbi9nby9kcnlkb2NrL3N0YXRlbWdtdC92MTtzdGF0ZW1nbXR2MaoCFERyeWRvY2suU3RhdGVtZ210LlYxYgZwcm90bzM", [file_drydock_statemgmt_v1_boot_action, file_drydock_statemgmt_v1_task, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Request of CreateTask.
@@ -592,6 +594,21 @@ export type PurgeTasksResponse = Message<"drydock.statemgmt.v1.PurgeTasksRespons
    * @generated from field: int64 result_messages_deleted = 2;
    */
   resultMessagesDeleted: bigint;
+
+  /**
+   * Boot actions of the deleted tasks, deleted with them.
+   *
+   * @generated from field: int64 boot_actions_deleted = 3;
+   */
+  bootActionsDeleted: bigint;
+
+  /**
+   * Boot action contexts naming a deleted task (nodes whose last deployment
+   * was purged), deleted with it.
+   *
+   * @generated from field: int64 boot_action_contexts_deleted = 4;
+   */
+  bootActionContextsDeleted: bigint;
 };
 
 /**
@@ -1550,6 +1567,407 @@ export const GetDesignDocumentsResponseSchema: GenMessage<GetDesignDocumentsResp
   messageDesc(file_drydock_statemgmt_v1_state_service, 43);
 
 /**
+ * Request of SetBootActionContext.
+ *
+ * @generated from message drydock.statemgmt.v1.SetBootActionContextRequest
+ */
+export type SetBootActionContextRequest = Message<"drydock.statemgmt.v1.SetBootActionContextRequest"> & {
+  /**
+   * Required, 1 to 280 characters.
+   *
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * Required UUID of the task deploying the node; NOT_FOUND when it does not
+   * exist.
+   *
+   * @generated from field: string task_id = 2;
+   */
+  taskId: string;
+
+  /**
+   * The node's identity key, exactly 32 bytes; empty: the server generates
+   * one and returns it.
+   *
+   * @generated from field: bytes identity_key = 3;
+   */
+  identityKey: Uint8Array;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.SetBootActionContextRequest.
+ * Use `create(SetBootActionContextRequestSchema)` to create a new message.
+ */
+export const SetBootActionContextRequestSchema: GenMessage<SetBootActionContextRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 44);
+
+/**
+ * Response of SetBootActionContext.
+ *
+ * @generated from message drydock.statemgmt.v1.SetBootActionContextResponse
+ */
+export type SetBootActionContextResponse = Message<"drydock.statemgmt.v1.SetBootActionContextResponse"> & {
+  /**
+   * The stored context.
+   *
+   * @generated from field: drydock.statemgmt.v1.BootActionContext context = 1;
+   */
+  context?: BootActionContext | undefined;
+
+  /**
+   * The key the server generated (32 bytes); empty when the request carried
+   * one. Returned only here: keep it, the server stores only its hash.
+   *
+   * @generated from field: bytes generated_identity_key = 2;
+   */
+  generatedIdentityKey: Uint8Array;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.SetBootActionContextResponse.
+ * Use `create(SetBootActionContextResponseSchema)` to create a new message.
+ */
+export const SetBootActionContextResponseSchema: GenMessage<SetBootActionContextResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 45);
+
+/**
+ * Request of GetBootActionContext.
+ *
+ * @generated from message drydock.statemgmt.v1.GetBootActionContextRequest
+ */
+export type GetBootActionContextRequest = Message<"drydock.statemgmt.v1.GetBootActionContextRequest"> & {
+  /**
+   * Required, 1 to 280 characters.
+   *
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.GetBootActionContextRequest.
+ * Use `create(GetBootActionContextRequestSchema)` to create a new message.
+ */
+export const GetBootActionContextRequestSchema: GenMessage<GetBootActionContextRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 46);
+
+/**
+ * Response of GetBootActionContext.
+ *
+ * @generated from message drydock.statemgmt.v1.GetBootActionContextResponse
+ */
+export type GetBootActionContextResponse = Message<"drydock.statemgmt.v1.GetBootActionContextResponse"> & {
+  /**
+   * The node's context.
+   *
+   * @generated from field: drydock.statemgmt.v1.BootActionContext context = 1;
+   */
+  context?: BootActionContext | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.GetBootActionContextResponse.
+ * Use `create(GetBootActionContextResponseSchema)` to create a new message.
+ */
+export const GetBootActionContextResponseSchema: GenMessage<GetBootActionContextResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 47);
+
+/**
+ * Request of CreateBootActions.
+ *
+ * @generated from message drydock.statemgmt.v1.CreateBootActionsRequest
+ */
+export type CreateBootActionsRequest = Message<"drydock.statemgmt.v1.CreateBootActionsRequest"> & {
+  /**
+   * Required, 1 to 280 characters.
+   *
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * Required UUID of the deploying task, as in the node's context.
+   *
+   * @generated from field: string task_id = 2;
+   */
+  taskId: string;
+
+  /**
+   * 1 to 1000 actions with distinct names.
+   *
+   * @generated from field: repeated drydock.statemgmt.v1.NewBootAction actions = 3;
+   */
+  actions: NewBootAction[];
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.CreateBootActionsRequest.
+ * Use `create(CreateBootActionsRequestSchema)` to create a new message.
+ */
+export const CreateBootActionsRequestSchema: GenMessage<CreateBootActionsRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 48);
+
+/**
+ * Response of CreateBootActions.
+ *
+ * @generated from message drydock.statemgmt.v1.CreateBootActionsResponse
+ */
+export type CreateBootActionsResponse = Message<"drydock.statemgmt.v1.CreateBootActionsResponse"> & {
+  /**
+   * The created actions, in request order.
+   *
+   * @generated from field: repeated drydock.statemgmt.v1.BootAction boot_actions = 1;
+   */
+  bootActions: BootAction[];
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.CreateBootActionsResponse.
+ * Use `create(CreateBootActionsResponseSchema)` to create a new message.
+ */
+export const CreateBootActionsResponseSchema: GenMessage<CreateBootActionsResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 49);
+
+/**
+ * Request of ReportBootActionStatus.
+ *
+ * @generated from message drydock.statemgmt.v1.ReportBootActionStatusRequest
+ */
+export type ReportBootActionStatusRequest = Message<"drydock.statemgmt.v1.ReportBootActionStatusRequest"> & {
+  /**
+   * Required ULID of the action (26 characters of Crockford base32, either
+   * case).
+   *
+   * @generated from field: string action_id = 1;
+   */
+  actionId: string;
+
+  /**
+   * The node's identity key, as set in its context when the action was
+   * created.
+   *
+   * @generated from field: bytes identity_key = 2;
+   */
+  identityKey: Uint8Array;
+
+  /**
+   * SUCCESS or FAILURE, the final status; UNSPECIFIED adds details only.
+   * INCOMPLETE and UNREPORTED are INVALID_ARGUMENT.
+   *
+   * @generated from field: drydock.statemgmt.v1.BootActionStatus status = 3;
+   */
+  status: BootActionStatus;
+
+  /**
+   * 0 to 1000 details (at least one when status is UNSPECIFIED), appended
+   * in this order.
+   *
+   * @generated from field: repeated drydock.statemgmt.v1.BootActionDetail details = 4;
+   */
+  details: BootActionDetail[];
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ReportBootActionStatusRequest.
+ * Use `create(ReportBootActionStatusRequestSchema)` to create a new message.
+ */
+export const ReportBootActionStatusRequestSchema: GenMessage<ReportBootActionStatusRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 50);
+
+/**
+ * Response of ReportBootActionStatus.
+ *
+ * @generated from message drydock.statemgmt.v1.ReportBootActionStatusResponse
+ */
+export type ReportBootActionStatusResponse = Message<"drydock.statemgmt.v1.ReportBootActionStatusResponse"> & {
+  /**
+   * The action after the report.
+   *
+   * @generated from field: drydock.statemgmt.v1.BootAction boot_action = 1;
+   */
+  bootAction?: BootAction | undefined;
+
+  /**
+   * The sequences of the result messages the details became, in order.
+   *
+   * @generated from field: repeated int64 sequences = 2;
+   */
+  sequences: bigint[];
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ReportBootActionStatusResponse.
+ * Use `create(ReportBootActionStatusResponseSchema)` to create a new message.
+ */
+export const ReportBootActionStatusResponseSchema: GenMessage<ReportBootActionStatusResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 51);
+
+/**
+ * Request of VerifyBootActionKey.
+ *
+ * @generated from message drydock.statemgmt.v1.VerifyBootActionKeyRequest
+ */
+export type VerifyBootActionKeyRequest = Message<"drydock.statemgmt.v1.VerifyBootActionKeyRequest"> & {
+  /**
+   * Required, 1 to 280 characters.
+   *
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * The key the node presented.
+   *
+   * @generated from field: bytes identity_key = 2;
+   */
+  identityKey: Uint8Array;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.VerifyBootActionKeyRequest.
+ * Use `create(VerifyBootActionKeyRequestSchema)` to create a new message.
+ */
+export const VerifyBootActionKeyRequestSchema: GenMessage<VerifyBootActionKeyRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 52);
+
+/**
+ * Response of VerifyBootActionKey.
+ *
+ * @generated from message drydock.statemgmt.v1.VerifyBootActionKeyResponse
+ */
+export type VerifyBootActionKeyResponse = Message<"drydock.statemgmt.v1.VerifyBootActionKeyResponse"> & {
+  /**
+   * The node's context: the key is its current one.
+   *
+   * @generated from field: drydock.statemgmt.v1.BootActionContext context = 1;
+   */
+  context?: BootActionContext | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.VerifyBootActionKeyResponse.
+ * Use `create(VerifyBootActionKeyResponseSchema)` to create a new message.
+ */
+export const VerifyBootActionKeyResponseSchema: GenMessage<VerifyBootActionKeyResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 53);
+
+/**
+ * Request of GetBootAction.
+ *
+ * @generated from message drydock.statemgmt.v1.GetBootActionRequest
+ */
+export type GetBootActionRequest = Message<"drydock.statemgmt.v1.GetBootActionRequest"> & {
+  /**
+   * Required ULID of the action.
+   *
+   * @generated from field: string action_id = 1;
+   */
+  actionId: string;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.GetBootActionRequest.
+ * Use `create(GetBootActionRequestSchema)` to create a new message.
+ */
+export const GetBootActionRequestSchema: GenMessage<GetBootActionRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 54);
+
+/**
+ * Response of GetBootAction.
+ *
+ * @generated from message drydock.statemgmt.v1.GetBootActionResponse
+ */
+export type GetBootActionResponse = Message<"drydock.statemgmt.v1.GetBootActionResponse"> & {
+  /**
+   * The action.
+   *
+   * @generated from field: drydock.statemgmt.v1.BootAction boot_action = 1;
+   */
+  bootAction?: BootAction | undefined;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.GetBootActionResponse.
+ * Use `create(GetBootActionResponseSchema)` to create a new message.
+ */
+export const GetBootActionResponseSchema: GenMessage<GetBootActionResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 55);
+
+/**
+ * Request of ListBootActions. Given filters apply together; none lists every
+ * boot action.
+ *
+ * @generated from message drydock.statemgmt.v1.ListBootActionsRequest
+ */
+export type ListBootActionsRequest = Message<"drydock.statemgmt.v1.ListBootActionsRequest"> & {
+  /**
+   * Only actions of this node.
+   *
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * Only actions of this task (UUID).
+   *
+   * @generated from field: string task_id = 2;
+   */
+  taskId: string;
+
+  /**
+   * Maximum number of actions: 0 means 100, at most 1000; negative is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; valid only with the same filters.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ListBootActionsRequest.
+ * Use `create(ListBootActionsRequestSchema)` to create a new message.
+ */
+export const ListBootActionsRequestSchema: GenMessage<ListBootActionsRequest> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 56);
+
+/**
+ * Response of ListBootActions.
+ *
+ * @generated from message drydock.statemgmt.v1.ListBootActionsResponse
+ */
+export type ListBootActionsResponse = Message<"drydock.statemgmt.v1.ListBootActionsResponse"> & {
+  /**
+   * One page of actions, ordered by action_id.
+   *
+   * @generated from field: repeated drydock.statemgmt.v1.BootAction boot_actions = 1;
+   */
+  bootActions: BootAction[];
+
+  /**
+   * Token for the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message drydock.statemgmt.v1.ListBootActionsResponse.
+ * Use `create(ListBootActionsResponseSchema)` to create a new message.
+ */
+export const ListBootActionsResponseSchema: GenMessage<ListBootActionsResponse> = /*@__PURE__*/
+  messageDesc(file_drydock_statemgmt_v1_state_service, 57);
+
+/**
  * How much of a task GetTask returns.
  *
  * @generated from enum drydock.statemgmt.v1.TaskView
@@ -1695,12 +2113,18 @@ export const BuildDataViewSchema: GenEnum<BuildDataView> = /*@__PURE__*/
  * (TOKEN_INVALID); Keystone unreachable is UNAVAILABLE (KEYSTONE_UNAVAILABLE).
  * Each method needs a least role; each role includes the ones before it:
  *   reader:       GetTask, ListTasks, ListSubtasks, ListResultMessages,
- *                 WatchTask, WatchTasks, ListBuildData, GetLeader, WatchLeader
+ *                 WatchTask, WatchTasks, ListBuildData, GetLeader,
+ *                 WatchLeader, GetBootActionContext, GetBootAction,
+ *                 ListBootActions
  *   operator:     + CreateTask, TerminateTask
  *   orchestrator: + UpdateTask, ClaimNextTask, AppendResultMessages,
  *                 CreateBuildData, ClaimLeadership, RenewLeadership,
- *                 ResignLeadership, GetDesignDocuments
+ *                 ResignLeadership, GetDesignDocuments,
+ *                 SetBootActionContext, CreateBootActions
  *   admin:        + PurgeTasks
+ * ReportBootActionStatus and VerifyBootActionKey are called by nodes, which
+ * hold no token: they need no credentials, and are authorised by the node's
+ * identity key in the request alone.
  * A caller without the role gets PERMISSION_DENIED (ROLE_REQUIRED, metadata
  * "method" and "required_role"); a method in no role is refused to everyone
  * (METHOD_NOT_IN_POLICY). created_by (CreateTask) and terminated_by
@@ -1968,6 +2392,107 @@ export const StateService: GenService<{
     methodKind: "unary";
     input: typeof PurgeTasksRequestSchema;
     output: typeof PurgeTasksResponseSchema;
+  },
+  /**
+   * Sets a node's boot action context as its deployment starts: the
+   * deploying task (NOT_FOUND when it does not exist) and the node's identity
+   * key. A new deployment of the node replaces its context and key; boot
+   * actions created before keep the key they were created with. Without an
+   * identity_key the server generates 32 random bytes and returns them in
+   * this response, the only time they are ever returned.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.SetBootActionContext
+   */
+  setBootActionContext: {
+    methodKind: "unary";
+    input: typeof SetBootActionContextRequestSchema;
+    output: typeof SetBootActionContextResponseSchema;
+  },
+  /**
+   * A node's boot action context, without its key (only a hash of it is
+   * stored). NOT_FOUND (BOOT_ACTION_CONTEXT_NOT_FOUND) when the node has none.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.GetBootActionContext
+   */
+  getBootActionContext: {
+    methodKind: "unary";
+    input: typeof GetBootActionContextRequestSchema;
+    output: typeof GetBootActionContextResponseSchema;
+  },
+  /**
+   * Creates boot actions of a node's deployment, all or none, each with a
+   * new ULID and the node's current identity key. The node's context must
+   * name task_id: NOT_FOUND (BOOT_ACTION_CONTEXT_NOT_FOUND) without a
+   * context, FAILED_PRECONDITION (BOOT_ACTION_CONTEXT_MISMATCH, metadata
+   * context_task_id) when it names another task. Action names are unique per
+   * node and task: a name the node already has in the task is ALREADY_EXISTS
+   * (BOOT_ACTION_ALREADY_EXISTS, metadata action_name) and nothing is
+   * created, so a retried call cannot create an action twice (list the
+   * node's actions to learn their ids).
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.CreateBootActions
+   */
+  createBootActions: {
+    methodKind: "unary";
+    input: typeof CreateBootActionsRequestSchema;
+    output: typeof CreateBootActionsResponseSchema;
+  },
+  /**
+   * A node reports on one of its boot actions, proving who it is with its
+   * identity key (no token needed). Errors, in this order: no key is
+   * UNAUTHENTICATED (IDENTITY_KEY_REQUIRED); an unknown action NOT_FOUND
+   * (BOOT_ACTION_NOT_FOUND); a key that is not the action's
+   * PERMISSION_DENIED (IDENTITY_KEY_MISMATCH); an action no longer
+   * INCOMPLETE FAILED_PRECONDITION (BOOT_ACTION_ALREADY_REPORTED, metadata
+   * status). Otherwise, in one transaction, each detail becomes a result
+   * message of the action's task (context_type "bootaction", context =
+   * action_id, in order, seen by live WatchTask streams) and a final status
+   * is saved. A report without a status adds details and leaves the action
+   * INCOMPLETE, so a node may report progress before its final status.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.ReportBootActionStatus
+   */
+  reportBootActionStatus: {
+    methodKind: "unary";
+    input: typeof ReportBootActionStatusRequestSchema;
+    output: typeof ReportBootActionStatusResponseSchema;
+  },
+  /**
+   * Checks a node's identity key against its current context, for services
+   * that serve nodes (Drydock's boot action asset endpoint); like
+   * ReportBootActionStatus it needs no token. UNAUTHENTICATED
+   * (IDENTITY_KEY_REQUIRED) without a key, NOT_FOUND
+   * (BOOT_ACTION_CONTEXT_NOT_FOUND) for a node without a context,
+   * PERMISSION_DENIED (IDENTITY_KEY_MISMATCH) for a wrong key.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.VerifyBootActionKey
+   */
+  verifyBootActionKey: {
+    methodKind: "unary";
+    input: typeof VerifyBootActionKeyRequestSchema;
+    output: typeof VerifyBootActionKeyResponseSchema;
+  },
+  /**
+   * One boot action; NOT_FOUND (BOOT_ACTION_NOT_FOUND) for an unknown id.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.GetBootAction
+   */
+  getBootAction: {
+    methodKind: "unary";
+    input: typeof GetBootActionRequestSchema;
+    output: typeof GetBootActionResponseSchema;
+  },
+  /**
+   * Lists boot actions ordered by action_id (creation order), filtered by
+   * node and/or task; a node's actions of every deployment are listed, never
+   * collapsed by name.
+   *
+   * @generated from rpc drydock.statemgmt.v1.StateService.ListBootActions
+   */
+  listBootActions: {
+    methodKind: "unary";
+    input: typeof ListBootActionsRequestSchema;
+    output: typeof ListBootActionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_drydock_statemgmt_v1_state_service, 0);

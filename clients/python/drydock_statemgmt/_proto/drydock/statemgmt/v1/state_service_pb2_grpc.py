@@ -42,12 +42,18 @@ class StateServiceStub(object):
     (TOKEN_INVALID); Keystone unreachable is UNAVAILABLE (KEYSTONE_UNAVAILABLE).
     Each method needs a least role; each role includes the ones before it:
     reader:       GetTask, ListTasks, ListSubtasks, ListResultMessages,
-    WatchTask, WatchTasks, ListBuildData, GetLeader, WatchLeader
+    WatchTask, WatchTasks, ListBuildData, GetLeader,
+    WatchLeader, GetBootActionContext, GetBootAction,
+    ListBootActions
     operator:     + CreateTask, TerminateTask
     orchestrator: + UpdateTask, ClaimNextTask, AppendResultMessages,
     CreateBuildData, ClaimLeadership, RenewLeadership,
-    ResignLeadership, GetDesignDocuments
+    ResignLeadership, GetDesignDocuments,
+    SetBootActionContext, CreateBootActions
     admin:        + PurgeTasks
+    ReportBootActionStatus and VerifyBootActionKey are called by nodes, which
+    hold no token: they need no credentials, and are authorised by the node's
+    identity key in the request alone.
     A caller without the role gets PERMISSION_DENIED (ROLE_REQUIRED, metadata
     "method" and "required_role"); a method in no role is refused to everyone
     (METHOD_NOT_IN_POLICY). created_by (CreateTask) and terminated_by
@@ -164,6 +170,41 @@ class StateServiceStub(object):
                 request_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.PurgeTasksRequest.SerializeToString,
                 response_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.PurgeTasksResponse.FromString,
                 )
+        self.SetBootActionContext = channel.unary_unary(
+                '/drydock.statemgmt.v1.StateService/SetBootActionContext',
+                request_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.SetBootActionContextRequest.SerializeToString,
+                response_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.SetBootActionContextResponse.FromString,
+                )
+        self.GetBootActionContext = channel.unary_unary(
+                '/drydock.statemgmt.v1.StateService/GetBootActionContext',
+                request_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionContextRequest.SerializeToString,
+                response_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionContextResponse.FromString,
+                )
+        self.CreateBootActions = channel.unary_unary(
+                '/drydock.statemgmt.v1.StateService/CreateBootActions',
+                request_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.CreateBootActionsRequest.SerializeToString,
+                response_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.CreateBootActionsResponse.FromString,
+                )
+        self.ReportBootActionStatus = channel.unary_unary(
+                '/drydock.statemgmt.v1.StateService/ReportBootActionStatus',
+                request_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ReportBootActionStatusRequest.SerializeToString,
+                response_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ReportBootActionStatusResponse.FromString,
+                )
+        self.VerifyBootActionKey = channel.unary_unary(
+                '/drydock.statemgmt.v1.StateService/VerifyBootActionKey',
+                request_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.VerifyBootActionKeyRequest.SerializeToString,
+                response_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.VerifyBootActionKeyResponse.FromString,
+                )
+        self.GetBootAction = channel.unary_unary(
+                '/drydock.statemgmt.v1.StateService/GetBootAction',
+                request_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionRequest.SerializeToString,
+                response_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionResponse.FromString,
+                )
+        self.ListBootActions = channel.unary_unary(
+                '/drydock.statemgmt.v1.StateService/ListBootActions',
+                request_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsRequest.SerializeToString,
+                response_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsResponse.FromString,
+                )
 
 
 class StateServiceServicer(object):
@@ -203,12 +244,18 @@ class StateServiceServicer(object):
     (TOKEN_INVALID); Keystone unreachable is UNAVAILABLE (KEYSTONE_UNAVAILABLE).
     Each method needs a least role; each role includes the ones before it:
     reader:       GetTask, ListTasks, ListSubtasks, ListResultMessages,
-    WatchTask, WatchTasks, ListBuildData, GetLeader, WatchLeader
+    WatchTask, WatchTasks, ListBuildData, GetLeader,
+    WatchLeader, GetBootActionContext, GetBootAction,
+    ListBootActions
     operator:     + CreateTask, TerminateTask
     orchestrator: + UpdateTask, ClaimNextTask, AppendResultMessages,
     CreateBuildData, ClaimLeadership, RenewLeadership,
-    ResignLeadership, GetDesignDocuments
+    ResignLeadership, GetDesignDocuments,
+    SetBootActionContext, CreateBootActions
     admin:        + PurgeTasks
+    ReportBootActionStatus and VerifyBootActionKey are called by nodes, which
+    hold no token: they need no credentials, and are authorised by the node's
+    identity key in the request alone.
     A caller without the role gets PERMISSION_DENIED (ROLE_REQUIRED, metadata
     "method" and "required_role"); a method in no role is refused to everyone
     (METHOD_NOT_IN_POLICY). created_by (CreateTask) and terminated_by
@@ -415,6 +462,86 @@ class StateServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetBootActionContext(self, request, context):
+        """Sets a node's boot action context as its deployment starts: the
+        deploying task (NOT_FOUND when it does not exist) and the node's identity
+        key. A new deployment of the node replaces its context and key; boot
+        actions created before keep the key they were created with. Without an
+        identity_key the server generates 32 random bytes and returns them in
+        this response, the only time they are ever returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBootActionContext(self, request, context):
+        """A node's boot action context, without its key (only a hash of it is
+        stored). NOT_FOUND (BOOT_ACTION_CONTEXT_NOT_FOUND) when the node has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateBootActions(self, request, context):
+        """Creates boot actions of a node's deployment, all or none, each with a
+        new ULID and the node's current identity key. The node's context must
+        name task_id: NOT_FOUND (BOOT_ACTION_CONTEXT_NOT_FOUND) without a
+        context, FAILED_PRECONDITION (BOOT_ACTION_CONTEXT_MISMATCH, metadata
+        context_task_id) when it names another task. Action names are unique per
+        node and task: a name the node already has in the task is ALREADY_EXISTS
+        (BOOT_ACTION_ALREADY_EXISTS, metadata action_name) and nothing is
+        created, so a retried call cannot create an action twice (list the
+        node's actions to learn their ids).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportBootActionStatus(self, request, context):
+        """A node reports on one of its boot actions, proving who it is with its
+        identity key (no token needed). Errors, in this order: no key is
+        UNAUTHENTICATED (IDENTITY_KEY_REQUIRED); an unknown action NOT_FOUND
+        (BOOT_ACTION_NOT_FOUND); a key that is not the action's
+        PERMISSION_DENIED (IDENTITY_KEY_MISMATCH); an action no longer
+        INCOMPLETE FAILED_PRECONDITION (BOOT_ACTION_ALREADY_REPORTED, metadata
+        status). Otherwise, in one transaction, each detail becomes a result
+        message of the action's task (context_type "bootaction", context =
+        action_id, in order, seen by live WatchTask streams) and a final status
+        is saved. A report without a status adds details and leaves the action
+        INCOMPLETE, so a node may report progress before its final status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyBootActionKey(self, request, context):
+        """Checks a node's identity key against its current context, for services
+        that serve nodes (Drydock's boot action asset endpoint); like
+        ReportBootActionStatus it needs no token. UNAUTHENTICATED
+        (IDENTITY_KEY_REQUIRED) without a key, NOT_FOUND
+        (BOOT_ACTION_CONTEXT_NOT_FOUND) for a node without a context,
+        PERMISSION_DENIED (IDENTITY_KEY_MISMATCH) for a wrong key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBootAction(self, request, context):
+        """One boot action; NOT_FOUND (BOOT_ACTION_NOT_FOUND) for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBootActions(self, request, context):
+        """Lists boot actions ordered by action_id (creation order), filtered by
+        node and/or task; a node's actions of every deployment are listed, never
+        collapsed by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -518,6 +645,41 @@ def add_StateServiceServicer_to_server(servicer, server):
                     request_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.PurgeTasksRequest.FromString,
                     response_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.PurgeTasksResponse.SerializeToString,
             ),
+            'SetBootActionContext': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBootActionContext,
+                    request_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.SetBootActionContextRequest.FromString,
+                    response_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.SetBootActionContextResponse.SerializeToString,
+            ),
+            'GetBootActionContext': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBootActionContext,
+                    request_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionContextRequest.FromString,
+                    response_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionContextResponse.SerializeToString,
+            ),
+            'CreateBootActions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBootActions,
+                    request_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.CreateBootActionsRequest.FromString,
+                    response_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.CreateBootActionsResponse.SerializeToString,
+            ),
+            'ReportBootActionStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportBootActionStatus,
+                    request_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ReportBootActionStatusRequest.FromString,
+                    response_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ReportBootActionStatusResponse.SerializeToString,
+            ),
+            'VerifyBootActionKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyBootActionKey,
+                    request_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.VerifyBootActionKeyRequest.FromString,
+                    response_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.VerifyBootActionKeyResponse.SerializeToString,
+            ),
+            'GetBootAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBootAction,
+                    request_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionRequest.FromString,
+                    response_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionResponse.SerializeToString,
+            ),
+            'ListBootActions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBootActions,
+                    request_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsRequest.FromString,
+                    response_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'drydock.statemgmt.v1.StateService', rpc_method_handlers)
@@ -562,12 +724,18 @@ class StateService(object):
     (TOKEN_INVALID); Keystone unreachable is UNAVAILABLE (KEYSTONE_UNAVAILABLE).
     Each method needs a least role; each role includes the ones before it:
     reader:       GetTask, ListTasks, ListSubtasks, ListResultMessages,
-    WatchTask, WatchTasks, ListBuildData, GetLeader, WatchLeader
+    WatchTask, WatchTasks, ListBuildData, GetLeader,
+    WatchLeader, GetBootActionContext, GetBootAction,
+    ListBootActions
     operator:     + CreateTask, TerminateTask
     orchestrator: + UpdateTask, ClaimNextTask, AppendResultMessages,
     CreateBuildData, ClaimLeadership, RenewLeadership,
-    ResignLeadership, GetDesignDocuments
+    ResignLeadership, GetDesignDocuments,
+    SetBootActionContext, CreateBootActions
     admin:        + PurgeTasks
+    ReportBootActionStatus and VerifyBootActionKey are called by nodes, which
+    hold no token: they need no credentials, and are authorised by the node's
+    identity key in the request alone.
     A caller without the role gets PERMISSION_DENIED (ROLE_REQUIRED, metadata
     "method" and "required_role"); a method in no role is refused to everyone
     (METHOD_NOT_IN_POLICY). created_by (CreateTask) and terminated_by
@@ -915,5 +1083,124 @@ class StateService(object):
         return grpc.experimental.unary_unary(request, target, '/drydock.statemgmt.v1.StateService/PurgeTasks',
             drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.PurgeTasksRequest.SerializeToString,
             drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.PurgeTasksResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SetBootActionContext(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drydock.statemgmt.v1.StateService/SetBootActionContext',
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.SetBootActionContextRequest.SerializeToString,
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.SetBootActionContextResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetBootActionContext(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drydock.statemgmt.v1.StateService/GetBootActionContext',
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionContextRequest.SerializeToString,
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionContextResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateBootActions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drydock.statemgmt.v1.StateService/CreateBootActions',
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.CreateBootActionsRequest.SerializeToString,
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.CreateBootActionsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ReportBootActionStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drydock.statemgmt.v1.StateService/ReportBootActionStatus',
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ReportBootActionStatusRequest.SerializeToString,
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ReportBootActionStatusResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def VerifyBootActionKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drydock.statemgmt.v1.StateService/VerifyBootActionKey',
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.VerifyBootActionKeyRequest.SerializeToString,
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.VerifyBootActionKeyResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetBootAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drydock.statemgmt.v1.StateService/GetBootAction',
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionRequest.SerializeToString,
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.GetBootActionResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListBootActions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drydock.statemgmt.v1.StateService/ListBootActions',
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsRequest.SerializeToString,
+            drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
