@@ -153,17 +153,18 @@ describe("the LISTEN connection's heartbeat", () => {
     server.hub.on("replacing", onReplacing);
     try {
       await once(server.hub, "heartbeat");
-      // Once the next heartbeat is sent, block the event loop for longer than
-      // its timeout (3 intervals): when the loop runs again, the timeout has
-      // fired and the heartbeat waits in the socket, unread.
-      await once(server.hub, "heartbeatSent");
-      await new Promise<void>((resolve) =>
-        setImmediate(() => {
+      // As the next heartbeat is sent (its timeout armed), block the event
+      // loop for longer than the timeout (3 intervals): the heartbeat comes
+      // back during the stall and waits in the socket, unread, while the
+      // timeout is already due when the loop runs again.
+      const stalled = new Promise<void>((resolve) =>
+        server.hub.once("heartbeatSent", () => {
           const until = Date.now() + 5 * HEARTBEAT_MS;
           while (Date.now() < until); // the stall
           resolve();
         }),
       );
+      await stalled;
       await once(server.hub, "heartbeat", { signal: AbortSignal.timeout(10 * HEARTBEAT_MS) });
       expect(replacing).to.equal(0);
     } finally {
