@@ -1,6 +1,8 @@
-// The ceiling of grpc-js itself: a bare unary echo (bytes in, the same bytes
-// out, no protobuf, no database), run as its own process like the service.
-// Prints {"address": "..."} on stdout once it listens.
+// The ceiling of grpc-js itself, run as its own process like the service: a
+// bare unary echo (bytes in, the same bytes out, no protobuf, no database),
+// and a bare broadcast (Publish sends its bytes to every open Broadcast
+// stream; the watch fan-out's ceiling). Prints {"address": "..."} on stdout
+// once it listens.
 import * as grpc from "@grpc/grpc-js";
 
 const identity = (b: Buffer) => b;
@@ -15,12 +17,42 @@ export const echoDefinition: grpc.ServiceDefinition = {
     responseSerialize: identity,
     responseDeserialize: identity,
   },
+  broadcast: {
+    path: "/bench.Echo/Broadcast",
+    originalName: "Broadcast",
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  },
+  publish: {
+    path: "/bench.Echo/Publish",
+    originalName: "Publish",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  },
 };
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop()!)) {
   const server = new grpc.Server();
+  const streams = new Set<grpc.ServerWritableStream<Buffer, Buffer>>();
   server.addService(echoDefinition, {
     echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, call.request),
+    broadcast: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+      streams.add(call);
+      call.write(Buffer.alloc(0)); // "subscribed"
+      call.on("cancelled", () => streams.delete(call));
+    },
+    publish: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      for (const stream of streams) stream.write(call.request);
+      cb(null, Buffer.alloc(0));
+    },
   });
   server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, port) => {
     if (err) throw err;

@@ -257,20 +257,35 @@ async function makeTasks(n: number, action: string, queued = false): Promise<str
   return ids;
 }
 
-/** Commit → watcher latency with `watchers` watchers on one task. */
-async function watchLatency(watchers: number) {
-  const [taskId] = await makeTasks(1, "bench_watch");
+/**
+ * Commit → watcher latency with `watchers` watchers on one task, and the
+ * serving process's CPU per event per stream. "broadcast" is the ceiling:
+ * the bare grpc-js server of echo.ts sending one ~100-byte message to as
+ * many server streams, from the same client processes.
+ */
+async function watchLatency(watchers: number, kind: "service" | "broadcast" = "service") {
+  const broadcast = kind === "broadcast";
+  const [taskId] = broadcast ? [""] : await makeTasks(1, "bench_watch");
   const procs = watchers >= 100 ? 2 : 1;
   const ws = Array.from({ length: procs }, worker);
   const ready = ws.map((w) => next<{ ready?: boolean }>(w, (m) => !!m.ready));
   const replies = ws.map((w) => next<{ received?: [string, number][] }>(w, (m) => !!m.received));
-  ws.forEach((w, i) => w.send({ cmd: "watch", address, taskId: taskId!, watchers: Math.floor(watchers / procs) + (i < watchers % procs ? 1 : 0) } satisfies Command));
+  ws.forEach((w, i) => {
+    const share = Math.floor(watchers / procs) + (i < watchers % procs ? 1 : 0);
+    w.send(broadcast ? { cmd: "broadcastWatch", address: echoAddress, watchers: share } : { cmd: "watch", address, taskId: taskId!, watchers: share } satisfies Command);
+  });
   await Promise.all(ready);
-  const rss = await rssMb(server.pid!);
+  const served = broadcast ? echo : server;
+  const rss = await rssMb(served.pid!);
   const writer = worker();
-  const { writes } = await ask<{ writes: { seq: string; start: number; ack: number }[] }>(writer, { cmd: "write", address, taskId: taskId!, intervalMs: 20, durationMs });
-  writer.kill();
+  const cpu0 = await cpuMs(served.pid);
+  const { writes } = await ask<{ writes: { seq: string; start: number; ack: number }[] }>(
+    writer,
+    broadcast ? { cmd: "publish", address: echoAddress, intervalMs: 20, durationMs } : { cmd: "write", address, taskId: taskId!, intervalMs: 20, durationMs },
+  );
   await sleep(200);
+  const cpu1 = await cpuMs(served.pid);
+  writer.kill();
   ws.forEach((w) => w.send({ cmd: "stop" } satisfies Command));
   const got = await Promise.all(replies);
   ws.forEach((w) => w.kill());
@@ -280,18 +295,21 @@ async function watchLatency(watchers: number) {
   const fromStart = writes.filter((w) => lastRecv.has(w.seq)).map((w) => lastRecv.get(w.seq)! - w.start);
   const missing = writes.length - fromAck.length;
   rows.push({
-    id: `watch${watchers === 1 ? 1 : "N"}`,
-    scenario: `watch latency, ${watchers} watcher${watchers > 1 ? "s (last of them)" : ""}: ack→recv`,
+    id: broadcast ? "broadcastN" : `watch${watchers === 1 ? 1 : "N"}`,
+    scenario: broadcast
+      ? `ceiling: bare grpc-js broadcast to ${watchers} streams (last of them): ack→recv`
+      : `watch latency, ${watchers} watcher${watchers > 1 ? "s (last of them)" : ""}: ack→recv`,
     opsPerSec: writes.length / (durationMs / 1000),
     unit: "events",
     p50: pct(fromAck, 50),
     p99: pct(fromAck, 99),
     max: maxOf(fromAck),
-    serverCpuUsPerOp: NaN,
+    // Per event per stream (the writes' own cost included).
+    serverCpuUsPerOp: ((cpu1 - cpu0) * 1000) / Math.max(1, writes.length * watchers),
     pgCpuUsPerOp: NaN,
     clientCpuUsPerOp: NaN,
     serverRssMb: rss,
-    note: `start→recv p50 ${pct(fromStart, 50).toFixed(2)} p99 ${pct(fromStart, 99).toFixed(2)} ms${missing ? `; ${missing} NOT RECEIVED` : ""}`,
+    note: `start→recv p50 ${pct(fromStart, 50).toFixed(2)} p99 ${pct(fromStart, 99).toFixed(2)} ms; server CPU per event per stream${missing ? `; ${missing} NOT RECEIVED` : ""}`,
   });
   if (missing) throw new Error(`${missing} messages never reached a watcher`);
 }
@@ -522,6 +540,7 @@ try {
   // 4. Watches.
   if (wanted("watch")) {
     await watchLatency(1);
+    await watchLatency(sizes.watchers, "broadcast");
     await watchLatency(sizes.watchers);
   }
   const idle = wanted("idle") ? await idleWatchers(admin, sizes.idle) : null;
@@ -575,10 +594,14 @@ try {
     target(`ListTasks deep page p99 ≤ 10 ms (${total} tasks)`, r(`listDeep${total}`).p99, "<=", 10, "ms");
     target(`ListTasks deep page server CPU ≤ 700 µs (${total} tasks)`, r(`listDeep${total}`).serverCpuUsPerOp, "<=", 700, "µs");
   }
-  if (has("watch1", "watchN")) {
+  if (has("watch1", "watchN", "broadcastN")) {
     target("watch, 1 watcher: p50 ≤ 2 ms", r("watch1").p50, "<=", 2, "ms");
     target("watch, 1 watcher: p99 ≤ 10 ms", r("watch1").p99, "<=", 10, "ms");
     target(`watch, last of ${sizes.watchers} watchers: p99 ≤ 30 ms`, r("watchN").p99, "<=", 30, "ms");
+    target(`watch, last of ${sizes.watchers} watchers: p99 ≤ 2 × the bare broadcast's p99`, r("watchN").p99, "<=", 2 * r("broadcastN").p99, "ms",
+      `broadcast p99 ${r("broadcastN").p99.toFixed(2)} ms`);
+    target(`watch, ${sizes.watchers} watchers: server CPU per event per stream ≤ 8 µs`, r("watchN").serverCpuUsPerOp, "<=", 8, "µs",
+      `bare broadcast ${r("broadcastN").serverCpuUsPerOp.toFixed(2)} µs`);
   }
   if (idle) {
     target(`${sizes.idle} idle watchers: RSS per stream ≤ 30 KB`, idle.kbPerWatcher, "<=", 30, "KB");

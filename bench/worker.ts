@@ -40,6 +40,8 @@ export type Command =
   | { cmd: "watch"; address: string; taskId: string; watchers: number }
   | { cmd: "idle"; address: string; taskIds: string[]; perChannel: number }
   | { cmd: "write"; address: string; taskId: string; intervalMs: number; durationMs: number }
+  | { cmd: "broadcastWatch"; address: string; watchers: number }
+  | { cmd: "publish"; address: string; intervalMs: number; durationMs: number }
   | { cmd: "go" }
   | { cmd: "stop" };
 
@@ -64,6 +66,8 @@ process.on("message", async (m: Command) => {
     else if (m.cmd === "watch") await watch(m);
     else if (m.cmd === "idle") await idle(m);
     else if (m.cmd === "write") send(await write(m));
+    else if (m.cmd === "broadcastWatch") await broadcastWatch(m);
+    else if (m.cmd === "publish") send(await publish(m));
     else if (m.cmd === "go") go?.();
     else if (m.cmd === "stop") stop?.();
   } catch (err) {
@@ -252,6 +256,49 @@ async function write(m: Extract<Command, { cmd: "write" }>) {
     await new Promise((res) => setTimeout(res, m.intervalMs));
   }
   await client.updateTask({ task: { taskId: m.taskId, status: TaskStatus.COMPLETE }, updateMask: { paths: ["status"] } });
+  client.close();
+  return { writes: out };
+}
+
+/** The broadcast ceiling's watchers: like watch(), on the bare grpc-js server. */
+async function broadcastWatch(m: Extract<Command, { cmd: "broadcastWatch" }>) {
+  const Echo = grpc.makeGenericClientConstructor(echoDefinition, "Echo");
+  const client = new Echo(m.address, grpc.credentials.createInsecure(), ownChannel);
+  const last = new Map<string, number>();
+  let ready = 0;
+  const calls = Array.from({ length: m.watchers }, () => {
+    const call = client.broadcast(Buffer.alloc(0)) as grpc.ClientReadableStream<Buffer>;
+    call.on("data", (b: Buffer) => {
+      const now = clock();
+      if (b.length === 0) {
+        if (++ready === m.watchers) send({ ready: true });
+        return;
+      }
+      const k = b.toString("latin1", 0, 12).trim();
+      last.set(k, Math.max(last.get(k) ?? 0, now));
+    });
+    call.on("error", () => {});
+    return call;
+  });
+  await new Promise<void>((r) => (stop = r));
+  calls.forEach((c) => c.cancel());
+  client.close();
+  send({ received: [...last] });
+}
+
+/** Publishes a ~100-byte message (its sequence first) every intervalMs. */
+async function publish(m: Extract<Command, { cmd: "publish" }>) {
+  const Echo = grpc.makeGenericClientConstructor(echoDefinition, "Echo");
+  const client = new Echo(m.address, grpc.credentials.createInsecure());
+  const out: { seq: string; start: number; ack: number }[] = [];
+  const end = performance.now() + m.durationMs;
+  for (let seq = 1; performance.now() < end; seq++) {
+    const start = clock();
+    const payload = Buffer.from(String(seq).padEnd(12) + "x".repeat(88), "latin1");
+    await new Promise<void>((resolve, reject) => client.publish(payload, (err: unknown) => (err ? reject(err) : resolve())));
+    out.push({ seq: String(seq), start, ack: clock() });
+    await new Promise((res) => setTimeout(res, m.intervalMs));
+  }
   client.close();
   return { writes: out };
 }

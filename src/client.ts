@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { create, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import { grpcDefinition } from "./server/adapter.js";
+import { grpcDefinition } from "./definition.js";
 
 export interface TlsClientOptions {
   /** PEM CA to verify the server with (default: the system's CAs). */

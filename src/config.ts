@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import path from "node:path";
+import { defaultDesignConfig, type DesignConfig } from "./design/config.js";
 import type { KeystoneOptions } from "./design/deckhand.js";
 import type { KeystoneAuthOptions } from "./auth/keystone.js";
 import { isRole, ROLES, type Role } from "./auth/roles.js";
@@ -66,46 +67,7 @@ export interface AuthConfig {
 
 export const NO_AUTH: AuthConfig = { tokensFile: undefined, keystone: undefined, reflection: "open" };
 
-export interface DesignConfig {
-  /** Directories file:// references may read (after resolving symlinks); none by default. */
-  roots: string[];
-  /** PEM bundle trusted in addition to the system's CAs, for https sources. */
-  extraCa: string | undefined;
-  /** Hosts http(s) references may name; empty allows any. */
-  allowedHosts: string[];
-  connectTimeoutMs: number;
-  idleTimeoutMs: number;
-  maxRedirects: number;
-  retries: number;
-  backoffMs: number;
-  /** Bound of a fetch when the call has no deadline. */
-  timeoutMs: number;
-  cacheTtlMs: number;
-  cacheMaxBytes: number;
-  maxBytes: number;
-  deckhandToken: string | undefined;
-  keystone: KeystoneOptions | undefined;
-}
-
-export function defaultDesignConfig(overrides: Partial<DesignConfig> = {}): DesignConfig {
-  return {
-    roots: [],
-    extraCa: undefined,
-    allowedHosts: [],
-    connectTimeoutMs: 5_000,
-    idleTimeoutMs: 30_000,
-    maxRedirects: 5,
-    retries: 3,
-    backoffMs: 200,
-    timeoutMs: 60_000,
-    cacheTtlMs: 180_000,
-    cacheMaxBytes: 256 * 1024 * 1024,
-    maxBytes: 64 * 1024 * 1024,
-    deckhandToken: undefined,
-    keystone: undefined,
-    ...overrides,
-  };
-}
+export { defaultDesignConfig, type DesignConfig } from "./design/config.js";
 
 export class ConfigError extends Error {}
 

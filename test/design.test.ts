@@ -9,6 +9,7 @@ import { generate } from "selfsigned";
 import { defaultDesignConfig, type DesignConfig } from "../src/config.js";
 import { decodeError, expectError, expectInvalid, useServer } from "./harness.js";
 import { startSource } from "./fakes.js";
+import { TestClock } from "./clock.js";
 
 const sha = (s: string | Buffer) => createHash("sha256").update(s).digest("hex");
 
@@ -159,7 +160,8 @@ describe("design documents", function () {
     await rm(outside, { recursive: true, force: true });
   });
 
-  const h = useServer(opts);
+  const clock = new TestClock();
+  const h = useServer({ ...opts, clock });
 
   describe("file://", () => {
     it("returns a design inside a root with its sha256", async () => {
@@ -301,7 +303,7 @@ describe("design documents", function () {
       expect([a.fromCache, b.fromCache]).to.deep.equal([false, true]);
       expect(http.hits("/cached")).to.equal(1);
       expect(b.sha256).to.equal(a.sha256);
-      await new Promise((r) => setTimeout(r, 450)); // the test TTL is 400 ms
+      clock.advance(400); // the test TTL
       const c = await h.client.getDesignDocuments({ designRef: ref });
       expect(c.fromCache).to.equal(false);
       expect(http.hits("/cached")).to.equal(2);

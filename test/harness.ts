@@ -20,6 +20,8 @@ import { startServer, type StateServer } from "../src/server/server.js";
 import type { AuthConfig, DesignConfig } from "../src/config.js";
 import type { ConnectionLimits } from "../src/server/connections.js";
 import type { TlsFiles } from "../src/server/tls.js";
+import type { Clock } from "../src/clock.js";
+import { WatchProbe } from "./watchProbe.js";
 
 export const TEMPLATE_DB = "statemgmt_template";
 export const shared: { adminUrl: string } = { adminUrl: "" };
@@ -58,6 +60,8 @@ export interface Harness {
   pg: pg.Client;
   dbName: string;
   dbUrl: string;
+  /** The server's watch feeds as its hub signals them. */
+  probe: WatchProbe;
 }
 
 export interface HarnessOptions {
@@ -86,6 +90,8 @@ export interface HarnessOptions {
   log?: Logger;
   /** Write coalescing (default: the server's default, on). */
   writeCoalescing?: CoalescerOptions | null;
+  /** The server's clock of leases and the design cache (test/clock.ts; default: the database's). */
+  clock?: Clock;
 }
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
@@ -117,7 +123,9 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       host: "127.0.0.1",
       port: 0,
       healthIntervalMs: opts.healthIntervalMs ?? 1000,
+      clock: opts.clock,
     });
+    h.probe = new WatchProbe(h.server.hub);
     h.client = createClient(
       StateService,
       h.server.address,

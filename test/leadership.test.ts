@@ -3,23 +3,42 @@ import { expect } from "chai";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import type { WatchLeaderResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { expectError, expectInvalid, useServer, type Harness } from "./harness.js";
+import { TestClock } from "./clock.js";
 
 const ttl = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
 const micros = (t: { seconds: bigint; nanos: number } | undefined) => t!.seconds * 1_000_000n + BigInt(t!.nanos / 1000);
 
-/** Polls GetLeader until the election has no leader (the lease lapsed). */
-async function untilNoLeader(h: Harness, election: string, timeoutMs = 5000) {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (!(await h.client.getLeader({ election })).leader) return;
-    await new Promise((r) => setTimeout(r, 50));
+/** Moves the server's clock past the lease's ttl: the election then has no leader (without waiting for it). */
+async function expire(h: Harness, clock: TestClock, election: string, ttlMs: number) {
+  clock.advance(ttlMs);
+  expect((await h.client.getLeader({ election })).leader, `${election} still has a leader ${ttlMs} ms on`).to.equal(undefined);
+}
+
+/** Items as they arrive, and a wait for the k-th. */
+class Arrivals<T> {
+  readonly items: T[] = [];
+  private readonly waiters: { k: number; resolve(): void }[] = [];
+
+  push(item: T): void {
+    this.items.push(item);
+    for (const w of this.waiters.filter((w) => this.items.length >= w.k)) w.resolve();
   }
-  throw new Error(`${election} still has a leader after ${timeoutMs} ms`);
+
+  /** Resolves once k items arrived; rejects after ms. */
+  until(k: number, ms = 10_000): Promise<void> {
+    if (this.items.length >= k) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${k} items: only ${this.items.length} within ${ms} ms`)), ms);
+      this.waiters.push({ k, resolve: () => (clearTimeout(timer), resolve()) });
+    });
+  }
 }
 
 function leadershipSuite(timeZone: string) {
   describe(`leader election (session TimeZone ${timeZone})`, () => {
-    const h = useServer({ timeZone });
+    const clock = new TestClock();
+    const h = useServer({ timeZone, clock });
+    afterEach(() => clock.reset());
     let n = 0;
     const election = () => `e${++n}-${timeZone.replace(/\W/g, "")}`;
 
@@ -35,7 +54,7 @@ function leadershipSuite(timeZone: string) {
       expect(b.leader!.term).to.equal(a.leader!.term);
       // The lease lasts ttl on the database clock.
       expect(micros(a.leader!.expiresAt) - micros(a.leader!.renewedAt)).to.equal(1_000_000n);
-      await untilNoLeader(h, e);
+      await expire(h, clock, e, 1000);
       const b2 = await h.client.claimLeadership({ election: e, instanceId: "B", ttl: ttl(1000) });
       expect(b2.isLeader).to.equal(true);
       expect(b2.leader!.term).to.equal(a.leader!.term + 1n);
@@ -45,6 +64,7 @@ function leadershipSuite(timeZone: string) {
       this.timeout(10_000);
       const e = election();
       const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(1000) });
+      clock.advance(10); // so the renewal's expiry is later
       const r = await h.client.renewLeadership({ election: e, instanceId: "A", term: a.leader!.term });
       expect(r.leader!.term).to.equal(a.leader!.term);
       expect(micros(r.leader!.expiresAt) > micros(a.leader!.expiresAt)).to.equal(true);
@@ -52,7 +72,7 @@ function leadershipSuite(timeZone: string) {
       const again = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(1000) });
       expect(again.isLeader).to.equal(true);
       expect(again.leader!.term).to.equal(a.leader!.term);
-      await untilNoLeader(h, e);
+      await expire(h, clock, e, 1000);
       const b = await h.client.claimLeadership({ election: e, instanceId: "B", ttl: ttl(5000) });
       expect(b.isLeader).to.equal(true);
       const lost = await expectError(h.client.renewLeadership({ election: e, instanceId: "A", term: a.leader!.term }), grpc.status.FAILED_PRECONDITION);
@@ -70,31 +90,29 @@ function leadershipSuite(timeZone: string) {
       this.timeout(15_000);
       const e = election();
       const stream = h.client.watchLeader({ election: e });
-      const events: (string | null)[] = [];
+      const events = new Arrivals<string | null>();
       const reading = (async () => {
         for await (const ev of stream as AsyncIterable<WatchLeaderResponse>) {
           events.push(ev.leader ? `${ev.leader.instanceId}#${ev.leader.term}` : null);
-          if (events.length === 6) break;
+          if (events.items.length === 6) break;
         }
       })();
-      const waitFor = async (k: number) => {
-        for (let i = 0; i < 500 && events.length < k; i++) await new Promise((r) => setTimeout(r, 10));
-        expect(events.length).to.be.at.least(k);
-      };
-      await waitFor(1); // the initial state: no leader
-      const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(1000) });
-      await waitFor(2);
-      // No renewal: the server notices the expiry by itself.
-      await waitFor(3);
+      await events.until(1); // the initial state: no leader
+      const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) });
+      await events.until(2);
+      // No renewal: the server notices the expiry by itself (its wait for
+      // the lease to lapse runs on the clock, moved here past the 60 s ttl).
+      clock.advance(60_000);
+      await events.until(3);
       const b = await h.client.claimLeadership({ election: e, instanceId: "B", ttl: ttl(60_000) });
-      await waitFor(4);
+      await events.until(4);
       const resigned = await h.client.resignLeadership({ election: e, instanceId: "B", term: b.leader!.term });
       expect(resigned.resigned).to.equal(true);
       const c = await h.client.claimLeadership({ election: e, instanceId: "C", ttl: ttl(60_000) });
       expect(c.isLeader).to.equal(true); // at once, not after B's 60 s lease
       await reading;
       // The resignation is its own event even though C claimed right after it.
-      expect(events).to.deep.equal([null, `A#${a.leader!.term}`, null, `B#${b.leader!.term}`, null, `C#${c.leader!.term}`]);
+      expect(events.items).to.deep.equal([null, `A#${a.leader!.term}`, null, `B#${b.leader!.term}`, null, `C#${c.leader!.term}`]);
     });
 
     it("fences ClaimNextTask and UpdateTask: a stale term changes nothing", async function () {
@@ -107,7 +125,7 @@ function leadershipSuite(timeZone: string) {
       const claimed = await h.client.claimNextTask({ instanceId: "A", actions: [action], fence: { election: e, term: a.leader!.term } });
       expect(claimed.task!.taskId).to.equal(task!.taskId);
       expect(claimed.task!.claimedTerm).to.equal(a.leader!.term);
-      await untilNoLeader(h, e);
+      await expire(h, clock, e, 1000);
       const b = await h.client.claimLeadership({ election: e, instanceId: "B", ttl: ttl(5000) });
       const before = (await h.pg.query("select task_id, version, status from tasks where action = $1 order by task_id", [action])).rows;
       const stale = await expectError(

@@ -122,7 +122,10 @@ describe("shutdown", () => {
       await locker.query("begin");
       await locker.query("select 1 from tasks where task_id = $1 for update", [task!.taskId]);
       const update = state.updateTask({ task: { taskId: task!.taskId, retry: 7 }, updateMask: { paths: ["retry"] } });
-      await new Promise((r) => setTimeout(r, 100)); // let the update reach its lock wait
+      // Until the update waits for the lock (PostgreSQL signals lock waits to nobody: ask it).
+      const waitsForLock = async () =>
+        (await locker.query("select count(*)::int n from pg_locks where not granted and locktype = 'transactionid'")).rows[0].n > 0;
+      while (!(await waitsForLock())) await new Promise((r) => setImmediate(r));
 
       const shutdown = server.shutdown(10_000);
       const seen: number[] = [];

@@ -12,6 +12,9 @@ import { createTransactor } from "../src/store/transactions.js";
 import { createTestDatabase, expectError, useServer } from "./harness.js";
 import { TcpProxy } from "./proxy.js";
 import * as grpc from "@grpc/grpc-js";
+import { once } from "node:events";
+import { LISTENER_APPLICATION_NAME } from "../src/watch/listener.js";
+import { TestClock } from "./clock.js";
 
 type Samples = Map<string, number>;
 
@@ -166,5 +169,86 @@ describe("trace context in the log", () => {
     expect(calls[0]!.trace_id).to.equal(traceId);
     expect(calls[1]!.trace_id).to.match(/^[0-9a-f]{32}$/);
     expect(calls[1]!.trace_id).to.not.equal(traceId);
+  });
+});
+
+describe("watch and lease metrics", () => {
+  const clock = new TestClock();
+  const h = useServer({ metrics: true, heartbeatMs: 500, clock });
+  const value = async (name: string, labels: Record<string, string> = {}) =>
+    (await h.server.metrics!.registry.getSingleMetric(name)!.get()).values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value ?? 0;
+
+  it("counts notifications, one feed read per wake-up whatever the watchers, and each stream's ending by reason", async function () {
+    this.timeout(20_000);
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const taskId = task!.taskId;
+    await once(h.server.hub, "heartbeat"); // the creation's notification has been heard: it is not counted below
+    const names = [
+      ["statemgmt_watch_notifications_total", { channel: "tasks" }],
+      ["statemgmt_watch_feed_reads_total", {}],
+      ["statemgmt_watch_streams_ended_total", { kind: "task", reason: "task_finished" }],
+      ["statemgmt_watch_streams_ended_total", { kind: "task", reason: "cancelled" }],
+      ["statemgmt_watch_listen_reconnects_total", {}],
+    ] as const;
+    const before = await Promise.all(names.map(([n, l]) => value(n, l)));
+
+    const finishing = h.client.watchTask({ taskId });
+    const cancelled = h.client.watchTask({ taskId });
+    const got = (stream: typeof finishing, messages: number) =>
+      new Promise<void>((resolve) => {
+        let n = 0;
+        stream.on("data", (ev: WatchTaskResponse) => ev.event.case === "message" && ++n === messages && resolve());
+      });
+    const finishingGot = got(finishing, 3);
+    const cancelledGot = got(cancelled, 3);
+    const finishingDone = new Promise((resolve) => finishing.on("status", resolve));
+    cancelled.on("error", () => {});
+    await h.probe.watchers(taskId, 2);
+    await h.client.appendResultMessages({ taskId, messages: [{ message: "1" }, { message: "2" }, { message: "3" }] });
+    await Promise.all([finishingGot, cancelledGot]);
+    const left = h.probe.until(() => h.probe.subscribers(taskId) === 1, "the cancelled stream left");
+    cancelled.cancel();
+    await left;
+    await h.client.updateTask({ task: { taskId, status: TaskStatus.COMPLETE }, updateMask: { paths: ["status"] } });
+    await finishingDone;
+    await h.probe.until(() => h.probe.closedFeeds.includes(taskId), "the feed closed");
+    await new Promise((r) => setImmediate(r)); // the counting runs as the stream's generator finishes
+
+    const after = await Promise.all(names.map(([n, l]) => value(n, l)));
+    const deltas = after.map((a, i) => a - before[i]!);
+    // Two notifications (the append, the update), each one read for both watchers.
+    expect(deltas).to.deep.equal([2, 2, 1, 1, 0]);
+
+    // A LISTEN connection that is cut comes back: one reconnect.
+    const relistened = once(h.server.hub, "listening");
+    await h.pg.query(`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name = $1`, [
+      LISTENER_APPLICATION_NAME,
+    ]);
+    await relistened;
+    expect((await value("statemgmt_watch_listen_reconnects_total")) - before[4]!).to.equal(1);
+  });
+
+  it("counts lease expiries and takeovers exactly, and shows each election held or not", async function () {
+    const address = h.server.metricsAddress!;
+    const lease = { seconds: 1n };
+    const before = await scrape(address);
+    const claim = (instanceId: string) => h.client.claimLeadership({ election: "held", instanceId, ttl: lease });
+    expect((await claim("A")).isLeader).to.equal(true);
+    expect((await scrape(address)).get(key("statemgmt_election_held", { election: "held" }))).to.equal(1);
+    clock.advance(1000);
+    const b = await claim("B"); // over A's lapsed lease: an expiry and a takeover
+    expect(b.isLeader).to.equal(true);
+    clock.advance(1000);
+    const again = await claim("B"); // B's own lapsed lease: an expiry, no takeover
+    expect(again.leader!.term).to.equal(b.leader!.term + 1n);
+    await h.client.resignLeadership({ election: "held", instanceId: "B", term: again.leader!.term });
+    const held = await scrape(address);
+    expect(held.get(key("statemgmt_election_held", { election: "held" }))).to.equal(0);
+    expect((await claim("C")).isLeader).to.equal(true); // after a resignation: neither
+    await claim("C"); // a renewal: neither
+    const after = await scrape(address);
+    expect(delta(before, after, key("statemgmt_election_lease_expiries_total"))).to.equal(2);
+    expect(delta(before, after, key("statemgmt_election_takeovers_total"))).to.equal(1);
+    clock.reset();
   });
 });

@@ -17,6 +17,7 @@ import { createTransactor, type Transactor } from "../src/store/transactions.js"
 import { createLogger } from "../src/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import { createTestDatabase, decodeError, useServer, type StateClient } from "./harness.js";
+import { WatchProbe } from "./watchProbe.js";
 
 type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
 
@@ -288,6 +289,7 @@ describe("watch reads that fail while the database blips", function () {
   let sqlA: Sql, sqlB: Sql;
   let txA: Transactor, txB: Transactor;
   let a: StateServer, b: StateServer;
+  let probeA: WatchProbe;
   let ca: StateClient, cb: StateClient;
   before(async () => {
     db = await createTestDatabase();
@@ -301,6 +303,7 @@ describe("watch reads that fail while the database blips", function () {
     txA = createTransactor({ url: viaProxy.toString(), slots: 2, timeouts: DEFAULT_TIMEOUTS });
     txB = createTransactor({ url: db.url, slots: 2, timeouts: DEFAULT_TIMEOUTS });
     a = await startServer({ ...common, db: { sql: sqlA, tx: txA }, databaseUrl: db.url });
+    probeA = new WatchProbe(a.hub);
     b = await startServer({ ...common, db: { sql: sqlB, tx: txB }, databaseUrl: db.url });
     ca = createClient(StateService, a.address);
     cb = createClient(StateService, b.address);
@@ -328,7 +331,7 @@ describe("watch reads that fail while the database blips", function () {
     const seen: TaskStatus[] = [];
     changes.on("data", (ev) => seen.push(ev.task!.status));
     const changesDone = new Promise((resolve) => changes.on("error", resolve));
-    await until(() => a.hub.subscriberCount(taskId) === 1);
+    await probeA.watchers(taskId);
     await cb.appendResultMessages({ taskId, messages: messages(1) }, D);
     await until(() => w1.seqs.length === 1 && seen.length === 1);
 
@@ -384,12 +387,12 @@ describe("watchers leaving while the shared feed opens", () => {
     let unlocked = false;
     try {
       const first = watch(h.client.watchTask({ taskId }, D) as Stream);
-      await until(() => h.server.hub.waitingForFeed(taskId) === 1); // waiting for the opening read, which waits for the lock
+      await h.probe.until(() => h.probe.waiting(taskId) === 1, "the first waits"); // for the opening read, which waits for the lock
       const second = watch(h.client.watchTask({ taskId }, D) as Stream);
-      await until(() => h.server.hub.waitingForFeed(taskId) === 2);
+      await h.probe.until(() => h.probe.waiting(taskId) === 2, "both wait");
       first.stream.cancel();
       expect(grpc.status[decodeError(await first.done).code]).to.equal("CANCELLED");
-      await until(() => h.server.hub.waitingForFeed(taskId) <= 1); // the server let go of the first
+      await h.probe.until(() => h.probe.waiting(taskId) === 1, "the server let go of the first");
       await h.pg.query("commit");
       unlocked = true;
       // Before the fix the first call's cancellation cancelled the shared opening: CANCELLED here too.
@@ -402,7 +405,7 @@ describe("watchers leaving while the shared feed opens", () => {
       expect(error, String(error)).to.equal(undefined);
       expect(second.seqs).to.deep.equal(range(1, 5));
       expect(second.statuses[second.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
-      await until(() => h.server.hub.watchedTasks === 0);
+      await h.probe.until(() => h.probe.feeds === 0, "the feed closed");
     } finally {
       if (!unlocked) await h.pg.query("rollback");
     }
@@ -418,11 +421,12 @@ describe("watchers leaving while the shared feed opens", () => {
     try {
       const only = watch(h.client.watchTask({ taskId }, { deadlineMs: 300 }) as Stream);
       expect(grpc.status[decodeError(await only.done).code]).to.equal("DEADLINE_EXCEEDED");
-      await until(() => h.server.hub.waitingForFeed(taskId) === 0);
-      expect(h.server.hub.watchedTasks).to.equal(1); // still opening, for nobody
+      await h.probe.until(() => h.probe.waiting(taskId) === 0, "nobody waits");
+      expect(h.probe.closedFeeds).to.not.include(taskId); // still opening, for nobody
       await h.pg.query("commit");
       unlocked = true;
-      await until(() => h.server.hub.watchedTasks === 0);
+      await h.probe.until(() => h.probe.closedFeeds.includes(taskId), "the feed that opened for nobody closed");
+      expect(h.probe.feeds).to.equal(0);
       // A later watcher opens a fresh feed.
       await h.client.appendResultMessages({ taskId, messages: messages(2) });
       await setStatus(h.client, taskId, TaskStatus.COMPLETE);

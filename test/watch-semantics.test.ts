@@ -141,4 +141,38 @@ describe("the LISTEN connection's heartbeat", () => {
       await db.drop();
     }
   });
+
+  it("does not replace a connection because the event loop stalled past the timeout while its heartbeat came back", async function () {
+    this.timeout(30_000);
+    const db = await createTestDatabase();
+    const sql = connect({ url: db.url, max: 2 });
+    const tx = createTransactor({ url: db.url, slots: 1, timeouts: DEFAULT_TIMEOUTS });
+    const server = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000, heartbeatMs: HEARTBEAT_MS });
+    let replacing = 0;
+    const onReplacing = () => replacing++;
+    server.hub.on("replacing", onReplacing);
+    try {
+      await once(server.hub, "heartbeat");
+      // As the next heartbeat is sent (its timeout armed), block the event
+      // loop for longer than the timeout (3 intervals): the heartbeat comes
+      // back during the stall and waits in the socket, unread, while the
+      // timeout is already due when the loop runs again.
+      const stalled = new Promise<void>((resolve) =>
+        server.hub.once("heartbeatSent", () => {
+          const until = Date.now() + 5 * HEARTBEAT_MS;
+          while (Date.now() < until); // the stall
+          resolve();
+        }),
+      );
+      await stalled;
+      await once(server.hub, "heartbeat", { signal: AbortSignal.timeout(10 * HEARTBEAT_MS) });
+      expect(replacing).to.equal(0);
+    } finally {
+      server.hub.off("replacing", onReplacing);
+      await server.shutdown(1000);
+      await sql.end();
+      await tx.end();
+      await db.drop();
+    }
+  });
 });

@@ -15,6 +15,7 @@ import { createLogger } from "../src/log.js";
 import { startServer } from "../src/server/server.js";
 import { createTestDatabase, decodeError, useServer, type Harness, type StateClient } from "./harness.js";
 import { TcpProxy } from "./proxy.js";
+import { WatchProbe } from "./watchProbe.js";
 
 type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
 
@@ -64,11 +65,7 @@ async function killListener(h: Harness) {
 }
 
 /** Resolves when the server's hub has at least `n` subscriptions of the task. */
-async function watchers(h: Harness, taskId: string, n = 1) {
-  const ok = () => h.server.hub.subscriberCount(taskId) >= n;
-  for (let i = 0; i < 1000 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
-  expect(h.server.hub.subscriberCount(taskId)).to.be.at.least(n);
-}
+const watchers = (h: Harness, taskId: string, n = 1) => h.probe.watchers(taskId, n);
 
 describe("watching tasks", () => {
   // A heartbeat of 1 s: short enough for the tests, long enough that a busy
@@ -259,7 +256,7 @@ describe("watching tasks", () => {
     const d = decodeError(slowError);
     expect(grpc.status[d.code]).to.equal("RESOURCE_EXHAUSTED");
     expect(d.errorInfo!.reason).to.equal("WATCH_BUFFER_FULL");
-    expect(h.server.hub.subscriberCount(taskId)).to.equal(0);
+    await h.probe.until(() => h.probe.subscribers(taskId) === 0, "both streams unsubscribed");
   });
 
   it("WatchTasks sends the initial set, then every change of a matching task, newest version last", async function () {
@@ -335,10 +332,9 @@ describe("watching tasks", () => {
       expect(ev.event.case).to.equal("task");
       break;
     }
-    const released = () => h.server.hub.subscriberCount(task!.taskId) === 0 && h.server.hub.watchedTasks === 0;
-    for (let i = 0; i < 200 && !released(); i++) await new Promise((r) => setTimeout(r, 10));
-    expect(h.server.hub.subscriberCount(task!.taskId)).to.equal(0);
-    expect(h.server.hub.watchedTasks).to.equal(0);
+    await h.probe.until(() => h.probe.closedFeeds.includes(task!.taskId), "the feed closed");
+    expect(h.probe.subscribers(task!.taskId)).to.equal(0);
+    expect(h.probe.feeds).to.equal(0);
   });
 
 });
@@ -361,13 +357,16 @@ describe("a LISTEN connection that silently hangs", () => {
       port: 0,
       healthIntervalMs: 1000,
       heartbeatMs: 150,
+      metricsListen: { host: "127.0.0.1", port: 0 },
     });
+    const counted = async (name: string) => (await server.metrics!.registry.getSingleMetric(name)!.get()).values[0]?.value ?? 0;
     const client = createClient(StateService, server.address);
     try {
       const { task } = await client.createTask({ action: "deploy_nodes" });
       const taskId = task!.taskId;
+      const probe = new WatchProbe(server.hub);
       const watch = collect(client.watchTask({ taskId }) as Stream);
-      for (let i = 0; i < 500 && server.hub.subscriberCount(taskId) === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      await probe.watchers(taskId);
       await client.appendResultMessages({ taskId, messages: [{ message: "before" }] });
       expect(proxy.accepted).to.equal(1);
       const replaced = once(server.hub, "listening");
@@ -380,6 +379,8 @@ describe("a LISTEN connection that silently hangs", () => {
       expect(error).to.equal(undefined);
       expect(seqs).to.deep.equal(range(1, 4));
       expect(proxy.accepted).to.equal(2); // a new LISTEN connection replaced the hung one
+      expect(await counted("statemgmt_watch_heartbeat_replacements_total")).to.equal(1);
+      expect(await counted("statemgmt_watch_listen_reconnects_total")).to.equal(1);
     } finally {
       client.close();
       await server.shutdown(1000);

@@ -2,7 +2,7 @@
 // http(s) with the "deckhand+" prefix removed and an X-Auth-Token header from
 // a token provider. A 401 invalidates the token and is retried once.
 import { DependencyUnavailableError, PermissionDeniedError } from "../errors.js";
-import { abortable } from "../abortable.js";
+import { SharedWork } from "../sharedWork.js";
 import type { DesignDriver, FetchContext } from "./driver.js";
 import { header, readDocument, type HttpClient } from "./http.js";
 
@@ -70,7 +70,9 @@ const REFRESH_MARGIN_MS = 60_000;
  */
 export function keystoneTokens(client: HttpClient, o: KeystoneOptions, now: () => number = Date.now): TokenProvider {
   let cached: { value: string; expiresAt: number } | undefined;
-  let inflight: Promise<string> | undefined;
+  // One request for all callers (of any design reference), under its own
+  // deadline: each caller only stops waiting when its own call ends.
+  const inflight = new SharedWork<"token", string>({ whenAbandoned: "finish" });
   const endpoint = keystoneTokensUrl(o.url);
   const body = JSON.stringify({
     auth: {
@@ -102,13 +104,10 @@ export function keystoneTokens(client: HttpClient, o: KeystoneOptions, now: () =
   return {
     async token(ctx) {
       if (cached && cached.expiresAt - REFRESH_MARGIN_MS > now()) return cached.value;
-      // One request for all callers (of any design reference), under its own
-      // deadline rather than the first caller's signal: each caller only stops
-      // waiting when its own call ends.
-      inflight ??= fetchToken({ signal: new AbortController().signal, deadline: Date.now() + TOKEN_TIMEOUT_MS, maxBytes: ctx.maxBytes }).finally(
-        () => (inflight = undefined),
-      );
-      return abortable(inflight, ctx.signal);
+      return inflight.wait("token", ctx.signal, (signal) => ({
+        promise: fetchToken({ signal, deadline: Date.now() + TOKEN_TIMEOUT_MS, maxBytes: ctx.maxBytes }),
+        context: undefined,
+      }));
     },
     invalidate(token) {
       if (cached?.value === token) cached = undefined;

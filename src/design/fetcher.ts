@@ -4,7 +4,7 @@
 // request.
 import { createHash } from "node:crypto";
 import { InvalidArgumentError } from "../errors.js";
-import { abortable } from "../abortable.js";
+import { SharedWork } from "../sharedWork.js";
 import type { DesignDocument, DriverRegistry, FetchContext } from "./driver.js";
 import { designRefProblem, redactReference } from "./reference.js";
 
@@ -34,7 +34,8 @@ interface Entry {
 export class DesignFetcher {
   private readonly cache = new Map<string, Entry>(); // insertion order = LRU order
   private cachedBytes = 0;
-  private readonly inflight = new Map<string, { promise: Promise<FetchedDesign>; waiters: number; ac: AbortController; ctx: FetchContext }>();
+  /** Fetches in flight: cancelled when no caller is left waiting for one. */
+  private readonly inflight = new SharedWork<string, FetchedDesign, FetchContext>({ whenAbandoned: "abort" });
   private readonly now: () => number;
   /** Requests made to sources (cache misses), for metrics and tests. */
   upstreamFetches = 0;
@@ -66,14 +67,12 @@ export class DesignFetcher {
     if (hit) this.evict(ref);
 
     const callerDeadline = deadline ?? this.now() + this.o.defaultTimeoutMs;
-    let shared = this.inflight.get(ref);
-    if (shared) {
-      // The shared fetch runs (and retries) until the latest deadline of the
-      // callers waiting for it, not just the first one's.
-      shared.ctx.deadline = Math.max(shared.ctx.deadline, callerDeadline);
-    } else {
-      const ac = new AbortController();
-      const ctx: FetchContext = { signal: ac.signal, deadline: callerDeadline, maxBytes: this.o.maxBytes };
+    // The shared fetch runs (and retries) until the latest deadline of the
+    // callers waiting for it, not just the first one's.
+    const running = this.inflight.get(ref);
+    if (running) running.context.deadline = Math.max(running.context.deadline, callerDeadline);
+    return this.inflight.wait(ref, signal, (shared) => {
+      const ctx: FetchContext = { signal: shared, deadline: callerDeadline, maxBytes: this.o.maxBytes };
       this.upstreamFetches++;
       const promise = driver.fetch(url, redacted, ctx).then((doc) => {
         const fetched: FetchedDesign = {
@@ -86,26 +85,8 @@ export class DesignFetcher {
         this.store(ref, fetched);
         return fetched;
       });
-      shared = { promise, waiters: 0, ac, ctx };
-      this.inflight.set(ref, shared);
-      const s = shared;
-      promise.then(
-        () => this.inflight.get(ref) === s && this.inflight.delete(ref),
-        () => this.inflight.get(ref) === s && this.inflight.delete(ref),
-      );
-    }
-    // Each caller waits with its own signal; the shared request is cancelled
-    // only when no caller is left waiting for it.
-    const s = shared;
-    s.waiters++;
-    try {
-      return await abortable(s.promise, signal);
-    } finally {
-      if (--s.waiters === 0 && this.inflight.get(ref) === s) {
-        s.ac.abort(signal.reason);
-        this.inflight.delete(ref);
-      }
-    }
+      return { promise, context: ctx };
+    });
   }
 
   private store(ref: string, doc: FetchedDesign): void {

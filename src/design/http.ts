@@ -4,6 +4,7 @@
 // dropped when the origin changes), status mapping, and retries with
 // exponential backoff and full jitter inside the caller's deadline.
 import { rootCertificates } from "node:tls";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, request, errors as undiciErrors } from "undici";
 import type { Dispatcher } from "undici";
 import {
@@ -14,6 +15,7 @@ import {
   NotFoundError,
   PermissionDeniedError,
 } from "../errors.js";
+import { Backoff } from "../backoff.js";
 import type { DesignDocument, DesignDriver, FetchContext } from "./driver.js";
 import { tooLarge } from "./file.js";
 import { redactReference } from "./reference.js";
@@ -71,6 +73,7 @@ export class HttpClient {
     handle: (res: HttpResponse) => Promise<T>,
   ): Promise<T> {
     let last: unknown;
+    const backoff = new Backoff({ initialMs: this.o.backoffMs, maxMs: 2000, jitter: 1 });
     for (let attempt = 0; ; attempt++) {
       try {
         const res = await this.follow(url, redacted, headers, ctx);
@@ -90,9 +93,9 @@ export class HttpClient {
         if (!(err instanceof RetryableStatus) && !isTransportError(err)) throw err;
         last = err;
       }
-      const backoff = Math.random() * Math.min(2000, this.o.backoffMs * 2 ** attempt);
-      if (attempt >= this.o.retries || Date.now() + backoff >= ctx.deadline) break;
-      await sleep(backoff, ctx.signal);
+      const delay = backoff.next();
+      if (attempt >= this.o.retries || Date.now() + delay >= ctx.deadline) break;
+      await sleep(delay, undefined, { signal: ctx.signal });
     }
     throw new DependencyUnavailableError(
       "DESIGN_SOURCE_UNAVAILABLE",
@@ -245,18 +248,4 @@ function describe(err: unknown): string {
   if (err instanceof RetryableStatus) return err.message;
   const e = err as { code?: string; message?: string; name?: string };
   return redactReference(e?.code ? `${e.code}${e.message ? ` (${e.message})` : ""}` : (e?.message ?? String(err)));
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -1,13 +1,14 @@
 // Assembles the design fetcher from configuration. Adding a scheme is one
 // driver module and one line in the registry below.
-import type { DesignConfig } from "../config.js";
+import type { DesignConfig } from "./config.js";
 import { deckhandDriver, keystoneTokens, staticToken } from "./deckhand.js";
 import type { DesignDriver } from "./driver.js";
 import { DesignFetcher } from "./fetcher.js";
 import { fileDriver } from "./file.js";
 import { HttpClient, httpDriver } from "./http.js";
 
-export function createDesignFetcher(c: DesignConfig): { fetcher: DesignFetcher; close(): Promise<void> } {
+/** `now` (epoch ms) is the clock of the cache and of token expiry; tests set it. */
+export function createDesignFetcher(c: DesignConfig, now: () => number = Date.now): { fetcher: DesignFetcher; close(): Promise<void> } {
   const http = new HttpClient({
     extraCa: c.extraCa,
     allowedHosts: c.allowedHosts,
@@ -17,7 +18,7 @@ export function createDesignFetcher(c: DesignConfig): { fetcher: DesignFetcher; 
     retries: c.retries,
     backoffMs: c.backoffMs,
   });
-  const tokens = c.deckhandToken ? staticToken(c.deckhandToken) : c.keystone ? keystoneTokens(http, c.keystone) : undefined;
+  const tokens = c.deckhandToken ? staticToken(c.deckhandToken) : c.keystone ? keystoneTokens(http, c.keystone, now) : undefined;
   const drivers = new Map<string, DesignDriver>([
     ["file", fileDriver(c.roots)],
     ["http", httpDriver(http)],
@@ -30,6 +31,7 @@ export function createDesignFetcher(c: DesignConfig): { fetcher: DesignFetcher; 
     cacheMaxBytes: c.cacheMaxBytes,
     maxBytes: c.maxBytes,
     defaultTimeoutMs: c.timeoutMs,
+    now,
   });
   return { fetcher, close: () => http.close() };
 }

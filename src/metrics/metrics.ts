@@ -3,10 +3,11 @@
 // import prom-client. gRPC metrics use go-grpc-prometheus's names and labels,
 // so existing dashboards and alerts work unchanged.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { CallObserver, MethodLabels } from "../server/adapter.js";
+import type { CallObserver, MethodLabels } from "../contract.js";
 import type { ServiceCounters } from "./counters.js";
 import type { Sql } from "../db/connect.js";
 import { metricsScrape, type MetricsScrape } from "../store/metrics.js";
+import { WatchMetrics } from "./watchMetrics.js";
 
 
 const GRPC_LABELS = ["grpc_type", "grpc_service", "grpc_method"] as const;
@@ -34,6 +35,8 @@ export class Metrics implements CallObserver, ServiceCounters {
   private readonly watchEvents: Counter<"kind">;
   private readonly appended: Counter;
   private readonly buildData: Counter;
+  /** The watch path's and the leadership RPCs' counters (watchMetrics.ts). */
+  readonly watch: WatchMetrics;
 
   constructor(o: MetricsOptions) {
     const registers = [this.registry];
@@ -113,6 +116,7 @@ export class Metrics implements CallObserver, ServiceCounters {
         for (const [election, term] of s?.electionTerms ?? []) this.set({ election }, Number(term));
       },
     });
+    this.watch = new WatchMetrics(registers, scrape);
     new Gauge({
       name: "statemgmt_database_up",
       help: "1 when the scrape's query reached the database.",

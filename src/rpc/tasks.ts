@@ -4,7 +4,8 @@ import type { Sql } from "../db/connect.js";
 import type { Db } from "../store/transactions.js";
 import type { Readers } from "../store/readers.js";
 import type { Writers } from "../store/writers.js";
-import type { ServiceImpl } from "../server/adapter.js";
+import { SYSTEM_CLOCK, type Clock } from "../clock.js";
+import type { ServiceImpl } from "../contract.js";
 import type { StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { SubtaskFilter, TaskView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus as PbTaskStatus, type Task as PbTask } from "../../gen/drydock/statemgmt/v1/task_pb.js";
@@ -42,7 +43,7 @@ const UPDATE_PATHS = [
 ] as const;
 type UpdatePath = (typeof UPDATE_PATHS)[number];
 
-export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: Readers): StateImpl {
+export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: Readers, clock: Clock = SYSTEM_CLOCK): StateImpl {
   const { sql } = db;
   return {
     async createTask(req, ctx) {
@@ -155,7 +156,7 @@ export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: 
       const changes = taskChanges(v, t!, new Set(paths as UpdatePath[]));
       v.check();
       ctx.logFields.taskId = taskId;
-      const task = await tasks.tasksUpdate(db.tx, { taskId, changes, expectedVersion: req.expectedVersion, fence, signal, deadline });
+      const task = await tasks.tasksUpdate(db.tx, { taskId, changes, expectedVersion: req.expectedVersion, fence, now: clock.sqlNow(), signal, deadline });
       return { task: newTaskPb(task, seesSecrets(caller)) };
     },
 
@@ -178,7 +179,7 @@ export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: 
       req.actions.forEach((a, i) => v.action(`actions[${i}]`, a));
       const fence = v.fence("fence", req.fence);
       v.check();
-      const task = await tasks.tasksClaimNext(db, { instanceId: req.instanceId, actions: req.actions, fence, signal, deadline });
+      const task = await tasks.tasksClaimNext(db, { instanceId: req.instanceId, actions: req.actions, fence, now: clock.sqlNow(), signal, deadline });
       if (task) ctx.logFields.taskId = task.taskId;
       return { task: task ? newTaskPb(task, seesSecrets(caller)) : undefined };
     },

@@ -14,65 +14,17 @@
 //     (status.ts), and logs one line per call (with the caller's subject),
 //   - answers UNIMPLEMENTED for methods without a handler.
 import { randomUUID } from "node:crypto";
+import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
-import {
-  create,
-  fromBinary,
-  toBinary,
-  type DescMessage,
-  type DescMethod,
-  type DescService,
-  type MessageInitShape,
-  type MessageShape,
-} from "@bufbuild/protobuf";
+import { create, type DescMessage, type DescMethod, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { Logger } from "../log.js";
-import { OPEN_CALLER, type Caller } from "../auth/roles.js";
+import { OPEN_CALLER } from "../auth/roles.js";
+import type { CallContext, CallObserver, Guard, GuardedCall, MethodLabels, ServiceImpl } from "../contract.js";
+import { grpcDefinition, UndecodableRequest } from "../definition.js";
 import { DeadlineReason } from "../errors.js";
 import { toServiceError } from "./status.js";
-import { abortError, CancelledError, ConnectionAgedError, DomainError, InvalidArgumentError, ResourceExhaustedError } from "../errors.js";
-
-export interface CallContext {
-  /** Aborted when the deadline passes, the client cancels or the server shuts down. */
-  signal: AbortSignal;
-  metadata: grpc.Metadata;
-  peer: string;
-  /** Full method name, e.g. drydock.statemgmt.v1.StateService/GetTask. */
-  method: string;
-  /** Ends the call with this error, even while it waits for a slow client. */
-  abort(err: DomainError): void;
-  /** The call's deadline (epoch ms), if the client set one. */
-  deadline: number | undefined;
-  /** Who is calling (set by the service's guard before the handler runs). */
-  caller: Caller;
-  /** Fields the handler adds to the call's log line, e.g. taskId. */
-  logFields: Record<string, unknown>;
-}
-
-/**
- * The first step of every call of a service: who is calling, and may they
- * call this method? Throws a domain error (UNAUTHENTICATED, PERMISSION_DENIED,
- * UNAVAILABLE) to refuse the call. Without one, every caller is OPEN_CALLER.
- */
-export type Guard = (call: GuardedCall, method: DescMethod, signal: AbortSignal) => Caller | Promise<Caller>;
-
-/** What a guard may read of a call. */
-export type GuardedCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getAuthContext">;
-
-type In<M extends DescMethod> = MessageShape<M["input"]>;
-type Out<M extends DescMethod> = MessageInitShape<M["output"]>;
-
-export type MethodImpl<M extends DescMethod> = M["methodKind"] extends "unary"
-  ? (req: In<M>, ctx: CallContext) => Promise<Out<M>>
-  : M["methodKind"] extends "server_streaming"
-    ? (req: In<M>, ctx: CallContext) => AsyncIterable<Out<M>>
-    : M["methodKind"] extends "bidi_streaming"
-      ? (reqs: AsyncIterable<In<M>>, ctx: CallContext) => AsyncIterable<Out<M>>
-      : never;
-
-export type ServiceImpl<S extends GenServiceMethods> = {
-  [K in keyof S]?: MethodImpl<S[K] & DescMethod>;
-};
+import { abortError, CancelledError, ConnectionAgedError, DomainError, ResourceExhaustedError } from "../errors.js";
 
 /** The controllers of open calls, so shutdown can abort them. */
 export interface OpenCalls {
@@ -86,20 +38,6 @@ export interface OpenCalls {
   onCall?: { started(peer: string): void; ended(peer: string): void };
   /** Told of every call's start, messages and end (metrics). */
   observer?: CallObserver;
-}
-
-/** A method as metrics label it (go-grpc-prometheus's labels). */
-export interface MethodLabels {
-  grpc_service: string;
-  grpc_method: string;
-  grpc_type: "unary" | "server_stream" | "bidi_stream";
-}
-
-export interface CallObserver {
-  started(m: MethodLabels): void;
-  received(m: MethodLabels): void;
-  sent(m: MethodLabels): void;
-  handled(m: MethodLabels, code: string, seconds: number): void;
 }
 
 /**
@@ -120,58 +58,6 @@ export function addService<S extends GenServiceMethods>(
     handlers[method.localName] = makeHandler(method, fn, log, calls, guard);
   }
   server.addService(grpcDefinition(service), handlers);
-}
-
-/** The grpc-js service definition of a protobuf-es service (used by server and client). */
-export function grpcDefinition(service: DescService): grpc.ServiceDefinition {
-  const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
-  for (const method of service.methods) {
-    definition[method.localName] = {
-      path: `/${service.typeName}/${method.name}`,
-      originalName: method.name,
-      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
-      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
-      // create() returns a message unchanged and completes a plain init object.
-      requestSerialize: (msg: unknown) => Buffer.from(toBinary(method.input, create(method.input, msg as never))),
-      requestDeserialize: (buf: Buffer) => decodeRequest(method.input, buf),
-      responseSerialize: method.methodKind === "unary" ? (msg: unknown) => Buffer.from(toBinary(method.output, msg as never)) : cachedSerializer(method.output),
-      responseDeserialize: (buf: Buffer) => fromBinary(method.output, buf),
-    };
-  }
-  return definition;
-}
-
-/**
- * What requestDeserialize returns for bytes that are not a valid request
- * (truncated, wrong wire types, invalid UTF-8, nesting past the decoder's
- * recursion limit): grpc-js answers INTERNAL when a deserializer throws, so
- * the failure travels to makeHandler, which answers INVALID_ARGUMENT.
- */
-class UndecodableRequest {
-  constructor(readonly error: InvalidArgumentError) {}
-}
-
-function decodeRequest(schema: DescMessage, buf: Buffer): unknown {
-  try {
-    return fromBinary(schema, buf);
-  } catch (err) {
-    const why = err instanceof Error ? err.message.slice(0, 200) : "undecodable";
-    return new UndecodableRequest(InvalidArgumentError.field("", `the request is not a valid ${schema.typeName} (protobuf binary): ${why}`));
-  }
-}
-
-/**
- * Streams may send one response object to many calls (a watch event fanned
- * out to every watcher of a task): serialize each object once. Keyed weakly,
- * so nothing outlives the object.
- */
-function cachedSerializer(schema: DescMessage) {
-  const cache = new WeakMap<object, Buffer>();
-  return (msg: unknown) => {
-    let buf = cache.get(msg as object);
-    if (!buf) cache.set(msg as object, (buf = Buffer.from(toBinary(schema, msg as never))));
-    return buf;
-  };
 }
 
 /** Longest delay setTimeout takes; longer ones fire at once (Node clamps them to 1 ms). */
@@ -375,18 +261,11 @@ async function* readRequests(call: grpc.ServerDuplexStream<unknown, unknown>, si
   }
 }
 
-function drained(call: NodeJS.EventEmitter, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = () => {
-      call.removeListener("drain", done);
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    };
-    const onAbort = () => {
-      call.removeListener("drain", done);
-      reject(signal.reason);
-    };
-    call.once("drain", done);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
+/** Resolves at the call's next "drain"; rejects with the signal's reason once it aborts. */
+async function drained(call: NodeJS.EventEmitter, signal: AbortSignal): Promise<void> {
+  try {
+    await once(call, "drain", { signal });
+  } catch (err) {
+    throw signal.aborted ? signal.reason : err;
+  }
 }

@@ -15,7 +15,7 @@ import { certificateNames } from "../auth/certificate.js";
 import { KeystoneValidator } from "../auth/keystone.js";
 import { authorize, KEY_AUTHORIZED_METHODS, NOBODY, OPEN_CALLER, type Caller } from "../auth/roles.js";
 import { tokenHash, TokenFile, type ReloadResult } from "../auth/tokenFile.js";
-import type { Guard, GuardedCall } from "./adapter.js";
+import type { Guard, GuardedCall } from "../contract.js";
 
 /** Longest token looked at; longer ones are refused unread (Keystone's Fernet tokens are about 200 characters). */
 const MAX_TOKEN_CHARS = 4096;

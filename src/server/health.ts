@@ -5,9 +5,10 @@
 import { EventEmitter, once } from "node:events";
 import type { Sql } from "../db/connect.js";
 import { HealthCheckResponse_ServingStatus as Status, type Health } from "../../gen/grpc/health/v1/health_pb.js";
-import type { ServiceImpl } from "./adapter.js";
+import type { ServiceImpl } from "../contract.js";
 import type { Logger } from "../log.js";
 import { NotFoundError } from "../errors.js";
+import { probeWritable } from "../store/probe.js";
 
 type Methods = typeof Health extends { method: infer M } ? M : never;
 
@@ -57,23 +58,18 @@ export class DatabaseHealth extends EventEmitter {
     if (this.stopped) return Promise.resolve(this.status);
     this.inflight ??= (async () => {
       let ok = false;
-      // transaction_read_only of the probe's own (implicit) transaction: on
-      // in recovery or under default_transaction_read_only.
-      const q = this.sql<{ ro: string }[]>`select current_setting('transaction_read_only') as ro`;
+      const probe = probeWritable(this.sql);
       let timer: NodeJS.Timeout | undefined;
-      // A probe always settles: the timeout decides on its own. The query is
-      // not cancelled: a cancel request names a pool connection, and could
-      // reach another call's query if this one had just finished.
+      // A probe always settles: the timeout decides on its own.
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error("database probe timed out")), Math.min(this.intervalMs, 2000));
       });
       try {
-        const [row] = await Promise.race([q, timeout]);
-        ok = row?.ro === "off";
+        ok = await Promise.race([probe, timeout]);
         if (!ok && this.status !== Status.NOT_SERVING) this.log.warn("the database is read-only: writes are refused until a writable primary answers");
       } catch (err) {
         if (this.status !== Status.NOT_SERVING) this.log.warn({ err: String(err) }, "database health probe failed");
-        q.catch(() => {}); // settles later, or never; either way unobserved
+        probe.catch(() => {}); // settles later, or never; either way unobserved
       } finally {
         clearTimeout(timer);
       }

@@ -12,7 +12,7 @@ import { DEFAULT_COALESCING, type CoalescerOptions } from "../store/coalesce.js"
 import { createReaders } from "../store/readers.js";
 import { createWriters } from "../store/writers.js";
 import { messageRpcs } from "../rpc/messages.js";
-import { DEFAULT_WATCH_OPTIONS, watchRpcs } from "../rpc/watch.js";
+import { watchRpcs } from "../rpc/watch.js";
 import { bootActionRpcs } from "../rpc/bootActions.js";
 import { buildDataRpcs } from "../rpc/buildData.js";
 import { leadershipRpcs } from "../rpc/leadership.js";
@@ -21,6 +21,8 @@ import { createDesignFetcher } from "../design/index.js";
 import type { DesignFetcher } from "../design/fetcher.js";
 import { defaultDesignConfig, NO_AUTH, type AuthConfig, type DesignConfig } from "../config.js";
 import { WatchHub } from "../watch/hub.js";
+import { SYSTEM_CLOCK, type Clock } from "../clock.js";
+import { NO_ELECTION_COUNTERS, NO_WATCH_COUNTERS } from "../metrics/watchCounters.js";
 import { PageTokens } from "../rpc/pagination.js";
 import { secretsGet } from "../store/secrets.js";
 import { addService, type OpenCalls } from "./adapter.js";
@@ -63,6 +65,8 @@ export interface ServerOptions {
   metricsListen?: { host: string; port: number };
   /** Coalescing of concurrent CreateTask inserts, appends and GetTask reads (default DEFAULT_COALESCING); null: off. */
   writeCoalescing?: CoalescerOptions | null;
+  /** Tests only (main.ts never sets it): the clock of leases and the design cache (default: the database's). */
+  clock?: Clock;
 }
 
 export interface StateServer {
@@ -94,6 +98,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const buildDataMax = o.buildDataMaxBytes ?? 16 * 1024 * 1024;
   const limits = o.limits ?? DEFAULT_LIMITS;
   const designConfig = o.design ?? defaultDesignConfig();
+  const clock = o.clock ?? SYSTEM_CLOCK;
   const server = new grpc.Server({
     // Room for the largest response we build: a design document, or a build
     // data element (CreateBuildData and ListBuildData return it), plus metadata.
@@ -133,10 +138,13 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     // Well above the interval: an event-loop stall of a busy server must not
     // look like a hung connection (its replacement makes every feed re-read).
     heartbeatTimeoutMs: 3 * (o.heartbeatMs ?? 5000),
+    finishLingerMs: o.watchFinishLingerMs ?? 3000,
+    counters: metrics?.watch ?? NO_WATCH_COUNTERS,
+    clock,
   });
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
-  const design = createDesignFetcher(designConfig);
+  const design = createDesignFetcher(designConfig, () => clock.nowMs());
   const coalescing = o.writeCoalescing === undefined ? DEFAULT_COALESCING : o.writeCoalescing;
   const writers = createWriters(o.db.sql, coalescing);
   const readers = createReaders(o.db.sql, coalescing);
@@ -153,11 +161,11 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   };
   await hub.start().catch(abandon);
   addService(server, StateService, {
-      ...taskRpcs(o.db, tokens, writers, readers),
+      ...taskRpcs(o.db, tokens, writers, readers, clock),
       ...messageRpcs(o.db.sql, tokens, writers, metrics),
-      ...watchRpcs(o.db.sql, hub, { finishLingerMs: o.watchFinishLingerMs ?? DEFAULT_WATCH_OPTIONS.finishLingerMs }),
+      ...watchRpcs(hub),
       ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics),
-      ...leadershipRpcs(o.db, hub),
+      ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
       ...bootActionRpcs(o.db, tokens),
     }, o.log, calls, auth.stateService);

@@ -2,7 +2,8 @@
 // database's clock, never the application's. We read clock_timestamp() rather
 // than now(): now() is the transaction's start, which lies in the past after
 // waiting for a row lock, and would let a new term appear to begin before the
-// previous one ended.
+// previous one ended. Each function takes an optional `now` that replaces the
+// clock (River's coalesce(@now, now())): only tests set it (src/clock.ts).
 import type { Queryable } from "../db/connect.js";
 import type { Micros } from "../db/time.js";
 import type { Lease } from "../domain.js";
@@ -27,10 +28,15 @@ const toLease = (r: LeaseRow): Lease | null =>
     ? { election: r.election, holder: r.holder, term: r.term, acquiredAt: r.acquired_at, renewedAt: r.renewed_at, expiresAt: r.expires_at }
     : null;
 
+/** The instant a statement takes as now: `now` when given, else the database's clock. */
+const clock = (tx: Queryable, now: Date | undefined) => tx`coalesce(${now?.toISOString() ?? null}::timestamptz, clock_timestamp())`;
+
 export interface ClaimResult {
   isLeader: boolean;
   /** The caller's lease when isLeader, else the other holder's. */
   lease: Lease;
+  /** When the claim began a new term: the previous term's holder, if its lease lapsed rather than being resigned. */
+  lapsedHolder?: string;
 }
 
 /**
@@ -44,7 +50,7 @@ export interface ClaimResult {
  */
 export async function leasesClaim(
   t: Transactor,
-  p: TransactionScope & { election: string; holder: string; ttlMs: number },
+  p: TransactionScope & { election: string; holder: string; ttlMs: number; now?: Date },
 ): Promise<ClaimResult> {
   const ttl = `${p.ttlMs} milliseconds`;
   for (let attempt = 0; ; attempt++) {
@@ -54,8 +60,9 @@ export async function leasesClaim(
         // transaction's start, which a lock wait would leave in the past.
         await run(tx, p.signal, tx`select 1 from leases where election = ${p.election} for update`);
         const [claimed] = await run(tx, p.signal,
-          tx<(LeaseRow & { renewal: boolean })[]>`
-            with t as materialized (select clock_timestamp() as now),
+          tx<(LeaseRow & { renewal: boolean; lapsed_holder: string | null })[]>`
+            with t as materialized (select ${clock(tx, p.now)} as now),
+            previous as (select holder, expires_at from leases where election = ${p.election}),
             claimed as (
               insert into leases as l (election, holder, term, ttl, acquired_at, renewed_at, expires_at)
               select ${p.election}, ${p.holder}, 1, ${ttl}::interval, t.now, t.now, t.now + ${ttl}::interval from t
@@ -74,13 +81,16 @@ export async function leasesClaim(
               select election, term, holder, acquired_at, expires_at from claimed
               on conflict (election, term) do update set ends_at = excluded.ends_at
             )
-            select c.*, c.acquired_at <> c.renewed_at as renewal, true as live from claimed c`,
+            select c.*, c.acquired_at <> c.renewed_at as renewal, true as live,
+              (select p.holder from previous p, t where p.expires_at <= t.now) as lapsed_holder
+            from claimed c`,
         );
         if (claimed) {
           if (!claimed.renewal) await run(tx, p.signal, tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
-          return { isLeader: true, lease: toLease(claimed)! };
+          const lapsedHolder = !claimed.renewal && claimed.lapsed_holder !== null ? claimed.lapsed_holder : undefined;
+          return { isLeader: true, lease: toLease(claimed)!, ...(lapsedHolder !== undefined && { lapsedHolder }) };
         }
-        const current = await leasesGet(tx, { election: p.election, signal: p.signal });
+        const current = await leasesGet(tx, { election: p.election, signal: p.signal, now: p.now });
         return current ? { isLeader: false, lease: current } : null;
       });
     if (result) return result;
@@ -97,14 +107,15 @@ export async function leasesClaim(
 /** Extends the lease of this holder's term; LEADERSHIP_LOST when it is not current. */
 export async function leasesRenew(
   sql: Queryable,
-  p: { election: string; holder: string; term: bigint; signal?: AbortSignal },
+  p: { election: string; holder: string; term: bigint; signal?: AbortSignal; now?: Date },
 ): Promise<Lease> {
   const [row] = await run(sql, p.signal,
     sql<LeaseRow[]>`
-      with renewed as (
-        update leases set renewed_at = clock_timestamp(), expires_at = clock_timestamp() + ttl
+      with t as materialized (select ${clock(sql, p.now)} as now),
+      renewed as (
+        update leases set renewed_at = t.now, expires_at = t.now + ttl from t
         where election = ${p.election} and holder = ${p.holder} and term = ${p.term.toString()}::bigint
-          and expires_at > clock_timestamp()
+          and expires_at > t.now
         returning *
       ), history as (
         update lease_history h set ends_at = r.expires_at from renewed r where h.election = r.election and h.term = r.term
@@ -112,7 +123,7 @@ export async function leasesRenew(
       select *, true as live from renewed`,
   );
   if (row) return toLease(row)!;
-  const current = await leasesGet(sql, { election: p.election, signal: p.signal });
+  const current = await leasesGet(sql, { election: p.election, signal: p.signal, now: p.now });
   throw new FailedPreconditionError(
     "LEADERSHIP_LOST",
     `${p.holder} no longer holds term ${p.term} of election ${p.election}` +
@@ -124,15 +135,16 @@ export async function leasesRenew(
 /** Frees the lease now if this holder's term is current; returns whether it was. */
 export async function leasesResign(
   t: Transactor,
-  p: TransactionScope & { election: string; holder: string; term: bigint },
+  p: TransactionScope & { election: string; holder: string; term: bigint; now?: Date },
 ): Promise<boolean> {
   return t.transaction(p, async (tx) => {
     const rows = await run(tx, p.signal,
       tx`
-        with resigned as (
-          update leases set holder = null, expires_at = clock_timestamp(), renewed_at = clock_timestamp()
+        with t as materialized (select ${clock(tx, p.now)} as now),
+        resigned as (
+          update leases set holder = null, expires_at = t.now, renewed_at = t.now from t
           where election = ${p.election} and holder = ${p.holder} and term = ${p.term.toString()}::bigint
-            and expires_at > clock_timestamp()
+            and expires_at > t.now
           returning *
         ), history as (
           update lease_history h set ends_at = r.expires_at from resigned r where h.election = r.election and h.term = r.term
@@ -145,18 +157,18 @@ export async function leasesResign(
 }
 
 /** The live lease of an election, or null; with the database's clock reading. */
-export async function leasesGet(sql: Queryable, p: { election: string; signal?: AbortSignal }): Promise<Lease | null> {
+export async function leasesGet(sql: Queryable, p: { election: string; signal?: AbortSignal; now?: Date }): Promise<Lease | null> {
   return (await leasesGetWithNow(sql, p)).lease;
 }
 
 export async function leasesGetWithNow(
   sql: Queryable,
-  p: { election: string; signal?: AbortSignal },
+  p: { election: string; signal?: AbortSignal; now?: Date },
 ): Promise<{ lease: Lease | null; now: Micros }> {
   const rows = await run(sql, p.signal,
     sql<(LeaseRow & { now: Micros })[]>`
       select n.now, l.*, l.holder is not null and l.expires_at > n.now as live
-      from (select clock_timestamp() as now) n left join leases l on l.election = ${p.election}`,
+      from (select ${clock(sql, p.now)} as now) n left join leases l on l.election = ${p.election}`,
   );
   const r = rows[0]!;
   return { lease: r.election ? toLease(r) : null, now: r.now };
@@ -169,11 +181,11 @@ export async function leasesGetWithNow(
  */
 export async function leasesCheckFence(
   tx: Queryable,
-  p: { election: string; term: bigint; signal?: AbortSignal },
+  p: { election: string; term: bigint; signal?: AbortSignal; now?: Date },
 ): Promise<void> {
   const [row] = await run(tx, p.signal,
     tx<LeaseRow[]>`
-      select *, holder is not null and expires_at > clock_timestamp() as live
+      select *, holder is not null and expires_at > ${clock(tx, p.now)} as live
       from leases where election = ${p.election} for share`,
   );
   if (row && row.live && row.term === p.term) return;
@@ -189,7 +201,7 @@ export async function leasesCheckFence(
 /** Terms of an election from `fromTerm` on, oldest first, with the live lease and the clock. */
 export async function leasesHistorySince(
   sql: Queryable,
-  p: { election: string; fromTerm: bigint; signal?: AbortSignal },
+  p: { election: string; fromTerm: bigint; signal?: AbortSignal; now?: Date },
 ): Promise<{ terms: Lease[]; live: Lease | null; now: Micros }> {
   const rows = await run(sql, p.signal,
     sql<{ term: bigint; holder: string; acquired_at: Micros; ends_at: Micros }[]>`

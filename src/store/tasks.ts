@@ -278,6 +278,8 @@ export interface TasksUpdateParams {
   expectedVersion: bigint;
   /** When given, the update applies only while this leadership term is current. */
   fence?: Fence | null;
+  /** The fence's clock (tests only; see leases.ts). */
+  now?: Date;
   signal?: AbortSignal;
   deadline?: number;
 }
@@ -285,7 +287,7 @@ export interface TasksUpdateParams {
 /** Applies changes under the row lock, checking version and status transition. */
 export async function tasksUpdate(t: Transactor, p: TasksUpdateParams): Promise<Task> {
   return t.transaction(p, async (tx) => {
-    if (p.fence) await leasesCheckFence(tx, { ...p.fence, signal: p.signal });
+    if (p.fence) await leasesCheckFence(tx, { ...p.fence, signal: p.signal, now: p.now });
     const [cur] = await run(tx, p.signal,
       tx<{ status: TaskStatus; terminate: boolean; version: bigint }[]>`
         select status, terminate, version from tasks where task_id = ${p.taskId} for update`,
@@ -383,7 +385,7 @@ export async function tasksTerminate(
  */
 export async function tasksClaimNext(
   db: Db,
-  p: TransactionScope & { instanceId: string; actions: string[]; fence?: Fence | null },
+  p: TransactionScope & { instanceId: string; actions: string[]; fence?: Fence | null; now?: Date },
 ): Promise<Task | null> {
   const claim = async (q: Queryable, term: bigint) => {
     const actionFilter = p.actions.length ? q`and action = any(${q.array(p.actions)}::text[])` : q``;
@@ -411,7 +413,7 @@ export async function tasksClaimNext(
   if (!p.fence) return claim(db.sql, 0n);
   const fence = p.fence;
   return db.tx.transaction(p, async (tx) => {
-    await leasesCheckFence(tx, { ...fence, signal: p.signal });
+    await leasesCheckFence(tx, { ...fence, signal: p.signal, now: p.now });
     return claim(tx, fence.term);
   });
 }

@@ -1,58 +1,95 @@
-// The process's one LISTEN connection. It listens on the task and heartbeat
-// channels, and is replaced (with backoff and jitter) whenever it closes or
-// stops hearing its own heartbeats. A replacement listens before the
-// connection it replaces is dropped, and notifications of both are passed on
-// meanwhile (a duplicate only causes one more read). onListen runs after
-// every successful (re)connect, so watchers can re-read whatever they may
-// have missed.
+// The process's one LISTEN connection and its liveness.
+//
+// Contract:
+// - listens on the task, lease and heartbeat channels, and passes every task
+//   and lease notification to onNotify;
+// - is replaced, with backoff and jitter, when it closes or when one of its
+//   own heartbeats (sent through the pool every heartbeatMs) goes unheard
+//   for heartbeatTimeoutMs. The timeout is judged only after the event loop
+//   has read its sockets, so a stalled loop does not condemn a live connection;
+// - a replacement listens before the connection it replaces is dropped, and
+//   both deliver meanwhile (a duplicate only causes one more read); each
+//   connection has a generation, and events of older ones are ignored;
+// - emits "listening" after every successful (re)connect, so readers re-read
+//   whatever they may have missed, and "heartbeat" for each heartbeat heard.
+import { randomUUID } from "node:crypto";
+import type { EventEmitter } from "node:events";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import postgres from "postgres";
-import { targetSessionAttrs } from "../db/connect.js";
+import { Backoff } from "../backoff.js";
+import { targetSessionAttrs, type Sql } from "../db/connect.js";
+import type { Micros } from "../db/time.js";
 import type { Logger } from "../log.js";
-import { HEARTBEAT_CHANNEL, LEASE_CHANNEL, TASK_CHANNEL } from "../store/notify.js";
+import type { WatchCounters } from "../metrics/watchCounters.js";
+import { HEARTBEAT_CHANNEL, LEASE_CHANNEL, notifyHeartbeat, TASK_CHANNEL } from "../store/notify.js";
+import { dbNow } from "../store/tasks.js";
+import type { WatchSignals } from "./signals.js";
 
 export const LISTENER_APPLICATION_NAME = "drydock-statemgmt-listen";
 
 export interface ListenerOptions {
   url: string;
+  /** The pool heartbeats are sent through. */
+  sql: Sql;
   log: Logger;
+  heartbeatMs: number;
+  heartbeatTimeoutMs: number;
   onNotify(channel: string, payload: string): void;
-  onListen(): void;
+  signals: EventEmitter<WatchSignals>;
+  counters: WatchCounters;
 }
 
 export class Listener {
-  private sql: postgres.Sql | undefined;
+  private connection: postgres.Sql | undefined;
   private generation = 0;
+  private everListened = false;
   private stopped = false;
-  private retries = 0;
+  /** Reconnects after a close: 50 ms doubling to 1 s, full jitter (watchers wait for this connection). */
+  private readonly backoff = new Backoff({ initialMs: 50, maxMs: 1000, jitter: 1 });
   private retryTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** Heartbeats in flight, by nonce. */
+  private readonly pings = new Map<string, () => void>();
+  private heardAt: Micros | undefined;
 
   constructor(private readonly o: ListenerOptions) {}
 
-  /** Resolves once listening for the first time. */
-  async start(): Promise<void> {
-    await this.connect();
+  /**
+   * The database's time of the last heartbeat heard (or of start()): every
+   * notification sent before it has been delivered to onNotify.
+   */
+  get lastHeard(): Micros | undefined {
+    return this.heardAt;
   }
 
-  /** Drops the current connection (if any) and listens on a new one. */
-  replace(reason: string): void {
-    if (this.stopped) return;
-    this.o.log.warn({ reason }, "replacing the LISTEN connection");
-    void this.connect().catch(() => this.scheduleRetry());
+  /** Resolves once listening for the first time; then heartbeats begin. */
+  async start(): Promise<void> {
+    this.heardAt = await dbNow(this.o.sql);
+    await this.connect();
+    this.scheduleHeartbeat();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.heartbeatTimer);
     this.generation++;
-    await this.sql?.end({ timeout: 1 });
+    await this.connection?.end({ timeout: 1 });
+  }
+
+  /** Listens on a new connection, then drops the current one. */
+  replace(reason: string): void {
+    if (this.stopped) return;
+    this.o.log.warn({ reason }, "replacing the LISTEN connection");
+    this.o.signals.emit("replacing", reason);
+    void this.connect().catch(() => this.scheduleRetry());
   }
 
   private async connect(): Promise<void> {
     clearTimeout(this.retryTimer);
-    const gen = ++this.generation;
-    // The connection being replaced keeps delivering until this one listens.
-    const old = this.sql;
-    const sql: postgres.Sql = postgres(this.o.url, {
+    const generation = ++this.generation;
+    const previous = this.connection;
+    const connection: postgres.Sql = postgres(this.o.url, {
       max: 1,
       idle_timeout: 0,
       max_lifetime: null,
@@ -63,10 +100,11 @@ export class Listener {
       onnotice: () => {},
       connection: { application_name: LISTENER_APPLICATION_NAME },
       onnotify: (channel: string, payload: string) => {
-        if (gen === this.generation || (gen === this.generation - 1 && this.sql === sql)) this.o.onNotify(channel, payload);
+        // This connection, or the one it replaces until it is dropped.
+        if (generation === this.generation || (generation === this.generation - 1 && this.connection === connection)) this.notified(channel, payload);
       },
       onclose: () => {
-        if (gen === this.generation && !this.stopped) {
+        if (generation === this.generation && !this.stopped) {
           this.o.log.warn("LISTEN connection closed");
           this.scheduleRetry();
         }
@@ -74,34 +112,78 @@ export class Listener {
       // onnotify is a supported postgres.js option missing from its typings.
     } as postgres.Options<{}>);
     try {
-      await sql`listen ${sql(TASK_CHANNEL)}`;
-      await sql`listen ${sql(LEASE_CHANNEL)}`;
-      await sql`listen ${sql(HEARTBEAT_CHANNEL)}`;
+      await connection`listen ${connection(TASK_CHANNEL)}`;
+      await connection`listen ${connection(LEASE_CHANNEL)}`;
+      await connection`listen ${connection(HEARTBEAT_CHANNEL)}`;
     } catch (err) {
-      void sql.end({ timeout: 0 }).catch(() => {});
-      if (gen === this.generation) this.o.log.warn({ err: String(err) }, "LISTEN failed");
+      void connection.end({ timeout: 0 }).catch(() => {});
+      if (generation === this.generation) this.o.log.warn({ err: String(err) }, "LISTEN failed");
       throw err;
     }
-    if (gen !== this.generation || this.stopped) {
-      void sql.end({ timeout: 0 }).catch(() => {});
+    if (generation !== this.generation || this.stopped) {
+      void connection.end({ timeout: 0 }).catch(() => {});
       return;
     }
-    this.sql = sql;
-    if (old !== undefined && old !== sql) void old.end({ timeout: 0 }).catch(() => {});
-    this.retries = 0;
+    this.connection = connection;
+    if (previous !== undefined && previous !== connection) void previous.end({ timeout: 0 }).catch(() => {});
+    this.backoff.reset();
+    const reconnect = this.everListened;
+    this.everListened = true;
+    if (reconnect) this.o.counters.listenReconnected();
     this.o.log.debug("listening");
-    this.o.onListen();
+    this.o.signals.emit("listening", reconnect);
+  }
+
+  private notified(channel: string, payload: string): void {
+    this.o.counters.notificationReceived(channel === TASK_CHANNEL ? "tasks" : channel === LEASE_CHANNEL ? "leases" : "heartbeat");
+    if (channel === HEARTBEAT_CHANNEL) this.pings.get(payload)?.();
+    else this.o.onNotify(channel, payload);
   }
 
   private scheduleRetry(): void {
     if (this.stopped) return;
     clearTimeout(this.retryTimer);
-    // Exponential backoff from 50 ms to 1 s, with full jitter so that many
-    // replicas losing the same database do not reconnect in lockstep; capped
-    // low because watchers wait for this connection after a database restart.
-    const cap = Math.min(1000, 50 * 2 ** this.retries++);
-    const delay = Math.random() * cap;
-    this.retryTimer = setTimeout(() => void this.connect().catch(() => this.scheduleRetry()), delay);
+    this.retryTimer = setTimeout(() => void this.connect().catch(() => this.scheduleRetry()), this.backoff.next());
     this.retryTimer.unref();
+  }
+
+  private scheduleHeartbeat(): void {
+    if (this.stopped) return;
+    this.heartbeatTimer = setTimeout(() => void this.heartbeat().finally(() => this.scheduleHeartbeat()), this.o.heartbeatMs);
+    this.heartbeatTimer.unref();
+  }
+
+  /** Sends one heartbeat and replaces the connection unless it comes back in time. */
+  private async heartbeat(): Promise<void> {
+    const nonce = randomUUID();
+    let heard = false;
+    let onHeard!: () => void;
+    const back = new Promise<void>((resolve) => (onHeard = resolve));
+    this.pings.set(nonce, () => ((heard = true), onHeard()));
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      let sentAt: Micros;
+      try {
+        sentAt = await notifyHeartbeat(this.o.sql, { nonce });
+      } catch {
+        return; // the database is down; the connection reconnects on its own
+      }
+      const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.o.heartbeatTimeoutMs)));
+      this.o.signals.emit("heartbeatSent");
+      await Promise.race([back, late]);
+      // A timer that fired after a stall of the event loop runs before the
+      // sockets are read: let them be, then judge.
+      if (!heard) await nextTurn();
+      if (heard) {
+        this.heardAt = sentAt;
+        this.o.signals.emit("heartbeat");
+      } else {
+        this.o.counters.heartbeatReplaced();
+        this.replace(`heartbeat not heard within ${this.o.heartbeatTimeoutMs} ms`);
+      }
+    } finally {
+      clearTimeout(timer);
+      this.pings.delete(nonce);
+    }
   }
 }

@@ -3,16 +3,10 @@
 // it showed, so that a snapshot showing nothing new is not sent again.
 
 /**
- * Versions sent per task. Unfinished tasks stay (they may change again);
- * finished ones are forgotten `graceMs` after they were recorded, so a stream
- * that runs for months does not remember every task that ever finished.
- *
- * Forgetting is safe once no older snapshot of the task can still reach the
- * stream: the hub's reads settle within SHARED_QUERY_TIMEOUT_MS, so with a
- * grace of twice that and eviction only when the stream's queue is empty,
- * any snapshot read before the finish has been received and dropped already.
- * A later change of a forgotten task (a message appended after it finished)
- * is a newer version and is sent, as it would have been anyway.
+ * Versions sent per task. Finished tasks are forgotten `graceMs` after they
+ * were recorded, and only while the stream's queue is empty: by then no
+ * older snapshot of them can still arrive (the grace exceeds any shared
+ * read's bound).
  */
 export class SentVersions {
   private readonly versions = new Map<string, { version: bigint; key: string }>();
