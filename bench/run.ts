@@ -27,7 +27,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({ options: { smoke: { type: "boolean" }, duration: { type: "string" }, only: { type: "string" } } });
 /** Ceilings each service scenario is measured against: --only runs them too. */
 const CEILINGS: Record<string, string[]> = {
-  create1: ["pgInsert1"],
+  create1: ["echo1", "pgInsert1"],
   create16: ["pgInsert16"],
   create64: ["echo64", "pgInsert64"],
   create64solo: ["echo64", "pgInsert64"],
@@ -472,6 +472,7 @@ try {
 
   // 1. Ceilings of this machine, in this run.
   await load({ id: "echo64", scenario: "ceiling: bare grpc-js echo c=64", op: "echo", procs: 2, concurrency: 64, echoBytes, note: `${echoBytes}-byte messages (a GetTask response's size)` });
+  await load({ id: "echo1", scenario: "ceiling: bare grpc-js echo c=1", op: "echo", procs: 1, concurrency: 1, echoBytes });
   await load({ id: "pgInsert1", scenario: "ceiling: raw postgres.js task INSERT c=1", op: "pgInsert", procs: 1, concurrency: 1 });
   await load({ id: "pgInsert16", scenario: "ceiling: raw postgres.js task INSERT c=16", op: "pgInsert", procs: 2, concurrency: 16 });
   await load({ id: "pgInsert64", scenario: "ceiling: raw postgres.js task INSERT c=64", op: "pgInsert", procs: 2, concurrency: 64 });
@@ -582,6 +583,10 @@ try {
       `server ${create.serverCpuUsPerOp.toFixed(0)} + PostgreSQL ${create.pgCpuUsPerOp.toFixed(0)}; echo ${echoCpu.toFixed(0)}, raw insert's PostgreSQL ${r("pgInsert64").pgCpuUsPerOp.toFixed(0)}`);
   }
   if (has("create1")) target("CreateTask c=1 p50 ≤ 1.1 ms (issue 18's baseline)", r("create1").p50, "<=", 1.1, "ms");
+  if (has("create1", "echo1", "pgInsert1")) {
+    target("CreateTask c=1 p50 ≤ echo c=1 p50 + raw insert c=1 p50 + 0.5 ms", r("create1").p50, "<=", r("echo1").p50 + r("pgInsert1").p50 + 0.5, "ms",
+      `echo ${r("echo1").p50.toFixed(2)} ms, raw insert ${r("pgInsert1").p50.toFixed(2)} ms`);
+  }
   if (has("get64", "echo64", "pgSelect64")) {
     target("GetTask c=64 ≥ 0.8 × 1/(1/echo + 1/select)", r("get64").opsPerSec, ">=", 0.8 * combined(r("echo64").opsPerSec, r("pgSelect64").opsPerSec), "calls/s");
     target("server CPU per GetTask ≤ 2 × echo CPU (c=64)", r("get64").serverCpuUsPerOp, "<=", 2 * r("echo64").serverCpuUsPerOp, "µs");
