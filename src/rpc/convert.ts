@@ -67,6 +67,7 @@ const RESULT_FROM_PB = invert(RESULT_TO_PB);
 export const statusFromPb = (s: PbTaskStatus): TaskStatus | undefined => STATUS_FROM_PB.get(s);
 export const resultFromPb = (s: PbActionResult): ActionResult | undefined => RESULT_FROM_PB.get(s);
 export const statusToPb = (s: TaskStatus): PbTaskStatus => STATUS_TO_PB[s];
+export const resultToPb = (r: ActionResult): PbActionResult => RESULT_TO_PB[r];
 
 export function timestampFromMicros(us: Micros): Timestamp {
   const seconds = us / 1_000_000n - (us % 1_000_000n < 0n ? 1n : 0n);

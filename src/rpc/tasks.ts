@@ -1,5 +1,6 @@
 // Task RPCs: validate, call one store function, convert the result.
 import { randomUUID } from "node:crypto";
+import { create, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { Sql } from "../db/connect.js";
 import type { Db } from "../store/transactions.js";
 import type { Readers } from "../store/readers.js";
@@ -7,7 +8,7 @@ import type { Writers } from "../store/writers.js";
 import { SYSTEM_CLOCK, type Clock } from "../clock.js";
 import type { ServiceImpl } from "../contract.js";
 import type { StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { SubtaskFilter, TaskView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { ListSubtasksResponseSchema, ListTasksResponseSchema, SubtaskFilter, TaskView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus as PbTaskStatus, type Task as PbTask } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import type { ResultMessage, Task, TaskChanges, TaskStatus } from "../domain.js";
 import { messagesList } from "../store/messages.js";
@@ -16,6 +17,7 @@ import { FailedPreconditionError, NotFoundError } from "../errors.js";
 import { actingAs, seesSecrets } from "../auth/roles.js";
 import { newMessagePb, microsFromTimestamp, nodeFilterFromPb, resultFromPb, statusFromPb, newTaskPb } from "./convert.js";
 import { filterFingerprint, type PageTokens } from "./pagination.js";
+import { withEncodedTasks } from "./taskWire.js";
 import { LIMITS, Validator } from "./validate.js";
 
 /**
@@ -117,7 +119,7 @@ export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: 
         createdAfter: req.createdAfter ? microsFromTimestamp(req.createdAfter) : null,
         createdBefore: req.createdBefore ? microsFromTimestamp(req.createdBefore) : null,
       };
-      return listPage(sql, tokens, filters, limit, req.pageToken, signal, seesSecrets(caller));
+      return listPage(ListTasksResponseSchema, sql, tokens, filters, limit, req.pageToken, signal, seesSecrets(caller));
     },
 
     async listSubtasks(req, { signal, caller }) {
@@ -135,7 +137,7 @@ export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: 
             ? ["complete"]
             : [];
       const filters = { statuses, actions: [], parentTaskId: parent, createdAfter: null, createdBefore: null };
-      return listPage(sql, tokens, filters, limit, req.pageToken, signal, seesSecrets(caller));
+      return listPage(ListSubtasksResponseSchema, sql, tokens, filters, limit, req.pageToken, signal, seesSecrets(caller));
     },
 
     async updateTask(req, ctx) {
@@ -209,7 +211,8 @@ export function statusList(v: Validator, field: string, values: PbTaskStatus[]):
   return out;
 }
 
-async function listPage(
+async function listPage<S extends typeof ListTasksResponseSchema | typeof ListSubtasksResponseSchema>(
+  schema: S,
   sql: Sql,
   tokens: PageTokens,
   filters: Omit<tasks.TasksListParams, "after" | "limit" | "signal">,
@@ -217,7 +220,7 @@ async function listPage(
   pageToken: string,
   signal: AbortSignal,
   secrets: boolean,
-): Promise<{ tasks: PbTask[]; nextPageToken: string }> {
+): Promise<MessageShape<S>> {
   const fingerprint = filterFingerprint(filters);
   const key = tokens.decode("page_token", pageToken, fingerprint, ["micros", "uuid"]);
   const after = key ? { created: BigInt(key[0]!), taskId: key[1]! } : null;
@@ -225,7 +228,8 @@ async function listPage(
   const page = rows.slice(0, limit);
   const last = page[page.length - 1];
   const nextPageToken = rows.length > limit && last ? tokens.encode(fingerprint, [last.created.toString(), last.taskId]) : "";
-  return { tasks: page.map((t) => newTaskPb(t, secrets)), nextPageToken };
+  // The tasks pre-encoded (rpc/taskWire.ts): a page of 100 cost 1 ms in protobuf-es.
+  return withEncodedTasks(create(schema, { nextPageToken } as MessageInitShape<S>) as MessageShape<S>, 1, page, secrets);
 }
 
 /** The changes named by the mask, validated. */
