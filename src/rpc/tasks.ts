@@ -8,7 +8,7 @@ import type { Writers } from "../store/writers.js";
 import { SYSTEM_CLOCK, type Clock } from "../clock.js";
 import type { ServiceImpl } from "../contract.js";
 import type { StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { ListSubtasksResponseSchema, ListTasksResponseSchema, SubtaskFilter, TaskView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { GetTaskResponseSchema, ListSubtasksResponseSchema, ListTasksResponseSchema, SubtaskFilter, TaskView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus as PbTaskStatus, type Task as PbTask } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import type { ResultMessage, Task, TaskChanges, TaskStatus } from "../domain.js";
 import { messagesList } from "../store/messages.js";
@@ -82,8 +82,10 @@ export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: 
       const taskId = v.uuid("task_id", req.taskId, true);
       if (!(req.view in TaskView)) v.add("view", `unknown value ${req.view}`);
       v.check();
-      const task = newTaskPb(await readers.getTask({ taskId, signal }), seesSecrets(caller));
-      if (req.view !== TaskView.FULL) return { task };
+      const task = await readers.getTask({ taskId, signal });
+      const secrets = seesSecrets(caller);
+      // The task pre-encoded (rpc/taskWire.ts), as for list pages.
+      if (req.view !== TaskView.FULL) return withEncodedTasks(create(GetTaskResponseSchema), 1, [task], secrets);
       const resultMessages: ResultMessage[] = [];
       for (let after = 0n; ; ) {
         const batch = await messagesList(sql, { taskId, afterSequence: after, errorsOnly: false, limit: 1000, signal });
@@ -98,7 +100,7 @@ export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: 
         if (batch.length < 1000) break;
         after = batch[batch.length - 1]!.sequence;
       }
-      return { task, resultMessages: resultMessages.map(newMessagePb) };
+      return withEncodedTasks(create(GetTaskResponseSchema, { resultMessages: resultMessages.map(newMessagePb) }), 1, [task], secrets);
     },
 
     async listTasks(req, { signal, caller }) {
