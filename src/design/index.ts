@@ -3,11 +3,11 @@
 import type { DesignConfig } from "../config.js";
 import { deckhandDriver, keystoneTokens, staticToken } from "./deckhand.js";
 import type { DesignDriver } from "./driver.js";
-import { DesignFetcher } from "./fetcher.js";
+import { DesignFetcher, type DesignObserver } from "./fetcher.js";
 import { fileDriver } from "./file.js";
 import { HttpClient, httpDriver } from "./http.js";
 
-export function createDesignFetcher(c: DesignConfig): { fetcher: DesignFetcher; close(): Promise<void> } {
+export function createDesignFetcher(c: DesignConfig, observer?: DesignObserver): { fetcher: DesignFetcher; close(): Promise<void> } {
   const http = new HttpClient({
     extraCa: c.extraCa,
     allowedHosts: c.allowedHosts,
@@ -30,6 +30,7 @@ export function createDesignFetcher(c: DesignConfig): { fetcher: DesignFetcher; 
     cacheMaxBytes: c.cacheMaxBytes,
     maxBytes: c.maxBytes,
     defaultTimeoutMs: c.timeoutMs,
+    observer,
   });
   return { fetcher, close: () => http.close() };
 }

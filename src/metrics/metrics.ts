@@ -1,12 +1,16 @@
 // The service's Prometheus metrics, on a registry of their own. Other parts
-// report through small interfaces (CallObserver, ServiceCounters) and never
-// import prom-client. gRPC metrics use go-grpc-prometheus's names and labels,
+// report through small interfaces (CallObserver, ServiceCounters,
+// QueryObserver, DesignObserver) and never import prom-client. gRPC metrics use go-grpc-prometheus's names and labels,
 // so existing dashboards and alerts work unchanged.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { CallObserver, MethodLabels } from "../server/adapter.js";
 import type { ServiceCounters } from "./counters.js";
-import type { Sql } from "../db/connect.js";
-import { metricsScrape, type MetricsScrape } from "../store/metrics.js";
+import { observeQueries, poolUsage, type QueryObserver } from "../db/connect.js";
+import type { DesignObserver } from "../design/fetcher.js";
+import type { TaskStatus } from "../domain.js";
+import { SQLSTATE } from "../store/sql.js";
+import { metricsFinishedCounts, metricsScrape, type MetricsScrape } from "../store/metrics.js";
+import type { Db } from "../store/transactions.js";
 
 
 const GRPC_LABELS = ["grpc_type", "grpc_service", "grpc_method"] as const;
@@ -19,11 +23,28 @@ const WATCH_KINDS = new Map([
 ]);
 
 export interface MetricsOptions {
-  sql: Sql;
+  /** The pool and transaction slots: their gauges, and every statement's duration and timeouts. */
+  db: Db;
   version: string;
+  /**
+   * Longest a scrape reuses the COMPLETE and TERMINATED counts (default
+   * DEFAULT_FINISHED_COUNT_MAX_AGE_MS; 0: count them on every scrape).
+   */
+  finishedCountMaxAgeMs?: number;
 }
 
-export class Metrics implements CallObserver, ServiceCounters {
+/**
+ * The finished counts scan the whole table (190 ms at 1M tasks: BENCHMARKS.md),
+ * so a scrape reuses them for up to 5 minutes; the unfinished ones are exact.
+ */
+export const DEFAULT_FINISHED_COUNT_MAX_AGE_MS = 300_000;
+
+const DB_TIMEOUT_KINDS = new Map<string, string>([
+  [SQLSTATE.lockNotAvailable, "lock"],
+  [SQLSTATE.queryCanceled, "statement"],
+]);
+
+export class Metrics implements CallObserver, ServiceCounters, QueryObserver, DesignObserver {
   readonly registry = new Registry();
   private readonly startedTotal: Counter<(typeof GRPC_LABELS)[number]>;
   private readonly handledTotal: Counter<(typeof GRPC_LABELS)[number] | "grpc_code">;
@@ -34,15 +55,36 @@ export class Metrics implements CallObserver, ServiceCounters {
   private readonly watchEvents: Counter<"kind">;
   private readonly appended: Counter;
   private readonly buildData: Counter;
+  private readonly queryDuration: Histogram<"statement">;
+  private readonly queryDurationByName = new Map<string, { observe(seconds: number): void }>();
+  private readonly dbTimeouts: Counter<"kind">;
+  private readonly designFetches: Counter<"scheme" | "outcome">;
+  private readonly designBytes: Counter<"scheme">;
+  private readonly designHits: Counter<"scheme">;
+  private readonly designDuration: Histogram<"scheme">;
 
   constructor(o: MetricsOptions) {
     const registers = [this.registry];
-    // The database gauges: one query per scrape, shared by all of them
-    // (index-only on status for the counts, the queued index for the
-    // oldest). A scrape while the database is down leaves them empty.
-    let pending: Promise<MetricsScrape | undefined> | undefined;
+    const sql = o.db.sql;
+    const finishedMaxAge = o.finishedCountMaxAgeMs ?? DEFAULT_FINISHED_COUNT_MAX_AGE_MS;
+    // The finished counts, reused while younger than finishedMaxAge (their
+    // age counts from when their statement started).
+    let finished: { at: number; counts: [TaskStatus, number][] } | undefined;
+    const finishedCounts = async () => {
+      if (finished && Date.now() - finished.at < finishedMaxAge) return finished.counts;
+      const at = Date.now();
+      const counts = await metricsFinishedCounts(sql);
+      finished = { at, counts };
+      return counts;
+    };
+    // The database gauges: one statement per scrape, shared by all of them
+    // (index-only counts of the unfinished statuses, the queued index for
+    // the oldest), plus the finished counts when theirs are too old. A
+    // scrape while the database is down leaves them empty.
+    let pending: Promise<(MetricsScrape & { finished: [TaskStatus, number][] }) | undefined> | undefined;
     const scrape = () =>
-      (pending ??= metricsScrape(o.sql)
+      (pending ??= Promise.all([metricsScrape(sql), finishedCounts()])
+        .then(([s, f]) => ({ ...s, finished: f }))
         .catch(() => undefined)
         // Shared by the collectors of this scrape (prom-client runs them in
         // one chain of promises), not by the next scrape.
@@ -69,6 +111,32 @@ export class Metrics implements CallObserver, ServiceCounters {
     this.watchEvents = new Counter({ name: "statemgmt_watch_events_sent_total", help: "Events sent on watch streams, by kind.", labelNames: ["kind"], registers });
     this.appended = new Counter({ name: "statemgmt_result_messages_appended_total", help: "Result messages appended.", registers });
     this.buildData = new Counter({ name: "statemgmt_build_data_stored_total", help: "Build data records stored.", registers });
+    // Database pool: in-use counts are the permits and slots lent now.
+    // Registered before the database gauges: prom-client calls the
+    // collectors in registration order, synchronously, so these read the
+    // pools before this scrape's own statements take a connection.
+    new Gauge({
+      name: "statemgmt_db_pool_connections",
+      help: "Connections of each pool: in_use (running a statement, or lent to a transaction) and idle (the rest of the pool's size).",
+      labelNames: ["pool", "state"],
+      registers,
+      collect: function () {
+        for (const [pool, u] of [["statements", poolUsage(sql)], ["transactions", o.db.tx.usage()]] as const) {
+          this.set({ pool, state: "in_use" }, u.inUse);
+          this.set({ pool, state: "idle" }, u.size - u.inUse);
+        }
+      },
+    });
+    new Gauge({
+      name: "statemgmt_db_pool_waiting",
+      help: "Statements waiting for a connection of the statements pool, transactions waiting for a slot.",
+      labelNames: ["pool"],
+      registers,
+      collect: function () {
+        this.set({ pool: "statements" }, poolUsage(sql).waiting);
+        this.set({ pool: "transactions" }, o.db.tx.usage().waiting);
+      },
+    });
     new Gauge({
       name: "statemgmt_build_info",
       help: "Always 1; the labels name this build and its PostgreSQL.",
@@ -83,13 +151,14 @@ export class Metrics implements CallObserver, ServiceCounters {
     });
     new Gauge({
       name: "statemgmt_tasks",
-      help: "Tasks by status.",
+      help: `Tasks by status: unfinished ones counted at each scrape, COMPLETE and TERMINATED at most ${finishedMaxAge / 1000} s ago.`,
       labelNames: ["status"],
       registers,
       collect: async function () {
         const s = await scrape();
         this.reset();
-        for (const [status, n] of s?.tasksByStatus ?? []) this.set({ status: status.toUpperCase() }, n);
+        if (!s) return;
+        for (const [status, n] of [...s.unfinished, ...s.finished]) this.set({ status: status.toUpperCase() }, n);
       },
     });
     new Gauge({
@@ -121,6 +190,60 @@ export class Metrics implements CallObserver, ServiceCounters {
         this.set((await scrape()) ? 1 : 0);
       },
     });
+
+    this.queryDuration = new Histogram({
+      name: "statemgmt_db_query_duration_seconds",
+      help: "Duration of database statements from the moment they had a connection, by statement name.",
+      labelNames: ["statement"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.dbTimeouts = new Counter({
+      name: "statemgmt_db_timeouts_total",
+      help: "Statements the database ended at lock_timeout (kind=lock, 55P03) or statement_timeout (kind=statement, 57014).",
+      labelNames: ["kind"],
+      registers,
+    });
+    for (const kind of DB_TIMEOUT_KINDS.values()) this.dbTimeouts.inc({ kind }, 0);
+    observeQueries(sql, this);
+    o.db.tx.observe(this);
+
+    // Design fetches.
+    this.designFetches = new Counter({
+      name: "statemgmt_design_fetches_total",
+      help: "Design documents requested from their sources (cache misses), by scheme and outcome (ok, or the error's reason).",
+      labelNames: ["scheme", "outcome"],
+      registers,
+    });
+    this.designBytes = new Counter({ name: "statemgmt_design_fetched_bytes_total", help: "Bytes of design documents fetched from their sources.", labelNames: ["scheme"], registers });
+    this.designHits = new Counter({ name: "statemgmt_design_cache_hits_total", help: "Design documents served from the cache.", labelNames: ["scheme"], registers });
+    this.designDuration = new Histogram({
+      name: "statemgmt_design_fetch_duration_seconds",
+      help: "Duration of design fetches from their sources, retries and redirects included, whatever the outcome.",
+      labelNames: ["scheme"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+  }
+
+  // QueryObserver
+  queried(statement: string, seconds: number, errorCode: string | undefined): void {
+    let h = this.queryDurationByName.get(statement);
+    if (!h) this.queryDurationByName.set(statement, (h = this.queryDuration.labels({ statement })));
+    h.observe(seconds);
+    const kind = errorCode && DB_TIMEOUT_KINDS.get(errorCode);
+    if (kind) this.dbTimeouts.inc({ kind });
+  }
+
+  // DesignObserver
+  fetched(scheme: string, outcome: string, seconds: number, bytes: number): void {
+    this.designFetches.inc({ scheme, outcome });
+    this.designDuration.observe({ scheme }, seconds);
+    if (bytes > 0) this.designBytes.inc({ scheme }, bytes);
+  }
+
+  cacheHit(scheme: string): void {
+    this.designHits.inc({ scheme });
   }
 
   // CallObserver

@@ -57,6 +57,8 @@ export interface ServerOptions {
   auth?: AuthConfig;
   /** Serve /metrics, /healthz and /readyz over HTTP here (port 0: any free port); unset: no metrics. */
   metricsListen?: { host: string; port: number };
+  /** Longest a scrape reuses the COMPLETE and TERMINATED counts (default 5 minutes; 0: every scrape). */
+  metricsFinishedCountMaxAgeMs?: number;
 }
 
 export interface StateServer {
@@ -104,7 +106,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const tlsSource = o.tls ? await TlsSource.start(o.tls, o.log.child({ component: "tls" })) : undefined;
   const injector = server.createConnectionInjector(tlsSource ? tlsSource.serverCredentials() : grpc.ServerCredentials.createInsecure());
   const listener = new ConnectionListener(injector, limits, o.log.child({ component: "connections" }), !!tlsSource);
-  const metrics = o.metricsListen ? new Metrics({ sql: o.db.sql, version: VERSION }) : undefined;
+  const metrics = o.metricsListen ? new Metrics({ db: o.db, version: VERSION, finishedCountMaxAgeMs: o.metricsFinishedCountMaxAgeMs }) : undefined;
   const calls: OpenCalls = {
     observer: metrics,
     unary: new Set(),
@@ -130,7 +132,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   });
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
-  const design = createDesignFetcher(designConfig);
+  const design = createDesignFetcher(designConfig, metrics);
   // A failure from here on stops what was started: the caller gets no handle to do it.
   const abandon = async (err: unknown): Promise<never> => {
     health.stop();

@@ -60,7 +60,7 @@ export async function messagesAppend(
   // One statement, so one round trip and its own transaction: the UPDATE
   // takes the task row (held until commit) and allocates the sequences, the
   // INSERT writes the messages with them, pg_notify fires at commit.
-  const [row] = await run(sql, p.signal,
+  const [row] = await run(sql, p.signal, "messages.append",
     sql<{ first: bigint; version: bigint; result_error_count: number }[]>`
       with task as (
         update tasks
@@ -85,7 +85,7 @@ export async function messagesAppend(
       select first, version, result_error_count, pg_notify(${TASK_CHANNEL}, ${p.taskId}) from task`,
   );
   if (!row) {
-    const [task] = await run(sql, p.signal, sql<{ next: bigint }[]>`select next_message_seq as next from tasks where task_id = ${p.taskId}`);
+    const [task] = await run(sql, p.signal, "messages.next_sequence", sql<{ next: bigint }[]>`select next_message_seq as next from tasks where task_id = ${p.taskId}`);
     if (!task) throw new NotFoundError("Task", p.taskId);
     throw new SequenceMismatchError(p.taskId, BigInt(first), task.next);
   }
@@ -106,7 +106,7 @@ export interface MessagesListParams {
 
 /** Messages of one task with sequence > afterSequence, in order. */
 export async function messagesList(sql: Queryable, p: MessagesListParams): Promise<ResultMessage[]> {
-  const rows = await run(sql, p.signal,
+  const rows = await run(sql, p.signal, "messages.list",
     sql<MessageRow[]>`
       select * from result_messages
       where task_id = ${p.taskId} and seq > ${p.afterSequence.toString()}::bigint
@@ -119,6 +119,6 @@ export async function messagesList(sql: Queryable, p: MessagesListParams): Promi
 
 /** The highest committed sequence of a task (0 when it has none); null when the task does not exist. */
 export async function messagesHighestSequence(sql: Queryable, p: { taskId: string; signal?: AbortSignal }): Promise<bigint | null> {
-  const [row] = await run(sql, p.signal, sql<{ n: bigint }[]>`select next_message_seq - 1 as n from tasks where task_id = ${p.taskId}`);
+  const [row] = await run(sql, p.signal, "messages.highest_sequence", sql<{ n: bigint }[]>`select next_message_seq - 1 as n from tasks where task_id = ${p.taskId}`);
   return row ? row.n : null;
 }

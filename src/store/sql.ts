@@ -3,7 +3,7 @@
 import type { PendingQuery, Row } from "postgres";
 import { AbortedError, abortError, DeadlineExceededError, DomainError, UnavailableError } from "../errors.js";
 import { abortable } from "../abortable.js";
-import { permitsOf, type Sql } from "../db/connect.js";
+import { poolOf, type Sql } from "../db/connect.js";
 
 /** Named SQLSTATEs we act on. */
 export const SQLSTATE = {
@@ -111,20 +111,45 @@ export function throwIfAborted(signal?: AbortSignal): void {
  * query whose connection is still connecting it leaves that connection
  * stuck for good (postgres.js 3.4.9; test/health.test.ts "withdraws").
  */
+export function run<T extends readonly (object | undefined)[] = Row[]>(sql: Sql, signal: AbortSignal | undefined, query: PendingQuery<T>): Promise<T>;
+/**
+ * `statement` names the query in the metrics (statemgmt_db_query_duration_seconds):
+ * a fixed, low-cardinality name per store function, `table.what` (`tasks.get`).
+ */
+export function run<T extends readonly (object | undefined)[] = Row[]>(
+  sql: Sql,
+  signal: AbortSignal | undefined,
+  statement: string,
+  query: PendingQuery<T>,
+): Promise<T>;
 export async function run<T extends readonly (object | undefined)[] = Row[]>(
   sql: Sql,
   signal: AbortSignal | undefined,
-  query: PendingQuery<T>,
+  statementOrQuery: string | PendingQuery<T>,
+  named?: PendingQuery<T>,
 ): Promise<T> {
+  const [statement, query] = typeof statementOrQuery === "string" ? [statementOrQuery, named!] : [UNNAMED, statementOrQuery];
   // postgres.js sends a query when it is first awaited: until then it is inert.
-  const permits = permitsOf(sql);
-  const permit = await permits.acquire(signal);
+  const pool = poolOf(sql);
+  const permit = await pool.permits.acquire(signal);
+  const sent = performance.now();
   const running = Promise.resolve(query as unknown as Promise<T>);
+  // Released and observed when the statement ends, even after its caller
+  // stopped waiting: a lock timeout seen only then is still counted.
   void running.then(
-    () => permits.release(permit),
-    () => permits.release(permit),
+    () => {
+      pool.permits.release(permit);
+      pool.observer?.queried(statement, (performance.now() - sent) / 1000, undefined);
+    },
+    (err: unknown) => {
+      pool.permits.release(permit);
+      pool.observer?.queried(statement, (performance.now() - sent) / 1000, pgCode(err));
+    },
   );
   return abortable(running, signal).catch((err: unknown) => {
     throw interpretError(err, signal);
   });
 }
+
+/** The statement name of queries run without one. */
+export const UNNAMED = "unnamed";
