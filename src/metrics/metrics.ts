@@ -3,6 +3,7 @@
 // QueryObserver, DesignObserver) and never import prom-client. gRPC metrics use go-grpc-prometheus's names and labels,
 // so existing dashboards and alerts work unchanged.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { FastCounter, FastHistogram, type CounterChild, type HistogramChild } from "./fast.js";
 import type { CallObserver, MethodLabels } from "../server/adapter.js";
 import type { ServiceCounters } from "./counters.js";
 import { observeQueries, poolUsage, type QueryObserver } from "../db/connect.js";
@@ -44,19 +45,31 @@ const DB_TIMEOUT_KINDS = new Map<string, string>([
   [SQLSTATE.queryCanceled, "statement"],
 ]);
 
+interface MethodChildren {
+  started: CounterChild;
+  received: CounterChild;
+  sent: CounterChild;
+  handling: HistogramChild;
+  handled(code: string): CounterChild;
+  /** Its watch stream kind, for watch methods. */
+  kind: string | undefined;
+}
+
 export class Metrics implements CallObserver, ServiceCounters, QueryObserver, DesignObserver {
   readonly registry = new Registry();
-  private readonly startedTotal: Counter<(typeof GRPC_LABELS)[number]>;
-  private readonly handledTotal: Counter<(typeof GRPC_LABELS)[number] | "grpc_code">;
-  private readonly msgReceived: Counter<(typeof GRPC_LABELS)[number]>;
-  private readonly msgSent: Counter<(typeof GRPC_LABELS)[number]>;
-  private readonly handling: Histogram<(typeof GRPC_LABELS)[number]>;
+  private readonly startedTotal: FastCounter;
+  private readonly handledTotal: FastCounter;
+  private readonly msgReceived: FastCounter;
+  private readonly msgSent: FastCounter;
+  private readonly handling: FastHistogram;
+  /** Each method's children, resolved at its first call (MethodLabels objects are made once per method). */
+  private readonly byMethod = new WeakMap<MethodLabels, MethodChildren>();
   private readonly watchStreams: Gauge<"kind">;
   private readonly watchEvents: Counter<"kind">;
   private readonly appended: Counter;
   private readonly buildData: Counter;
-  private readonly queryDuration: Histogram<"statement">;
-  private readonly queryDurationByName = new Map<string, { observe(seconds: number): void }>();
+  private readonly queryDuration: FastHistogram;
+  private readonly queryDurationByName = new Map<string, HistogramChild>();
   private readonly dbTimeouts: Counter<"kind">;
   private readonly designFetches: Counter<"scheme" | "outcome">;
   private readonly designBytes: Counter<"scheme">;
@@ -91,22 +104,14 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
         .finally(() => setImmediate(() => (pending = undefined))));
     let pgVersion = "unknown";
     collectDefaultMetrics({ register: this.registry });
-    this.startedTotal = new Counter({ name: "grpc_server_started_total", help: "RPCs started on the server.", labelNames: GRPC_LABELS, registers });
-    this.handledTotal = new Counter({
-      name: "grpc_server_handled_total",
-      help: "RPCs completed on the server, regardless of success or failure.",
-      labelNames: [...GRPC_LABELS, "grpc_code"],
-      registers,
-    });
-    this.msgReceived = new Counter({ name: "grpc_server_msg_received_total", help: "Stream messages received by the server.", labelNames: GRPC_LABELS, registers });
-    this.msgSent = new Counter({ name: "grpc_server_msg_sent_total", help: "Stream messages sent by the server.", labelNames: GRPC_LABELS, registers });
-    this.handling = new Histogram({
-      name: "grpc_server_handling_seconds",
-      help: "Response latency of RPCs handled by the server, in seconds.",
-      labelNames: GRPC_LABELS,
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers,
-    });
+    const reg = this.registry;
+    this.startedTotal = new FastCounter(reg, "grpc_server_started_total", "RPCs started on the server.", GRPC_LABELS);
+    this.handledTotal = new FastCounter(reg, "grpc_server_handled_total", "RPCs completed on the server, regardless of success or failure.", [...GRPC_LABELS, "grpc_code"]);
+    this.msgReceived = new FastCounter(reg, "grpc_server_msg_received_total", "Stream messages received by the server.", GRPC_LABELS);
+    this.msgSent = new FastCounter(reg, "grpc_server_msg_sent_total", "Stream messages sent by the server.", GRPC_LABELS);
+    this.handling = new FastHistogram(reg, "grpc_server_handling_seconds", "Response latency of RPCs handled by the server, in seconds.", GRPC_LABELS, [
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    ]);
     this.watchStreams = new Gauge({ name: "statemgmt_watch_streams", help: "Watch streams open now, by kind.", labelNames: ["kind"], registers });
     this.watchEvents = new Counter({ name: "statemgmt_watch_events_sent_total", help: "Events sent on watch streams, by kind.", labelNames: ["kind"], registers });
     this.appended = new Counter({ name: "statemgmt_result_messages_appended_total", help: "Result messages appended.", registers });
@@ -191,13 +196,13 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
       },
     });
 
-    this.queryDuration = new Histogram({
-      name: "statemgmt_db_query_duration_seconds",
-      help: "Duration of database statements from the moment they had a connection, by statement name.",
-      labelNames: ["statement"],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-      registers,
-    });
+    this.queryDuration = new FastHistogram(
+      this.registry,
+      "statemgmt_db_query_duration_seconds",
+      "Duration of database statements from the moment they had a connection, by statement name.",
+      ["statement"],
+      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    );
     this.dbTimeouts = new Counter({
       name: "statemgmt_db_timeouts_total",
       help: "Statements the database ended at lock_timeout (kind=lock, 55P03) or statement_timeout (kind=statement, 57014).",
@@ -229,7 +234,7 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
   // QueryObserver
   queried(statement: string, seconds: number, errorCode: string | undefined): void {
     let h = this.queryDurationByName.get(statement);
-    if (!h) this.queryDurationByName.set(statement, (h = this.queryDuration.labels({ statement })));
+    if (!h) this.queryDurationByName.set(statement, (h = this.queryDuration.child({ statement })));
     h.observe(seconds);
     const kind = errorCode && DB_TIMEOUT_KINDS.get(errorCode);
     if (kind) this.dbTimeouts.inc({ kind });
@@ -246,28 +251,50 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
     this.designHits.inc({ scheme });
   }
 
+  private children(m: MethodLabels): MethodChildren {
+    let c = this.byMethod.get(m);
+    if (!c) {
+      const kind = WATCH_KINDS.get(`${m.grpc_service}/${m.grpc_method}`);
+      const handled = new Map<string, CounterChild>();
+      c = {
+        started: this.startedTotal.child({ ...m }),
+        received: this.msgReceived.child({ ...m }),
+        sent: this.msgSent.child({ ...m }),
+        handling: this.handling.child({ ...m }),
+        handled: (code) => {
+          let h = handled.get(code);
+          if (!h) handled.set(code, (h = this.handledTotal.child({ ...m, grpc_code: code })));
+          return h;
+        },
+        kind,
+      };
+      this.byMethod.set(m, c);
+    }
+    return c;
+  }
+
   // CallObserver
   started(m: MethodLabels): void {
-    this.startedTotal.inc(m);
-    const kind = WATCH_KINDS.get(`${m.grpc_service}/${m.grpc_method}`);
-    if (kind) this.watchStreams.inc({ kind });
+    const c = this.children(m);
+    c.started.inc();
+    if (c.kind) this.watchStreams.inc({ kind: c.kind });
   }
 
   received(m: MethodLabels): void {
-    this.msgReceived.inc(m);
+    this.children(m).received.inc();
   }
 
   sent(m: MethodLabels): void {
-    this.msgSent.inc(m);
-    const kind = WATCH_KINDS.get(`${m.grpc_service}/${m.grpc_method}`);
-    if (kind) this.watchEvents.inc({ kind });
+    const c = this.children(m);
+    c.sent.inc();
+    if (c.kind) this.watchEvents.inc({ kind: c.kind });
   }
 
   handled(m: MethodLabels, code: string, seconds: number): void {
-    this.handledTotal.inc({ ...m, grpc_code: code });
-    this.handling.observe(m, seconds);
-    const kind = WATCH_KINDS.get(`${m.grpc_service}/${m.grpc_method}`);
-    if (kind) this.watchStreams.dec({ kind });
+    const c = this.children(m);
+    c.handled(code).inc();
+    c.handling.observe(seconds);
+    if (c.kind) this.watchStreams.dec({ kind: c.kind });
   }
 
   // ServiceCounters
