@@ -21,6 +21,8 @@ import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client.js";
 import { MAX_PIPELINE } from "../src/db/connect.js";
 import { filterFingerprint, PageTokens } from "../src/rpc/pagination.js";
+import { finishedCountsQuery, scrapeQuery } from "../src/store/metrics.js";
+import type { Sql } from "../src/db/connect.js";
 import type { Command, LoadCommand, LoadResult } from "./worker.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -36,6 +38,8 @@ const CEILINGS: Record<string, string[]> = {
   append1: ["pgAppend1"],
   append1solo: ["pgAppend1"],
   append100: ["pgAppend100"],
+  // Issue 13's A/B: metrics on against off, fresh processes, interleaved pairs.
+  metrics: ["get64metrics-on", "get64metrics-off"],
 };
 const only = values.only === undefined ? null : new Set(values.only.split(",").map((x) => x.trim()).filter(Boolean));
 if (only) for (const id of [...only]) for (const c of CEILINGS[id] ?? []) only.add(c);
@@ -187,6 +191,8 @@ interface LoadSpec {
   target?: { proc: ChildProcess; address: string };
   /** Sent as `authorization: Bearer <token>` on every call. */
   token?: string;
+  /** This scenario's length (default: --duration). */
+  durationMs?: number;
 }
 
 /** Runs one load scenario over `procs` worker processes. */
@@ -204,7 +210,7 @@ async function load(s: LoadSpec): Promise<LoadResult[]> {
       dbUrl,
       dbPool: POOL / s.procs,
       concurrency: Math.floor(s.concurrency / s.procs) + (i < s.concurrency % s.procs ? 1 : 0),
-      durationMs: s.op === "claim" ? 600_000 : durationMs,
+      durationMs: s.op === "claim" ? 600_000 : (s.durationMs ?? durationMs),
       taskIds: s.taskIds ?? [],
       echoBytes: s.echoBytes,
       pageToken: s.pageToken,
@@ -428,6 +434,143 @@ async function failover(ttlMs: number, trials: number) {
   return ttlMs + every + 100;
 }
 
+/** Starts a fresh service process on the benchmark's database; `metrics` serves /metrics on a free port. */
+async function startService(name: string, extraArgs: string[] = []) {
+  const p = await startProcess(
+    "../src/main.js",
+    ["--listen", "127.0.0.1:0", "--database-url", dbUrl, ...extraArgs],
+    { ...process.env, STATEMGMT_LOG_LEVEL: "info", STATEMGMT_DB_POOL_SIZE: String(POOL) },
+    /"address":"([^"]+)",(?:"metrics":"([^"]+)",)?"startupMs"/,
+    name,
+  );
+  return { proc: p.proc, address: p.match[1]!, metrics: p.match[2] };
+}
+async function stopService(proc: ChildProcess) {
+  proc.kill("SIGTERM");
+  await new Promise((r) => proc.once("exit", r));
+}
+
+/** The value of the sample of `name` with (at least) these labels in a scrape, 0 when absent. */
+async function scrapeSample(metricsAddress: string, name: string, labels: Record<string, string>): Promise<number> {
+  const text = await (await fetch(`http://${metricsAddress}/metrics`)).text();
+  const pairs = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  const line = text.split("\n").find((l) => l.startsWith(`${name}{`) && pairs.every((p) => l.includes(p)));
+  return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : 0;
+}
+
+/**
+ * GetTask's server CPU with metrics on against off (issue 13, target 5 %):
+ * two fresh processes warmed up alike, then `pairs` pairs of short runs
+ * alternating which goes first (off-on, on-off, ...). The figure is the
+ * median of the pairs' ratios: a pair's two runs are seconds apart, so what
+ * else the shared machine does mostly lands on both. Each run of the "on"
+ * process must count exactly its calls in grpc_server_handled_total.
+ */
+async function metricsOverhead(readTasks: string[], pairs: number) {
+  const off = await startService("main-metrics-off");
+  const on = await startService("main-metrics-on", ["--metrics-listen", "127.0.0.1:0"]);
+  try {
+    for (const t of [off, on]) {
+      const warm = createClient(StateService, t.address);
+      for (let i = 0; i < 40; i++) await Promise.all(readTasks.slice(0, 64).map((taskId) => warm.getTask({ taskId })));
+      warm.close();
+    }
+    const handled = async () =>
+      scrapeSample(on.metrics!, "grpc_server_handled_total", { grpc_service: "drydock.statemgmt.v1.StateService", grpc_method: "GetTask", grpc_code: "OK" });
+    const runMs = Math.max(200, Math.round(durationMs * 0.3));
+    const cpu: Record<"on" | "off", number[]> = { on: [], off: [] };
+    const rate: Record<"on" | "off", number[]> = { on: [], off: [] };
+    for (let pair = 0; pair < pairs; pair++) {
+      for (const which of pair % 2 === 0 ? (["off", "on"] as const) : (["on", "off"] as const)) {
+        const t = which === "on" ? on : off;
+        const before = which === "on" ? await handled() : 0;
+        const n = rows.length;
+        const done = await load({ id: `get64metrics-${which}`, scenario: "", op: "getTask", procs: 2, concurrency: 64, taskIds: readTasks, target: t, durationMs: runMs });
+        const [r] = rows.splice(n, 1);
+        cpu[which].push(r!.serverCpuUsPerOp);
+        rate[which].push(r!.opsPerSec);
+        if (which === "on") {
+          const calls = done.reduce((a, x) => a + x.ops, 0);
+          const counted = (await handled()) - before;
+          if (counted !== calls) throw new Error(`metrics counted ${counted} GetTask calls of ${calls}`);
+        }
+      }
+    }
+    const med = (xs: number[]) => pct(xs, 50);
+    const ratios = cpu.on.map((x, i) => x / cpu.off[i]!);
+    const list = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(", ");
+    for (const which of ["off", "on"] as const) {
+      rows.push({
+        id: `get64metrics${which === "on" ? "On" : "Off"}`,
+        scenario: `GetTask c=64, metrics ${which} (fresh process, median of ${pairs} interleaved runs)`,
+        opsPerSec: med(rate[which]),
+        unit: "calls",
+        p50: NaN,
+        p99: NaN,
+        max: NaN,
+        serverCpuUsPerOp: med(cpu[which]),
+        pgCpuUsPerOp: NaN,
+        clientCpuUsPerOp: NaN,
+        serverRssMb: await rssMb((which === "on" ? on : off).proc.pid!),
+        note: `${runMs} ms runs; server CPU µs/call: ${list(cpu[which])}; calls/s: ${list(rate[which])}${which === "on" ? `; on/off by pair: ${ratios.map((x) => x.toFixed(2)).join(", ")}` : ""}`,
+      });
+    }
+    return { ratio: med(ratios), quartiles: [pct(ratios, 25), pct(ratios, 75)] as const, range: [Math.min(...ratios), Math.max(...ratios)] as const };
+  } finally {
+    await stopService(off.proc);
+    await stopService(on.proc);
+  }
+}
+
+/** What one /metrics scrape costs with the table as it is: wall time, server and PostgreSQL CPU, and the statements' EXPLAIN ANALYZE. */
+async function scrapeCost(sql: postgres.Sql, tasks: number, scrapes: number) {
+  const s = await startService("main-scrape", ["--metrics-listen", "127.0.0.1:0"]);
+  try {
+    const scrape = async () => {
+      const t0 = performance.now();
+      const res = await fetch(`http://${s.metrics}/metrics`);
+      if (res.status !== 200 || !(await res.text()).includes("statemgmt_database_up 1")) throw new Error("a scrape failed");
+      return performance.now() - t0;
+    };
+    const first = await scrape(); // counts COMPLETE and TERMINATED too; later ones reuse them (src/metrics)
+    const [cpu0, pg0] = [await cpuMs(s.proc.pid), await pgCpuMs()];
+    const t0 = performance.now();
+    const lat: number[] = [];
+    for (let i = 0; i < scrapes; i++) lat.push(await scrape());
+    const secs = (performance.now() - t0) / 1000;
+    const [cpu1, pg1] = [await cpuMs(s.proc.pid), await pgCpuMs()];
+    const explain = async (q: (x: Sql) => postgres.Fragment) => {
+      const [row] = await sql<{ "QUERY PLAN": [{ "Execution Time": number; Plan: { "Shared Hit Blocks": number; "Shared Read Blocks": number } }] }[]>`
+        explain (analyze, buffers, format json) ${q(sql as unknown as Sql)}`;
+      const plan = row!["QUERY PLAN"][0];
+      return { ms: plan["Execution Time"], blocks: plan.Plan["Shared Hit Blocks"] + plan.Plan["Shared Read Blocks"] };
+    };
+    const perScrape = await explain(scrapeQuery);
+    const [{ unfinished }] = await sql<{ unfinished: number }[]>`select count(*)::int as unfinished from tasks where status not in ('complete', 'terminated')`;
+    const finished = await explain(finishedCountsQuery);
+    const label = tasks >= 1_000_000 ? `${tasks / 1_000_000}M` : `${tasks / 1000}k`;
+    rows.push({
+      id: `scrape${tasks}`,
+      scenario: `GET /metrics, ${label} tasks, one at a time`,
+      opsPerSec: scrapes / secs,
+      unit: "calls",
+      p50: pct(lat, 50),
+      p99: pct(lat, 99),
+      max: maxOf(lat),
+      serverCpuUsPerOp: ((cpu1 - cpu0) * 1000) / scrapes,
+      pgCpuUsPerOp: ((pg1 - pg0) * 1000) / scrapes,
+      clientCpuUsPerOp: NaN,
+      serverRssMb: await rssMb(s.proc.pid!),
+      note:
+        `${unfinished} unfinished; EXPLAIN ANALYZE: per-scrape statement ${perScrape.ms.toFixed(2)} ms, ${perScrape.blocks} buffers; ` +
+        `COMPLETE/TERMINATED counts (at most every 5 min) ${finished.ms.toFixed(finished.ms < 10 ? 2 : 0)} ms, ${finished.blocks} buffers; first scrape ${first.toFixed(0)} ms`,
+    });
+    return { perScrapeMs: perScrape.ms, finishedMs: finished.ms, unfinished };
+  } finally {
+    await stopService(s.proc);
+  }
+}
+
 interface Target {
   target: string;
   measured: string;
@@ -510,14 +653,8 @@ try {
     const identities = [{ subject: "bench", roles: ["reader"], sha256: createHash("sha256").update(token).digest("hex") }];
     await writeFile(path.join(dir, "tokens.json"), JSON.stringify({ identities }));
     for (const authed of [false, true]) {
-      const p = await startProcess(
-        "../src/main.js",
-        ["--listen", "127.0.0.1:0", "--database-url", dbUrl, ...(authed ? ["--auth-tokens", path.join(dir, "tokens.json")] : [])],
-        { ...process.env, STATEMGMT_LOG_LEVEL: "info", STATEMGMT_DB_POOL_SIZE: String(POOL) },
-        /"address":"([^"]+)","startupMs"/,
-        authed ? "main-auth" : "main-control",
-      );
-      const target = { proc: p.proc, address: p.match[1]! };
+      const p = await startService(authed ? "main-auth" : "main-control", authed ? ["--auth-tokens", path.join(dir, "tokens.json")] : []);
+      const target = { proc: p.proc, address: p.address };
       const warm = createClient(StateService, target.address);
       const metadata = new grpc.Metadata();
       if (authed) metadata.set("authorization", `Bearer ${token}`);
@@ -528,11 +665,11 @@ try {
           ? { id: "get64auth", scenario: "GetTask c=64 with a bearer token", op: "getTask", procs: 2, concurrency: 64, taskIds: readTasks, target, token, note: "fresh process, token file" }
           : { id: "get64fresh", scenario: "GetTask c=64, fresh process", op: "getTask", procs: 2, concurrency: 64, taskIds: readTasks, target, note: "control for get64auth" },
       );
-      p.proc.kill("SIGTERM");
-      await new Promise((r) => p.proc.once("exit", r));
+      await stopService(p.proc);
     }
     await rm(dir, { recursive: true, force: true });
   }
+  const overhead = wanted("metrics") ? await metricsOverhead(readTasks, smoke ? 1 : 10) : null;
   await load({ id: "append1", scenario: "AppendResultMessages 1/call c=16, 16 tasks", op: "append1", procs: 2, concurrency: 16, taskIds: appendTasks, unit: "msgs" });
   await load({ id: "append1one", scenario: "AppendResultMessages 1/call c=16, 1 task", op: "append1", procs: 2, concurrency: 16, taskIds: appendTasks.slice(0, 1), unit: "msgs" });
   await load({ id: "append100", scenario: "AppendResultMessages 100/call c=8, 8 tasks", op: "append100", procs: 2, concurrency: 8, taskIds: appendTasks.slice(0, 8), unit: "msgs" });
@@ -562,11 +699,14 @@ try {
   const failoverBound = wanted("failover") ? await failover(sizes.failoverTtlMs, sizes.failoverTrials) : 0;
 
   // 2. (last: it fills the table) ListTasks with 100k and 1M tasks.
+  let scrapeAtMax: Awaited<ReturnType<typeof scrapeCost>> | null = null;
   if (wanted("list")) {
     for (const total of sizes.list) {
       only?.add(`listFirst${total}`).add(`listDeep${total}`);
       await listPages(admin, total);
     }
+    only?.add("scrape");
+    scrapeAtMax = await scrapeCost(admin, sizes.list[sizes.list.length - 1]!, smoke ? 3 : 20);
   }
 
   if (rows.some((r) => !(r.opsPerSec > 0))) throw new Error("a scenario made no progress");
@@ -613,6 +753,16 @@ try {
     target(`${sizes.idle} idle watchers: LISTEN connections = 1`, idle.listen, "<=", 1, "", idle.listen === 1 ? "" : "MISMATCH");
   }
   if (has("failover")) target(`failover ≤ ttl + ttl/3 + 100 ms`, r("failover").max, "<=", failoverBound, "ms");
+  // Issue 13.
+  const span = (xs: readonly number[]) => xs.map((x) => x.toFixed(2)).join("–");
+  if (overhead) {
+    target("GetTask server CPU, metrics on ≤ 1.05 × off (median of the pairs' ratios)", overhead.ratio, "<=", 1.05, "×",
+      `medians ${r("get64metricsOn").serverCpuUsPerOp.toFixed(0)} vs ${r("get64metricsOff").serverCpuUsPerOp.toFixed(0)} µs; pairs: quartiles ${span(overhead.quartiles)}, range ${span(overhead.range)}`);
+  }
+  if (scrapeAtMax) {
+    target(`scrape statement ≤ 0.1 × counting the finished tasks (${sizes.list[sizes.list.length - 1]} tasks)`, scrapeAtMax.perScrapeMs, "<=", 0.1 * scrapeAtMax.finishedMs, "ms",
+      `${scrapeAtMax.unfinished} unfinished tasks; the finished counts run at most every 5 min`);
+  }
 } catch (err) {
   failed = true;
   console.error(err);

@@ -13,9 +13,22 @@ export class Lender<T> {
   private readonly free: T[];
   private readonly waiting: Waiter<T>[] = [];
   private closed: (() => Error) | undefined;
+  /** Items lent and not yet given back plus items free: the size it was made with. */
+  readonly size: number;
 
   constructor(items: Iterable<T>) {
     this.free = [...items];
+    this.size = this.free.length;
+  }
+
+  /** Items lent now. */
+  get lent(): number {
+    return this.size - this.free.length;
+  }
+
+  /** Borrowers waiting for an item now. */
+  get waiters(): number {
+    return this.waiting.length;
   }
 
   /** The next free item; rejects with the call's abort error if the signal aborts first. */

@@ -84,6 +84,8 @@ export interface HarnessOptions {
   tlsClient?: { certFile: string; keyFile: string };
   /** Serve metrics on an ephemeral port. */
   metrics?: boolean;
+  /** Longest a scrape reuses the finished-task counts (default: the server's, 5 minutes). */
+  metricsFinishedCountMaxAgeMs?: number;
   /** Authentication (default none). */
   auth?: AuthConfig;
   /** The server's logger (default: silent, or TEST_LOG_LEVEL). */
@@ -114,6 +116,7 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       design: opts.design,
       limits: opts.limits,
       metricsListen: opts.metrics ? { host: "127.0.0.1", port: 0 } : undefined,
+      metricsFinishedCountMaxAgeMs: opts.metricsFinishedCountMaxAgeMs,
       tls: opts.tls,
       // Short, so the suite's finished watches end quickly (the default is 3 s).
       watchFinishLingerMs: opts.watchFinishLingerMs ?? 300,

@@ -3,13 +3,15 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { expect } from "chai";
+import pg from "pg";
 import type { WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { connect, DEFAULT_TIMEOUTS } from "../src/db/connect.js";
 import { createLogger } from "../src/log.js";
 import { startServer } from "../src/server/server.js";
 import { createTransactor } from "../src/store/transactions.js";
-import { createTestDatabase, expectError, useServer } from "./harness.js";
+import { createTestDatabase, expectError, useServer, type Harness } from "./harness.js";
+import { startSource } from "./fakes.js";
 import { TcpProxy } from "./proxy.js";
 import * as grpc from "@grpc/grpc-js";
 import { once } from "node:events";
@@ -41,6 +43,41 @@ const key = (name: string, labels: Record<string, string> = {}) =>
     .join(",")}}`;
 const unary = (method: string) => ({ grpc_method: method, grpc_service: "drydock.statemgmt.v1.StateService", grpc_type: "unary" });
 const delta = (before: Samples, after: Samples, k: string) => (after.get(k) ?? 0) - (before.get(k) ?? 0);
+const queries = (statement: string) => key("statemgmt_db_query_duration_seconds_count", { statement });
+const pool = (name: "statements" | "transactions", state: "in_use" | "idle") => key("statemgmt_db_pool_connections", { pool: name, state });
+const waiting = (name: "statements" | "transactions") => key("statemgmt_db_pool_waiting", { pool: name });
+
+/** Polls `check` (every 20 ms, up to `ms`) until it returns true; false if it never did. */
+async function until(check: () => Promise<boolean>, ms = 10_000): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 20))) if (await check()) return true;
+  return check();
+}
+
+/** Backends of the server's pools (application_name drydock-statemgmt or -tx) waiting for a lock now. */
+async function lockWaiters(h: Harness): Promise<number> {
+  const { rows } = await h.pg.query<{ n: number }>(
+    `select count(*)::int as n from pg_stat_activity
+     where datname = current_database() and application_name like 'drydock-statemgmt%' and wait_event_type = 'Lock'`,
+  );
+  return rows[0]!.n;
+}
+
+/**
+ * Holds the row lock of a task from a connection of its own while `fn` runs
+ * (not h.pg: inside a transaction, pg_stat_activity keeps showing its first read).
+ */
+async function withRowLocked<T>(h: Harness, taskId: string, fn: () => Promise<T>): Promise<T> {
+  const holder = new pg.Client({ connectionString: h.dbUrl });
+  await holder.connect();
+  try {
+    await holder.query("begin");
+    await holder.query("select 1 from tasks where task_id = $1 for update", [taskId]);
+    return await fn();
+  } finally {
+    await holder.query("rollback").catch(() => {});
+    await holder.end();
+  }
+}
 
 describe("metrics", () => {
   const h = useServer({ metrics: true });
@@ -56,6 +93,23 @@ describe("metrics", () => {
     expect(claimed!.taskId).to.equal(a!.taskId);
     await h.client.appendResultMessages({ taskId: a!.taskId, messages: [{ message: "1" }, { message: "2" }, { message: "3", error: true }] });
     await h.client.claimLeadership({ election: "metrics", instanceId: "orch-1", ttl: { seconds: 60n } });
+    const mid = await scrape(address);
+
+    // Statements by name, between the two scrapes; the first scrape's own
+    // statements (it counted the finished tasks too) settled after it was
+    // written, so they are in the second.
+    expect(delta(before, mid, queries("tasks.insert"))).to.equal(2);
+    expect(delta(before, mid, queries("tasks.get"))).to.equal(1);
+    expect(delta(before, mid, queries("tasks.claim"))).to.equal(1);
+    expect(delta(before, mid, queries("messages.append"))).to.equal(1);
+    expect(delta(before, mid, queries("metrics.scrape"))).to.equal(1);
+    expect(delta(before, mid, queries("metrics.finished_counts"))).to.equal(1);
+    expect(delta(before, mid, key("statemgmt_db_query_duration_seconds_bucket", { statement: "tasks.insert", le: "+Inf" }))).to.equal(2);
+    // Nothing in use between calls (this scrape's own statement is not counted: the pools are read first).
+    expect([mid.get(pool("statements", "in_use")), mid.get(pool("statements", "idle")), mid.get(waiting("statements"))]).to.deep.equal([0, 10, 0]);
+    expect([mid.get(pool("transactions", "in_use")), mid.get(pool("transactions", "idle")), mid.get(waiting("transactions"))]).to.deep.equal([0, 5, 0]);
+    expect(mid.get(key("statemgmt_db_timeouts_total", { kind: "lock" }))).to.equal(0);
+    expect(mid.get(key("statemgmt_db_timeouts_total", { kind: "statement" }))).to.equal(0);
 
     const watch = h.client.watchTask({ taskId: a!.taskId });
     const it = (watch as AsyncIterable<WatchTaskResponse>)[Symbol.asyncIterator]();
@@ -79,6 +133,9 @@ describe("metrics", () => {
     // Database gauges: this file's database holds exactly these tasks and this lease.
     expect(during.get(key("statemgmt_tasks", { status: "RUNNING" }))).to.equal(1);
     expect(during.get(key("statemgmt_tasks", { status: "REQUESTED" }))).to.equal(1);
+    expect(during.get(key("statemgmt_tasks", { status: "QUEUED" }))).to.equal(0);
+    expect(during.get(key("statemgmt_tasks", { status: "TERMINATING" }))).to.equal(0);
+    expect(during.get(key("statemgmt_tasks", { status: "COMPLETE" }))).to.equal(0);
     expect(during.get(key("statemgmt_queue_oldest_age_seconds"))).to.equal(0);
     expect(during.get(key("statemgmt_election_term", { election: "metrics" }))).to.equal(1);
     expect(during.get(key("statemgmt_database_up"))).to.equal(1);
@@ -95,6 +152,48 @@ describe("metrics", () => {
     expect(delta(before, after, key("grpc_server_handled_total", { ...watchLabels, grpc_code: "CANCELLED" }))).to.equal(1);
   });
 
+  it("reuses the COMPLETE and TERMINATED counts for up to their maximum age (5 minutes by default); unfinished counts are exact", async () => {
+    const address = h.server.metricsAddress!;
+    const before = await scrape(address);
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    await h.client.updateTask({ task: { taskId: task!.taskId, status: TaskStatus.COMPLETE }, updateMask: { paths: ["status"] } });
+    const after = await scrape(address);
+    expect(delta(before, after, queries("metrics.finished_counts"))).to.equal(0);
+    expect(after.get(key("statemgmt_tasks", { status: "COMPLETE" }))).to.equal(before.get(key("statemgmt_tasks", { status: "COMPLETE" })));
+    const { task: other } = await h.client.createTask({ action: "deploy_nodes" });
+    const again = await scrape(address);
+    expect(delta(after, again, key("statemgmt_tasks", { status: "REQUESTED" }))).to.equal(1);
+    await h.client.updateTask({ task: { taskId: other!.taskId, status: TaskStatus.COMPLETE }, updateMask: { paths: ["status"] } });
+  });
+
+  it("counts design fetches by scheme and outcome, their bytes and duration, and cache hits", async function () {
+    this.timeout(20_000);
+    const body = "site: metrics\nnodes: [a, b]\n";
+    const source = await startSource({
+      "/site.yaml": (_q, r) => void (r.writeHead(200, { "content-type": "application/x-yaml" }), r.end(body)),
+    });
+    try {
+      const address = h.server.metricsAddress!;
+      const http = (labels: Record<string, string> = {}) => ({ scheme: "http", ...labels });
+      const before = await scrape(address);
+      const first = await h.client.getDesignDocuments({ designRef: `${source.base}/site.yaml` });
+      expect(first.fromCache).to.equal(false);
+      const second = await h.client.getDesignDocuments({ designRef: `${source.base}/site.yaml` });
+      expect(second.fromCache).to.equal(true);
+      await expectError(h.client.getDesignDocuments({ designRef: `${source.base}/missing.yaml` }), grpc.status.NOT_FOUND);
+      const after = await scrape(address);
+      expect(source.hits("/site.yaml")).to.equal(1);
+      expect(delta(before, after, key("statemgmt_design_fetches_total", http({ outcome: "ok" })))).to.equal(1);
+      expect(delta(before, after, key("statemgmt_design_fetches_total", http({ outcome: "DESIGN_NOT_FOUND" })))).to.equal(1);
+      expect(delta(before, after, key("statemgmt_design_fetched_bytes_total", http()))).to.equal(Buffer.byteLength(body));
+      expect(delta(before, after, key("statemgmt_design_cache_hits_total", http()))).to.equal(1);
+      expect(delta(before, after, key("statemgmt_design_fetch_duration_seconds_count", http()))).to.equal(2);
+      expect([...after.keys()].filter((k) => k.startsWith("statemgmt_design_") && !k.includes('scheme="http"'))).to.deep.equal([]);
+    } finally {
+      await source.close();
+    }
+  });
+
   it("answers /healthz, and /readyz while the database answers; anything else is 404", async () => {
     const address = h.server.metricsAddress!;
     expect((await fetch(`http://${address}/healthz`)).status).to.equal(200);
@@ -106,11 +205,131 @@ describe("metrics", () => {
     const here = path.dirname(fileURLToPath(import.meta.url));
     const readme = await readFile(path.resolve(here, "../../README.md"), "utf8");
     const section = readme.slice(readme.indexOf("## Metrics"), readme.indexOf("\n## ", readme.indexOf("## Metrics") + 1));
-    const documented = new Set([...section.matchAll(/^\| `((?:grpc_server|statemgmt)_[a-z_]+)` \|/gm)].map((m) => m[1]));
-    const exposed = new Set(
-      (await h.server.metrics!.registry.getMetricsAsJSON()).map((m) => m.name).filter((n) => n.startsWith("grpc_server_") || n.startsWith("statemgmt_")),
-    );
+    const rows = [...section.matchAll(/^\| `((?:grpc_server|statemgmt)_[a-z_]+)` \| [a-z]+ \|([^|]*)\|/gm)];
+    const documented = new Set(rows.map((m) => m[1]));
+    const registry = h.server.metrics!.registry;
+    const exposed = new Set(registry.getMetricsAsArray().map((m) => m.name).filter((n) => n.startsWith("grpc_server_") || n.startsWith("statemgmt_")));
     expect([...documented].sort()).to.deep.equal([...exposed].sort());
+    // Each row's labels column names exactly the metric's labels: the `code` words outside
+    // parentheses (inside them: example values); "the same + ..." adds to the row above's.
+    let previous: string[] = [];
+    for (const [, name, cell] of rows) {
+      const named = [...cell!.replace(/\([^)]*\)/g, "").matchAll(/`([a-z_]+)`/g)].map((m) => m[1]!);
+      const labels = cell!.trim().startsWith("the same") ? [...previous, ...named] : named;
+      previous = labels;
+      const metric = registry.getSingleMetric(name!) as unknown as { labelNames: readonly string[] };
+      expect([...labels].sort(), `labels of ${name} in README`).to.deep.equal([...metric.labelNames].sort());
+    }
+  });
+});
+
+/** Reads one metric from the server's registry without a scrape (a scrape's own statement needs a pool connection). */
+async function gauge(h: Harness, name: string, labels: Record<string, string>): Promise<number | undefined> {
+  const m = await h.server.metrics!.registry.getSingleMetric(name)!.get();
+  return m.values.find((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))?.value;
+}
+
+const timeouts = (kind: "lock" | "statement") => key("statemgmt_db_timeouts_total", { kind });
+
+describe("metrics: lock timeouts", function () {
+  this.timeout(30_000);
+  const h = useServer({ metrics: true, timeouts: { ...DEFAULT_TIMEOUTS, lockTimeoutMs: 300 } });
+
+  it("counts each statement that hit lock_timeout once, in a transaction and alone (ABORTED LOCK_TIMEOUT)", async () => {
+    const address = h.server.metricsAddress!;
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const before = await scrape(address);
+    await withRowLocked(h, task!.taskId, async () => {
+      const update = await expectError(h.client.updateTask({ task: { taskId: task!.taskId, retry: 1 }, updateMask: { paths: ["retry"] } }), grpc.status.ABORTED);
+      expect(update.errorInfo!.reason).to.equal("LOCK_TIMEOUT");
+      const mid = await scrape(address);
+      expect(delta(before, mid, timeouts("lock"))).to.equal(1);
+      expect(delta(before, mid, queries("tasks.update.lock"))).to.equal(1);
+      // It waited out the lock timeout: no observation under 0.25 s.
+      expect(delta(before, mid, key("statemgmt_db_query_duration_seconds_bucket", { statement: "tasks.update.lock", le: "0.25" }))).to.equal(0);
+      const append = await expectError(h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "x" }] }), grpc.status.ABORTED);
+      expect(append.errorInfo!.reason).to.equal("LOCK_TIMEOUT");
+      const after = await scrape(address);
+      expect(delta(mid, after, timeouts("lock"))).to.equal(1);
+      expect(delta(mid, after, queries("messages.append"))).to.equal(1);
+      expect(delta(before, after, timeouts("statement"))).to.equal(0);
+    });
+  });
+});
+
+describe("metrics: statement timeouts and finished counts without a cache", function () {
+  this.timeout(30_000);
+  const h = useServer({ metrics: true, timeouts: { ...DEFAULT_TIMEOUTS, statementTimeoutMs: 300, lockTimeoutMs: 0 }, metricsFinishedCountMaxAgeMs: 0 });
+
+  it("counts each statement that hit statement_timeout once, in a transaction and alone (DEADLINE_EXCEEDED)", async () => {
+    const address = h.server.metricsAddress!;
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const before = await scrape(address);
+    await withRowLocked(h, task!.taskId, async () => {
+      await expectError(h.client.updateTask({ task: { taskId: task!.taskId, retry: 1 }, updateMask: { paths: ["retry"] } }), grpc.status.DEADLINE_EXCEEDED);
+      const mid = await scrape(address);
+      expect(delta(before, mid, timeouts("statement"))).to.equal(1);
+      await expectError(h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "x" }] }), grpc.status.DEADLINE_EXCEEDED);
+      const after = await scrape(address);
+      expect(delta(mid, after, timeouts("statement"))).to.equal(1);
+      expect(delta(before, after, timeouts("lock"))).to.equal(0);
+    });
+  });
+
+  it("with a maximum age of 0, counts COMPLETE and TERMINATED on every scrape", async () => {
+    const address = h.server.metricsAddress!;
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const before = await scrape(address);
+    await h.client.updateTask({ task: { taskId: task!.taskId, status: TaskStatus.COMPLETE }, updateMask: { paths: ["status"] } });
+    const after = await scrape(address);
+    expect(delta(before, after, key("statemgmt_tasks", { status: "COMPLETE" }))).to.equal(1);
+    expect(delta(before, after, key("statemgmt_tasks", { status: "REQUESTED" }))).to.equal(-1);
+    expect(delta(before, after, queries("metrics.finished_counts"))).to.equal(1);
+  });
+});
+
+describe("metrics: pool gauges", function () {
+  this.timeout(30_000);
+  // One transaction slot and two pool connections, so that callers wait for them.
+  const h = useServer({ metrics: true, txPoolSize: 1, poolSize: 2 });
+
+  it("show a transaction holding the only slot and one waiting for it, then neither", async () => {
+    const address = h.server.metricsAddress!;
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const update = (retry: number) => h.client.updateTask({ task: { taskId: task!.taskId, retry }, updateMask: { paths: ["retry"] } });
+    const during = await withRowLocked(h, task!.taskId, async () => {
+      const first = update(1);
+      expect(await until(async () => (await lockWaiters(h)) === 1), "the first update waits for the row lock").to.equal(true);
+      const second = update(2);
+      expect(await until(async () => (await gauge(h, "statemgmt_db_pool_waiting", { pool: "transactions" })) === 1), "the second waits for the slot").to.equal(true);
+      const samples = await scrape(address);
+      return { samples, calls: [first, second] };
+    });
+    const retries = (await Promise.all(during.calls)).map((r) => r.task!.retry);
+    expect(retries).to.deep.equal([1, 2]);
+    const d = during.samples;
+    expect([d.get(pool("transactions", "in_use")), d.get(pool("transactions", "idle")), d.get(waiting("transactions"))]).to.deep.equal([1, 0, 1]);
+    expect([d.get(pool("statements", "in_use")), d.get(pool("statements", "idle")), d.get(waiting("statements"))]).to.deep.equal([0, 2, 0]);
+    const after = await scrape(address);
+    expect([after.get(pool("transactions", "in_use")), after.get(pool("transactions", "idle")), after.get(waiting("transactions"))]).to.deep.equal([0, 1, 0]);
+  });
+
+  it("show statements holding every pool connection and one waiting for a connection, then none", async () => {
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const append = (m: string) => h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: m }] });
+    const seen = await withRowLocked(h, task!.taskId, async () => {
+      const blocked = [append("1"), append("2")];
+      expect(await until(async () => (await lockWaiters(h)) === 2), "two appends wait for the row lock").to.equal(true);
+      const third = append("3");
+      expect(await until(async () => (await gauge(h, "statemgmt_db_pool_waiting", { pool: "statements" })) === 1), "the third waits for a connection").to.equal(true);
+      const inUse = await gauge(h, "statemgmt_db_pool_connections", { pool: "statements", state: "in_use" });
+      const idle = await gauge(h, "statemgmt_db_pool_connections", { pool: "statements", state: "idle" });
+      return { inUse, idle, calls: [...blocked, third] };
+    });
+    expect([seen.inUse, seen.idle]).to.deep.equal([2, 0]);
+    expect((await Promise.all(seen.calls)).map((r) => r.sequences.length)).to.deep.equal([1, 1, 1]);
+    const after = await scrape(h.server.metricsAddress!);
+    expect([after.get(pool("statements", "in_use")), after.get(pool("statements", "idle")), after.get(waiting("statements"))]).to.deep.equal([0, 2, 0]);
   });
 });
 

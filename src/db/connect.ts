@@ -128,15 +128,50 @@ export function connect(opts: ConnectOptions): Sql {
       bigint: postgres.BigInt,
     },
   }) as unknown as Sql;
-  permits.set(sql, new Lender(Array.from({ length: max }, (_, i) => i)));
+  pools.set(sql, { permits: new Lender(Array.from({ length: max }, (_, i) => i)) });
   return sql;
 }
 
-/** One permit per connection of a pool: store/sql.ts run() hands a query to the driver only with one. */
-const permits = new WeakMap<Sql, Lender<number>>();
+/**
+ * Told about every statement store/sql.ts run() sends on a pool (metrics;
+ * src/metrics implements it). Called once the statement has settled, on
+ * the driver's callback: keep it cheap.
+ */
+export interface QueryObserver {
+  /**
+   * `statement` is the store function's fixed name for it (`tasks.get`, ...);
+   * `seconds` runs from the moment it had a connection to its outcome;
+   * `errorCode` is the SQLSTATE (or postgres.js code) it failed with.
+   */
+  queried(statement: string, seconds: number, errorCode: string | undefined): void;
+}
+
+/** What run() needs of a pool made by connect(). */
+export interface PoolState {
+  /** One permit per connection: store/sql.ts run() hands a query to the driver only with one. */
+  readonly permits: Lender<number>;
+  observer?: QueryObserver;
+}
+
+const pools = new WeakMap<Sql, PoolState>();
+
+export function poolOf(sql: Sql): PoolState {
+  const p = pools.get(sql);
+  if (!p) throw new Error("poolOf: not a pool made by connect()");
+  return p;
+}
 
 export function permitsOf(sql: Sql): Lender<number> {
-  const p = permits.get(sql);
-  if (!p) throw new Error("permitsOf: not a pool made by connect()");
-  return p;
+  return poolOf(sql).permits;
+}
+
+/** The shared pool's connections now: its size, those running a statement, and statements waiting for one. */
+export function poolUsage(sql: Sql): { size: number; inUse: number; waiting: number } {
+  const { permits } = poolOf(sql);
+  return { size: permits.size, inUse: permits.lent, waiting: permits.waiters };
+}
+
+/** Reports the pool's statements to `observer` from now on (undefined: to nobody). */
+export function observeQueries(sql: Sql, observer: QueryObserver | undefined): void {
+  poolOf(sql).observer = observer;
 }

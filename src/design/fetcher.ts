@@ -3,7 +3,7 @@
 // LRU bound on total bytes. Concurrent fetches of one reference share one
 // request.
 import { createHash } from "node:crypto";
-import { InvalidArgumentError } from "../errors.js";
+import { DomainError, InvalidArgumentError } from "../errors.js";
 import { SharedWork } from "../sharedWork.js";
 import type { DesignDocument, DriverRegistry, FetchContext } from "./driver.js";
 import { designRefProblem, redactReference } from "./reference.js";
@@ -17,7 +17,23 @@ export interface FetchedDesign extends DesignDocument {
   redacted: string;
 }
 
+/** What the fetcher reports for metrics (src/metrics implements it; no prom-client here). */
+export interface DesignObserver {
+  /**
+   * A request to a source ended: one per cache miss, shared by the callers
+   * that waited for it, retries and redirects included. `outcome` is "ok" or
+   * the error's ErrorInfo reason (DESIGN_NOT_FOUND, DESIGN_SOURCE_UNAVAILABLE,
+   * CANCELLED, ...; INTERNAL for anything that is not a domain error);
+   * `bytes` is the document's size (0 on failure).
+   */
+  fetched(scheme: string, outcome: string, seconds: number, bytes: number): void;
+  /** A call answered from the cache. */
+  cacheHit(scheme: string): void;
+}
+
 export interface FetcherOptions {
+  /** Told about fetches and cache hits (default: nobody). */
+  observer?: DesignObserver;
   ttlMs: number;
   cacheMaxBytes: number;
   maxBytes: number;
@@ -56,12 +72,14 @@ export class DesignFetcher {
     const problem = designRefProblem(ref, this.schemes);
     if (problem) throw InvalidArgumentError.field("design_ref", problem);
     const url = new URL(ref);
-    const driver = this.drivers.get(url.protocol.slice(0, -1).toLowerCase())!;
+    const scheme = url.protocol.slice(0, -1).toLowerCase();
+    const driver = this.drivers.get(scheme)!;
 
     const hit = this.cache.get(ref);
     if (hit && hit.expiresAt > this.now()) {
       this.cache.delete(ref); // move to the most recently used end
       this.cache.set(ref, hit);
+      this.o.observer?.cacheHit(scheme);
       return { ...hit.doc, fromCache: true };
     }
     if (hit) this.evict(ref);
@@ -74,7 +92,10 @@ export class DesignFetcher {
     return this.inflight.wait(ref, signal, (shared) => {
       const ctx: FetchContext = { signal: shared, deadline: callerDeadline, maxBytes: this.o.maxBytes };
       this.upstreamFetches++;
+      const started = performance.now();
+      const observer = this.o.observer;
       const promise = driver.fetch(url, redacted, ctx).then((doc) => {
+        observer?.fetched(scheme, "ok", (performance.now() - started) / 1000, doc.content.length);
         const fetched: FetchedDesign = {
           ...doc,
           sha256: createHash("sha256").update(doc.content).digest("hex"),
@@ -84,6 +105,9 @@ export class DesignFetcher {
         };
         this.store(ref, fetched);
         return fetched;
+      }, (err: unknown) => {
+        observer?.fetched(scheme, err instanceof DomainError ? err.reason : "INTERNAL", (performance.now() - started) / 1000, 0);
+        throw err;
       });
       return { promise, context: ctx };
     });

@@ -3,12 +3,16 @@
 import type { DesignConfig } from "./config.js";
 import { deckhandDriver, keystoneTokens, staticToken } from "./deckhand.js";
 import type { DesignDriver } from "./driver.js";
-import { DesignFetcher } from "./fetcher.js";
+import { DesignFetcher, type DesignObserver } from "./fetcher.js";
 import { fileDriver } from "./file.js";
 import { HttpClient, httpDriver } from "./http.js";
 
-/** `now` (epoch ms) is the clock of the cache and of token expiry; tests set it. */
-export function createDesignFetcher(c: DesignConfig, now: () => number = Date.now): { fetcher: DesignFetcher; close(): Promise<void> } {
+/** `now` (epoch ms) is the clock of the cache and of token expiry; tests set it. `observer` counts fetches (metrics). */
+export function createDesignFetcher(
+  c: DesignConfig,
+  now: () => number = Date.now,
+  observer?: DesignObserver,
+): { fetcher: DesignFetcher; close(): Promise<void> } {
   const http = new HttpClient({
     extraCa: c.extraCa,
     allowedHosts: c.allowedHosts,
@@ -32,6 +36,7 @@ export function createDesignFetcher(c: DesignConfig, now: () => number = Date.no
     maxBytes: c.maxBytes,
     defaultTimeoutMs: c.timeoutMs,
     now,
+    observer,
   });
   return { fetcher, close: () => http.close() };
 }

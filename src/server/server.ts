@@ -67,6 +67,8 @@ export interface ServerOptions {
   writeCoalescing?: CoalescerOptions | null;
   /** Tests only (main.ts never sets it): the clock of leases and the design cache (default: the database's). */
   clock?: Clock;
+  /** Longest a scrape reuses the COMPLETE and TERMINATED counts (default 5 minutes; 0: every scrape). */
+  metricsFinishedCountMaxAgeMs?: number;
 }
 
 export interface StateServer {
@@ -115,7 +117,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const tlsSource = o.tls ? await TlsSource.start(o.tls, o.log.child({ component: "tls" })) : undefined;
   const injector = server.createConnectionInjector(tlsSource ? tlsSource.serverCredentials() : grpc.ServerCredentials.createInsecure());
   const listener = new ConnectionListener(injector, limits, o.log.child({ component: "connections" }), !!tlsSource);
-  const metrics = o.metricsListen ? new Metrics({ sql: o.db.sql, version: VERSION }) : undefined;
+  const metrics = o.metricsListen ? new Metrics({ db: o.db, version: VERSION, finishedCountMaxAgeMs: o.metricsFinishedCountMaxAgeMs }) : undefined;
   const calls: OpenCalls = {
     observer: metrics,
     unary: new Set(),
@@ -144,7 +146,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   });
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
-  const design = createDesignFetcher(designConfig, () => clock.nowMs());
+  const design = createDesignFetcher(designConfig, () => clock.nowMs(), metrics);
   const coalescing = o.writeCoalescing === undefined ? DEFAULT_COALESCING : o.writeCoalescing;
   const writers = createWriters(o.db.sql, coalescing);
   const readers = createReaders(o.db.sql, coalescing);

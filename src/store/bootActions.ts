@@ -60,7 +60,7 @@ export async function bootActionContextSet(
   params: { nodeName: string; taskId: string; keyHash: Buffer; signal?: AbortSignal },
 ): Promise<BootActionContext> {
   try {
-    const [row] = await run(sql, params.signal,
+    const [row] = await run(sql, params.signal, "boot_action_contexts.set",
       sql<ContextRow[]>`
         insert into boot_action_contexts as c (node_name, task_id, identity_key_sha256)
         select ${params.nodeName}, ${params.taskId}, ${params.keyHash}
@@ -94,7 +94,7 @@ export async function bootActionContextVerify(
 }
 
 async function contextRow(sql: Queryable, params: { nodeName: string; signal?: AbortSignal }): Promise<ContextRow> {
-  const [row] = await run(sql, params.signal, sql<ContextRow[]>`select * from boot_action_contexts where node_name = ${params.nodeName}`);
+  const [row] = await run(sql, params.signal, "boot_action_contexts.get", sql<ContextRow[]>`select * from boot_action_contexts where node_name = ${params.nodeName}`);
   if (!row) throw contextNotFound(params.nodeName);
   return row;
 }
@@ -116,7 +116,7 @@ export async function bootActionsCreate(
   const { nodeName, taskId, actions, signal } = params;
   let rows: ActionRow[];
   try {
-    rows = await run(sql, signal,
+    rows = await run(sql, signal, "boot_actions.create",
       sql<ActionRow[]>`
         insert into boot_actions (action_id, node_name, action_name, task_id, identity_key_sha256, signalling, status)
         select a.action_id, c.node_name, a.action_name, c.task_id, c.identity_key_sha256, a.signalling,
@@ -131,7 +131,7 @@ export async function bootActionsCreate(
   } catch (err) {
     if (pgCode(err) !== SQLSTATE.uniqueViolation) throw err;
     const names = actions.map((a) => a.actionName);
-    const [taken] = await run(sql, signal,
+    const [taken] = await run(sql, signal, "boot_actions.taken_name",
       sql<{ action_name: string }[]>`
         select action_name from boot_actions
         where task_id = ${taskId} and node_name = ${nodeName} and action_name = any(${sql.array(names)}::text[])
@@ -154,7 +154,7 @@ export async function bootActionsCreate(
 
 /** One boot action; NotFoundError when unknown. */
 export async function bootActionGet(sql: Queryable, params: { actionId: string; signal?: AbortSignal }): Promise<BootAction> {
-  const [row] = await run(sql, params.signal, sql<ActionRow[]>`select * from boot_actions where action_id = ${params.actionId}`);
+  const [row] = await run(sql, params.signal, "boot_actions.get", sql<ActionRow[]>`select * from boot_actions where action_id = ${params.actionId}`);
   if (!row) throw new NotFoundError("BootAction", params.actionId, `boot action ${params.actionId} does not exist`, "action_id");
   return toAction(row);
 }
@@ -175,7 +175,7 @@ export async function bootActionsList(sql: Queryable, params: BootActionsListPar
   if (params.taskId !== null) conditions.push(sql`task_id = ${params.taskId}`);
   if (params.afterActionId !== null) conditions.push(sql`action_id > ${params.afterActionId}`);
   const where = conditions.length ? sql`where ${conditions.reduce((all, c) => sql`${all} and ${c}`)}` : sql``;
-  const rows = await run(sql, params.signal, sql<ActionRow[]>`select * from boot_actions ${where} order by action_id limit ${params.limit}`);
+  const rows = await run(sql, params.signal, "boot_actions.list", sql<ActionRow[]>`select * from boot_actions ${where} order by action_id limit ${params.limit}`);
   return rows.map(toAction);
 }
 
@@ -198,7 +198,7 @@ export async function bootActionReport(
   report: BootActionReport,
 ): Promise<{ bootAction: BootAction; sequences: bigint[] }> {
   return t.transaction(scope, async (tx) => {
-    const [row] = await run(tx, scope.signal, tx<ActionRow[]>`select * from boot_actions where action_id = ${report.actionId} for update`);
+    const [row] = await run(tx, scope.signal, "boot_actions.report.lock", tx<ActionRow[]>`select * from boot_actions where action_id = ${report.actionId} for update`);
     if (!row) throw new NotFoundError("BootAction", report.actionId, `boot action ${report.actionId} does not exist`, "action_id");
     if (!identityKeyMatches(report.identityKey, row.identity_key_sha256)) throw keyMismatch(`boot action ${report.actionId}'s node`);
     if (row.status !== "incomplete") {
@@ -227,7 +227,7 @@ export async function bootActionReport(
       sequences = appended.sequences;
     }
     if (report.status === null) return { bootAction: toAction(row), sequences };
-    const [updated] = await run(tx, scope.signal,
+    const [updated] = await run(tx, scope.signal, "boot_actions.report.status",
       tx<ActionRow[]>`update boot_actions set status = ${report.status}, reported = now() where action_id = ${report.actionId} returning *`,
     );
     return { bootAction: toAction(updated!), sequences };

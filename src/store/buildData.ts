@@ -38,7 +38,7 @@ export interface BuildDataInsertParams {
 
 /** Stores a record if its task exists (NotFoundError otherwise). */
 export async function buildDataInsert(sql: Queryable, p: BuildDataInsertParams): Promise<BuildData> {
-  const [row] = await run(sql, p.signal,
+  const [row] = await run(sql, p.signal, "build_data.insert",
     sql<BuildDataRow[]>`
       insert into build_data (node_name, task_id, collected_at, generator, data_format, data_element)
       select ${p.nodeName}, ${p.taskId}, coalesce(${p.collectedAt === null ? null : formatMicros(p.collectedAt)}::timestamptz, now()),
@@ -78,7 +78,7 @@ export async function buildDataList(sql: Queryable, p: BuildDataListParams): Pro
   const cursor = p.after
     ? sql`where (collected_at, build_data_id) < (${formatMicros(p.after.collectedAt)}::timestamptz, ${p.after.buildDataId.toString()}::bigint)`
     : sql``;
-  const rows = await run(sql, p.signal,
+  const rows = await run(sql, p.signal, "build_data.list",
     sql<BuildDataRow[]>`
       select ${columns} from ${source} ${cursor}
       order by collected_at desc, build_data_id desc

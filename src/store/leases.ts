@@ -58,8 +58,8 @@ export async function leasesClaim(
         // Wait for any other claim, renewal or resignation of this election
         // first, so the time read below is after theirs: now() is the
         // transaction's start, which a lock wait would leave in the past.
-        await run(tx, p.signal, tx`select 1 from leases where election = ${p.election} for update`);
-        const [claimed] = await run(tx, p.signal,
+        await run(tx, p.signal, "leases.claim.lock", tx`select 1 from leases where election = ${p.election} for update`);
+        const [claimed] = await run(tx, p.signal, "leases.claim",
           tx<(LeaseRow & { renewal: boolean; lapsed_holder: string | null })[]>`
             with t as materialized (select ${clock(tx, p.now)} as now),
             previous as (select holder, expires_at from leases where election = ${p.election}),
@@ -86,7 +86,7 @@ export async function leasesClaim(
             from claimed c`,
         );
         if (claimed) {
-          if (!claimed.renewal) await run(tx, p.signal, tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
+          if (!claimed.renewal) await run(tx, p.signal, "leases.notify", tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
           const lapsedHolder = !claimed.renewal && claimed.lapsed_holder !== null ? claimed.lapsed_holder : undefined;
           return { isLeader: true, lease: toLease(claimed)!, ...(lapsedHolder !== undefined && { lapsedHolder }) };
         }
@@ -109,7 +109,7 @@ export async function leasesRenew(
   sql: Queryable,
   p: { election: string; holder: string; term: bigint; signal?: AbortSignal; now?: Date },
 ): Promise<Lease> {
-  const [row] = await run(sql, p.signal,
+  const [row] = await run(sql, p.signal, "leases.renew",
     sql<LeaseRow[]>`
       with t as materialized (select ${clock(sql, p.now)} as now),
       renewed as (
@@ -138,7 +138,7 @@ export async function leasesResign(
   p: TransactionScope & { election: string; holder: string; term: bigint; now?: Date },
 ): Promise<boolean> {
   return t.transaction(p, async (tx) => {
-    const rows = await run(tx, p.signal,
+    const rows = await run(tx, p.signal, "leases.resign",
       tx`
         with t as materialized (select ${clock(tx, p.now)} as now),
         resigned as (
@@ -151,7 +151,7 @@ export async function leasesResign(
         )
         select 1 from resigned`,
     );
-    if (rows.length) await run(tx, p.signal, tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
+    if (rows.length) await run(tx, p.signal, "leases.notify", tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
     return rows.length > 0;
   });
 }
@@ -165,7 +165,7 @@ export async function leasesGetWithNow(
   sql: Queryable,
   p: { election: string; signal?: AbortSignal; now?: Date },
 ): Promise<{ lease: Lease | null; now: Micros }> {
-  const rows = await run(sql, p.signal,
+  const rows = await run(sql, p.signal, "leases.get",
     sql<(LeaseRow & { now: Micros })[]>`
       select n.now, l.*, l.holder is not null and l.expires_at > n.now as live
       from (select ${clock(sql, p.now)} as now) n left join leases l on l.election = ${p.election}`,
@@ -183,7 +183,7 @@ export async function leasesCheckFence(
   tx: Queryable,
   p: { election: string; term: bigint; signal?: AbortSignal; now?: Date },
 ): Promise<void> {
-  const [row] = await run(tx, p.signal,
+  const [row] = await run(tx, p.signal, "leases.check_fence",
     tx<LeaseRow[]>`
       select *, holder is not null and expires_at > ${clock(tx, p.now)} as live
       from leases where election = ${p.election} for share`,
@@ -203,7 +203,7 @@ export async function leasesHistorySince(
   sql: Queryable,
   p: { election: string; fromTerm: bigint; signal?: AbortSignal; now?: Date },
 ): Promise<{ terms: Lease[]; live: Lease | null; now: Micros }> {
-  const rows = await run(sql, p.signal,
+  const rows = await run(sql, p.signal, "leases.history",
     sql<{ term: bigint; holder: string; acquired_at: Micros; ends_at: Micros }[]>`
       select term, holder, acquired_at, ends_at from lease_history
       where election = ${p.election} and term >= ${p.fromTerm.toString()}::bigint

@@ -62,7 +62,7 @@ export async function messagesAppend(
   // One statement, so one round trip and its own transaction: the UPDATE
   // takes the task row (held until commit) and allocates the sequences, the
   // INSERT writes the messages with them, pg_notify fires at commit.
-  const [row] = await run(sql, p.signal,
+  const [row] = await run(sql, p.signal, "messages.append",
     sql<{ first: bigint; version: bigint; result_error_count: number }[]>`
       with task as (
         update tasks
@@ -88,7 +88,7 @@ export async function messagesAppend(
     p.held,
   );
   if (!row) {
-    const [task] = await run(sql, p.signal, sql<{ next: bigint }[]>`select next_message_seq as next from tasks where task_id = ${p.taskId}`, p.held);
+    const [task] = await run(sql, p.signal, "messages.next_sequence", sql<{ next: bigint }[]>`select next_message_seq as next from tasks where task_id = ${p.taskId}`, p.held);
     if (!task) throw new NotFoundError("Task", p.taskId);
     throw new SequenceMismatchError(p.taskId, BigInt(first), task.next);
   }
@@ -116,7 +116,7 @@ export async function messagesAppendBatch(sql: Sql, calls: MessagesAppendParams[
   const flat = calls.flatMap((c, call) => c.messages.map((m, i) => ({ call: call + 1, position: i + 1, m })));
   const callColumn = <T>(f: (c: MessagesAppendParams) => T) => sql.array(calls.map(f) as never);
   const messageColumn = <T>(f: (x: (typeof flat)[number]) => T) => sql.array(flat.map(f) as never);
-  const rows = await run(sql, undefined,
+  const rows = await run(sql, undefined, "messages.append_batch",
     sql<{ call: number; first: bigint; version: bigint; result_error_count: number }[]>`
       with input as (
         select * from unnest(${callColumn((c) => c.taskId)}::uuid[], ${callColumn((c) => c.messages.length)}::int[],
@@ -154,7 +154,7 @@ export async function messagesAppendBatch(sql: Sql, calls: MessagesAppendParams[
   const next = new Map(
     refused.length === 0
       ? []
-      : (await run(sql, undefined, sql<{ task_id: string; next: bigint }[]>`
+      : (await run(sql, undefined, "messages.next_sequence", sql<{ task_id: string; next: bigint }[]>`
           select task_id, next_message_seq as next from tasks where task_id = any(${sql.array(refused)}::uuid[])`, held)).map((r) => [r.task_id, r.next]),
   );
   return calls.map((c, i) => {
@@ -182,7 +182,7 @@ export interface MessagesListParams {
 
 /** Messages of one task with sequence > afterSequence, in order. */
 export async function messagesList(sql: Queryable, p: MessagesListParams): Promise<ResultMessage[]> {
-  const rows = await run(sql, p.signal,
+  const rows = await run(sql, p.signal, "messages.list",
     sql<MessageRow[]>`
       select * from result_messages
       where task_id = ${p.taskId} and seq > ${p.afterSequence.toString()}::bigint
@@ -195,6 +195,6 @@ export async function messagesList(sql: Queryable, p: MessagesListParams): Promi
 
 /** The highest committed sequence of a task (0 when it has none); null when the task does not exist. */
 export async function messagesHighestSequence(sql: Queryable, p: { taskId: string; signal?: AbortSignal }): Promise<bigint | null> {
-  const [row] = await run(sql, p.signal, sql<{ n: bigint }[]>`select next_message_seq - 1 as n from tasks where task_id = ${p.taskId}`);
+  const [row] = await run(sql, p.signal, "messages.highest_sequence", sql<{ n: bigint }[]>`select next_message_seq - 1 as n from tasks where task_id = ${p.taskId}`);
   return row ? row.n : null;
 }

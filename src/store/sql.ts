@@ -3,7 +3,7 @@
 import type { PendingQuery, Row } from "postgres";
 import { AbortedError, abortError, DeadlineExceededError, DomainError, UnavailableError } from "../errors.js";
 import { abortable } from "../abortable.js";
-import { permitsOf, type Sql } from "../db/connect.js";
+import { poolOf, type Sql } from "../db/connect.js";
 
 /** Named SQLSTATEs we act on. */
 export const SQLSTATE = {
@@ -118,23 +118,57 @@ export function throwIfAborted(signal?: AbortSignal): void {
  * query whose connection is still connecting it leaves that connection
  * stuck for good (postgres.js 3.4.9; test/health.test.ts "withdraws").
  */
-export async function run<T extends readonly (object | undefined)[] = Row[]>(
+export function run<T extends readonly (object | undefined)[] = Row[]>(
   sql: Sql,
   signal: AbortSignal | undefined,
   query: PendingQuery<T>,
-  /** A permit of `sql` the caller already holds (holdConnection()): the query uses it, and the caller releases it. */
   held?: Permit,
+): Promise<T>;
+/**
+ * `statement` names the query in the metrics (statemgmt_db_query_duration_seconds):
+ * a fixed, low-cardinality name per store function, `table.what` (`tasks.get`).
+ * `held`: a permit of `sql` the caller already holds (holdConnection()): the
+ * query uses it, and the caller releases it.
+ */
+export function run<T extends readonly (object | undefined)[] = Row[]>(
+  sql: Sql,
+  signal: AbortSignal | undefined,
+  statement: string,
+  query: PendingQuery<T>,
+  held?: Permit,
+): Promise<T>;
+export async function run<T extends readonly (object | undefined)[] = Row[]>(
+  sql: Sql,
+  signal: AbortSignal | undefined,
+  statementOrQuery: string | PendingQuery<T>,
+  queryOrHeld?: PendingQuery<T> | Permit,
+  heldIfNamed?: Permit,
 ): Promise<T> {
+  const [statement, query, held] =
+    typeof statementOrQuery === "string"
+      ? [statementOrQuery, queryOrHeld as PendingQuery<T>, heldIfNamed]
+      : [UNNAMED, statementOrQuery, queryOrHeld as Permit | undefined];
   // postgres.js sends a query when it is first awaited: until then it is inert.
-  const permits = permitsOf(sql);
-  const permit = held ?? (await permits.acquire(signal));
+  const pool = poolOf(sql);
+  const permit = held ?? (await pool.permits.acquire(signal));
+  const sent = performance.now();
   const running = Promise.resolve(query as unknown as Promise<T>);
-  if (held === undefined) {
-    void running.then(
-      () => permits.release(permit),
-      () => permits.release(permit),
-    );
-  }
+  // Released (unless the caller holds the permit) and observed when the
+  // statement ends, even after its caller stopped waiting: a lock timeout
+  // seen only then is still counted.
+  const release = () => {
+    if (held === undefined) pool.permits.release(permit);
+  };
+  void running.then(
+    () => {
+      release();
+      pool.observer?.queried(statement, (performance.now() - sent) / 1000, undefined);
+    },
+    (err: unknown) => {
+      release();
+      pool.observer?.queried(statement, (performance.now() - sent) / 1000, pgCode(err));
+    },
+  );
   return abortable(running, signal).catch((err: unknown) => {
     throw interpretError(err, signal);
   });
@@ -144,5 +178,8 @@ export async function run<T extends readonly (object | undefined)[] = Row[]>(
 export type Permit = number;
 
 /** Waits for one of the pool's connections to be free and holds it until releaseConnection() (coalesced writes). */
-export const holdConnection = (sql: Sql): Promise<Permit> => permitsOf(sql).acquire();
-export const releaseConnection = (sql: Sql, permit: Permit): void => permitsOf(sql).release(permit);
+export const holdConnection = (sql: Sql): Promise<Permit> => poolOf(sql).permits.acquire();
+export const releaseConnection = (sql: Sql, permit: Permit): void => poolOf(sql).permits.release(permit);
+
+/** The statement name of queries run without one. */
+export const UNNAMED = "unnamed";

@@ -131,7 +131,7 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
                        where task_id = ${p.parentTaskId} and status not in ('complete', 'terminated')
                        returning task_id),`;
   try {
-    const [row] = await run(sql, p.signal,
+    const [row] = await run(sql, p.signal, "tasks.insert",
       sql<TaskRow[]>`
         with ${parent} inserted as (${insert})
         select i.*, '{}'::uuid[] as subtask_ids,
@@ -152,7 +152,7 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
 
 /** Why a subtask of `parentTaskId` was not inserted: its parent is missing or finished. */
 async function parentRefusal(sql: Queryable, parentTaskId: string, signal: AbortSignal | undefined, held: Permit | undefined): Promise<Error> {
-  const [parent] = await run(sql, signal, sql<{ status: TaskStatus }[]>`select status from tasks where task_id = ${parentTaskId}`, held);
+  const [parent] = await run(sql, signal, "tasks.parent_status", sql<{ status: TaskStatus }[]>`select status from tasks where task_id = ${parentTaskId}`, held);
   if (!parent) return new NotFoundError("Task", parentTaskId, `parent task ${parentTaskId} does not exist`);
   return new FailedPreconditionError("TASK_FINISHED", `parent task ${parentTaskId} is ${parent.status.toUpperCase()}; a finished task takes no new subtasks`, {
     task_id: parentTaskId,
@@ -169,7 +169,7 @@ async function parentRefusal(sql: Queryable, parentTaskId: string, signal: Abort
  */
 export async function tasksInsertBatch(sql: Sql, items: TasksInsertParams[], held: Permit): Promise<(Task | Error)[]> {
   const column = <T>(f: (p: TasksInsertParams) => T) => sql.array(items.map(f) as never);
-  const rows = await run(sql, undefined,
+  const rows = await run(sql, undefined, "tasks.insert_batch",
     sql<TaskRow[]>`
       with input as (
         select * from unnest(${column((p) => p.taskId)}::uuid[], ${column((p) => p.parentTaskId)}::uuid[],
@@ -207,7 +207,7 @@ export async function tasksInsertBatch(sql: Sql, items: TasksInsertParams[], hel
   if (refused.length === 0) return items.map((p) => byId.get(p.taskId)!);
   // Not inserted: the id exists, or the parent is missing or finished.
   const existing = new Set(
-    (await run(sql, undefined, sql<{ task_id: string }[]>`select task_id from tasks where task_id = any(${sql.array(refused.map((p) => p.taskId))}::uuid[])`, held)).map(
+    (await run(sql, undefined, "tasks.existing", sql<{ task_id: string }[]>`select task_id from tasks where task_id = any(${sql.array(refused.map((p) => p.taskId))}::uuid[])`, held)).map(
       (r) => r.task_id,
     ),
   );
@@ -224,17 +224,17 @@ export async function tasksInsertBatch(sql: Sql, items: TasksInsertParams[], hel
 /** Tells watchers (at commit) that these tasks changed. */
 async function notify(tx: Queryable, signal: AbortSignal | undefined, ...taskIds: (string | null)[]): Promise<void> {
   const ids = taskIds.filter((x): x is string => x !== null);
-  await run(tx, signal, tx`select pg_notify(${TASK_CHANNEL}, id) from unnest(${tx.array(ids)}::text[]) as id`);
+  await run(tx, signal, "tasks.notify", tx`select pg_notify(${TASK_CHANNEL}, id) from unnest(${tx.array(ids)}::text[]) as id`);
 }
 
 export async function tasksGetById(sql: Queryable, p: { taskId: string; signal?: AbortSignal; held?: Permit }): Promise<Task> {
-  const [row] = await run(sql, p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = ${p.taskId}`)}`, p.held);
+  const [row] = await run(sql, p.signal, "tasks.get", sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = ${p.taskId}`)}`, p.held);
   if (!row) throw new NotFoundError("Task", p.taskId);
   return toTask(row);
 }
 
 export async function tasksExists(sql: Queryable, p: { taskId: string; signal?: AbortSignal }): Promise<boolean> {
-  const rows = await run(sql, p.signal, sql`select 1 from tasks where task_id = ${p.taskId}`);
+  const rows = await run(sql, p.signal, "tasks.exists", sql`select 1 from tasks where task_id = ${p.taskId}`);
   return rows.length > 0;
 }
 
@@ -265,7 +265,7 @@ export async function tasksList(sql: Queryable, p: TasksListParams): Promise<Tas
   const where = conds.length
     ? sql`where ${conds.reduce((acc, c, i) => (i === 0 ? c : sql`${acc} and ${c}`))}`
     : sql``;
-  const rows = await run(sql, p.signal,
+  const rows = await run(sql, p.signal, "tasks.list",
     sql<TaskRow[]>`${selectTasks(sql, where)} order by t.created, t.task_id limit ${p.limit}`,
   );
   return rows.map(toTask);
@@ -288,7 +288,7 @@ export interface TasksUpdateParams {
 export async function tasksUpdate(t: Transactor, p: TasksUpdateParams): Promise<Task> {
   return t.transaction(p, async (tx) => {
     if (p.fence) await leasesCheckFence(tx, { ...p.fence, signal: p.signal, now: p.now });
-    const [cur] = await run(tx, p.signal,
+    const [cur] = await run(tx, p.signal, "tasks.update.lock",
       tx<{ status: TaskStatus; terminate: boolean; version: bigint }[]>`
         select status, terminate, version from tasks where task_id = ${p.taskId} for update`,
     );
@@ -310,12 +310,12 @@ export async function tasksUpdate(t: Transactor, p: TasksUpdateParams): Promise<
     if (c.designRef !== undefined) cols.design_ref = c.designRef;
     if (c.retry !== undefined) cols.retry = c.retry;
     // Every mask path maps to at least one column, so cols is never empty.
-    await run(tx, p.signal,
+    await run(tx, p.signal, "tasks.update",
       tx`update tasks set ${tx(cols as never, Object.keys(cols) as never)}, version = version + 1, updated = now()
          where task_id = ${p.taskId}`,
     );
     await notify(tx, p.signal, p.taskId);
-    const [row] = await run(tx, p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
+    const [row] = await run(tx, p.signal, "tasks.get", tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
     return toTask(row!);
   });
 }
@@ -352,7 +352,7 @@ export async function tasksTerminate(
   p: TransactionScope & { taskId: string; terminatedBy: string },
 ): Promise<Task> {
   return t.transaction(p, async (tx) => {
-    const [cur] = await run(tx, p.signal,
+    const [cur] = await run(tx, p.signal, "tasks.terminate.lock",
       tx<{ status: TaskStatus; terminate: boolean }[]>`
         select status, terminate from tasks where task_id = ${p.taskId} for update`,
     );
@@ -364,7 +364,7 @@ export async function tasksTerminate(
       });
     }
     if (!cur.terminate) {
-      await run(tx, p.signal,
+      await run(tx, p.signal, "tasks.terminate",
         tx`update tasks
            set terminate = true, terminated = now(), terminated_by = ${p.terminatedBy},
                status = case when status in ('requested', 'queued', 'running') then 'terminating' else status end,
@@ -373,7 +373,7 @@ export async function tasksTerminate(
       );
       await notify(tx, p.signal, p.taskId);
     }
-    const [row] = await run(tx, p.signal, tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
+    const [row] = await run(tx, p.signal, "tasks.get", tx<TaskRow[]>`${selectTasks(tx, tx`where t.task_id = ${p.taskId}`)}`);
     return toTask(row!);
   });
 }
@@ -389,7 +389,7 @@ export async function tasksClaimNext(
 ): Promise<Task | null> {
   const claim = async (q: Queryable, term: bigint) => {
     const actionFilter = p.actions.length ? q`and action = any(${q.array(p.actions)}::text[])` : q``;
-    const rows = await run(q, p.signal,
+    const rows = await run(q, p.signal, "tasks.claim",
       q<TaskRow[]>`
         with claimed as (
           update tasks
@@ -429,7 +429,7 @@ export async function tasksPurge(
 ): Promise<{ tasks: number; resultMessages: number; bootActions: number; bootActionContexts: number }> {
   // A transaction only for its deadline-derived statement and lock bounds.
   const [row] = await t.transaction(p, (sql) =>
-    run(sql, p.signal,
+    run(sql, p.signal, "tasks.purge",
     sql<{ tasks: bigint; messages: bigint; boot_actions: bigint; contexts: bigint }[]>`
       with recursive roots as (
         select task_id from tasks
@@ -470,13 +470,13 @@ export async function tasksPurge(
 
 /** Tasks by id (missing ids are skipped), in no particular order. */
 export async function tasksGetByIds(sql: Queryable, p: { taskIds: string[]; signal?: AbortSignal; held?: Permit }): Promise<Task[]> {
-  const rows = await run(sql, p.signal, sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = any(${sql.array(p.taskIds)}::uuid[])`)}`, p.held);
+  const rows = await run(sql, p.signal, "tasks.get_many", sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = any(${sql.array(p.taskIds)}::uuid[])`)}`, p.held);
   return rows.map(toTask);
 }
 
 /** Ids of tasks changed at or after `since` (for watchers that may have missed notifications). */
 export async function tasksChangedSince(sql: Queryable, p: { since: Micros; signal?: AbortSignal }): Promise<string[]> {
-  const rows = await run(sql, p.signal,
+  const rows = await run(sql, p.signal, "tasks.changed_since",
     sql<{ task_id: string }[]>`select task_id from tasks where updated >= ${formatMicros(p.since)}::timestamptz`,
   );
   return rows.map((r) => r.task_id);

@@ -18,7 +18,7 @@
 // Each transaction bounds its own database waits on the server side
 // (SET LOCAL statement_timeout / lock_timeout from the call's remaining
 // deadline), so no cancel request ever races a connection.
-import { connect, type ConnectOptions, type DatabaseTimeouts, type Sql } from "../db/connect.js";
+import { connect, observeQueries, type ConnectOptions, type DatabaseTimeouts, type QueryObserver, type Sql } from "../db/connect.js";
 import { AbortedError, abortError, DeadlineExceededError, UnavailableError } from "../errors.js";
 import { interpretError, pgCode, SQLSTATE } from "./sql.js";
 import { Lender } from "../lender.js";
@@ -42,6 +42,16 @@ export interface Transactor {
   unbounded<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
   /** Closes the connections once their transactions end, or after `timeout` seconds (default 5) cuts them. */
   end(options?: { timeout?: number }): Promise<void>;
+  /** The slots now: how many there are, lent to a transaction, and transactions waiting for one. */
+  usage(): PoolUsage;
+  /** Reports every statement its transactions run through store/sql.ts run() to `observer`. */
+  observe(observer: QueryObserver | undefined): void;
+}
+
+export interface PoolUsage {
+  size: number;
+  inUse: number;
+  waiting: number;
 }
 
 export interface TransactorOptions extends Omit<ConnectOptions, "max" | "pipeline" | "timeouts"> {
@@ -102,6 +112,8 @@ export function createTransactor(o: TransactorOptions): Transactor {
   return {
     transaction: (scope, fn) => run(scope, fn),
     unbounded: (fn) => run(null, fn),
+    usage: () => ({ size: slots.size, inUse: slots.lent, waiting: slots.waiters }),
+    observe: (observer) => all.forEach((slot) => observeQueries(slot, observer)),
     async end({ timeout = 5 } = {}) {
       slots.close(() => new UnavailableError("the server is shutting down; retry on another replica"));
       await Promise.all(all.map((s) => s.end({ timeout })));
