@@ -290,8 +290,10 @@ describe("metrics: statement timeouts and finished counts without a cache", func
 
 describe("metrics: pool gauges", function () {
   this.timeout(30_000);
-  // One transaction slot and two pool connections, so that callers wait for them.
-  const h = useServer({ metrics: true, txPoolSize: 1, poolSize: 2 });
+  // One transaction slot and two pool connections, so that callers wait for them. Coalescing
+  // off: each append is its own statement, so that three of them need three connections (with
+  // it, the third would wait in the coalescer's queue, not for a connection).
+  const h = useServer({ metrics: true, txPoolSize: 1, poolSize: 2, writeCoalescing: null });
 
   it("show a transaction holding the only slot and one waiting for it, then neither", async () => {
     const address = h.server.metricsAddress!;
