@@ -95,7 +95,9 @@ export async function* taskStream(feeds: TaskFeeds, sql: Sql, p: TaskStreamParam
   const { taskId, signal } = p;
   const subscription = await feeds.subscribe(taskId, signal);
   endWhenBehind(subscription.events, p.abort);
-  const linger = new Linger(signal, p.lingerMs);
+  // Made once the task is finished: most streams never need one (10,000 idle streams).
+  let linger: Linger | undefined;
+  const finishing = () => (linger ??= new Linger(signal, p.lingerMs)).start();
   try {
     let cursor = p.afterSequence;
     let shown = subscription.task;
@@ -123,13 +125,13 @@ export async function* taskStream(feeds: TaskFeeds, sql: Sql, p: TaskStreamParam
       shown = newest;
     }
 
-    if (finished(shown)) linger.start();
+    if (finished(shown)) finishing();
     for (;;) {
       let events: TaskEvent[];
       try {
-        events = await subscription.events.takeAll(linger.signal);
+        events = await subscription.events.takeAll(linger?.signal ?? signal);
       } catch (err) {
-        if (linger.over) return;
+        if (linger?.over) return;
         throw err;
       }
       for (const event of events) {
@@ -143,12 +145,12 @@ export async function* taskStream(feeds: TaskFeeds, sql: Sql, p: TaskStreamParam
         } else {
           if (snapshotKey(event.task) !== snapshotKey(shown)) yield event;
           shown = event.task;
-          if (finished(shown)) linger.start();
+          if (finished(shown)) finishing();
         }
       }
     }
   } finally {
-    linger.dispose();
+    linger?.dispose();
     subscription.close();
   }
 }
