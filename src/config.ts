@@ -89,7 +89,7 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_WATCH_FINISH_LINGER_MS  WatchTask stays open this long after its task finished (default 3000)
                   STATEMGMT_BUILD_DATA_MAX_BYTES largest build data element (default 16777216)
                   STATEMGMT_WRITE_BATCH_MAX    concurrent CreateTask inserts / appends written in one statement (default 100; 1 = off)
-                  STATEMGMT_WRITE_BATCHES_IN_FLIGHT  such statements running at once (default 2)
+                  STATEMGMT_WRITE_BATCHES_IN_FLIGHT  such statements of each kind running at once (default 1)
                   STATEMGMT_MAX_CONNECTIONS, STATEMGMT_HANDSHAKE_TIMEOUT_MS, STATEMGMT_CONNECTION_IDLE_MS,
                   STATEMGMT_CONNECTION_MAX_AGE_MS, STATEMGMT_CONNECTION_AGE_GRACE_MS,
                   STATEMGMT_MAX_STREAMS_PER_CONNECTION, STATEMGMT_MAX_STREAMS: connection limits, see README.md

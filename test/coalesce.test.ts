@@ -20,7 +20,8 @@ async function distinct(h: { pg: pg.Client }, query: string, ids: string[]): Pro
 }
 
 describe("coalesced writes", () => {
-  const h = useServer({ poolSize: 10 });
+  // Two batches in flight (the default is one), so that the withdrawal test can block both.
+  const h = useServer({ poolSize: 10, writeCoalescing: { maxBatch: 100, maxInFlight: 2 } });
   let clients: StateClient[];
   before(() => {
     // Separate channels, as separate orchestrator processes would use.
