@@ -143,8 +143,9 @@ describe("coalesced writes", () => {
     await holder.connect();
     try {
       await holder.query("begin");
-      await holder.query("select 1 from tasks where task_id = $1 for update", [blocked]);
-      // Two appends to the locked task: one per batch, so both batches in flight wait on the lock.
+      // A table lock: batches skip locked rows, but no statement on tasks gets past this.
+      await holder.query("lock table tasks in access exclusive mode");
+      // Two appends to one task: one per batch, so both batches in flight wait on the lock.
       const waiting = [0, 1].map((i) => on(i).appendResultMessages({ taskId: blocked, messages: [{ message: `m${i}` }] }));
       const probe = async () => {
         for (let i = 0; i < 500; i++) {
@@ -167,6 +168,48 @@ describe("coalesced writes", () => {
       await holder.end();
     }
   });
+});
+
+describe("coalesced writes and row locks", () => {
+  // The default: one batch of each kind in flight, so that a batch waiting for a lock would hold up everything.
+  const h = useServer({ poolSize: 10 });
+  let clients: StateClient[];
+  before(() => {
+    clients = Array.from({ length: 8 }, () => createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 }));
+  });
+  after(() => clients.forEach((c) => c.close()));
+  const client = (i: number) => clients[i % clients.length]!;
+
+  it("lets the other calls of a batch through while one call's row is locked by another transaction", async function () {
+    this.timeout(20_000);
+    const tasks = await Promise.all(Array.from({ length: 8 }, async () => (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId));
+    const [locked, ...free] = tasks as [string, ...string[]];
+    const holder = new pg.Client({ connectionString: h.dbUrl });
+    await holder.connect();
+    try {
+      await holder.query("begin");
+      await holder.query("select 1 from tasks where task_id = $1 for update", [locked]);
+      let lockedDone = false;
+      const lockedAppend = client(0).appendResultMessages({ taskId: locked, messages: [{ message: "after the lock" }] }).finally(() => (lockedDone = true));
+      const lockedSubtask = client(1).createTask({ parentTaskId: locked, action: "deploy_nodes" }).finally(() => (lockedDone = true));
+      // Everything else, before and after the locked ones in the queues, completes meanwhile
+      // (one batch in flight: without skipping locked rows these would wait for the lock).
+      const others = await Promise.all([
+        ...free.map((taskId, i) => client(i + 2).appendResultMessages({ taskId, messages: [{ message: "free" }] })),
+        ...free.map((taskId, i) => client(i + 3).createTask({ parentTaskId: taskId, action: "deploy_nodes" })),
+      ]);
+      expect(others).to.have.length(14);
+      expect(lockedDone, "the calls on the locked task wait for its lock").to.equal(false);
+      await holder.query("rollback");
+      const [appended, subtask] = await Promise.all([lockedAppend, lockedSubtask]);
+      expect(appended.sequences).to.deep.equal([1n]);
+      expect(subtask.task!.parentTaskId).to.equal(locked);
+      expect((await h.client.getTask({ taskId: locked })).task!.subtaskIds).to.deep.equal([subtask.task!.taskId]);
+    } finally {
+      await holder.end();
+    }
+  });
+
 });
 
 /** The batching itself, on connections the test hands out (no database): which calls share a statement. */

@@ -6,7 +6,10 @@
 // A call starts a batch at once when fewer than `maxInFlight` batches are
 // running, so a lone call waits for nothing; calls arriving while the
 // running batches are busy queue, and the next batch takes every queued call
-// (at most `maxBatch`), never waiting for a batch to fill. A queued call
+// (at most `maxBatch`), never waiting for a batch to fill. A batch never
+// waits for a row lock (its statements skip locked rows): the calls whose
+// rows another transaction holds are written on their own, outside the
+// batch's slot, so one locked task cannot hold up the others. A queued call
 // whose signal aborts is withdrawn and never written. Once its batch runs, a
 // call's outcome is whatever the batch's statement did, as for any single
 // statement (see store/sql.ts run).
@@ -19,6 +22,7 @@
 // failure (a lost connection: the outcome is unknown) fails every caller of
 // the batch with it, as it would have failed each alone: writing again
 // could store an append twice.
+import { abortable } from "../abortable.js";
 import { abortError } from "../errors.js";
 import { pgCode } from "./sql.js";
 
@@ -39,12 +43,17 @@ export const DEFAULT_COALESCING: CoalescerOptions = { maxBatch: 100, maxInFlight
 interface Pending<I, O> {
   item: I;
   signal: AbortSignal | undefined;
-  resolve(value: O): void;
+  resolve(value: O | PromiseLike<O>): void;
   reject(err: unknown): void;
   onAbort?: () => void;
 }
 
-export type Outcome<O> = O | Error;
+/**
+ * A batch item's outcome: its value, its error, or the promise of a write
+ * of its own (on a connection of its own, outside the batch's slot), e.g.
+ * for a row the batch skipped because another transaction held its lock.
+ */
+export type Outcome<O> = O | Error | Promise<O>;
 
 /** How a batch gets and gives back the database connection it is written on. */
 export interface Connections<H> {
@@ -63,15 +72,20 @@ export class Coalescer<I, O, H = unknown> {
     private readonly options: CoalescerOptions,
     private readonly connections: Connections<H>,
     private readonly batch: (items: I[], held: H) => Promise<Outcome<O>[]>,
-    /** A lone item; `signal` is its caller's. */
-    private readonly single: (item: I, held: H, signal: AbortSignal | undefined) => Promise<O>,
+    /** One item alone, after the database refused its batch for its data. */
+    private readonly single: (item: I, held: H) => Promise<O>,
     /** Items that may not share a batch (e.g. the same task id) wait for a later one. */
     private readonly key?: (item: I) => string,
   ) {}
 
+  /**
+   * The item's outcome. When `signal` aborts, a queued item is withdrawn; one
+   * already being written is left to its statement, and the caller stops
+   * waiting (its outcome is unknown, as for any statement cut short).
+   */
   submit(item: I, signal?: AbortSignal): Promise<O> {
     if (signal?.aborted) return Promise.reject(abortError(signal, signal.reason));
-    return new Promise<O>((resolve, reject) => {
+    const outcome = new Promise<O>((resolve, reject) => {
       const pending: Pending<I, O> = { item, signal, resolve, reject };
       if (signal) {
         pending.onAbort = () => {
@@ -86,6 +100,7 @@ export class Coalescer<I, O, H = unknown> {
       this.queue.push(pending);
       this.drain();
     });
+    return abortable(outcome, signal);
   }
 
   private drain(): void {
@@ -143,11 +158,6 @@ export class Coalescer<I, O, H = unknown> {
   }
 
   private async run(batch: Pending<I, O>[], held: H): Promise<void> {
-    if (batch.length === 1) {
-      const [only] = batch;
-      await this.single(only!.item, held, only!.signal).then(only!.resolve, only!.reject);
-      return;
-    }
     let outcomes: Outcome<O>[];
     try {
       outcomes = await this.batch(
@@ -160,7 +170,7 @@ export class Coalescer<I, O, H = unknown> {
         return;
       }
       // One connection: one item after another.
-      for (const p of batch) await this.single(p.item, held, undefined).then(p.resolve, p.reject);
+      for (const p of batch) await this.single(p.item, held).then(p.resolve, p.reject);
       return;
     }
     batch.forEach((p, i) => {

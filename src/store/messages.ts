@@ -110,9 +110,16 @@ export interface MessagesAppendParams {
  * The appends of concurrent calls, each to a different task, in one
  * statement (one commit), each with the outcome it would have had alone:
  * its sequences, or NOT_FOUND / SEQUENCE_MISMATCH for that call only. Per
- * task the sequences stay gapless, allocated under the task's row lock.
+ * task the sequences stay gapless, allocated under the task's row lock. The
+ * statement never waits for a lock: a call whose task row another
+ * transaction holds (or whose first_sequence does not match) is appended on
+ * its own, its promise in the result.
  */
-export async function messagesAppendBatch(sql: Sql, calls: MessagesAppendParams[], held: Permit): Promise<(MessagesAppendResult | Error)[]> {
+export async function messagesAppendBatch(
+  sql: Sql,
+  calls: MessagesAppendParams[],
+  held: Permit,
+): Promise<(MessagesAppendResult | Error | Promise<MessagesAppendResult>)[]> {
   const flat = calls.flatMap((c, call) => c.messages.map((m, i) => ({ call: call + 1, position: i + 1, m })));
   const callColumn = <T>(f: (c: MessagesAppendParams) => T) => sql.array(calls.map(f) as never);
   const messageColumn = <T>(f: (x: (typeof flat)[number]) => T) => sql.array(flat.map(f) as never);
@@ -124,8 +131,9 @@ export async function messagesAppendBatch(sql: Sql, calls: MessagesAppendParams[
                              ${callColumn((c) => (c.firstSequence ?? 0n).toString())}::bigint[])
           with ordinality as i(task_id, n, errors, first, call)
       ), locked as (
-        -- Row locks in task_id order, so two batches can never deadlock on each other.
-        select task_id from tasks where task_id in (select task_id from input) order by task_id for no key update
+        -- Row locks in task_id order, so two batches can never deadlock on each other; a row
+        -- another transaction holds is skipped (its call is appended on its own, below).
+        select task_id from tasks where task_id in (select task_id from input) order by task_id for no key update skip locked
       ), task as (
         update tasks t
         set next_message_seq = t.next_message_seq + i.n,
@@ -151,13 +159,13 @@ export async function messagesAppendBatch(sql: Sql, calls: MessagesAppendParams[
   );
   const byCall = new Map(rows.map((r) => [r.call, r]));
   const refused = calls.filter((_, i) => !byCall.has(i + 1)).map((c) => c.taskId);
-  const next = new Map(
+  const exists = new Set(
     refused.length === 0
       ? []
-      : (await run(sql, undefined, "messages.next_sequence", sql<{ task_id: string; next: bigint }[]>`
-          select task_id, next_message_seq as next from tasks where task_id = any(${sql.array(refused)}::uuid[])`, held)).map((r) => [r.task_id, r.next]),
+      : (await run(sql, undefined, "messages.refused_tasks", sql<{ task_id: string }[]>`
+          select task_id from tasks where task_id = any(${sql.array(refused)}::uuid[])`, held)).map((r) => r.task_id),
   );
-  return calls.map((c, i) => {
+  return calls.map((c, i): MessagesAppendResult | Error | Promise<MessagesAppendResult> => {
     const row = byCall.get(i + 1);
     if (row) {
       return {
@@ -166,9 +174,11 @@ export async function messagesAppendBatch(sql: Sql, calls: MessagesAppendParams[
         errorCount: row.result_error_count,
       };
     }
-    const taskNext = next.get(c.taskId);
-    if (taskNext === undefined) return new NotFoundError("Task", c.taskId);
-    return new SequenceMismatchError(c.taskId, c.firstSequence ?? 0n, taskNext);
+    if (!exists.has(c.taskId)) return new NotFoundError("Task", c.taskId);
+    // Skipped because another transaction held the task's row, or its first_sequence is not
+    // the next one: appended alone (on a connection of its own), which waits for the lock and
+    // answers SEQUENCE_MISMATCH as an append alone would.
+    return messagesAppend(sql, c);
   });
 }
 

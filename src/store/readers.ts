@@ -24,7 +24,7 @@ export function createReaders(sql: Sql, coalescing: CoalescerOptions | null): Re
       const byId = new Map((await tasksGetByIds(sql, { taskIds: [...new Set(taskIds)], held })).map((t) => [t.taskId, t]));
       return taskIds.map((id) => byId.get(id) ?? new NotFoundError("Task", id));
     },
-    (taskId, held, signal) => tasksGetById(sql, { taskId, signal, held }),
+    (taskId, held) => tasksGetById(sql, { taskId, held }),
   );
   return { getTask: ({ taskId, signal }) => reads.submit(taskId, signal) };
 }

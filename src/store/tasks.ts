@@ -142,7 +142,11 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
     );
     // No row: the parent is missing or finished (under its row lock, so a
     // PurgeTasks that saw the parent finished can never miss a new subtask of it).
-    if (!row) throw await parentRefusal(sql, p.parentTaskId!, p.signal, p.held);
+    if (!row) {
+      // Under the parent's row lock the statement found it missing or finished. (Read again
+      // here, after that lock: a parent unfinished now was finished then, and never reopens.)
+      throw (await parentRefusal(sql, p.parentTaskId!, p.signal, p.held)) ?? new FailedPreconditionError("TASK_FINISHED", `parent task ${p.parentTaskId} is finished; a finished task takes no new subtasks`, { task_id: p.parentTaskId! });
+    }
     return toTask(row);
   } catch (err) {
     if (pgCode(err) === SQLSTATE.uniqueViolation) throw new AlreadyExistsError("Task", p.taskId);
@@ -150,10 +154,11 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
   }
 }
 
-/** Why a subtask of `parentTaskId` was not inserted: its parent is missing or finished. */
-async function parentRefusal(sql: Queryable, parentTaskId: string, signal: AbortSignal | undefined, held: Permit | undefined): Promise<Error> {
+/** Why a subtask of `parentTaskId` cannot be inserted: its parent is missing or finished; undefined when it is neither. */
+async function parentRefusal(sql: Queryable, parentTaskId: string, signal: AbortSignal | undefined, held: Permit | undefined): Promise<Error | undefined> {
   const [parent] = await run(sql, signal, "tasks.parent_status", sql<{ status: TaskStatus }[]>`select status from tasks where task_id = ${parentTaskId}`, held);
   if (!parent) return new NotFoundError("Task", parentTaskId, `parent task ${parentTaskId} does not exist`);
+  if (!FINISHED_STATUSES.includes(parent.status)) return undefined;
   return new FailedPreconditionError("TASK_FINISHED", `parent task ${parentTaskId} is ${parent.status.toUpperCase()}; a finished task takes no new subtasks`, {
     task_id: parentTaskId,
     status: parent.status.toUpperCase(),
@@ -167,7 +172,7 @@ async function parentRefusal(sql: Queryable, parentTaskId: string, signal: Abort
  * task_id must be distinct (the coalescer keeps repeats for a later batch).
  * Tasks of one batch share their created time (the statement's now()).
  */
-export async function tasksInsertBatch(sql: Sql, items: TasksInsertParams[], held: Permit): Promise<(Task | Error)[]> {
+export async function tasksInsertBatch(sql: Sql, items: TasksInsertParams[], held: Permit): Promise<(Task | Error | Promise<Task>)[]> {
   const column = <T>(f: (p: TasksInsertParams) => T) => sql.array(items.map(f) as never);
   const rows = await run(sql, undefined, "tasks.insert_batch",
     sql<TaskRow[]>`
@@ -180,8 +185,9 @@ export async function tasksInsertBatch(sql: Sql, items: TasksInsertParams[], hel
                              ${column((p) => p.createdBy)}::text[])
           with ordinality as i(task_id, parent_task_id, action, design_ref, status, node_filter, request_context, created_by, ord)
       ), locked as (
-        -- Parent rows locked in task_id order, so two batches can never deadlock on each other.
-        select task_id from tasks where task_id in (select parent_task_id from input) order by task_id for no key update
+        -- Parent rows locked in task_id order, so two batches can never deadlock on each other; a
+        -- parent another transaction holds is skipped (its subtask is inserted on its own, below).
+        select task_id from tasks where task_id in (select parent_task_id from input) order by task_id for no key update skip locked
       ), parents as (
         update tasks t set version = t.version + 1, updated = now()
         from locked l
@@ -211,12 +217,17 @@ export async function tasksInsertBatch(sql: Sql, items: TasksInsertParams[], hel
       (r) => r.task_id,
     ),
   );
-  const outcomes: (Task | Error)[] = [];
+  const outcomes: (Task | Error | Promise<Task>)[] = [];
   for (const p of items) {
     const task = byId.get(p.taskId);
     if (task) outcomes.push(task);
     else if (existing.has(p.taskId) || p.parentTaskId === null) outcomes.push(new AlreadyExistsError("Task", p.taskId));
-    else outcomes.push(await parentRefusal(sql, p.parentTaskId, undefined, held));
+    else {
+      const refusal = await parentRefusal(sql, p.parentTaskId, undefined, held);
+      // The parent exists and is unfinished: the batch skipped it, locked by another
+      // transaction. Inserted on its own (on a connection of its own), which waits for the lock.
+      outcomes.push(refusal ?? tasksInsert(sql, { ...p, signal: undefined, held: undefined }));
+    }
   }
   return outcomes;
 }

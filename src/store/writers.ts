@@ -23,7 +23,7 @@ export function createWriters(sql: Sql, coalescing: CoalescerOptions | null): Wr
     coalescing,
     connections,
     (items, held) => tasksInsertBatch(sql, items, held),
-    (item, held, signal) => tasksInsert(sql, { ...item, signal, held }),
+    (item, held) => tasksInsert(sql, { ...item, signal: undefined, held }),
     (item) => item.taskId,
   );
   // One call per task in a batch: one statement updates a task's row once.
@@ -31,7 +31,7 @@ export function createWriters(sql: Sql, coalescing: CoalescerOptions | null): Wr
     coalescing,
     connections,
     (items, held) => messagesAppendBatch(sql, items, held),
-    (item, held, signal) => messagesAppend(sql, { ...item, signal, held }),
+    (item, held) => messagesAppend(sql, { ...item, held }),
     (item) => item.taskId,
   );
   return {
