@@ -123,7 +123,8 @@ export async function messagesAppendBatch(
   const flat = calls.flatMap((c, call) => c.messages.map((m, i) => ({ call: call + 1, position: i + 1, m })));
   const callColumn = <T>(f: (c: MessagesAppendParams) => T) => sql.array(calls.map(f) as never);
   const messageColumn = <T>(f: (x: (typeof flat)[number]) => T) => sql.array(flat.map(f) as never);
-  const rows = await run(sql, undefined, "messages.append_batch",
+  // Named as the single append: the statement that appends, however many calls it serves.
+  const rows = await run(sql, undefined, "messages.append",
     sql<{ call: number; first: bigint; version: bigint; result_error_count: number }[]>`
       with input as (
         select * from unnest(${callColumn((c) => c.taskId)}::uuid[], ${callColumn((c) => c.messages.length)}::int[],

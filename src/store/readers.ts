@@ -21,7 +21,7 @@ export function createReaders(sql: Sql, coalescing: CoalescerOptions | null): Re
     coalescing,
     { acquire: () => holdConnection(sql), release: (held) => releaseConnection(sql, held) },
     async (taskIds, held) => {
-      const byId = new Map((await tasksGetByIds(sql, { taskIds: [...new Set(taskIds)], held })).map((t) => [t.taskId, t]));
+      const byId = new Map((await tasksGetByIds(sql, { taskIds: [...new Set(taskIds)], held, statement: "tasks.get" })).map((t) => [t.taskId, t]));
       return taskIds.map((id) => byId.get(id) ?? new NotFoundError("Task", id));
     },
     (taskId, held) => tasksGetById(sql, { taskId, held }),

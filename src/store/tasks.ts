@@ -174,7 +174,8 @@ async function parentRefusal(sql: Queryable, parentTaskId: string, signal: Abort
  */
 export async function tasksInsertBatch(sql: Sql, items: TasksInsertParams[], held: Permit): Promise<(Task | Error | Promise<Task>)[]> {
   const column = <T>(f: (p: TasksInsertParams) => T) => sql.array(items.map(f) as never);
-  const rows = await run(sql, undefined, "tasks.insert_batch",
+  // Named as the single insert: the statement that inserts tasks, however many.
+  const rows = await run(sql, undefined, "tasks.insert",
     sql<TaskRow[]>`
       with input as (
         select * from unnest(${column((p) => p.taskId)}::uuid[], ${column((p) => p.parentTaskId)}::uuid[],
@@ -480,8 +481,11 @@ export async function tasksPurge(
 }
 
 /** Tasks by id (missing ids are skipped), in no particular order. */
-export async function tasksGetByIds(sql: Queryable, p: { taskIds: string[]; signal?: AbortSignal; held?: Permit }): Promise<Task[]> {
-  const rows = await run(sql, p.signal, "tasks.get_many", sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = any(${sql.array(p.taskIds)}::uuid[])`)}`, p.held);
+export async function tasksGetByIds(
+  sql: Queryable,
+  p: { taskIds: string[]; signal?: AbortSignal; held?: Permit; /** The metrics' name of the statement (default tasks.get_many). */ statement?: string },
+): Promise<Task[]> {
+  const rows = await run(sql, p.signal, p.statement ?? "tasks.get_many", sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = any(${sql.array(p.taskIds)}::uuid[])`)}`, p.held);
   return rows.map(toTask);
 }
 
