@@ -62,9 +62,43 @@ function plainTaskView(out: Output): TaskWatchView {
   };
 }
 
+/**
+ * A frame redrawn in place (log-update): at most every RENDER_INTERVAL_MS after a change, and
+ * every second for the clocks in it; close() draws the last frame and leaves it on screen.
+ */
+class LiveScreen {
+  private readonly log;
+  private scheduled: NodeJS.Timeout | undefined;
+  private readonly ticker: NodeJS.Timeout;
+
+  constructor(
+    out: Output,
+    private readonly frame: () => string,
+  ) {
+    this.log = createLogUpdate(out.stdout);
+    this.ticker = setInterval(() => this.schedule(), 1000);
+    this.ticker.unref();
+  }
+
+  schedule(): void {
+    this.scheduled ??= setTimeout(() => {
+      this.scheduled = undefined;
+      this.log(this.frame());
+    }, RENDER_INTERVAL_MS);
+  }
+
+  close(): void {
+    clearInterval(this.ticker);
+    clearTimeout(this.scheduled);
+    this.scheduled = undefined;
+    this.log(this.frame());
+    this.log.done();
+  }
+}
+
 /** The in-place view of one task on a terminal. */
 export class LiveTaskView implements TaskWatchView {
-  private readonly log;
+  private readonly screen: LiveScreen;
   private current: Task | undefined;
   private readonly messages: string[] = [];
   private lastSequence = 0n;
@@ -72,16 +106,12 @@ export class LiveTaskView implements TaskWatchView {
   private finished = 0;
   private total = 0;
   private notice = "";
-  private scheduled: NodeJS.Timeout | undefined;
-  private readonly ticker: NodeJS.Timeout;
 
   constructor(
     private readonly out: Output,
     private readonly now: () => number,
   ) {
-    this.log = createLogUpdate(out.stdout);
-    this.ticker = setInterval(() => this.schedule(), 1000);
-    this.ticker.unref();
+    this.screen = new LiveScreen(out, () => this.frame());
   }
 
   task(t: Task): void {
@@ -112,19 +142,12 @@ export class LiveTaskView implements TaskWatchView {
   }
 
   close(interrupted: boolean): void {
-    clearInterval(this.ticker);
-    clearTimeout(this.scheduled);
-    this.scheduled = undefined;
     if (interrupted) this.notice = this.out.c.yellow("interrupted (Ctrl-C); the task goes on");
-    this.log(this.frame());
-    this.log.done();
+    this.screen.close();
   }
 
   private schedule(): void {
-    this.scheduled ??= setTimeout(() => {
-      this.scheduled = undefined;
-      this.log(this.frame());
-    }, RENDER_INTERVAL_MS);
+    this.screen.schedule();
   }
 
   /** The whole frame: header lines, a rule, the newest messages that fit. */
@@ -194,19 +217,15 @@ export function createTasksWatchView(out: Output, now: () => number = Date.now):
 
 /** The live table of `tasks watch-all`: matching tasks, oldest first, the newest that fit the screen. */
 class LiveTasksView implements TasksWatchView {
-  private readonly log;
+  private readonly screen: LiveScreen;
   private readonly tasks = new Map<string, Task>();
   private notice = "";
-  private scheduled: NodeJS.Timeout | undefined;
-  private readonly ticker: NodeJS.Timeout;
 
   constructor(
     private readonly out: Output,
     private readonly now: () => number,
   ) {
-    this.log = createLogUpdate(out.stdout);
-    this.ticker = setInterval(() => this.schedule(), 1000);
-    this.ticker.unref();
+    this.screen = new LiveScreen(out, () => this.frame());
     this.schedule();
   }
 
@@ -223,17 +242,11 @@ class LiveTasksView implements TasksWatchView {
   }
 
   close(): void {
-    clearInterval(this.ticker);
-    clearTimeout(this.scheduled);
-    this.log(this.frame());
-    this.log.done();
+    this.screen.close();
   }
 
   private schedule(): void {
-    this.scheduled ??= setTimeout(() => {
-      this.scheduled = undefined;
-      this.log(this.frame());
-    }, RENDER_INTERVAL_MS);
+    this.screen.schedule();
   }
 
   private frame(): string {
