@@ -3,6 +3,7 @@
 // separate client processes, prints a table and the targets of issue 6, and
 // writes bench/results/<time>.json. See BENCHMARKS.md.
 //   node dist/bench/run.js [--smoke] [--duration ms] [--only create64,get64,...]
+//     [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"]
 // --only runs the named scenarios with the ceilings they are compared to
 // (ids as in the table's JSON: create1, create16, create64, create64solo, get64,
 // get64auth, append1, append1solo, append100, watch, idle, claim, failover, list).
@@ -26,7 +27,10 @@ import type { Sql } from "../src/db/connect.js";
 import type { Command, LoadCommand, LoadResult } from "./worker.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { values } = parseArgs({ options: { smoke: { type: "boolean" }, duration: { type: "string" }, only: { type: "string" } } });
+const { values } = parseArgs({ options: { smoke: { type: "boolean" }, duration: { type: "string" }, only: { type: "string" }, "server-node-args": { type: "string" } },
+});
+/** Node options for the served process and the echo ceiling (e.g. a CPU profile, written when each exits; the pid tells them apart). */
+const serverNodeArgs = values["server-node-args"]?.split(/\s+/).filter(Boolean) ?? [];
 /** Ceilings each service scenario is measured against: --only runs them too. */
 const CEILINGS: Record<string, string[]> = {
   create1: ["echo1", "pgInsert1"],
@@ -93,10 +97,11 @@ async function startProcess(
   env: NodeJS.ProcessEnv,
   ready: RegExp,
   name = path.basename(script, ".js"),
+  nodeArgs: string[] = [],
 ): Promise<{ proc: ChildProcess; match: RegExpExecArray; out: string }> {
   const logPath = path.join(logDir, `${name}.log`);
   const log = await open(logPath, "w");
-  const proc = spawn(process.execPath, [path.resolve(here, script), ...args], { env, stdio: ["ignore", log.fd, "inherit"] });
+  const proc = spawn(process.execPath, [...nodeArgs, path.resolve(here, script), ...args], { env, stdio: ["ignore", log.fd, "inherit"] });
   await log.close();
   children.push(proc);
   for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(50)) {
@@ -592,6 +597,8 @@ try {
     ["--listen", "127.0.0.1:0", ...(dataDir ? ["--data-dir", dataDir] : [])],
     { ...process.env, STATEMGMT_LOG_LEVEL: "info", STATEMGMT_DB_POOL_SIZE: String(POOL) },
     /"address":"([^"]+)","startupMs"/,
+    "main",
+    serverNodeArgs,
   );
   server = started.proc;
   address = started.match[1]!;
@@ -601,7 +608,7 @@ try {
     dbUrl = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
     postmaster = Number((await readFile(path.join(dataDir, "pg", "postmaster.pid"), "utf8")).split("\n")[0]);
   } else dbUrl = process.env.DATABASE_URL!;
-  const e = await startProcess("echo.js", [], process.env, /"address":"([^"]+)"/);
+  const e = await startProcess("echo.js", [], process.env, /"address":"([^"]+)"/, "echo", serverNodeArgs);
   echo = e.proc;
   echoAddress = e.match[1]!;
   c = client();
