@@ -6,6 +6,7 @@ import type { DescMethod, MessageInitShape, MessageShape } from "@bufbuild/proto
 import type { GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { Caller } from "./auth/roles.js";
 import type { DomainError } from "./errors.js";
+import type { PushStream } from "./push.js";
 
 export interface CallContext {
   /** Aborted when the deadline passes, the client cancels or the server shuts down. */
@@ -40,7 +41,7 @@ type Out<M extends DescMethod> = MessageInitShape<M["output"]>;
 export type MethodImpl<M extends DescMethod> = M["methodKind"] extends "unary"
   ? (req: In<M>, ctx: CallContext) => Promise<Out<M>>
   : M["methodKind"] extends "server_streaming"
-    ? (req: In<M>, ctx: CallContext) => AsyncIterable<Out<M>>
+    ? (req: In<M>, ctx: CallContext) => AsyncIterable<Out<M>> | PushStream<Out<M>>
     : M["methodKind"] extends "bidi_streaming"
       ? (reqs: AsyncIterable<In<M>>, ctx: CallContext) => AsyncIterable<Out<M>>
       : never;

@@ -8,15 +8,15 @@ import { LIMITS, Validator } from "./validate.js";
 
 export function watchRpcs(hub: WatchHub): StateImpl {
   return {
-    async *watchTask(req, ctx) {
+    watchTask(req, ctx) {
       const v = new Validator();
       const taskId = v.uuid("task_id", req.taskId, true);
       if (req.afterSequence < 0n) v.add("after_sequence", "must not be negative");
       v.check();
       const secrets = seesSecrets(ctx.caller);
-      for await (const event of hub.taskEvents(ctx, taskId, req.afterSequence)) {
-        yield event.kind === "message" ? messageEventToPb(event.message) : { event: { case: "task", value: taskToPb(event.task, secrets) } };
-      }
+      return hub
+        .taskEvents(ctx, taskId, req.afterSequence)
+        .map((event) => (event.kind === "message" ? messageEventToPb(event.message) : { event: { case: "task", value: taskToPb(event.task, secrets) } }));
     },
 
     async *watchTasks(req, ctx) {

@@ -1,7 +1,7 @@
 // Serves protobuf-es v2 service descriptors on grpc-js. Handlers are plain
 // functions: `async (request, ctx) => response` for unary methods, async
-// generators for server-streaming ones, and `(requests, ctx) => responses`
-// for bidi ones. The adapter
+// generators (or a PushStream, push.ts) for server-streaming ones, and
+// `(requests, ctx) => responses` for bidi ones. The adapter
 //   - (de)serializes with the generated schemas; request bytes that do not
 //     decode as the method's input message get INVALID_ARGUMENT (grpc-js
 //     itself would answer INTERNAL),
@@ -23,6 +23,7 @@ import { OPEN_CALLER } from "../auth/roles.js";
 import type { CallContext, CallObserver, Guard, GuardedCall, MethodLabels, ServiceImpl } from "../contract.js";
 import { grpcDefinition, UndecodableRequest } from "../definition.js";
 import { DeadlineReason } from "../errors.js";
+import { PushStream } from "../push.js";
 import { toServiceError } from "./status.js";
 import { abortError, CancelledError, ConnectionAgedError, DomainError, ResourceExhaustedError } from "../errors.js";
 
@@ -207,9 +208,19 @@ function makeHandler(
               method.methodKind === "server_streaming"
                 ? fn(request, ctx)
                 : fn(readRequests(call as grpc.ServerDuplexStream<unknown, unknown>, ctx.signal, () => observer?.received(labels)), ctx);
-            for await (const out of source as AsyncIterable<MessageInitShape<DescMessage>>) {
-              observer?.sent(labels);
-              if (!call.write(create(method.output, out))) await drained(call, ctx.signal);
+            if (source instanceof PushStream) {
+              await (source as PushStream<MessageInitShape<DescMessage>>).run({
+                write: (out) => {
+                  observer?.sent(labels);
+                  return call.write(create(method.output, out));
+                },
+                ready: () => drained(call, ctx.signal),
+              });
+            } else {
+              for await (const out of source as AsyncIterable<MessageInitShape<DescMessage>>) {
+                observer?.sent(labels);
+                if (!call.write(create(method.output, out))) await drained(call, ctx.signal);
+              }
             }
             if (ctx.signal.aborted && ctx.signal.reason instanceof DomainError) throw ctx.signal.reason;
             finish(grpc.status.OK);

@@ -2,6 +2,7 @@
 // reason each ending is counted under (statemgmt_watch_streams_ended_total).
 import { ConnectionAgedError, DeadlineReason, CancelledError, NotFoundError, ResourceExhaustedError, ShuttingDownError, type DomainError } from "../errors.js";
 import type { StreamEndReason, WatchCounters, WatchKind } from "../metrics/watchCounters.js";
+import { PushStream } from "../push.js";
 import type { BoundedQueue } from "./queue.js";
 
 /** RESOURCE_EXHAUSTED WATCH_BUFFER_FULL: the stream fell `limit` or more events behind. */
@@ -45,4 +46,21 @@ export async function* countEnding<T>(kind: WatchKind, counters: WatchCounters, 
   } finally {
     counters.streamEnded(kind, reasonOf(signal, failure, returned));
   }
+}
+
+/** `stream`, counting how it ended once it does. */
+export function countPushEnding<T>(kind: WatchKind, counters: WatchCounters, signal: AbortSignal, stream: PushStream<T>): PushStream<T> {
+  return new PushStream(async (sink) => {
+    let returned = false;
+    let failure: unknown;
+    try {
+      await stream.run(sink);
+      returned = true;
+    } catch (err) {
+      failure = err;
+      throw err;
+    } finally {
+      counters.streamEnded(kind, reasonOf(signal, failure, returned));
+    }
+  });
 }

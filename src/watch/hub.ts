@@ -15,7 +15,8 @@ import type { Logger } from "../log.js";
 import { NO_WATCH_COUNTERS, type WatchCounters } from "../metrics/watchCounters.js";
 import { LEASE_CHANNEL, TASK_CHANNEL } from "../store/notify.js";
 import { TaskChanges } from "./changes.js";
-import { countEnding } from "./endings.js";
+import type { PushStream } from "../push.js";
+import { countEnding, countPushEnding } from "./endings.js";
 import { TaskFeeds } from "./feeds.js";
 import { leaderStream } from "./leaderStream.js";
 import { Listener } from "./listener.js";
@@ -97,9 +98,9 @@ export class WatchHub extends EventEmitter<WatchSignals> {
   }
 
   /** A WatchTask stream: see taskStream.ts. Throws NotFoundError for an unknown task. */
-  taskEvents(call: StreamCall, taskId: string, afterSequence: bigint): AsyncIterable<TaskStreamEvent> {
+  taskEvents(call: StreamCall, taskId: string, afterSequence: bigint): PushStream<TaskStreamEvent> {
     const events = taskStream(this.feeds, this.o.sql, { ...call, taskId, afterSequence, lingerMs: this.o.finishLingerMs });
-    return countEnding("task", this.counters, call.signal, events);
+    return countPushEnding("task", this.counters, call.signal, events);
   }
 
   /** A WatchTasks stream: see tasksStream.ts. */

@@ -9,6 +9,10 @@
 // by the size of one push. The producer keeps pushes small (the hub pushes
 // one database read, at most 1000 messages and a snapshot, at a time), so
 // the queue never holds more than `limit - 1` + one push.
+//
+// A consumer that keeps up takes pushes as they happen instead
+// (`deliverTo`): while nothing is waiting, a push is handed to it at once,
+// inside the producer's call, and never queued.
 
 /** Thrown by take calls on a queue that has overflowed. */
 export class QueueOverflowError extends Error {
@@ -25,6 +29,7 @@ export class BoundedQueue<T> {
   private boundSignal: AbortSignal | undefined;
   /** Called once, when the queue overflows. */
   onOverflow: (() => void) | undefined;
+  private consumer: ((items: readonly T[]) => void) | undefined;
 
   constructor(readonly limit: number) {}
 
@@ -40,6 +45,10 @@ export class BoundedQueue<T> {
   push(items: readonly T[]): boolean {
     if (this.overflowed) return false;
     if (items.length === 0) return true;
+    if (this.consumer && this.items.length === 0) {
+      this.consumer(items);
+      return true;
+    }
     if (this.items.length >= this.limit) {
       this.overflowed = true;
       this.items = [];
@@ -62,6 +71,15 @@ export class BoundedQueue<T> {
     const out = this.items;
     this.items = [];
     return out;
+  }
+
+  /**
+   * While `consumer` is set and nothing is waiting, pushes are handed to it
+   * synchronously (it must not throw) instead of being queued; undefined
+   * queues them again. Set it only when the queue is empty (after takeNow).
+   */
+  deliverTo(consumer: ((items: readonly T[]) => void) | undefined): void {
+    this.consumer = consumer;
   }
 
   /** Takes everything queued, waiting until something is; throws as takeNow does. */

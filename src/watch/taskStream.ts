@@ -9,7 +9,10 @@
 //   messages are read from the database instead and the newest snapshot is
 //   kept for after them;
 // - from there the feed's pushes carry everything: messages at or below the
-//   cursor are dropped (a duplicate read), and a gap is an error;
+//   cursor are dropped (a duplicate read), and a gap is an error. While the
+//   client keeps up, each push is written to the call inside the feed's loop
+//   over its watchers (push.ts); while it does not, pushes wait in the
+//   stream's bounded queue;
 // - a snapshot is sent only when what a client sees (status, result,
 //   termination) changed;
 // - once the task is finished, the stream lingers `lingerMs` for the
@@ -19,9 +22,11 @@
 import type { Sql } from "../db/connect.js";
 import { FINISHED_STATUSES, type ResultMessage, type Task } from "../domain.js";
 import { NotFoundError, type DomainError } from "../errors.js";
+import { PushStream, type Sink } from "../push.js";
 import { messagesList } from "../store/messages.js";
 import { endWhenBehind } from "./endings.js";
 import { READ_BATCH, type TaskEvent, type TaskFeeds } from "./feeds.js";
+import type { BoundedQueue } from "./queue.js";
 
 export type TaskStreamEvent = { kind: "task"; task: Task } | { kind: "message"; message: ResultMessage };
 
@@ -52,56 +57,24 @@ const finished = (task: Task) => FINISHED_STATUSES.includes(task.status);
 
 const deleted = (taskId: string) => new NotFoundError("Task", taskId, `task ${taskId} was deleted`);
 
-/**
- * The call's signal, also aborted `ms` after start(). (A plain timer:
- * AbortSignal.any() and AbortSignal.timeout() signals can be collected
- * before they fire in Node 20.)
- */
-class Linger {
-  private readonly controller = new AbortController();
-  private timer: NodeJS.Timeout | undefined;
-  over = false;
-  private readonly onAbort = () => this.controller.abort(this.parent.reason);
-
-  constructor(
-    private readonly parent: AbortSignal,
-    private readonly ms: number,
-  ) {
-    if (parent.aborted) this.controller.abort(parent.reason);
-    else parent.addEventListener("abort", this.onAbort, { once: true });
-  }
-
-  get signal(): AbortSignal {
-    return this.controller.signal;
-  }
-
-  start(): void {
-    if (this.timer || this.over) return;
-    const end = () => {
-      this.over = true;
-      this.controller.abort(new Error("linger over"));
-    };
-    if (this.ms <= 0) end();
-    else this.timer = setTimeout(end, this.ms);
-  }
-
-  dispose(): void {
-    clearTimeout(this.timer);
-    this.parent.removeEventListener("abort", this.onAbort);
-  }
+/** Sends `event`; waits while the client is not keeping up. */
+async function send(sink: Sink<TaskStreamEvent>, event: TaskStreamEvent): Promise<void> {
+  if (!sink.write(event)) await sink.ready();
 }
 
-export async function* taskStream(feeds: TaskFeeds, sql: Sql, p: TaskStreamParams): AsyncGenerator<TaskStreamEvent> {
+/** A WatchTask stream (see the top of this file): pushed to its call, see push.ts. */
+export function taskStream(feeds: TaskFeeds, sql: Sql, p: TaskStreamParams): PushStream<TaskStreamEvent> {
+  return new PushStream((sink) => run(feeds, sql, p, sink));
+}
+
+async function run(feeds: TaskFeeds, sql: Sql, p: TaskStreamParams, sink: Sink<TaskStreamEvent>): Promise<void> {
   const { taskId, signal } = p;
   const subscription = await feeds.subscribe(taskId, signal);
   endWhenBehind(subscription.events, p.abort);
-  // Made once the task is finished: most streams never need one (10,000 idle streams).
-  let linger: Linger | undefined;
-  const finishing = () => (linger ??= new Linger(signal, p.lingerMs)).start();
   try {
     let cursor = p.afterSequence;
     let shown = subscription.task;
-    yield { kind: "task", task: shown };
+    await send(sink, { kind: "task", task: shown });
 
     let target = subscription.highest;
     let newest: Task | undefined;
@@ -116,41 +89,110 @@ export async function* taskStream(feeds: TaskFeeds, sql: Sql, p: TaskStreamParam
     while (cursor < target) {
       const batch = await messagesList(sql, { taskId, afterSequence: cursor, errorsOnly: false, limit: READ_BATCH, signal });
       if (batch.length === 0) break;
-      for (const message of batch) yield { kind: "message", message };
+      for (const message of batch) await send(sink, { kind: "message", message });
       cursor = batch[batch.length - 1]!.sequence;
       absorb(subscription.events.takeNow(signal));
     }
     if (newest) {
-      if (snapshotKey(newest) !== snapshotKey(shown)) yield { kind: "task", task: newest };
+      if (snapshotKey(newest) !== snapshotKey(shown)) await send(sink, { kind: "task", task: newest });
       shown = newest;
     }
+    await live(subscription.events, sink, { ...p, cursor, shown });
+  } finally {
+    subscription.close();
+  }
+}
 
-    if (finished(shown)) finishing();
-    for (;;) {
-      let events: TaskEvent[];
-      try {
-        events = await subscription.events.takeAll(linger?.signal ?? signal);
-      } catch (err) {
-        if (linger?.over) return;
-        throw err;
-      }
+/**
+ * The live part: the feed's pushes, handed over as they happen while the
+ * client keeps up (the queue's deliverTo), queued while it does not. Settles
+ * when the stream ends: the linger after the finish is over (resolves), the
+ * task is deleted, the call is aborted (rejects).
+ */
+function live(queue: BoundedQueue<TaskEvent>, sink: Sink<TaskStreamEvent>, p: TaskStreamParams & { cursor: bigint; shown: Task }): Promise<void> {
+  const { taskId, signal } = p;
+  let { cursor, shown } = p;
+  return new Promise<void>((resolve, reject) => {
+    let over = false;
+    let lingering = false;
+    let timer: NodeJS.Timeout | undefined;
+    const end = (err?: unknown) => {
+      if (over) return;
+      over = true;
+      queue.deliverTo(undefined);
+      signal.removeEventListener("abort", onAbort);
+      clearTimeout(timer);
+      if (err === undefined) resolve();
+      else reject(err);
+    };
+    const onAbort = () => end(signal.reason);
+    // Once the task is finished, stay `lingerMs` for the messages posted as
+    // part of finishing it. (A plain timer: AbortSignal.timeout() signals can
+    // be collected before they fire in Node 20.)
+    const linger = () => {
+      if (lingering) return;
+      lingering = true;
+      if (p.lingerMs > 0) timer = setTimeout(end, p.lingerMs);
+    };
+
+    /** Sends what is new in `events`; false when the client is not keeping up. */
+    const handle = (events: readonly TaskEvent[]): boolean => {
+      let keepingUp = true;
       for (const event of events) {
-        if (event.kind === "gone") throw deleted(taskId);
+        if (event.kind === "gone") {
+          end(deleted(taskId));
+          return false;
+        }
         if (event.kind === "message") {
           const { sequence } = event.message;
           if (sequence <= cursor) continue;
-          if (sequence !== cursor + 1n) throw new Error(`watch of ${taskId}: sequence ${sequence} follows ${cursor}`); // cannot happen: see store/messages.ts
-          yield event;
+          if (sequence !== cursor + 1n) {
+            end(new Error(`watch of ${taskId}: sequence ${sequence} follows ${cursor}`)); // cannot happen: see store/messages.ts
+            return false;
+          }
+          if (!sink.write(event)) keepingUp = false;
           cursor = sequence;
         } else {
-          if (snapshotKey(event.task) !== snapshotKey(shown)) yield event;
+          if (snapshotKey(event.task) !== snapshotKey(shown) && !sink.write(event)) keepingUp = false;
           shown = event.task;
-          if (finished(shown)) finishing();
+          if (finished(shown)) linger();
         }
       }
+      if (lingering && p.lingerMs <= 0) end();
+      return keepingUp && !over;
+    };
+    // Runs inside the feed's loop over its subscribers: it must not throw.
+    const deliver = (events: readonly TaskEvent[]) => {
+      try {
+        if (handle(events)) return;
+      } catch (err) {
+        end(err);
+        return;
+      }
+      queue.deliverTo(undefined);
+      void catchUp();
+    };
+    /** Waits for the client, sends what was queued meanwhile, and takes pushes as they happen again. */
+    const catchUp = async () => {
+      try {
+        do {
+          await sink.ready();
+          if (over) return;
+        } while (!handle(queue.takeNow(signal)));
+        if (!over) queue.deliverTo(deliver);
+      } catch (err) {
+        end(err);
+      }
+    };
+
+    if (signal.aborted) return end(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    if (finished(shown)) linger();
+    try {
+      if (handle(queue.takeNow(signal))) queue.deliverTo(deliver);
+      else void catchUp();
+    } catch (err) {
+      end(err);
     }
-  } finally {
-    linger?.dispose();
-    subscription.close();
-  }
+  });
 }
