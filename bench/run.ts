@@ -271,8 +271,9 @@ async function makeTasks(n: number, action: string, queued = false): Promise<str
 /**
  * Commit → watcher latency with `watchers` watchers on one task, and the
  * serving process's CPU per event per stream. "broadcast" is the ceiling:
- * the bare grpc-js server of echo.ts sending one ~100-byte message to as
- * many server streams, from the same client processes.
+ * the bare grpc-js server of echo.ts sending the bytes of one WatchTask
+ * message event to as many server streams, from the same client processes,
+ * which decode them as WatchTaskResponse as the service's watchers do.
  */
 async function watchLatency(watchers: number, kind: "service" | "broadcast" = "service") {
   const broadcast = kind === "broadcast";

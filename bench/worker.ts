@@ -2,9 +2,12 @@
 // and event loop, driven by bench/run.ts over IPC. Times are
 // performance.timeOrigin + now(), a wall clock with sub-millisecond resolution
 // shared by processes on one machine.
+import { randomUUID } from "node:crypto";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import postgres from "postgres";
-import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { StateService, WatchTaskResponseSchema, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client.js";
 import { UNTYPED_OPTIONS } from "../src/db/connect.js";
@@ -260,22 +263,28 @@ async function write(m: Extract<Command, { cmd: "write" }>) {
   return { writes: out };
 }
 
-/** The broadcast ceiling's watchers: like watch(), on the bare grpc-js server. */
+/**
+ * The broadcast ceiling's watchers: like watch(), on the bare grpc-js server,
+ * decoding each message as a WatchTaskResponse as the service's clients do.
+ */
 async function broadcastWatch(m: Extract<Command, { cmd: "broadcastWatch" }>) {
-  const Echo = grpc.makeGenericClientConstructor(echoDefinition, "Echo");
+  const decoding = { ...echoDefinition, broadcast: { ...echoDefinition.broadcast!, responseDeserialize: decodeEvent } };
+  const Echo = grpc.makeGenericClientConstructor(decoding, "Echo");
   const client = new Echo(m.address, grpc.credentials.createInsecure(), ownChannel);
   const last = new Map<string, number>();
   let ready = 0;
   const calls = Array.from({ length: m.watchers }, () => {
-    const call = client.broadcast(Buffer.alloc(0)) as grpc.ClientReadableStream<Buffer>;
-    call.on("data", (b: Buffer) => {
+    const call = client.broadcast(Buffer.alloc(0)) as grpc.ClientReadableStream<WatchTaskResponse | undefined>;
+    call.on("data", (ev: WatchTaskResponse | undefined) => {
       const now = clock();
-      if (b.length === 0) {
+      if (!ev) {
         if (++ready === m.watchers) send({ ready: true });
         return;
       }
-      const k = b.toString("latin1", 0, 12).trim();
-      last.set(k, Math.max(last.get(k) ?? 0, now));
+      if (ev.event.case === "message") {
+        const k = ev.event.value.sequence.toString();
+        last.set(k, Math.max(last.get(k) ?? 0, now));
+      }
     });
     call.on("error", () => {});
     return call;
@@ -286,15 +295,24 @@ async function broadcastWatch(m: Extract<Command, { cmd: "broadcastWatch" }>) {
   send({ received: [...last] });
 }
 
-/** Publishes a ~100-byte message (its sequence first) every intervalMs. */
+/** The empty "subscribed" message, or a WatchTaskResponse. */
+const decodeEvent = (b: Buffer) => (b.length === 0 ? undefined : fromBinary(WatchTaskResponseSchema, b));
+
+/**
+ * Publishes, every intervalMs, the message event a WatchTask stream gets for
+ * one appended "tick" (its task id, sequence and time): the bytes the
+ * service would send.
+ */
 async function publish(m: Extract<Command, { cmd: "publish" }>) {
   const Echo = grpc.makeGenericClientConstructor(echoDefinition, "Echo");
   const client = new Echo(m.address, grpc.credentials.createInsecure());
   const out: { seq: string; start: number; ack: number }[] = [];
   const end = performance.now() + m.durationMs;
+  const taskId = randomUUID();
   for (let seq = 1; performance.now() < end; seq++) {
     const start = clock();
-    const payload = Buffer.from(String(seq).padEnd(12) + "x".repeat(88), "latin1");
+    const event = create(WatchTaskResponseSchema, { event: { case: "message", value: { taskId, sequence: BigInt(seq), message: "tick", ts: timestampNow() } } });
+    const payload = Buffer.from(toBinary(WatchTaskResponseSchema, event));
     await new Promise<void>((resolve, reject) => client.publish(payload, (err: unknown) => (err ? reject(err) : resolve())));
     out.push({ seq: String(seq), start, ack: clock() });
     await new Promise((res) => setTimeout(res, m.intervalMs));
