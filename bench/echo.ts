@@ -49,9 +49,16 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop()
       call.write(Buffer.alloc(0)); // "subscribed"
       call.on("cancelled", () => streams.delete(call));
     },
+    // Acknowledged first, then sent to the streams (on the next turn, once the
+    // ack's status is out: grpc-js sends it when the response's write
+    // completes), as the service acknowledges an append before its watchers
+    // hear of it. Answered after the loop, the ack left after the streams'
+    // bytes, and ack→recv did not include the loop's time.
     publish: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
-      for (const stream of streams) stream.write(call.request);
       cb(null, Buffer.alloc(0));
+      setImmediate(() => {
+        for (const stream of streams) stream.write(call.request);
+      });
     },
   });
   server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, port) => {
