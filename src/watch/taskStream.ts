@@ -111,7 +111,8 @@ async function run(feeds: TaskFeeds, sql: Sql, p: TaskStreamParams, sink: Sink<T
  */
 function live(queue: BoundedQueue<TaskEvent>, sink: Sink<TaskStreamEvent>, p: TaskStreamParams & { cursor: bigint; shown: Task }): Promise<void> {
   const { taskId, signal } = p;
-  let { cursor, shown } = p;
+  let { cursor } = p;
+  let shownKey = snapshotKey(p.shown);
   return new Promise<void>((resolve, reject) => {
     let over = false;
     let lingering = false;
@@ -153,9 +154,12 @@ function live(queue: BoundedQueue<TaskEvent>, sink: Sink<TaskStreamEvent>, p: Ta
           if (!sink.write(event)) keepingUp = false;
           cursor = sequence;
         } else {
-          if (snapshotKey(event.task) !== snapshotKey(shown) && !sink.write(event)) keepingUp = false;
-          shown = event.task;
-          if (finished(shown)) linger();
+          const key = snapshotKey(event.task);
+          if (key !== shownKey) {
+            shownKey = key;
+            if (!sink.write(event)) keepingUp = false;
+          }
+          if (finished(event.task)) linger();
         }
       }
       if (lingering && p.lingerMs <= 0) end();
@@ -187,7 +191,7 @@ function live(queue: BoundedQueue<TaskEvent>, sink: Sink<TaskStreamEvent>, p: Ta
 
     if (signal.aborted) return end(signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });
-    if (finished(shown)) linger();
+    if (finished(p.shown)) linger();
     try {
       if (handle(queue.takeNow(signal))) queue.deliverTo(deliver);
       else void catchUp();
