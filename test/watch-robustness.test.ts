@@ -188,6 +188,34 @@ describe("watch buffer of 10 events (server in a child process)", function () {
     await expectResponsive(client, taskId);
   });
 
+  it("holds a live reader's events while its client is slow, sends them once it reads again, then pushes as they happen", async () => {
+    const { task } = await client.createTask({ action: "deploy_nodes" }, D);
+    const taskId = task!.taskId;
+    const w = watch(client.watchTask({ taskId }, { deadlineMs: 30_000 }) as Stream);
+    await w.subscribed;
+    w.stream.pause();
+    // 300 KB in one push, past the HTTP/2 window of a client that reads
+    // nothing: the server's writes back up and the stream stops taking pushes.
+    await client.appendResultMessages({ taskId, messages: messages(300, "x".repeat(1000)) }, D);
+    // Four more pushes (a message and a snapshot each) wait in the stream's
+    // queue: 8 events, under the limit of 10.
+    for (let i = 0; i < 4; i++) await client.appendResultMessages({ taskId, messages: messages(1, "queued") }, D);
+    expect(w.seqs.length).to.be.lessThan(300);
+    w.stream.resume();
+    await until(() => w.seqs.length === 304);
+    // Caught up, it takes pushes as they happen again: one at a time, each
+    // before the next append.
+    for (let i = 1; i <= 20; i++) {
+      await client.appendResultMessages({ taskId, messages: messages(1, "live") }, D);
+      await until(() => w.seqs.length === 304 + i);
+    }
+    await setStatus(client, taskId, TaskStatus.COMPLETE);
+    const error = await w.done;
+    expect(error, String(error)).to.equal(undefined);
+    expect(w.seqs).to.deep.equal(range(1, 324));
+    expect(w.statuses[w.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
+  });
+
   it("does not count a long catch-up from the database as falling behind", async () => {
     const { task } = await client.createTask({ action: "deploy_nodes" }, D);
     const taskId = task!.taskId;
