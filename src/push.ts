@@ -3,9 +3,10 @@
 //
 // Why: one watch event goes to every watcher of its task within one turn of
 // the event loop. Pulled through async generators, each stream paid a chain
-// of promise resolutions per event (about 4 µs of a 12 µs send, BENCHMARKS.md
-// "Watch fan-out, pushed"); pushed, the feed's loop writes to every stream
-// directly, as a bare grpc-js broadcast does.
+// of promise resolutions per event: 10.5–11.7 µs of server CPU per event per
+// stream, against 7.7–8.6 µs pushed (BENCHMARKS.md "Watch fan-out, pushed"),
+// where the feed's loop writes to every stream directly, as a bare grpc-js
+// broadcast does.
 //
 // Contract:
 // - `run(sink)` sends the stream's messages with `sink.write` and settles
