@@ -41,6 +41,34 @@ describe("result messages", () => {
     expect(rows[0].t).to.equal("object");
   });
 
+  it("stores text and extra byte for byte through concurrent (batched) appends: quotes, backslashes, braces, NULL, emoji, escapes", async () => {
+    const texts = ['say "hi"', "back\\slash \\\\ \\n", "{a,b}", "NULL", "null", "", "tab\tnew\nline", "🚀 ünïcödé ✓", "\u2028\u2029", "'single'", "x".repeat(1024)];
+    const extra = { q: '"', b: "\\", nested: { arr: ["{", "}", ",", "🚀"], n: -1.5e-7, t: true, z: null }, "key with \"quotes\"": "v" };
+    const tasks = await Promise.all(texts.map(() => h.client.createTask({ action: "deploy_nodes" })));
+    // One append per task, all at once: they are coalesced into shared statements.
+    await Promise.all(
+      tasks.map(({ task }, i) =>
+        h.client.appendResultMessages({
+          taskId: task!.taskId,
+          messages: [
+            { message: texts[i] || "m", contextType: texts[(i + 1) % texts.length]!.slice(0, 64), context: texts[(i + 2) % texts.length]!.slice(0, 256), extra },
+            { message: "second", error: true },
+          ],
+        }),
+      ),
+    );
+    for (const [i, { task }] of tasks.entries()) {
+      const { messages } = await h.client.listResultMessages({ taskId: task!.taskId });
+      expect(messages.map((m) => m.sequence)).to.deep.equal([1n, 2n]);
+      expect(messages[0]!.message).to.equal(texts[i] || "m");
+      expect(messages[0]!.contextType).to.equal(texts[(i + 1) % texts.length]!.slice(0, 64));
+      expect(messages[0]!.context).to.equal(texts[(i + 2) % texts.length]!.slice(0, 256));
+      expect(messages[0]!.extra).to.deep.equal(extra);
+      expect(messages[1]!.extra).to.equal(undefined);
+      expect([messages[0]!.error, messages[1]!.error]).to.deep.equal([false, true]);
+    }
+  });
+
   it("gives 8 concurrent writers of 2,000 messages exactly the sequences 1..2000", async function () {
     this.timeout(60_000);
     const { task } = await h.client.createTask({ action: "deploy_nodes" });

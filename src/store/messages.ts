@@ -120,9 +120,26 @@ export async function messagesAppendBatch(
   calls: MessagesAppendParams[],
   held: Permit,
 ): Promise<(MessagesAppendResult | Error | Promise<MessagesAppendResult>)[]> {
-  const flat = calls.flatMap((c, call) => c.messages.map((m, i) => ({ call: call + 1, position: i + 1, m })));
   const callColumn = <T>(f: (c: MessagesAppendParams) => T) => sql.array(calls.map(f) as never);
-  const messageColumn = <T>(f: (x: (typeof flat)[number]) => T) => sql.array(flat.map(f) as never);
+  // The messages as one JSON parameter: postgres.js escapes every element of
+  // a text[] parameter in JavaScript (18 % of the server's CPU for batches of
+  // 100-message appends); JSON.stringify is native, and json_to_recordset
+  // parses the whole batch in one pass. (A text parameter: typed json,
+  // postgres.js would JSON-encode the string again.)
+  const messagesJson = JSON.stringify(
+    calls.flatMap((c, call) =>
+      c.messages.map((m, i) => ({
+        c: call + 1,
+        p: i + 1,
+        m: m.message,
+        e: m.error,
+        t: m.contextType,
+        x: m.context,
+        s: m.ts === null ? null : formatMicros(m.ts),
+        j: m.extra,
+      })),
+    ),
+  );
   // Named as the single append: the statement that appends, however many calls it serves.
   const rows = await run(sql, undefined, "messages.append",
     sql<{ call: number; first: bigint; version: bigint; result_error_count: number }[]>`
@@ -145,15 +162,10 @@ export async function messagesAppendBatch(
         returning i.call, t.task_id, t.next_message_seq - i.n as first, t.version, t.result_error_count
       ), inserted as (
         insert into result_messages (task_id, seq, message, error, context_type, context, ts, extra)
-        select task.task_id, task.first + m.position - 1, m.message, m.error, m.context_type, m.context,
-               coalesce(m.ts::timestamptz, now()), m.extra::jsonb
-        from unnest(${messageColumn((x) => x.call)}::int[], ${messageColumn((x) => x.position)}::int[],
-                    ${messageColumn((x) => x.m.message)}::text[], ${messageColumn((x) => x.m.error)}::boolean[],
-                    ${messageColumn((x) => x.m.contextType)}::text[], ${messageColumn((x) => x.m.context)}::text[],
-                    ${messageColumn((x) => (x.m.ts === null ? null : formatMicros(x.m.ts)))}::text[],
-                    ${messageColumn((x) => (x.m.extra === null ? null : JSON.stringify(x.m.extra)))}::text[])
-               as m(call, position, message, error, context_type, context, ts, extra)
-        join task on task.call = m.call
+        select task.task_id, task.first + m.p - 1, m.m, m.e, m.t, m.x, coalesce(m.s, now()), m.j
+        from json_to_recordset(${messagesJson}::text::json)
+               as m(c int, p int, m text, e boolean, t text, x text, s timestamptz, j jsonb)
+        join task on task.call = m.c
       )
       select call::int, first, version, result_error_count, pg_notify(${TASK_CHANNEL}, task_id::text) from task`,
     held,
