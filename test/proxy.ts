@@ -11,6 +11,14 @@ export class TcpProxy {
   connectDelayMs = 0;
   /** Delay of every chunk from the server to the client: a slow network or a busy database. */
   latencyMs = 0;
+  /**
+   * While true, new connections are accepted and never answered, as a
+   * stopping PostgreSQL leaves the connections in its listen backlog.
+   */
+  blackhole = false;
+  /** Connections held unanswered so far; `onBlackholed` is told of each. */
+  blackholed = 0;
+  onBlackholed: (() => void) | undefined;
   private constructor(
     private readonly server: Server,
     readonly port: number,
@@ -20,6 +28,15 @@ export class TcpProxy {
     let proxy!: TcpProxy;
     const server = createServer((client) => {
       if (!proxy.open) return void client.destroy();
+      if (proxy.blackhole) {
+        proxy.sockets.add(client);
+        client.on("close", () => proxy.sockets.delete(client));
+        client.on("error", () => {});
+        client.pause();
+        proxy.blackholed++;
+        proxy.onBlackholed?.();
+        return;
+      }
       proxy.accepted++;
       if (proxy.connectDelayMs > 0) client.pause();
       const upstream = netConnect(port, host);

@@ -18,6 +18,14 @@ const KNOWN = new Set(["", "drydock.statemgmt.v1.StateService"]);
 /** Probe interval while the database is not answering. */
 export const RECOVERY_PROBE_MS = 250;
 
+/**
+ * How long a probe may take while the database is not answering. A stopping
+ * PostgreSQL leaves connection attempts in its listen backlog, unanswered
+ * until the connect timeout (2 s); a probe waiting on one must not hold up
+ * the next, which takes another connection.
+ */
+export const RECOVERY_PROBE_TIMEOUT_MS = 250;
+
 /** Probes the database on an interval and whenever asked; emits "change". */
 export class DatabaseHealth extends EventEmitter {
   status: Status = Status.UNKNOWN;
@@ -61,8 +69,9 @@ export class DatabaseHealth extends EventEmitter {
       const probe = probeWritable(this.sql);
       let timer: NodeJS.Timeout | undefined;
       // A probe always settles: the timeout decides on its own.
+      const limitMs = Math.min(this.intervalMs, this.status === Status.NOT_SERVING ? RECOVERY_PROBE_TIMEOUT_MS : 2000);
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error("database probe timed out")), Math.min(this.intervalMs, 2000));
+        timer = setTimeout(() => reject(new Error("database probe timed out")), limitMs);
       });
       try {
         ok = await Promise.race([probe, timeout]);
