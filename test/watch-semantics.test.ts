@@ -14,6 +14,40 @@ import { TcpProxy } from "./proxy.js";
 const LINGER_MS = 1000;
 
 
+describe("watch without a finish linger (STATEMGMT_WATCH_FINISH_LINGER_MS=0)", () => {
+  const h = useServer({ watchFinishLingerMs: 0 });
+  const label = (ev: WatchTaskResponse) => (ev.event.case === "message" ? ev.event.value.message : `task ${TaskStatus[ev.event.value!.status]}`);
+
+  it("ends a live watch OK as soon as it has sent the finished snapshot, with every message before it", async function () {
+    this.timeout(20_000);
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const id = task!.taskId;
+    const got: string[] = [];
+    const stream = h.client.watchTask({ taskId: id }) as AsyncIterable<WatchTaskResponse>;
+    const it = stream[Symbol.asyncIterator]();
+    got.push(label((await it.next()).value)); // subscribed
+    await h.client.appendResultMessages({ taskId: id, messages: [{ message: "a" }, { message: "b" }] });
+    await h.client.updateTask({ task: { taskId: id, status: TaskStatus.COMPLETE }, updateMask: { paths: ["status"] } });
+    const completed = Date.now();
+    for (let r = await it.next(); !r.done; r = await it.next()) got.push(label(r.value));
+    expect(got).to.deep.equal(["task REQUESTED", "a", "b", "task COMPLETE"]);
+    expect(Date.now() - completed, "no linger").to.be.below(1000);
+  });
+
+  it("ends a watch opened on a finished task once it has sent everything", async function () {
+    this.timeout(20_000);
+    const { task } = await h.client.createTask({ action: "deploy_nodes" });
+    const id = task!.taskId;
+    await h.client.appendResultMessages({ taskId: id, messages: [{ message: "a" }, { message: "b" }] });
+    await h.client.updateTask({ task: { taskId: id, status: TaskStatus.COMPLETE }, updateMask: { paths: ["status"] } });
+    const started = Date.now();
+    const got: string[] = [];
+    for await (const ev of h.client.watchTask({ taskId: id }) as AsyncIterable<WatchTaskResponse>) got.push(label(ev));
+    expect(got).to.deep.equal(["task COMPLETE", "a", "b"]);
+    expect(Date.now() - started).to.be.below(1000);
+  });
+});
+
 describe("watch semantics", () => {
   const h = useServer({ watchFinishLingerMs: LINGER_MS });
 

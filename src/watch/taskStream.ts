@@ -136,7 +136,7 @@ function live(queue: BoundedQueue<TaskEvent>, sink: Sink<TaskStreamEvent>, p: Ta
       if (p.lingerMs > 0) timer = setTimeout(end, p.lingerMs);
     };
 
-    /** Sends what is new in `events`; false when the client is not keeping up. */
+    /** Sends what is new in `events`; false when the client is not keeping up (callers check `over` too). */
     const handle = (events: readonly TaskEvent[]): boolean => {
       let keepingUp = true;
       for (const event of events) {
@@ -163,12 +163,12 @@ function live(queue: BoundedQueue<TaskEvent>, sink: Sink<TaskStreamEvent>, p: Ta
         }
       }
       if (lingering && p.lingerMs <= 0) end();
-      return keepingUp && !over;
+      return keepingUp;
     };
     // Runs inside the feed's loop over its subscribers: it must not throw.
     const deliver = (events: readonly TaskEvent[]) => {
       try {
-        if (handle(events)) return;
+        if (handle(events) || over) return;
       } catch (err) {
         end(err);
         return;
@@ -177,13 +177,17 @@ function live(queue: BoundedQueue<TaskEvent>, sink: Sink<TaskStreamEvent>, p: Ta
       void catchUp();
     };
     /** Waits for the client, sends what was queued meanwhile, and takes pushes as they happen again. */
+    // Never waits once the stream is over: the call's "drain" would not come.
     const catchUp = async () => {
       try {
-        do {
+        for (;;) {
           await sink.ready();
           if (over) return;
-        } while (!handle(queue.takeNow(signal)));
-        if (!over) queue.deliverTo(deliver);
+          const keptUp = handle(queue.takeNow(signal));
+          if (over) return;
+          if (keptUp) break;
+        }
+        queue.deliverTo(deliver);
       } catch (err) {
         end(err);
       }
@@ -193,7 +197,9 @@ function live(queue: BoundedQueue<TaskEvent>, sink: Sink<TaskStreamEvent>, p: Ta
     signal.addEventListener("abort", onAbort, { once: true });
     if (finished(p.shown)) linger();
     try {
-      if (handle(queue.takeNow(signal))) queue.deliverTo(deliver);
+      const keptUp = handle(queue.takeNow(signal));
+      if (over) return;
+      if (keptUp) queue.deliverTo(deliver);
       else void catchUp();
     } catch (err) {
       end(err);
