@@ -163,6 +163,8 @@ export class TaskFeeds {
           task = await bounded((signal) => tasksGetById(this.o.sql, { taskId: feed.taskId, signal }));
         } catch (err) {
           if (!(err instanceof NotFoundError)) throw err;
+          // Normally a purge. Logged, because each of these watchers is told NOT_FOUND.
+          this.o.log.info({ taskId: feed.taskId, watchers: feed.queues.size }, "watched task is gone; ending its watch streams with NOT_FOUND");
           for (const queue of feed.queues) queue.push([{ kind: "gone" }]);
           return;
         }
