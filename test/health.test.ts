@@ -13,38 +13,43 @@ import { createTestDatabase, decodeError, expectError, useServer } from "./harne
 import { healthBecomes } from "./load.js";
 import { TcpProxy } from "./proxy.js";
 
-describe("health and database loss", () => {
+/**
+ * A server whose pool reaches PostgreSQL through a proxy the test can cut, as
+ * a network partition or a stopped database would; set up before the suite's
+ * tests, torn down after.
+ */
+function useServerBehindProxy(healthIntervalMs: number) {
+  const env = {} as { server: StateServer; proxy: TcpProxy };
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
   let sql: Sql;
   let tx: Transactor;
-  let server: StateServer;
-  let proxy: TcpProxy;
-
   before(async () => {
     db = await createTestDatabase();
-    // The server reaches PostgreSQL through a proxy the test can cut, as a
-    // network partition or a stopped database would.
     const target = new URL(db.url);
-    proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
-    target.port = String(proxy.port);
+    env.proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
+    target.port = String(env.proxy.port);
     sql = connect({ url: target.toString(), max: 4 });
     tx = createTransactor({ url: target.toString(), slots: 2, timeouts: DEFAULT_TIMEOUTS });
-    server = await startServer({ db: { sql, tx }, databaseUrl: target.toString(), log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 100 });
+    env.server = await startServer({ db: { sql, tx }, databaseUrl: target.toString(), log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs });
   });
   after(async () => {
-    await server.shutdown(1000);
+    await env.server.shutdown(1000);
     await sql.end({ timeout: 1 });
     await tx.end();
-    await proxy.close();
+    await env.proxy.close();
     await db.drop();
   });
+  return env;
+}
 
-  const cutDatabase = async (allow: boolean) => (allow ? proxy.resume() : proxy.cut());
+describe("health and database loss", () => {
+  const env = useServerBehindProxy(100);
+  const cutDatabase = async (allow: boolean) => (allow ? env.proxy.resume() : env.proxy.cut());
 
   it("is SERVING while the database answers, NOT_SERVING when it does not, and SERVING again after", async function () {
     this.timeout(30_000);
-    const health = createClient(Health, server.address);
-    const state = createClient(StateService, server.address);
+    const health = createClient(Health, env.server.address);
+    const state = createClient(StateService, env.server.address);
     try {
       expect((await health.check({})).status).to.equal(Serving.SERVING);
       expect((await health.check({ service: "drydock.statemgmt.v1.StateService" })).status).to.equal(Serving.SERVING);
@@ -72,9 +77,9 @@ describe("health and database loss", () => {
   });
   it("while PostgreSQL refuses connections, calls fail UNAVAILABLE within about a second, not at their deadline", async function () {
     this.timeout(30_000);
-    const state = createClient(StateService, server.address);
+    const state = createClient(StateService, env.server.address);
     const { task } = await state.createTask({ action: "deploy_nodes" });
-    proxy.cut();
+    env.proxy.cut();
     try {
       // Several rounds, so the driver's reconnect backoff has grown as far as it goes.
       for (let round = 0; round < 4; round++) {
@@ -92,10 +97,10 @@ describe("health and database loss", () => {
         }
       }
     } finally {
-      proxy.resume();
+      env.proxy.resume();
       state.close();
     }
-    await server.health.probe();
+    await env.server.health.probe();
   });
 
   it("calls whose deadline passes while their pool connection is still connecting leave the pool usable", async function () {
@@ -104,69 +109,48 @@ describe("health and database loss", () => {
     // it to connect is cancelled (query.cancel()); run() once did that on
     // every deadline, so after a reconnect a few impatient calls could
     // disable the whole pool. Before the fix: the last GetTask hung.
-    const state = createClient(StateService, server.address);
+    const state = createClient(StateService, env.server.address);
     try {
-      expect(await server.health.probe()).to.equal(Serving.SERVING);
-      proxy.cut(); // every pool connection closes
-      proxy.resume();
-      proxy.connectDelayMs = 300; // and reconnecting is slow
+      expect(await env.server.health.probe()).to.equal(Serving.SERVING);
+      env.proxy.cut(); // every pool connection closes
+      env.proxy.resume();
+      env.proxy.connectDelayMs = 300; // and reconnecting is slow
       const early = await Promise.all(
         Array.from({ length: 8 }, () => state.getTask({ taskId: randomUUID() }, { deadlineMs: 100 }).then(() => null, (e: unknown) => decodeError(e).code)),
       );
       expect(early.map((c) => (c === null ? "OK" : grpc.status[c]))).to.deep.equal(Array(8).fill("DEADLINE_EXCEEDED"));
-      proxy.connectDelayMs = 0;
+      env.proxy.connectDelayMs = 0;
       // Every connection of the pool still serves calls.
       const later = await Promise.all(
         Array.from({ length: 8 }, () => state.getTask({ taskId: randomUUID() }, { deadlineMs: 5000 }).then(() => null, (e: unknown) => decodeError(e).code)),
       );
       expect(later.map((c) => (c === null ? "OK" : grpc.status[c]))).to.deep.equal(Array(8).fill("NOT_FOUND"));
     } finally {
-      proxy.connectDelayMs = 0;
+      env.proxy.connectDelayMs = 0;
       state.close();
     }
   });
 });
 
 describe("health after a database restart", () => {
-  let db: Awaited<ReturnType<typeof createTestDatabase>>;
-  let sql: Sql;
-  let tx: Transactor;
-  let server: StateServer;
-  let proxy: TcpProxy;
-
-  before(async () => {
-    db = await createTestDatabase();
-    const target = new URL(db.url);
-    proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
-    target.port = String(proxy.port);
-    sql = connect({ url: target.toString(), max: 4 });
-    tx = createTransactor({ url: target.toString(), slots: 2, timeouts: DEFAULT_TIMEOUTS });
-    // The production interval's scale: a probe that waited out its usual bound would be seen.
-    server = await startServer({ db: { sql, tx }, databaseUrl: target.toString(), log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 2000 });
-  });
-  after(async () => {
-    await server.shutdown(1000);
-    await sql.end({ timeout: 1 });
-    await tx.end();
-    await proxy.close();
-    await db.drop();
-  });
+  // The production interval's scale: a probe that waited out its usual bound would be seen.
+  const env = useServerBehindProxy(2000);
 
   it("is SERVING within a second of the database answering, though a connection attempt made while it stopped is never answered", async function () {
     this.timeout(30_000);
-    expect(server.health.status).to.equal(Serving.SERVING);
-    const down = healthBecomes(server, Serving.NOT_SERVING);
-    proxy.cut();
+    expect(env.server.health.status).to.equal(Serving.SERVING);
+    const down = healthBecomes(env.server, Serving.NOT_SERVING);
+    env.proxy.cut();
     await down;
     // A stopping PostgreSQL leaves connections in its listen backlog, unanswered: the next
     // connection attempts (a probe's among the first two) wait there until the connect timeout (2 s).
-    const swallowed = new Promise<void>((resolve) => (proxy.onBlackholed = () => proxy.blackholed >= 2 && resolve()));
-    proxy.blackhole = true;
-    proxy.resume();
+    const swallowed = new Promise<void>((resolve) => (env.proxy.onBlackholed = () => env.proxy.blackholed >= 2 && resolve()));
+    env.proxy.blackhole = true;
+    env.proxy.resume();
     await swallowed;
-    proxy.blackhole = false; // the database answers from now on
+    env.proxy.blackhole = false; // the database answers from now on
     const answering = Date.now();
-    const recoveredMs = (await healthBecomes(server, Serving.SERVING)) - answering;
+    const recoveredMs = (await healthBecomes(env.server, Serving.SERVING)) - answering;
     // Before the fix, the stuck probe held up every later one for its 2 s bound: 2,260 ms.
     expect(recoveredMs, "SERVING after the database answers").to.be.lessThan(1000);
   });
