@@ -198,20 +198,24 @@ async function load(m: LoadCommand): Promise<LoadResult> {
   return { ops, msgs, lat, claimed, cpuUs: cpu.user + cpu.system };
 }
 
-async function watch(m: Extract<Command, { cmd: "watch" }>) {
-  const client = createClient(StateService, m.address, undefined, ownChannel);
+/**
+ * Holds `n` watch streams until "stop", then reports when this process's
+ * last watcher got each message. A stream's first message (a snapshot, or
+ * the broadcast's empty "subscribed") counts it ready.
+ */
+async function holdWatchers(n: number, open: () => grpc.ClientReadableStream<WatchTaskResponse | undefined>, close: () => void) {
   const last = new Map<string, number>(); // sequence → time the last watcher of this process got it
   let ready = 0;
-  const calls = Array.from({ length: m.watchers }, () => {
-    const call = client.watchTask({ taskId: m.taskId });
+  const calls = Array.from({ length: n }, () => {
+    const call = open();
     let first = true;
-    call.on("data", (ev) => {
+    call.on("data", (ev: WatchTaskResponse | undefined) => {
       const now = clock();
       if (first) {
         first = false;
-        if (++ready === m.watchers) send({ ready: true });
+        if (++ready === n) send({ ready: true });
       }
-      if (ev.event.case === "message") {
+      if (ev?.event.case === "message") {
         const k = ev.event.value.sequence.toString();
         last.set(k, Math.max(last.get(k) ?? 0, now));
       }
@@ -221,8 +225,13 @@ async function watch(m: Extract<Command, { cmd: "watch" }>) {
   });
   await new Promise<void>((r) => (stop = r));
   calls.forEach((c) => c.cancel());
-  client.close();
+  close();
   send({ received: [...last] });
+}
+
+async function watch(m: Extract<Command, { cmd: "watch" }>) {
+  const client = createClient(StateService, m.address, undefined, ownChannel);
+  await holdWatchers(m.watchers, () => client.watchTask({ taskId: m.taskId }) as grpc.ClientReadableStream<WatchTaskResponse>, () => client.close());
 }
 
 /** Opens one WatchTask per task id and holds them open, reading nothing after the snapshot. */
@@ -271,28 +280,7 @@ async function broadcastWatch(m: Extract<Command, { cmd: "broadcastWatch" }>) {
   const decoding = { ...echoDefinition, broadcast: { ...echoDefinition.broadcast!, responseDeserialize: decodeEvent } };
   const Echo = grpc.makeGenericClientConstructor(decoding, "Echo");
   const client = new Echo(m.address, grpc.credentials.createInsecure(), ownChannel);
-  const last = new Map<string, number>();
-  let ready = 0;
-  const calls = Array.from({ length: m.watchers }, () => {
-    const call = client.broadcast(Buffer.alloc(0)) as grpc.ClientReadableStream<WatchTaskResponse | undefined>;
-    call.on("data", (ev: WatchTaskResponse | undefined) => {
-      const now = clock();
-      if (!ev) {
-        if (++ready === m.watchers) send({ ready: true });
-        return;
-      }
-      if (ev.event.case === "message") {
-        const k = ev.event.value.sequence.toString();
-        last.set(k, Math.max(last.get(k) ?? 0, now));
-      }
-    });
-    call.on("error", () => {});
-    return call;
-  });
-  await new Promise<void>((r) => (stop = r));
-  calls.forEach((c) => c.cancel());
-  client.close();
-  send({ received: [...last] });
+  await holdWatchers(m.watchers, () => client.broadcast(Buffer.alloc(0)) as grpc.ClientReadableStream<WatchTaskResponse | undefined>, () => client.close());
 }
 
 /** The empty "subscribed" message, or a WatchTaskResponse. */
