@@ -92,7 +92,8 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_WRITE_BATCHES_IN_FLIGHT  such statements of each kind running at once (default 1)
                   STATEMGMT_MAX_CONNECTIONS, STATEMGMT_HANDSHAKE_TIMEOUT_MS, STATEMGMT_CONNECTION_IDLE_MS,
                   STATEMGMT_CONNECTION_MAX_AGE_MS, STATEMGMT_CONNECTION_AGE_GRACE_MS,
-                  STATEMGMT_MAX_STREAMS_PER_CONNECTION, STATEMGMT_MAX_STREAMS: connection limits, see README.md
+                  STATEMGMT_MAX_STREAMS_PER_CONNECTION, STATEMGMT_MAX_STREAMS, STATEMGMT_MAX_HEALTH_STREAMS,
+                  STATEMGMT_MAX_REFLECTION_STREAMS: connection and stream limits, see README.md
   --tls-cert      STATEMGMT_TLS_CERT      serve TLS with this PEM certificate (chain); re-read when it changes
   --tls-key       STATEMGMT_TLS_KEY       its PEM private key
   --tls-client-ca STATEMGMT_TLS_CLIENT_CA require client certificates from this PEM CA (mutual TLS)
@@ -239,6 +240,8 @@ function loadLimits(env: NodeJS.ProcessEnv): ConnectionLimits {
     ageGraceMs: intEnv(env, "STATEMGMT_CONNECTION_AGE_GRACE_MS", d.ageGraceMs, 1000, 2_000_000_000),
     maxStreamsPerConnection: intEnv(env, "STATEMGMT_MAX_STREAMS_PER_CONNECTION", d.maxStreamsPerConnection, 1, 1_000_000),
     maxStreams: intEnv(env, "STATEMGMT_MAX_STREAMS", d.maxStreams, 1, 10_000_000),
+    maxHealthStreams: intEnv(env, "STATEMGMT_MAX_HEALTH_STREAMS", d.maxHealthStreams, 0, 10_000_000),
+    maxReflectionStreams: intEnv(env, "STATEMGMT_MAX_REFLECTION_STREAMS", d.maxReflectionStreams, 0, 10_000_000),
   };
   const problem = limitsProblem(limits);
   if (problem) throw new ConfigError(`STATEMGMT_CONNECTION_AGE_GRACE_MS / STATEMGMT_CONNECTION_MAX_AGE_MS: ${problem}`);

@@ -96,19 +96,31 @@ describe("connection limits", () => {
 describe("connection cap", () => {
   const h = useServer({ limits: { ...DEFAULT_LIMITS, maxConnections: 20, handshakeTimeoutMs: 5000 } });
 
-  it("refuses connections beyond STATEMGMT_MAX_CONNECTIONS; calls work again once they go", async function () {
+  it("makes room beyond STATEMGMT_MAX_CONNECTIONS by closing the oldest connections that never made a call; refuses new ones only when every slot has", async function () {
     this.timeout(20_000);
     const hog = await openSockets(h.server.port, 30);
-    await eventually(() => hog.closed() === 10, 2000, "the 10 connections over the cap refused");
-    // A new client cannot connect while the cap is held ...
-    const other = createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 });
-    const refused = await other.getLeader({ election: "x" }, { deadlineMs: 500 }).then(() => null, (e: unknown) => decodeError(e).code);
-    // grpc-js reports a connection closed at once as UNAVAILABLE, or keeps retrying until the deadline.
-    expect(refused === null ? "OK" : grpc.status[refused]).to.be.oneOf(["UNAVAILABLE", "DEADLINE_EXCEEDED"]);
-    hog.sockets.forEach((s) => s.destroy());
-    other.close();
-    // ... and can once the hog is gone (a new channel: the old one is in its reconnect backoff).
-    await eventually(() => hog.closed() === 30, 2000, "hog closed");
+    await eventually(() => hog.closed() === 10, 2000, "10 of the 30 silent connections closed");
+    expect(h.server.openConnections).to.equal(20);
+    // A new client connects while silent sockets hold every slot: one of them makes room.
+    const clients = Array.from({ length: 20 }, () => createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 }));
+    try {
+      for (const c of clients) expect((await c.getLeader({ election: "x" }, { deadlineMs: 5000 })).leader).to.equal(undefined);
+      // Twenty clients that made calls (a server without authentication: any call vouches) now hold every slot.
+      await eventually(() => hog.closed() === 30, 2000, "every silent connection closed");
+      expect(h.server.openConnections).to.equal(20);
+      const other = createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 });
+      const refused = await other.getLeader({ election: "x" }, { deadlineMs: 500 }).then(() => null, (e: unknown) => decodeError(e).code);
+      // grpc-js reports a connection closed at once as UNAVAILABLE, or keeps retrying until the deadline.
+      expect(refused === null ? "OK" : grpc.status[refused]).to.be.oneOf(["UNAVAILABLE", "DEADLINE_EXCEEDED"]);
+      other.close();
+      // The clients that hold the slots are still served.
+      for (const c of clients) expect((await c.getLeader({ election: "x" }, { deadlineMs: 5000 })).leader).to.equal(undefined);
+    } finally {
+      hog.sockets.forEach((s) => s.destroy());
+      clients.forEach((c) => c.close());
+    }
+    // Once they go, new clients connect (a new channel: the old one is in its reconnect backoff).
+    await eventually(() => h.server.openConnections === 0, 3000, "clients gone");
     const later = createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 });
     const r = await later.getLeader({ election: "x" }, { deadlineMs: 5000 });
     expect(r.leader).to.equal(undefined);

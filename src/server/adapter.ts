@@ -19,7 +19,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create, type DescMessage, type DescMethod, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { Logger } from "../log.js";
-import { OPEN_CALLER } from "../auth/roles.js";
+import { OPEN_CALLER, type Caller } from "../auth/roles.js";
 import type { CallContext, CallObserver, Guard, GuardedCall, MethodLabels, ServiceImpl } from "../contract.js";
 import { grpcDefinition, UndecodableRequest } from "../definition.js";
 import { DeadlineReason } from "../errors.js";
@@ -30,15 +30,51 @@ import { abortError, CancelledError, ConnectionAgedError, DomainError, ResourceE
 /** The controllers of open calls, so shutdown can abort them. */
 export interface OpenCalls {
   unary: Set<AbortController>;
+  /** Every service's streams (shutdown ends them all); each service counts its own against its budget. */
   streams: Set<AbortController>;
-  /** Streaming calls open at once at most; beyond, RESOURCE_EXHAUSTED (STREAM_LIMIT). */
-  maxStreams?: number;
   /** When a streaming call on the connection of `peer` must end (the connection's maximum age), if ever. */
   streamEndsAt?(peer: string): number | undefined;
-  /** Told when a call starts and ends on the connection of `peer` (idle tracking). */
-  onCall?: { started(peer: string): void; ended(peer: string): void };
+  /**
+   * Told when a call starts and ends on the connection of `peer` (idle
+   * tracking), and when a call vouches for its connection: it was admitted
+   * with an authenticated caller, or a service that vouches on success
+   * answered it OK (connections.ts, "Vouching").
+   */
+  onCall?: { started(peer: string): void; ended(peer: string): void; vouched(peer: string): void };
   /** Told of every call's start, messages and end (metrics). */
   observer?: CallObserver;
+}
+
+/**
+ * The streaming calls of one service (or a group of services) open at once,
+ * and their limit: beyond it, RESOURCE_EXHAUSTED STREAM_LIMIT naming the
+ * setting. Health and reflection have budgets of their own, so streams that
+ * anyone may open never use up the StateService's. A stream is counted once
+ * its caller is admitted, so refused callers hold nothing.
+ */
+export class StreamBudget {
+  open = 0;
+  constructor(
+    readonly max: number,
+    /** The setting that raises it, for the error message. */
+    readonly setting: string,
+    /** What the streams are, for the error message, e.g. "health Watch streams". */
+    readonly what: string,
+  ) {}
+}
+
+/** How the edge treats the calls of one service. */
+export interface ServiceEdge {
+  /** Authentication and authorization (auth.ts); none: every caller is OPEN_CALLER. */
+  guard?: Guard;
+  /** The budget its streaming calls count against; none: unbounded. */
+  streams?: StreamBudget;
+  /**
+   * A call answered OK vouches for its connection even with an anonymous
+   * caller: the StateService's key-authorized methods succeed only with a
+   * node's valid identity key. Not health: anyone's Check succeeds.
+   */
+  okVouches?: boolean;
 }
 
 /**
@@ -51,12 +87,12 @@ export function addService<S extends GenServiceMethods>(
   impl: ServiceImpl<S>,
   log: Logger,
   calls: OpenCalls,
-  guard?: Guard,
+  edge: ServiceEdge = {},
 ): void {
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const method of (service as DescService).methods) {
     const fn = (impl as Record<string, unknown>)[method.localName] as ((...a: unknown[]) => unknown) | undefined;
-    handlers[method.localName] = makeHandler(method, fn, log, calls, guard);
+    handlers[method.localName] = makeHandler(method, fn, log, calls, edge);
   }
   server.addService(grpcDefinition(service), handlers);
 }
@@ -90,8 +126,9 @@ function makeHandler(
   fn: ((...a: unknown[]) => unknown) | undefined,
   log: Logger,
   calls: OpenCalls,
-  guard: Guard | undefined,
+  edge: ServiceEdge,
 ): grpc.UntypedHandleCall {
+  const { guard, streams: budget, okVouches = false } = edge;
   const name = `${method.parent.typeName}/${method.name}`;
   const labels: MethodLabels = {
     grpc_service: method.parent.typeName,
@@ -99,12 +136,20 @@ function makeHandler(
     grpc_type: method.methodKind === "unary" ? "unary" : method.methodKind === "server_streaming" ? "server_stream" : "bidi_stream",
   };
   const observer = calls.observer;
+  /** Admitted with a caller who holds a role (authenticated, or any caller without authentication): the connection is vouched for. */
+  const admitted = (ctx: CallContext, caller: Caller) => {
+    ctx.caller = caller;
+    if (caller.roles.length > 0) calls.onCall?.vouched(ctx.peer);
+  };
   /** Runs the guard; a synchronous one (no guard, a token file lookup) costs no extra turn. */
   const admit = (call: AnyCall, ctx: CallContext): Promise<void> | undefined => {
-    if (!guard) return undefined;
+    if (!guard) {
+      admitted(ctx, OPEN_CALLER);
+      return undefined;
+    }
     const c = guard(call, method, ctx.signal);
-    if (c instanceof Promise) return c.then((caller) => void (ctx.caller = caller));
-    ctx.caller = c;
+    if (c instanceof Promise) return c.then((caller) => admitted(ctx, caller));
+    admitted(ctx, c);
     return undefined;
   };
 
@@ -135,9 +180,13 @@ function makeHandler(
       logFields: {},
     };
     const traceId = traceIdOf(call.metadata);
+    /** The stream holds a place in its service's budget (taken once admitted). */
+    let budgeted = false;
     const finish = (code: grpc.status, err?: unknown) => {
       timer?.clear();
       aged?.clear();
+      if (budgeted) budget!.open--;
+      if (code === grpc.status.OK && okVouches) calls.onCall?.vouched(peer);
       calls.onCall?.ended(peer);
       call.removeListener("cancelled", onCancel);
       open.delete(ac);
@@ -155,7 +204,14 @@ function makeHandler(
       if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) log.error({ ...entry, err }, "call failed");
       else log.info(entry, "call");
     };
-    return { ctx, finish };
+    /** Takes the stream's place in its service's budget, or throws STREAM_LIMIT. */
+    const takeStreamPlace = () => {
+      if (!budget) return;
+      if (budget.open >= budget.max) throw streamLimit(budget);
+      budget.open++;
+      budgeted = true;
+    };
+    return { ctx, finish, takeStreamPlace };
   };
 
   // When the call was aborted with a domain error (shutdown, overflow), that
@@ -196,14 +252,14 @@ function makeHandler(
     case "server_streaming":
     case "bidi_streaming":
       return ((call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) => {
-        const { ctx, finish } = begin(call);
+        const { ctx, finish, takeStreamPlace } = begin(call);
         (async () => {
           try {
             const admitting = admit(call, ctx);
             if (admitting) await admitting;
             const request = method.methodKind === "server_streaming" ? (call as grpc.ServerWritableStream<unknown, unknown>).request : undefined;
             if (request instanceof UndecodableRequest) throw request.error;
-            if (calls.maxStreams !== undefined && calls.streams.size > calls.maxStreams) throw streamLimit(calls.maxStreams);
+            takeStreamPlace();
             const source =
               method.methodKind === "server_streaming"
                 ? fn(request, ctx)
@@ -248,9 +304,9 @@ function traceIdOf(metadata: grpc.Metadata): string {
   return m && m[1] !== "0".repeat(32) ? m[1]! : randomUUID().replaceAll("-", "");
 }
 
-const streamLimit = (max: number) =>
-  new ResourceExhaustedError("STREAM_LIMIT", `the server has ${max} streaming calls open, its limit (STATEMGMT_MAX_STREAMS); retry with backoff`, {
-    limit: String(max),
+const streamLimit = (b: StreamBudget) =>
+  new ResourceExhaustedError("STREAM_LIMIT", `the server has ${b.max} ${b.what} open, its limit (${b.setting}); retry with backoff`, {
+    limit: String(b.max),
   });
 
 /** The requests of a bidi call as an async iterable that ends with the call. */

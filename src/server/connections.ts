@@ -1,7 +1,9 @@
 // The server's TCP listener: accepts connections itself and hands them to
 // grpc-js (Server.createConnectionInjector), so that it can refuse what
 // grpc-js alone would keep forever:
-//   - connections beyond maxConnections are closed at accept;
+//   - connections beyond maxConnections make room by closing the oldest
+//     connection that has not vouched for itself (see "Vouching" below), and
+//     are closed at accept only when every open connection has;
 //   - a plaintext connection must send the HTTP/2 client preface within
 //     handshakeTimeoutMs (grpc-js starts its idle and age timers only once a
 //     session is up, so a socket that never spoke was never closed);
@@ -10,12 +12,22 @@
 //     (GOAWAY), which a peer that never answers ignores.
 // grpc-js enforces the idle timeout, the maximum age (GOAWAY, then a grace
 // period) and the per-connection stream limit (server options below).
+//
+// Vouching. A connection vouches for itself with its first call that an
+// authenticated caller makes (or any caller, when the server runs without
+// authentication), or a key-authorized call that succeeds (a node's valid
+// identity key). Until then it is a stranger: what anyone who reaches the port
+// can hold without a credential. Strangers are closed first when the slots run
+// out, oldest first, so an authenticated client can always connect however
+// many strangers hold connections; and a stranger's refused calls do not
+// count as activity, so one that only makes refused calls is closed
+// idleTimeoutMs after it opened, whatever grpc-js's idle timer says.
 import net from "node:net";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../log.js";
 
 export interface ConnectionLimits {
-  /** Open connections at most; beyond, new ones are closed at once. */
+  /** Open connections at most; beyond, the oldest stranger is closed to make room (or, with none, the new one). */
   maxConnections: number;
   /** Time a new connection has to send the HTTP/2 client preface. */
   handshakeTimeoutMs: number;
@@ -27,8 +39,12 @@ export interface ConnectionLimits {
   ageGraceMs: number;
   /** Concurrent calls (HTTP/2 streams) on one connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
   maxStreamsPerConnection: number;
-  /** Streaming calls (watches) open at once on the whole server; beyond, RESOURCE_EXHAUSTED. */
+  /** StateService streaming calls (watches) open at once on the whole server; beyond, RESOURCE_EXHAUSTED. */
   maxStreams: number;
+  /** Health Watch streams open at once (open to anyone: a budget of their own, never the StateService's). */
+  maxHealthStreams: number;
+  /** Server reflection streams open at once (a budget of their own). */
+  maxReflectionStreams: number;
 }
 
 /** Defaults for a site of thousands of nodes served by a few orchestrators, tools and operators. */
@@ -40,6 +56,11 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
   ageGraceMs: 900_000,
   maxStreamsPerConnection: 1000,
   maxStreams: 20_000,
+  // Health Watch is what gRPC clients' own health checking opens, one per
+  // connection to the server: a few per orchestrator, tool or proxy.
+  maxHealthStreams: 1000,
+  // Reflection streams are grpcurl and similar tools, one per command.
+  maxReflectionStreams: 100,
 };
 
 /** The grpc.Server options that carry the limits grpc-js enforces itself. */
@@ -72,8 +93,10 @@ interface Connection {
   acceptedAt: number;
   /** Calls in progress. */
   active: number;
-  /** When the last call ended (or the connection opened). */
+  /** When the last call ended (or the connection opened); a stranger's refused calls do not count. */
   idleSince: number;
+  /** A call on it was authenticated (or a node's key accepted): see "Vouching". */
+  vouched: boolean;
 }
 
 /** HTTP/2 client connection preface (RFC 9113 §3.4). */
@@ -83,9 +106,17 @@ export class ConnectionListener {
   private readonly tcp: net.Server;
   private readonly connections = new Map<string, Connection>();
   private readonly sweeper: NodeJS.Timeout;
+  /** Connections that have not vouched for themselves, oldest first (Map keeps insertion order). */
+  private readonly strangers = new Map<string, Connection>();
   private readonly handshaking = new Set<net.Socket>();
-  /** Connections refused at accept (over the limit) and closed for not speaking HTTP/2 in time. */
-  readonly refused = { overLimit: 0, handshake: 0 };
+  /**
+   * Connections refused at accept (over the limit with no stranger to close),
+   * strangers closed to make room, and connections closed for not speaking
+   * HTTP/2 in time.
+   */
+  readonly refused = { overLimit: 0, evicted: 0, handshake: 0 };
+  /** Log lines about the limit at most once a second: under attack they would come by the thousand. */
+  private lastLimitLog = 0;
 
   constructor(
     private readonly injector: grpc.ConnectionInjector,
@@ -95,13 +126,8 @@ export class ConnectionListener {
     private readonly tls = false,
   ) {
     this.tcp = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
-    this.tcp.maxConnections = limits.maxConnections;
     this.sweeper = setInterval(() => this.sweep(), Math.min(1000, limits.idleTimeoutMs / 2));
     this.sweeper.unref();
-    this.tcp.on("drop", () => {
-      this.refused.overLimit++;
-      this.log.warn({ limit: limits.maxConnections }, "connection refused: the server holds STATEMGMT_MAX_CONNECTIONS connections");
-    });
   }
 
   listen(host: string, port: number): Promise<number> {
@@ -119,15 +145,29 @@ export class ConnectionListener {
     return this.connections.size;
   }
 
+  /** Open connections that have not vouched for themselves. */
+  get strangerCount(): number {
+    return this.strangers.size;
+  }
+
   /** A call started on the connection of `peer` (grpc-js's getPeer()). */
   callStarted(peer: string): void {
     const c = this.connections.get(peer);
     if (c) c.active++;
   }
 
+  /** A call on the connection of `peer` was authenticated, or a node's key accepted: the connection is no stranger. */
+  vouch(peer: string): void {
+    const c = this.connections.get(peer);
+    if (c && !c.vouched) {
+      c.vouched = true;
+      this.strangers.delete(peer);
+    }
+  }
+
   callEnded(peer: string): void {
     const c = this.connections.get(peer);
-    if (c && --c.active === 0) c.idleSince = Date.now();
+    if (c && --c.active === 0 && c.vouched) c.idleSince = Date.now();
   }
 
   /**
@@ -152,10 +192,20 @@ export class ConnectionListener {
 
   private onConnection(socket: net.Socket): void {
     socket.on("error", () => {}); // grpc-js and the close below handle it
+    if (this.connections.size >= this.limits.maxConnections && !this.makeRoom()) {
+      this.refused.overLimit++;
+      socket.destroy();
+      return;
+    }
     const peer = peerName(socket);
     const now = Date.now();
-    this.connections.set(peer, { socket, acceptedAt: now, active: 0, idleSince: now });
-    socket.once("close", () => this.connections.delete(peer));
+    const c: Connection = { socket, acceptedAt: now, active: 0, idleSince: now, vouched: false };
+    this.connections.set(peer, c);
+    this.strangers.set(peer, c);
+    socket.once("close", () => {
+      if (this.connections.get(peer) === c) this.connections.delete(peer);
+      if (this.strangers.get(peer) === c) this.strangers.delete(peer);
+    });
     this.handshaking.add(socket);
     const timer = setTimeout(() => {
       this.refused.handshake++;
@@ -176,6 +226,39 @@ export class ConnectionListener {
     // (120 s) and the idle timeout what follows.
     if (this.tls) inject();
     else awaitPreface(socket, inject);
+  }
+
+  /**
+   * Closes the oldest stranger to make room for a new connection; false when
+   * every open connection has vouched for itself (the new one is refused).
+   */
+  private makeRoom(): boolean {
+    const oldest = this.strangers.entries().next();
+    const now = Date.now();
+    const logNow = now - this.lastLimitLog >= 1000;
+    if (logNow) this.lastLimitLog = now;
+    if (oldest.done) {
+      if (logNow) {
+        this.log.warn(
+          { limit: this.limits.maxConnections, refused: this.refused.overLimit + 1 },
+          "connection refused: the server holds STATEMGMT_MAX_CONNECTIONS connections, all of them authenticated",
+        );
+      }
+      return false;
+    }
+    const [peer, c] = oldest.value;
+    // Out of both maps now, so that a burst of new connections closes a new stranger each.
+    this.strangers.delete(peer);
+    this.connections.delete(peer);
+    c.socket.destroy();
+    this.refused.evicted++;
+    if (logNow) {
+      this.log.warn(
+        { limit: this.limits.maxConnections, evicted: this.refused.evicted, strangers: this.strangers.size },
+        "at STATEMGMT_MAX_CONNECTIONS: closing the oldest connections that have not authenticated a call to make room",
+      );
+    }
+    return true;
   }
 
   private sweep(): void {

@@ -25,7 +25,7 @@ import { SYSTEM_CLOCK, type Clock } from "../clock.js";
 import { NO_ELECTION_COUNTERS, NO_WATCH_COUNTERS } from "../metrics/watchCounters.js";
 import { PageTokens } from "../rpc/pagination.js";
 import { secretsGet } from "../store/secrets.js";
-import { addService, type OpenCalls } from "./adapter.js";
+import { addService, StreamBudget, type OpenCalls, type ServiceEdge } from "./adapter.js";
 import { ConnectionListener, DEFAULT_LIMITS, grpcServerOptions, type ConnectionLimits } from "./connections.js";
 import { TlsSource, type TlsFiles } from "./tls.js";
 import { Metrics } from "../metrics/metrics.js";
@@ -122,9 +122,20 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     observer: metrics,
     unary: new Set(),
     streams: new Set(),
-    maxStreams: limits.maxStreams,
     streamEndsAt: (peer) => listener.streamEndsAt(peer),
-    onCall: { started: (peer) => listener.callStarted(peer), ended: (peer) => listener.callEnded(peer) },
+    onCall: {
+      started: (peer) => listener.callStarted(peer),
+      ended: (peer) => listener.callEnded(peer),
+      vouched: (peer) => listener.vouch(peer),
+    },
+  };
+  // Each service's streams count against a budget of their own: health and
+  // reflection are open to anyone (reflection unless STATEMGMT_REFLECTION=authenticated),
+  // so their streams must never use up the StateService's.
+  const budgets = {
+    stateService: new StreamBudget(limits.maxStreams, "STATEMGMT_MAX_STREAMS", "StateService streaming calls"),
+    health: new StreamBudget(limits.maxHealthStreams, "STATEMGMT_MAX_HEALTH_STREAMS", "health Watch streams"),
+    reflection: new StreamBudget(limits.maxReflectionStreams, "STATEMGMT_MAX_REFLECTION_STREAMS", "server reflection streams"),
   };
   const health = new DatabaseHealth(o.db.sql, o.healthIntervalMs, o.log.child({ component: "health" }));
   const index = new ReflectionIndex(
@@ -170,10 +181,12 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
       ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
       ...bootActionRpcs(o.db, tokens),
-    }, o.log, calls, auth.stateService);
-  addService(server, Health, healthRpcs(health), o.log, calls, auth.health);
-  addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls, auth.reflection);
-  addService(server, reflV1alpha.ServerReflection, reflectionV1alpha(index), o.log, calls, auth.reflection);
+    }, o.log, calls, { guard: auth.stateService, streams: budgets.stateService, okVouches: true });
+  addService(server, Health, healthRpcs(health), o.log, calls, { guard: auth.health, streams: budgets.health });
+  // Both reflection versions share one budget.
+  const reflection: ServiceEdge = { guard: auth.reflection, streams: budgets.reflection };
+  addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls, reflection);
+  addService(server, reflV1alpha.ServerReflection, reflectionV1alpha(index), o.log, calls, reflection);
 
   const host = o.host.includes(":") ? `[${o.host}]` : o.host;
   const port = await listener
