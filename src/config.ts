@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import path from "node:path";
 import { defaultDesignConfig, type DesignConfig } from "./design/config.js";
 import type { KeystoneOptions } from "./design/deckhand.js";
-import type { KeystoneAuthOptions } from "./auth/keystone.js";
+import { DEFAULT_MAX_PENDING, type KeystoneAuthOptions } from "./auth/keystone.js";
 import { isRole, ROLES, type Role } from "./auth/roles.js";
 import { DEFAULT_TIMEOUTS, type DatabaseTimeouts } from "./db/connect.js";
 import { DEFAULT_COALESCING, type CoalescerOptions } from "./store/coalesce.js";
@@ -207,7 +207,11 @@ function loadAuthConfig(
   let keystone: KeystoneAuthOptions | undefined;
   if (flag === "1" || flag === "true") {
     if (!service) throw new ConfigError("STATEMGMT_AUTH_KEYSTONE=1 needs STATEMGMT_KEYSTONE_URL, _USERNAME, _PASSWORD and _PROJECT (the service's own credentials)");
-    keystone = { keystone: service, roles: parseKeystoneRoles(env.STATEMGMT_KEYSTONE_ROLES || DEFAULT_KEYSTONE_ROLES) };
+    keystone = {
+      keystone: service,
+      roles: parseKeystoneRoles(env.STATEMGMT_KEYSTONE_ROLES || DEFAULT_KEYSTONE_ROLES),
+      maxPending: intEnv(env, "STATEMGMT_KEYSTONE_MAX_PENDING", DEFAULT_MAX_PENDING, 1, 100_000),
+    };
   }
   const r = reflection ?? "open";
   if (r !== "open" && r !== "authenticated") throw new ConfigError(`STATEMGMT_REFLECTION / --reflection: "${r}" is not open or authenticated`);

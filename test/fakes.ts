@@ -50,9 +50,15 @@ export async function startKeystone(opts: { username: string; password: string }
   const validations = new Map<string, number>();
   let serviceTokens = 0;
   let failWith: number | undefined;
+  let held: Promise<void> | undefined;
+  let heldCount = 0;
   const source = await startSource({
-    "/v3/auth/tokens": (q, r) => {
+    "/v3/auth/tokens": async (q, r) => {
       if (failWith) return void (r.writeHead(failWith), r.end());
+      if (q.method === "GET" && held) {
+        heldCount++;
+        await held;
+      }
       if (q.method === "GET") {
         const subject = String(q.headers["x-subject-token"] ?? "");
         validations.set(subject, (validations.get(subject) ?? 0) + 1);
@@ -97,5 +103,16 @@ export async function startKeystone(opts: { username: string; password: string }
     fail: (status: number | undefined) => void (failWith = status),
     /** Forgets the service tokens issued so far: they answer 401 from now on. */
     revokeServiceTokens: () => issued.clear(),
+    /** Holds every later validation (GET) until the returned function is called. */
+    hold: (): (() => void) => {
+      let release!: () => void;
+      held = new Promise<void>((r) => (release = r));
+      return () => {
+        held = undefined;
+        release();
+      };
+    },
+    /** Validations that have waited in hold() so far. */
+    heldCount: () => heldCount,
   };
 }

@@ -17,8 +17,9 @@ import { Health, type HealthCheckResponse } from "../gen/grpc/health/v1/health_p
 import * as reflV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { tokenHash } from "../src/auth/tokenFile.js";
 import { createClient, type Client } from "../src/client.js";
-import type { AuthConfig } from "../src/config.js";
+import { parseKeystoneRoles, type AuthConfig } from "../src/config.js";
 import { DEFAULT_LIMITS } from "../src/server/connections.js";
+import { startKeystone } from "./fakes.js";
 import { decodeError, useServer, type StateClient } from "./harness.js";
 
 const newToken = () => randomBytes(32).toString("hex");
@@ -266,6 +267,58 @@ describe("unauthenticated peers: refused calls are not activity", () => {
       expect(adminCalls).to.be.greaterThan(5);
     } finally {
       stranger.close();
+      admin.close();
+    }
+  });
+});
+
+describe("unauthenticated peers: Keystone validations in flight", () => {
+  const MAX_PENDING = 5;
+  const service = { url: "", username: "statemgmt", password: "svc-pass", projectName: "service", userDomain: "Default", projectDomain: "Default" };
+  const { auth, token } = useAdminToken();
+  auth.keystone = { keystone: service, roles: parseKeystoneRoles("admin=admin,reader=reader"), maxPending: MAX_PENDING };
+  let keystone: Awaited<ReturnType<typeof startKeystone>>;
+  before(async () => {
+    keystone = await startKeystone({ username: service.username, password: service.password });
+    service.url = `${keystone.base}/v3`;
+  });
+  after(() => keystone?.close());
+  const h = useServer({ auth });
+  const ks = (t: string) => {
+    const m = new grpc.Metadata();
+    m.set("x-auth-token", t);
+    return { metadata: m, deadlineMs: 10_000 };
+  };
+
+  it(`random tokens while Keystone is slow: ${MAX_PENDING} validations wait on it, the rest are refused at once with AUTHENTICATION_BUSY; cached Keystone tokens and the token file are served meanwhile`, async function () {
+    this.timeout(30_000);
+    keystone.issue("ks-reader", { user: "viewer", roles: ["reader"], expiresAt: Date.now() + 3600_000 });
+    await h.client.listTasks({}, ks("ks-reader")); // validated once, cached
+    const release = keystone.hold();
+    const random = Array.from({ length: 40 }, () =>
+      h.client.getLeader({ election: "x" }, ks(newToken())).then(
+        () => "OK",
+        (e: unknown) => {
+          const d = decodeError(e);
+          return `${grpc.status[d.code]} ${d.errorInfo?.reason ?? ""}`.trim();
+        },
+      ),
+    );
+    await eventually(() => keystone.heldCount() === MAX_PENDING, 5000, `${MAX_PENDING} validations at Keystone`);
+    const admin = createClient(StateService, h.server.address, undefined, {}, { token: token() });
+    try {
+      expect((await admin.getLeader({ election: "x" }, { deadlineMs: 3000 })).leader).to.equal(undefined);
+      expect((await h.client.listTasks({}, ks("ks-reader"))).tasks).to.be.an("array");
+      release();
+      const outcomes = await Promise.all(random);
+      expect(outcomes.filter((o) => o === "RESOURCE_EXHAUSTED AUTHENTICATION_BUSY").length).to.equal(40 - MAX_PENDING);
+      expect(outcomes.filter((o) => o === "UNAUTHENTICATED TOKEN_INVALID").length).to.equal(MAX_PENDING);
+      expect(keystone.heldCount()).to.equal(MAX_PENDING);
+      // The budget is free again: a new unknown token reaches Keystone.
+      const d = await h.client.getLeader({ election: "x" }, ks(newToken())).then(() => null, (e: unknown) => decodeError(e));
+      expect(d!.errorInfo!.reason).to.equal("TOKEN_INVALID");
+    } finally {
+      release();
       admin.close();
     }
   });

@@ -4,12 +4,16 @@
 // authentication, keystoneTokens). Answers are cached per token (by its
 // SHA-256) until the token expires, at most CACHE_MS; concurrent calls with
 // one token share one validation. Keystone unreachable is UNAVAILABLE, never
-// an allow.
+// an allow. Validations of distinct tokens waiting on Keystone at once are
+// bounded (maxPending): anyone may present a token, and an unknown one costs
+// a request to Keystone, so calls not yet authenticated get a small budget of
+// their own; beyond it they are refused at once (RESOURCE_EXHAUSTED
+// AUTHENTICATION_BUSY), while cached tokens and the token file are unaffected.
 import { abortable } from "../abortable.js";
 import { keystoneTokens, keystoneTokensUrl, type KeystoneOptions, type TokenProvider } from "../design/deckhand.js";
 import type { FetchContext } from "../design/driver.js";
 import { RetryableStatus, type HttpClient } from "../design/http.js";
-import { DependencyUnavailableError } from "../errors.js";
+import { DependencyUnavailableError, ResourceExhaustedError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Caller, Role } from "./roles.js";
 import { tokenHash } from "./tokenFile.js";
@@ -28,7 +32,17 @@ export interface KeystoneAuthOptions {
   keystone: KeystoneOptions;
   /** Keystone role name (lower case) → our role (STATEMGMT_KEYSTONE_ROLES). */
   roles: ReadonlyMap<string, Role>;
+  /** Validations of distinct uncached tokens waiting on Keystone at once (STATEMGMT_KEYSTONE_MAX_PENDING; default DEFAULT_MAX_PENDING). */
+  maxPending?: number;
 }
+
+/**
+ * Default of maxPending: Keystone answers a validation in milliseconds, and a
+ * real caller's token is validated once per CACHE_MS, so even a site's worth
+ * of orchestrators, tools and operators starting at once rarely has more than
+ * a few uncached tokens in flight.
+ */
+export const DEFAULT_MAX_PENDING = 64;
 
 interface KeystoneToken {
   expires_at?: string;
@@ -46,6 +60,9 @@ export class KeystoneValidator {
   private readonly inflight = new Map<string, Promise<Answer>>();
   /** Validation requests sent (tests and logs). */
   requests = 0;
+  /** Calls refused because maxPending validations were in flight. */
+  busyRefusals = 0;
+  private lastBusyLog = 0;
 
   constructor(
     private readonly http: HttpClient,
@@ -65,6 +82,8 @@ export class KeystoneValidator {
     if (hit) this.cache.delete(key);
     let p = this.inflight.get(key);
     if (!p) {
+      const max = this.o.maxPending ?? DEFAULT_MAX_PENDING;
+      if (this.inflight.size >= max) throw this.busy(max);
       p = this.ask(token).finally(() => this.inflight.delete(key));
       this.inflight.set(key, p);
       p.then(
@@ -74,6 +93,20 @@ export class KeystoneValidator {
       );
     }
     return (await abortable(p, signal)).caller;
+  }
+
+  private busy(max: number): ResourceExhaustedError {
+    this.busyRefusals++;
+    const now = Date.now();
+    if (now - this.lastBusyLog >= 1000) {
+      this.lastBusyLog = now;
+      this.log.warn({ limit: max, refused: this.busyRefusals, keystone: this.endpoint.origin }, "token validations at STATEMGMT_KEYSTONE_MAX_PENDING: refusing uncached tokens");
+    }
+    return new ResourceExhaustedError(
+      "AUTHENTICATION_BUSY",
+      `${max} token validations are waiting on Keystone, the server's limit (STATEMGMT_KEYSTONE_MAX_PENDING); retry with backoff`,
+      { limit: String(max) },
+    );
   }
 
   private remember(key: string, a: Answer): void {
