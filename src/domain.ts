@@ -72,6 +72,8 @@ export interface Task {
 export interface Fence {
   election: string;
   term: bigint;
+  /** Who uses the fence: null or absent, anyone; else the subject that must have claimed the term (auth/roles.ts leaseActor). */
+  actor?: string | null;
 }
 
 /** Fields UpdateTask may change; absent means unchanged. */

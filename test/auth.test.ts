@@ -181,7 +181,8 @@ describe("auth: bearer tokens through the server", function () {
       const terminated = await task();
       await c.appendResultMessages({ taskId: watched.taskId, messages: [{ message: "m1" }] }, admin);
       await c.createBuildData({ buildData: { nodeName: "n1", taskId: watched.taskId, generator: "g", dataFormat: "text/plain", dataElement: Buffer.from("x") } }, admin);
-      const leader = await c.claimLeadership({ election: "orchestrator", instanceId: "orch-1", ttl: { seconds: 3600n } }, admin);
+      // Claimed by the orchestrator: a lease belongs to its claimant (and admins), so both may renew it.
+      const leader = await c.claimLeadership({ election: "orchestrator", instanceId: "orch-1", ttl: { seconds: 3600n } }, as("orchestrator"));
       const nodeKey = Buffer.from((await c.setBootActionContext({ nodeName: "node-1", taskId: watched.taskId }, admin)).generatedIdentityKey);
       const [bootAction] = (await c.createBootActions({ nodeName: "node-1", taskId: watched.taskId, actions: [{ actionName: "first", signalling: true }] }, admin)).bootActions;
       let created = 0;

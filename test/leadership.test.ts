@@ -1,5 +1,11 @@
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
+import { tokenHash } from "../src/auth/tokenFile.js";
+import type { AuthConfig } from "../src/config.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import type { WatchLeaderResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { expectError, expectInvalid, useServer, type Harness } from "./harness.js";
@@ -204,3 +210,170 @@ function leadershipSuite(timeZone: string) {
 
 leadershipSuite("UTC");
 leadershipSuite("Pacific/Chatham");
+
+// Leases belong to their holder: with authentication, only the subject that
+// claimed a term (or an admin) may renew it, resign it or fence work with it.
+describe("leader election: leases belong to the subject that claimed them", function () {
+  this.timeout(30_000);
+  const clock = new TestClock();
+  afterEach(() => clock.reset());
+  const tokens = { a: randomBytes(32).toString("hex"), b: randomBytes(32).toString("hex"), admin: randomBytes(32).toString("hex") };
+  const auth: AuthConfig = { tokensFile: undefined, keystone: undefined, reflection: "open" };
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "lease-tokens-"));
+    auth.tokensFile = path.join(dir, "tokens.json");
+    const identities = [
+      { subject: "orch-a", roles: ["orchestrator"], sha256: tokenHash(tokens.a) },
+      { subject: "orch-b", roles: ["orchestrator"], sha256: tokenHash(tokens.b) },
+      { subject: "root-1", roles: ["admin"], sha256: tokenHash(tokens.admin) },
+    ];
+    await writeFile(auth.tokensFile, JSON.stringify({ identities }));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+  const h = useServer({ auth, clock });
+  const as = (who: keyof typeof tokens) => {
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${tokens[who]}`);
+    return { metadata };
+  };
+  let n = 0;
+  const election = () => `owned-${++n}`;
+  const leaseRow = async (e: string) =>
+    (await h.pg.query("select holder, term::text, claimed_by, expires_at, ttl::text from leases where election = $1", [e])).rows[0];
+  const historyClaimants = async (e: string) =>
+    (await h.pg.query("select term::int, holder, claimed_by from lease_history where election = $1 order by term", [e])).rows;
+
+  /** NOT_LEASE_HOLDER for B (orch-b) on term `term` of `e`. */
+  const expectNotHolder = async (p: Promise<unknown>, e: string, term: bigint) => {
+    const d = await expectError(p, grpc.status.PERMISSION_DENIED);
+    expect(d.errorInfo!.reason).to.equal("NOT_LEASE_HOLDER");
+    expect(d.errorInfo!.metadata).to.deep.equal({ election: e, term: term.toString(), subject: "orch-b" });
+    expect(d.message).to.contain(`term ${term} of election ${e}`).and.to.contain("only that subject or an admin may");
+    return d;
+  };
+
+  it("records the claiming subject with the term; another orchestrator's renew, claim and resign of it are PERMISSION_DENIED and change nothing", async () => {
+    const e = election();
+    const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) }, as("a"));
+    expect(a.isLeader).to.equal(true);
+    const term = a.leader!.term;
+    expect(await historyClaimants(e)).to.deep.equal([{ term: Number(term), holder: "A", claimed_by: "orch-a" }]);
+    const before = await leaseRow(e);
+    expect(before).to.include({ holder: "A", term: term.toString(), claimed_by: "orch-a" });
+    clock.advance(10); // so that a renewal would move the expiry
+
+    await expectNotHolder(h.client.renewLeadership({ election: e, instanceId: "A", term }, as("b")), e, term);
+    // Claiming with A's instance id is a renewal too: refused the same way, not a way round it (nor a ttl change).
+    await expectNotHolder(h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(1000) }, as("b")), e, term);
+    await expectNotHolder(h.client.resignLeadership({ election: e, instanceId: "A", term }, as("b")), e, term);
+
+    expect(await leaseRow(e)).to.deep.equal(before);
+    const { leader } = await h.client.getLeader({ election: e }, as("b"));
+    expect(leader!.instanceId).to.equal("A");
+    expect(leader!.term).to.equal(term);
+    expect(micros(leader!.expiresAt)).to.equal(micros(a.leader!.expiresAt));
+    expect(await historyClaimants(e)).to.deep.equal([{ term: Number(term), holder: "A", claimed_by: "orch-a" }]);
+
+    // A stale or unknown term is still LEADERSHIP_LOST / resigned=false, for anyone: nothing to protect there.
+    const lost = await expectError(h.client.renewLeadership({ election: e, instanceId: "A", term: term + 1n }, as("b")), grpc.status.FAILED_PRECONDITION);
+    expect(lost.errorInfo!.reason).to.equal("LEADERSHIP_LOST");
+    expect((await h.client.resignLeadership({ election: e, instanceId: "B", term }, as("b"))).resigned).to.equal(false);
+
+    // The holder itself renews, re-claims and resigns as before.
+    const r = await h.client.renewLeadership({ election: e, instanceId: "A", term }, as("a"));
+    expect(r.leader!.term).to.equal(term);
+    expect(micros(r.leader!.expiresAt) > micros(a.leader!.expiresAt)).to.equal(true);
+    const again = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) }, as("a"));
+    expect(again.isLeader).to.equal(true);
+    expect(again.leader!.term).to.equal(term);
+    expect((await h.client.resignLeadership({ election: e, instanceId: "A", term }, as("a"))).resigned).to.equal(true);
+    expect((await h.client.getLeader({ election: e }, as("a"))).leader).to.equal(undefined);
+
+    // Once the lease is free, B may claim (any instance id): the new term is B's.
+    const b = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) }, as("b"));
+    expect(b.isLeader).to.equal(true);
+    expect(b.leader!.term).to.equal(term + 1n);
+    expect((await leaseRow(e)).claimed_by).to.equal("orch-b");
+    const refused = await expectError(h.client.renewLeadership({ election: e, instanceId: "A", term: term + 1n }, as("a")), grpc.status.PERMISSION_DENIED);
+    expect(refused.errorInfo!.reason).to.equal("NOT_LEASE_HOLDER");
+    expect(refused.errorInfo!.metadata.subject).to.equal("orch-a");
+  });
+
+  it("lets an admin renew and resign another subject's lease; a renewal keeps the claimant", async () => {
+    const e = election();
+    const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) }, as("a"));
+    const term = a.leader!.term;
+    clock.advance(10);
+    const renewed = await h.client.renewLeadership({ election: e, instanceId: "A", term }, as("admin"));
+    expect(micros(renewed.leader!.expiresAt) > micros(a.leader!.expiresAt)).to.equal(true);
+    expect((await leaseRow(e)).claimed_by).to.equal("orch-a"); // still A's: A renews on
+    await h.client.renewLeadership({ election: e, instanceId: "A", term }, as("a"));
+    expect((await h.client.resignLeadership({ election: e, instanceId: "A", term }, as("admin"))).resigned).to.equal(true);
+    expect((await h.client.getLeader({ election: e }, as("a"))).leader).to.equal(undefined);
+    expect(await historyClaimants(e)).to.deep.equal([{ term: Number(term), holder: "A", claimed_by: "orch-a" }]);
+  });
+
+  it("refuses a fence naming another subject's term (ClaimNextTask, UpdateTask) and changes nothing", async () => {
+    const e = election();
+    const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) }, as("a"));
+    const term = a.leader!.term;
+    const action = `owned_fence_${n}`;
+    const { task } = await h.client.createTask({ action, initialStatus: TaskStatus.QUEUED }, as("admin"));
+    const before = (await h.pg.query("select task_id, version, status, claimed_term from tasks where action = $1", [action])).rows;
+    await expectNotHolder(h.client.claimNextTask({ instanceId: "B", actions: [action], fence: { election: e, term } }, as("b")), e, term);
+    await expectNotHolder(
+      h.client.updateTask({ task: { taskId: task!.taskId, status: TaskStatus.RUNNING }, updateMask: { paths: ["status"] }, fence: { election: e, term } }, as("b")),
+      e,
+      term,
+    );
+    expect((await h.pg.query("select task_id, version, status, claimed_term from tasks where action = $1", [action])).rows).to.deep.equal(before);
+    const claimed = await h.client.claimNextTask({ instanceId: "A", actions: [action], fence: { election: e, term } }, as("a"));
+    expect(claimed.task!.taskId).to.equal(task!.taskId);
+    expect(claimed.task!.claimedTerm).to.equal(term);
+  });
+
+  it("a term claimed before claimants were recorded (claimed_by null): only an admin may renew or resign it; it ends at its expiry", async () => {
+    const e = election();
+    const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) }, as("a"));
+    const term = a.leader!.term;
+    await h.pg.query("update leases set claimed_by = null where election = $1", [e]); // as migration 0006 leaves a live lease
+    const d = await expectError(h.client.renewLeadership({ election: e, instanceId: "A", term }, as("a")), grpc.status.PERMISSION_DENIED);
+    expect(d.errorInfo!.reason).to.equal("NOT_LEASE_HOLDER");
+    expect(d.message).to.contain("claimed before claimants were recorded");
+    await expectError(h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) }, as("a")), grpc.status.PERMISSION_DENIED);
+    await expectNotHolder(h.client.resignLeadership({ election: e, instanceId: "A", term }, as("b")), e, term);
+    await h.client.renewLeadership({ election: e, instanceId: "A", term }, as("admin"));
+    expect((await leaseRow(e)).claimed_by).to.equal(null);
+    clock.advance(120_000);
+    expect((await h.client.getLeader({ election: e }, as("a"))).leader).to.equal(undefined);
+    const next = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) }, as("a"));
+    expect(next.isLeader).to.equal(true);
+    expect(next.leader!.term).to.equal(term + 1n);
+    expect((await leaseRow(e)).claimed_by).to.equal("orch-a");
+    await h.client.renewLeadership({ election: e, instanceId: "A", term: term + 1n }, as("a"));
+  });
+});
+
+describe("leader election without authentication: every caller is the same anonymous one", () => {
+  const h = useServer();
+
+  it("records the empty subject, and anyone renews and resigns any term, whoever claimed it", async () => {
+    const e = "open-1";
+    const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) });
+    const term = a.leader!.term;
+    const claimants = async () => (await h.pg.query("select claimed_by from lease_history where election = $1 order by term", [e])).rows.map((r) => r.claimed_by);
+    expect(await claimants()).to.deep.equal([""]);
+    // A term claimed while authentication was on, or before claimants were recorded: still anyone's here.
+    for (const claimedBy of ["orch-a", null]) {
+      await h.pg.query("update leases set claimed_by = $2 where election = $1", [e, claimedBy]);
+      expect((await h.client.renewLeadership({ election: e, instanceId: "A", term })).leader!.term).to.equal(term);
+      expect((await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) })).leader!.term).to.equal(term);
+    }
+    const { task } = await h.client.createTask({ action: "open_fence", initialStatus: TaskStatus.QUEUED });
+    const claimed = await h.client.claimNextTask({ instanceId: "B", actions: ["open_fence"], fence: { election: e, term } });
+    expect(claimed.task!.taskId).to.equal(task!.taskId);
+    expect((await h.client.resignLeadership({ election: e, instanceId: "A", term })).resigned).to.equal(true);
+    expect((await h.client.getLeader({ election: e })).leader).to.equal(undefined);
+  });
+});

@@ -101,3 +101,11 @@ export function actingAs(c: Caller, field: string, claimed: string): string {
 
 /** Whether responses to this caller may carry the passwords of design references. */
 export const seesSecrets = (c: Caller): boolean => hasRole(c, "admin");
+
+/**
+ * Leases belong to their holder: whose leadership terms the caller may renew,
+ * resign or fence work with (store/leases.ts LeaseActor). null, any term,
+ * without authentication (every caller is the same anonymous one, as before)
+ * and for an admin; otherwise only the terms its own subject claimed.
+ */
+export const leaseActor = (c: Caller): string | null => (!c.authenticated || hasRole(c, "admin") ? null : c.subject);

@@ -1,6 +1,7 @@
 // Leader election RPCs: leases decided on the database's clock (or the
 // clock a test set: src/clock.ts).
 import type { Duration } from "@bufbuild/protobuf/wkt";
+import { leaseActor } from "../auth/roles.js";
 import type { Clock } from "../clock.js";
 import type { ElectionCounters } from "../metrics/watchCounters.js";
 import type { Db } from "../store/transactions.js";
@@ -27,13 +28,13 @@ function ttlMs(v: Validator, field: string, d: Duration | undefined): number {
 export function leadershipRpcs(db: Db, hub: WatchHub, clock: Clock, counters: ElectionCounters): StateImpl {
   const { sql } = db;
   return {
-    async claimLeadership(req, { signal, deadline }) {
+    async claimLeadership(req, { signal, deadline, caller }) {
       const v = new Validator();
       const election = v.election("election", req.election);
       v.text("instance_id", req.instanceId, LIMITS.name, true);
       const ttl = ttlMs(v, "ttl", req.ttl);
       v.check();
-      const claim = await leasesClaim(db.tx, { election, holder: req.instanceId, ttlMs: ttl, signal, deadline, now: clock.sqlNow() });
+      const claim = await leasesClaim(db.tx, { election, holder: req.instanceId, ttlMs: ttl, claimedBy: caller.subject, actor: leaseActor(caller), signal, deadline, now: clock.sqlNow() });
       if (claim.lapsedHolder !== undefined) {
         counters.leaseExpired();
         if (claim.lapsedHolder !== req.instanceId) counters.takeover();
@@ -41,22 +42,22 @@ export function leadershipRpcs(db: Db, hub: WatchHub, clock: Clock, counters: El
       return { isLeader: claim.isLeader, leader: leaderToPb(claim.lease) };
     },
 
-    async renewLeadership(req, { signal }) {
+    async renewLeadership(req, { signal, caller }) {
       const v = new Validator();
       const election = v.election("election", req.election);
       v.text("instance_id", req.instanceId, LIMITS.name, true);
       if (req.term < 1n) v.add("term", "must be a term returned by ClaimLeadership (≥ 1)");
       v.check();
-      return { leader: leaderToPb(await leasesRenew(sql, { election, holder: req.instanceId, term: req.term, signal, now: clock.sqlNow() })) };
+      return { leader: leaderToPb(await leasesRenew(sql, { election, holder: req.instanceId, term: req.term, actor: leaseActor(caller), signal, now: clock.sqlNow() })) };
     },
 
-    async resignLeadership(req, { signal, deadline }) {
+    async resignLeadership(req, { signal, deadline, caller }) {
       const v = new Validator();
       const election = v.election("election", req.election);
       v.text("instance_id", req.instanceId, LIMITS.name, true);
       if (req.term < 1n) v.add("term", "must be a term returned by ClaimLeadership (≥ 1)");
       v.check();
-      return { resigned: await leasesResign(db.tx, { election, holder: req.instanceId, term: req.term, signal, deadline, now: clock.sqlNow() }) };
+      return { resigned: await leasesResign(db.tx, { election, holder: req.instanceId, term: req.term, actor: leaseActor(caller), signal, deadline, now: clock.sqlNow() }) };
     },
 
     async getLeader(req, { signal }) {

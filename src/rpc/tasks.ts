@@ -14,7 +14,7 @@ import type { ResultMessage, Task, TaskChanges, TaskStatus } from "../domain.js"
 import { messagesList } from "../store/messages.js";
 import * as tasks from "../store/tasks.js";
 import { FailedPreconditionError, NotFoundError } from "../errors.js";
-import { actingAs, seesSecrets } from "../auth/roles.js";
+import { actingAs, leaseActor, seesSecrets } from "../auth/roles.js";
 import { newMessagePb, microsFromTimestamp, nodeFilterFromPb, resultFromPb, statusFromPb, newTaskPb } from "./convert.js";
 import { filterFingerprint, type PageTokens } from "./pagination.js";
 import { withEncodedTasks } from "./taskWire.js";
@@ -160,7 +160,15 @@ export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: 
       const changes = taskChanges(v, t!, new Set(paths as UpdatePath[]));
       v.check();
       ctx.logFields.taskId = taskId;
-      const task = await tasks.tasksUpdate(db.tx, { taskId, changes, expectedVersion: req.expectedVersion, fence, now: clock.sqlNow(), signal, deadline });
+      const task = await tasks.tasksUpdate(db.tx, {
+        taskId,
+        changes,
+        expectedVersion: req.expectedVersion,
+        fence: fence && { ...fence, actor: leaseActor(caller) },
+        now: clock.sqlNow(),
+        signal,
+        deadline,
+      });
       return { task: newTaskPb(task, seesSecrets(caller)) };
     },
 
@@ -183,7 +191,14 @@ export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: 
       req.actions.forEach((a, i) => v.action(`actions[${i}]`, a));
       const fence = v.fence("fence", req.fence);
       v.check();
-      const task = await tasks.tasksClaimNext(db, { instanceId: req.instanceId, actions: req.actions, fence, now: clock.sqlNow(), signal, deadline });
+      const task = await tasks.tasksClaimNext(db, {
+        instanceId: req.instanceId,
+        actions: req.actions,
+        fence: fence && { ...fence, actor: leaseActor(caller) },
+        now: clock.sqlNow(),
+        signal,
+        deadline,
+      });
       if (task) ctx.logFields.taskId = task.taskId;
       return { task: task ? newTaskPb(task, seesSecrets(caller)) : undefined };
     },
