@@ -76,6 +76,7 @@ async function main(): Promise<number> {
       heartbeatMs: config.heartbeatMs,
       buildDataMaxBytes: config.buildDataMaxBytes,
       limits: config.limits,
+      bootActionReportLimits: config.bootActionReportLimits,
       watchFinishLingerMs: config.watchFinishLingerMs,
       writeCoalescing: config.writeCoalescing,
       tls: config.tls,

@@ -21,6 +21,7 @@ import type { AuthConfig, DesignConfig } from "../src/config.js";
 import type { ConnectionLimits } from "../src/server/connections.js";
 import type { TlsFiles } from "../src/server/tls.js";
 import type { Clock } from "../src/clock.js";
+import type { BootActionReportLimits } from "../src/store/bootActions.js";
 import { WatchProbe } from "./watchProbe.js";
 
 export const TEMPLATE_DB = "statemgmt_template";
@@ -94,6 +95,8 @@ export interface HarnessOptions {
   writeCoalescing?: CoalescerOptions | null;
   /** The server's clock of leases and the design cache (test/clock.ts; default: the database's). */
   clock?: Clock;
+  /** What the reports on one boot action may store in all (default: the server's, 1000 details and 1 MiB). */
+  bootActionReportLimits?: BootActionReportLimits;
 }
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
@@ -127,6 +130,7 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       port: 0,
       healthIntervalMs: opts.healthIntervalMs ?? 1000,
       clock: opts.clock,
+      bootActionReportLimits: opts.bootActionReportLimits,
     });
     h.probe = new WatchProbe(h.server.hub);
     h.client = createClient(

@@ -35,6 +35,7 @@ import { VERSION } from "../version.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
 import { startAuth, type EdgeAuth } from "./auth.js";
+import type { BootActionReportLimits } from "../store/bootActions.js";
 
 export interface ServerOptions {
   /** The shared pool and the transaction slots; the caller owns and ends them. */
@@ -69,6 +70,8 @@ export interface ServerOptions {
   clock?: Clock;
   /** Longest a scrape reuses the COMPLETE and TERMINATED counts (default 5 minutes; 0: every scrape). */
   metricsFinishedCountMaxAgeMs?: number;
+  /** What the reports on one boot action may store in all (default 1000 details, 1 MiB). */
+  bootActionReportLimits?: BootActionReportLimits;
 }
 
 export interface StateServer {
@@ -169,7 +172,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
       ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics),
       ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
-      ...bootActionRpcs(o.db, tokens),
+      ...bootActionRpcs(o.db, tokens, o.bootActionReportLimits),
     }, o.log, calls, auth.stateService);
   addService(server, Health, healthRpcs(health), o.log, calls, auth.health);
   addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls, auth.reflection);
