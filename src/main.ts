@@ -77,6 +77,7 @@ async function main(): Promise<number> {
       buildDataMaxBytes: config.buildDataMaxBytes,
       limits: config.limits,
       bootActionReportLimits: config.bootActionReportLimits,
+      nodeCallLimit: config.nodeCallLimit,
       watchFinishLingerMs: config.watchFinishLingerMs,
       writeCoalescing: config.writeCoalescing,
       tls: config.tls,

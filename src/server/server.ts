@@ -35,6 +35,7 @@ import { VERSION } from "../version.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
 import { startAuth, type EdgeAuth } from "./auth.js";
+import { DEFAULT_NODE_CALL_LIMIT, limitKeyAuthorized, PeerRateLimiter, type RateLimit } from "./rateLimit.js";
 import type { BootActionReportLimits } from "../store/bootActions.js";
 
 export interface ServerOptions {
@@ -72,6 +73,8 @@ export interface ServerOptions {
   metricsFinishedCountMaxAgeMs?: number;
   /** What the reports on one boot action may store in all (default 1000 details, 1 MiB). */
   bootActionReportLimits?: BootActionReportLimits;
+  /** Key-authorized calls per client address (default DEFAULT_NODE_CALL_LIMIT; ratePerSecond 0: off). */
+  nodeCallLimit?: RateLimit;
 }
 
 export interface StateServer {
@@ -150,6 +153,12 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
   const design = createDesignFetcher(designConfig, () => clock.nowMs(), metrics);
+  // Calls nodes make without a token: a rate limit per client address, checked before their guard.
+  const nodeCallLimit = o.nodeCallLimit ?? DEFAULT_NODE_CALL_LIMIT;
+  const stateGuard =
+    nodeCallLimit.ratePerSecond > 0
+      ? limitKeyAuthorized(auth.stateService, new PeerRateLimiter(nodeCallLimit, () => clock.nowMs(), () => metrics?.nodeCallRateLimited()))
+      : auth.stateService;
   const coalescing = o.writeCoalescing === undefined ? DEFAULT_COALESCING : o.writeCoalescing;
   const writers = createWriters(o.db.sql, coalescing);
   const readers = createReaders(o.db.sql, coalescing);
@@ -173,7 +182,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
       ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
       ...bootActionRpcs(o.db, tokens, o.bootActionReportLimits),
-    }, o.log, calls, auth.stateService);
+    }, o.log, calls, stateGuard);
   addService(server, Health, healthRpcs(health), o.log, calls, auth.health);
   addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls, auth.reflection);
   addService(server, reflV1alpha.ServerReflection, reflectionV1alpha(index), o.log, calls, auth.reflection);
