@@ -11,6 +11,8 @@ import { DEFAULT_TIMEOUTS, type DatabaseTimeouts } from "./db/connect.js";
 import { DEFAULT_COALESCING, type CoalescerOptions } from "./store/coalesce.js";
 import { DEFAULT_LIMITS, limitsProblem, type ConnectionLimits } from "./server/connections.js";
 import type { TlsFiles } from "./server/tls.js";
+import { DEFAULT_NODE_CALL_LIMIT, type RateLimit } from "./server/rateLimit.js";
+import { DEFAULT_REPORT_LIMITS, type BootActionReportLimits } from "./store/bootActions.js";
 
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -51,6 +53,10 @@ export interface Config {
   writeCoalescing: CoalescerOptions | null;
   /** Connection and stream limits. */
   limits: ConnectionLimits;
+  /** What the reports on one boot action may store in all. */
+  bootActionReportLimits: BootActionReportLimits;
+  /** Key-authorized calls (nodes' reports and key checks) per client address; ratePerSecond 0: no limit. */
+  nodeCallLimit: RateLimit;
   design: DesignConfig;
   auth: AuthConfig;
 }
@@ -94,6 +100,10 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_CONNECTION_MAX_AGE_MS, STATEMGMT_CONNECTION_AGE_GRACE_MS,
                   STATEMGMT_MAX_STREAMS_PER_CONNECTION, STATEMGMT_MAX_STREAMS, STATEMGMT_MAX_HEALTH_STREAMS,
                   STATEMGMT_MAX_REFLECTION_STREAMS: connection and stream limits, see README.md
+                  STATEMGMT_BOOT_ACTION_MAX_DETAILS       detail messages the reports on one boot action may store (default 1000)
+                  STATEMGMT_BOOT_ACTION_MAX_DETAIL_BYTES  their bytes, text plus extra as JSON (default 1048576)
+                  STATEMGMT_NODE_CALL_RATE     ReportBootActionStatus/VerifyBootActionKey calls per second per client IP (default 50; 0 = no limit)
+                  STATEMGMT_NODE_CALL_BURST    such calls an idle client IP may make at once (default 100)
   --tls-cert      STATEMGMT_TLS_CERT      serve TLS with this PEM certificate (chain); re-read when it changes
   --tls-key       STATEMGMT_TLS_KEY       its PEM private key
   --tls-client-ca STATEMGMT_TLS_CLIENT_CA require client certificates from this PEM CA (mutual TLS)
@@ -182,6 +192,14 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     buildDataMaxBytes: intEnv(env, "STATEMGMT_BUILD_DATA_MAX_BYTES", 16 * 1024 * 1024, 1024, 512 * 1024 * 1024),
     writeCoalescing: loadCoalescing(env),
     limits: loadLimits(env),
+    bootActionReportLimits: {
+      maxDetails: intEnv(env, "STATEMGMT_BOOT_ACTION_MAX_DETAILS", DEFAULT_REPORT_LIMITS.maxDetails, 1, 10_000_000),
+      maxDetailBytes: intEnv(env, "STATEMGMT_BOOT_ACTION_MAX_DETAIL_BYTES", DEFAULT_REPORT_LIMITS.maxDetailBytes, 1024, 2 ** 40),
+    },
+    nodeCallLimit: {
+      ratePerSecond: intEnv(env, "STATEMGMT_NODE_CALL_RATE", DEFAULT_NODE_CALL_LIMIT.ratePerSecond, 0, 1_000_000),
+      burst: intEnv(env, "STATEMGMT_NODE_CALL_BURST", DEFAULT_NODE_CALL_LIMIT.burst, 1, 1_000_000),
+    },
     design,
     auth,
   };

@@ -33,7 +33,7 @@ export interface CallContext {
 export type Guard = (call: GuardedCall, method: DescMethod, signal: AbortSignal) => Caller | Promise<Caller>;
 
 /** What a guard may read of a call. */
-export type GuardedCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getAuthContext">;
+export type GuardedCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getAuthContext" | "getPeer">;
 
 type In<M extends DescMethod> = MessageShape<M["input"]>;
 type Out<M extends DescMethod> = MessageInitShape<M["output"]>;

@@ -76,6 +76,8 @@ async function main(): Promise<number> {
       heartbeatMs: config.heartbeatMs,
       buildDataMaxBytes: config.buildDataMaxBytes,
       limits: config.limits,
+      bootActionReportLimits: config.bootActionReportLimits,
+      nodeCallLimit: config.nodeCallLimit,
       watchFinishLingerMs: config.watchFinishLingerMs,
       writeCoalescing: config.writeCoalescing,
       tls: config.tls,

@@ -21,6 +21,8 @@ import type { AuthConfig, DesignConfig } from "../src/config.js";
 import type { ConnectionLimits } from "../src/server/connections.js";
 import type { TlsFiles } from "../src/server/tls.js";
 import type { Clock } from "../src/clock.js";
+import type { RateLimit } from "../src/server/rateLimit.js";
+import type { BootActionReportLimits } from "../src/store/bootActions.js";
 import { WatchProbe } from "./watchProbe.js";
 
 export const TEMPLATE_DB = "statemgmt_template";
@@ -94,6 +96,14 @@ export interface HarnessOptions {
   writeCoalescing?: CoalescerOptions | null;
   /** The server's clock of leases and the design cache (test/clock.ts; default: the database's). */
   clock?: Clock;
+  /** What the reports on one boot action may store in all (default: the server's, 1000 details and 1 MiB). */
+  bootActionReportLimits?: BootActionReportLimits;
+  /**
+   * Key-authorized calls per client address (default: off; the server's
+   * default is 50/s, bursts of 100). Every test client calls from 127.0.0.1,
+   * so suites of many nodes reporting at once would otherwise be limited.
+   */
+  nodeCallLimit?: RateLimit;
 }
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
@@ -127,6 +137,8 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       port: 0,
       healthIntervalMs: opts.healthIntervalMs ?? 1000,
       clock: opts.clock,
+      bootActionReportLimits: opts.bootActionReportLimits,
+      nodeCallLimit: opts.nodeCallLimit ?? { ratePerSecond: 0, burst: 1 },
     });
     h.probe = new WatchProbe(h.server.hub);
     h.client = createClient(

@@ -3,6 +3,8 @@
 export interface ServiceCounters {
   messagesAppended(n: number): void;
   buildDataStored(): void;
+  /** A key-authorized call refused by the per-address rate limit (server/rateLimit.ts). */
+  nodeCallRateLimited(): void;
 }
 
-export const NO_COUNTERS: ServiceCounters = { messagesAppended: () => {}, buildDataStored: () => {} };
+export const NO_COUNTERS: ServiceCounters = { messagesAppended: () => {}, buildDataStored: () => {}, nodeCallRateLimited: () => {} };

@@ -71,6 +71,7 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
   private readonly watchEvents: FastCounter;
   private readonly appended: Counter;
   private readonly buildData: Counter;
+  private readonly rateLimited: Counter;
   /** The watch path's and the leadership RPCs' counters (watchMetrics.ts). */
   readonly watch: WatchMetrics;
   private readonly queryDuration: FastHistogram;
@@ -122,6 +123,11 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
     this.watchEvents = new FastCounter(reg, "statemgmt_watch_events_sent_total", "Events sent on watch streams, by kind.", ["kind"]);
     this.appended = new Counter({ name: "statemgmt_result_messages_appended_total", help: "Result messages appended.", registers });
     this.buildData = new Counter({ name: "statemgmt_build_data_stored_total", help: "Build data records stored.", registers });
+    this.rateLimited = new Counter({
+      name: "statemgmt_node_calls_rate_limited_total",
+      help: "Key-authorized calls (ReportBootActionStatus, VerifyBootActionKey) refused by the per-address rate limit.",
+      registers,
+    });
     // Database pool: in-use counts are the permits and slots lent now.
     // Registered before the database gauges: prom-client calls the
     // collectors in registration order, synchronously, so these read the
@@ -312,5 +318,9 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
 
   buildDataStored(): void {
     this.buildData.inc();
+  }
+
+  nodeCallRateLimited(): void {
+    this.rateLimited.inc();
   }
 }

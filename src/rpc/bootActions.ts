@@ -18,7 +18,8 @@ export const BOOT_ACTION_LIMITS = { nodeName: 280, actionName: 256, actionsPerCa
 const keyRequired = () =>
   new UnauthenticatedError("IDENTITY_KEY_REQUIRED", "identity_key is required: the node proves who it is with the key of its boot action context");
 
-export function bootActionRpcs(db: Db, tokens: PageTokens): StateImpl {
+/** `limits`: what the reports on one action may store in all (store.DEFAULT_REPORT_LIMITS). */
+export function bootActionRpcs(db: Db, tokens: PageTokens, limits: store.BootActionReportLimits = store.DEFAULT_REPORT_LIMITS): StateImpl {
   const { sql } = db;
   // Increasing within this process even for ids made in the same millisecond.
   const newActionId = monotonicFactory();
@@ -105,7 +106,7 @@ export function bootActionRpcs(db: Db, tokens: PageTokens): StateImpl {
         identityKey: req.identityKey,
         status,
         details: req.details.map((d) => ({ message: d.message, error: d.error, extra: d.extra ?? null })),
-      });
+      }, limits);
       ctx.logFields.taskId = report.bootAction.taskId;
       return { bootAction: bootActionToPb(report.bootAction), sequences: report.sequences };
     },

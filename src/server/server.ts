@@ -35,6 +35,8 @@ import { VERSION } from "../version.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
 import { startAuth, type EdgeAuth } from "./auth.js";
+import { DEFAULT_NODE_CALL_LIMIT, limitKeyAuthorized, PeerRateLimiter, type RateLimit } from "./rateLimit.js";
+import type { BootActionReportLimits } from "../store/bootActions.js";
 
 export interface ServerOptions {
   /** The shared pool and the transaction slots; the caller owns and ends them. */
@@ -69,6 +71,10 @@ export interface ServerOptions {
   clock?: Clock;
   /** Longest a scrape reuses the COMPLETE and TERMINATED counts (default 5 minutes; 0: every scrape). */
   metricsFinishedCountMaxAgeMs?: number;
+  /** What the reports on one boot action may store in all (default 1000 details, 1 MiB). */
+  bootActionReportLimits?: BootActionReportLimits;
+  /** Key-authorized calls per client address (default DEFAULT_NODE_CALL_LIMIT; ratePerSecond 0: off). */
+  nodeCallLimit?: RateLimit;
 }
 
 export interface StateServer {
@@ -158,6 +164,12 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
   const design = createDesignFetcher(designConfig, () => clock.nowMs(), metrics);
+  // Calls nodes make without a token: a rate limit per client address, checked before their guard.
+  const nodeCallLimit = o.nodeCallLimit ?? DEFAULT_NODE_CALL_LIMIT;
+  const stateGuard =
+    nodeCallLimit.ratePerSecond > 0
+      ? limitKeyAuthorized(auth.stateService, new PeerRateLimiter(nodeCallLimit, () => clock.nowMs(), () => metrics?.nodeCallRateLimited()))
+      : auth.stateService;
   const coalescing = o.writeCoalescing === undefined ? DEFAULT_COALESCING : o.writeCoalescing;
   const writers = createWriters(o.db.sql, coalescing);
   const readers = createReaders(o.db.sql, coalescing);
@@ -180,8 +192,8 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
       ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics),
       ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
-      ...bootActionRpcs(o.db, tokens),
-    }, o.log, calls, { guard: auth.stateService, streams: budgets.stateService, okVouches: true });
+      ...bootActionRpcs(o.db, tokens, o.bootActionReportLimits),
+    }, o.log, calls, { guard: stateGuard, streams: budgets.stateService, okVouches: true });
   addService(server, Health, healthRpcs(health), o.log, calls, { guard: auth.health, streams: budgets.health });
   // Both reflection versions share one budget.
   const reflection: ServiceEdge = { guard: auth.reflection, streams: budgets.reflection };

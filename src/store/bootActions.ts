@@ -7,7 +7,7 @@ import type { Fragment } from "postgres";
 import type { Queryable, Sql } from "../db/connect.js";
 import type { Micros } from "../db/time.js";
 import type { BootAction, BootActionContext, BootActionDetail, BootActionStatus } from "../domain.js";
-import { AlreadyExistsError, FailedPreconditionError, NotFoundError, PermissionDeniedError } from "../errors.js";
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError, PermissionDeniedError, ResourceExhaustedError } from "../errors.js";
 import { identityKeyMatches } from "../auth/identityKey.js";
 import { messagesAppend } from "./messages.js";
 import { pgCode, run, SQLSTATE } from "./sql.js";
@@ -33,6 +33,8 @@ interface ActionRow {
   status: BootActionStatus;
   created: Micros;
   reported: Micros | null;
+  detail_count: number;
+  detail_bytes: bigint;
 }
 
 const toContext = (row: ContextRow): BootActionContext => ({ nodeName: row.node_name, taskId: row.task_id, updated: row.updated });
@@ -179,6 +181,22 @@ export async function bootActionsList(sql: Queryable, params: BootActionsListPar
   return rows.map(toAction);
 }
 
+/** What the reports on one boot action may store in all (STATEMGMT_BOOT_ACTION_MAX_DETAILS, _MAX_DETAIL_BYTES). */
+export interface BootActionReportLimits {
+  /** Detail messages per action. */
+  maxDetails: number;
+  /** Bytes of those messages: text (UTF-8) plus extra as compact JSON. */
+  maxDetailBytes: number;
+}
+
+/** Generous for Drydock, whose nodes report a handful of details per action. */
+export const DEFAULT_REPORT_LIMITS: BootActionReportLimits = { maxDetails: 1000, maxDetailBytes: 1024 * 1024 };
+
+/** The bytes a detail counts against BootActionReportLimits.maxDetailBytes. */
+export function detailBytes(d: BootActionDetail): number {
+  return Buffer.byteLength(d.message) + (d.extra ? Buffer.byteLength(JSON.stringify(d.extra)) : 0);
+}
+
 export interface BootActionReport {
   actionId: string;
   identityKey: Uint8Array;
@@ -190,13 +208,18 @@ export interface BootActionReport {
 /**
  * A node's report, in one transaction: checks the key and that the action is
  * still incomplete (under its row lock, so two reports cannot both pass),
- * appends the details to the action's task, then saves the final status.
+ * that its details keep the action within `limits` (under the same lock, so
+ * concurrent reports cannot pass them together), appends the details to the
+ * action's task, then saves the totals and the final status.
  */
 export async function bootActionReport(
   t: Transactor,
   scope: TransactionScope,
   report: BootActionReport,
+  limits: BootActionReportLimits = DEFAULT_REPORT_LIMITS,
 ): Promise<{ bootAction: BootAction; sequences: bigint[] }> {
+  const count = report.details.length;
+  const bytes = report.details.reduce((sum, d) => sum + detailBytes(d), 0);
   return t.transaction(scope, async (tx) => {
     const [row] = await run(tx, scope.signal, "boot_actions.report.lock", tx<ActionRow[]>`select * from boot_actions where action_id = ${report.actionId} for update`);
     if (!row) throw new NotFoundError("BootAction", report.actionId, `boot action ${report.actionId} does not exist`, "action_id");
@@ -210,8 +233,17 @@ export async function bootActionReport(
         { action_id: report.actionId, status: row.status.toUpperCase() },
       );
     }
+    if (count > 0) {
+      const storedBytes = Number(row.detail_bytes);
+      if (row.detail_count + count > limits.maxDetails) {
+        throw reportLimit(report.actionId, "details", "STATEMGMT_BOOT_ACTION_MAX_DETAILS", limits.maxDetails, row.detail_count, count);
+      }
+      if (storedBytes + bytes > limits.maxDetailBytes) {
+        throw reportLimit(report.actionId, "detail bytes", "STATEMGMT_BOOT_ACTION_MAX_DETAIL_BYTES", limits.maxDetailBytes, storedBytes, bytes);
+      }
+    }
     let sequences: bigint[] = [];
-    if (report.details.length > 0) {
+    if (count > 0) {
       const appended = await messagesAppend(tx, {
         taskId: row.task_id,
         messages: report.details.map((d) => ({
@@ -226,10 +258,27 @@ export async function bootActionReport(
       });
       sequences = appended.sequences;
     }
-    if (report.status === null) return { bootAction: toAction(row), sequences };
+    if (report.status === null && count === 0) return { bootAction: toAction(row), sequences };
     const [updated] = await run(tx, scope.signal, "boot_actions.report.status",
-      tx<ActionRow[]>`update boot_actions set status = ${report.status}, reported = now() where action_id = ${report.actionId} returning *`,
+      report.status === null
+        ? tx<ActionRow[]>`
+            update boot_actions set detail_count = detail_count + ${count}, detail_bytes = detail_bytes + ${bytes}
+            where action_id = ${report.actionId} returning *`
+        : tx<ActionRow[]>`
+            update boot_actions set status = ${report.status}, reported = now(),
+              detail_count = detail_count + ${count}, detail_bytes = detail_bytes + ${bytes}
+            where action_id = ${report.actionId} returning *`,
     );
     return { bootAction: toAction(updated!), sequences };
   });
+}
+
+/** A report that would take its action past a limit: refused whole, nothing written. */
+function reportLimit(actionId: string, what: string, setting: string, limit: number, current: number, requested: number): ResourceExhaustedError {
+  return new ResourceExhaustedError(
+    "BOOT_ACTION_REPORT_LIMIT",
+    `boot action ${actionId} has ${current} ${what} stored and this report adds ${requested}; the limit is ${limit} per action (${setting}). ` +
+      `Nothing of this report was stored; a report of the status alone (no details) is still accepted`,
+    { action_id: actionId, limit_name: setting, limit: String(limit), current: String(current), requested: String(requested) },
+  );
 }
