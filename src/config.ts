@@ -13,6 +13,8 @@ import { DEFAULT_LIMITS, limitsProblem, type ConnectionLimits } from "./server/c
 import type { TlsFiles } from "./server/tls.js";
 import { DEFAULT_NODE_CALL_LIMIT, type RateLimit } from "./server/rateLimit.js";
 import { DEFAULT_REPORT_LIMITS, type BootActionReportLimits } from "./store/bootActions.js";
+import { DEFAULT_WATCH_BYTES } from "./watch/budget.js";
+import { DEFAULT_RESPONSE_MAX_BYTES } from "./rpc/budget.js";
 
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -43,6 +45,12 @@ export interface Config {
   healthIntervalMs: number;
   /** Events a watch stream may fall behind before it is ended with RESOURCE_EXHAUSTED. */
   watchBufferLimit: number;
+  /** Unsent bytes one WatchTask stream may hold before it is ended with RESOURCE_EXHAUSTED. */
+  watchStreamMaxBytes: number;
+  /** Unsent bytes all WatchTask streams together may hold before one that is behind is ended. */
+  watchMaxBytes: number;
+  /** Estimated bytes of one response: list pages stop at it, GetTask FULL refuses past it. */
+  responseMaxBytes: number;
   /** Heartbeat interval of the LISTEN connection (its timeout is three intervals). */
   heartbeatMs: number;
   /** How long a WatchTask stream stays open after its task finished. */
@@ -91,6 +99,9 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_DB_IDLE_IN_TRANSACTION_MS  PostgreSQL ends sessions idle in a transaction this long (default 10000)
                   STATEMGMT_HEALTH_INTERVAL_MS database health probe interval (default 5000)
                   STATEMGMT_WATCH_BUFFER       events a watch stream may fall behind (default 10000)
+                  STATEMGMT_WATCH_STREAM_MAX_BYTES  unsent bytes a WatchTask stream may hold (default 16777216)
+                  STATEMGMT_WATCH_MAX_BYTES    unsent bytes all WatchTask streams may hold together (default 268435456)
+                  STATEMGMT_RESPONSE_MAX_BYTES estimated bytes of a list page or GetTask FULL response (default 4194304)
                   STATEMGMT_HEARTBEAT_MS       LISTEN connection heartbeat interval (default 5000; timeout 3 intervals)
                   STATEMGMT_WATCH_FINISH_LINGER_MS  WatchTask stays open this long after its task finished (default 3000)
                   STATEMGMT_BUILD_DATA_MAX_BYTES largest build data element (default 16777216)
@@ -187,6 +198,7 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     },
     healthIntervalMs: intEnv(env, "STATEMGMT_HEALTH_INTERVAL_MS", 5_000, 10, 3_600_000),
     watchBufferLimit: intEnv(env, "STATEMGMT_WATCH_BUFFER", 10_000, 10, 10_000_000),
+    ...loadByteBudgets(env),
     heartbeatMs: intEnv(env, "STATEMGMT_HEARTBEAT_MS", 5_000, 50, 600_000),
     watchFinishLingerMs: intEnv(env, "STATEMGMT_WATCH_FINISH_LINGER_MS", 3_000, 0, 600_000),
     buildDataMaxBytes: intEnv(env, "STATEMGMT_BUILD_DATA_MAX_BYTES", 16 * 1024 * 1024, 1024, 512 * 1024 * 1024),
@@ -203,6 +215,16 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     design,
     auth,
   };
+}
+
+function loadByteBudgets(env: NodeJS.ProcessEnv): Pick<Config, "watchStreamMaxBytes" | "watchMaxBytes" | "responseMaxBytes"> {
+  const watchStreamMaxBytes = intEnv(env, "STATEMGMT_WATCH_STREAM_MAX_BYTES", DEFAULT_WATCH_BYTES.streamBytes, 64 * 1024, 4 * 1024 ** 3);
+  const watchMaxBytes = intEnv(env, "STATEMGMT_WATCH_MAX_BYTES", DEFAULT_WATCH_BYTES.serverBytes, 64 * 1024, 64 * 1024 ** 3);
+  if (watchMaxBytes < watchStreamMaxBytes) {
+    throw new ConfigError(`STATEMGMT_WATCH_MAX_BYTES (${watchMaxBytes}) must not be below STATEMGMT_WATCH_STREAM_MAX_BYTES (${watchStreamMaxBytes})`);
+  }
+  const responseMaxBytes = intEnv(env, "STATEMGMT_RESPONSE_MAX_BYTES", DEFAULT_RESPONSE_MAX_BYTES, 64 * 1024, 256 * 1024 * 1024);
+  return { watchStreamMaxBytes, watchMaxBytes, responseMaxBytes };
 }
 
 function loadCoalescing(env: NodeJS.ProcessEnv): CoalescerOptions | null {

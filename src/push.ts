@@ -16,11 +16,14 @@
 // - `write` returning false means the client is not keeping up: the producer
 //   sends nothing more until `ready()` resolves (it rejects once the call is
 //   over). What was written is kept and sent in order either way;
+// - `write(message, sent)` calls `sent` once the message has left the
+//   process's buffers (handed to the connection), or the call failed; a
+//   call that is cancelled may never call it (budget.ts counts on neither);
 // - `run` is called once.
 
 export interface Sink<T> {
-  /** Sends one message; false: send no more until ready() resolves. */
-  write(message: T): boolean;
+  /** Sends one message; false: send no more until ready() resolves. `sent`: called once it left (see above). */
+  write(message: T, sent?: () => void): boolean;
   /** Resolves once the client has caught up; rejects when the call ends. */
   ready(): Promise<void>;
 }
@@ -30,6 +33,6 @@ export class PushStream<T> {
 
   /** The same stream with every message converted by `fn` (called once per message, when it is sent). */
   map<U>(fn: (message: T) => U): PushStream<U> {
-    return new PushStream<U>((sink) => this.run({ write: (message) => sink.write(fn(message)), ready: () => sink.ready() }));
+    return new PushStream<U>((sink) => this.run({ write: (message, sent) => sink.write(fn(message), sent), ready: () => sink.ready() }));
   }
 }

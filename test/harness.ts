@@ -73,6 +73,9 @@ export interface HarnessOptions {
   txPoolSize?: number;
   timeouts?: DatabaseTimeouts;
   watchBufferLimit?: number;
+  watchStreamMaxBytes?: number;
+  watchMaxBytes?: number;
+  responseMaxBytes?: number;
   heartbeatMs?: number;
   buildDataMaxBytes?: number;
   design?: DesignConfig;
@@ -121,6 +124,9 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       db: { sql: h.sql, tx: h.tx },
       databaseUrl: db.url,
       watchBufferLimit: opts.watchBufferLimit,
+      watchStreamMaxBytes: opts.watchStreamMaxBytes,
+      watchMaxBytes: opts.watchMaxBytes,
+      responseMaxBytes: opts.responseMaxBytes,
       heartbeatMs: opts.heartbeatMs,
       buildDataMaxBytes: opts.buildDataMaxBytes,
       design: opts.design,

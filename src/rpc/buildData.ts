@@ -8,15 +8,20 @@ import { filterFingerprint, type PageTokens } from "./pagination.js";
 import { NO_COUNTERS, type ServiceCounters } from "../metrics/counters.js";
 import type { StateImpl } from "./tasks.js";
 import { Validator } from "./validate.js";
+import { DEFAULT_RESPONSE_MAX_BYTES } from "./budget.js";
 
 /** type "/" subtype, optionally with parameters (RFC 6838 names). */
 const MIME_RE =
   /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}(\s*;\s*[a-z0-9!#$&^_.+-]+=("[^"\\]*"|[a-z0-9!#$&^_.+-]+))*$/i;
 
-/** A page of ListBuildData ends early once it holds this much data. */
-const PAGE_DATA_BYTES = 32 * 1024 * 1024;
-
-export function buildDataRpcs(sql: Sql, tokens: PageTokens, maxDataBytes: number, counters: ServiceCounters = NO_COUNTERS): StateImpl {
+export function buildDataRpcs(
+  sql: Sql,
+  tokens: PageTokens,
+  maxDataBytes: number,
+  counters: ServiceCounters = NO_COUNTERS,
+  /** A page ends early once it holds this many estimated bytes (at least one record). */
+  responseMaxBytes = DEFAULT_RESPONSE_MAX_BYTES,
+): StateImpl {
   return {
     async createBuildData(req, ctx) {
       const { signal } = ctx;
@@ -65,14 +70,12 @@ export function buildDataRpcs(sql: Sql, tokens: PageTokens, maxDataBytes: number
         withData: req.view !== BuildDataView.BASIC,
         after: key ? { collectedAt: BigInt(key[0]!), buildDataId: BigInt(key[1]!) } : null,
         limit: limit + 1,
+        maxBytes: responseMaxBytes,
         signal,
       });
+      // The database cut the page at the byte budget: it returned the first record past it without data.
       let n = 0;
-      let bytes = 0;
-      while (n < Math.min(limit, rows.length) && (n === 0 || bytes + (rows[n]!.dataElement?.length ?? 0) <= PAGE_DATA_BYTES)) {
-        bytes += rows[n]!.dataElement?.length ?? 0;
-        n++;
-      }
+      while (n < Math.min(limit, rows.length) && rows[n]!.fits) n++;
       const page = rows.slice(0, n);
       const last = page[page.length - 1];
       return {

@@ -10,10 +10,17 @@ import { filterFingerprint, type PageTokens } from "./pagination.js";
 import { NO_COUNTERS, type ServiceCounters } from "../metrics/counters.js";
 import type { StateImpl } from "./tasks.js";
 import { Validator } from "./validate.js";
+import { DEFAULT_RESPONSE_MAX_BYTES } from "./budget.js";
 
 export const MESSAGE_LIMITS = { message: 1024, contextType: 64, context: 256, extraBytes: 64 * 1024, perAppend: 1000 } as const;
 
-export function messageRpcs(sql: Sql, tokens: PageTokens, writers: Writers, counters: ServiceCounters = NO_COUNTERS): StateImpl {
+export function messageRpcs(
+  sql: Sql,
+  tokens: PageTokens,
+  writers: Writers,
+  counters: ServiceCounters = NO_COUNTERS,
+  responseMaxBytes = DEFAULT_RESPONSE_MAX_BYTES,
+): StateImpl {
   return {
     async appendResultMessages(req, ctx) {
       const { signal } = ctx;
@@ -57,13 +64,14 @@ export function messageRpcs(sql: Sql, tokens: PageTokens, writers: Writers, coun
       const fingerprint = filterFingerprint({ taskId, errorsOnly: req.errorsOnly, after: req.afterSequence });
       const key = tokens.decode("page_token", req.pageToken, fingerprint, ["int64"]);
       const after = key ? BigInt(key[0]!) : req.afterSequence;
-      const rows = await messages.messagesList(sql, { taskId, afterSequence: after, errorsOnly: req.errorsOnly, limit: limit + 1, signal });
+      // At most `limit` messages and the response's byte budget (at least one message): the page shrinks to fit.
+      const page = await messages.messagesPage(sql, { taskId, afterSequence: after, errorsOnly: req.errorsOnly, limit, maxBytes: responseMaxBytes, signal });
+      const rows = page.messages;
       if (rows.length === 0 && !(await tasksExists(sql, { taskId, signal }))) throw new NotFoundError("Task", taskId);
-      const page = rows.slice(0, limit);
-      const last = page[page.length - 1];
+      const last = rows[rows.length - 1];
       return {
-        messages: page.map(newMessagePb),
-        nextPageToken: rows.length > limit && last ? tokens.encode(fingerprint, [last.sequence.toString()]) : "",
+        messages: rows.map(newMessagePb),
+        nextPageToken: page.more && last ? tokens.encode(fingerprint, [last.sequence.toString()]) : "",
       };
     },
   };

@@ -11,7 +11,8 @@ import type { StateService } from "../../gen/drydock/statemgmt/v1/state_service_
 import { GetTaskResponseSchema, ListSubtasksResponseSchema, ListTasksResponseSchema, SubtaskFilter, TaskView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus as PbTaskStatus, type Task as PbTask } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import type { ResultMessage, Task, TaskChanges, TaskStatus } from "../domain.js";
-import { messagesList } from "../store/messages.js";
+import { messagesList, messagesMeasure } from "../store/messages.js";
+import { DEFAULT_RESPONSE_MAX_BYTES, responseTooLarge, taskBytes } from "./budget.js";
 import * as tasks from "../store/tasks.js";
 import { FailedPreconditionError, NotFoundError } from "../errors.js";
 import { actingAs, leaseActor, seesSecrets } from "../auth/roles.js";
@@ -45,7 +46,14 @@ const UPDATE_PATHS = [
 ] as const;
 type UpdatePath = (typeof UPDATE_PATHS)[number];
 
-export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: Readers, clock: Clock = SYSTEM_CLOCK): StateImpl {
+export function taskRpcs(
+  db: Db,
+  tokens: PageTokens,
+  writers: Writers,
+  readers: Readers,
+  clock: Clock = SYSTEM_CLOCK,
+  responseMaxBytes = DEFAULT_RESPONSE_MAX_BYTES,
+): StateImpl {
   const { sql } = db;
   return {
     async createTask(req, ctx) {
@@ -86,18 +94,27 @@ export function taskRpcs(db: Db, tokens: PageTokens, writers: Writers, readers: 
       const secrets = seesSecrets(caller);
       // The task pre-encoded (rpc/taskWire.ts), as for list pages.
       if (req.view !== TaskView.FULL) return withEncodedTasks(create(GetTaskResponseSchema), 1, [task], secrets);
-      const resultMessages: ResultMessage[] = [];
-      for (let after = 0n; ; ) {
-        const batch = await messagesList(sql, { taskId, afterSequence: after, errorsOnly: false, limit: 1000, signal });
-        resultMessages.push(...batch);
-        if (resultMessages.length > FULL_VIEW_MAX_MESSAGES) {
-          throw new FailedPreconditionError(
-            "TOO_MANY_MESSAGES_FOR_FULL_VIEW",
-            `task ${taskId} has more than ${FULL_VIEW_MAX_MESSAGES} result messages, more than view FULL returns; read them page by page with ListResultMessages`,
-            { task_id: taskId, limit: String(FULL_VIEW_MAX_MESSAGES) },
-          );
+      // Measured in the database first (nothing but the sizes leaves it):
+      // a response that cannot be sent is refused before it is built.
+      const room = responseMaxBytes - taskBytes(task);
+      const measured = await messagesMeasure(sql, { taskId, afterSequence: 0n, errorsOnly: false, limit: FULL_VIEW_MAX_MESSAGES, maxBytes: room, signal });
+      if (!measured.fitsAll) {
+        if (measured.bytes > room) {
+          throw responseTooLarge(`task ${taskId} with its result messages`, responseMaxBytes, measured.bytes + responseMaxBytes - room,
+            "read the task with view BASIC and its messages page by page with ListResultMessages", { task_id: taskId });
         }
-        if (batch.length < 1000) break;
+        throw new FailedPreconditionError(
+          "TOO_MANY_MESSAGES_FOR_FULL_VIEW",
+          `task ${taskId} has more than ${FULL_VIEW_MAX_MESSAGES} result messages, more than view FULL returns; read them page by page with ListResultMessages`,
+          { task_id: taskId, limit: String(FULL_VIEW_MAX_MESSAGES) },
+        );
+      }
+      // The messages measured, and no later ones: what was measured is what is sent.
+      const resultMessages: ResultMessage[] = [];
+      for (let after = 0n; resultMessages.length < measured.count; ) {
+        const batch = await messagesList(sql, { taskId, afterSequence: after, errorsOnly: false, limit: Math.min(1000, measured.count - resultMessages.length), signal });
+        if (batch.length === 0) break;
+        resultMessages.push(...batch);
         after = batch[batch.length - 1]!.sequence;
       }
       return withEncodedTasks(create(GetTaskResponseSchema, { resultMessages: resultMessages.map(newMessagePb) }), 1, [task], secrets);

@@ -266,9 +266,9 @@ function makeHandler(
                 : fn(readRequests(call as grpc.ServerDuplexStream<unknown, unknown>, ctx.signal, () => observer?.received(labels)), ctx);
             if (source instanceof PushStream) {
               await (source as PushStream<MessageInitShape<DescMessage>>).run({
-                write: (out) => {
+                write: (out, sent) => {
                   observer?.sent(labels);
-                  return call.write(create(method.output, out));
+                  return call.write(create(method.output, out), sent);
                 },
                 ready: () => drained(call, ctx.signal),
               });

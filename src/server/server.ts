@@ -21,6 +21,8 @@ import { createDesignFetcher } from "../design/index.js";
 import type { DesignFetcher } from "../design/fetcher.js";
 import { defaultDesignConfig, NO_AUTH, type AuthConfig, type DesignConfig } from "../config.js";
 import { WatchHub } from "../watch/hub.js";
+import { DEFAULT_WATCH_BYTES } from "../watch/budget.js";
+import { DEFAULT_RESPONSE_MAX_BYTES } from "../rpc/budget.js";
 import { SYSTEM_CLOCK, type Clock } from "../clock.js";
 import { NO_ELECTION_COUNTERS, NO_WATCH_COUNTERS } from "../metrics/watchCounters.js";
 import { PageTokens } from "../rpc/pagination.js";
@@ -49,6 +51,12 @@ export interface ServerOptions {
   healthIntervalMs: number;
   /** Events a watch stream may fall behind before RESOURCE_EXHAUSTED. */
   watchBufferLimit?: number;
+  /** Unsent bytes a WatchTask stream may hold before RESOURCE_EXHAUSTED (default 16 MiB). */
+  watchStreamMaxBytes?: number;
+  /** Unsent bytes all WatchTask streams may hold together (default 256 MiB). */
+  watchMaxBytes?: number;
+  /** Estimated bytes of a list page or GetTask FULL response (default 4 MiB). */
+  responseMaxBytes?: number;
   /** Heartbeat interval (and timeout) of the LISTEN connection. */
   heartbeatMs?: number;
   /** Largest build data element accepted (default 16 MiB). */
@@ -104,13 +112,15 @@ export interface StateServer {
 
 export async function startServer(o: ServerOptions): Promise<StateServer> {
   const buildDataMax = o.buildDataMaxBytes ?? 16 * 1024 * 1024;
+  const responseMax = o.responseMaxBytes ?? DEFAULT_RESPONSE_MAX_BYTES;
   const limits = o.limits ?? DEFAULT_LIMITS;
   const designConfig = o.design ?? defaultDesignConfig();
   const clock = o.clock ?? SYSTEM_CLOCK;
   const server = new grpc.Server({
-    // Room for the largest response we build: a design document, or a build
-    // data element (CreateBuildData and ListBuildData return it), plus metadata.
-    "grpc.max_send_message_length": Math.max(designConfig.maxBytes, buildDataMax) + 1024 * 1024,
+    // Room for the largest response we build: a design document, a build
+    // data element (CreateBuildData and ListBuildData return it), or a page
+    // (its budget is an estimate: room to spare), plus metadata.
+    "grpc.max_send_message_length": Math.max(designConfig.maxBytes, buildDataMax, 2 * responseMax) + 1024 * 1024,
     // Room for the largest build data element plus its record, so that an
     // oversized element gets our INVALID_ARGUMENT naming the limit.
     "grpc.max_receive_message_length": buildDataMax + 1024 * 1024,
@@ -153,6 +163,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     listenUrl: o.databaseUrl,
     log: o.log.child({ component: "watch" }),
     bufferLimit: o.watchBufferLimit ?? 10_000,
+    bytes: { streamBytes: o.watchStreamMaxBytes ?? DEFAULT_WATCH_BYTES.streamBytes, serverBytes: o.watchMaxBytes ?? DEFAULT_WATCH_BYTES.serverBytes },
     heartbeatMs: o.heartbeatMs ?? 5000,
     // Well above the interval: an event-loop stall of a busy server must not
     // look like a hung connection (its replacement makes every feed re-read).
@@ -186,10 +197,10 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   };
   await hub.start().catch(abandon);
   addService(server, StateService, {
-      ...taskRpcs(o.db, tokens, writers, readers, clock),
-      ...messageRpcs(o.db.sql, tokens, writers, metrics),
+      ...taskRpcs(o.db, tokens, writers, readers, clock, responseMax),
+      ...messageRpcs(o.db.sql, tokens, writers, metrics, responseMax),
       ...watchRpcs(hub),
-      ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics),
+      ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics, responseMax),
       ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
       ...bootActionRpcs(o.db, tokens, o.bootActionReportLimits),

@@ -59,18 +59,26 @@ export interface BuildDataListParams {
   /** Keyset cursor: the last record of the previous page. */
   after: { collectedAt: Micros; buildDataId: bigint } | null;
   limit: number;
+  /**
+   * With data: stop once the records' estimated bytes (data plus 256 a
+   * record) pass this (the first record whatever its size). The first record
+   * that does not fit is returned without data and marked `fits: false`
+   * (more follow); the database ships no data past the page.
+   */
+  maxBytes?: number;
   signal?: AbortSignal;
 }
 
-/** Records ordered by (collected_at, build_data_id) descending. */
-export async function buildDataList(sql: Queryable, p: BuildDataListParams): Promise<BuildData[]> {
+/** Records ordered by (collected_at, build_data_id) descending; see maxBytes. */
+export async function buildDataList(sql: Queryable, p: BuildDataListParams): Promise<(BuildData & { fits: boolean })[]> {
   const conds: Fragment[] = [];
   if (p.nodeName !== null) conds.push(sql`node_name = ${p.nodeName}`);
   if (p.taskId !== null) conds.push(sql`task_id = ${p.taskId}`);
   const where = conds.length ? sql`where ${conds.reduce((a, c) => sql`${a} and ${c}`)}` : sql``;
+  const maxBytes = p.withData && p.maxBytes !== undefined ? Math.floor(p.maxBytes) : null;
   const columns = p.withData
-    ? sql`build_data_id, node_name, task_id, collected_at, generator, data_format, data_element`
-    : sql`build_data_id, node_name, task_id, collected_at, generator, data_format, null::bytea as data_element`;
+    ? sql`build_data_id, node_name, task_id, collected_at, generator, data_format, case when fits then data_element end as data_element, fits`
+    : sql`build_data_id, node_name, task_id, collected_at, generator, data_format, null::bytea as data_element, true as fits`;
   const source = p.latest
     ? sql`(select distinct on (generator) * from build_data ${where}
            order by generator, collected_at desc, build_data_id desc) b`
@@ -80,9 +88,18 @@ export async function buildDataList(sql: Queryable, p: BuildDataListParams): Pro
     : sql``;
   const rows = await run(sql, p.signal, "build_data.list",
     sql<BuildDataRow[]>`
-      select ${columns} from ${source} ${cursor}
-      order by collected_at desc, build_data_id desc
-      limit ${p.limit}`,
+      select ${columns} from (
+        select b.*, (n = 1 or ${maxBytes}::bigint is null or total <= ${maxBytes}::bigint) as fits, total - size as before
+        from (
+          select b.*, octet_length(data_element)::bigint + 256 as size,
+                 row_number() over w as n, sum(octet_length(data_element)::bigint + 256) over w as total
+          from ${source} ${cursor}
+          window w as (order by collected_at desc, build_data_id desc)
+          order by collected_at desc, build_data_id desc
+          limit ${p.limit}) b
+      ) b
+      where n = 1 or ${maxBytes}::bigint is null or before <= ${maxBytes}::bigint
+      order by collected_at desc, build_data_id desc`,
   );
-  return rows.map(toBuildData);
+  return rows.map((r) => ({ ...toBuildData(r), fits: (r as BuildDataRow & { fits: boolean }).fits }));
 }

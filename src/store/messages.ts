@@ -216,6 +216,94 @@ export async function messagesList(sql: Queryable, p: MessagesListParams): Promi
   return rows.map(toMessage);
 }
 
+/**
+ * What one message is estimated to cost on the wire, in SQL: its text
+ * columns, its extra as JSON text, plus 96 bytes for the rest (task id,
+ * sequence, timestamp, field tags). octet_length of a text column reads its
+ * length from the header; extra is converted to text, so only rows a query
+ * walks to are (once) detoasted.
+ */
+const messageBytes = (sql: Queryable, row: "r" | "m") =>
+  row === "r"
+    ? sql`(octet_length(r.message) + octet_length(r.context_type) + octet_length(r.context) + coalesce(octet_length(r.extra::text), 0) + 96)::bigint`
+    : sql`(octet_length(m.message) + octet_length(m.context_type) + octet_length(m.context) + coalesce(octet_length(m.extra::text), 0) + 96)::bigint`;
+
+export interface MessagesPageParams extends MessagesListParams {
+  /**
+   * Stop adding messages once their estimated size would pass this many
+   * bytes; the first message is returned whatever its size.
+   */
+  maxBytes: number;
+}
+
+export interface MessagesPage {
+  messages: ResultMessage[];
+  /** Estimated bytes of each message (as `messages`). */
+  bytes: number[];
+  /** More messages follow (the page was cut by `limit` or `maxBytes`). */
+  more: boolean;
+}
+
+/**
+ * The walk of a page: message by message in sequence order (one index probe
+ * each), stopping at the first message that does not fit `limit` messages
+ * and `maxBytes` estimated bytes (the first always fits). That message is in
+ * the walk's result, marked `fits = false`, so the caller knows more follow;
+ * its columns are not shipped. The database never reads past it.
+ */
+function pageWalk(sql: Queryable, p: MessagesPageParams) {
+  const errors = p.errorsOnly ? sql`and r.error` : sql``;
+  const limit = p.limit;
+  const maxBytes = Math.max(0, Math.floor(p.maxBytes));
+  return sql`
+    with recursive walk as (
+      (select r.*, s.bytes, s.bytes as total, 1 as n, true as fits
+       from result_messages r, lateral (select ${messageBytes(sql, "r")} as bytes) s
+       where r.task_id = ${p.taskId} and r.seq > ${p.afterSequence.toString()}::bigint ${errors}
+       order by r.seq limit 1)
+      union all
+      (select m.*, s.bytes, w.total + s.bytes, w.n + 1, (w.n + 1 <= ${limit}::int and w.total + s.bytes <= ${maxBytes}::bigint)
+       from walk w,
+            lateral (select * from result_messages r where r.task_id = ${p.taskId} and r.seq > w.seq ${errors} order by r.seq limit 1) m,
+            lateral (select ${messageBytes(sql, "m")} as bytes) s
+       where w.fits)
+    )`;
+}
+
+/**
+ * Messages of one task with sequence > afterSequence, in order, at most
+ * `limit` of them and no more than `maxBytes` estimated bytes (at least one).
+ * Only the messages returned leave the database.
+ */
+export async function messagesPage(sql: Queryable, p: MessagesPageParams): Promise<MessagesPage> {
+  const rows = await run(sql, p.signal, "messages.page",
+    sql<(MessageRow & { bytes: bigint; fits: boolean })[]>`
+      ${pageWalk(sql, p)}
+      select task_id, seq, error, ts, bytes, fits,
+             case when fits then message end as message, case when fits then context_type end as context_type,
+             case when fits then context end as context, case when fits then extra end as extra
+      from walk order by seq`,
+  );
+  const fitting = rows.filter((r) => r.fits);
+  return { messages: fitting.map(toMessage), bytes: fitting.map((r) => Number(r.bytes)), more: fitting.length < rows.length };
+}
+
+/**
+ * How many messages of a task fit `limit` messages and `maxBytes` estimated
+ * bytes, and whether all of them do; nothing but the counts leaves the
+ * database. `bytes` counts the messages walked, the first that did not fit
+ * included: when `fitsAll` is false it is more than maxBytes (or the count
+ * more than limit), a lower bound of the whole.
+ */
+export async function messagesMeasure(sql: Queryable, p: MessagesPageParams): Promise<{ fitsAll: boolean; count: number; bytes: number }> {
+  const [row] = await run(sql, p.signal, "messages.measure",
+    sql<{ walked: number; fitting: number; bytes: bigint | null }[]>`
+      ${pageWalk(sql, p)}
+      select count(*)::int as walked, (count(*) filter (where fits))::int as fitting, max(total) as bytes from walk`,
+  );
+  return { fitsAll: row!.walked === row!.fitting, count: row!.fitting, bytes: Number(row!.bytes ?? 0) };
+}
+
 /** The highest committed sequence of a task (0 when it has none); null when the task does not exist. */
 export async function messagesHighestSequence(sql: Queryable, p: { taskId: string; signal?: AbortSignal }): Promise<bigint | null> {
   const [row] = await run(sql, p.signal, "messages.highest_sequence", sql<{ n: bigint }[]>`select next_message_seq - 1 as n from tasks where task_id = ${p.taskId}`);

@@ -3,20 +3,34 @@
 import { ConnectionAgedError, DeadlineReason, CancelledError, NotFoundError, ResourceExhaustedError, ShuttingDownError, type DomainError } from "../errors.js";
 import type { StreamEndReason, WatchCounters, WatchKind } from "../metrics/watchCounters.js";
 import { PushStream } from "../push.js";
-import type { BoundedQueue } from "./queue.js";
+import type { WatchByteLimits } from "./budget.js";
+import type { BoundedQueue, OverflowReason } from "./queue.js";
 
-/** RESOURCE_EXHAUSTED WATCH_BUFFER_FULL: the stream fell `limit` or more events behind. */
-export function fellBehind(limit: number): ResourceExhaustedError {
-  return new ResourceExhaustedError(
-    "WATCH_BUFFER_FULL",
-    `the client fell ${limit} or more events behind and the stream was ended; reconnect with after_sequence set to the last sequence received`,
-    { limit: String(limit) },
-  );
+/**
+ * RESOURCE_EXHAUSTED WATCH_BUFFER_FULL: the stream fell `limit` or more
+ * events behind, or held too many unsent bytes (its own limit, or all
+ * streams' together: budget.ts). ErrorInfo metadata: limit (events), and for
+ * bytes limit_bytes (the stream's) and server_limit_bytes.
+ */
+export function fellBehind(limit: number, reason: OverflowReason = "events", bytes?: WatchByteLimits): ResourceExhaustedError {
+  const resume = "reconnect with after_sequence set to the last sequence received";
+  const metadata: Record<string, string> = { limit: String(limit) };
+  if (bytes) {
+    metadata.limit_bytes = String(bytes.streamBytes);
+    metadata.server_limit_bytes = String(bytes.serverBytes);
+  }
+  const why =
+    reason === "stream"
+      ? `the client fell ${bytes?.streamBytes} or more bytes behind (STATEMGMT_WATCH_STREAM_MAX_BYTES)`
+      : reason === "server"
+        ? `the client fell behind while the server's watch streams held ${bytes?.serverBytes} or more unsent bytes together (STATEMGMT_WATCH_MAX_BYTES)`
+        : `the client fell ${limit} or more events behind`;
+  return new ResourceExhaustedError("WATCH_BUFFER_FULL", `${why} and the stream was ended; ${resume}`, metadata);
 }
 
 /** Ends the call (through `abort`, even while it waits for a slow client) when the queue overflows. */
 export function endWhenBehind<T>(queue: BoundedQueue<T>, abort: (err: DomainError) => void): void {
-  queue.onOverflow = () => abort(fellBehind(queue.limit));
+  queue.onOverflow = (reason) => abort(fellBehind(queue.limit, reason, queue.bytes?.limits));
 }
 
 function reasonOf(signal: AbortSignal, err: unknown, returned: boolean): StreamEndReason {

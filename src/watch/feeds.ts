@@ -7,7 +7,8 @@
 //   own bound, never a caller's signal; a feed that opens after all its
 //   callers left is closed at once. An unknown task: NotFoundError.
 // - wake() makes the feed read the task, then every message after its
-//   `highest`, 1000 a query, and push each batch to every subscriber's queue
+//   `highest`, 1000 (and at most `readBytes` estimated bytes) a query, and
+//   push each batch to every subscriber's queue
 //   (the snapshot with the last batch). `highest` moves only after a push, so
 //   a failed read leaves no gap: the retry reads from where the queues end.
 // - A failed read is retried by the shared RetryTimer until it succeeds or
@@ -20,16 +21,32 @@ import { NotFoundError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { WatchCounters } from "../metrics/watchCounters.js";
 import { SharedWork } from "../sharedWork.js";
-import { messagesHighestSequence, messagesList } from "../store/messages.js";
+import { messagesHighestSequence, messagesPage } from "../store/messages.js";
 import { tasksGetById } from "../store/tasks.js";
+import { taskBytes } from "../rpc/budget.js";
+import type { WatchBytes } from "./budget.js";
 import { BoundedQueue } from "./queue.js";
 import { bounded, type RetryTimer } from "./reads.js";
 import type { WatchSignals } from "./signals.js";
 
-export type TaskEvent = { kind: "task"; task: Task } | { kind: "message"; message: ResultMessage } | { kind: "gone" };
+/** A message event carries its estimated size on the wire (`bytes`, from the database: store/messages.ts). */
+export type TaskEvent = { kind: "task"; task: Task } | { kind: "message"; message: ResultMessage; bytes: number } | { kind: "gone" };
 
 /** Messages read per query. */
 export const READ_BATCH = 1000;
+
+/** Estimated bytes of messages read per query at most (the first message of a read whatever its size). */
+export const READ_BATCH_BYTES = 1024 * 1024;
+
+/** Bytes of messages a watch read takes at most: READ_BATCH_BYTES, or a quarter of a stream's byte limit if smaller. */
+export function readBytes(streamBytes: number): number {
+  return Math.max(1, Math.min(READ_BATCH_BYTES, Math.floor(streamBytes / 4)));
+}
+
+/** Estimated bytes of an event on the wire. */
+export function eventBytes(event: TaskEvent): number {
+  return event.kind === "message" ? event.bytes : event.kind === "task" ? taskBytes(event.task) : 0;
+}
 
 export interface FeedSubscription {
   /** The task as the feed last read it. */
@@ -45,6 +62,8 @@ export interface FeedsOptions {
   log: Logger;
   /** Events a subscriber may have queued before its queue overflows. */
   bufferLimit: number;
+  /** The byte budget of watch streams (budget.ts): each subscription counts its queue in it. */
+  bytes: WatchBytes;
   retries: RetryTimer;
   signals: EventEmitter<WatchSignals>;
   counters: WatchCounters;
@@ -82,7 +101,8 @@ export class TaskFeeds {
       }
       if (!feed) throw new Error(`the feed of ${taskId} opened for nobody`); // cannot happen: this caller waited
     }
-    const events = new BoundedQueue<TaskEvent>(this.o.bufferLimit);
+    const bytes = this.o.bytes.stream();
+    const events = new BoundedQueue<TaskEvent>(this.o.bufferLimit, bytes, eventBytes);
     const subscribed = feed;
     subscribed.queues.add(events);
     this.o.signals.emit("subscribed", taskId, subscribed.queues.size);
@@ -94,6 +114,7 @@ export class TaskFeeds {
       close: () => {
         if (closed) return;
         closed = true;
+        bytes.close();
         subscribed.queues.delete(events);
         this.o.signals.emit("unsubscribed", taskId, subscribed.queues.size);
         if (subscribed.queues.size === 0) this.close(subscribed);
@@ -172,12 +193,13 @@ export class TaskFeeds {
         // before the snapshot's state is then in this read.
         for (;;) {
           const afterSequence = feed.highest;
-          const batch = await bounded((signal) =>
-            messagesList(this.o.sql, { taskId: feed.taskId, afterSequence, errorsOnly: false, limit: READ_BATCH, signal }),
+          const page = await bounded((signal) =>
+            messagesPage(this.o.sql, { taskId: feed.taskId, afterSequence, errorsOnly: false, limit: READ_BATCH, maxBytes: readBytes(this.o.bytes.limits.streamBytes), signal }),
           );
           if (feed.closed) return;
-          const last = batch.length < READ_BATCH;
-          const events: TaskEvent[] = batch.map((message) => ({ kind: "message", message }));
+          const batch = page.messages;
+          const last = !page.more;
+          const events: TaskEvent[] = batch.map((message, i) => ({ kind: "message", message, bytes: page.bytes[i]! }));
           if (last) events.push({ kind: "task", task });
           for (const queue of feed.queues) queue.push(events);
           if (batch.length) feed.highest = batch[batch.length - 1]!.sequence;

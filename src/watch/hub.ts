@@ -18,6 +18,7 @@ import { TaskChanges } from "./changes.js";
 import type { PushStream } from "../push.js";
 import { countEnding, countPushEnding } from "./endings.js";
 import { TaskFeeds } from "./feeds.js";
+import { DEFAULT_WATCH_BYTES, WatchBytes, type WatchByteLimits } from "./budget.js";
 import { leaderStream } from "./leaderStream.js";
 import { Listener } from "./listener.js";
 import { RetryTimer } from "./reads.js";
@@ -32,6 +33,8 @@ export interface HubOptions {
   log: Logger;
   /** Events a watch stream may have queued before it is ended with RESOURCE_EXHAUSTED. */
   bufferLimit: number;
+  /** Unsent bytes a WatchTask stream, and all of them together, may hold (budget.ts; default DEFAULT_WATCH_BYTES). */
+  bytes?: WatchByteLimits;
   heartbeatMs: number;
   heartbeatTimeoutMs: number;
   /** How long a WatchTask stream stays open after its task finished (0: not at all). */
@@ -63,6 +66,8 @@ export class WatchHub extends EventEmitter<WatchSignals> {
   private readonly changes: TaskChanges;
   private readonly counters: WatchCounters;
   private readonly clock: Clock;
+  /** The byte budget of WatchTask streams: what they hold unsent now. */
+  readonly bytes: WatchBytes;
   /** Task ids notified during this turn of the event loop. */
   private readonly notified = new Set<string>();
   private flushScheduled = false;
@@ -73,7 +78,8 @@ export class WatchHub extends EventEmitter<WatchSignals> {
     this.counters = o.counters ?? NO_WATCH_COUNTERS;
     this.clock = o.clock ?? SYSTEM_CLOCK;
     const parts = { sql: o.sql, log: o.log, bufferLimit: o.bufferLimit, retries: this.retries, counters: this.counters };
-    this.feeds = new TaskFeeds({ ...parts, signals: this });
+    this.bytes = new WatchBytes(o.bytes ?? DEFAULT_WATCH_BYTES);
+    this.feeds = new TaskFeeds({ ...parts, bytes: this.bytes, signals: this });
     this.changes = new TaskChanges(parts);
     this.listener = new Listener({
       url: o.listenUrl,

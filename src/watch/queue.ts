@@ -13,6 +13,15 @@
 // A consumer that keeps up takes pushes as they happen instead
 // (`deliverTo`): while nothing is waiting, a push is handed to it at once,
 // inside the producer's call, and never queued.
+//
+// With a byte budget (budget.ts), a push is also refused when the stream
+// holds unsent bytes (queued here, or written to its call and not sent) and
+// they reach the stream's byte limit, or all streams' reach the server's.
+// A stream with nothing unsent accepts any push.
+import type { ByteRefusal, StreamBytes } from "./budget.js";
+
+/** Which limit a queue overflowed at: events, or bytes (the stream's, the server's). */
+export type OverflowReason = "events" | ByteRefusal;
 
 /** Thrown by take calls on a queue that has overflowed. */
 export class QueueOverflowError extends Error {
@@ -27,11 +36,21 @@ export class BoundedQueue<T> {
   private waiter: (() => void) | undefined;
   overflowed = false;
   private boundSignal: AbortSignal | undefined;
+  /** Why it overflowed, once it has. */
+  overflowReason: OverflowReason | undefined;
   /** Called once, when the queue overflows. */
-  onOverflow: (() => void) | undefined;
+  onOverflow: ((reason: OverflowReason) => void) | undefined;
   private consumer: ((items: readonly T[]) => void) | undefined;
 
-  constructor(readonly limit: number) {}
+  /**
+   * @param bytes the stream's byte budget (budget.ts), with `sizeOf` the
+   *   estimated bytes of one item; without, only `limit` bounds the queue.
+   */
+  constructor(
+    readonly limit: number,
+    readonly bytes?: StreamBytes,
+    private readonly sizeOf: (item: T) => number = () => 0,
+  ) {}
 
   get size(): number {
     return this.items.length;
@@ -45,16 +64,23 @@ export class BoundedQueue<T> {
   push(items: readonly T[]): boolean {
     if (this.overflowed) return false;
     if (items.length === 0) return true;
-    if (this.consumer && this.items.length === 0) {
+    const refused: OverflowReason | undefined = this.items.length >= this.limit ? "events" : this.bytes?.refusal();
+    if (refused) {
+      this.overflowed = true;
+      this.overflowReason = refused;
+      this.items = [];
+      this.bytes?.dequeueAll();
+      this.onOverflow?.(refused);
+    } else if (this.consumer && this.items.length === 0) {
       this.consumer(items);
       return true;
-    }
-    if (this.items.length >= this.limit) {
-      this.overflowed = true;
-      this.items = [];
-      this.onOverflow?.();
     } else {
-      for (const item of items) this.items.push(item);
+      let bytes = 0;
+      for (const item of items) {
+        this.items.push(item);
+        bytes += this.sizeOf(item);
+      }
+      this.bytes?.queue(bytes);
     }
     this.waiter?.();
     return !this.overflowed;
@@ -70,6 +96,7 @@ export class BoundedQueue<T> {
     if (this.overflowed) throw new QueueOverflowError(this.limit);
     const out = this.items;
     this.items = [];
+    this.bytes?.dequeueAll();
     return out;
   }
 

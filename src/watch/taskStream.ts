@@ -4,7 +4,9 @@
 //
 // Contract:
 // - subscribes to the task's feed first, then catches up from the database
-//   to the feed's position (1000 a query); between queries it takes what the
+//   to the feed's position (1000 messages, at most `readBytes` estimated
+//   bytes a query), reading the next batch only once the client took the
+//   last (it never holds more than one batch); between queries it takes what the
 //   feed queued meanwhile, so a long catch-up is not falling behind: those
 //   messages are read from the database instead and the newest snapshot is
 //   kept for after them;
@@ -18,17 +20,19 @@
 // - once the task is finished, the stream lingers `lingerMs` for the
 //   messages posted as part of finishing it, then ends;
 // - the task's deletion ends it with NOT_FOUND, falling behind with
-//   RESOURCE_EXHAUSTED WATCH_BUFFER_FULL (through `abort`).
+//   RESOURCE_EXHAUSTED WATCH_BUFFER_FULL (through `abort`);
+// - what it writes counts in its byte budget (budget.ts) until grpc-js has
+//   handed it to the connection, and is given back when the stream ends.
 import type { Sql } from "../db/connect.js";
 import { FINISHED_STATUSES, type ResultMessage, type Task } from "../domain.js";
 import { NotFoundError, type DomainError } from "../errors.js";
 import { PushStream, type Sink } from "../push.js";
-import { messagesList } from "../store/messages.js";
+import { messagesPage } from "../store/messages.js";
 import { endWhenBehind } from "./endings.js";
-import { READ_BATCH, type TaskEvent, type TaskFeeds } from "./feeds.js";
+import { eventBytes, READ_BATCH, readBytes, type TaskEvent, type TaskFeeds } from "./feeds.js";
 import type { BoundedQueue } from "./queue.js";
 
-export type TaskStreamEvent = { kind: "task"; task: Task } | { kind: "message"; message: ResultMessage };
+export type TaskStreamEvent = { kind: "task"; task: Task } | { kind: "message"; message: ResultMessage; bytes: number };
 
 export interface TaskStreamParams {
   taskId: string;
@@ -67,10 +71,13 @@ export function taskStream(feeds: TaskFeeds, sql: Sql, p: TaskStreamParams): Pus
   return new PushStream((sink) => run(feeds, sql, p, sink));
 }
 
-async function run(feeds: TaskFeeds, sql: Sql, p: TaskStreamParams, sink: Sink<TaskStreamEvent>): Promise<void> {
+async function run(feeds: TaskFeeds, sql: Sql, p: TaskStreamParams, call: Sink<TaskStreamEvent>): Promise<void> {
   const { taskId, signal } = p;
   const subscription = await feeds.subscribe(taskId, signal);
   endWhenBehind(subscription.events, p.abort);
+  const bytes = subscription.events.bytes!;
+  // Every write counted until it left (budget.ts).
+  const sink: Sink<TaskStreamEvent> = { write: (event) => call.write(event, bytes.write(eventBytes(event))), ready: () => call.ready() };
   try {
     let cursor = p.afterSequence;
     let shown = subscription.task;
@@ -87,9 +94,13 @@ async function run(feeds: TaskFeeds, sql: Sql, p: TaskStreamParams, sink: Sink<T
       }
     };
     while (cursor < target) {
-      const batch = await messagesList(sql, { taskId, afterSequence: cursor, errorsOnly: false, limit: READ_BATCH, signal });
+      const page = await messagesPage(sql, { taskId, afterSequence: cursor, errorsOnly: false, limit: READ_BATCH, maxBytes: readBytes(bytes.limits.streamBytes), signal });
+      const batch = page.messages;
       if (batch.length === 0) break;
-      for (const message of batch) await send(sink, { kind: "message", message });
+      for (let i = 0; i < batch.length; i++) {
+        await send(sink, { kind: "message", message: batch[i]!, bytes: page.bytes[i]! });
+        await bytes.writable(signal);
+      }
       cursor = batch[batch.length - 1]!.sequence;
       absorb(subscription.events.takeNow(signal));
     }
