@@ -34,7 +34,7 @@ import { HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/heal
 import { VERSION } from "../version.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
-import { startAuth, type EdgeAuth } from "./auth.js";
+import { keepRepeatedCredentials, startAuth, type EdgeAuth } from "./auth.js";
 
 export interface ServerOptions {
   /** The shared pool and the transaction slots; the caller owns and ends them. */
@@ -116,6 +116,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   });
   const tlsSource = o.tls ? await TlsSource.start(o.tls, o.log.child({ component: "tls" })) : undefined;
   const injector = server.createConnectionInjector(tlsSource ? tlsSource.serverCredentials() : grpc.ServerCredentials.createInsecure());
+  keepRepeatedCredentials(server); // before any connection: a repeated authorization header is refused
   const listener = new ConnectionListener(injector, limits, o.log.child({ component: "connections" }), !!tlsSource);
   const metrics = o.metricsListen ? new Metrics({ db: o.db, version: VERSION, finishedCountMaxAgeMs: o.metricsFinishedCountMaxAgeMs }) : undefined;
   const calls: OpenCalls = {
