@@ -128,6 +128,10 @@ describe("auth: pieces", () => {
     expect(redactReference("deckhand+https://svc:pw@dh:9000/r")).to.equal("deckhand+https://svc:***@dh:9000/r");
     expect(redactReference("https://host/x?a=b@c")).to.equal("https://host/x?a=b@c");
     expect(redactUrls('fetch of "https://u:pw@h/x" and http://a:b@c/ failed')).to.equal('fetch of "https://u:***@h/x" and http://a:***@c/ failed');
+    expect(redactReference("https://h/x?rev=1&api_key=k&Token=t;password=p#access_token=a&x=2")).to.equal("https://h/x?rev=1&api_key=***&Token=***;password=***#access_token=***&x=2");
+    expect(redactReference("https://u:p@h/x?api%5Fkey=k&X-Amz-Credential=c&empty=&secret=")).to.equal("https://u:***@h/x?api%5Fkey=***&X-Amz-Credential=***&empty=&secret=");
+    expect(redactReference("https://h/x?rev=1&site=a#top")).to.equal("https://h/x?rev=1&site=a#top");
+    expect(redactUrls("GET http://h/x?client_secret=s&ok=1 failed; see https://u:p@g/?sig=z")).to.equal("GET http://h/x?client_secret=***&ok=1 failed; see https://u:***@g/?sig=***");
   });
 
   it("checks the settings: Keystone role mapping, reflection, Keystone without credentials", () => {
@@ -388,6 +392,23 @@ describe("auth: bearer tokens through the server", function () {
       expect(await streams.admin.all).to.deep.equal([ref, ref]);
       expect(await streams.readerAll.all).to.deep.equal([redacted, redacted]);
       expect(await streams.adminAll.all).to.deep.equal([ref, ref]);
+    });
+
+    it("in a query string (?api_key=, ?token=, ...) are *** for non-admins too, in responses and errors", async () => {
+      const c = h.client;
+      const secret = "Qs3cret" + newToken().slice(0, 8);
+      const withQuery = `https://designs.example/site.yaml?rev=3&api_key=${secret}&X-Amz-Signature=${secret}#access_token=${secret}`;
+      const masked = "https://designs.example/site.yaml?rev=3&api_key=***&X-Amz-Signature=***#access_token=***";
+      const { task } = await c.createTask({ action: "deploy_nodes", designRef: withQuery }, as("operator"));
+      expect(task!.designRef).to.equal(masked);
+      expect((await c.getTask({ taskId: task!.taskId }, as("reader"))).task!.designRef).to.equal(masked);
+      expect((await c.getTask({ taskId: task!.taskId }, as("admin"))).task!.designRef).to.equal(withQuery); // stored whole: the fetch needs it
+      const listed = (await c.listTasks({ pageSize: 1000 }, as("reader"))).tasks.find((t) => t.taskId === task!.taskId);
+      expect(listed!.designRef).to.equal(masked);
+      const d = await expectError(c.createTask({ action: "deploy_nodes", designRef: `gopher://h/x?password=${secret}` }, as("operator")), grpc.status.INVALID_ARGUMENT);
+      expect(d.message).to.contain("password=***");
+      expect(JSON.stringify(d)).to.not.contain(secret);
+      expect(captured.text()).to.not.contain(secret);
     });
 
     it("never appear in the log", () => {
