@@ -118,11 +118,11 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
   --tls-cert      STATEMGMT_TLS_CERT      serve TLS with this PEM certificate (chain); re-read when it changes
   --tls-key       STATEMGMT_TLS_KEY       its PEM private key
   --tls-client-ca STATEMGMT_TLS_CLIENT_CA require client certificates from this PEM CA (mutual TLS)
-  --insecure      STATEMGMT_INSECURE=1    allow a non-loopback --listen without TLS and authentication
+  --insecure      STATEMGMT_INSECURE=1    allow a non-loopback --listen without TLS and authentication, and a non-loopback --metrics-listen
   --auth-tokens   STATEMGMT_AUTH_TOKENS  JSON file of bearer token hashes and certificate subjects with their roles (see README.md)
                   STATEMGMT_AUTH_KEYSTONE=1    validate callers' tokens with Keystone (STATEMGMT_KEYSTONE_*; roles: STATEMGMT_KEYSTONE_ROLES)
   --reflection    STATEMGMT_REFLECTION   open (default) or authenticated
-  --metrics-listen STATEMGMT_METRICS_LISTEN  serve /metrics, /healthz, /readyz over HTTP on HOST:PORT (off when unset)
+  --metrics-listen STATEMGMT_METRICS_LISTEN  serve /metrics, /healthz, /readyz over HTTP on HOST:PORT (off when unset; beyond loopback needs --insecure)
   --design-root   STATEMGMT_DESIGN_ROOTS  directories file:// design references may read (":"-separated; none by default)
                   STATEMGMT_DESIGN_CA_FILE, STATEMGMT_DESIGN_ALLOWED_HOSTS, STATEMGMT_DESIGN_MAX_BYTES, STATEMGMT_DESIGN_CACHE_TTL_MS,
                   STATEMGMT_DECKHAND_TOKEN or STATEMGMT_KEYSTONE_URL/_USERNAME/_PASSWORD/_PROJECT: see README.md`;
@@ -180,9 +180,17 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     );
   }
   const metricsAddr = str("metrics-listen", "STATEMGMT_METRICS_LISTEN");
+  const metricsListen = metricsAddr === undefined ? undefined : parseListen(metricsAddr, "STATEMGMT_METRICS_LISTEN / --metrics-listen");
+  // The metrics port has neither TLS nor authentication: beyond loopback only when the operator says so.
+  if (metricsListen && !isLoopback(metricsListen.host) && !insecure) {
+    throw new ConfigError(
+      `refusing to serve metrics on ${metricsListen.host}:${metricsListen.port} beyond loopback: /metrics has no TLS or authentication; ` +
+        `set STATEMGMT_METRICS_LISTEN / --metrics-listen to 127.0.0.1:PORT, or pass --insecure (STATEMGMT_INSECURE=1) to expose it anyway`,
+    );
+  }
   return {
     listen,
-    metricsListen: metricsAddr === undefined ? undefined : parseListen(metricsAddr, "STATEMGMT_METRICS_LISTEN / --metrics-listen"),
+    metricsListen,
     tls,
     insecure,
     databaseUrl,

@@ -6,11 +6,17 @@
 // from non-admins in responses and logs.
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
+import http2 from "node:http2";
+import net from "node:net";
+import { Duplex } from "node:stream";
 import { mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { create, type DescMethod } from "@bufbuild/protobuf";
+import { create, createRegistry, fromBinary, type DescMethod } from "@bufbuild/protobuf";
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
+import { StatusSchema } from "../gen/google/rpc/status_pb.js";
+import { ErrorInfoSchema, type ErrorInfo } from "../gen/google/rpc/error_details_pb.js";
 import { expect } from "chai";
 import { StateService, TaskView } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
@@ -122,6 +128,10 @@ describe("auth: pieces", () => {
     expect(redactReference("deckhand+https://svc:pw@dh:9000/r")).to.equal("deckhand+https://svc:***@dh:9000/r");
     expect(redactReference("https://host/x?a=b@c")).to.equal("https://host/x?a=b@c");
     expect(redactUrls('fetch of "https://u:pw@h/x" and http://a:b@c/ failed')).to.equal('fetch of "https://u:***@h/x" and http://a:***@c/ failed');
+    expect(redactReference("https://h/x?rev=1&api_key=k&Token=t;password=p#access_token=a&x=2")).to.equal("https://h/x?rev=1&api_key=***&Token=***;password=***#access_token=***&x=2");
+    expect(redactReference("https://u:p@h/x?api%5Fkey=k&X-Amz-Credential=c&empty=&secret=")).to.equal("https://u:***@h/x?api%5Fkey=***&X-Amz-Credential=***&empty=&secret=");
+    expect(redactReference("https://h/x?rev=1&site=a#top")).to.equal("https://h/x?rev=1&site=a#top");
+    expect(redactUrls("GET http://h/x?client_secret=s&ok=1 failed; see https://u:p@g/?sig=z")).to.equal("GET http://h/x?client_secret=***&ok=1 failed; see https://u:***@g/?sig=***");
   });
 
   it("checks the settings: Keystone role mapping, reflection, Keystone without credentials", () => {
@@ -277,6 +287,27 @@ describe("auth: bearer tokens through the server", function () {
     for (const t of Object.values(tokens)) expect(captured.text()).to.not.contain(t);
   });
 
+  it("refuses a call with two authorization (or x-auth-token) lines on the wire, whichever comes first", async () => {
+    // Node's http2 keeps only the first authorization line of a request: an
+    // admin token first and a wrong one second would pass as admin.
+    const wrong = "wrong-" + newToken();
+    const one = await rawListTasks(h.server.address, [["authorization", `Bearer ${tokens.admin}`]]);
+    expect(one).to.deep.include({ status: "0" });
+    for (const lines of [
+      [["authorization", `Bearer ${tokens.admin}`], ["authorization", `Bearer ${wrong}`]],
+      [["authorization", `Bearer ${wrong}`], ["authorization", `Bearer ${tokens.admin}`]],
+      [["authorization", `Bearer ${tokens.admin}`], ["authorization", `Bearer ${tokens.admin}`]],
+      [["x-auth-token", tokens.admin], ["x-auth-token", wrong]],
+      [["x-auth-token", tokens.admin], ["authorization", `Bearer ${wrong}`]],
+    ] as [string, string][][]) {
+      const r = await rawListTasks(h.server.address, lines);
+      expect(r.status, JSON.stringify(lines.map(([n]) => n))).to.equal(String(grpc.status.UNAUTHENTICATED));
+      expect(r.reason).to.equal("TOKEN_INVALID");
+      expect(r.message).to.contain("send one credential");
+      expect(r.message).to.not.contain(wrong).and.not.contain(tokens.admin);
+    }
+  });
+
   it("logs the caller's subject on every call and the task id of mutating calls", async () => {
     const { task } = await h.client.createTask({ action: "deploy_nodes" }, as("operator"));
     await h.client.getTask({ taskId: task!.taskId }, as("reader"));
@@ -364,6 +395,23 @@ describe("auth: bearer tokens through the server", function () {
       expect(await streams.adminAll.all).to.deep.equal([ref, ref]);
     });
 
+    it("in a query string (?api_key=, ?token=, ...) are *** for non-admins too, in responses and errors", async () => {
+      const c = h.client;
+      const secret = "Qs3cret" + newToken().slice(0, 8);
+      const withQuery = `https://designs.example/site.yaml?rev=3&api_key=${secret}&X-Amz-Signature=${secret}#access_token=${secret}`;
+      const masked = "https://designs.example/site.yaml?rev=3&api_key=***&X-Amz-Signature=***#access_token=***";
+      const { task } = await c.createTask({ action: "deploy_nodes", designRef: withQuery }, as("operator"));
+      expect(task!.designRef).to.equal(masked);
+      expect((await c.getTask({ taskId: task!.taskId }, as("reader"))).task!.designRef).to.equal(masked);
+      expect((await c.getTask({ taskId: task!.taskId }, as("admin"))).task!.designRef).to.equal(withQuery); // stored whole: the fetch needs it
+      const listed = (await c.listTasks({ pageSize: 1000 }, as("reader"))).tasks.find((t) => t.taskId === task!.taskId);
+      expect(listed!.designRef).to.equal(masked);
+      const d = await expectError(c.createTask({ action: "deploy_nodes", designRef: `gopher://h/x?password=${secret}` }, as("operator")), grpc.status.INVALID_ARGUMENT);
+      expect(d.message).to.contain("password=***");
+      expect(JSON.stringify(d)).to.not.contain(secret);
+      expect(captured.text()).to.not.contain(secret);
+    });
+
     it("never appear in the log", () => {
       expect(captured.text()).to.contain("drydock.statemgmt.v1.StateService/CreateTask");
       expect(captured.text()).to.not.contain("Pa55");
@@ -382,6 +430,108 @@ describe("auth: bearer tokens through the server", function () {
     }
   });
 });
+
+/** HPACK "literal header field without indexing, new name" (RFC 7541 6.2.2), no Huffman: changes no table. */
+function hpackLiteral(name: string, value: string): Buffer {
+  const int7 = (n: number) => {
+    if (n < 127) return [n];
+    const out = [127];
+    for (n -= 127; n >= 128; n >>= 7) out.push((n & 127) | 128);
+    out.push(n);
+    return out;
+  };
+  return Buffer.concat([Buffer.from([0, ...int7(name.length)]), Buffer.from(name), Buffer.from(int7(value.length)), Buffer.from(value)]);
+}
+
+/**
+ * A connection that appends header lines to the first HEADERS frame the
+ * client sends: Node's http2 client refuses to send `authorization` twice,
+ * so the lines a raw HPACK encoder could send are added on the wire.
+ */
+function appendingConnection(address: string, lines: [string, string][]): Duplex {
+  const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
+  const sock = net.connect(port, host);
+  let pending = Buffer.alloc(0);
+  let preface = false;
+  let done = false;
+  const d = new Duplex({
+    write(chunk: Buffer, _enc, cb) {
+      if (done) return void sock.write(chunk, cb);
+      pending = Buffer.concat([pending, chunk]);
+      const out: Buffer[] = [];
+      if (!preface) {
+        if (pending.length < 24) return cb();
+        out.push(pending.subarray(0, 24));
+        pending = pending.subarray(24);
+        preface = true;
+      }
+      while (!done && pending.length >= 9) {
+        const len = pending.readUIntBE(0, 3);
+        if (pending.length < 9 + len) break;
+        let frame = pending.subarray(0, 9 + len);
+        pending = pending.subarray(9 + len);
+        if (frame[3] === 1) {
+          // HEADERS: END_HEADERS set, neither PADDED nor PRIORITY (what Node's client sends)
+          expect(frame[4]! & 0x2c).to.equal(0x04);
+          const block = Buffer.concat([frame.subarray(9), ...lines.map(([n, v]) => hpackLiteral(n, v))]);
+          const head = Buffer.from(frame.subarray(0, 9));
+          head.writeUIntBE(block.length, 0, 3);
+          frame = Buffer.concat([head, block]);
+          done = true;
+        }
+        out.push(frame);
+      }
+      if (done) {
+        out.push(pending);
+        pending = Buffer.alloc(0);
+      }
+      sock.write(Buffer.concat(out), cb);
+    },
+    read() {},
+    final(cb) {
+      sock.end(cb);
+    },
+    destroy(err, cb) {
+      sock.destroy();
+      cb(err);
+    },
+  });
+  sock.on("data", (c: Buffer) => d.push(c));
+  sock.on("end", () => d.push(null));
+  sock.on("error", (e) => d.destroy(e));
+  return d;
+}
+
+const errorInfoRegistry = createRegistry(ErrorInfoSchema);
+
+/** ListTasks over raw HTTP/2 with `lines` as its only credential header lines: grpc-status, message, ErrorInfo reason. */
+async function rawListTasks(address: string, lines: [string, string][]): Promise<{ status?: string; message?: string; reason?: string }> {
+  const session = http2.connect(`http://${address}`, { createConnection: () => appendingConnection(address, lines) });
+  session.on("error", () => {});
+  try {
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/drydock.statemgmt.v1.StateService/ListTasks",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    const got: Record<string, unknown> = {};
+    req.on("response", (hdrs) => Object.assign(got, hdrs));
+    req.on("trailers", (hdrs) => Object.assign(got, hdrs));
+    req.resume();
+    req.end(Buffer.alloc(5)); // one empty, uncompressed message
+    await once(req, "close");
+    const bin = got["grpc-status-details-bin"];
+    const info = typeof bin === "string" ? fromBinary(StatusSchema, Buffer.from(bin, "base64")).details.map((a) => anyUnpack(a, errorInfoRegistry)).find(Boolean) : undefined;
+    return {
+      status: got["grpc-status"] as string | undefined,
+      message: typeof got["grpc-message"] === "string" ? decodeURIComponent(got["grpc-message"]) : undefined,
+      reason: (info as ErrorInfo | undefined)?.reason,
+    };
+  } finally {
+    session.close();
+  }
+}
 
 /** ListServices over the reflection stream: the names, or the status code's name when refused. */
 async function listServices(client: Client<(typeof reflV1.ServerReflection)["method"]>, metadata: grpc.Metadata): Promise<string[] | string> {

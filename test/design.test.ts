@@ -202,6 +202,26 @@ describe("design documents", function () {
       expect(Buffer.from(res.content).toString()).to.equal(`Basic ${Buffer.from("alice:p@ss").toString("base64")}`);
       expect(res.designRef).to.equal(`http://alice:***@127.0.0.1:${http.port}/auth`);
     });
+    it("sends secret query parameters to the source and never echoes their values, in a response or an error", async () => {
+      const secret = "S3CRET-q-" + Date.now();
+      const res = await h.client.getDesignDocuments({ designRef: `${http.base}/design.yaml?rev=7&api_key=${secret}` });
+      expect(http.log.at(-1)!.path).to.equal(`/design.yaml?rev=7&api_key=${secret}`);
+      expect(res.designRef).to.equal(`${http.base}/design.yaml?rev=7&api_key=***`);
+      const cases: [string, grpc.status][] = [
+        [`${http.base}/nothing-here?Access_Token=${secret}`, grpc.status.NOT_FOUND],
+        [`${http.base}/forbidden?x=1&PASSWORD=${secret}#frag`, grpc.status.PERMISSION_DENIED],
+        [`${http.base}/teapot?sig=${secret}`, grpc.status.FAILED_PRECONDITION],
+        [`${http.base}/loop?client_secret=${secret}`, grpc.status.FAILED_PRECONDITION],
+        [`http://127.0.0.1:1/x?token=${secret}`, grpc.status.UNAVAILABLE], // nothing listens: the transport error's text
+        [`ftp://h/x?api-key=${secret}`, grpc.status.INVALID_ARGUMENT],
+        [`http://${"a".repeat(64)}.example/x?secret=${secret}`, grpc.status.INVALID_ARGUMENT],
+      ];
+      for (const [ref, code] of cases) {
+        const d = await expectError(h.client.getDesignDocuments({ designRef: ref }, { deadlineMs: 5000 }), code);
+        expect(d.message, ref).to.contain("=***");
+        expect(JSON.stringify(d), ref).to.not.contain(secret);
+      }
+    });
     it("refuses, before any request, userinfo that does not decode and a host the resolver cannot take", async () => {
       // Were INTERNAL: decodeURIComponent threw URIError, getaddrinfo EINVAL.
       const before = http.hits("/auth");

@@ -474,4 +474,42 @@ describe("watch and lease metrics", () => {
     expect(delta(before, after, key("statemgmt_election_takeovers_total"))).to.equal(1);
     clock.reset();
   });
+
+  it("keeps the election series bounded: the default and the next 19 by name each, the rest counted under (other)", async function () {
+    this.timeout(60_000);
+    const address = h.server.metricsAddress!;
+    const ttl = { seconds: 3600n };
+    // Long names (128 characters is the maximum), sorting before "orchestrator", the default.
+    const name = (i: number) => `m-${String(i).padStart(4, "0")}-`.padEnd(100, "x");
+    const claimMany = async (from: number, to: number) => {
+      for (let i = from; i < to; i += 20) {
+        await Promise.all(Array.from({ length: Math.min(20, to - i) }, (_, j) => h.client.claimLeadership({ election: name(i + j), instanceId: "flood", ttl })));
+      }
+    };
+    expect((await h.client.claimLeadership({ election: "", instanceId: "orch-1", ttl })).isLeader).to.equal(true);
+    const body = async () => (await (await fetch(`http://${address}/metrics`)).text());
+    const electionLines = (text: string) => text.split("\n").filter((l) => /^statemgmt_election_(held|term)\{/.test(l));
+    const live = async () => (await h.pg.query<{ n: number }>("select count(*)::int as n from leases where holder is not null and expires_at > clock_timestamp()")).rows[0]!.n;
+
+    await claimMany(0, 100);
+    await body(); // the first scrapes add series of their own (the scrape statement's duration)
+    const first = await body();
+    await claimMany(100, 200);
+    const second = await body();
+    for (const text of [first, second]) {
+      const lines = electionLines(text);
+      const held = lines.filter((l) => l.startsWith("statemgmt_election_held{"));
+      expect(held, "held series: 20 elections and (other)").to.have.length(21);
+      expect(lines.filter((l) => l.startsWith("statemgmt_election_term{")).length).to.be.at.most(20);
+      expect(held[0]).to.match(/^statemgmt_election_held\{election="orchestrator"\} 1$/);
+      expect(held.filter((l) => l.includes(`election="${name(0)}"`))).to.have.length(1); // by name after the default
+    }
+    const samples = await scrape(address);
+    const heldSum = [...samples].filter(([k]) => k.startsWith("statemgmt_election_held{")).reduce((a, [, v]) => a + v, 0);
+    expect(heldSum, "the held series add up to every live lease").to.equal(await live());
+    const listedHeld = [...samples].filter(([k]) => k.startsWith("statemgmt_election_held{") && !k.includes('"(other)"')).reduce((a, [, v]) => a + v, 0);
+    expect(samples.get(key("statemgmt_election_held", { election: "(other)" }))).to.equal((await live()) - listedHeld);
+    // 100 more elections change a number, not the size of a scrape.
+    expect(Math.abs(second.length - first.length), `${first.length} → ${second.length} bytes`).to.be.below(300);
+  });
 });

@@ -135,6 +135,19 @@ describe("listening beyond loopback", () => {
     for (const host of ["127.0.0.1", "127.9.9.9", "[::1]", "localhost"]) expect(refused(["--listen", `${host}:0`]), host).to.equal("");
   });
 
+  it("refuses metrics beyond loopback (no TLS, no authentication) unless --insecure, whatever the gRPC port has", () => {
+    const msg = refused(["--metrics-listen", "0.0.0.0:9464"]);
+    expect(msg).to.contain("refusing to serve metrics on 0.0.0.0:9464 beyond loopback");
+    expect(msg).to.contain("--insecure").and.contain("--metrics-listen");
+    const secured = ["--tls-cert", files.certFile, "--tls-key", files.keyFile, "--listen", "0.0.0.0:0"];
+    expect(refused([...secured, "--metrics-listen", "10.1.2.3:9464"], { STATEMGMT_AUTH_TOKENS: "/etc/t.json" })).to.contain("refusing to serve metrics");
+    expect(refused([], { STATEMGMT_METRICS_LISTEN: "[::]:9464" })).to.contain("refusing to serve metrics on");
+    expect(refused(["--metrics-listen", ":9464"])).to.contain("refusing to serve metrics on 0.0.0.0:9464"); // no host: every interface
+    expect(refused(["--metrics-listen", "0.0.0.0:9464", "--insecure"])).to.equal("");
+    expect(refused(["--metrics-listen", "0.0.0.0:9464"], { STATEMGMT_INSECURE: "1" })).to.equal("");
+    for (const host of ["127.0.0.1", "[::1]", "localhost"]) expect(refused(["--metrics-listen", `${host}:0`]), host).to.equal("");
+  });
+
   it("needs both halves of a TLS pair", () => {
     expect(refused(["--tls-cert", files.certFile])).to.contain("both --tls-cert");
     expect(refused(["--tls-client-ca", files.ca])).to.contain("mutual TLS is TLS");

@@ -18,7 +18,7 @@ import {
 import { Backoff } from "../backoff.js";
 import type { DesignDocument, DesignDriver, FetchContext } from "./driver.js";
 import { tooLarge } from "./file.js";
-import { redactReference } from "./reference.js";
+import { redactUrls } from "./reference.js";
 
 export interface HttpOptions {
   /** PEM bundle trusted in addition to the system's roots. */
@@ -247,5 +247,5 @@ function isTransportError(err: unknown): boolean {
 function describe(err: unknown): string {
   if (err instanceof RetryableStatus) return err.message;
   const e = err as { code?: string; message?: string; name?: string };
-  return redactReference(e?.code ? `${e.code}${e.message ? ` (${e.message})` : ""}` : (e?.message ?? String(err)));
+  return redactUrls(e?.code ? `${e.code}${e.message ? ` (${e.message})` : ""}` : (e?.message ?? String(err)));
 }

@@ -10,7 +10,7 @@ import { observeQueries, poolUsage, type QueryObserver } from "../db/connect.js"
 import type { DesignObserver } from "../design/fetcher.js";
 import type { TaskStatus } from "../domain.js";
 import { SQLSTATE } from "../store/sql.js";
-import { metricsFinishedCounts, metricsScrape, type MetricsScrape } from "../store/metrics.js";
+import { MAX_ELECTION_SERIES, metricsFinishedCounts, metricsScrape, type MetricsScrape } from "../store/metrics.js";
 import type { Db } from "../store/transactions.js";
 import { WatchMetrics } from "./watchMetrics.js";
 
@@ -190,7 +190,7 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
     });
     new Gauge({
       name: "statemgmt_election_term",
-      help: "Current term of each election with a live lease.",
+      help: `Current term of each election with a live lease, among the first ${MAX_ELECTION_SERIES} elections (the default first, then by name).`,
       labelNames: ["election"],
       registers,
       collect: async function () {

@@ -3,8 +3,15 @@
 // and the claims report through WatchCounters and ElectionCounters, and a
 // gauge of the elections held, read at scrape time.
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { MetricsScrape } from "../store/metrics.js";
+import { MAX_ELECTION_SERIES, type MetricsScrape } from "../store/metrics.js";
 import type { ElectionCounters, NotificationChannel, StreamEndReason, WatchCounters, WatchKind } from "./watchCounters.js";
+
+/**
+ * The `election` label of the elections past the first MAX_ELECTION_SERIES:
+ * no election can be named so (election names match [A-Za-z0-9_.:-], so not
+ * "_other", which could be one).
+ */
+export const OTHER_ELECTIONS = "(other)";
 
 export class WatchMetrics implements WatchCounters, ElectionCounters {
   private readonly reconnects: Counter;
@@ -55,13 +62,14 @@ export class WatchMetrics implements WatchCounters, ElectionCounters {
     });
     new Gauge({
       name: "statemgmt_election_held",
-      help: "1 while some instance holds the election's lease, 0 once it lapsed or was resigned.",
+      help: `1 while some instance holds the election's lease, 0 once it lapsed or was resigned; the first ${MAX_ELECTION_SERIES} elections (the default first, then by name) have a series each, election="${OTHER_ELECTIONS}" counts the held leases of the rest.`,
       labelNames: ["election"],
       registers,
       collect: async function () {
         const s = await scrape();
         this.reset();
         for (const [election, held] of s?.electionsHeld ?? []) this.set({ election }, held ? 1 : 0);
+        if (s && s.otherElections.count > 0) this.set({ election: OTHER_ELECTIONS }, s.otherElections.held);
       },
     });
   }

@@ -6,6 +6,8 @@
 //   2. without a token, the verified TLS client certificate, by the subject
 //      names of certificate.ts, in the token file's entries without sha256.
 // Nothing else is accepted. Error messages never quote a credential.
+import type * as http2 from "node:http2";
+import type * as grpc from "@grpc/grpc-js";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { AuthConfig } from "../config.js";
 import { HttpClient } from "../design/http.js";
@@ -64,6 +66,48 @@ function allowed(c: Caller, method: DescMethod): Caller {
 }
 
 const invalidToken = () => new UnauthenticatedError("TOKEN_INVALID", "the token is unknown, expired or revoked");
+
+/** The headers that carry a credential; a call must send at most one value of one of them. */
+const CREDENTIAL_HEADERS = ["authorization", "x-auth-token"] as const;
+
+/**
+ * Makes every value of a repeated credential header reach the call's
+ * metadata, so that presentedToken's "send one credential" check sees them.
+ * Node's http2 keeps only the first `authorization` of a request (one of its
+ * single-value headers) and joins repeated `x-auth-token` lines with ", ";
+ * the raw header list of the 'stream' event still has each line. Listening
+ * first on grpc-js's HTTP/2 server (a private field, checked here: start-up
+ * fails rather than run without the check), the headers object grpc-js then
+ * reads gets the full list as an array.
+ */
+export function keepRepeatedCredentials(server: grpc.Server): void {
+  const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  if (!(servers instanceof Map) || servers.size === 0) {
+    throw new Error("grpc-js internals changed: Server.http2Servers not found; repeated credential headers cannot be refused");
+  }
+  for (const s of servers.keys() as IterableIterator<http2.Http2Server>) {
+    if (s.listeners("stream").includes(exposeRepeated)) continue;
+    s.prependListener("stream", exposeRepeated);
+  }
+}
+
+function exposeRepeated(_stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, raw: string[]): void {
+  if (!Array.isArray(raw)) return;
+  let values: Map<string, string[]> | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (name !== "authorization" && name !== "x-auth-token") continue;
+    values ??= new Map();
+    const list = values.get(name);
+    if (list) list.push(raw[i + 1]!);
+    else values.set(name, [raw[i + 1]!]);
+  }
+  if (!values) return;
+  for (const name of CREDENTIAL_HEADERS) {
+    const list = values.get(name);
+    if (list && list.length > 1) (headers as Record<string, string | string[]>)[name] = list;
+  }
+}
 
 /** The token of the call's metadata, undefined when it has none; malformed credentials are refused. */
 function presentedToken(call: GuardedCall): string | undefined {

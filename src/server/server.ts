@@ -36,7 +36,7 @@ import { HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/heal
 import { VERSION } from "../version.js";
 import { DatabaseHealth, healthRpcs } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
-import { startAuth, type EdgeAuth } from "./auth.js";
+import { keepRepeatedCredentials, startAuth, type EdgeAuth } from "./auth.js";
 import { DEFAULT_NODE_CALL_LIMIT, limitKeyAuthorized, PeerRateLimiter, type RateLimit } from "./rateLimit.js";
 import type { BootActionReportLimits } from "../store/bootActions.js";
 
@@ -132,6 +132,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   });
   const tlsSource = o.tls ? await TlsSource.start(o.tls, o.log.child({ component: "tls" })) : undefined;
   const injector = server.createConnectionInjector(tlsSource ? tlsSource.serverCredentials() : grpc.ServerCredentials.createInsecure());
+  keepRepeatedCredentials(server); // before any connection: a repeated authorization header is refused
   const listener = new ConnectionListener(injector, limits, o.log.child({ component: "connections" }), !!tlsSource);
   const metrics = o.metricsListen ? new Metrics({ db: o.db, version: VERSION, finishedCountMaxAgeMs: o.metricsFinishedCountMaxAgeMs }) : undefined;
   const calls: OpenCalls = {

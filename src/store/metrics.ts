@@ -11,19 +11,30 @@
 // separate statement that src/metrics runs at most once per its maximum age.
 import type { Fragment } from "postgres";
 import type { Sql } from "../db/connect.js";
-import type { TaskStatus } from "../domain.js";
+import { DEFAULT_ELECTION, type TaskStatus } from "../domain.js";
 import { run } from "./sql.js";
 
 export const UNFINISHED: readonly TaskStatus[] = ["requested", "queued", "running", "terminating"];
 export const FINISHED: readonly TaskStatus[] = ["complete", "terminated"];
 
+/**
+ * Elections with series of their own (statemgmt_election_term and _held):
+ * the default election first, then the others by name. Any orchestrator may
+ * name new elections, and each name was a label value: 5,000 of them made a
+ * scrape 1.5 MB and slowed every call. The rest are counted together.
+ */
+export const MAX_ELECTION_SERIES = 20;
+
 export interface MetricsScrape {
   /** Every unfinished status, 0 when none. */
   unfinished: [TaskStatus, number][];
   oldestQueuedAgeSeconds: number;
+  /** The live terms of the listed elections (MAX_ELECTION_SERIES). */
   electionTerms: [string, bigint][];
-  /** Every election with a lease row, and whether its lease is live. */
+  /** The listed elections (at most MAX_ELECTION_SERIES, default first, then by name), and whether each lease is live. */
   electionsHeld: [string, boolean][];
+  /** Elections beyond the listed ones, and how many of them have a live lease. */
+  otherElections: { count: number; held: number };
   postgresVersion: string;
 }
 
@@ -36,8 +47,11 @@ export function scrapeQuery(sql: Sql): Fragment {
     select
       json_build_array(${counts.reduce((a, c) => sql`${a}, ${c}`)}) as unfinished,
       (select extract(epoch from now() - min(created))::float8 from tasks where status = 'queued') as oldest_age,
-      (select json_agg(json_build_array(election, term::text)) from leases where holder is not null and expires_at > clock_timestamp()) as terms,
-      (select json_agg(json_build_array(election, holder is not null and expires_at > clock_timestamp())) from leases) as held,
+      (select json_agg(json_build_array(election, term::text, live) order by first desc, election)
+         from (select election, term, holder is not null and expires_at > clock_timestamp() as live, election = ${DEFAULT_ELECTION} as first
+               from leases order by first desc, election limit ${MAX_ELECTION_SERIES}) l) as listed,
+      (select count(*)::int from leases) as elections,
+      (select count(*)::int from leases where holder is not null and expires_at > clock_timestamp()) as live,
       current_setting('server_version') as version`;
 }
 
@@ -56,13 +70,19 @@ export async function metricsScrape(sql: Sql): Promise<MetricsScrape> {
     sql,
     AbortSignal.timeout(5000),
     "metrics.scrape",
-    sql<{ unfinished: number[]; oldest_age: number | null; terms: [string, string][] | null; held: [string, boolean][] | null; version: string }[]>`${scrapeQuery(sql)}`,
+    sql<
+      { unfinished: number[]; oldest_age: number | null; listed: [string, string, boolean][] | null; elections: number; live: number; version: string }[]
+    >`${scrapeQuery(sql)}`,
   );
+  const listed = row!.listed ?? [];
+  const listedLive = listed.filter(([, , live]) => live).length;
   return {
     unfinished: UNFINISHED.map((s, i) => [s, row!.unfinished[i] ?? 0]),
     oldestQueuedAgeSeconds: Math.max(0, row!.oldest_age ?? 0),
-    electionTerms: (row!.terms ?? []).map(([e, t]) => [e, BigInt(t)]),
-    electionsHeld: row!.held ?? [],
+    electionTerms: listed.filter(([, , live]) => live).map(([e, t]) => [e, BigInt(t)]),
+    electionsHeld: listed.map(([e, , live]) => [e, live]),
+    // Counted in the same statement as the list: the two cannot disagree.
+    otherElections: { count: Math.max(0, row!.elections - listed.length), held: Math.max(0, row!.live - listedLive) },
     postgresVersion: row!.version,
   };
 }
