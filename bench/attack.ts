@@ -73,6 +73,12 @@ async function peakRss<T>(pid: number, during: () => Promise<T>): Promise<{ resu
   }
 }
 
+/** CPU time (user + system) of a process so far, in ms. */
+async function cpuMs(pid: number): Promise<number> {
+  const st = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
+  return ((Number(st[11]) + Number(st[12])) * 1000) / 100; // CLK_TCK is 100 on Linux
+}
+
 const codeOf = (e: unknown) => grpc.status[(e as grpc.ServiceError).code] ?? String(e);
 
 /** An authenticated WatchTask and WatchLeader: "OK" when each sends its first message. */
@@ -176,10 +182,14 @@ try {
       }
       await Promise.all(sessions.map(refusedCall));
       let attacking = true;
+      let refusedCalls = 0;
+      const cpuBefore = await cpuMs(server.proc.pid!);
+      const attackStarted = Date.now();
       const attack = (async () => {
         while (attacking) {
           const started = Date.now();
           await Promise.all(sessions.map(refusedCall));
+          refusedCalls += sessions.length;
           await sleep(Math.max(0, 2000 - (Date.now() - started)));
         }
       })();
@@ -201,6 +211,8 @@ try {
       }
       attacking = false;
       await attack;
+      const attackMs = Date.now() - attackStarted;
+      const cpu = (await cpuMs(server.proc.pid!)) - cpuBefore;
       // The admins are still served on their connections.
       let stillServed = 0;
       for (const c of admins) {
@@ -209,7 +221,7 @@ try {
       }
       sessions.forEach((s) => s.destroy());
       latencies.sort((a, b) => a - b);
-      return `${latencies.length} of 20 new admin clients served (connect + call p50 ${latencies[Math.floor(latencies.length / 2)]?.toFixed(1)} ms, max ${latencies.at(-1)?.toFixed(1)} ms), ${failed} failed; ${stillServed} of 20 still served afterwards; ${closed} attacking connections closed to make room`;
+      return `${latencies.length} of 20 new admin clients served (connect + call p50 ${latencies[Math.floor(latencies.length / 2)]?.toFixed(1)} ms, max ${latencies.at(-1)?.toFixed(1)} ms), ${failed} failed; ${stillServed} of 20 still served afterwards; ${closed} attacking connections closed to make room; ${((refusedCalls * 1000) / attackMs).toFixed(0)} refused calls/s at ${((cpu / attackMs) * 100).toFixed(0)} % of a core (about ${((cpu * 1000) / Math.max(1, refusedCalls)).toFixed(0)} µs of server CPU each, the admins' calls included)`;
     });
     report("F2", "4,106 HTTP/2 connections, no token, a refused call each every 2 s", `${result}; server peak RSS ${peakMb.toFixed(0)} MB`);
   }
