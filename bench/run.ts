@@ -75,9 +75,12 @@ interface Row {
   clientCpuUsPerOp: number;
   serverRssMb: number;
   note?: string;
+  /** Set when the scenario threw: its error; the run went on with the next one. */
+  failed?: string;
 }
 const rows: Row[] = [];
-const row = (id: string) => rows.find((r) => r.id === id);
+/** The row of a scenario that ran to its end (a failed one has no figures to compare). */
+const row = (id: string) => rows.find((r) => r.id === id && r.failed === undefined);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---- processes under test ----
@@ -200,9 +203,35 @@ interface LoadSpec {
   durationMs?: number;
 }
 
-/** Runs one load scenario over `procs` worker processes. */
+/**
+ * Runs one scenario. One that throws is recorded as failed, with its error,
+ * in the table (once, whatever nests it), the processes it started are
+ * stopped, the run's exit status becomes 1, and the run goes on with the
+ * next scenario.
+ */
+async function scenario<T>(id: string, name: string, run: () => Promise<T>): Promise<T | undefined> {
+  const spawned = children.length;
+  try {
+    return await run();
+  } catch (err) {
+    failed = true;
+    const message = err instanceof Error ? err.message : String(err);
+    console.error(`scenario ${id} (${name}) failed; going on with the next one:`, err);
+    for (const p of children.slice(spawned)) if (p.exitCode === null) p.kill();
+    if (!rows.some((r) => r.id === id && r.failed !== undefined)) {
+      rows.push({ id, scenario: name, opsPerSec: NaN, unit: "calls", p50: NaN, p99: NaN, max: NaN, serverCpuUsPerOp: NaN, pgCpuUsPerOp: NaN, clientCpuUsPerOp: NaN, serverRssMb: NaN, failed: message.split("\n")[0]!.slice(0, 300) });
+    }
+    return undefined;
+  }
+}
+
+/** Runs one load scenario over `procs` worker processes; [] when it failed (scenario()). */
 async function load(s: LoadSpec): Promise<LoadResult[]> {
   if (!wanted(s.id)) return [];
+  return (await scenario(s.id, s.scenario, () => loadOnce(s))) ?? [];
+}
+
+async function loadOnce(s: LoadSpec): Promise<LoadResult[]> {
   const ws = Array.from({ length: s.procs }, worker);
   const served = s.target?.proc ?? (s.op === "echo" ? echo : s.op.startsWith("pg") ? undefined : server);
   const ready = ws.map((w) => next<{ ready?: boolean }>(w, (m) => !!m.ready));
@@ -636,7 +665,7 @@ try {
   await load({ id: "create16", scenario: "CreateTask c=16", op: "createTask", procs: 2, concurrency: 16 });
   await load({ id: "create64", scenario: "CreateTask c=64", op: "createTask", procs: 2, concurrency: 64 });
   await load({ id: "get64", scenario: "GetTask c=64", op: "getTask", procs: 2, concurrency: 64, taskIds: readTasks });
-  if (wanted("create64solo") || wanted("append1solo")) {
+  if (wanted("create64solo") || wanted("append1solo")) await scenario("solo", "a second server, coalescing off", async () => {
     // Coalescing against none: a second server process on the same database
     // with STATEMGMT_WRITE_BATCH_MAX=1 (every call its own statement, as before).
     const p = await startProcess(
@@ -651,8 +680,8 @@ try {
     await load({ id: "append1solo", scenario: "AppendResultMessages 1/call c=16, 16 tasks, coalescing off", op: "append1", procs: 2, concurrency: 16, taskIds: appendTasks, unit: "msgs", target, note: "STATEMGMT_WRITE_BATCH_MAX=1" });
     p.proc.kill("SIGTERM");
     await new Promise((r) => p.proc.once("exit", r));
-  }
-  if (wanted("get64auth")) {
+  });
+  if (wanted("get64auth")) await scenario("get64auth", "GetTask c=64 with a bearer token", async () => {
     // What authentication costs per call: two fresh server processes, warmed
     // up alike, one without authentication (the control) and one with a
     // token file; the guard itself measures about 1 µs per call in-process.
@@ -676,8 +705,8 @@ try {
       await stopService(p.proc);
     }
     await rm(dir, { recursive: true, force: true });
-  }
-  const overhead = wanted("metrics") ? await metricsOverhead(readTasks, smoke ? 1 : 10) : null;
+  });
+  const overhead = wanted("metrics") ? ((await scenario("metrics", "GetTask c=64, metrics on against off", () => metricsOverhead(readTasks, smoke ? 1 : 10))) ?? null) : null;
   await load({ id: "append1", scenario: "AppendResultMessages 1/call c=16, 16 tasks", op: "append1", procs: 2, concurrency: 16, taskIds: appendTasks, unit: "msgs" });
   await load({ id: "append1one", scenario: "AppendResultMessages 1/call c=16, 1 task", op: "append1", procs: 2, concurrency: 16, taskIds: appendTasks.slice(0, 1), unit: "msgs" });
   await load({ id: "append100", scenario: "AppendResultMessages 100/call c=8, 8 tasks", op: "append100", procs: 2, concurrency: 8, taskIds: appendTasks.slice(0, 8), unit: "msgs" });
@@ -685,39 +714,45 @@ try {
 
   // 4. Watches.
   if (wanted("watch")) {
-    await watchLatency(1);
-    await watchLatency(sizes.watchers, "broadcast");
-    await watchLatency(sizes.watchers);
+    await scenario("watch1", "watch latency, 1 watcher", () => watchLatency(1));
+    await scenario("broadcastN", `ceiling: bare grpc-js broadcast to ${sizes.watchers} streams`, () => watchLatency(sizes.watchers, "broadcast"));
+    await scenario("watchN", `watch latency, ${sizes.watchers} watchers`, () => watchLatency(sizes.watchers));
   }
-  const idle = wanted("idle") ? await idleWatchers(admin, sizes.idle) : null;
+  const idle = wanted("idle") ? ((await scenario("idle", `${sizes.idle} idle WatchTask streams (one per task)`, () => idleWatchers(admin!, sizes.idle))) ?? null) : null;
 
   // 5. Claims.
-  if (wanted("claim")) {
-    const queued = await bulkTasks(admin, sizes.queue, "bench_claim", "queued");
+  if (wanted("claim")) await scenario("claim", "ClaimNextTask c=16 draining the queue", async () => {
+    const queued = await bulkTasks(admin!, sizes.queue, "bench_claim", "queued");
     const queuedSet = new Set(queued);
     const claims = await load({ id: "claim", scenario: "ClaimNextTask c=16 draining the queue", op: "claim", procs: 2, concurrency: 16 });
+    if (!claims.length) return; // failed, and recorded so
     const claimed = claims.flatMap((r) => r.claimed);
     const distinct = new Set(claimed).size;
     const once = claimed.length === queued.length && distinct === queued.length && claimed.every((id) => queuedSet.has(id));
     row("claim")!.note = `${queued.length} queued, ${claimed.length} claims, ${distinct} distinct: ${once ? "each claimed once" : "MISMATCH"}`;
     if (!once) throw new Error("claims do not match the queue");
-  }
+  });
 
   // 6. Failover.
-  const failoverBound = wanted("failover") ? await failover(sizes.failoverTtlMs, sizes.failoverTrials) : 0;
+  const failoverBound = wanted("failover") ? ((await scenario("failover", "leader failover", () => failover(sizes.failoverTtlMs, sizes.failoverTrials))) ?? 0) : 0;
 
   // 2. (last: it fills the table) ListTasks with 100k and 1M tasks.
   let scrapeAtMax: Awaited<ReturnType<typeof scrapeCost>> | null = null;
   if (wanted("list")) {
     for (const total of sizes.list) {
       only?.add(`listFirst${total}`).add(`listDeep${total}`);
-      await listPages(admin, total);
+      await scenario(`list${total}`, `ListTasks, ${total} tasks`, () => listPages(admin!, total));
     }
     only?.add("scrape");
-    scrapeAtMax = await scrapeCost(admin, sizes.list[sizes.list.length - 1]!, smoke ? 3 : 20);
+    scrapeAtMax = (await scenario("scrape", "GET /metrics", () => scrapeCost(admin!, sizes.list[sizes.list.length - 1]!, smoke ? 3 : 20))) ?? null;
   }
 
-  if (rows.some((r) => !(r.opsPerSec > 0))) throw new Error("a scenario made no progress");
+  for (const r of rows) {
+    if (r.failed === undefined && !(r.opsPerSec > 0)) {
+      r.failed = "made no progress";
+      failed = true;
+    }
+  }
 
   // Targets (issues 6 and 18), for the scenarios that ran.
   const r = (id: string) => row(id)!;
@@ -784,8 +819,11 @@ try {
   console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
   for (const r of rows) {
     const rate = `${f(r.opsPerSec, 0)}${r.unit === "msgs" ? " msgs/s" : ""}`;
-    console.log(`| ${r.scenario} | ${rate} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} | ${f(r.serverCpuUsPerOp, 0)} | ${f(r.pgCpuUsPerOp, 0)} | ${f(r.clientCpuUsPerOp, 0)} | ${f(r.serverRssMb, 0)} | ${r.note ?? ""} |`);
+    const note = r.failed === undefined ? (r.note ?? "") : `**FAILED**: ${r.failed.replace(/\|/g, "\\|")}${r.note ? `; ${r.note}` : ""}`;
+    console.log(`| ${r.scenario} | ${rate} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} | ${f(r.serverCpuUsPerOp, 0)} | ${f(r.pgCpuUsPerOp, 0)} | ${f(r.clientCpuUsPerOp, 0)} | ${f(r.serverRssMb, 0)} | ${note} |`);
   }
+  const failures = rows.filter((r) => r.failed !== undefined);
+  if (failures.length) console.log(`\n${failures.length} scenario(s) FAILED: ${failures.map((r) => r.id).join(", ")} (exit status 1)`);
   if (targets.length) {
     if (smoke) console.log("\nSmoke run: sizes and durations too small for these targets to mean anything; `make bench` measures them.");
     console.log("\n| target | measured | bound | met |\n|---|---:|---:|---|");

@@ -7,7 +7,7 @@ import { defaultDesignConfig, type DesignConfig } from "./design/config.js";
 import type { KeystoneOptions } from "./design/deckhand.js";
 import { DEFAULT_MAX_PENDING, type KeystoneAuthOptions } from "./auth/keystone.js";
 import { isRole, ROLES, type Role } from "./auth/roles.js";
-import { DEFAULT_TIMEOUTS, type DatabaseTimeouts } from "./db/connect.js";
+import { CONNECT_TIMEOUT_MS, DEFAULT_TIMEOUTS, OPEN_TIMEOUT_MS, type DatabaseTimeouts } from "./db/connect.js";
 import { DEFAULT_COALESCING, type CoalescerOptions } from "./store/coalesce.js";
 import { DEFAULT_LIMITS, limitsProblem, type ConnectionLimits } from "./server/connections.js";
 import type { TlsFiles } from "./server/tls.js";
@@ -41,6 +41,10 @@ export interface Config {
   dbTxPoolSize: number;
   /** Server-side bounds of database work (statement, lock wait, idle transaction). */
   dbTimeouts: DatabaseTimeouts;
+  /** Longest wait for one new database connection. */
+  dbConnectTimeoutMs: number;
+  /** Longest start-up waits for every pool and transaction connection to open. */
+  dbOpenTimeoutMs: number;
   /** How often the health service re-checks the database. */
   healthIntervalMs: number;
   /** Events a watch stream may fall behind before it is ended with RESOURCE_EXHAUSTED. */
@@ -97,6 +101,8 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_DB_STATEMENT_TIMEOUT_MS  statement bound of calls without a deadline (default 30000; 0 = none)
                   STATEMGMT_DB_LOCK_TIMEOUT_MS       longest row lock wait of any call (default 5000; 0 = none)
                   STATEMGMT_DB_IDLE_IN_TRANSACTION_MS  PostgreSQL ends sessions idle in a transaction this long (default 10000)
+                  STATEMGMT_DB_CONNECT_TIMEOUT_MS    longest wait for one new database connection (default 2000)
+                  STATEMGMT_DB_OPEN_TIMEOUT_MS       start-up opens every database connection within this (default 20000)
                   STATEMGMT_HEALTH_INTERVAL_MS database health probe interval (default 5000)
                   STATEMGMT_WATCH_BUFFER       events a watch stream may fall behind (default 10000)
                   STATEMGMT_WATCH_STREAM_MAX_BYTES  unsent bytes a WatchTask stream may hold (default 16777216)
@@ -204,6 +210,8 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
       lockTimeoutMs: intEnv(env, "STATEMGMT_DB_LOCK_TIMEOUT_MS", DEFAULT_TIMEOUTS.lockTimeoutMs, 0, 86_400_000),
       idleInTransactionMs: intEnv(env, "STATEMGMT_DB_IDLE_IN_TRANSACTION_MS", DEFAULT_TIMEOUTS.idleInTransactionMs, 100, 86_400_000),
     },
+    dbConnectTimeoutMs: intEnv(env, "STATEMGMT_DB_CONNECT_TIMEOUT_MS", CONNECT_TIMEOUT_MS, 100, 600_000),
+    dbOpenTimeoutMs: intEnv(env, "STATEMGMT_DB_OPEN_TIMEOUT_MS", OPEN_TIMEOUT_MS, 100, 3_600_000),
     healthIntervalMs: intEnv(env, "STATEMGMT_HEALTH_INTERVAL_MS", 5_000, 10, 3_600_000),
     watchBufferLimit: intEnv(env, "STATEMGMT_WATCH_BUFFER", 10_000, 10, 10_000_000),
     ...loadByteBudgets(env),

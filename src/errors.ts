@@ -114,11 +114,16 @@ export class AbortedError extends ReasonedError {}
 /** The operation is not allowed in the resource's current state. */
 export class FailedPreconditionError extends ReasonedError {}
 
-/** The database cannot be reached or refused the connection. */
+/**
+ * The database cannot be reached or refused the connection: reason
+ * DATABASE_UNAVAILABLE, or DATABASE_CONNECT_TIMEOUT when no connection could
+ * be opened within the connect timeout (store/sql.ts).
+ */
 export class UnavailableError extends DomainError {
-  readonly reason = "DATABASE_UNAVAILABLE";
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, {}, options);
+  readonly reason: string;
+  constructor(message: string, options?: { cause?: unknown; reason?: string; metadata?: Record<string, string> }) {
+    super(message, options?.metadata ?? {}, options);
+    this.reason = options?.reason ?? "DATABASE_UNAVAILABLE";
   }
 }
 

@@ -56,8 +56,8 @@ async function main(): Promise<number> {
     }
   }
   const databaseUrl = config.databaseUrl ?? embedded!.url;
-  const sql = connect({ url: databaseUrl, max: config.dbPoolSize, timeouts: config.dbTimeouts });
-  const tx = createTransactor({ url: databaseUrl, slots: config.dbTxPoolSize, timeouts: config.dbTimeouts });
+  const sql = connect({ url: databaseUrl, max: config.dbPoolSize, timeouts: config.dbTimeouts, connectTimeoutMs: config.dbConnectTimeoutMs });
+  const tx = createTransactor({ url: databaseUrl, slots: config.dbTxPoolSize, timeouts: config.dbTimeouts, connectTimeoutMs: config.dbConnectTimeoutMs });
   let starting: Promise<StateServer> | undefined;
   let server: StateServer;
   try {
@@ -71,6 +71,7 @@ async function main(): Promise<number> {
       host: config.listen.host,
       port: config.listen.port,
       healthIntervalMs: config.healthIntervalMs,
+      dbOpenTimeoutMs: config.dbOpenTimeoutMs,
       databaseUrl,
       watchBufferLimit: config.watchBufferLimit,
       watchStreamMaxBytes: config.watchStreamMaxBytes,

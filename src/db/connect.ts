@@ -1,6 +1,7 @@
 import postgres from "postgres";
 import { parseTimestamptz, formatMicros, type Micros } from "./time.js";
 import { Lender } from "../lender.js";
+import { Backoff } from "../backoff.js";
 
 export type Sql = postgres.Sql<{ micros: Micros; bigint: bigint }>;
 /** A pool or a transaction's connection (store/transactions.ts): what store functions run their queries on. */
@@ -14,10 +15,21 @@ export interface ConnectOptions {
   timeZone?: string;
   /** Called with notices and connection errors worth logging. */
   onNotice?: (notice: postgres.Notice) => void;
+  /** Called when one of the pool's connections has closed (tests wait on it). */
+  onClose?: (connectionId: number) => void;
   /** Queries sent down one connection before earlier ones answer (default MAX_PIPELINE). */
   pipeline?: number;
   /** Server-side bounds of every session (default DEFAULT_TIMEOUTS). */
   timeouts?: DatabaseTimeouts;
+  /** Longest wait for one new connection, in ms (default CONNECT_TIMEOUT_MS). */
+  connectTimeoutMs?: number;
+  /**
+   * Whether store/sql.ts run() retries a query that failed before it was sent
+   * (default true). False for a transaction's connection (store/transactions.ts):
+   * there a query after BEGIN that never reached the server means the
+   * transaction's session is gone, and a retry would run outside it.
+   */
+  retryUnsent?: boolean;
 }
 
 /**
@@ -34,8 +46,26 @@ export interface DatabaseTimeouts {
   idleInTransactionMs: number;
 }
 
-/** Longest wait for a new database connection (postgres.js takes seconds). */
-export const CONNECT_TIMEOUT_S = 2;
+/**
+ * Longest wait for a new database connection (STATEMGMT_DB_CONNECT_TIMEOUT_MS).
+ * During a restart PostgreSQL's port can take a connection and not answer it
+ * (a restart test once saw a call wait out a 5 s bound); 2 s bounds that, and
+ * is still ample for a TLS handshake across a site network.
+ */
+export const CONNECT_TIMEOUT_MS = 2000;
+
+/**
+ * Attempts of a query that keeps failing before it was sent (store/sql.ts
+ * run(), ConnectRetries): the first and up to two retries, within the call's
+ * deadline, and only one of them after a connect timeout.
+ */
+export const CONNECT_ATTEMPTS = 3;
+
+/** Delays between those attempts (src/backoff.ts): 50 ms doubling to 500 ms, equal jitter. */
+export const CONNECT_RETRY_BACKOFF = { initialMs: 50, maxMs: 500, jitter: 0.5 } as const;
+
+/** Longest start-up may take to open every connection of the pools (STATEMGMT_DB_OPEN_TIMEOUT_MS). */
+export const OPEN_TIMEOUT_MS = 20_000;
 
 export const DEFAULT_TIMEOUTS: DatabaseTimeouts = { statementTimeoutMs: 30_000, lockTimeoutMs: 5_000, idleInTransactionMs: 10_000 };
 
@@ -95,6 +125,7 @@ function timeoutParameters(t: DatabaseTimeouts): Record<string, string> {
  */
 export function connect(opts: ConnectOptions): Sql {
   const max = opts.max ?? 10;
+  const connectTimeoutMs = opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
   const sql = postgres(opts.url, {
     max,
     ...UNTYPED_OPTIONS,
@@ -102,13 +133,18 @@ export function connect(opts: ConnectOptions): Sql {
     backoff: reconnectBackoff,
     ...targetSessionAttrs(opts.url),
     // Fail fast when the database is unreachable: calls answer UNAVAILABLE
-    // instead of hanging for postgres.js's default 30 s. During a restart
-    // PostgreSQL's port can take a connection and not answer it (a restart
-    // test once saw a call wait out a 5 s bound); 2 s bounds that, and is
-    // still ample for a TLS handshake across a site network.
-    connect_timeout: CONNECT_TIMEOUT_S,
-    idle_timeout: 60,
+    // instead of hanging for postgres.js's default 30 s (CONNECT_TIMEOUT_MS).
+    // postgres.js takes seconds.
+    connect_timeout: connectTimeoutMs / 1000,
+    // None: the pool, opened to its size at start-up (openPool), stays at it,
+    // so a burst of calls after a quiet minute does not wait for connections
+    // to open (with 10,000 watch streams opening at once, the event loop
+    // stalled past the connect timeout and their opening reads failed).
+    // postgres.js still replaces each connection after its max_lifetime
+    // (30 to 60 minutes); that one opens lazily again.
+    idle_timeout: 0,
     onnotice: opts.onNotice ?? (() => {}),
+    ...(opts.onClose ? { onclose: opts.onClose } : {}),
     connection: {
       application_name: opts.applicationName ?? "drydock-statemgmt",
       TimeZone: opts.timeZone ?? "UTC",
@@ -128,8 +164,55 @@ export function connect(opts: ConnectOptions): Sql {
       bigint: postgres.BigInt,
     },
   }) as unknown as Sql;
-  pools.set(sql, { permits: new Lender(Array.from({ length: max }, (_, i) => i)) });
+  pools.set(sql, { permits: new Lender(Array.from({ length: max }, (_, i) => i)), connectTimeoutMs, retryUnsent: opts.retryUnsent ?? true });
   return sql;
+}
+
+/** The first connect failure, and how many connections were open, when openPool() gave up. */
+export class PoolOpenError extends Error {}
+
+/**
+ * Opens every connection of a pool made by connect() (postgres.js opens
+ * them only when a query needs one), within `timeoutMs`: a query on each,
+ * all at once, so each goes to a different connection; rounds repeat with
+ * backoff for the connections whose attempt failed. Holds every permit
+ * meanwhile, so no call's query is queued behind it. Throws PoolOpenError
+ * saying how many of them opened and why the others did not.
+ */
+export async function openPool(sql: Sql, { timeoutMs = OPEN_TIMEOUT_MS, signal }: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+  const { permits } = poolOf(sql);
+  const held: number[] = [];
+  try {
+    for (let i = 0; i < permits.size; i++) held.push(await permits.acquire(signal));
+    await openConnections(sql, permits.size, Date.now() + timeoutMs, signal);
+  } finally {
+    for (const p of held) permits.release(p);
+  }
+}
+
+/**
+ * Opens `count` connections of `sql` (see openPool); the caller keeps
+ * every other query off it meanwhile.
+ */
+export async function openConnections(sql: Sql, count: number, until: number, signal?: AbortSignal): Promise<void> {
+  const backoff = new Backoff(CONNECT_RETRY_BACKOFF);
+  const started = Date.now();
+  for (;;) {
+    const round = await Promise.allSettled(Array.from({ length: count }, () => sql<{ pid: number }[]>`select pg_backend_pid() as pid`.then(([row]) => row!.pid)));
+    const pids = new Set(round.flatMap((r) => (r.status === "fulfilled" ? [r.value] : [])));
+    // Each query of a round went to a connection of its own: all answered, all open.
+    if (pids.size >= count) return;
+    const failed = round.find((r): r is PromiseRejectedResult => r.status === "rejected")?.reason as unknown;
+    const wait = backoff.next();
+    if (signal?.aborted || Date.now() + wait >= until) {
+      const why = failed instanceof Error ? failed.message : failed === undefined ? "a query shared a connection" : String(failed);
+      throw new PoolOpenError(
+        `could not open the database pool's ${count} connections within ${until - started} ms (${pids.size} open; ${backoff.attempt} attempts): ${why}`,
+        { cause: failed },
+      );
+    }
+    await new Promise((r) => setTimeout(r, wait));
+  }
 }
 
 /**
@@ -150,6 +233,10 @@ export interface QueryObserver {
 export interface PoolState {
   /** One permit per connection: store/sql.ts run() hands a query to the driver only with one. */
   readonly permits: Lender<number>;
+  /** The connect timeout of its connections, in ms (named in the errors of calls that could not connect). */
+  readonly connectTimeoutMs: number;
+  /** run() retries a query that failed before it was sent (false on a transaction's connection). */
+  readonly retryUnsent: boolean;
   observer?: QueryObserver;
 }
 

@@ -5,6 +5,7 @@ import { file_grpc_health_v1_health, Health } from "../../gen/grpc/health/v1/hea
 import * as reflV1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflV1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import type { Db } from "../store/transactions.js";
+import { OPEN_TIMEOUT_MS, openPool, poolUsage } from "../db/connect.js";
 import { ShuttingDownError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { taskRpcs } from "../rpc/tasks.js";
@@ -75,6 +76,12 @@ export interface ServerOptions {
   metricsListen?: { host: string; port: number };
   /** Coalescing of concurrent CreateTask inserts, appends and GetTask reads (default DEFAULT_COALESCING); null: off. */
   writeCoalescing?: CoalescerOptions | null;
+  /**
+   * Longest start-up waits for every connection of the pool and of the
+   * transaction slots to open (default OPEN_TIMEOUT_MS, 20 s); past it,
+   * startServer() fails with PoolOpenError.
+   */
+  dbOpenTimeoutMs?: number;
   /** Tests only (main.ts never sets it): the clock of leases and the design cache (default: the database's). */
   clock?: Clock;
   /** Longest a scrape reuses the COMPLETE and TERMINATED counts (default 5 minutes; 0: every scrape). */
@@ -116,6 +123,12 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const limits = o.limits ?? DEFAULT_LIMITS;
   const designConfig = o.design ?? defaultDesignConfig();
   const clock = o.clock ?? SYSTEM_CLOCK;
+  // Every database connection opens now, not under the first burst of calls
+  // (a burst that stalls the event loop past the connect timeout would fail
+  // the queries waiting for them).
+  const openTimeoutMs = o.dbOpenTimeoutMs ?? OPEN_TIMEOUT_MS;
+  await Promise.all([openPool(o.db.sql, { timeoutMs: openTimeoutMs }), o.db.tx.open({ timeoutMs: openTimeoutMs })]);
+  o.log.info({ pool: poolUsage(o.db.sql).size, transactionSlots: o.db.tx.usage().size }, "database connections open");
   const server = new grpc.Server({
     // Room for the largest response we build: a design document, a build
     // data element (CreateBuildData and ListBuildData return it), or a page

@@ -18,9 +18,19 @@
 // Each transaction bounds its own database waits on the server side
 // (SET LOCAL statement_timeout / lock_timeout from the call's remaining
 // deadline), so no cancel request ever races a connection.
-import { connect, observeQueries, type ConnectOptions, type DatabaseTimeouts, type QueryObserver, type Sql } from "../db/connect.js";
+import {
+  connect,
+  CONNECT_TIMEOUT_MS,
+  observeQueries,
+  OPEN_TIMEOUT_MS,
+  openConnections,
+  type ConnectOptions,
+  type DatabaseTimeouts,
+  type QueryObserver,
+  type Sql,
+} from "../db/connect.js";
 import { AbortedError, abortError, DeadlineExceededError, UnavailableError } from "../errors.js";
-import { interpretError, pgCode, SQLSTATE } from "./sql.js";
+import { ConnectRetries, interpretError, pgCode, SQLSTATE, type ConnectFailure } from "./sql.js";
 import { Lender } from "../lender.js";
 
 export interface TransactionScope {
@@ -38,6 +48,12 @@ export interface Transactor {
    * has ended.
    */
   transaction<T>(scope: TransactionScope, fn: (tx: Sql) => Promise<T>): Promise<T>;
+  /**
+   * Opens the connection of every slot (postgres.js opens one only when a
+   * query needs it) within `timeoutMs` (default OPEN_TIMEOUT_MS); throws
+   * PoolOpenError when it cannot (db/connect.ts openConnections()).
+   */
+  open(options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<void>;
   /** Like transaction(), without a statement timeout (migrations). */
   unbounded<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
   /** Closes the connections once their transactions end, or after `timeout` seconds (default 5) cuts them. */
@@ -54,14 +70,15 @@ export interface PoolUsage {
   waiting: number;
 }
 
-export interface TransactorOptions extends Omit<ConnectOptions, "max" | "pipeline" | "timeouts"> {
+export interface TransactorOptions extends Omit<ConnectOptions, "max" | "pipeline" | "timeouts" | "retryUnsent"> {
   /** Transactions that may run at once (one connection each). */
   slots: number;
   timeouts: DatabaseTimeouts;
 }
 
 export function createTransactor(o: TransactorOptions): Transactor {
-  const all = Array.from({ length: o.slots }, () => connect({ applicationName: "drydock-statemgmt-tx", ...o, max: 1, pipeline: 100 }));
+  const all = Array.from({ length: o.slots }, () => connect({ applicationName: "drydock-statemgmt-tx", ...o, max: 1, pipeline: 100, retryUnsent: false }));
+  const connectTimeoutMs = o.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
   const slots = new Lender(all);
 
   /** SET LOCAL values for a transaction: the call's remaining time, capped for lock waits. */
@@ -81,9 +98,23 @@ export function createTransactor(o: TransactorOptions): Transactor {
     // caller stopped waiting earlier (then this runs on, unobserved).
     const work = (async () => {
       let began = false;
+      const retries = new ConnectRetries();
       try {
-        // Integers we computed: safe to inline; one round trip.
-        await slot.unsafe(`begin; set local statement_timeout = ${statement}; set local lock_timeout = ${lock}`).simple();
+        // Integers we computed: safe to inline; one round trip. A BEGIN
+        // that failed before it was sent (the slot's connection could not
+        // be opened) is sent again, as store/sql.ts run() does for single
+        // statements; once it ran, nothing of the transaction is retried.
+        const begin = () => slot.unsafe(`begin; set local statement_timeout = ${statement}; set local lock_timeout = ${lock}`).simple();
+        for (let query = begin(); ; query = begin(), retries.attempts++) {
+          try {
+            await query;
+            break;
+          } catch (err) {
+            if (!retries.allow(query, err, signal)) throw err;
+            await new Promise((r) => setTimeout(r, retries.delay()));
+            if (signal?.aborted) throw err;
+          }
+        }
         began = true;
         const result = await fn(slot);
         const done = await slot.unsafe("commit");
@@ -93,7 +124,7 @@ export function createTransactor(o: TransactorOptions): Transactor {
         return result;
       } catch (err) {
         if (began) await slot.unsafe("rollback").catch(() => {}); // a broken connection is replaced on its next use
-        throw interpretTransactionError(err, scope, lock);
+        throw interpretTransactionError(err, scope, lock, { timeoutMs: connectTimeoutMs, attempts: began ? 1 : retries.attempts });
       } finally {
         slots.release(slot);
       }
@@ -110,6 +141,17 @@ export function createTransactor(o: TransactorOptions): Transactor {
   };
 
   return {
+    async open({ timeoutMs = OPEN_TIMEOUT_MS, signal } = {}) {
+      // Every slot, so that no transaction runs on one while it opens.
+      const held: Sql[] = [];
+      try {
+        for (let i = 0; i < all.length; i++) held.push(await slots.acquire(signal));
+        const until = Date.now() + timeoutMs;
+        await Promise.all(held.map((slot) => openConnections(slot, 1, until, signal)));
+      } finally {
+        for (const slot of held) slots.release(slot);
+      }
+    },
     transaction: (scope, fn) => run(scope, fn),
     unbounded: (fn) => run(null, fn),
     usage: () => ({ size: slots.size, inUse: slots.lent, waiting: slots.waiters }),
@@ -121,7 +163,7 @@ export function createTransactor(o: TransactorOptions): Transactor {
   };
 }
 
-function interpretTransactionError(err: unknown, scope: TransactionScope | null, lockMs: number): unknown {
+function interpretTransactionError(err: unknown, scope: TransactionScope | null, lockMs: number, connect: ConnectFailure): unknown {
   const signal = scope?.signal;
   if (signal?.aborted) return abortError(signal, err);
   // run() may already have made a domain error of it: look at its cause.
@@ -136,7 +178,7 @@ function interpretTransactionError(err: unknown, scope: TransactionScope | null,
     );
   }
   if (code === SQLSTATE.lockNotAvailable) return lockTimeout(lockMs, err);
-  return interpretError(err, signal);
+  return interpretError(err, signal, connect);
 }
 
 /** A row the call needed stayed locked by another transaction longer than lock_timeout. */

@@ -5,7 +5,10 @@
 // - subscribe() opens the task's feed (its snapshot, then its highest
 //   sequence) once for everyone who asks while it opens, under the feed's
 //   own bound, never a caller's signal; a feed that opens after all its
-//   callers left is closed at once. An unknown task: NotFoundError.
+//   callers left is closed at once. An unknown task: NotFoundError. An
+//   opening read that fails otherwise is retried like a re-read (the shared
+//   RetryTimer) while anyone still waits: each caller's own deadline bounds
+//   its wait, and one failed read is not every watcher's failure.
 // - wake() makes the feed read the task, then every message after its
 //   `highest`, 1000 (and at most `readBytes` estimated bytes) a query, and
 //   push each batch to every subscriber's queue
@@ -140,8 +143,8 @@ export class TaskFeeds {
     try {
       // The snapshot first, then the position: every message committed
       // before the snapshot's state is at or below `highest`.
-      task = await bounded((signal) => tasksGetById(this.o.sql, { taskId, signal }));
-      highest = await bounded((signal) => messagesHighestSequence(this.o.sql, { taskId, signal }));
+      task = await this.openingRead(taskId, (signal) => tasksGetById(this.o.sql, { taskId, signal }));
+      highest = await this.openingRead(taskId, (signal) => messagesHighestSequence(this.o.sql, { taskId, signal }));
       if (highest === null) throw new NotFoundError("Task", taskId);
     } catch (err) {
       this.o.signals.emit("feedClosed", taskId);
@@ -158,6 +161,28 @@ export class TaskFeeds {
     }
     this.open.set(taskId, feed);
     return feed;
+  }
+
+  /**
+   * One read of a feed's opening, under its own bound, retried after the
+   * shared RetryTimer's backoff while someone waits for the feed; NotFoundError
+   * is an answer, not a failure.
+   */
+  private async openingRead<T>(taskId: string, read: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        const result = await bounded(read);
+        this.o.retries.succeeded();
+        return result;
+      } catch (err) {
+        if (err instanceof NotFoundError || !this.opening.get(taskId)?.waiters) throw err;
+        this.o.log.warn({ err, taskId, attempt: this.o.retries.attempt }, "watch feed opening read failed; retrying");
+        this.o.signals.emit("readFailed", taskId);
+        const retried = await new Promise<boolean>((resolve) => this.o.retries.later(() => resolve(true)) || resolve(false));
+        if (!retried) throw err; // the hub stopped
+        if (!this.opening.get(taskId)?.waiters) throw err; // everyone who waited left meanwhile
+      }
+    }
   }
 
   private close(feed: Feed): void {

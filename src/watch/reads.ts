@@ -45,11 +45,11 @@ export class RetryTimer {
     return this.backoff.attempt;
   }
 
-  /** Runs `retry` at the next firing (once, however often it is asked for). */
-  later(retry: () => void): void {
-    if (this.stopped) return;
+  /** Runs `retry` at the next firing (once, however often it is asked for); false once stopped: it never will. */
+  later(retry: () => void): boolean {
+    if (this.stopped) return false;
     this.pending.add(retry);
-    if (this.timer) return;
+    if (this.timer) return true;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       const due = [...this.pending];
@@ -57,6 +57,7 @@ export class RetryTimer {
       for (const run of due) run();
     }, this.backoff.next());
     this.timer.unref();
+    return true;
   }
 
   /** Drops a retry nobody needs any more (its feed closed). */
