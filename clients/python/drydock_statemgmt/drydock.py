@@ -31,7 +31,7 @@ from . import errors as se
 from ._proto.drydock.statemgmt.v1 import boot_action_pb2 as ba_pb
 from ._proto.drydock.statemgmt.v1 import state_service_pb2 as pb
 from ._proto.drydock.statemgmt.v1 import task_pb2
-from .client import StateClient, _timestamp
+from .client import StateClient
 
 UTC = _dt.timezone.utc
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -619,8 +619,16 @@ class DrydockState:
         r = task.result
         t = task_pb2.Task(task_id=tid, retry=int(task.retry or 0))
         paths = ["retry", "result.successes", "result.failures", "result.links", "result.message", "result.reason"]
-        if task.status is not None:
-            t.status = _TASK_STATUS[task.status]
+        status = task.status
+        if task.terminate and status in ("requested", "queued"):
+            # Nobody runs it, so nobody would finish the termination: it ends here, as
+            # Drydock's Task.terminate_task documents ("if the task is queued, just mark it
+            # terminated").
+            status = task.status = "terminated"
+        elif task.terminate and status == "running":
+            status = None  # the service made it TERMINATING; its runner finishes it
+        if status is not None:
+            t.status = _TASK_STATUS[status]
             paths.append("status")
         if r.status is not None:
             t.result.status = _ACTION_RESULT[r.status]
@@ -899,11 +907,7 @@ class DrydockState:
                 raise ValueError("a new boot action is incomplete or unreported, not %r" % (action_status,))
             self._flush(task_id)
             aid = ulid_str(action_id)
-            req = pb.CreateBootActionsRequest(
-                node_name=nodename, task_id=_uuid_str(task_id),
-                actions=[ba_pb.NewBootAction(action_name=action_name, signalling=action_status == "incomplete", action_id=aid)],
-            )
-            self.client._write("CreateBootActions", req)
+            self.client.create_boot_actions(nodename, _uuid_str(task_id), [(action_name, action_status == "incomplete", aid)])
             return True
         except Exception as ex:
             self.logger.error("Error saving boot action %s." % str(action_id), exc_info=ex)

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -101,14 +100,29 @@ def test_put_task_of_an_unknown_task_is_false(state, caplog):
 
 
 def test_termination_follows_drydock(state):
-    task = saved(state, new_task(state, action="noop"), "queued")
-    task.terminate = True
-    task.terminated_by = "alice"
-    task.status = "terminated"
-    assert state.put_task(task) is True
-    got = state.get_task(task.task_id)
+    # Drydock's Task.terminate_task: terminate, terminated_by, then save() with the status unchanged.
+    action = unique("term")
+    queued = saved(state, new_task(state, action=action), "queued")
+    queued.terminate = True
+    queued.terminated_by = "alice"
+    assert state.put_task(queued) is True
+    assert queued.status == "terminated"  # nobody runs a queued task: it ends at once
+    got = state.get_task(queued.task_id)
     assert (got.status, got.terminate, got.terminated_by) == ("terminated", True, "alice")
     assert got.terminated is not None
+    assert state.get_next_queued_task(allowed_actions=[action]) is None
+
+    running = saved(state, new_task(state, action="noop"), "running")
+    running.terminate = True
+    assert state.put_task(running) is True
+    assert state.get_task(running.task_id).status == "terminating"  # its runner finishes it
+    assert state.put_task(running) is True  # saving again changes nothing
+    running.status = "terminated"
+    assert state.put_task(running) is True
+    assert state.get_task(running.task_id).status == "terminated"
+    done = saved(state, new_task(state, action="noop"), "complete")
+    done.status = "running"
+    assert state.put_task(done) is False  # finished: the service refuses (TASK_FINISHED)
 
 
 def test_subtasks_all_active_complete(state):
