@@ -568,34 +568,45 @@ class DrydockState:
         return self._build_task(t, self.client.list_result_messages(t.task_id, page_size=1000))
 
     def _flush(self, task_id, parent_task_id: Optional[str] = None) -> Optional[bool]:
-        """Creates the task post_task deferred, if ``task_id`` is one (None: it is not).
-        Concurrent callers wait for the one creating it."""
+        """Creates the task post_task deferred, if ``task_id`` is one: True once created, None
+        when it is not pending (any more). Concurrent callers wait for the one creating it; a
+        failed creation leaves it pending, for the next call to try again."""
         tid = _uuid_str(task_id)
-        with self._lock:
-            entry = self._pending.get(tid)
-            if entry is None:
-                return None
-            wait = entry.creating
+        while True:
+            with self._lock:
+                entry = self._pending.get(tid)
+                if entry is None:
+                    return None
+                wait = entry.creating
+                if wait is None:
+                    done = entry.creating = threading.Event()
             if wait is None:
-                entry.creating = threading.Event()
-        if wait is not None:
+                break
             wait.wait()
-            return True
+        created = False
         try:
-            return self._create(entry.task, parent_task_id)
+            self._create(entry.task, parent_task_id)
+            created = True
+            return True
         finally:
             with self._lock:
-                self._pending.pop(tid, None)
-            entry.creating.set()
+                if created:
+                    self._pending.pop(tid, None)
+                else:
+                    entry.creating = None
+            done.set()
 
     def _create(self, task, parent_task_id: Optional[str]) -> bool:
         status = task.status if task.status in ("requested", "queued") else "requested"
         parent = parent_task_id or (_uuid_str(task.parent_task_id) if getattr(task, "parent_task_id", None) else "")
-        self.client.create_task(
-            task.action, task_id=_uuid_str(task.task_id), parent_task_id=parent, design_ref=task.design_ref or "",
-            node_filter=_node_filter_pb(task.node_filter), request_context=_context_dict(task.request_context),
-            created_by=task.created_by or "", queued=status == "queued",
-        )
+        try:
+            self.client.create_task(
+                task.action, task_id=_uuid_str(task.task_id), parent_task_id=parent, design_ref=task.design_ref or "",
+                node_filter=_node_filter_pb(task.node_filter), request_context=_context_dict(task.request_context),
+                created_by=task.created_by or "", queued=status == "queued",
+            )
+        except se.TaskAlreadyExists:
+            pass  # an earlier attempt whose answer was lost created it (the uuid4 is this task's)
         if task.status != status or self._result_changed(task):
             self._update(task)
         return True

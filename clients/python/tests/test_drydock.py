@@ -472,6 +472,10 @@ def test_a_server_restart_in_the_middle_and_design_documents():
         child = dd.Task(action="noop", statemgr=state)
         child.parent_task_id = task.task_id
         assert state.post_task(child) is False
+        later = dd.Task(action="noop", statemgr=state)
+        assert state.post_task(later) is True  # deferred: created when first named
+        later.status = "queued"
+        assert state.put_task(later) is False  # cannot be created now: stays pending
 
         server.start()  # same port, same data
         grpc.channel_ready_future(client.channel).result(timeout=30)
@@ -482,6 +486,8 @@ def test_a_server_restart_in_the_middle_and_design_documents():
         saved(state, task, "complete")
         assert [m.message for m in state.get_task(task.task_id).result.message_list] == ["before", "after"]
         assert state.get_now() is not None
+        assert state.put_task(later) is True  # created now
+        assert state.get_task(later.task_id).status == "queued"
         state.close()
     finally:
         server.close()
