@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Python and Go clients against a real server (make clients-test; .ci/run calls it).
 # Needs dist/ (make build) and Debian's packages: openssl protobuf-compiler
-# protobuf-compiler-grpc python3-grpcio python3-protobuf python3-pytest python3-pip
+# protobuf-compiler-grpc python3-grpcio python3-protobuf python3-pytest python3-oslo.config python3-pip
 # python3-setuptools golang-go golang-google-grpc-dev golang-google-genproto-dev
 # golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc.
 #

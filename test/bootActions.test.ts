@@ -179,6 +179,57 @@ describe("boot actions", () => {
       expect(names.rows.map((r) => r.action_name)).to.deep.equal(["x"]);
     });
 
+    it("keeps a client-chosen action_id (Drydock's own ULID), refusing one already taken", async () => {
+      const taskId = await deployTask(h.client);
+      await deployingNode(h.client, "node-own-id", taskId);
+      const chosen = "01hgw2n7ejwzq7c8v5m3x9k2aa"; // lower case: stored and returned upper case
+      const made = await h.client.createBootActions({
+        nodeName: "node-own-id",
+        taskId,
+        actions: [{ actionName: "mine", signalling: true, actionId: chosen }, { actionName: "theirs", signalling: false }],
+      });
+      expect(made.bootActions.map((a) => a.actionId)[0]).to.equal("01HGW2N7EJWZQ7C8V5M3X9K2AA");
+      expect(made.bootActions[1]!.actionId).to.match(ULID_RE);
+      expect(made.bootActions[1]!.actionId).to.not.equal("01HGW2N7EJWZQ7C8V5M3X9K2AA");
+      const got = await h.client.getBootAction({ actionId: "01HGW2N7EJWZQ7C8V5M3X9K2AA" });
+      expect(got.bootAction!.actionName).to.equal("mine");
+      expect(got.bootAction!.status).to.equal(BootActionStatus.INCOMPLETE);
+
+      // Reused by another node's deployment: refused, and nothing of the request is created.
+      const other = await deployTask(h.client);
+      await deployingNode(h.client, "node-other-id", other);
+      const taken = await expectError(
+        h.client.createBootActions({
+          nodeName: "node-other-id",
+          taskId: other,
+          actions: [{ actionName: "fresh", signalling: true }, { actionName: "copy", signalling: true, actionId: "01HGW2N7EJWZQ7C8V5M3X9K2AA" }],
+        }),
+        grpc.status.ALREADY_EXISTS,
+      );
+      expect(taken.errorInfo!.reason).to.equal("BOOT_ACTION_ALREADY_EXISTS");
+      expect(taken.errorInfo!.metadata).to.deep.equal({ action_id: "01HGW2N7EJWZQ7C8V5M3X9K2AA" });
+      const rows = await h.pg.query("select count(*)::int as n from boot_actions where node_name = 'node-other-id'");
+      expect(rows.rows[0].n).to.equal(0);
+
+      const bad = [
+        [{ actionName: "a", signalling: true, actionId: "" }, "actions[0].action_id"],
+        [{ actionName: "a", signalling: true, actionId: "01HGW2N7EJWZQ7C8V5M3X9K2A" }, "actions[0].action_id"],
+        [{ actionName: "a", signalling: true, actionId: "81HGW2N7EJWZQ7C8V5M3X9K2AA" }, "actions[0].action_id"],
+      ] as const;
+      for (const [action, field] of bad) {
+        await expectInvalid(h.client.createBootActions({ nodeName: "node-other-id", taskId: other, actions: [action] }), field);
+      }
+      const twice = await expectInvalid(
+        h.client.createBootActions({
+          nodeName: "node-other-id",
+          taskId: other,
+          actions: [{ actionName: "a", signalling: true, actionId: "01HGW2N7EJWZQ7C8V5M3X9K2BB" }, { actionName: "b", signalling: true, actionId: "01hgw2n7ejwzq7c8v5m3x9k2bb" }],
+        }),
+        "actions[1].action_id",
+      );
+      expect(twice.message).to.contain("repeats actions[0].action_id");
+    });
+
     it("needs the node's context for the same task", async () => {
       const taskId = await deployTask(h.client);
       const other = await deployTask(h.client);

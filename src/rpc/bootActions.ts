@@ -60,11 +60,20 @@ export function bootActionRpcs(db: Db, tokens: PageTokens, limits: store.BootAct
         v.add("actions", `has ${req.actions.length} entries; the maximum is ${BOOT_ACTION_LIMITS.actionsPerCall} per call`);
       } else {
         const seen = new Map<string, number>();
+        const seenIds = new Map<string, number>();
         req.actions.forEach((a, i) => {
           v.text(`actions[${i}].action_name`, a.actionName, BOOT_ACTION_LIMITS.actionName, true);
           const first = seen.get(a.actionName);
           if (first !== undefined) v.add(`actions[${i}].action_name`, `repeats actions[${first}].action_name ${JSON.stringify(a.actionName.slice(0, 64))}: names are unique per node and task`);
           else seen.set(a.actionName, i);
+          if (a.actionId !== undefined) {
+            // Set but empty is a client's mistake, not a request for a generated id.
+            if (a.actionId === "") v.add(`actions[${i}].action_id`, "is empty: leave it unset for the server to generate one");
+            const id = v.ulid(`actions[${i}].action_id`, a.actionId, false);
+            const firstId = seenIds.get(id);
+            if (id !== "" && firstId !== undefined) v.add(`actions[${i}].action_id`, `repeats actions[${firstId}].action_id ${id}`);
+            else if (id !== "") seenIds.set(id, i);
+          }
         });
       }
       v.check();
@@ -73,7 +82,7 @@ export function bootActionRpcs(db: Db, tokens: PageTokens, limits: store.BootAct
       const created = await store.bootActionsCreate(sql, {
         nodeName: req.nodeName,
         taskId,
-        actions: req.actions.map((a) => ({ actionId: newActionId(), actionName: a.actionName, signalling: a.signalling })),
+        actions: req.actions.map((a) => ({ actionId: a.actionId?.toUpperCase() || newActionId(), actionName: a.actionName, signalling: a.signalling })),
         signal: ctx.signal,
       });
       return { bootActions: created.map(bootActionToPb) };

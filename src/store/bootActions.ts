@@ -132,6 +132,14 @@ export async function bootActionsCreate(
     );
   } catch (err) {
     if (pgCode(err) !== SQLSTATE.uniqueViolation) throw err;
+    // A client-chosen action_id (CreateBootActions' optional action_id) taken by any boot action.
+    const ids = actions.map((a) => a.actionId);
+    const [takenId] = await run(sql, signal, "boot_actions.taken_id",
+      sql<{ action_id: string }[]>`select action_id from boot_actions where action_id = any(${sql.array(ids)}::text[]) limit 1`,
+    );
+    if (takenId) {
+      throw new AlreadyExistsError("BootAction", takenId.action_id, `boot action ${takenId.action_id} already exists; nothing was created`, "action_id");
+    }
     const names = actions.map((a) => a.actionName);
     const [taken] = await run(sql, signal, "boot_actions.taken_name",
       sql<{ action_name: string }[]>`

@@ -29,6 +29,7 @@ from ._proto.drydock.statemgmt.v1.task_pb2 import (
     TaskStatus,
 )
 from .client import ResultWriter, StateClient, TaskWatch
+from .drydock import DrydockState
 from .election import LeaderElector
 from .errors import *  # noqa: F401,F403
 from .errors import StateError, from_rpc_error

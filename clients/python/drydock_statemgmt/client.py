@@ -409,15 +409,18 @@ class StateClient:
         return self._read("GetBootActionContext", pb.GetBootActionContextRequest(node_name=node_name)).context
 
     def create_boot_actions(
-        self, node_name: str, task_id: str, actions: Iterable[Union[str, "tuple[str, bool]"]]
+        self, node_name: str, task_id: str, actions: Iterable[Union[str, "tuple[str, bool]", "tuple[str, bool, str]"]]
     ) -> List[ba_pb.BootAction]:
-        """Creates the node's boot actions of one deployment: names (signalling) or
-        ``(name, signalling)`` pairs. Retried on UNAVAILABLE and DEADLINE_EXCEEDED:
-        names are unique per node and task, so BOOT_ACTION_ALREADY_EXISTS after an
-        uncertain attempt means that attempt landed, and its actions are returned."""
-        wanted = [(a, True) if isinstance(a, str) else (a[0], bool(a[1])) for a in actions]
+        """Creates the node's boot actions of one deployment: names (signalling),
+        ``(name, signalling)`` pairs, or ``(name, signalling, action_id)`` with an id (ULID)
+        of the caller's. Retried on UNAVAILABLE and DEADLINE_EXCEEDED: names are unique per
+        node and task, so BOOT_ACTION_ALREADY_EXISTS after an uncertain attempt means that
+        attempt landed, and its actions are returned."""
+        given = [(a, True, None) if isinstance(a, str) else (a[0], bool(a[1]), a[2] if len(a) > 2 else None) for a in actions]
+        wanted = [(n, sig) for n, sig, _ in given]
         req = pb.CreateBootActionsRequest(
-            node_name=node_name, task_id=task_id, actions=[ba_pb.NewBootAction(action_name=n, signalling=sig) for n, sig in wanted]
+            node_name=node_name, task_id=task_id,
+            actions=[ba_pb.NewBootAction(action_name=n, signalling=sig, action_id=aid) for n, sig, aid in given],
         )
         uncertain = False
 

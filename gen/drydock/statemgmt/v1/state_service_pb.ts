@@ -1695,7 +1695,8 @@ export type CreateBootActionsRequest = Message<"drydock.statemgmt.v1.CreateBootA
   taskId: string;
 
   /**
-   * 1 to 1000 actions with distinct names.
+   * 1 to 1000 actions with distinct names (and distinct action_ids, when
+   * given).
    *
    * @generated from field: repeated drydock.statemgmt.v1.NewBootAction actions = 3;
    */
@@ -2421,7 +2422,8 @@ export const StateService: GenService<{
   },
   /**
    * Creates boot actions of a node's deployment, all or none, each with a
-   * new ULID and the node's current identity key. The node's context must
+   * new ULID (or the action_id the client chose) and the node's current
+   * identity key. The node's context must
    * name task_id: NOT_FOUND (BOOT_ACTION_CONTEXT_NOT_FOUND) without a
    * context, FAILED_PRECONDITION (BOOT_ACTION_CONTEXT_MISMATCH, metadata
    * context_task_id) when it names another task. Action names are unique per

@@ -15,7 +15,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&drydock/statemgmt/v1/boot_action.proto\x12\x14\x64rydock.statemgmt.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\x11\x42ootActionContext\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12+\n\x07updated\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xff\x01\n\nBootAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x13\n\x0b\x61\x63tion_name\x18\x03 \x01(\t\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x12\n\nsignalling\x18\x05 \x01(\x08\x12\x36\n\x06status\x18\x06 \x01(\x0e\x32&.drydock.statemgmt.v1.BootActionStatus\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08reported\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\rNewBootAction\x12\x13\n\x0b\x61\x63tion_name\x18\x01 \x01(\t\x12\x12\n\nsignalling\x18\x02 \x01(\x08\"Z\n\x10\x42ootActionDetail\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\x08\x12&\n\x05\x65xtra\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct*\xbc\x01\n\x10\x42ootActionStatus\x12\"\n\x1e\x42OOT_ACTION_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1d\x42OOT_ACTION_STATUS_INCOMPLETE\x10\x01\x12\x1e\n\x1a\x42OOT_ACTION_STATUS_SUCCESS\x10\x02\x12\x1e\n\x1a\x42OOT_ACTION_STATUS_FAILURE\x10\x03\x12!\n\x1d\x42OOT_ACTION_STATUS_UNREPORTED\x10\x04\x42\x9e\x01\n\"org.airshipit.drydock.statemgmt.v1B\x0f\x42ootActionProtoP\x01ZNgithub.com/airshipit/drydock-statemgmt/gen/go/drydock/statemgmt/v1;statemgmtv1\xaa\x02\x14\x44rydock.Statemgmt.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&drydock/statemgmt/v1/boot_action.proto\x12\x14\x64rydock.statemgmt.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\x11\x42ootActionContext\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12+\n\x07updated\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xff\x01\n\nBootAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x13\n\x0b\x61\x63tion_name\x18\x03 \x01(\t\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x12\n\nsignalling\x18\x05 \x01(\x08\x12\x36\n\x06status\x18\x06 \x01(\x0e\x32&.drydock.statemgmt.v1.BootActionStatus\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08reported\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\rNewBootAction\x12\x13\n\x0b\x61\x63tion_name\x18\x01 \x01(\t\x12\x12\n\nsignalling\x18\x02 \x01(\x08\x12\x16\n\taction_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0c\n\n_action_id\"Z\n\x10\x42ootActionDetail\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\x08\x12&\n\x05\x65xtra\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct*\xbc\x01\n\x10\x42ootActionStatus\x12\"\n\x1e\x42OOT_ACTION_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1d\x42OOT_ACTION_STATUS_INCOMPLETE\x10\x01\x12\x1e\n\x1a\x42OOT_ACTION_STATUS_SUCCESS\x10\x02\x12\x1e\n\x1a\x42OOT_ACTION_STATUS_FAILURE\x10\x03\x12!\n\x1d\x42OOT_ACTION_STATUS_UNREPORTED\x10\x04\x42\x9e\x01\n\"org.airshipit.drydock.statemgmt.v1B\x0f\x42ootActionProtoP\x01ZNgithub.com/airshipit/drydock-statemgmt/gen/go/drydock/statemgmt/v1;statemgmtv1\xaa\x02\x14\x44rydock.Statemgmt.V1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'drydock_statemgmt._proto.drydock.statemgmt.v1.boot_action_pb2', globals())
@@ -23,14 +23,14 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'\n\"org.airshipit.drydock.statemgmt.v1B\017BootActionProtoP\001ZNgithub.com/airshipit/drydock-statemgmt/gen/go/drydock/statemgmt/v1;statemgmtv1\252\002\024Drydock.Statemgmt.V1'
-  _BOOTACTIONSTATUS._serialized_start=638
-  _BOOTACTIONSTATUS._serialized_end=826
+  _BOOTACTIONSTATUS._serialized_start=676
+  _BOOTACTIONSTATUS._serialized_end=864
   _BOOTACTIONCONTEXT._serialized_start=127
   _BOOTACTIONCONTEXT._serialized_end=227
   _BOOTACTION._serialized_start=230
   _BOOTACTION._serialized_end=485
   _NEWBOOTACTION._serialized_start=487
-  _NEWBOOTACTION._serialized_end=543
-  _BOOTACTIONDETAIL._serialized_start=545
-  _BOOTACTIONDETAIL._serialized_end=635
+  _NEWBOOTACTION._serialized_end=581
+  _BOOTACTIONDETAIL._serialized_start=583
+  _BOOTACTIONDETAIL._serialized_end=673
 # @@protoc_insertion_point(module_scope)

@@ -484,7 +484,8 @@ class StateServiceServicer(object):
 
     def CreateBootActions(self, request, context):
         """Creates boot actions of a node's deployment, all or none, each with a
-        new ULID and the node's current identity key. The node's context must
+        new ULID (or the action_id the client chose) and the node's current
+        identity key. The node's context must
         name task_id: NOT_FOUND (BOOT_ACTION_CONTEXT_NOT_FOUND) without a
         context, FAILED_PRECONDITION (BOOT_ACTION_CONTEXT_MISMATCH, metadata
         context_task_id) when it names another task. Action names are unique per
