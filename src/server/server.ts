@@ -2,6 +2,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { file_drydock_statemgmt_v1_state_service, StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { file_grpc_health_v1_health, Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.js";
+import { file_google_rpc_status } from "../../gen/google/rpc/status_pb.js";
 import * as reflV1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflV1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import type { Db } from "../store/transactions.js";
@@ -147,6 +149,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const index = new ReflectionIndex(
     [StateService.typeName, Health.typeName, reflV1.ServerReflection.typeName, reflV1alpha.ServerReflection.typeName],
     [file_drydock_statemgmt_v1_state_service, file_grpc_health_v1_health, reflV1.file_grpc_reflection_v1_reflection, reflV1alpha.file_grpc_reflection_v1alpha_reflection],
+    // The types errors carry in grpc-status-details-bin (google.rpc.Status of
+    // ErrorInfo and BadRequest Anys), so grpcurl can decode them.
+    [file_google_rpc_status, file_google_rpc_error_details],
   );
   const hub = new WatchHub({
     sql: o.db.sql,
