@@ -89,7 +89,7 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_DB_STATEMENT_TIMEOUT_MS  statement bound of calls without a deadline (default 30000; 0 = none)
                   STATEMGMT_DB_LOCK_TIMEOUT_MS       longest row lock wait of any call (default 5000; 0 = none)
                   STATEMGMT_DB_IDLE_IN_TRANSACTION_MS  PostgreSQL ends sessions idle in a transaction this long (default 10000)
-                  STATEMGMT_HEALTH_INTERVAL_MS database health probe interval (default 5000)
+                  STATEMGMT_HEALTH_INTERVAL_MS database health probe interval, Keystone's while it is down (default 5000)
                   STATEMGMT_WATCH_BUFFER       events a watch stream may fall behind (default 10000)
                   STATEMGMT_HEARTBEAT_MS       LISTEN connection heartbeat interval (default 5000; timeout 3 intervals)
                   STATEMGMT_WATCH_FINISH_LINGER_MS  WatchTask stays open this long after its task finished (default 3000)

@@ -34,7 +34,7 @@ import { Metrics } from "../metrics/metrics.js";
 import { startMetricsServer } from "../metrics/http.js";
 import { HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
 import { VERSION } from "../version.js";
-import { DatabaseHealth, healthRpcs } from "./health.js";
+import { DatabaseHealth, healthRpcs, KeystoneHealth } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
 import { startAuth, type EdgeAuth } from "./auth.js";
 import { DEFAULT_NODE_CALL_LIMIT, limitKeyAuthorized, PeerRateLimiter, type RateLimit } from "./rateLimit.js";
@@ -168,6 +168,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   });
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
+  // Keystone's own health entry: probed while it answers every 30 s, while it does not at the database's interval.
+  const keystoneHealth = auth.keystone ? new KeystoneHealth(auth.keystone, o.healthIntervalMs, o.log.child({ component: "health" })) : undefined;
+  if (keystoneHealth) metrics?.observeKeystone(auth.keystone!.origin, () => keystoneHealth.status === Status.SERVING);
   const design = createDesignFetcher(designConfig, () => clock.nowMs(), metrics);
   // Calls nodes make without a token: a rate limit per client address, checked before their guard.
   const nodeCallLimit = o.nodeCallLimit ?? DEFAULT_NODE_CALL_LIMIT;
@@ -181,6 +184,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   // A failure from here on stops what was started: the caller gets no handle to do it.
   const abandon = async (err: unknown): Promise<never> => {
     health.stop();
+    keystoneHealth?.stop();
     listener.close();
     tlsSource?.close();
     server.forceShutdown();
@@ -199,7 +203,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
       ...designRpcs(design.fetcher),
       ...bootActionRpcs(o.db, tokens, o.bootActionReportLimits),
     }, o.log, calls, { guard: stateGuard, streams: budgets.stateService, okVouches: true });
-  addService(server, Health, healthRpcs(health), o.log, calls, { guard: auth.health, streams: budgets.health });
+  addService(server, Health, healthRpcs(health, keystoneHealth), o.log, calls, { guard: auth.health, streams: budgets.health });
   // Both reflection versions share one budget.
   const reflection: ServiceEdge = { guard: auth.reflection, streams: budgets.reflection };
   addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls, reflection);
@@ -210,6 +214,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     .listen(o.host, o.port)
     .catch((err: Error) => abandon(new Error(`cannot listen on ${host}:${o.port}: ${err.message}`, { cause: err })));
   await health.start().catch(abandon);
+  keystoneHealth?.start();
   const metricsServer =
     metrics && o.metricsListen
       ? await startMetricsServer({ ...o.metricsListen, metrics, ready: () => health.status === Status.SERVING, log: o.log.child({ component: "metrics" }) }).catch(
@@ -239,6 +244,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     shutdown(graceMs) {
       shuttingDown ??= (async () => {
         health.stop();
+        keystoneHealth?.stop();
         listener.close();
         tlsSource?.close();
         const abort = (set: Set<AbortController>) => [...set].forEach((ac) => ac.abort(new ShuttingDownError()));
