@@ -3,7 +3,7 @@
 // separate client processes, prints a table and the targets of issue 6, and
 // writes bench/results/<time>.json. See BENCHMARKS.md.
 //   node dist/bench/run.js [--smoke] [--duration ms] [--only create64,get64,...]
-//     [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"]
+//     [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"] [--help]
 // --only runs the named scenarios with the ceilings they are compared to
 // (ids as in the table's JSON: create1, create16, create64, create64solo, get64,
 // get64auth, append1, append1solo, append100, watch, idle, claim, failover, list).
@@ -27,8 +27,41 @@ import type { Sql } from "../src/db/connect.js";
 import type { Command, LoadCommand, LoadResult } from "./worker.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { values } = parseArgs({ options: { smoke: { type: "boolean" }, duration: { type: "string" }, only: { type: "string" }, "server-node-args": { type: "string" } },
-});
+const USAGE = `usage: node dist/bench/run.js [--smoke] [--duration MS] [--only ID,...] [--server-node-args=ARGS]
+
+Starts the server as its own process (embedded PostgreSQL unless DATABASE_URL
+is set) and a bare grpc-js echo server, drives them from separate client
+processes, prints a table and the targets, and writes bench/results/<time>.json
+(see BENCHMARKS.md).
+
+  --smoke                  tiny sizes and durations (about 30 s; CI runs it)
+  --duration MS            length of each scenario (default 5000; --smoke: 400)
+  --only ID,...            only these scenarios, with the ceilings they are compared to
+                           (create1, create16, create64, create64solo, get64, get64auth,
+                           append1, append1solo, append100, watch, idle, claim, failover,
+                           list, metrics)
+  --server-node-args=ARGS  Node options of the served process and the echo server,
+                           e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+  -h, --help               this text
+`;
+/** The options, or usage and exit: 0 for --help (stdout), 2 for a command line it cannot run (stderr). */
+function parseCommandLine() {
+  try {
+    const { values } = parseArgs({
+      options: { smoke: { type: "boolean" }, duration: { type: "string" }, only: { type: "string" }, "server-node-args": { type: "string" }, help: { type: "boolean", short: "h" } },
+    });
+    if (values.help) {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    }
+    if (values.duration !== undefined && !(Number(values.duration) > 0)) throw new Error(`--duration must be a positive number of milliseconds, not "${values.duration}"`);
+    return values;
+  } catch (err) {
+    process.stderr.write(`error: ${(err as Error).message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+}
+const values = parseCommandLine();
 /** Node options for the served process and the echo ceiling (e.g. a CPU profile, written when each exits; the pid tells them apart). */
 const serverNodeArgs = values["server-node-args"]?.split(/\s+/).filter(Boolean) ?? [];
 /** Ceilings each service scenario is measured against: --only runs them too. */

@@ -71,16 +71,21 @@ export function createClient<S extends GenServiceMethods>(
       case "unary":
         out[method.localName] = (req: MessageInitShape<DescMethod["input"]>, o?: CallOptions) =>
           new Promise((resolve, reject) => {
-            const call = fn(create(method.input, req), withAuth(o?.metadata), callOpts(o), (err: unknown, res: unknown) =>
-              err ? reject(err) : resolve(res),
-            ) as grpc.ClientUnaryCall;
-            o?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
+            let done = false;
+            let unlink = () => {};
+            const call = fn(create(method.input, req), withAuth(o?.metadata), callOpts(o), (err: unknown, res: unknown) => {
+              done = true;
+              unlink();
+              if (err) reject(err);
+              else resolve(res);
+            }) as grpc.ClientUnaryCall;
+            if (!done) unlink = cancelOnAbort(call, o?.signal);
           });
         break;
       case "server_streaming":
         out[method.localName] = (req: MessageInitShape<DescMethod["input"]>, o?: CallOptions) => {
           const call = fn(create(method.input, req), withAuth(o?.metadata), callOpts(o)) as grpc.ClientReadableStream<unknown>;
-          o?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
+          call.once("status", cancelOnAbort(call, o?.signal));
           // Leaving a for-await loop early destroys the stream: cancel the call
           // too, so the server stops sending (a no-op once the call is over).
           call.once("close", () => call.cancel());
@@ -88,11 +93,32 @@ export function createClient<S extends GenServiceMethods>(
         };
         break;
       case "bidi_streaming":
-        out[method.localName] = (o?: CallOptions) => fn(withAuth(o?.metadata), callOpts(o));
+        out[method.localName] = (o?: CallOptions) => {
+          const call = fn(withAuth(o?.metadata), callOpts(o)) as grpc.ClientDuplexStream<unknown, unknown>;
+          call.once("status", cancelOnAbort(call, o?.signal));
+          return call;
+        };
         break;
       default:
         break;
     }
   }
   return out as Client<S>;
+}
+
+/**
+ * Cancels `call` when `signal` aborts (at once if it already has); returns
+ * the function that removes the listener, to be called when the call ends.
+ * A listener left behind would outlive its call: a long-lived signal shared
+ * by many calls (an elector's, a watch's) would gather one per call.
+ */
+function cancelOnAbort(call: { cancel(): void }, signal: AbortSignal | undefined): () => void {
+  if (!signal) return () => {};
+  if (signal.aborted) {
+    call.cancel();
+    return () => {};
+  }
+  const onAbort = () => call.cancel();
+  signal.addEventListener("abort", onAbort, { once: true });
+  return () => signal.removeEventListener("abort", onAbort);
 }

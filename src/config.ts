@@ -103,7 +103,7 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_DB_IDLE_IN_TRANSACTION_MS  PostgreSQL ends sessions idle in a transaction this long (default 10000)
                   STATEMGMT_DB_CONNECT_TIMEOUT_MS    longest wait for one new database connection (default 2000)
                   STATEMGMT_DB_OPEN_TIMEOUT_MS       start-up opens every database connection within this (default 20000)
-                  STATEMGMT_HEALTH_INTERVAL_MS database health probe interval (default 5000)
+                  STATEMGMT_HEALTH_INTERVAL_MS database health probe interval, Keystone's while it is down (default 5000)
                   STATEMGMT_WATCH_BUFFER       events a watch stream may fall behind (default 10000)
                   STATEMGMT_WATCH_STREAM_MAX_BYTES  unsent bytes a WatchTask stream may hold (default 16777216)
                   STATEMGMT_WATCH_MAX_BYTES    unsent bytes all WatchTask streams may hold together (default 268435456)

@@ -119,7 +119,7 @@ describe("metrics", () => {
 
     expect(delta(before, during, key("grpc_server_started_total", unary("CreateTask")))).to.equal(2);
     expect(delta(before, during, key("grpc_server_handled_total", { ...unary("CreateTask"), grpc_code: "OK" }))).to.equal(2);
-    expect(delta(before, during, key("grpc_server_handled_total", { ...unary("GetTask"), grpc_code: "NOT_FOUND" }))).to.equal(1);
+    expect(delta(before, during, key("grpc_server_handled_total", { ...unary("GetTask"), grpc_code: "NotFound" }))).to.equal(1);
     expect(delta(before, during, key("grpc_server_handling_seconds_count", unary("CreateTask")))).to.equal(2);
     expect(delta(before, during, key("grpc_server_handling_seconds_bucket", { ...unary("CreateTask"), le: "+Inf" }))).to.equal(2);
     expect(delta(before, during, key("grpc_server_msg_received_total", unary("ClaimNextTask")))).to.equal(1);
@@ -149,7 +149,21 @@ describe("metrics", () => {
       after = await scrape(address);
     }
     expect(after.get(key("statemgmt_watch_streams", { kind: "task" }))).to.equal(0);
-    expect(delta(before, after, key("grpc_server_handled_total", { ...watchLabels, grpc_code: "CANCELLED" }))).to.equal(1);
+    expect(delta(before, after, key("grpc_server_handled_total", { ...watchLabels, grpc_code: "Canceled" }))).to.equal(1);
+  });
+
+  it("writes grpc_code as go-grpc-prometheus does (Go's code names), not grpc-js's enum names", async () => {
+    const address = h.server.metricsAddress!;
+    const before = await scrape(address);
+    await expectError(h.client.getTask({ taskId: "not-a-uuid" }), grpc.status.INVALID_ARGUMENT);
+    await expectError(h.client.getTask({ taskId: "00000000-0000-4000-8000-000000000001" }), grpc.status.NOT_FOUND);
+    const after = await scrape(address);
+    const codes = (s: Samples) =>
+      new Map([...s].filter(([k]) => k.startsWith("grpc_server_handled_total{") && k.includes('grpc_method="GetTask"')).map(([k, v]) => [/grpc_code="([^"]*)"/.exec(k)![1]!, v]));
+    expect(delta(before, after, key("grpc_server_handled_total", { ...unary("GetTask"), grpc_code: "InvalidArgument" }))).to.equal(1);
+    expect(delta(before, after, key("grpc_server_handled_total", { ...unary("GetTask"), grpc_code: "NotFound" }))).to.equal(1);
+    // Every GetTask series of the scrape, none spelled the grpc-js way (INVALID_ARGUMENT, NOT_FOUND).
+    expect([...codes(after).keys()].sort()).to.deep.equal(["InvalidArgument", "NotFound"]);
   });
 
   it("reuses the COMPLETE and TERMINATED counts for up to their maximum age (5 minutes by default); unfinished counts are exact", async () => {

@@ -261,6 +261,25 @@ describe("server reflection", () => {
           expect(created.fieldKind === "message" && created.message.typeName).to.equal("google.protobuf.Timestamp");
         }));
 
+      it("finds the files of the error details' types (google.rpc.ErrorInfo, BadRequest, Status) with their dependencies", () =>
+        withStream(async (s) => {
+          for (const symbol of ["google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.BadRequest.FieldViolation"]) {
+            const files = filesOf(await s.ask({ messageRequest: { case: "fileContainingSymbol", value: symbol } }));
+            expect(files.map((f) => f.name), symbol).to.deep.equal(["google/rpc/error_details.proto", "google/protobuf/duration.proto"]);
+          }
+          const { first, registry, fetched } = await resolveSymbol(s, "google.rpc.ErrorInfo");
+          expect(first.name).to.equal("google/rpc/error_details.proto");
+          expect(fetched).to.be.empty;
+          expect(registry.getMessage("google.rpc.ErrorInfo")!.fields.map((f) => f.name)).to.deep.equal(["reason", "domain", "metadata"]);
+          const violation = registry.getMessage("google.rpc.BadRequest")!.fields.find((f) => f.name === "field_violations")!;
+          expect(violation.fieldKind === "list" && violation.listKind === "message" && violation.message.typeName).to.equal("google.rpc.BadRequest.FieldViolation");
+          const status = filesOf(await s.ask({ messageRequest: { case: "fileContainingSymbol", value: "google.rpc.Status" } }));
+          expect(status.map((f) => f.name)).to.deep.equal(["google/rpc/status.proto", "google/protobuf/any.proto"]);
+          // Not a service: list_services still names the four served.
+          const listed = (await s.ask({ messageRequest: { case: "listServices", value: "" } })).messageResponse;
+          expect(listed.case === "listServicesResponse" && listed.value.service.map((x) => x.name).sort()).to.deep.equal([...SERVICES].sort());
+        }));
+
       it("finds the file of a method by its full name (and with a leading dot)", () =>
         withStream(async (s) => {
           for (const symbol of ["drydock.statemgmt.v1.StateService.GetTask", ".drydock.statemgmt.v1.StateService.GetTask"]) {

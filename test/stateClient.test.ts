@@ -1,5 +1,5 @@
 // The TypeScript helpers for orchestrators (src/stateClient.ts) against the real server.
-import { once } from "node:events";
+import { getEventListeners, once } from "node:events";
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -32,6 +32,9 @@ describe("TypeScript client helpers", () => {
     const watcher = createClient(StateService, `127.0.0.1:${proxy.port}`, undefined, { "grpc.use_local_subchannel_pool": 1 });
     const resumes: string[] = [];
     const seen: bigint[] = [];
+    // One signal for the whole watch: each reconnect's stream must let go of it.
+    const ac = new AbortController();
+    const listening: number[] = [];
     // Resolves once the watcher has received `n` messages (a signal from the loop below, no polling).
     let received = () => {};
     const delivered = (n: number) =>
@@ -41,7 +44,7 @@ describe("TypeScript client helpers", () => {
       });
     try {
       const watching = (async () => {
-        for await (const ev of watchTask(watcher, id, { backoffMs: 20, onResume: (e: StateError) => resumes.push(e.reason) })) {
+        for await (const ev of watchTask(watcher, id, { backoffMs: 20, signal: ac.signal, onResume: (e: StateError) => resumes.push(e.reason) })) {
           if (ev.event.case === "message") {
             seen.push(ev.event.value.sequence);
             received();
@@ -52,6 +55,7 @@ describe("TypeScript client helpers", () => {
         for (let i = 0; i < 10; i++) await h.client.appendResultMessages({ taskId: id, messages: [{ message: `r${round} m${i}` }] });
         // Each round is received whole before the cut (after a cut, grpc-js may wait a second or more to reconnect).
         await delivered((round + 1) * 10);
+        listening.push(getEventListeners(ac.signal, "abort").length);
         proxy.cut();
         proxy.resume();
       }
@@ -60,6 +64,9 @@ describe("TypeScript client helpers", () => {
       expect(seen).to.deep.equal(Array.from({ length: 30 }, (_, i) => BigInt(i + 1)));
       expect(resumes.length).to.be.at.least(3);
       expect(resumes.every((r) => r === "UNAVAILABLE")).to.equal(true);
+      // The live stream's listener only, whatever the number of reconnects; none once the watch ended.
+      expect(listening).to.deep.equal([1, 1, 1]);
+      expect(getEventListeners(ac.signal, "abort").length).to.equal(0);
     } finally {
       watcher.close();
       await proxy.close();
@@ -106,5 +113,82 @@ describe("TypeScript client helpers", () => {
       await a.stop();
       await b.stop();
     }
+  });
+
+  describe("a long-lived AbortSignal shared by many calls", () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    beforeEach(() => {
+      warnings.length = 0;
+      process.on("warning", onWarning);
+    });
+    afterEach(() => {
+      process.off("warning", onWarning);
+    });
+    /** Warnings are emitted on the next tick: let them arrive before looking. */
+    const maxListenerWarnings = async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      return warnings.filter((w) => w.name === "MaxListenersExceededWarning").map((w) => w.message);
+    };
+
+    it("keeps no abort listener once a unary or streaming call is over", async () => {
+      const ac = new AbortController();
+      const { task } = await h.client.createTask({ action: "deploy_nodes" });
+      for (let i = 0; i < 30; i++) {
+        await h.client.getTask({ taskId: task!.taskId }, { signal: ac.signal });
+        await h.client.getTask({ taskId: randomUUID() }, { signal: ac.signal }).catch(() => {});
+      }
+      for (let i = 0; i < 15; i++) {
+        // A stream that fails (no such task) and one left early.
+        await (async () => {
+          for await (const _ of h.client.watchTask({ taskId: randomUUID() }, { signal: ac.signal }));
+        })().catch(() => {});
+        const stream = h.client.watchTask({ taskId: task!.taskId }, { signal: ac.signal });
+        const ended = new Promise((resolve) => stream.once("status", resolve));
+        for await (const _ of stream) break;
+        await ended;
+      }
+      expect(getEventListeners(ac.signal, "abort").length).to.equal(0);
+      expect(await maxListenerWarnings()).to.deep.equal([]);
+    });
+
+    it("cancels a call whose signal was aborted before it started", async () => {
+      const ac = new AbortController();
+      ac.abort();
+      const err = await h.client.getTask({ taskId: randomUUID() }, { signal: ac.signal }).catch((e: unknown) => e);
+      expect(grpc.status[(err as grpc.ServiceError).code]).to.equal("CANCELLED");
+      expect(getEventListeners(ac.signal, "abort").length).to.equal(0);
+    });
+
+    it("LeaderElector renewals do not pile up listeners on its signal", async function () {
+      this.timeout(20_000);
+      // The real client, counting renewals so the test waits on them.
+      let renewals = 0;
+      let renewed = () => {};
+      const client = {
+        ...h.client,
+        renewLeadership: async (...a: Parameters<typeof h.client.renewLeadership>) => {
+          const r = await h.client.renewLeadership(...a);
+          renewals++;
+          renewed();
+          return r;
+        },
+      };
+      const e = new LeaderElector(client, { election: "ts-elector-listeners", instanceId: "orch-l", ttlMs: 1000 });
+      const signal = (e as unknown as { ac: AbortController }).ac.signal;
+      const counts: number[] = [];
+      try {
+        e.start();
+        while (renewals < 14) {
+          await new Promise<void>((resolve) => (renewed = resolve));
+          counts.push(getEventListeners(signal, "abort").length);
+        }
+      } finally {
+        await e.stop();
+      }
+      // Right after a renewal, nothing holds the signal (the next sleep has not begun).
+      expect(counts).to.deep.equal(Array(counts.length).fill(0));
+      expect(await maxListenerWarnings()).to.deep.equal([]);
+    });
   });
 });

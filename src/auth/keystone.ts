@@ -58,11 +58,17 @@ export class KeystoneValidator {
   private readonly service: TokenProvider;
   private readonly cache = new Map<string, Answer>();
   private readonly inflight = new Map<string, Promise<Answer>>();
-  /** Validation requests sent (tests and logs). */
+  /** Validation requests sent for callers' tokens (tests and logs; not check()'s). */
   requests = 0;
   /** Calls refused because maxPending validations were in flight. */
   busyRefusals = 0;
   private lastBusyLog = 0;
+  /**
+   * Told whether Keystone answered each validation (a token accepted or
+   * refused) or could not (KEYSTONE_UNAVAILABLE): the health of Keystone as
+   * callers see it (KeystoneHealth).
+   */
+  onReachable: ((reachable: boolean) => void) | undefined;
 
   constructor(
     private readonly http: HttpClient,
@@ -87,12 +93,38 @@ export class KeystoneValidator {
       p = this.ask(token).finally(() => this.inflight.delete(key));
       this.inflight.set(key, p);
       p.then(
-        (a) => this.remember(key, a),
+        (a) => {
+          this.remember(key, a);
+          this.onReachable?.(true);
+        },
         // What went wrong is for the operator; callers get a neutral UNAVAILABLE.
-        (err: unknown) => this.log.warn({ err: (err as Error).cause ?? err, keystone: this.endpoint.origin }, (err as Error).message),
+        (err: unknown) => {
+          this.log.warn({ err: (err as Error).cause ?? err, keystone: this.endpoint.origin }, (err as Error).message);
+          this.onReachable?.(false);
+        },
       );
     }
     return (await abortable(p, signal)).caller;
+  }
+
+  /** Keystone's origin (logs, the health metric). */
+  get origin(): string {
+    return this.endpoint.origin;
+  }
+
+  /**
+   * Whether a validation can succeed now: the service's own token obtained
+   * (cached while valid) and validated, as a caller's would be. Any answer of
+   * Keystone counts (accepted or not); an error or no answer does not.
+   */
+  async check(): Promise<boolean> {
+    const ctx: FetchContext = { signal: new AbortController().signal, deadline: this.now() + VALIDATE_TIMEOUT_MS, maxBytes: 1024 * 1024 };
+    try {
+      await this.ask(await this.service.token(ctx), false);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private busy(max: number): ResourceExhaustedError {
@@ -114,7 +146,7 @@ export class KeystoneValidator {
     this.cache.set(key, a);
   }
 
-  private async ask(token: string): Promise<Answer> {
+  private async ask(token: string, counted = true): Promise<Answer> {
     // Its own deadline rather than the first caller's: each caller stops
     // waiting when its own call ends (see validate).
     const ctx: FetchContext = { signal: new AbortController().signal, deadline: this.now() + VALIDATE_TIMEOUT_MS, maxBytes: 1024 * 1024 };
@@ -125,7 +157,7 @@ export class KeystoneValidator {
       } catch (err) {
         throw unavailable("Keystone refused or could not issue the service's own token (STATEMGMT_KEYSTONE_*), so no caller can be authenticated", err);
       }
-      this.requests++;
+      if (counted) this.requests++;
       let answer: Answer | "retry";
       try {
         answer = await this.http.get(this.endpoint, this.endpoint.href, { "x-auth-token": service, "x-subject-token": token }, ctx, async (res) => {

@@ -81,6 +81,8 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
   private readonly designBytes: Counter<"scheme">;
   private readonly designHits: Counter<"scheme">;
   private readonly designDuration: Histogram<"scheme">;
+  /** Keystone's origin and whether it answers, once observeKeystone was called. */
+  private keystone: { endpoint: string; up: () => boolean } | undefined;
 
   constructor(o: MetricsOptions) {
     const registers = [this.registry];
@@ -209,6 +211,19 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
       },
     });
 
+    const keystone = () => this.keystone;
+    new Gauge({
+      name: "statemgmt_keystone_up",
+      help: "1 while Keystone answers token validations, 0 while it does not (absent without Keystone validation).",
+      labelNames: ["endpoint"],
+      registers,
+      collect: function () {
+        this.reset();
+        const k = keystone();
+        if (k) this.set({ endpoint: k.endpoint }, k.up() ? 1 : 0);
+      },
+    });
+
     this.queryDuration = new FastHistogram(
       this.registry,
       "statemgmt_db_query_duration_seconds",
@@ -258,6 +273,11 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
     this.designFetches.inc({ scheme, outcome });
     this.designDuration.observe({ scheme }, seconds);
     if (bytes > 0) this.designBytes.inc({ scheme }, bytes);
+  }
+
+  /** Reports Keystone's health in statemgmt_keystone_up (endpoint: its origin). */
+  observeKeystone(endpoint: string, up: () => boolean): void {
+    this.keystone = { endpoint, up };
   }
 
   cacheHit(scheme: string): void {

@@ -25,6 +25,7 @@ import { grpcDefinition, UndecodableRequest } from "../definition.js";
 import { DeadlineReason } from "../errors.js";
 import { PushStream } from "../push.js";
 import { toServiceError } from "./status.js";
+import { grpcCodeLabel } from "../metrics/grpcCode.js";
 import { abortError, CancelledError, ConnectionAgedError, DomainError, ResourceExhaustedError } from "../errors.js";
 
 /** The controllers of open calls, so shutdown can abort them. */
@@ -191,7 +192,7 @@ function makeHandler(
       call.removeListener("cancelled", onCancel);
       open.delete(ac);
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-      observer?.handled(labels, grpc.status[code] ?? String(code), durationMs / 1000);
+      observer?.handled(labels, grpcCodeLabel(code), durationMs / 1000);
       const entry = {
         method: name,
         code: grpc.status[code],

@@ -2,6 +2,8 @@
 // writes. A read-only session (a standby, or a primary fenced with
 // default_transaction_read_only) answers reads but refuses every write, so
 // the server is taken out of rotation until a writable primary is back.
+// With Keystone validating tokens, "keystone" is an entry of its own
+// (KeystoneHealth), which leaves "" and the StateService entry alone.
 import { EventEmitter, once } from "node:events";
 import type { Sql } from "../db/connect.js";
 import { HealthCheckResponse_ServingStatus as Status, type Health } from "../../gen/grpc/health/v1/health_pb.js";
@@ -14,6 +16,20 @@ type Methods = typeof Health extends { method: infer M } ? M : never;
 
 /** Services this server reports on; "" is the server as a whole. */
 const KNOWN = new Set(["", "drydock.statemgmt.v1.StateService"]);
+
+/**
+ * The health entry of Keystone, when callers' tokens are validated by it: its
+ * own status, so a Keystone outage shows without taking the replica out of
+ * rotation ("" and the StateService entry follow the database only).
+ */
+export const KEYSTONE_HEALTH_SERVICE = "keystone";
+
+/** What a health entry reads: a status, "change" events, and a probe a Check may ask for. */
+interface HealthSource extends EventEmitter {
+  status: Status;
+  /** The status a Check answers. */
+  check(): Promise<Status>;
+}
 
 /** Probe interval while the database is not answering. */
 export const RECOVERY_PROBE_MS = 250;
@@ -61,6 +77,10 @@ export class DatabaseHealth extends EventEmitter {
     this.set(Status.NOT_SERVING);
   }
 
+  check(): Promise<Status> {
+    return this.probe();
+  }
+
   /** One probe at a time; concurrent callers share it. */
   probe(): Promise<Status> {
     if (this.stopped) return Promise.resolve(this.status);
@@ -96,18 +116,103 @@ export class DatabaseHealth extends EventEmitter {
   }
 }
 
-export function healthRpcs(health: DatabaseHealth): ServiceImpl<Methods> {
+/** Keystone probe interval while it answers (failed validations report an outage at once, between probes). */
+export const KEYSTONE_PROBE_MS = 30_000;
+
+/**
+ * Whether Keystone can validate callers' tokens: SERVING while it answers,
+ * NOT_SERVING while it does not (UNKNOWN until the first answer). Learnt from
+ * every validation of a caller's token, and from a probe (the service's own
+ * token validated) every KEYSTONE_PROBE_MS, or every `recoveryMs` while it
+ * does not answer. A Check reads the status and never sends a request to
+ * Keystone: anyone may call Check.
+ */
+export class KeystoneHealth extends EventEmitter {
+  status: Status = Status.UNKNOWN;
+  private timer: NodeJS.Timeout | undefined;
+  private probing = false;
+  private stopped = false;
+
+  constructor(
+    private readonly keystone: { check(): Promise<boolean>; onReachable: ((reachable: boolean) => void) | undefined },
+    private readonly recoveryMs: number,
+    private readonly log: Logger,
+    private readonly intervalMs = KEYSTONE_PROBE_MS,
+  ) {
+    super();
+    this.setMaxListeners(0);
+    keystone.onReachable = (ok) => this.set(ok);
+  }
+
+  /** Starts probing; the first probe runs at once, in the background (start-up does not wait for Keystone). */
+  start(): void {
+    void this.tick();
+  }
+
+  private async tick(): Promise<void> {
+    this.probing = true;
+    const ok = await this.keystone.check();
+    this.probing = false;
+    if (this.stopped) return;
+    this.set(ok);
+    this.schedule();
+  }
+
+  /** The next probe: soon while Keystone does not answer, KEYSTONE_PROBE_MS while it does. */
+  private schedule(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.tick(), this.status === Status.SERVING ? this.intervalMs : Math.min(this.intervalMs, this.recoveryMs));
+    this.timer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.keystone.onReachable = undefined;
+    this.setStatus(Status.NOT_SERVING);
+  }
+
+  async check(): Promise<Status> {
+    return this.status;
+  }
+
+  private set(ok: boolean): void {
+    if (this.stopped) return;
+    const s = ok ? Status.SERVING : Status.NOT_SERVING;
+    if (s === this.status) return;
+    if (s === Status.NOT_SERVING) this.log.warn("Keystone does not answer: calls with tokens not validated before are refused (UNAVAILABLE KEYSTONE_UNAVAILABLE)");
+    else this.log.info("Keystone answers");
+    this.setStatus(s);
+    // Learnt from a validation between probes: the next probe comes at the new status's interval.
+    if (!this.probing && this.timer !== undefined) this.schedule();
+  }
+
+  private setStatus(s: Status): void {
+    if (s === this.status) return;
+    this.status = s;
+    this.log.info({ service: KEYSTONE_HEALTH_SERVICE, status: Status[s] }, "health changed");
+    this.emit("change", s);
+  }
+}
+
+/** `keystone`: the health of Keystone, when tokens are validated by it (then "keystone" is a known service). */
+export function healthRpcs(health: DatabaseHealth, keystone?: KeystoneHealth): ServiceImpl<Methods> {
+  const sourceOf = (service: string): HealthSource | undefined =>
+    KNOWN.has(service) ? health : keystone && service === KEYSTONE_HEALTH_SERVICE ? keystone : undefined;
   return {
     async check(req) {
-      if (!KNOWN.has(req.service)) throw new NotFoundError("Service", req.service, `unknown service "${req.service}"`);
-      return { status: await health.probe() };
+      const source = sourceOf(req.service);
+      if (!source) throw new NotFoundError("Service", req.service, `unknown service "${req.service}"`);
+      return { status: await source.check() };
     },
     async *watch(req, { signal }) {
-      if (!KNOWN.has(req.service)) {
+      const source = sourceOf(req.service);
+      if (!source) {
         yield { status: Status.SERVICE_UNKNOWN };
         await once(signal, "abort").catch(() => {});
         return;
       }
+      const health = source;
       let last = health.status;
       yield { status: last };
       for (;;) {

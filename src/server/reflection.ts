@@ -20,10 +20,16 @@ export class ReflectionIndex {
   private readonly bySymbol = new Map<string, DescFile>();
   private readonly encoded = new Map<DescFile, Uint8Array>();
 
-  /** `files`: the files of the services served; their dependencies are found on their own. */
+  /**
+   * `files`: the files of the services served; `more`: files of other types
+   * clients must be able to look up (the error details, whose Any type URLs
+   * grpcurl resolves through file_containing_symbol). Dependencies are found
+   * on their own.
+   */
   constructor(
     readonly serviceNames: string[],
     files: DescFile[],
+    more: DescFile[] = [],
   ) {
     const visit = (f: DescFile) => {
       if (this.byName.has(f.proto.name)) return;
@@ -47,6 +53,7 @@ export class ReflectionIndex {
       f.dependencies.forEach(visit);
     };
     files.forEach(visit);
+    more.forEach(visit);
   }
 
   /** The file and its transitive dependencies, the file first. */

@@ -2,6 +2,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { file_drydock_statemgmt_v1_state_service, StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { file_grpc_health_v1_health, Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.js";
+import { file_google_rpc_status } from "../../gen/google/rpc/status_pb.js";
 import * as reflV1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflV1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import type { Db } from "../store/transactions.js";
@@ -35,7 +37,7 @@ import { Metrics } from "../metrics/metrics.js";
 import { startMetricsServer } from "../metrics/http.js";
 import { HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
 import { VERSION } from "../version.js";
-import { DatabaseHealth, healthRpcs } from "./health.js";
+import { DatabaseHealth, healthRpcs, KeystoneHealth } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
 import { keepRepeatedCredentials, startAuth, type EdgeAuth } from "./auth.js";
 import { DEFAULT_NODE_CALL_LIMIT, limitKeyAuthorized, PeerRateLimiter, type RateLimit } from "./rateLimit.js";
@@ -171,6 +173,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const index = new ReflectionIndex(
     [StateService.typeName, Health.typeName, reflV1.ServerReflection.typeName, reflV1alpha.ServerReflection.typeName],
     [file_drydock_statemgmt_v1_state_service, file_grpc_health_v1_health, reflV1.file_grpc_reflection_v1_reflection, reflV1alpha.file_grpc_reflection_v1alpha_reflection],
+    // The types errors carry in grpc-status-details-bin (google.rpc.Status of
+    // ErrorInfo and BadRequest Anys), so grpcurl can decode them.
+    [file_google_rpc_status, file_google_rpc_error_details],
   );
   const hub = new WatchHub({
     sql: o.db.sql,
@@ -188,6 +193,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   });
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
   const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
+  // Keystone's own health entry: probed while it answers every 30 s, while it does not at the database's interval.
+  const keystoneHealth = auth.keystone ? new KeystoneHealth(auth.keystone, o.healthIntervalMs, o.log.child({ component: "health" })) : undefined;
+  if (keystoneHealth) metrics?.observeKeystone(auth.keystone!.origin, () => keystoneHealth.status === Status.SERVING);
   const design = createDesignFetcher(designConfig, () => clock.nowMs(), metrics);
   // Calls nodes make without a token: a rate limit per client address, checked before their guard.
   const nodeCallLimit = o.nodeCallLimit ?? DEFAULT_NODE_CALL_LIMIT;
@@ -201,6 +209,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   // A failure from here on stops what was started: the caller gets no handle to do it.
   const abandon = async (err: unknown): Promise<never> => {
     health.stop();
+    keystoneHealth?.stop();
     listener.close();
     tlsSource?.close();
     server.forceShutdown();
@@ -219,7 +228,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
       ...designRpcs(design.fetcher),
       ...bootActionRpcs(o.db, tokens, o.bootActionReportLimits),
     }, o.log, calls, { guard: stateGuard, streams: budgets.stateService, okVouches: true });
-  addService(server, Health, healthRpcs(health), o.log, calls, { guard: auth.health, streams: budgets.health });
+  addService(server, Health, healthRpcs(health, keystoneHealth), o.log, calls, { guard: auth.health, streams: budgets.health });
   // Both reflection versions share one budget.
   const reflection: ServiceEdge = { guard: auth.reflection, streams: budgets.reflection };
   addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls, reflection);
@@ -230,6 +239,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     .listen(o.host, o.port)
     .catch((err: Error) => abandon(new Error(`cannot listen on ${host}:${o.port}: ${err.message}`, { cause: err })));
   await health.start().catch(abandon);
+  keystoneHealth?.start();
   const metricsServer =
     metrics && o.metricsListen
       ? await startMetricsServer({ ...o.metricsListen, metrics, ready: () => health.status === Status.SERVING, log: o.log.child({ component: "metrics" }) }).catch(
@@ -259,6 +269,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     shutdown(graceMs) {
       shuttingDown ??= (async () => {
         health.stop();
+        keystoneHealth?.stop();
         listener.close();
         tlsSource?.close();
         const abort = (set: Set<AbortController>) => [...set].forEach((ac) => ac.abort(new ShuttingDownError()));
