@@ -6,7 +6,7 @@
 // read the final screen.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, writeFileSync, readFileSync, existsSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, writeFileSync, readFileSync, existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -82,6 +82,39 @@ async function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code:
   const c = cli(args, env);
   const code = await c.exited;
   return { code, stdout: c.stdout(), stderr: c.stderr() };
+}
+
+/**
+ * bin/statemgmt with its stdout a pipe read slowly: one chunk, then a timer
+ * tick before the next, so that the CLI finishes its work long before its
+ * output has been read. Returns every byte that came through.
+ */
+async function runSlowReader(args: string[]): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  const child = spawn(BIN, args, { env: baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  const chunks: Buffer[] = [];
+  for await (const chunk of child.stdout! as AsyncIterable<Buffer>) {
+    chunks.push(chunk);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  return { code: await exited, stdout: Buffer.concat(chunks), stderr };
+}
+
+/** bin/statemgmt with its stdout redirected to a file, as `> FILE` does; the file's bytes. */
+async function runToFile(args: string[]): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), "statemgmt-cli-out-")), "out");
+  const fd = openSync(file, "w");
+  try {
+    const child = spawn(BIN, args, { env: baseEnv(), stdio: ["ignore", fd, "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+    return { code, stdout: readFileSync(file), stderr };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 const HAS_SCRIPT = existsSync("/usr/bin/script");
@@ -575,6 +608,47 @@ describe("statemgmt CLI", function () {
     it("health: SERVING, exit 0; -o json", async () => {
       expect(await run([...S(), "health"])).to.deep.include({ code: 0, stdout: "SERVING\n" });
       expect(JSON.parse((await run([...S(), "health", "-o", "json"])).stdout)).to.deep.equal({ status: "SERVING" });
+    });
+  });
+
+  describe("output through a pipe", () => {
+    it("a slow reader of 1 MB of build data gets every byte, as a file does (not the first 64 KiB)", async () => {
+      const node = unique();
+      const taskId = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
+      const data = new Uint8Array(1_000_000).map((_, i) => 32 + (i % 95));
+      await h.client.createBuildData({ buildData: { nodeName: node, taskId, generator: "lshw", dataFormat: "text/plain", dataElement: data } });
+      const args = [...S(), "builddata", "get", "--node", node];
+      const file = await runToFile(args);
+      expect([file.code, file.stdout.length, file.stderr]).to.deep.equal([0, 1_000_000, ""]);
+      expect(file.stdout.equals(Buffer.from(data))).to.equal(true);
+      const pipe = await runSlowReader(args);
+      expect([pipe.code, pipe.stdout.length, pipe.stderr]).to.deep.equal([0, 1_000_000, ""]);
+      expect(pipe.stdout.equals(file.stdout)).to.equal(true);
+    });
+
+    it("a slow reader of tasks get --tree of a 1,500-subtask deployment gets every line, as a file does", async function () {
+      this.timeout(120_000);
+      const root = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
+      for (let i = 0; i < 1500; i += 100) {
+        await Promise.all(Array.from({ length: 100 }, () => h.client.createTask({ action: "prepare_node", parentTaskId: root })));
+      }
+      const json = [...S(), "tasks", "get", root, "--tree", "-o", "json"];
+      const file = await runToFile(json);
+      expect(file.code, file.stderr).to.equal(0);
+      expect((JSON.parse(file.stdout.toString()) as { subtasks: unknown[] }).subtasks).to.have.length(1500);
+      const pipe = await runSlowReader(json);
+      expect([pipe.code, pipe.stdout.length, pipe.stderr]).to.deep.equal([0, file.stdout.length, ""]);
+      expect(pipe.stdout.toString()).to.equal(file.stdout.toString());
+
+      // The text view: every line of the tree (the task's age may differ by a second between runs).
+      const text = [...S(), "tasks", "get", root, "--tree"];
+      const age = (b: Buffer) => b.toString().replace(/\(\d+[smhd] ago\)/, "(age)");
+      const fileText = await runToFile(text);
+      const pipeText = await runSlowReader(text);
+      expect([fileText.code, pipeText.code]).to.deep.equal([0, 0]);
+      expect(fileText.stdout.toString().split("\n").filter((l) => /^[├└]─ prepare_node /.test(l))).to.have.length(1500);
+      expect(pipeText.stdout.length).to.be.greaterThan(65_536);
+      expect(age(pipeText.stdout)).to.equal(age(fileText.stdout));
     });
   });
 

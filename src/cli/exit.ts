@@ -26,6 +26,27 @@ export const EXIT = {
   INTERRUPTED: 130,
 } as const;
 
+/**
+ * Resolves once everything written to `stream` so far has left the process.
+ * A write to a pipe is asynchronous: what does not fit in the pipe (64 KiB on
+ * Linux) waits in the process, and process.exit() would drop it. Write
+ * callbacks run in order, so an empty write's runs after all earlier ones.
+ */
+export function written(stream: NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean }): Promise<void> {
+  if (stream.destroyed || stream.writableEnded) return Promise.resolve();
+  return new Promise((resolve) => stream.write("", () => resolve()));
+}
+
+/**
+ * Exits with `code` once stdout and stderr have been written out, however
+ * slowly their reader reads: the only way the CLI ends after doing its work.
+ */
+export async function exitWhenWritten(code: number): Promise<never> {
+  process.exitCode = code;
+  await Promise.all([written(process.stdout), written(process.stderr)]);
+  process.exit(code);
+}
+
 /** A failure the CLI reports itself, with its exit code. */
 export class CliError extends Error {
   constructor(

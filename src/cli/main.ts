@@ -4,7 +4,7 @@
 import { getEventListeners } from "node:events";
 import { CommanderError } from "commander";
 import { connect, type Connection } from "./connection.js";
-import { describeFailure, EXIT } from "./exit.js";
+import { describeFailure, EXIT, exitWhenWritten } from "./exit.js";
 import { buildProgram, type Runner } from "./program.js";
 import { createOutput, type OutputMode } from "./terminal.js";
 
@@ -50,9 +50,9 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => exitWhenWritten(code),
   (err: unknown) => {
     process.stderr.write(`error: ${describeFailure(err, "").line}\n`);
-    process.exit(EXIT.OTHER);
+    return exitWhenWritten(EXIT.OTHER);
   },
 );
