@@ -357,6 +357,63 @@ describe("statemgmt CLI", function () {
     });
   });
 
+  describe("task id prefixes", () => {
+    const hex = (n: number) => randomUUID().replace(/-/g, "").slice(0, n);
+
+    it("a unique prefix (the 8 characters tables show) names the task wherever a task id is taken", async () => {
+      const root = (await h.client.createTask({ action: "deploy_nodes" })).task!;
+      const child = (await h.client.createTask({ action: "prepare_node", parentTaskId: root.taskId })).task!;
+      await finish(child.taskId, ActionResult.SUCCESS);
+      const short = root.taskId.slice(0, 8);
+      const full = await run([...S(), "tasks", "get", root.taskId, "-o", "json"]);
+      const byPrefix = await run([...S(), "tasks", "get", short, "-o", "json"]);
+      expect([byPrefix.code, byPrefix.stderr, byPrefix.stdout]).to.deep.equal([0, "", full.stdout]);
+      // Upper case, with a dash, and without the dashes.
+      for (const p of [short.toUpperCase(), root.taskId.slice(0, 11), root.taskId.replace(/-/g, "").slice(0, 12)]) {
+        const r = await run([...S(), "tasks", "get", p, "-o", "json"]);
+        expect([r.code, JSON.parse(r.stdout).task.taskId], p).to.deep.equal([0, root.taskId]);
+      }
+      const listed = await run([...S(), "tasks", "list", "--parent", short, "-o", "json"]);
+      expect((JSON.parse(listed.stdout) as { taskId: string }[]).map((t) => t.taskId)).to.deep.equal([child.taskId]);
+      const watched = await run([...S(), "tasks", "watch", child.taskId.slice(0, 8)]);
+      expect([watched.code, watched.stderr]).to.deep.equal([0, ""]);
+      const made = await run([...S(), "tasks", "create", "deploy_node", "--parent", short, "-o", "json"]);
+      expect((JSON.parse(made.stdout) as { parentTaskId: string }).parentTaskId).to.equal(root.taskId);
+      const node = unique();
+      const data = (await h.client.createBuildData({ buildData: { nodeName: node, taskId: root.taskId, generator: "lshw", dataFormat: "text/plain", dataElement: new TextEncoder().encode("x") } })).buildData!;
+      const bd = await run([...S(), "builddata", "list", "--task", short, "-o", "json"]);
+      expect((JSON.parse(bd.stdout) as { buildDataId: string }[]).map((b) => b.buildDataId)).to.deep.equal([String(data.buildDataId)]);
+      await h.client.setBootActionContext({ nodeName: node, taskId: root.taskId });
+      await h.client.createBootActions({ nodeName: node, taskId: root.taskId, actions: [{ actionName: "motd", signalling: false }] });
+      const ba = await run([...S(), "bootactions", "list", "--task", short, "-o", "json"]);
+      expect((JSON.parse(ba.stdout) as { actionName: string }[]).map((a) => a.actionName)).to.deep.equal(["motd"]);
+      const t = await run([...S(), "tasks", "terminate", short, "-o", "json"]);
+      expect([t.code, (JSON.parse(t.stdout) as { terminate: boolean }).terminate]).to.deep.equal([0, true]);
+    });
+
+    it("an ambiguous prefix lists the candidates (exit 2); a prefix of no task is NOT_FOUND (exit 4)", async () => {
+      const p = hex(6);
+      const a = (await h.client.createTask({ action: "deploy_nodes", taskId: `${p}aa-0000-4000-8000-000000000001` })).task!;
+      const b = (await h.client.createTask({ action: "prepare_node", taskId: `${p}ab-0000-4000-8000-000000000002`, initialStatus: TaskStatus.QUEUED })).task!;
+      const iso = (t: Task) => new Date(Number(t.created!.seconds) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+      const r = await run([...S(), "tasks", "get", p]);
+      expect(r.code).to.equal(2);
+      expect(r.stdout).to.equal("");
+      expect(r.stderr).to.equal(
+        `error: task id ${p} is ambiguous: 2 tasks' ids start with it; give more of the id:\n` +
+          `  ${a.taskId}  deploy_nodes  REQUESTED  ${iso(a)}\n` +
+          `  ${b.taskId}  prepare_node  QUEUED  ${iso(b)}\n`,
+      );
+      const w = await run([...S(), "tasks", "list", "--parent", p]);
+      expect([w.code, w.stderr.split("\n")[0]]).to.deep.equal([2, `error: --parent ${p} is ambiguous: 2 tasks' ids start with it; give more of the id:`]);
+      const one = await run([...S(), "tasks", "get", `${p}ab`, "-o", "json"]);
+      expect([one.code, JSON.parse(one.stdout).task.taskId]).to.deep.equal([0, b.taskId]);
+      const none = `${p}ff`;
+      const nf = await run([...S(), "tasks", "get", none]);
+      expect([nf.code, nf.stdout, nf.stderr]).to.deep.equal([4, "", `error: NOT_FOUND: no task's id starts with ${none}\n`]);
+    });
+  });
+
   describe("tasks watch", () => {
     it("prints each of 500 messages appended meanwhile once, in order, then exits 0 on SUCCESS; no escape codes off a terminal", async () => {
       const id = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;

@@ -63,6 +63,11 @@ Environment:
   STATEMGMT_TOKEN    default of --token
   NO_COLOR           no colours and no live views (plain lines), as when stdout is not a terminal
 
+Task ids: wherever a task id is taken (arguments, --parent, --task) a unique
+prefix of it will do, such as the 8 characters tables show; a prefix is
+resolved by reading every task's id, an ambiguous one lists the candidates
+(exit 2). Give full ids in scripts: they skip that scan.
+
 Output (-o): table (the default; colours and live views on a terminal), wide
 (more columns), json (the server's protobuf JSON: one document, or one object
 per line for watches).
@@ -138,7 +143,7 @@ export function buildProgram(run: Runner): Command {
   tasks
     .command("get")
     .description("one task: status, result, links; with --tree its subtasks, with --messages its result messages")
-    .argument("<task-id>", "the task's id (UUID)")
+    .argument("<task-id>", "the task's id, or a unique prefix of it (the 8 characters tables show)")
     .option("--messages", "also list every result message")
     .option("--tree", "also show the subtask tree with each subtask's status")
     .addHelpText("after", examples(["statemgmt tasks get 1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d --tree", "statemgmt tasks get $ID --messages -o json | jq '.resultMessages | length'"]))
@@ -172,14 +177,14 @@ export function buildProgram(run: Runner): Command {
   tasks
     .command("terminate")
     .description("ask for a task to be terminated (idempotent)")
-    .argument("<task-id>", "the task's id (UUID)")
+    .argument("<task-id>", "the task's id, or a unique prefix of it (the 8 characters tables show)")
     .addHelpText("after", examples(["statemgmt tasks terminate 1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d"]))
     .action(act<[string]>((id) => ({ conn, out }) => tasksTerminate(conn, out, id)));
 
   tasks
     .command("watch")
     .description("follow a task live until it finishes (exit code 0 SUCCESS, 1 FAILURE or PARTIAL_SUCCESS, 3 TERMINATED)")
-    .argument("<task-id>", "the task's id (UUID)")
+    .argument("<task-id>", "the task's id, or a unique prefix of it (the 8 characters tables show)")
     .addOption(new Option("--after-sequence <n>", "only messages after this sequence (resume where an earlier watch stopped)").argParser(sequence).default(0n, "0"))
     .addHelpText("after", `
 On a terminal: a header redrawn in place (action, status, result, elapsed

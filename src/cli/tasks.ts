@@ -6,6 +6,7 @@ import { ResultMessageSchema, NodeFilterSchema, TaskSchema, TaskStatus, type Nod
 import { SubtaskFilter } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import type { Connection } from "./connection.js";
 import { CliError, EXIT } from "./exit.js";
+import { resolveOptionalTaskId, resolveTaskId } from "./ids.js";
 import { messagesTable, taskDetail, tasksTable, treeLines, jsonOf, type TaskTree } from "./format.js";
 import type { Output } from "./terminal.js";
 
@@ -50,7 +51,7 @@ export async function listTasks(conn: Connection, o: ListOptions): Promise<Task[
 }
 
 export async function tasksList(conn: Connection, out: Output, o: ListOptions): Promise<number> {
-  const tasks = await listTasks(conn, o);
+  const tasks = await listTasks(conn, { ...o, parent: await resolveOptionalTaskId(conn, o.parent, "--parent") });
   if (out.mode === "json") out.print(JSON.stringify(tasks.map((t) => jsonOf(TaskSchema, t)), null, 2));
   else if (tasks.length === 0) out.note("no tasks match");
   else out.print(tasksTable(tasks, out.mode === "wide", Date.now(), out.c));
@@ -99,7 +100,8 @@ async function subtaskTree(conn: Connection, root: Task): Promise<TaskTree> {
 
 const treeJson = (n: TaskTree): unknown => ({ task: jsonOf(TaskSchema, n.task), subtasks: n.subtasks.map(treeJson) });
 
-export async function tasksGet(conn: Connection, out: Output, id: string, o: { messages?: boolean; tree?: boolean }): Promise<number> {
+export async function tasksGet(conn: Connection, out: Output, arg: string, o: { messages?: boolean; tree?: boolean }): Promise<number> {
+  const id = await resolveTaskId(conn, arg);
   const { task } = await conn.state.getTask({ taskId: id }, { deadlineMs: conn.deadlineMs });
   const t = task!;
   const [msgs, tree] = await Promise.all([o.messages ? allMessages(conn, id) : undefined, o.tree ? subtaskTree(conn, t) : undefined]);
@@ -145,11 +147,12 @@ function printTask(out: Output, t: Task): void {
 
 export async function tasksCreate(conn: Connection, out: Output, action: string, o: CreateOptions): Promise<number> {
   const nodeFilter = o.nodeFilter ? await readNodeFilter(o.nodeFilter) : undefined;
+  const parent = await resolveOptionalTaskId(conn, o.parent, "--parent");
   const { task } = await conn.state.createTask(
     {
       action,
       taskId: o.id ?? "",
-      parentTaskId: o.parent ?? "",
+      parentTaskId: parent ?? "",
       designRef: o.designRef ?? "",
       nodeFilter,
       initialStatus: o.queued ? TaskStatus.QUEUED : TaskStatus.UNSPECIFIED,
@@ -160,8 +163,8 @@ export async function tasksCreate(conn: Connection, out: Output, action: string,
   return EXIT.OK;
 }
 
-export async function tasksTerminate(conn: Connection, out: Output, id: string): Promise<number> {
-  const { task } = await conn.state.terminateTask({ taskId: id }, { deadlineMs: conn.deadlineMs });
+export async function tasksTerminate(conn: Connection, out: Output, arg: string): Promise<number> {
+  const { task } = await conn.state.terminateTask({ taskId: await resolveTaskId(conn, arg) }, { deadlineMs: conn.deadlineMs });
   printTask(out, task!);
   return EXIT.OK;
 }

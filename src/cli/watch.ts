@@ -16,6 +16,7 @@ import { LeaderSchema, type Leader } from "../../gen/drydock/statemgmt/v1/state_
 import { stateError, watchTask, type StateError } from "../stateClient.js";
 import type { Connection } from "./connection.js";
 import { EXIT } from "./exit.js";
+import { resolveOptionalTaskId, resolveTaskId } from "./ids.js";
 import { isFinished, isoDate, isoTime, jsonLine, jsonOf, leaderRow, LEADER_COLUMNS, table } from "./format.js";
 import type { Output } from "./terminal.js";
 import { createTaskWatchView, createTasksWatchView } from "./watchView.js";
@@ -57,7 +58,8 @@ async function* reopening<T>(open: () => AsyncIterable<T>, signal: AbortSignal, 
   }
 }
 
-export async function tasksWatch(conn: Connection, out: Output, id: string, afterSequence: bigint, signal: AbortSignal): Promise<number> {
+export async function tasksWatch(conn: Connection, out: Output, arg: string, afterSequence: bigint, signal: AbortSignal): Promise<number> {
+  const id = await resolveTaskId(conn, arg);
   const view = createTaskWatchView(out);
   // Ends the watch (and the subtask stream) on Ctrl-C, at the end, or after a failed start.
   const ac = new AbortController();
@@ -131,11 +133,12 @@ export interface WatchAllOptions {
 }
 
 export async function tasksWatchAll(conn: Connection, out: Output, o: WatchAllOptions, signal: AbortSignal): Promise<number> {
+  const parent = await resolveOptionalTaskId(conn, o.parent, "--parent");
   const view = createTasksWatchView(out);
   const versions = new Map<string, bigint>();
   const statusSet = new Set(o.statuses);
   const matches = (t: Task) => (statusSet.size === 0 || statusSet.has(t.status)) && (o.actions.length === 0 || o.actions.includes(t.action));
-  const open = () => conn.state.watchTasks({ statuses: o.statuses, actions: o.actions, parentTaskId: o.parent ?? "", sendInitial: true }, { signal });
+  const open = () => conn.state.watchTasks({ statuses: o.statuses, actions: o.actions, parentTaskId: parent ?? "", sendInitial: true }, { signal });
   const onRetry = (e: StateError) => {
     // The new stream sends the matching set again.
     versions.clear();
