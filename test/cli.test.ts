@@ -291,6 +291,80 @@ describe("statemgmt CLI", function () {
     });
   });
 
+  describe("tasks list: more than shown, --newest, --since", () => {
+    const NOTE_OLDEST = (n: number) => `showing the oldest ${n} matching tasks; more match: --newest shows the newest, --since narrows by creation time, --limit N shows more, --all every one\n`;
+    const ids = (stdout: string) => (JSON.parse(stdout) as { taskId: string }[]).map((t) => t.taskId);
+
+    it("says on stderr when more tasks match than the limit, and how to see them; nothing when none do", async () => {
+      const action = unique();
+      const made: string[] = [];
+      for (let i = 0; i < 4; i++) made.push((await h.client.createTask({ action })).task!.taskId);
+      const r = await run([...S(), "tasks", "list", "--action", action, "--limit", "3"]);
+      expect([r.code, r.stderr]).to.deep.equal([0, NOTE_OLDEST(3)]);
+      expect(r.stdout.trimEnd().split("\n").slice(1).map((l) => l.split(/\s+/)[0])).to.deep.equal(made.slice(0, 3).map((id) => id.slice(0, 8)));
+      const paged = await run([...S(), "tasks", "list", "--action", action, "--limit", "3", "--page-size", "2", "-o", "json"]);
+      expect([paged.code, ids(paged.stdout), paged.stderr]).to.deep.equal([0, made.slice(0, 3), NOTE_OLDEST(3)]);
+      for (const extra of [["--limit", "4"], ["--limit", "4", "--page-size", "2"], ["--all"], []]) {
+        const all = await run([...S(), "tasks", "list", "--action", action, "-o", "json", ...extra]);
+        expect([all.code, ids(all.stdout), all.stderr], extra.join(" ")).to.deep.equal([0, made, ""]);
+      }
+    });
+
+    it("--newest: the newest tasks, newest first, with how many match", async () => {
+      const action = unique();
+      const made: string[] = [];
+      for (let i = 0; i < 5; i++) made.push((await h.client.createTask({ action })).task!.taskId);
+      const newestFirst = [...made].reverse();
+      for (const extra of [[], ["--page-size", "1"]]) {
+        const r = await run([...S(), "tasks", "list", "--action", action, "--newest", "--limit", "2", "-o", "json", ...extra]);
+        expect([r.code, ids(r.stdout), r.stderr]).to.deep.equal([0, newestFirst.slice(0, 2), "showing the newest 2 of 5 matching tasks, newest first; --limit N shows more, --all every one\n"]);
+      }
+      const all = await run([...S(), "tasks", "list", "--action", action, "--newest", "--all", "-o", "json", "--page-size", "2"]);
+      expect([all.code, ids(all.stdout), all.stderr]).to.deep.equal([0, newestFirst, ""]);
+      const table = await run([...S(), "tasks", "list", "--action", action, "--newest"]);
+      expect(table.stdout.trimEnd().split("\n").slice(1).map((l) => l.split(/\s+/)[0])).to.deep.equal(newestFirst.map((id) => id.slice(0, 8)));
+    });
+
+    it("--since: only tasks created since a UTC time or for an age; a bad value is exit 2", async () => {
+      const action = unique();
+      const ms = (t: Task) => Number(t.created!.seconds) * 1000 + Math.floor(t.created!.nanos / 1e6);
+      const a = (await h.client.createTask({ action })).task!;
+      let b = (await h.client.createTask({ action })).task!;
+      const before = [a.taskId];
+      // Until one was created in a later millisecond than a (the CLI's times have milliseconds).
+      while (ms(b) <= ms(a)) (before.push(b.taskId), (b = (await h.client.createTask({ action })).task!));
+      const since = new Date(ms(b)).toISOString();
+      const r = await run([...S(), "tasks", "list", "--action", action, "--since", since, "-o", "json"]);
+      expect([r.code, ids(r.stdout), r.stderr]).to.deep.equal([0, [b.taskId], ""]);
+      const hour = await run([...S(), "tasks", "list", "--action", action, "--since", "1h", "-o", "json"]);
+      expect(ids(hour.stdout)).to.deep.equal([...before, b.taskId]);
+      const future = await run([...S(), "tasks", "list", "--action", action, "--since", "2999-01-01"]);
+      expect([future.code, future.stdout, future.stderr]).to.deep.equal([0, "", "no tasks match\n"]);
+      const bad = await run([...S(), "tasks", "list", "--since", "yesterday"]);
+      expect([bad.code, bad.stderr]).to.deep.equal([
+        2,
+        "error: option '--since <when>' argument 'yesterday' is invalid. expected an age such as 30m, 2h, 7d, or a UTC date or time such as 2026-12-01 or 2026-12-01T08:00:00Z\n",
+      ]);
+    });
+
+    it("tasks get --errors: the error messages only, from the server's errors-only view", async () => {
+      const id = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
+      await append(id, 1, 6, (i) => i === 2 || i === 5);
+      const j = await run([...S(), "tasks", "get", id, "--errors", "-o", "json"]);
+      const { messages } = await h.client.listResultMessages({ taskId: id, errorsOnly: true });
+      expect(messages.map((m) => m.sequence)).to.deep.equal([2n, 5n]);
+      expect([j.code, (JSON.parse(j.stdout) as { resultMessages: unknown }).resultMessages]).to.deep.equal([0, messages.map((m) => toJson(ResultMessageSchema, m))]);
+      const t = await run([...S(), "tasks", "get", id, "--errors"]);
+      const lines = t.stdout.trimEnd().split("\n");
+      const at = lines.indexOf("Error messages (2):");
+      expect(at).to.be.greaterThan(0);
+      expect(lines.slice(at + 2).map((l) => l.split(/\s{2,}/).filter((_, i) => i !== 1))).to.deep.equal([
+        ["2", "node n2", "ERROR message 2"],
+        ["5", "node n2", "ERROR message 5"],
+      ]);
+    });
+  });
+
   describe("tasks get, create, terminate", () => {
     it("get -o json is the task as the server holds it; --messages and --tree add messages and the subtask tree", async () => {
       const root = (await h.client.createTask({ action: "deploy_nodes" })).task!;
