@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { closeSync, mkdtempSync, openSync, writeFileSync, readFileSync, existsSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { toJson } from "@bufbuild/protobuf";
@@ -159,6 +159,63 @@ async function closedPort(): Promise<number> {
   const { port } = srv.address() as { port: number };
   await new Promise<void>((r) => srv.close(() => r()));
   return port;
+}
+
+/**
+ * A TCP forwarder to the server that can go down: then it drops its
+ * connections and closes each new one at once (as a restarting server's port
+ * does), counting them, so that a test can wait for the CLI's attempts.
+ */
+class Gate {
+  private readonly sockets = new Set<Socket>();
+  private down = false;
+  private refusedCount = 0;
+  private waiters: (() => void)[] = [];
+  private constructor(private readonly server: Server, readonly port: number) {}
+
+  static async start(port: number): Promise<Gate> {
+    let gate!: Gate;
+    const server = createServer((client) => {
+      if (gate.down) {
+        client.destroy();
+        gate.refusedCount++;
+        gate.waiters.splice(0).forEach((w) => w());
+        return;
+      }
+      const upstream = netConnect(port, "127.0.0.1");
+      for (const s of [client, upstream]) {
+        gate.sockets.add(s);
+        s.on("close", () => gate.sockets.delete(s));
+        s.on("error", () => {});
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    gate = new Gate(server, (server.address() as { port: number }).port);
+    return gate;
+  }
+
+  goDown(): void {
+    this.down = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  comeBack(): void {
+    this.down = false;
+  }
+
+  /** Resolves once `n` connections were refused while down. */
+  refused(n: number): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => (this.refusedCount >= n ? resolve() : this.waiters.push(check));
+      check();
+    });
+  }
+
+  close(): Promise<void> {
+    this.goDown();
+    return new Promise((r) => this.server.close(() => r()));
+  }
 }
 
 const seqOf = (line: string) => Number(/^#(\d+) /.exec(line)?.[1] ?? NaN);
@@ -536,6 +593,56 @@ describe("statemgmt CLI", function () {
         expect(w.stderr().match(/^reconnecting after UNAVAILABLE; resuming after sequence \d+$/gm)?.length ?? 0).to.be.at.least(2);
       } finally {
         await proxy.close();
+      }
+    });
+
+    it("a long outage: one note when reconnecting starts and one when it is back, not one per attempt (tasks watch and leader --watch)", async function () {
+      this.timeout(90_000);
+      const id = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
+      const election = unique();
+      const gate = await Gate.start(h.server.port);
+      try {
+        const server = ["--server", `127.0.0.1:${gate.port}`];
+        const w = cli([...server, "tasks", "watch", id]);
+        const l = cli([...server, "leader", "--election", election, "--watch"]);
+        await w.line((x) => x.startsWith("task deploy_nodes "), "the first snapshot");
+        await l.line((x) => x.endsWith(`${election} no leader`), "no leader");
+        await append(id, 1, 3);
+        await w.line((x) => seqOf(x) === 3, "message 3");
+        gate.goDown();
+        // Several connection attempts of each CLI refused: a dozen failed stream attempts or more.
+        await gate.refused(6);
+        gate.comeBack();
+        const back = /^reconnected after \d+\.\ds \((\d+) failed attempts?\)$/m;
+        await new Promise<void>((resolve, reject) => {
+          // Checked as each stderr chunk arrives (after watchOutput's own listener has added it); a
+          // second "reconnecting" note is a failure, seen below.
+          const again = (e: string) => (e.match(/^reconnecting after /gm)?.length ?? 0) > 1;
+          const check = () => ((back.test(w.stderr()) && back.test(l.stderr())) || again(w.stderr()) || again(l.stderr())) && resolve();
+          Promise.race([w.exited, l.exited]).then(() => reject(new Error(`a CLI exited: ${w.stderr()} ${l.stderr()}`)), () => {});
+          w.child.stderr!.on("data", check);
+          l.child.stderr!.on("data", check);
+          check();
+        });
+        expect(w.stderr().match(/^reconnecting after /gm)).to.have.length(1);
+        expect(l.stderr().match(/^reconnecting after /gm)).to.have.length(1);
+        await append(id, 4, 2);
+        await finish(id, ActionResult.SUCCESS);
+        expect(await w.exited, w.stderr()).to.equal(0);
+        l.child.kill("SIGINT");
+        expect(await l.exited).to.equal(130);
+        expect(w.stdout().split("\n").filter((x) => x.startsWith("#")).map(seqOf)).to.deep.equal([1, 2, 3, 4, 5]);
+        const notes = w.stderr().trimEnd().split("\n");
+        expect(notes).to.have.length(2);
+        expect(notes[0]).to.equal("reconnecting after UNAVAILABLE; resuming after sequence 3");
+        expect(notes[1]).to.match(back);
+        expect(Number(back.exec(notes[1]!)![1])).to.be.at.least(2);
+        const leaderNotes = l.stderr().trimEnd().split("\n");
+        expect(leaderNotes).to.have.length(2);
+        expect(leaderNotes[0]).to.equal("reconnecting after UNAVAILABLE");
+        expect(leaderNotes[1]).to.match(back);
+      } finally {
+        await gate.close();
       }
     });
 
