@@ -6,7 +6,7 @@
 // read the final screen.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { closeSync, mkdtempSync, openSync, writeFileSync, readFileSync, existsSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, readFileSync, existsSync } from "node:fs";
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -21,6 +21,10 @@ import { buildProgram } from "../src/cli/program.js";
 import { useServer } from "./harness.js";
 import { ROOT } from "./process.js";
 import { TcpProxy } from "./proxy.js";
+import { issue, makeCa, writePair } from "./pki.js";
+import { tokenHash } from "../src/auth/tokenFile.js";
+import type { AuthConfig } from "../src/config.js";
+import type { TlsFiles } from "../src/server/tls.js";
 
 const BIN = path.join(ROOT, "bin/statemgmt");
 const ESC = "\x1b";
@@ -938,5 +942,73 @@ describe("statemgmt tasks watch behind a small server buffer", function () {
     const msgs = w.stdout().split("\n").filter((l) => l.startsWith("#"));
     expect(msgs.map(seqOf)).to.deep.equal(Array.from({ length: 3000 }, (_, i) => i + 1));
     for (const l of msgs) expect(l).to.match(/^#(\d+) \d\d:\d\d:\d\d\.\d{3} \1 x{1000}$/);
+  });
+});
+
+describe("statemgmt errors that say what to do from the command line", function () {
+  this.timeout(60_000);
+  const dir = mkdtempSync(path.join(tmpdir(), "statemgmt-cli-hints-"));
+  const token = randomUUID();
+  const auth: AuthConfig = { tokensFile: path.join(dir, "tokens.json"), keystone: undefined, reflection: "open" };
+  writeFileSync(auth.tokensFile!, JSON.stringify({ identities: [{ subject: "ops", roles: ["reader"], sha256: tokenHash(token) }] }));
+  const tls: TlsFiles = { certFile: "", keyFile: "" };
+  let caFile = "";
+  before(async () => {
+    const ca = await makeCa("statemgmt CLI test CA");
+    Object.assign(tls, await writePair(dir, "server", await issue(ca, "statemgmt", "server")));
+    caFile = path.join(dir, "ca.crt");
+    writeFileSync(caFile, ca.cert);
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  /** The CLI's error and hint lines (Node's own warnings left out). */
+  const said = (stderr: string) => stderr.split("\n").filter((l) => /^(error|hint): /.test(l));
+
+  describe("a server that needs a token", () => {
+    const h = useServer({ auth });
+
+    it("UNAUTHENTICATED: the server's message, then a hint naming --token and STATEMGMT_TOKEN; a refused token says so", async () => {
+      const none = await run(["--server", h.server.address, "tasks", "list"]);
+      expect([none.code, none.stdout, none.stderr]).to.deep.equal([
+        7,
+        "",
+        "error: UNAUTHENTICATED: this server needs credentials: send the metadata `authorization: Bearer <token>`\n" +
+          "hint: give the CLI a token with --token TOKEN or STATEMGMT_TOKEN=TOKEN (it sends it as `authorization: Bearer TOKEN`)\n",
+      ]);
+      const refused = "error: UNAUTHENTICATED TOKEN_INVALID: the token is unknown, expired or revoked\n" +
+        "hint: the server refused the token given with --token or STATEMGMT_TOKEN: check that it is the whole token and that it has not expired or been revoked\n";
+      const wrong = await run(["--server", h.server.address, "--token", "wrong", "tasks", "list"]);
+      expect([wrong.code, wrong.stderr]).to.deep.equal([7, refused]);
+      const wrongEnv = await run(["--server", h.server.address, "tasks", "watch", randomUUID()], { STATEMGMT_TOKEN: "wrong" });
+      expect([wrongEnv.code, wrongEnv.stderr]).to.deep.equal([7, refused]);
+      const ok = await run(["--server", h.server.address, "tasks", "list"], { STATEMGMT_TOKEN: token });
+      expect([ok.code, ok.stderr]).to.deep.equal([0, "no tasks match\n"]);
+    });
+  });
+
+  describe("a TLS server", () => {
+    const h = useServer({ tls });
+
+    it("a plaintext call: a hint to add --cacert or --tls; without the server's CA: a hint to give it with --cacert", async () => {
+      const plain = await run(["--server", h.server.address, "tasks", "list"]);
+      expect(plain.code).to.equal(6);
+      expect(said(plain.stderr)).to.have.length(2);
+      expect(said(plain.stderr)[0]).to.match(new RegExp(`^error: UNAVAILABLE: server ${h.server.address}: No connection established`));
+      expect(said(plain.stderr)[1]).to.equal(`hint: ${h.server.address} did not take a plaintext connection: if it serves TLS, add --cacert FILE (the CA that issued its certificate) or --tls (the system's CAs)`);
+      const systemCas = await run(["--server", h.server.address, "--tls", "tasks", "list"]);
+      expect([systemCas.code, said(systemCas.stderr)[1]]).to.deep.equal([6, "hint: the server's certificate did not verify against the system's CAs: give the CA that issued it with --cacert FILE"]);
+      const ok = await run(["--server", h.server.address, "--cacert", caFile, "tasks", "list"]);
+      expect([ok.code, said(ok.stderr)]).to.deep.equal([0, []]);
+    });
+  });
+
+  describe("a plaintext server", () => {
+    const h = useServer();
+
+    it("a TLS call: a hint to leave out the TLS options", async () => {
+      for (const extra of [["--cacert", caFile], ["--tls"]]) {
+        const r = await run(["--server", h.server.address, ...extra, "tasks", "list"]);
+        expect([r.code, said(r.stderr)[1]], extra.join(" ")).to.deep.equal([6, `hint: ${h.server.address} did not answer TLS: if it serves plaintext, leave out --tls, --cacert, --cert and --key`]);
+      }
+    });
   });
 });

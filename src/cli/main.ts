@@ -30,8 +30,9 @@ async function main(argv: string[]): Promise<number> {
       conn = connect(globals);
       code = await job({ conn, out, signal: interrupt.signal });
     } catch (err) {
-      const { line, exitCode } = describeFailure(err, globals.server);
-      process.stderr.write(`error: ${line}\n`);
+      const tls = !!(globals.tls || globals.cacert || globals.cert);
+      const { line, exitCode, hint } = describeFailure(err, globals.server, { tls, cacert: !!globals.cacert, token: !!globals.token });
+      process.stderr.write(`error: ${line}\n${hint ? `hint: ${hint}\n` : ""}`);
       code = exitCode;
     } finally {
       conn?.close();
