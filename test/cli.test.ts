@@ -6,8 +6,8 @@
 // read the final screen.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, writeFileSync, readFileSync, existsSync } from "node:fs";
-import { createServer } from "node:net";
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, readFileSync, existsSync } from "node:fs";
+import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { toJson } from "@bufbuild/protobuf";
@@ -21,6 +21,10 @@ import { buildProgram } from "../src/cli/program.js";
 import { useServer } from "./harness.js";
 import { ROOT } from "./process.js";
 import { TcpProxy } from "./proxy.js";
+import { issue, makeCa, writePair } from "./pki.js";
+import { tokenHash } from "../src/auth/tokenFile.js";
+import type { AuthConfig } from "../src/config.js";
+import type { TlsFiles } from "../src/server/tls.js";
 
 const BIN = path.join(ROOT, "bin/statemgmt");
 const ESC = "\x1b";
@@ -84,6 +88,39 @@ async function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code:
   return { code, stdout: c.stdout(), stderr: c.stderr() };
 }
 
+/**
+ * bin/statemgmt with its stdout a pipe read slowly: one chunk, then a timer
+ * tick before the next, so that the CLI finishes its work long before its
+ * output has been read. Returns every byte that came through.
+ */
+async function runSlowReader(args: string[]): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  const child = spawn(BIN, args, { env: baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  const chunks: Buffer[] = [];
+  for await (const chunk of child.stdout! as AsyncIterable<Buffer>) {
+    chunks.push(chunk);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  return { code: await exited, stdout: Buffer.concat(chunks), stderr };
+}
+
+/** bin/statemgmt with its stdout redirected to a file, as `> FILE` does; the file's bytes. */
+async function runToFile(args: string[]): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), "statemgmt-cli-out-")), "out");
+  const fd = openSync(file, "w");
+  try {
+    const child = spawn(BIN, args, { env: baseEnv(), stdio: ["ignore", fd, "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+    return { code, stdout: readFileSync(file), stderr };
+  } finally {
+    closeSync(fd);
+  }
+}
+
 const HAS_SCRIPT = existsSync("/usr/bin/script");
 
 /**
@@ -126,6 +163,63 @@ async function closedPort(): Promise<number> {
   const { port } = srv.address() as { port: number };
   await new Promise<void>((r) => srv.close(() => r()));
   return port;
+}
+
+/**
+ * A TCP forwarder to the server that can go down: then it drops its
+ * connections and closes each new one at once (as a restarting server's port
+ * does), counting them, so that a test can wait for the CLI's attempts.
+ */
+class Gate {
+  private readonly sockets = new Set<Socket>();
+  private down = false;
+  private refusedCount = 0;
+  private waiters: (() => void)[] = [];
+  private constructor(private readonly server: Server, readonly port: number) {}
+
+  static async start(port: number): Promise<Gate> {
+    let gate!: Gate;
+    const server = createServer((client) => {
+      if (gate.down) {
+        client.destroy();
+        gate.refusedCount++;
+        gate.waiters.splice(0).forEach((w) => w());
+        return;
+      }
+      const upstream = netConnect(port, "127.0.0.1");
+      for (const s of [client, upstream]) {
+        gate.sockets.add(s);
+        s.on("close", () => gate.sockets.delete(s));
+        s.on("error", () => {});
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    gate = new Gate(server, (server.address() as { port: number }).port);
+    return gate;
+  }
+
+  goDown(): void {
+    this.down = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  comeBack(): void {
+    this.down = false;
+  }
+
+  /** Resolves once `n` connections were refused while down. */
+  refused(n: number): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => (this.refusedCount >= n ? resolve() : this.waiters.push(check));
+      check();
+    });
+  }
+
+  close(): Promise<void> {
+    this.goDown();
+    return new Promise((r) => this.server.close(() => r()));
+  }
 }
 
 const seqOf = (line: string) => Number(/^#(\d+) /.exec(line)?.[1] ?? NaN);
@@ -258,6 +352,80 @@ describe("statemgmt CLI", function () {
     });
   });
 
+  describe("tasks list: more than shown, --newest, --since", () => {
+    const NOTE_OLDEST = (n: number) => `showing the oldest ${n} matching tasks; more match: --newest shows the newest, --since narrows by creation time, --limit N shows more, --all every one\n`;
+    const ids = (stdout: string) => (JSON.parse(stdout) as { taskId: string }[]).map((t) => t.taskId);
+
+    it("says on stderr when more tasks match than the limit, and how to see them; nothing when none do", async () => {
+      const action = unique();
+      const made: string[] = [];
+      for (let i = 0; i < 4; i++) made.push((await h.client.createTask({ action })).task!.taskId);
+      const r = await run([...S(), "tasks", "list", "--action", action, "--limit", "3"]);
+      expect([r.code, r.stderr]).to.deep.equal([0, NOTE_OLDEST(3)]);
+      expect(r.stdout.trimEnd().split("\n").slice(1).map((l) => l.split(/\s+/)[0])).to.deep.equal(made.slice(0, 3).map((id) => id.slice(0, 8)));
+      const paged = await run([...S(), "tasks", "list", "--action", action, "--limit", "3", "--page-size", "2", "-o", "json"]);
+      expect([paged.code, ids(paged.stdout), paged.stderr]).to.deep.equal([0, made.slice(0, 3), NOTE_OLDEST(3)]);
+      for (const extra of [["--limit", "4"], ["--limit", "4", "--page-size", "2"], ["--all"], []]) {
+        const all = await run([...S(), "tasks", "list", "--action", action, "-o", "json", ...extra]);
+        expect([all.code, ids(all.stdout), all.stderr], extra.join(" ")).to.deep.equal([0, made, ""]);
+      }
+    });
+
+    it("--newest: the newest tasks, newest first, with how many match", async () => {
+      const action = unique();
+      const made: string[] = [];
+      for (let i = 0; i < 5; i++) made.push((await h.client.createTask({ action })).task!.taskId);
+      const newestFirst = [...made].reverse();
+      for (const extra of [[], ["--page-size", "1"]]) {
+        const r = await run([...S(), "tasks", "list", "--action", action, "--newest", "--limit", "2", "-o", "json", ...extra]);
+        expect([r.code, ids(r.stdout), r.stderr]).to.deep.equal([0, newestFirst.slice(0, 2), "showing the newest 2 of 5 matching tasks, newest first; --limit N shows more, --all every one\n"]);
+      }
+      const all = await run([...S(), "tasks", "list", "--action", action, "--newest", "--all", "-o", "json", "--page-size", "2"]);
+      expect([all.code, ids(all.stdout), all.stderr]).to.deep.equal([0, newestFirst, ""]);
+      const table = await run([...S(), "tasks", "list", "--action", action, "--newest"]);
+      expect(table.stdout.trimEnd().split("\n").slice(1).map((l) => l.split(/\s+/)[0])).to.deep.equal(newestFirst.map((id) => id.slice(0, 8)));
+    });
+
+    it("--since: only tasks created since a UTC time or for an age; a bad value is exit 2", async () => {
+      const action = unique();
+      const ms = (t: Task) => Number(t.created!.seconds) * 1000 + Math.floor(t.created!.nanos / 1e6);
+      const a = (await h.client.createTask({ action })).task!;
+      let b = (await h.client.createTask({ action })).task!;
+      const before = [a.taskId];
+      // Until one was created in a later millisecond than a (the CLI's times have milliseconds).
+      while (ms(b) <= ms(a)) (before.push(b.taskId), (b = (await h.client.createTask({ action })).task!));
+      const since = new Date(ms(b)).toISOString();
+      const r = await run([...S(), "tasks", "list", "--action", action, "--since", since, "-o", "json"]);
+      expect([r.code, ids(r.stdout), r.stderr]).to.deep.equal([0, [b.taskId], ""]);
+      const hour = await run([...S(), "tasks", "list", "--action", action, "--since", "1h", "-o", "json"]);
+      expect(ids(hour.stdout)).to.deep.equal([...before, b.taskId]);
+      const future = await run([...S(), "tasks", "list", "--action", action, "--since", "2999-01-01"]);
+      expect([future.code, future.stdout, future.stderr]).to.deep.equal([0, "", "no tasks match\n"]);
+      const bad = await run([...S(), "tasks", "list", "--since", "yesterday"]);
+      expect([bad.code, bad.stderr]).to.deep.equal([
+        2,
+        "error: option '--since <when>' argument 'yesterday' is invalid. expected an age such as 30m, 2h, 7d, or a UTC date or time such as 2026-12-01 or 2026-12-01T08:00:00Z\n",
+      ]);
+    });
+
+    it("tasks get --errors: the error messages only, from the server's errors-only view", async () => {
+      const id = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
+      await append(id, 1, 6, (i) => i === 2 || i === 5);
+      const j = await run([...S(), "tasks", "get", id, "--errors", "-o", "json"]);
+      const { messages } = await h.client.listResultMessages({ taskId: id, errorsOnly: true });
+      expect(messages.map((m) => m.sequence)).to.deep.equal([2n, 5n]);
+      expect([j.code, (JSON.parse(j.stdout) as { resultMessages: unknown }).resultMessages]).to.deep.equal([0, messages.map((m) => toJson(ResultMessageSchema, m))]);
+      const t = await run([...S(), "tasks", "get", id, "--errors"]);
+      const lines = t.stdout.trimEnd().split("\n");
+      const at = lines.indexOf("Error messages (2):");
+      expect(at).to.be.greaterThan(0);
+      expect(lines.slice(at + 2).map((l) => l.split(/\s{2,}/).filter((_, i) => i !== 1))).to.deep.equal([
+        ["2", "node n2", "ERROR message 2"],
+        ["5", "node n2", "ERROR message 5"],
+      ]);
+    });
+  });
+
   describe("tasks get, create, terminate", () => {
     it("get -o json is the task as the server holds it; --messages and --tree add messages and the subtask tree", async () => {
       const root = (await h.client.createTask({ action: "deploy_nodes" })).task!;
@@ -324,6 +492,63 @@ describe("statemgmt CLI", function () {
     });
   });
 
+  describe("task id prefixes", () => {
+    const hex = (n: number) => randomUUID().replace(/-/g, "").slice(0, n);
+
+    it("a unique prefix (the 8 characters tables show) names the task wherever a task id is taken", async () => {
+      const root = (await h.client.createTask({ action: "deploy_nodes" })).task!;
+      const child = (await h.client.createTask({ action: "prepare_node", parentTaskId: root.taskId })).task!;
+      await finish(child.taskId, ActionResult.SUCCESS);
+      const short = root.taskId.slice(0, 8);
+      const full = await run([...S(), "tasks", "get", root.taskId, "-o", "json"]);
+      const byPrefix = await run([...S(), "tasks", "get", short, "-o", "json"]);
+      expect([byPrefix.code, byPrefix.stderr, byPrefix.stdout]).to.deep.equal([0, "", full.stdout]);
+      // Upper case, with a dash, and without the dashes.
+      for (const p of [short.toUpperCase(), root.taskId.slice(0, 11), root.taskId.replace(/-/g, "").slice(0, 12)]) {
+        const r = await run([...S(), "tasks", "get", p, "-o", "json"]);
+        expect([r.code, JSON.parse(r.stdout).task.taskId], p).to.deep.equal([0, root.taskId]);
+      }
+      const listed = await run([...S(), "tasks", "list", "--parent", short, "-o", "json"]);
+      expect((JSON.parse(listed.stdout) as { taskId: string }[]).map((t) => t.taskId)).to.deep.equal([child.taskId]);
+      const watched = await run([...S(), "tasks", "watch", child.taskId.slice(0, 8)]);
+      expect([watched.code, watched.stderr]).to.deep.equal([0, ""]);
+      const made = await run([...S(), "tasks", "create", "deploy_node", "--parent", short, "-o", "json"]);
+      expect((JSON.parse(made.stdout) as { parentTaskId: string }).parentTaskId).to.equal(root.taskId);
+      const node = unique();
+      const data = (await h.client.createBuildData({ buildData: { nodeName: node, taskId: root.taskId, generator: "lshw", dataFormat: "text/plain", dataElement: new TextEncoder().encode("x") } })).buildData!;
+      const bd = await run([...S(), "builddata", "list", "--task", short, "-o", "json"]);
+      expect((JSON.parse(bd.stdout) as { buildDataId: string }[]).map((b) => b.buildDataId)).to.deep.equal([String(data.buildDataId)]);
+      await h.client.setBootActionContext({ nodeName: node, taskId: root.taskId });
+      await h.client.createBootActions({ nodeName: node, taskId: root.taskId, actions: [{ actionName: "motd", signalling: false }] });
+      const ba = await run([...S(), "bootactions", "list", "--task", short, "-o", "json"]);
+      expect((JSON.parse(ba.stdout) as { actionName: string }[]).map((a) => a.actionName)).to.deep.equal(["motd"]);
+      const t = await run([...S(), "tasks", "terminate", short, "-o", "json"]);
+      expect([t.code, (JSON.parse(t.stdout) as { terminate: boolean }).terminate]).to.deep.equal([0, true]);
+    });
+
+    it("an ambiguous prefix lists the candidates (exit 2); a prefix of no task is NOT_FOUND (exit 4)", async () => {
+      const p = hex(6);
+      const a = (await h.client.createTask({ action: "deploy_nodes", taskId: `${p}aa-0000-4000-8000-000000000001` })).task!;
+      const b = (await h.client.createTask({ action: "prepare_node", taskId: `${p}ab-0000-4000-8000-000000000002`, initialStatus: TaskStatus.QUEUED })).task!;
+      const iso = (t: Task) => new Date(Number(t.created!.seconds) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+      const r = await run([...S(), "tasks", "get", p]);
+      expect(r.code).to.equal(2);
+      expect(r.stdout).to.equal("");
+      expect(r.stderr).to.equal(
+        `error: task id ${p} is ambiguous: 2 tasks' ids start with it; give more of the id:\n` +
+          `  ${a.taskId}  deploy_nodes  REQUESTED  ${iso(a)}\n` +
+          `  ${b.taskId}  prepare_node  QUEUED  ${iso(b)}\n`,
+      );
+      const w = await run([...S(), "tasks", "list", "--parent", p]);
+      expect([w.code, w.stderr.split("\n")[0]]).to.deep.equal([2, `error: --parent ${p} is ambiguous: 2 tasks' ids start with it; give more of the id:`]);
+      const one = await run([...S(), "tasks", "get", `${p}ab`, "-o", "json"]);
+      expect([one.code, JSON.parse(one.stdout).task.taskId]).to.deep.equal([0, b.taskId]);
+      const none = `${p}ff`;
+      const nf = await run([...S(), "tasks", "get", none]);
+      expect([nf.code, nf.stdout, nf.stderr]).to.deep.equal([4, "", `error: NOT_FOUND: no task's id starts with ${none}\n`]);
+    });
+  });
+
   describe("tasks watch", () => {
     it("prints each of 500 messages appended meanwhile once, in order, then exits 0 on SUCCESS; no escape codes off a terminal", async () => {
       const id = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
@@ -372,6 +597,56 @@ describe("statemgmt CLI", function () {
         expect(w.stderr().match(/^reconnecting after UNAVAILABLE; resuming after sequence \d+$/gm)?.length ?? 0).to.be.at.least(2);
       } finally {
         await proxy.close();
+      }
+    });
+
+    it("a long outage: one note when reconnecting starts and one when it is back, not one per attempt (tasks watch and leader --watch)", async function () {
+      this.timeout(90_000);
+      const id = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
+      const election = unique();
+      const gate = await Gate.start(h.server.port);
+      try {
+        const server = ["--server", `127.0.0.1:${gate.port}`];
+        const w = cli([...server, "tasks", "watch", id]);
+        const l = cli([...server, "leader", "--election", election, "--watch"]);
+        await w.line((x) => x.startsWith("task deploy_nodes "), "the first snapshot");
+        await l.line((x) => x.endsWith(`${election} no leader`), "no leader");
+        await append(id, 1, 3);
+        await w.line((x) => seqOf(x) === 3, "message 3");
+        gate.goDown();
+        // Several connection attempts of each CLI refused: a dozen failed stream attempts or more.
+        await gate.refused(6);
+        gate.comeBack();
+        const back = /^reconnected after \d+\.\ds \((\d+) failed attempts?\)$/m;
+        await new Promise<void>((resolve, reject) => {
+          // Checked as each stderr chunk arrives (after watchOutput's own listener has added it); a
+          // second "reconnecting" note is a failure, seen below.
+          const again = (e: string) => (e.match(/^reconnecting after /gm)?.length ?? 0) > 1;
+          const check = () => ((back.test(w.stderr()) && back.test(l.stderr())) || again(w.stderr()) || again(l.stderr())) && resolve();
+          Promise.race([w.exited, l.exited]).then(() => reject(new Error(`a CLI exited: ${w.stderr()} ${l.stderr()}`)), () => {});
+          w.child.stderr!.on("data", check);
+          l.child.stderr!.on("data", check);
+          check();
+        });
+        expect(w.stderr().match(/^reconnecting after /gm)).to.have.length(1);
+        expect(l.stderr().match(/^reconnecting after /gm)).to.have.length(1);
+        await append(id, 4, 2);
+        await finish(id, ActionResult.SUCCESS);
+        expect(await w.exited, w.stderr()).to.equal(0);
+        l.child.kill("SIGINT");
+        expect(await l.exited).to.equal(130);
+        expect(w.stdout().split("\n").filter((x) => x.startsWith("#")).map(seqOf)).to.deep.equal([1, 2, 3, 4, 5]);
+        const notes = w.stderr().trimEnd().split("\n");
+        expect(notes).to.have.length(2);
+        expect(notes[0]).to.equal("reconnecting after UNAVAILABLE; resuming after sequence 3");
+        expect(notes[1]).to.match(back);
+        expect(Number(back.exec(notes[1]!)![1])).to.be.at.least(2);
+        const leaderNotes = l.stderr().trimEnd().split("\n");
+        expect(leaderNotes).to.have.length(2);
+        expect(leaderNotes[0]).to.equal("reconnecting after UNAVAILABLE");
+        expect(leaderNotes[1]).to.match(back);
+      } finally {
+        await gate.close();
       }
     });
 
@@ -578,6 +853,47 @@ describe("statemgmt CLI", function () {
     });
   });
 
+  describe("output through a pipe", () => {
+    it("a slow reader of 1 MB of build data gets every byte, as a file does (not the first 64 KiB)", async () => {
+      const node = unique();
+      const taskId = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
+      const data = new Uint8Array(1_000_000).map((_, i) => 32 + (i % 95));
+      await h.client.createBuildData({ buildData: { nodeName: node, taskId, generator: "lshw", dataFormat: "text/plain", dataElement: data } });
+      const args = [...S(), "builddata", "get", "--node", node];
+      const file = await runToFile(args);
+      expect([file.code, file.stdout.length, file.stderr]).to.deep.equal([0, 1_000_000, ""]);
+      expect(file.stdout.equals(Buffer.from(data))).to.equal(true);
+      const pipe = await runSlowReader(args);
+      expect([pipe.code, pipe.stdout.length, pipe.stderr]).to.deep.equal([0, 1_000_000, ""]);
+      expect(pipe.stdout.equals(file.stdout)).to.equal(true);
+    });
+
+    it("a slow reader of tasks get --tree of a 1,500-subtask deployment gets every line, as a file does", async function () {
+      this.timeout(120_000);
+      const root = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
+      for (let i = 0; i < 1500; i += 100) {
+        await Promise.all(Array.from({ length: 100 }, () => h.client.createTask({ action: "prepare_node", parentTaskId: root })));
+      }
+      const json = [...S(), "tasks", "get", root, "--tree", "-o", "json"];
+      const file = await runToFile(json);
+      expect(file.code, file.stderr).to.equal(0);
+      expect((JSON.parse(file.stdout.toString()) as { subtasks: unknown[] }).subtasks).to.have.length(1500);
+      const pipe = await runSlowReader(json);
+      expect([pipe.code, pipe.stdout.length, pipe.stderr]).to.deep.equal([0, file.stdout.length, ""]);
+      expect(pipe.stdout.toString()).to.equal(file.stdout.toString());
+
+      // The text view: every line of the tree (the task's age may differ by a second between runs).
+      const text = [...S(), "tasks", "get", root, "--tree"];
+      const age = (b: Buffer) => b.toString().replace(/\(\d+[smhd] ago\)/, "(age)");
+      const fileText = await runToFile(text);
+      const pipeText = await runSlowReader(text);
+      expect([fileText.code, pipeText.code]).to.deep.equal([0, 0]);
+      expect(fileText.stdout.toString().split("\n").filter((l) => /^[├└]─ prepare_node /.test(l))).to.have.length(1500);
+      expect(pipeText.stdout.length).to.be.greaterThan(65_536);
+      expect(age(pipeText.stdout)).to.equal(age(fileText.stdout));
+    });
+  });
+
   describe("README", () => {
     it("documents every command and option of the CLI, and none it lacks", () => {
       const readme = readFileSync(path.join(ROOT, "README.md"), "utf8");
@@ -626,5 +942,73 @@ describe("statemgmt tasks watch behind a small server buffer", function () {
     const msgs = w.stdout().split("\n").filter((l) => l.startsWith("#"));
     expect(msgs.map(seqOf)).to.deep.equal(Array.from({ length: 3000 }, (_, i) => i + 1));
     for (const l of msgs) expect(l).to.match(/^#(\d+) \d\d:\d\d:\d\d\.\d{3} \1 x{1000}$/);
+  });
+});
+
+describe("statemgmt errors that say what to do from the command line", function () {
+  this.timeout(60_000);
+  const dir = mkdtempSync(path.join(tmpdir(), "statemgmt-cli-hints-"));
+  const token = randomUUID();
+  const auth: AuthConfig = { tokensFile: path.join(dir, "tokens.json"), keystone: undefined, reflection: "open" };
+  writeFileSync(auth.tokensFile!, JSON.stringify({ identities: [{ subject: "ops", roles: ["reader"], sha256: tokenHash(token) }] }));
+  const tls: TlsFiles = { certFile: "", keyFile: "" };
+  let caFile = "";
+  before(async () => {
+    const ca = await makeCa("statemgmt CLI test CA");
+    Object.assign(tls, await writePair(dir, "server", await issue(ca, "statemgmt", "server")));
+    caFile = path.join(dir, "ca.crt");
+    writeFileSync(caFile, ca.cert);
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  /** The CLI's error and hint lines (Node's own warnings left out). */
+  const said = (stderr: string) => stderr.split("\n").filter((l) => /^(error|hint): /.test(l));
+
+  describe("a server that needs a token", () => {
+    const h = useServer({ auth });
+
+    it("UNAUTHENTICATED: the server's message, then a hint naming --token and STATEMGMT_TOKEN; a refused token says so", async () => {
+      const none = await run(["--server", h.server.address, "tasks", "list"]);
+      expect([none.code, none.stdout, none.stderr]).to.deep.equal([
+        7,
+        "",
+        "error: UNAUTHENTICATED: this server needs credentials: send the metadata `authorization: Bearer <token>`\n" +
+          "hint: give the CLI a token with --token TOKEN or STATEMGMT_TOKEN=TOKEN (it sends it as `authorization: Bearer TOKEN`)\n",
+      ]);
+      const refused = "error: UNAUTHENTICATED TOKEN_INVALID: the token is unknown, expired or revoked\n" +
+        "hint: the server refused the token given with --token or STATEMGMT_TOKEN: check that it is the whole token and that it has not expired or been revoked\n";
+      const wrong = await run(["--server", h.server.address, "--token", "wrong", "tasks", "list"]);
+      expect([wrong.code, wrong.stderr]).to.deep.equal([7, refused]);
+      const wrongEnv = await run(["--server", h.server.address, "tasks", "watch", randomUUID()], { STATEMGMT_TOKEN: "wrong" });
+      expect([wrongEnv.code, wrongEnv.stderr]).to.deep.equal([7, refused]);
+      const ok = await run(["--server", h.server.address, "tasks", "list"], { STATEMGMT_TOKEN: token });
+      expect([ok.code, ok.stderr]).to.deep.equal([0, "no tasks match\n"]);
+    });
+  });
+
+  describe("a TLS server", () => {
+    const h = useServer({ tls });
+
+    it("a plaintext call: a hint to add --cacert or --tls; without the server's CA: a hint to give it with --cacert", async () => {
+      const plain = await run(["--server", h.server.address, "tasks", "list"]);
+      expect(plain.code).to.equal(6);
+      expect(said(plain.stderr)).to.have.length(2);
+      expect(said(plain.stderr)[0]).to.match(new RegExp(`^error: UNAVAILABLE: server ${h.server.address}: No connection established`));
+      expect(said(plain.stderr)[1]).to.equal(`hint: ${h.server.address} did not take a plaintext connection: if it serves TLS, add --cacert FILE (the CA that issued its certificate) or --tls (the system's CAs)`);
+      const systemCas = await run(["--server", h.server.address, "--tls", "tasks", "list"]);
+      expect([systemCas.code, said(systemCas.stderr)[1]]).to.deep.equal([6, "hint: the server's certificate did not verify against the system's CAs: give the CA that issued it with --cacert FILE"]);
+      const ok = await run(["--server", h.server.address, "--cacert", caFile, "tasks", "list"]);
+      expect([ok.code, said(ok.stderr)]).to.deep.equal([0, []]);
+    });
+  });
+
+  describe("a plaintext server", () => {
+    const h = useServer();
+
+    it("a TLS call: a hint to leave out the TLS options", async () => {
+      for (const extra of [["--cacert", caFile], ["--tls"]]) {
+        const r = await run(["--server", h.server.address, ...extra, "tasks", "list"]);
+        expect([r.code, said(r.stderr)[1]], extra.join(" ")).to.deep.equal([6, `hint: ${h.server.address} did not answer TLS: if it serves plaintext, leave out --tls, --cacert, --cert and --key`]);
+      }
+    });
   });
 });

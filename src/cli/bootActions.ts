@@ -2,6 +2,7 @@
 import { BootActionSchema, BootActionStatus, type BootAction } from "../../gen/drydock/statemgmt/v1/boot_action_pb.js";
 import type { Connection } from "./connection.js";
 import { CliError, EXIT } from "./exit.js";
+import { resolveOptionalTaskId } from "./ids.js";
 import { isoTime, jsonLine, jsonOf, keyValues, shortId, table } from "./format.js";
 import type { Colors } from "picocolors/types.js";
 import type { Output } from "./terminal.js";
@@ -24,8 +25,9 @@ function row(a: BootAction, wide: boolean, c: Colors): string[] {
   return [a.actionId, a.nodeName, a.actionName, colorStatus(c, a.status), isoTime(a.created), a.reported ? isoTime(a.reported) : "-", wide ? a.taskId : shortId(a.taskId)];
 }
 
-export async function bootActionsList(conn: Connection, out: Output, f: { node?: string; task?: string }): Promise<number> {
-  if (!f.node && !f.task) throw new CliError("give --node, --task or both", EXIT.USAGE);
+export async function bootActionsList(conn: Connection, out: Output, given: { node?: string; task?: string }): Promise<number> {
+  if (!given.node && !given.task) throw new CliError("give --node, --task or both", EXIT.USAGE);
+  const f = { ...given, task: await resolveOptionalTaskId(conn, given.task, "--task") };
   const found: BootAction[] = [];
   let pageToken = "";
   do {

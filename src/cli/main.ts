@@ -4,7 +4,7 @@
 import { getEventListeners } from "node:events";
 import { CommanderError } from "commander";
 import { connect, type Connection } from "./connection.js";
-import { describeFailure, EXIT } from "./exit.js";
+import { describeFailure, EXIT, exitWhenWritten } from "./exit.js";
 import { buildProgram, type Runner } from "./program.js";
 import { createOutput, type OutputMode } from "./terminal.js";
 
@@ -30,8 +30,9 @@ async function main(argv: string[]): Promise<number> {
       conn = connect(globals);
       code = await job({ conn, out, signal: interrupt.signal });
     } catch (err) {
-      const { line, exitCode } = describeFailure(err, globals.server);
-      process.stderr.write(`error: ${line}\n`);
+      const tls = !!(globals.tls || globals.cacert || globals.cert);
+      const { line, exitCode, hint } = describeFailure(err, globals.server, { tls, cacert: !!globals.cacert, token: !!globals.token });
+      process.stderr.write(`error: ${line}\n${hint ? `hint: ${hint}\n` : ""}`);
       code = exitCode;
     } finally {
       conn?.close();
@@ -50,9 +51,9 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => exitWhenWritten(code),
   (err: unknown) => {
     process.stderr.write(`error: ${describeFailure(err, "").line}\n`);
-    process.exit(EXIT.OTHER);
+    return exitWhenWritten(EXIT.OTHER);
   },
 );

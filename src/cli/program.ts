@@ -40,6 +40,17 @@ function positiveInt(s: string): number {
   return Number(s);
 }
 
+/** 30m, 2h, 7d (that long ago), or an ISO 8601 date or time such as 2026-12-01 or 2026-12-01T08:00:00Z. */
+export function parseSince(s: string, now: number = Date.now()): Date {
+  const m = /^(\d+)(s|m|h|d)$/.exec(s.trim());
+  if (m) return new Date(now - Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "s" | "m" | "h" | "d"]);
+  const d = /^(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d(?::\d\d(?:\.\d+)?)?)(Z|[+-]\d\d:\d\d)?)?$/i.exec(s.trim());
+  // A time without a zone is UTC, as every time the CLI prints.
+  const t = d ? Date.parse(d[2] ? `${d[1]}T${d[2]}${d[3] ?? "Z"}` : d[1]!) : NaN;
+  if (Number.isNaN(t)) throw new InvalidArgumentError("expected an age such as 30m, 2h, 7d, or a UTC date or time such as 2026-12-01 or 2026-12-01T08:00:00Z");
+  return new Date(t);
+}
+
 function sequence(s: string): bigint {
   if (!/^\d{1,19}$/.test(s)) throw new InvalidArgumentError("expected a sequence number (0 or more)");
   return BigInt(s);
@@ -62,6 +73,11 @@ Environment:
   STATEMGMT_SERVER   default of --server
   STATEMGMT_TOKEN    default of --token
   NO_COLOR           no colours and no live views (plain lines), as when stdout is not a terminal
+
+Task ids: wherever a task id is taken (arguments, --parent, --task) a unique
+prefix of it will do, such as the 8 characters tables show; a prefix is
+resolved by reading every task's id, an ambiguous one lists the candidates
+(exit 2). Give full ids in scripts: they skip that scan.
 
 Output (-o): table (the default; colours and live views on a terminal), wide
 (more columns), json (the server's protobuf JSON: one document, or one object
@@ -114,14 +130,19 @@ export function buildProgram(run: Runner): Command {
 
   tasks
     .command("list")
-    .description("tasks oldest first, as a table: short id, action, status, result, created, age")
+    .description("tasks oldest first (--newest: newest first), as a table: short id, action, status, result, created, age")
     .option("--status <status>", `only tasks in this status (${STATUS_NAMES.join(", ")}); repeatable or comma-separated`, statuses, [])
     .option("--action <action>", "only tasks with this action; repeatable or comma-separated", repeatable, [])
     .option("--parent <task-id>", "only direct subtasks of this task")
+    .addOption(new Option("--since <when>", "only tasks created since then: an age (30m, 2h, 7d) or a UTC date or time (2026-12-01, 2026-12-01T08:00:00Z)").argParser((v: string) => parseSince(v)))
+    .option("--newest", "the newest tasks, newest first, instead of the oldest (reads every matching page: the server lists oldest first only)")
     .option("--limit <n>", "show at most n tasks (default 50)", positiveInt)
     .option("--all", "every matching task, however many (pages through them all)")
     .option("--page-size <n>", "tasks per call while paging (at most 1000)", positiveInt)
-    .addHelpText("after", examples(["statemgmt tasks list", "statemgmt tasks list --status queued,running --action deploy_nodes", "statemgmt tasks list --all -o json | jq -r '.[].taskId'"]))
+    .addHelpText("after", `
+When more tasks match than are shown, a note on stderr says so and how to see
+them; stdout holds only the table or the JSON.
+${examples(["statemgmt tasks list", "statemgmt tasks list --newest --limit 10", "statemgmt tasks list --since 2h --status queued,running --action deploy_nodes", "statemgmt tasks list --all -o json | jq -r '.[].taskId'"])}`)
     .action(
       act<[]>((o) => ({ conn, out }) => {
         if (o.all && o.limit !== undefined) throw new CliError("--limit and --all do not go together", EXIT.USAGE);
@@ -129,6 +150,8 @@ export function buildProgram(run: Runner): Command {
           statuses: o.status as TaskStatus[],
           actions: o.action as string[],
           parent: o.parent as string | undefined,
+          since: o.since as Date | undefined,
+          newest: !!o.newest,
           limit: o.all ? undefined : ((o.limit as number | undefined) ?? 50),
           pageSize: o.pageSize as number | undefined,
         });
@@ -137,12 +160,13 @@ export function buildProgram(run: Runner): Command {
 
   tasks
     .command("get")
-    .description("one task: status, result, links; with --tree its subtasks, with --messages its result messages")
-    .argument("<task-id>", "the task's id (UUID)")
+    .description("one task: status, result, links; with --tree its subtasks, with --messages its result messages, with --errors its error messages")
+    .argument("<task-id>", "the task's id, or a unique prefix of it (the 8 characters tables show)")
     .option("--messages", "also list every result message")
+    .option("--errors", "also list the error messages only (the server's errors-only view)")
     .option("--tree", "also show the subtask tree with each subtask's status")
-    .addHelpText("after", examples(["statemgmt tasks get 1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d --tree", "statemgmt tasks get $ID --messages -o json | jq '.resultMessages | length'"]))
-    .action(act<[string]>((id, o) => ({ conn, out }) => tasksGet(conn, out, id, { messages: !!o.messages, tree: !!o.tree })));
+    .addHelpText("after", examples(["statemgmt tasks get 1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d --tree", "statemgmt tasks get $ID --messages -o json | jq '.resultMessages | length'", "statemgmt tasks get 2ef18a66 --errors"]))
+    .action(act<[string]>((id, o) => ({ conn, out }) => tasksGet(conn, out, id, { messages: !!o.messages, errors: !!o.errors, tree: !!o.tree })));
 
   tasks
     .command("create")
@@ -172,14 +196,14 @@ export function buildProgram(run: Runner): Command {
   tasks
     .command("terminate")
     .description("ask for a task to be terminated (idempotent)")
-    .argument("<task-id>", "the task's id (UUID)")
+    .argument("<task-id>", "the task's id, or a unique prefix of it (the 8 characters tables show)")
     .addHelpText("after", examples(["statemgmt tasks terminate 1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d"]))
     .action(act<[string]>((id) => ({ conn, out }) => tasksTerminate(conn, out, id)));
 
   tasks
     .command("watch")
     .description("follow a task live until it finishes (exit code 0 SUCCESS, 1 FAILURE or PARTIAL_SUCCESS, 3 TERMINATED)")
-    .argument("<task-id>", "the task's id (UUID)")
+    .argument("<task-id>", "the task's id, or a unique prefix of it (the 8 characters tables show)")
     .addOption(new Option("--after-sequence <n>", "only messages after this sequence (resume where an earlier watch stopped)").argParser(sequence).default(0n, "0"))
     .addHelpText("after", `
 On a terminal: a header redrawn in place (action, status, result, elapsed

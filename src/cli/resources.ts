@@ -4,6 +4,7 @@ import { BuildDataSchema, BuildDataView, GetDesignDocumentsResponseSchema, type 
 import { HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import type { Connection } from "./connection.js";
 import { CliError, EXIT } from "./exit.js";
+import { resolveOptionalTaskId } from "./ids.js";
 import { buildDataRow, BUILD_DATA_COLUMNS, jsonLine, jsonOf, table } from "./format.js";
 import type { Output } from "./terminal.js";
 
@@ -41,8 +42,9 @@ async function scanBuildData(
   return found;
 }
 
-export async function buildDataList(conn: Connection, out: Output, f: BuildDataFilter & { limit?: number }): Promise<number> {
-  requireFilter(f);
+export async function buildDataList(conn: Connection, out: Output, given: BuildDataFilter & { limit?: number }): Promise<number> {
+  requireFilter(given);
+  const f = { ...given, task: await resolveOptionalTaskId(conn, given.task, "--task") };
   const records = await scanBuildData(conn, f, BuildDataView.BASIC, f.limit);
   if (out.mode === "json") out.print(JSON.stringify(records.map((b) => jsonOf(BuildDataSchema, b)), null, 2));
   else if (records.length === 0) out.note("no build data matches");
@@ -57,8 +59,9 @@ export interface BuildDataGetOptions extends BuildDataFilter {
 }
 
 /** The data element of the newest matching record (or the record with --id), to stdout or -f FILE. */
-export async function buildDataGet(conn: Connection, out: Output, o: BuildDataGetOptions): Promise<number> {
-  requireFilter(o);
+export async function buildDataGet(conn: Connection, out: Output, given: BuildDataGetOptions): Promise<number> {
+  requireFilter(given);
+  const o = { ...given, task: await resolveOptionalTaskId(conn, given.task, "--task") };
   const accept = (b: BuildData) => (o.id === undefined || b.buildDataId === o.id) && (!o.generator || b.generator === o.generator);
   // Find it without the data (pages of up to 100 elements could be 32 MiB), then fetch its page in full.
   const [basic] = await scanBuildData(conn, o, BuildDataView.BASIC, 1, accept);

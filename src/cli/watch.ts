@@ -9,6 +9,7 @@
 // WatchTasks stream on the task's direct subtasks feeds the progress bar.
 // A failure before the first event (nothing listening at --server, a bad
 // token) ends the command with that error instead of retrying forever.
+import { setMaxListeners } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
 import { ActionResult, TaskStatus, type Task } from "../../gen/drydock/statemgmt/v1/task_pb.js";
@@ -16,6 +17,7 @@ import { LeaderSchema, type Leader } from "../../gen/drydock/statemgmt/v1/state_
 import { stateError, watchTask, type StateError } from "../stateClient.js";
 import type { Connection } from "./connection.js";
 import { EXIT } from "./exit.js";
+import { resolveOptionalTaskId, resolveTaskId } from "./ids.js";
 import { isFinished, isoDate, isoTime, jsonLine, jsonOf, leaderRow, LEADER_COLUMNS, table } from "./format.js";
 import type { Output } from "./terminal.js";
 import { createTaskWatchView, createTasksWatchView } from "./watchView.js";
@@ -28,6 +30,35 @@ export function exitCodeFor(t: Task): number {
 
 const describe = (e: StateError) => `${grpc.status[e.code] ?? e.code}${e.reason !== grpc.status[e.code] ? ` ${e.reason}` : ""}`;
 
+/**
+ * A stream's outage as the operator is told of it: one note when it starts
+ * failing, one when events flow again, however many attempts lie between
+ * (with a backoff of up to 2 s, 30 s of downtime are a dozen or more).
+ */
+export class Outage {
+  private since: number | undefined;
+  private attempts = 0;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** A failed attempt; true for the first one of an outage, the one to report. */
+  failed(): boolean {
+    this.attempts++;
+    if (this.since !== undefined) return false;
+    this.since = this.now();
+    return true;
+  }
+
+  /** An event arrived: the note that the outage is over, or undefined when there was none. */
+  over(): string | undefined {
+    if (this.since === undefined) return undefined;
+    const note = `reconnected after ${((this.now() - this.since) / 1000).toFixed(1)}s (${this.attempts} failed attempt${this.attempts === 1 ? "" : "s"})`;
+    this.since = undefined;
+    this.attempts = 0;
+    return note;
+  }
+}
+
 const BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 2000;
 
@@ -36,12 +67,19 @@ const MAX_BACKOFF_MS = 2000;
  * backoff and jitter) until `signal` aborts. A failure before the first event
  * of the first stream, or one that is not retryable, is thrown.
  */
-async function* reopening<T>(open: () => AsyncIterable<T>, signal: AbortSignal, onRetry: (e: StateError) => void): AsyncGenerator<T> {
+async function* reopening<T>(open: (signal: AbortSignal) => AsyncIterable<T>, signal: AbortSignal, onRetry: (e: StateError) => void): AsyncGenerator<T> {
   let delay = BACKOFF_MS;
   let seen = false;
   while (!signal.aborted) {
+    // A signal per stream, let go of when it ends: the client adds an abort
+    // listener to the signal of each call and never removes it, so the
+    // long-lived `signal` would gather one per reconnect (and Node's
+    // MaxListenersExceededWarning on stderr after ten).
+    const attempt = new AbortController();
+    const stop = () => attempt.abort();
+    signal.addEventListener("abort", stop, { once: true });
     try {
-      for await (const ev of open()) {
+      for await (const ev of open(attempt.signal)) {
         seen = true;
         delay = BACKOFF_MS;
         yield ev;
@@ -51,21 +89,30 @@ async function* reopening<T>(open: () => AsyncIterable<T>, signal: AbortSignal, 
       const e = stateError(err);
       if (!seen || !(e.retryable || e.code === grpc.status.DEADLINE_EXCEEDED)) throw e;
       onRetry(e);
+    } finally {
+      signal.removeEventListener("abort", stop);
     }
     await sleep(delay * (0.5 + Math.random() / 2), undefined, { signal }).catch(() => {});
     delay = Math.min(delay * 2, MAX_BACKOFF_MS);
   }
 }
 
-export async function tasksWatch(conn: Connection, out: Output, id: string, afterSequence: bigint, signal: AbortSignal): Promise<number> {
+export async function tasksWatch(conn: Connection, out: Output, arg: string, afterSequence: bigint, signal: AbortSignal): Promise<number> {
+  const id = await resolveTaskId(conn, arg);
   const view = createTaskWatchView(out);
   // Ends the watch (and the subtask stream) on Ctrl-C, at the end, or after a failed start.
   const ac = new AbortController();
+  // stateClient's watchTask passes this one signal to every stream it opens,
+  // and the client (src/client.ts) adds an abort listener per call that it
+  // never removes: one more per reconnect, which must not end in Node's
+  // MaxListenersExceededWarning on stderr during a long outage.
+  setMaxListeners(0, ac.signal);
   const stop = () => ac.abort();
   signal.addEventListener("abort", stop, { once: true });
   let last: Task | undefined;
   let startFailure: StateError | undefined;
   let subtasks: Promise<void> | undefined;
+  const outage = new Outage();
   try {
     const events = watchTask(conn.state, id, {
       afterSequence,
@@ -74,10 +121,13 @@ export async function tasksWatch(conn: Connection, out: Output, id: string, afte
         if (!last) {
           startFailure = e;
           ac.abort();
-        } else view.reconnecting(describe(e), after);
+        } else if (outage.failed()) view.reconnecting(describe(e), after);
       },
     });
     for await (const ev of events) {
+      // Each new stream starts with a snapshot of the task: the first event after an outage comes at once.
+      const back = outage.over();
+      if (back) view.reconnected(back);
       if (ev.event.case === "task") {
         const first = !last;
         last = ev.event.value;
@@ -107,7 +157,7 @@ export async function tasksWatch(conn: Connection, out: Output, id: string, afte
 /** The direct subtasks of `parent` as they change, counted for the progress bar. */
 async function watchSubtasks(conn: Connection, parent: Task, signal: AbortSignal, view: ReturnType<typeof createTaskWatchView>): Promise<void> {
   const known = new Map<string, Task>();
-  const open = () => conn.state.watchTasks({ parentTaskId: parent.taskId, sendInitial: true }, { signal });
+  const open = (s: AbortSignal) => conn.state.watchTasks({ parentTaskId: parent.taskId, sendInitial: true }, { signal: s });
   try {
     for await (const ev of reopening(open, signal, () => {})) {
       const t = ev.task!;
@@ -131,18 +181,23 @@ export interface WatchAllOptions {
 }
 
 export async function tasksWatchAll(conn: Connection, out: Output, o: WatchAllOptions, signal: AbortSignal): Promise<number> {
+  const parent = await resolveOptionalTaskId(conn, o.parent, "--parent");
   const view = createTasksWatchView(out);
   const versions = new Map<string, bigint>();
   const statusSet = new Set(o.statuses);
   const matches = (t: Task) => (statusSet.size === 0 || statusSet.has(t.status)) && (o.actions.length === 0 || o.actions.includes(t.action));
-  const open = () => conn.state.watchTasks({ statuses: o.statuses, actions: o.actions, parentTaskId: o.parent ?? "", sendInitial: true }, { signal });
+  const open = (s: AbortSignal) => conn.state.watchTasks({ statuses: o.statuses, actions: o.actions, parentTaskId: parent ?? "", sendInitial: true }, { signal: s });
+  const outage = new Outage();
   const onRetry = (e: StateError) => {
     // The new stream sends the matching set again.
     versions.clear();
-    view.reconnecting(describe(e));
+    if (outage.failed()) view.reconnecting(describe(e));
   };
   try {
     for await (const ev of reopening(open, signal, onRetry)) {
+      // The matching set comes first on a new stream; with none, the end of an outage shows with the next change.
+      const back = outage.over();
+      if (back) view.reconnected(back);
       const t = ev.task!;
       if ((versions.get(t.taskId) ?? -1n) >= t.version) continue;
       versions.set(t.taskId, t.version);
@@ -167,9 +222,13 @@ function leaderLine(election: string, l: Leader | undefined): string {
 }
 
 export async function leaderWatch(conn: Connection, out: Output, election: string, signal: AbortSignal): Promise<number> {
-  const open = () => conn.state.watchLeader({ election }, { signal });
-  const onRetry = (e: StateError) => out.note(`reconnecting after ${describe(e)}`);
+  const open = (s: AbortSignal) => conn.state.watchLeader({ election }, { signal: s });
+  const outage = new Outage();
+  const onRetry = (e: StateError) => outage.failed() && out.note(`reconnecting after ${describe(e)}`);
   for await (const ev of reopening(open, signal, onRetry)) {
+    // Each new stream starts with the current leadership.
+    const back = outage.over();
+    if (back) out.note(back);
     if (out.mode === "json") out.print(jsonLine(ev.leader ? { leader: jsonOf(LeaderSchema, ev.leader) } : {}));
     else out.print(`${out.c.dim(isoDate(new Date()))} ${leaderLine(election, ev.leader)}`);
   }

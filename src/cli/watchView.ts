@@ -30,8 +30,10 @@ export interface TaskWatchView {
   /** A subtask changed (or was first seen); finished/total over the direct subtasks. */
   subtask(t: Task, finished: number, total: number): void;
   message(m: ResultMessage): void;
-  /** The stream dropped; it resumes after `after`. */
+  /** The stream dropped; it resumes after `after`. Told once per outage, not per attempt. */
   reconnecting(reason: string, after: bigint): void;
+  /** Events flow again after an outage (`note` says how long it took). */
+  reconnected(note: string): void;
   /** The watch is over: the task finished, or Ctrl-C. */
   close(interrupted: boolean): void;
 }
@@ -47,6 +49,7 @@ function jsonTaskView(out: Output): TaskWatchView {
     subtask: (t) => out.print(jsonLine({ subtask: jsonOf(TaskSchema, t) })),
     message: (m) => out.print(jsonLine({ message: jsonOf(ResultMessageSchema, m) })),
     reconnecting: (reason, after) => out.note(`reconnecting after ${reason}; resuming after sequence ${after}`),
+    reconnected: (note) => out.note(note),
     close: () => {},
   };
 }
@@ -58,6 +61,7 @@ function plainTaskView(out: Output): TaskWatchView {
     subtask: (t, finished, total) => out.print(`subtask ${taskLine(t, c)} (${finished}/${total} finished)`),
     message: (m) => out.print(messageLine(m, c)),
     reconnecting: (reason, after) => out.note(`reconnecting after ${reason}; resuming after sequence ${after}`),
+    reconnected: (note) => out.note(note),
     close: () => {},
   };
 }
@@ -141,6 +145,11 @@ export class LiveTaskView implements TaskWatchView {
     this.schedule();
   }
 
+  reconnected(): void {
+    this.notice = "";
+    this.schedule();
+  }
+
   close(interrupted: boolean): void {
     if (interrupted) this.notice = this.out.c.yellow("interrupted (Ctrl-C); the task goes on");
     this.screen.close();
@@ -192,8 +201,10 @@ function bar(done: number, total: number): string {
 export interface TasksWatchView {
   /** The current snapshot of a matching task; `gone` when it no longer matches the filter. */
   task(t: Task, gone: boolean): void;
-  /** The stream is being re-established; the set will be sent again. */
+  /** The stream is being re-established; the set will be sent again. Told once per outage. */
   reconnecting(reason: string): void;
+  /** Events flow again after an outage. */
+  reconnected(note: string): void;
   close(): void;
 }
 
@@ -202,6 +213,7 @@ export function createTasksWatchView(out: Output, now: () => number = Date.now):
     return {
       task: (t) => out.print(jsonLine({ task: jsonOf(TaskSchema, t) })),
       reconnecting: (reason) => out.note(`reconnecting after ${reason}`),
+      reconnected: (note) => out.note(note),
       close: () => {},
     };
   }
@@ -209,6 +221,7 @@ export function createTasksWatchView(out: Output, now: () => number = Date.now):
     return {
       task: (t) => out.print(`${shortId(t.taskId)} ${t.action} ${statusName(t.status)} ${resultName(t.result?.status)}`),
       reconnecting: (reason) => out.note(`reconnecting after ${reason}`),
+      reconnected: (note) => out.note(note),
       close: () => {},
     };
   }
@@ -238,6 +251,11 @@ class LiveTasksView implements TasksWatchView {
 
   reconnecting(reason: string): void {
     this.notice = this.out.c.yellow(`reconnecting after ${reason}…`);
+    this.schedule();
+  }
+
+  reconnected(): void {
+    this.notice = "";
     this.schedule();
   }
 
