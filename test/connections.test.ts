@@ -7,6 +7,7 @@ import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v
 import { createClient } from "../src/client.js";
 import { DEFAULT_LIMITS } from "../src/server/connections.js";
 import { decodeError, useServer, type StateClient } from "./harness.js";
+import { eventually } from "./eventually.js";
 
 const HANDSHAKE_MS = 500;
 const IDLE_MS = 1500;
@@ -31,15 +32,6 @@ async function openSockets(port: number, n: number, write?: Buffer): Promise<{ s
   return { sockets, closed: () => closed };
 }
 
-/** Resolves once `cond` holds, polled every 20 ms; rejects after `withinMs`. */
-async function eventually(cond: () => boolean, withinMs: number, what: string): Promise<number> {
-  const started = Date.now();
-  while (!cond()) {
-    if (Date.now() - started > withinMs) throw new Error(`${what} not within ${withinMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return Date.now() - started;
-}
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** An empty HTTP/2 SETTINGS frame. */

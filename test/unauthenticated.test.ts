@@ -20,6 +20,7 @@ import { createClient, type Client } from "../src/client.js";
 import { parseKeystoneRoles, type AuthConfig } from "../src/config.js";
 import { DEFAULT_LIMITS } from "../src/server/connections.js";
 import { startKeystone } from "./fakes.js";
+import { eventually } from "./eventually.js";
 import { decodeError, useServer, type StateClient } from "./harness.js";
 
 const newToken = () => randomBytes(32).toString("hex");
@@ -38,14 +39,6 @@ function useAdminToken(): { auth: AuthConfig; token: () => string } {
   return { auth, token: () => token };
 }
 
-/** Resolves once `cond` holds, polled every 20 ms; rejects after `withinMs`. */
-async function eventually(cond: () => boolean, withinMs: number, what: string): Promise<void> {
-  const started = Date.now();
-  while (!cond()) {
-    if (Date.now() - started > withinMs) throw new Error(`${what} not within ${withinMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** The first message of a stream, or the error that ended it. */
 async function firstOf<T>(stream: AsyncIterable<T>): Promise<{ value?: T; err?: ReturnType<typeof decodeError> }> {
