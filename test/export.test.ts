@@ -5,7 +5,7 @@
 // (its schema from test/fixtures/drydock-schema.sql) comes over field by field.
 import { spawn } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -36,6 +36,17 @@ function run(h: Harness, args: string[]): Promise<Run> {
   child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
   child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
   return new Promise((resolve) => child.on("close", (code) => resolve({ code, stdout, stderr, ms: Date.now() - started })));
+}
+
+/** The same on a pseudo-terminal (util-linux's `script`): what it drew, stdout and stderr together. */
+function runOnTerminal(h: Harness, args: string[]): Promise<Run> {
+  const { STATEMGMT_SERVER: _s, STATEMGMT_TOKEN: _t, NO_COLOR: _n, ...env } = process.env;
+  const quoted = [BIN, "--server", h.server.address, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
+  const started = Date.now();
+  const child = spawn("script", ["-qfec", `stty cols 120 rows 30; exec ${quoted}`, "/dev/null"], { env: { ...env, TERM: "xterm-256color" }, stdio: ["pipe", "pipe", "pipe"] });
+  let stdout = "";
+  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  return new Promise((resolve) => child.on("close", (code) => resolve({ code, stdout, stderr: "", ms: Date.now() - started })));
 }
 
 const dir = mkdtempSync(path.join(tmpdir(), "statemgmt-export-"));
@@ -221,6 +232,18 @@ describe("export and import", function () {
     expect(quiet.status).to.equal(BootActionStatus.UNREPORTED);
   });
 
+  it("shows progress on stderr only when it is a terminal, and clears it before the summary", async function () {
+    if (!existsSync("/usr/bin/script")) this.skip();
+    const e = await runOnTerminal(a, ["export", "-f", file("tty.ndjson")]);
+    expect(e.code, e.stdout).to.equal(0);
+    expect(e.stdout).to.contain("\r\x1b[2Kexporting: 263 records, 0.3 MiB\r\x1b[2Kexported 263 records (");
+    const i = await runOnTerminal(c, ["import", file("tty.ndjson")]);
+    expect(i.code, i.stdout).to.equal(0);
+    expect(i.stdout).to.contain(`\r\x1b[2Kchecking ${file("tty.ndjson")}: line 1`);
+    expect(i.stdout).to.contain("\r\x1b[2Kimporting: 263 of 263 records\r\x1b[2KKIND");
+    // Piped (the tests above), stderr holds only the summary line.
+  });
+
   it("exports through stdout too, the same file", async () => {
     const r = await run(a, ["export"]);
     expect(r.code, r.stderr).to.equal(0);
@@ -252,6 +275,7 @@ const ulidOf = (b: Buffer) => {
 describe("import-drydock", function () {
   this.timeout(300_000);
   const h = useServer();
+  const fresh = useServer();
   let drydockUrl = "";
   let dd: postgres.Sql;
   const dbName = `drydock_${randomBytes(4).toString("hex")}`;
@@ -484,9 +508,16 @@ describe("import-drydock", function () {
     });
     expect(again.code).to.equal(5);
 
-    // And the rate of exporting it.
-    const exported = await run(h, ["export", "-f", file("drydock.ndjson")]);
+    // Exported and imported into a fresh database, it exports the same again; with the rates.
+    const exported = await run(h, ["export", "--include-secrets", "-f", file("drydock.ndjson")]);
     expect(exported.code, exported.stderr).to.equal(0);
     console.log(`      export: ${exported.stderr.trim()} in ${exported.ms} ms`);
+    const restored = await run(fresh, ["import", file("drydock.ndjson")]);
+    expect(restored.code, restored.stderr).to.equal(0);
+    console.log(`      import of that file into a fresh database: ${restored.ms} ms`);
+    const again2 = await run(fresh, ["export", "--include-secrets", "-f", file("drydock2.ndjson")]);
+    expect(withoutTimestamp(readFileSync(file("drydock2.ndjson"), "utf8"))).to.equal(withoutTimestamp(readFileSync(file("drydock.ndjson"), "utf8")));
+    expect(again2.code).to.equal(0);
+    await fresh.client.verifyBootActionKey({ nodeName: "n1", identityKey: key2 });
   });
 });
