@@ -201,6 +201,7 @@ class Fields {
     if (v === null && opts.nullable) return null;
     if (typeof v !== "string") this.fail(k, `must be a string${opts.nullable ? " or null" : ""}`);
     if (v.includes("\u0000")) this.fail(k, "must not contain NUL characters");
+    if (!wellFormed(v)) this.fail(k, "must be valid Unicode (it holds an unpaired surrogate)");
     const n = chars(v);
     if (n > max) this.fail(k, `is ${n} characters; the maximum is ${max}`);
     if (n < (opts.min ?? 0)) this.fail(k, opts.min === 1 ? "must not be empty" : `must be at least ${opts.min} characters`);
@@ -241,6 +242,7 @@ class Fields {
     v.forEach((s, i) => {
       if (typeof s !== "string") this.fail(`${k}[${i}]`, "must be a string");
       if (s.includes("\u0000")) this.fail(`${k}[${i}]`, "must not contain NUL characters");
+      if (!wellFormed(s)) this.fail(`${k}[${i}]`, "must be valid Unicode (it holds an unpaired surrogate)");
       if (chars(s) > maxChars) this.fail(`${k}[${i}]`, `is longer than ${maxChars} characters`);
     });
     return v as string[];
@@ -255,6 +257,7 @@ class Fields {
     const v = this.object(k, true);
     if (v === null) return null;
     if (deeperThan(v, 32)) this.fail(k, "is nested more than 32 levels deep");
+    if (!jsonWellFormed(v)) this.fail(k, "must be valid Unicode (a key or string holds an unpaired surrogate)");
     const s = JSON.stringify(v);
     if (s.includes("\\u0000")) this.fail(k, "must not contain NUL characters");
     if (Buffer.byteLength(s) > maxBytes) this.fail(k, `is more than ${maxBytes} bytes as JSON`);
@@ -282,6 +285,16 @@ class Fields {
   done(): void {
     for (const k of Object.keys(this.o)) if (!this.seen.has(k)) throw new FormatError(`${this.name(k)} is not a field of this record (format version ${FORMAT_VERSION})`);
   }
+}
+
+/** No unpaired UTF-16 surrogate (JSON's \\ud800 escapes make them; PostgreSQL refuses them). */
+const wellFormed = (s: string): boolean => !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
+
+function jsonWellFormed(v: unknown): boolean {
+  if (typeof v === "string") return wellFormed(v);
+  if (typeof v !== "object" || v === null) return true;
+  if (Array.isArray(v)) return v.every(jsonWellFormed);
+  return Object.entries(v).every(([k, x]) => wellFormed(k) && jsonWellFormed(x));
 }
 
 function deeperThan(v: unknown, max: number): boolean {
@@ -496,6 +509,7 @@ function labels(f: Fields, k: string): Record<string, string> {
   const o = f.object(k, false)!;
   for (const [key, v] of Object.entries(o)) {
     if (typeof v !== "string") throw new FormatError(`${k}.${key} must be a string`);
+    if (`${key}${v}`.includes("\u0000") || !wellFormed(key) || !wellFormed(v)) throw new FormatError(`${k}.${key} must be valid Unicode without NUL characters`);
   }
   return o as Record<string, string>;
 }

@@ -67,7 +67,7 @@ export function exportImportRpcs(db: Db): StateImpl {
       const items: ImportItem[] = [];
       const unreadable: { line: number; reason: string }[] = [];
       req.records.forEach((r, i) => {
-        if (r.line < 1n) throw InvalidArgumentError.field(`records[${i}].line`, "must be 1 or more");
+        if (r.line < 1n || r.line > BigInt(Number.MAX_SAFE_INTEGER)) throw InvalidArgumentError.field(`records[${i}].line`, `is ${r.line}; it must be between 1 and ${Number.MAX_SAFE_INTEGER}`);
         try {
           items.push({ line: Number(r.line), record: parseRecordLine(r.json) });
         } catch (err) {

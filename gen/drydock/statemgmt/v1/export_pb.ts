@@ -76,7 +76,8 @@ export const ExportStateResponseSchema: GenMessage<ExportStateResponse> = /*@__P
 export type ImportRecord = Message<"drydock.statemgmt.v1.ImportRecord"> & {
   /**
    * Where the record comes from, for errors: its line number in the file
-   * (the header is line 1), or an ordinal of the client's choice. 1 or more.
+   * (the header is line 1), or an ordinal of the client's choice. 1 to
+   * 2^53 - 1.
    *
    * @generated from field: int64 line = 1;
    */
