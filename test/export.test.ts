@@ -406,6 +406,17 @@ describe("import-drydock", function () {
     expect((await h.client.listTasks({})).tasks).to.have.length(0);
   });
 
+  it("refuses a database that is not Drydock's, and one it cannot reach, writing nothing", async () => {
+    const r = await run(h, ["import-drydock", "--database-url", h.dbUrl, "--dry-run"]);
+    expect([r.code, r.stderr]).to.deep.equal([2, "error: not a Drydock statemgmt database: result_message, boot_action, boot_action_status are missing (in schema public)\n"]);
+    const u = new URL(drydockUrl);
+    u.pathname = "/no_such_database";
+    const gone = await run(h, ["import-drydock", "--database-url", u.toString()]);
+    expect(gone.code).to.equal(6);
+    expect(gone.stderr).to.match(/^error: cannot read Drydock's database: database "no_such_database" does not exist\n$/);
+    expect((await h.client.listTasks({})).tasks).to.have.length(0);
+  });
+
   it("brings everything over, field by field, and a second run skips it all", async () => {
     const r = await run(h, ["import-drydock", "--database-url", drydockUrl, "--include-secrets"]);
     expect(r.code, r.stderr).to.equal(0);

@@ -136,12 +136,22 @@ interface DrydockTask {
  * reporting rows it skips to `problem`.
  */
 export async function* drydockRecords(sql: postgres.Sql, includeSecrets: boolean, problem: (p: Problem) => void): AsyncGenerator<Converted> {
+  // Which of Drydock's migrations ran: build_data came with 4a5bef3702b, tasks.result_links with 4713e7ebca9.
+  const columns = new Set(
+    (await sql<{ c: string }[]>`select table_name || '.' || column_name as c from information_schema.columns where table_schema = current_schema()`).map((r) => r.c),
+  );
+  const needed = ["tasks.task_id", "result_message.sequence", "boot_action.node_name", "boot_action_status.action_id"];
+  const absent = needed.filter((c) => !columns.has(c));
+  if (absent.length > 0) {
+    throw new CliError(`not a Drydock statemgmt database: ${absent.map((c) => c.split(".")[0]).join(", ")} ${absent.length > 1 ? "are" : "is"} missing (in schema ${(await sql<{ s: string }[]>`select current_schema() as s`)[0]!.s})`, EXIT.USAGE);
+  }
+  const linksColumn = columns.has("tasks.result_links") ? sql`result_links` : sql`null::json as result_links`;
   // Tasks: few enough to hold (Drydock keeps them for its retention period).
   const rows = await sql<Record<string, unknown>[]>`
     select encode(task_id, 'hex') as id, encode(parent_task_id, 'hex') as parent,
            array(select encode(x, 'hex') from unnest(subtask_id_list) x) as subtasks,
            result_status, result_message, result_reason, result_error_count, result_successes, result_failures,
-           result_links, retry, status, to_char(created, ${sql.unsafe(TS)}) as created, created_by,
+           ${linksColumn}, retry, status, to_char(created, ${sql.unsafe(TS)}) as created, created_by,
            to_char(updated, ${sql.unsafe(TS)}) as updated, design_ref, request_context, node_filter, action,
            to_char(terminated, ${sql.unsafe(TS)}) as terminated, terminated_by, terminate
     from tasks order by created, task_id`;
@@ -241,9 +251,11 @@ export async function* drydockRecords(sql: postgres.Sql, includeSecrets: boolean
   }
 
   // Build data: Drydock's data_element is text; the service keeps its UTF-8 bytes.
-  const buildData = sql<Record<string, unknown>[]>`
-    select node_name, encode(task_id, 'hex') as task, to_char(collected_date, ${sql.unsafe(TS)}) as collected, generator, data_format, data_element
-    from build_data order by collected_date, task_id, node_name, generator`.cursor(4);
+  const buildData = columns.has("build_data.data_element")
+    ? sql<Record<string, unknown>[]>`
+        select node_name, encode(task_id, 'hex') as task, to_char(collected_date, ${sql.unsafe(TS)}) as collected, generator, data_format, data_element
+        from build_data order by collected_date, task_id, node_name, generator`.cursor(4)
+    : [];
   let row = 0;
   for await (const batch of buildData) {
     for (const b of batch) {
@@ -459,9 +471,12 @@ export async function importDrydock(conn: Connection, out: Output, o: DrydockOpt
         out.note("dry run: nothing was written");
         return EXIT.OK;
       }
-      const summary = await sendRecords(conn, records, (sent) => progress.update(() => `importing: ${sent} records sent`, true), signal);
+      const summary = await sendRecords(conn, records, (sent) => progress.update(() => `importing: ${sent} records sent`, true), signal).catch((err: unknown) => {
+        if (signal.aborted) return undefined;
+        throw err;
+      });
       progress.done();
-      if (signal.aborted) {
+      if (!summary || signal.aborted) {
         out.note("interrupted: the records sent so far are stored (importing again skips them)");
         return EXIT.INTERRUPTED;
       }

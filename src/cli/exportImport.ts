@@ -243,9 +243,12 @@ export async function importFile(conn: Connection, out: Output, file: string, si
       yield { line: n, json: text };
     }
   }
-  const summary = await sendRecords(conn, recordsOf(), (sent) => progress.update(() => `importing: ${sent} of ${records} records`, true), signal);
+  const summary = await sendRecords(conn, recordsOf(), (sent) => progress.update(() => `importing: ${sent} of ${records} records`, true), signal).catch((err: unknown) => {
+    if (signal.aborted) return undefined;
+    throw err;
+  });
   progress.done();
-  if (signal.aborted) {
+  if (!summary || signal.aborted) {
     out.note("interrupted: the records sent so far are stored (importing the file again skips them)");
     return EXIT.INTERRUPTED;
   }
