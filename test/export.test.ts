@@ -244,10 +244,64 @@ describe("export and import", function () {
     // Piped (the tests above), stderr holds only the summary line.
   });
 
+  it("is a snapshot: a context set while the stream is held back (in its build data) is not in it", async () => {
+    // 24 MiB of build data: more than the client buffers (16 messages of 1 MiB) and the
+    // HTTP/2 windows, so the server waits for the reader in the middle of the build data.
+    const taskId = (await a.client.listTasks({ pageSize: 100 })).tasks.find((t) => t.action === "deploy_node")!.taskId;
+    for (let i = 0; i < 8; i++) {
+      await a.client.createBuildData({ buildData: { nodeName: "n9", taskId, generator: `big${i}`, dataFormat: "application/octet-stream", dataElement: randomBytes(3 * 1024 * 1024) } });
+    }
+    const call = a.client.exportState({});
+    const chunks: Buffer[] = [];
+    await new Promise<void>((resolve, reject) => {
+      call.once("data", (r: { chunk: Uint8Array }) => (chunks.push(Buffer.from(r.chunk)), call.pause(), resolve()));
+      call.once("error", reject);
+    });
+    // The export's transaction is open, reading build data.
+    const reading = async () =>
+      (await a.pg.query("select state from pg_stat_activity where datname = current_database() and query like '%from build_data order by build_data_id%' and xact_start is not null and pid <> pg_backend_pid()")).rows.map((r) => r.state);
+    for (let i = 0; i < 100 && (await reading()).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await reading()).to.have.length(1);
+    await a.client.setBootActionContext({ nodeName: "n-new", taskId });
+    call.resume();
+    for await (const r of call) chunks.push(Buffer.from((r as { chunk: Uint8Array }).chunk));
+    const lines = Buffer.concat(chunks).toString("utf8").trimEnd().split("\n");
+    const kinds = lines.slice(1, -1).map((l) => JSON.parse(l).kind as string);
+    expect(kinds.filter((k) => k === "boot_action_context")).to.have.length(1);
+    expect(lines.join("\n")).not.to.contain("n-new");
+    expect(JSON.parse(lines.at(-1)!).counts).to.deep.equal({ task: 5, result_message: 253, build_data: 10, boot_action_context: 1, boot_action: 2 });
+    // Exported afterwards, it is there.
+    const after = await run(a, ["export"]);
+    expect(after.stdout).to.contain('"node_name":"n-new"');
+  });
+
   it("exports through stdout too, the same file", async () => {
     const r = await run(a, ["export"]);
+    expect(r.code, r.stderr.slice(0, 500)).to.equal(0);
+    const f = await run(a, ["export", "-f", file("a2.ndjson")]);
+    expect(f.code, f.stderr).to.equal(0);
+    expect(withoutTimestamp(r.stdout)).to.equal(withoutTimestamp(readFileSync(file("a2.ndjson"), "utf8")));
+  });
+});
+
+describe("export of a 12 MiB build data record", function () {
+  this.timeout(120_000);
+  const h = useServer();
+
+  it("sends every chunk in order, the trailer last (the last record's chunks were once overtaken by it)", async () => {
+    const t = (await h.client.createTask({ action: "deploy_nodes" })).task!;
+    const data = randomBytes(12 * 1024 * 1024);
+    await h.pg.query("insert into build_data (node_name, task_id, generator, data_format, data_element) values ('n1', $1, 'g', 'application/octet-stream', $2)", [t.taskId, data]);
+    const r = await run(h, ["export", "-f", file("big.ndjson")]);
     expect(r.code, r.stderr).to.equal(0);
-    expect(withoutTimestamp(r.stdout)).to.equal(withoutTimestamp(readFileSync(file("a.ndjson"), "utf8")));
+    const lines = readFileSync(file("big.ndjson"), "utf8").trimEnd().split("\n");
+    expect(lines).to.have.length(4);
+    expect(Buffer.from(JSON.parse(lines[2]!).data_element, "base64").equals(data)).to.equal(true);
+    expect(JSON.parse(lines[3]!)).to.deep.equal({ kind: "end", counts: { task: 1, result_message: 0, build_data: 1, boot_action_context: 0, boot_action: 0 } });
+    // One ImportRecords call carries it (16 MiB as base64): skipped, it is already there.
+    const i = await run(h, ["import", file("big.ndjson"), "-o", "json"]);
+    expect(i.code, i.stderr).to.equal(0);
+    expect(JSON.parse(i.stdout).counts.build_data).to.deep.equal({ added: 0, skipped: 1, refused: 0 });
   });
 });
 

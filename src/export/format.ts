@@ -158,7 +158,9 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const ULID_RE = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/;
 const ACTION_RE = /^[a-z][a-z0-9_]{0,63}$/;
 const TS_RE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;
-const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+// No nested repetition: build data lines hold tens of megabytes (a group repeated per
+// four characters overflowed V8's regular expression stack).
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 const MIME_RE =
   /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}(\s*;\s*[a-z0-9!#$&^_.+-]+=("[^"\\]*"|[a-z0-9!#$&^_.+-]+))*$/i;
 
@@ -266,7 +268,7 @@ class Fields {
   base64(k: string, opts: { optional?: boolean; bytes?: number; nonEmpty?: boolean }): string | undefined {
     const v = this.get(k, opts.optional);
     if (v === undefined) return undefined;
-    if (typeof v !== "string" || !BASE64_RE.test(v)) this.fail(k, "must be base64 (RFC 4648, with padding)");
+    if (typeof v !== "string" || v.length % 4 !== 0 || !BASE64_RE.test(v)) this.fail(k, "must be base64 (RFC 4648, with padding)");
     const n = (v.length / 4) * 3 - (v.endsWith("==") ? 2 : v.endsWith("=") ? 1 : 0);
     if (opts.bytes !== undefined && n !== opts.bytes) this.fail(k, `is ${n} bytes; it must be ${opts.bytes}`);
     if (opts.nonEmpty && n === 0) this.fail(k, "must not be empty");

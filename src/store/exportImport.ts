@@ -184,10 +184,14 @@ const TASK_COLUMNS = [
  * the caller's transaction, which must be REPEATABLE READ for a snapshot.
  */
 export async function exportRecords(tx: Sql, includeSecrets: boolean, emit: (r: DataRecord) => Promise<void>): Promise<void> {
+  // The cursor's async iterator, not its callback form: postgres.js does not
+  // wait for the callback's promise after the last batch, so the export
+  // would go on (its trailer written) while the last records were still
+  // being sent, out of order.
   const each = async <R>(query: ReturnType<Sql>, batch: number, f: (r: R) => DataRecord) => {
-    await (query as unknown as { cursor(n: number, cb: (rows: R[]) => Promise<void>): Promise<void> }).cursor(batch, async (rows) => {
+    for await (const rows of (query as unknown as { cursor(n: number): AsyncIterable<R[]> }).cursor(batch)) {
       for (const r of rows) await emit(f(r));
-    });
+    }
   };
   await each<TaskRow>(
     tx`with recursive tree (task_id, depth) as (
