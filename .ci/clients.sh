@@ -86,7 +86,7 @@ echo "== go: stubs, build, smoke"
 gopath="$work/gopath"
 mkdir -p "$gopath/src"
 (cd proto && protoc -I . --go_out="$gopath/src" --go-grpc_out="$gopath/src" \
-  drydock/statemgmt/v1/task.proto drydock/statemgmt/v1/boot_action.proto drydock/statemgmt/v1/state_service.proto)
+  drydock/statemgmt/v1/task.proto drydock/statemgmt/v1/boot_action.proto drydock/statemgmt/v1/export.proto drydock/statemgmt/v1/state_service.proto)
 (export GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOCACHE="$work/gocache" GOFLAGS= &&
   go build -o "$work/smoke" ./clients/go/smoke)
 status=0

@@ -15,10 +15,10 @@ out=${1:?usage: gen-python.sh [--lib] DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 plugin=$(command -v grpc_python_plugin) || { echo "grpc_python_plugin not found (apt-get install protobuf-compiler-grpc)" >&2; exit 1; }
 mkdir -p "$out"; out=$(cd "$out" && pwd)
-protos=(drydock/statemgmt/v1/task.proto drydock/statemgmt/v1/boot_action.proto drydock/statemgmt/v1/state_service.proto google/rpc/status.proto google/rpc/error_details.proto)
+protos=(drydock/statemgmt/v1/task.proto drydock/statemgmt/v1/boot_action.proto drydock/statemgmt/v1/export.proto drydock/statemgmt/v1/state_service.proto google/rpc/status.proto google/rpc/error_details.proto)
 (cd "$root/proto" && protoc -I . --python_out="$out" --grpc_python_out="$out" --plugin=protoc-gen-grpc_python="$plugin" "${protos[@]}")
 # Status and ErrorInfo have no service: protoc still writes empty *_pb2_grpc.py files for them.
-rm -f "$out/google/rpc/status_pb2_grpc.py" "$out/google/rpc/error_details_pb2_grpc.py" "$out/drydock/statemgmt/v1/task_pb2_grpc.py" "$out/drydock/statemgmt/v1/boot_action_pb2_grpc.py"
+rm -f "$out/google/rpc/status_pb2_grpc.py" "$out/google/rpc/error_details_pb2_grpc.py" "$out/drydock/statemgmt/v1/task_pb2_grpc.py" "$out/drydock/statemgmt/v1/boot_action_pb2_grpc.py" "$out/drydock/statemgmt/v1/export_pb2_grpc.py"
 if [ "$lib" = 1 ]; then
   # Absolute imports of the generated modules move under the library's package, so that
   # they cannot clash with a drydock/ or google/ package of the application's (the

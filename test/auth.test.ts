@@ -228,6 +228,22 @@ describe("auth: bearer tokens through the server", function () {
         // Details only: the action stays INCOMPLETE, so every call succeeds.
         reportBootActionStatus: { actionId: bootAction!.actionId, identityKey: nodeKey, details: [{ message: "progress" }] },
         verifyBootActionKey: { nodeName: "node-1", identityKey: nodeKey },
+        exportState: { includeSecrets: true },
+        // The same task each time: added once, then skipped (both answer OK).
+        importRecords: {
+          formatVersion: 1,
+          records: [
+            {
+              line: 2n,
+              json: JSON.stringify({
+                kind: "task", task_id: "0b7c8a52-3f7e-4d55-9d1e-0a4f3f1c2b6d", parent_task_id: null, action: "deploy_nodes", design_ref: "", status: "requested",
+                result: { status: "incomplete", message: "", reason: "", error_count: 0, successes: [], failures: [], links: [] },
+                node_filter: null, request_context: null, created: "2024-01-02T03:04:05.000006Z", created_by: "", updated: "2024-01-02T03:04:05.000006Z",
+                terminated: null, terminated_by: null, terminate: false, retry: 0, version: 1, claimed_by: null, claimed_at: null, claimed_term: 0,
+              }),
+            },
+          ],
+        },
       });
     });
 

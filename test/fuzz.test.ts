@@ -457,6 +457,19 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       getBootAction: { actionId: bootActions[0]!.actionId },
       listBootActions: { nodeName: "n1", taskId: watched.taskId, pageSize: 1 },
       check: { service: "" },
+      exportState: { includeSecrets: true },
+      importRecords: {
+        formatVersion: 1,
+        records: [
+          {
+            line: 2n,
+            json: JSON.stringify({
+              kind: "result_message", task_id: watched.taskId, sequence: 1, message: "Error 1 on node n1", error: true, context_type: "node", context: "n1",
+              ts: "2024-01-02T03:04:05.000006Z", extra: { node: "n1", attempt: 1 },
+            }),
+          },
+        ],
+      },
     };
     for (const m of ALL_METHODS) {
       // A method added later is fuzzed too, from its empty request.
@@ -841,7 +854,7 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
     it("big build data and its limit still answer RESOURCE_EXHAUSTED or INVALID_ARGUMENT, never INTERNAL", async () => {
       const { task } = await h.client.createTask({ action: "deploy_nodes" });
       const body = Buffer.from(
-        toBinary(CreateBuildDataRequestSchema, create(CreateBuildDataRequestSchema, { buildData: { nodeName: "n", taskId: task!.taskId, generator: "g", dataFormat: "text/plain", dataElement: Buffer.alloc(2 * BUILD_DATA_MAX + 1) } })),
+        toBinary(CreateBuildDataRequestSchema, create(CreateBuildDataRequestSchema, { buildData: { nodeName: "n", taskId: task!.taskId, generator: "g", dataFormat: "text/plain", dataElement: Buffer.alloc(3 * BUILD_DATA_MAX + 1) } })),
       );
       const o = await unary(raw, methodPath(StateService.method.createBuildData), body);
       expect(grpc.status[o.code], o.details).to.equal("RESOURCE_EXHAUSTED");

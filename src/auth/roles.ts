@@ -39,6 +39,8 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   GetBootAction: "reader",
   ListBootActions: "reader",
   PurgeTasks: "admin",
+  ExportState: "admin",
+  ImportRecords: "admin",
 };
 
 /**

@@ -3,6 +3,7 @@
 // Each action hands a job to the runner main.ts supplies, which connects,
 // runs it and turns its result or failure into an exit code.
 import { bootActionGet, bootActionsList } from "./bootActions.js";
+import { registerExportImport } from "./exportImportCommands.js";
 import { Command, InvalidArgumentError, Option } from "commander";
 import type { TaskStatus } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import { VERSION } from "../version.js";
@@ -316,6 +317,8 @@ ${examples([
     .description("the server's health (SERVING only while its database answers); exit code 1 when not SERVING")
     .addHelpText("after", examples(["statemgmt health", "statemgmt --server 10.0.0.5:50051 --cacert ca.pem health"]))
     .action(act<[]>(() => ({ conn, out }) => health(conn, out)));
+
+  registerExportImport(program, act);
 
   return program;
 }

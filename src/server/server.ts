@@ -17,6 +17,7 @@ import { createWriters } from "../store/writers.js";
 import { messageRpcs } from "../rpc/messages.js";
 import { watchRpcs } from "../rpc/watch.js";
 import { bootActionRpcs } from "../rpc/bootActions.js";
+import { exportImportRpcs } from "../rpc/exportImport.js";
 import { buildDataRpcs } from "../rpc/buildData.js";
 import { leadershipRpcs } from "../rpc/leadership.js";
 import { designRpcs } from "../rpc/design.js";
@@ -137,8 +138,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     // (its budget is an estimate: room to spare), plus metadata.
     "grpc.max_send_message_length": Math.max(designConfig.maxBytes, buildDataMax, 2 * responseMax) + 1024 * 1024,
     // Room for the largest build data element plus its record, so that an
-    // oversized element gets our INVALID_ARGUMENT naming the limit.
-    "grpc.max_receive_message_length": buildDataMax + 1024 * 1024,
+    // oversized element gets our INVALID_ARGUMENT naming the limit; and for
+    // an ImportRecords call carrying it as a base64 record (4/3 of its size).
+    "grpc.max_receive_message_length": Math.ceil((buildDataMax * 4) / 3) + 1024 * 1024,
     // Detect dead peers: a ping every minute on a connection with calls,
     // closed when unanswered for 20 s.
     "grpc.keepalive_time_ms": 60_000,
@@ -227,6 +229,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
       ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
       ...bootActionRpcs(o.db, tokens, o.bootActionReportLimits),
+      ...exportImportRpcs(o.db),
     }, o.log, calls, { guard: stateGuard, streams: budgets.stateService, okVouches: true });
   addService(server, Health, healthRpcs(health, keystoneHealth), o.log, calls, { guard: auth.health, streams: budgets.health });
   // Both reflection versions share one budget.

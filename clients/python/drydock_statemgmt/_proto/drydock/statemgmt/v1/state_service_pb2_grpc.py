@@ -2,6 +2,7 @@
 """Client and server classes corresponding to protobuf-defined services."""
 import grpc
 
+from drydock_statemgmt._proto.drydock.statemgmt.v1 import export_pb2 as drydock_dot_statemgmt_dot_v1_dot_export__pb2
 from drydock_statemgmt._proto.drydock.statemgmt.v1 import state_service_pb2 as drydock_dot_statemgmt_dot_v1_dot_state__service__pb2
 
 
@@ -50,7 +51,7 @@ class StateServiceStub(object):
     CreateBuildData, ClaimLeadership, RenewLeadership,
     ResignLeadership, GetDesignDocuments,
     SetBootActionContext, CreateBootActions
-    admin:        + PurgeTasks
+    admin:        + PurgeTasks, ExportState, ImportRecords
     ReportBootActionStatus and VerifyBootActionKey are called by nodes, which
     hold no token: they need no credentials, and are authorised by the node's
     identity key in the request alone.
@@ -205,6 +206,16 @@ class StateServiceStub(object):
                 request_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsRequest.SerializeToString,
                 response_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsResponse.FromString,
                 )
+        self.ExportState = channel.unary_stream(
+                '/drydock.statemgmt.v1.StateService/ExportState',
+                request_serializer=drydock_dot_statemgmt_dot_v1_dot_export__pb2.ExportStateRequest.SerializeToString,
+                response_deserializer=drydock_dot_statemgmt_dot_v1_dot_export__pb2.ExportStateResponse.FromString,
+                )
+        self.ImportRecords = channel.unary_unary(
+                '/drydock.statemgmt.v1.StateService/ImportRecords',
+                request_serializer=drydock_dot_statemgmt_dot_v1_dot_export__pb2.ImportRecordsRequest.SerializeToString,
+                response_deserializer=drydock_dot_statemgmt_dot_v1_dot_export__pb2.ImportRecordsResponse.FromString,
+                )
 
 
 class StateServiceServicer(object):
@@ -252,7 +263,7 @@ class StateServiceServicer(object):
     CreateBuildData, ClaimLeadership, RenewLeadership,
     ResignLeadership, GetDesignDocuments,
     SetBootActionContext, CreateBootActions
-    admin:        + PurgeTasks
+    admin:        + PurgeTasks, ExportState, ImportRecords
     ReportBootActionStatus and VerifyBootActionKey are called by nodes, which
     hold no token: they need no credentials, and are authorised by the node's
     identity key in the request alone.
@@ -543,6 +554,30 @@ class StateServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportState(self, request, context):
+        """Streams the whole state as one export file (README "Export format"):
+        tasks with their results, result messages, build data, boot action
+        contexts and boot actions, read in one REPEATABLE READ, read-only
+        transaction, so the file is a consistent snapshot however long the
+        stream takes. A client that stops reading holds the transaction open
+        (and its connection) until the call ends. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportRecords(self, request, context):
+        """Writes records of an export file, in one transaction per call. Each
+        record is added, skipped (already stored, identical) or refused (it
+        contradicts what is stored, names a task that is not there, or is not a
+        valid record), with the reason; running an import twice stores
+        everything once. Task ids, created and updated times, versions, result
+        message sequences and boot action ids are kept. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -681,6 +716,16 @@ def add_StateServiceServicer_to_server(servicer, server):
                     request_deserializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsRequest.FromString,
                     response_serializer=drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsResponse.SerializeToString,
             ),
+            'ExportState': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportState,
+                    request_deserializer=drydock_dot_statemgmt_dot_v1_dot_export__pb2.ExportStateRequest.FromString,
+                    response_serializer=drydock_dot_statemgmt_dot_v1_dot_export__pb2.ExportStateResponse.SerializeToString,
+            ),
+            'ImportRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportRecords,
+                    request_deserializer=drydock_dot_statemgmt_dot_v1_dot_export__pb2.ImportRecordsRequest.FromString,
+                    response_serializer=drydock_dot_statemgmt_dot_v1_dot_export__pb2.ImportRecordsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'drydock.statemgmt.v1.StateService', rpc_method_handlers)
@@ -733,7 +778,7 @@ class StateService(object):
     CreateBuildData, ClaimLeadership, RenewLeadership,
     ResignLeadership, GetDesignDocuments,
     SetBootActionContext, CreateBootActions
-    admin:        + PurgeTasks
+    admin:        + PurgeTasks, ExportState, ImportRecords
     ReportBootActionStatus and VerifyBootActionKey are called by nodes, which
     hold no token: they need no credentials, and are authorised by the node's
     identity key in the request alone.
@@ -1203,5 +1248,39 @@ class StateService(object):
         return grpc.experimental.unary_unary(request, target, '/drydock.statemgmt.v1.StateService/ListBootActions',
             drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsRequest.SerializeToString,
             drydock_dot_statemgmt_dot_v1_dot_state__service__pb2.ListBootActionsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ExportState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/drydock.statemgmt.v1.StateService/ExportState',
+            drydock_dot_statemgmt_dot_v1_dot_export__pb2.ExportStateRequest.SerializeToString,
+            drydock_dot_statemgmt_dot_v1_dot_export__pb2.ExportStateResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ImportRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drydock.statemgmt.v1.StateService/ImportRecords',
+            drydock_dot_statemgmt_dot_v1_dot_export__pb2.ImportRecordsRequest.SerializeToString,
+            drydock_dot_statemgmt_dot_v1_dot_export__pb2.ImportRecordsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
