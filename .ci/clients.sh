@@ -2,13 +2,14 @@
 # Python and Go clients against a real server (make clients-test; .ci/run calls it).
 # Needs dist/ (make build) and Debian's packages: openssl protobuf-compiler
 # protobuf-compiler-grpc python3-grpcio python3-protobuf python3-pytest python3-oslo.config python3-pip
-# python3-setuptools golang-go golang-google-grpc-dev golang-google-genproto-dev
+# python3-setuptools python3-venv jq golang-go golang-google-grpc-dev golang-google-genproto-dev
 # golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc.
 #
 #  1. the Python library's committed stubs match proto/ (make python-client-check);
 #  2. a server on 127.0.0.1:0 with an embedded PostgreSQL, its address read from the ready line;
-#  3. the library installed with pip (--no-deps, into a temporary directory), its pytest
-#     suite and its quick start run against that server;
+#  3. README's Python quick start block run as written (a venv with the system's
+#     packages, pip install --no-deps --no-build-isolation, the quick start against that
+#     server), then the library's pytest suite with that venv's python;
 #  4. raw Python stubs generated into a temporary directory, the raw quick start;
 #  5. Go stubs generated into a temporary GOPATH, clients/go/smoke built and run.
 # Prints "clients: N passed, N failed" last (pytest's passes plus the Go checks).
@@ -53,14 +54,31 @@ fi
 echo "server at $addr"
 export STATEMGMT_ADDRESS=$addr
 
-echo "== python library: pip install --no-deps, pytest, quick start"
-cp -r clients/python "$work/pysrc" # pip builds in the source tree: keep the checkout clean
-rm -rf "$work/pysrc/tests"
-"$PY" -m pip install --quiet --no-deps --no-build-isolation --no-index --target "$work/site" "$work/pysrc"
+echo "== python library: README's quick start as written (venv, pip install), pytest"
+# The block of README.md whose first line creates the venv, as written but for the
+# server's address. It runs in a copy of clients/python (pip builds in the source
+# tree: keep the checkout clean) with HOME a temporary directory (its ~/.venvs),
+# and PATH's python3 Debian's, which sees python3-grpcio (a pyenv python3 would not).
+block=$(awk '/^```sh$/ { inblock = 1; text = ""; next }
+  inblock && /^```$/ { if (text ~ /^python3 -m venv --system-site-packages/) { printf "%s", text; exit } inblock = 0; next }
+  inblock { text = text $0 "\n" }' README.md)
+if [ -z "$block" ]; then
+  echo "README.md has no Python quick start block starting with python3 -m venv" >&2
+  exit 1
+fi
+mkdir -p "$work/tree/clients" "$work/home"
+cp -r clients/python "$work/tree/clients/python"
+rm -rf "$work/tree/clients/python/tests"
+printf '%s\n' "$block" | sed 's/^/  /'
+(cd "$work/tree" && HOME="$work/home" PATH="/usr/bin:/bin" PYTHONDONTWRITEBYTECODE=1 \
+  bash -euo pipefail -c "${block//127.0.0.1:50051/$addr}")
+venv_python="$work/home/.venvs/statemgmt/bin/python"
 status=0
 # -p no:cacheprovider: no .pytest_cache in the checkout. No test may be skipped.
-(cd clients/python && PYTHONPATH="$work/site" PYTHONDONTWRITEBYTECODE=1 \
-  "$PY" -m pytest -p no:cacheprovider -rs tests 2>&1 | tee "$work/pytest.log") || status=$?
+# The venv's python imports the library the block installed (and Debian's grpcio,
+# pytest and oslo.config through --system-site-packages).
+(cd clients/python && PYTHONDONTWRITEBYTECODE=1 \
+  "$venv_python" -m pytest -p no:cacheprovider -rs tests 2>&1 | tee "$work/pytest.log") || status=$?
 last=$(grep -E '^=+ .* in [0-9.]+s' "$work/pytest.log" | tail -n1 || true)
 py_passed=$(grep -Eo '[0-9]+ passed' <<<"$last" | grep -Eo '[0-9]+' || echo 0)
 py_failed=$(($(grep -Eo '[0-9]+ (failed|error|errors)' <<<"$last" | grep -Eo '[0-9]+' | paste -sd+ - || echo 0) + 0))
@@ -74,7 +92,6 @@ if [ "$status" -ne 0 ]; then
   summary
   exit 1
 fi
-(cd "$work" && PYTHONPATH="$work/site" PYTHONDONTWRITEBYTECODE=1 "$PY" "$root/clients/python/examples/quickstart.py" "$addr")
 
 echo "== raw python stubs"
 clients/gen-python.sh "$work/raw"
