@@ -79,6 +79,37 @@ describe("byte budgets on reads", function () {
     expect(full.resultMessages.map((m) => m.sequence)).to.deep.equal(range(1, PER_PAGE - 1));
   });
 
+  it("ListTasks and ListSubtasks: pages shrink to the byte budget, at least one task, none skipped or repeated", async () => {
+    // Tasks of about 60 KB each (request context); four fit 256 KiB.
+    const { task: parent } = await h.client.createTask({ action: "f3_parent" });
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const { task } = await h.client.createTask({ action: "f3_list", parentTaskId: parent!.taskId, requestContext: { blob: `${i}`.padEnd(60_000, "y") } });
+      ids.push(task!.taskId);
+    }
+    const walk = async (page: (token: string) => Promise<{ tasks: { taskId: string }[]; nextPageToken: string }>) => {
+      const sizes: number[] = [];
+      const seen: string[] = [];
+      let token = "";
+      do {
+        const r = await page(token);
+        sizes.push(r.tasks.length);
+        seen.push(...r.tasks.map((t) => t.taskId));
+        token = r.nextPageToken;
+      } while (token);
+      return { sizes, seen };
+    };
+    const listed = await walk((pageToken) => h.client.listTasks({ actions: ["f3_list"], pageSize: 1000, pageToken }));
+    expect(listed.sizes).to.deep.equal([4, 4, 2]);
+    expect(listed.seen).to.deep.equal(ids);
+    const subtasks = await walk((pageToken) => h.client.listSubtasks({ parentTaskId: parent!.taskId, pageSize: 1000, pageToken }));
+    expect(subtasks.sizes).to.deep.equal([4, 4, 2]);
+    expect(subtasks.seen).to.deep.equal(ids);
+    // page_size still bounds a page of tasks that fit.
+    const small = await h.client.listTasks({ actions: ["f3_list"], pageSize: 3 });
+    expect(small.tasks.length).to.equal(3);
+  });
+
   it("ListBuildData: pages shrink to the byte budget, at least one record", async () => {
     const data = new Uint8Array(100 * 1024).fill(7);
     for (let i = 0; i < 5; i++) {

@@ -10,7 +10,7 @@ import type { ServiceImpl } from "../contract.js";
 import type { StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { GetTaskResponseSchema, ListSubtasksResponseSchema, ListTasksResponseSchema, SubtaskFilter, TaskView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus as PbTaskStatus, type Task as PbTask } from "../../gen/drydock/statemgmt/v1/task_pb.js";
-import type { ResultMessage, Task, TaskChanges, TaskStatus } from "../domain.js";
+import type { ResultMessage, TaskChanges, TaskStatus } from "../domain.js";
 import { messagesList, messagesMeasure } from "../store/messages.js";
 import { DEFAULT_RESPONSE_MAX_BYTES, responseTooLarge, taskBytes } from "./budget.js";
 import * as tasks from "../store/tasks.js";
@@ -138,7 +138,7 @@ export function taskRpcs(
         createdAfter: req.createdAfter ? microsFromTimestamp(req.createdAfter) : null,
         createdBefore: req.createdBefore ? microsFromTimestamp(req.createdBefore) : null,
       };
-      return listPage(ListTasksResponseSchema, sql, tokens, filters, limit, req.pageToken, signal, seesSecrets(caller));
+      return listPage(ListTasksResponseSchema, sql, tokens, filters, limit, req.pageToken, signal, seesSecrets(caller), responseMaxBytes);
     },
 
     async listSubtasks(req, { signal, caller }) {
@@ -156,7 +156,7 @@ export function taskRpcs(
             ? ["complete"]
             : [];
       const filters = { statuses, actions: [], parentTaskId: parent, createdAfter: null, createdBefore: null };
-      return listPage(ListSubtasksResponseSchema, sql, tokens, filters, limit, req.pageToken, signal, seesSecrets(caller));
+      return listPage(ListSubtasksResponseSchema, sql, tokens, filters, limit, req.pageToken, signal, seesSecrets(caller), responseMaxBytes);
     },
 
     async updateTask(req, ctx) {
@@ -254,14 +254,16 @@ async function listPage<S extends typeof ListTasksResponseSchema | typeof ListSu
   pageToken: string,
   signal: AbortSignal,
   secrets: boolean,
+  maxBytes: number,
 ): Promise<MessageShape<S>> {
   const fingerprint = filterFingerprint(filters);
   const key = tokens.decode("page_token", pageToken, fingerprint, ["micros", "uuid"]);
   const after = key ? { created: BigInt(key[0]!), taskId: key[1]! } : null;
-  const rows: Task[] = await tasks.tasksList(sql, { ...filters, after, limit: limit + 1, signal });
+  const { tasks: rows, cut } = await tasks.tasksListPage(sql, { ...filters, after, limit: limit + 1, maxBytes, signal });
+  // A page cut at the byte budget holds fewer tasks than asked for; the next page starts after its last.
   const page = rows.slice(0, limit);
   const last = page[page.length - 1];
-  const nextPageToken = rows.length > limit && last ? tokens.encode(fingerprint, [last.created.toString(), last.taskId]) : "";
+  const nextPageToken = (cut || rows.length > limit) && last ? tokens.encode(fingerprint, [last.created.toString(), last.taskId]) : "";
   // The tasks pre-encoded (rpc/taskWire.ts): a page of 100 cost 1 ms in protobuf-es.
   return withEncodedTasks(create(schema, { nextPageToken } as MessageInitShape<S>) as MessageShape<S>, 1, page, secrets);
 }

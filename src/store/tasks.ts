@@ -264,8 +264,37 @@ export interface TasksListParams {
   signal?: AbortSignal;
 }
 
-/** Tasks ordered by (created, task_id), starting after the cursor. */
-export async function tasksList(sql: Queryable, p: TasksListParams): Promise<Task[]> {
+/** A page of tasks cut at a byte budget, and whether the cut left tasks out. */
+export interface TasksPage {
+  tasks: Task[];
+  /** Some of the `limit` tasks did not fit in `maxBytes` (at least one task is always returned). */
+  cut: boolean;
+}
+
+/**
+ * Like tasksList, but returns only the tasks whose estimated sizes (each
+ * row as text: its JSON columns, result lists and subtask ids) add up to at
+ * most `maxBytes`, and at least the first one. Measured in the database, so the
+ * tasks left out are never shipped: a task may hold 64 KiB of request
+ * context and two lists of 10,000 node names, and a page of 1,000 such tasks
+ * would otherwise be built whole.
+ */
+export async function tasksListPage(sql: Queryable, p: TasksListParams & { maxBytes: number }): Promise<TasksPage> {
+  const rows = await run(sql, p.signal, "tasks.list",
+    sql<(TaskRow & { bytes: string; running: string; total: string })[]>`
+      with page as (${selectTasks(sql, listWhere(sql, p))} order by t.created, t.task_id limit ${p.limit})
+      select * from (
+        select q.*, sum(q.bytes) over (order by q.created, q.task_id) as running, count(*) over () as total
+        from (select page.*, octet_length(page::text) as bytes from page) q
+      ) w
+      where w.running <= ${p.maxBytes}::bigint or w.running = w.bytes
+      order by w.created, w.task_id`,
+  );
+  const total = rows.length ? Number(rows[0]!.total) : 0;
+  return { tasks: rows.map(toTask), cut: rows.length < total };
+}
+
+function listWhere(sql: Queryable, p: TasksListParams): Fragment {
   const conds: Fragment[] = [];
   if (p.statuses.length) conds.push(sql`t.status = any(${sql.array(p.statuses)}::text[])`);
   if (p.actions.length) conds.push(sql`t.action = any(${sql.array(p.actions)}::text[])`);
@@ -274,11 +303,13 @@ export async function tasksList(sql: Queryable, p: TasksListParams): Promise<Tas
   if (p.createdBefore !== null) conds.push(sql`t.created < ${formatMicros(p.createdBefore)}::timestamptz`);
   if (p.claimedTerm) conds.push(sql`t.claimed_term = ${p.claimedTerm.toString()}::bigint`);
   if (p.after !== null) conds.push(sql`(t.created, t.task_id) > (${formatMicros(p.after.created)}::timestamptz, ${p.after.taskId}::uuid)`);
-  const where = conds.length
-    ? sql`where ${conds.reduce((acc, c, i) => (i === 0 ? c : sql`${acc} and ${c}`))}`
-    : sql``;
+  return conds.length ? sql`where ${conds.reduce((acc, c, i) => (i === 0 ? c : sql`${acc} and ${c}`))}` : sql``;
+}
+
+/** Tasks ordered by (created, task_id), starting after the cursor. */
+export async function tasksList(sql: Queryable, p: TasksListParams): Promise<Task[]> {
   const rows = await run(sql, p.signal, "tasks.list",
-    sql<TaskRow[]>`${selectTasks(sql, where)} order by t.created, t.task_id limit ${p.limit}`,
+    sql<TaskRow[]>`${selectTasks(sql, listWhere(sql, p))} order by t.created, t.task_id limit ${p.limit}`,
   );
   return rows.map(toTask);
 }
