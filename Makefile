@@ -47,7 +47,7 @@ python-client-check: ## Fail when the Python library's stubs differ from what pr
 	  if ! diff -r -x __pycache__ $(PY_STUBS) $$tmp/_proto; then echo "$(PY_STUBS) is out of date: run make python-client and commit it" >&2; exit 1; fi; \
 	  echo "$(PY_STUBS) is in sync with proto/"
 
-clients-test: build ## Python library, raw Python stubs and Go against a real server (.ci/clients.sh; Debian packages: see README)
+clients-test: build ## Python library, raw Python stubs and Go against a real server (.ci/clients.sh; Debian packages: see docs/clients.md)
 	.ci/clients.sh
 
 typecheck: deps ## TypeScript type check

@@ -7,7 +7,7 @@
 #
 #  1. the Python library's committed stubs match proto/ (make python-client-check);
 #  2. a server on 127.0.0.1:0 with an embedded PostgreSQL, its address read from the ready line;
-#  3. README's Python quick start block run as written (a venv with the system's
+#  3. docs/clients.md's Python quick start block run as written (a venv with the system's
 #     packages, pip install --no-deps --no-build-isolation, the quick start against that
 #     server), then the library's pytest suite with that venv's python;
 #  4. raw Python stubs generated into a temporary directory, the raw quick start;
@@ -54,16 +54,16 @@ fi
 echo "server at $addr"
 export STATEMGMT_ADDRESS=$addr
 
-echo "== python library: README's quick start as written (venv, pip install), pytest"
-# The block of README.md whose first line creates the venv, as written but for the
+echo "== python library: docs/clients.md's quick start as written (venv, pip install), pytest"
+# The block of docs/clients.md whose first line creates the venv, as written but for the
 # server's address. It runs in a copy of clients/python (pip builds in the source
 # tree: keep the checkout clean) with HOME a temporary directory (its ~/.venvs),
 # and PATH's python3 Debian's, which sees python3-grpcio (a pyenv python3 would not).
 block=$(awk '/^```sh$/ { inblock = 1; text = ""; next }
   inblock && /^```$/ { if (text ~ /^python3 -m venv --system-site-packages/) { printf "%s", text; exit } inblock = 0; next }
-  inblock { text = text $0 "\n" }' README.md)
+  inblock { text = text $0 "\n" }' docs/clients.md)
 if [ -z "$block" ]; then
-  echo "README.md has no Python quick start block starting with python3 -m venv" >&2
+  echo "docs/clients.md has no Python quick start block starting with python3 -m venv" >&2
   exit 1
 fi
 mkdir -p "$work/tree/clients" "$work/home"

@@ -1,16 +1,19 @@
-// README's blocks, run as written against a real server (issue 24, items 9-12):
+// README's blocks and those of docs/ it links to, run as written against a real
+// server (issue 24, items 9-12; moved to docs/ in issue 26):
 //
-// - the grpcurl blocks of "Quick start" and "With grpcurl", with bash, where
+// - the grpcurl blocks of README's "Quick start" and of docs/grpcurl.md, with bash, where
 //   `grpcurl` is test/grpcurl.ts (a stand-in for grpcurl 1.8: see there) and
 //   127.0.0.1:50051 the test server's address; the second terminal's WatchTask
 //   runs in the background and must print the task's events live and end when
 //   the task finishes; WatchTasks and WatchLeader, which never end, are stopped
 //   after a few seconds; one line is left out (SKIPPED below);
-// - the test CA block of "Security": openssl as written (HOME a temporary
+// - the test CA block of docs/security.md: openssl as written (HOME a temporary
 //   directory), the server started with the files it made, called over TLS;
-// - "From TypeScript": the block is examples/quickstart.ts, which runs;
-// - the Python quick start is the same in clients/python/README.md (CI runs it:
-//   .ci/clients.sh).
+// - docs/clients.md "From TypeScript": the block is examples/quickstart.ts, which runs;
+// - docs/clients.md's Python quick start is the same in clients/python/README.md (CI runs it:
+//   .ci/clients.sh);
+// - every relative link of README.md and docs/*.md names a file that exists, and its
+//   #anchor a heading of that file.
 import { execFile, spawn } from "node:child_process";
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
@@ -24,6 +27,10 @@ import { createTestDatabase, useServer } from "./harness.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const README = await readFile(path.join(ROOT, "README.md"), "utf8");
+/** The files of docs/ that hold blocks the test runs. */
+const GRPCURL_DOC = await readFile(path.join(ROOT, "docs/grpcurl.md"), "utf8");
+const SECURITY_DOC = await readFile(path.join(ROOT, "docs/security.md"), "utf8");
+const CLIENTS_DOC = await readFile(path.join(ROOT, "docs/clients.md"), "utf8");
 const README_ADDRESS = "127.0.0.1:50051";
 
 /** Lines of README's grpcurl blocks the test does not run, each with why. */
@@ -36,12 +43,12 @@ const ENDLESS_SECONDS = 3;
 /** The watch README runs in a second terminal. */
 const SECOND_TERMINAL = "# second terminal";
 
-/** The text of a section: from its heading to the next heading of the same or a higher level (outside code blocks). */
-function section(heading: string): string {
+/** The text of a section of a Markdown text: from its heading to the next heading of the same or a higher level (outside code blocks). */
+function section(text: string, heading: string, file = "README"): string {
   const level = heading.match(/^#+/)![0].length;
-  const lines = README.split("\n");
+  const lines = text.split("\n");
   const start = lines.indexOf(heading);
-  expect(start, `README has no ${heading}`).to.be.at.least(0);
+  expect(start, `${file} has no ${heading}`).to.be.at.least(0);
   let fenced = false;
   let end = start + 1;
   for (; end < lines.length; end++) {
@@ -110,7 +117,7 @@ describe("README", function () {
   });
   const env = () => ({ ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` });
 
-  describe("grpcurl blocks (Quick start, With grpcurl)", () => {
+  describe("grpcurl blocks (README's Quick start, docs/grpcurl.md)", () => {
     interface Ran {
       command: string;
       kind: "run" | "endless" | "second terminal";
@@ -122,9 +129,9 @@ describe("README", function () {
     let vars: Record<string, string> = {};
 
     before(async function () {
-      const quick = blocks(section("## Quick start"), "sh").filter((b) => b.includes("grpcurl"));
+      const quick = blocks(section(README, "## Quick start"), "sh").filter((b) => b.includes("grpcurl"));
       expect(quick).to.have.length(1);
-      const withGrpcurl = blocks(section("### With grpcurl"), "sh");
+      const withGrpcurl = blocks(section(GRPCURL_DOC, "# With grpcurl", "docs/grpcurl.md"), "sh");
       expect(withGrpcurl.length).to.be.at.least(5);
       const all = [...quick, ...withGrpcurl].flatMap(commands);
       for (const s of SKIPPED) expect(all.filter((c) => c.includes(s.match)), s.match).to.have.length(1);
@@ -225,8 +232,8 @@ describe("README", function () {
     });
 
     it("writes FieldMasks as grpcurl takes them; the stand-in refuses the string form as grpcurl does", async () => {
-      expect(README).to.not.match(/update_mask\\?"\s*:\s*\\?"/);
-      expect(README).to.include('\\"update_mask\\":{\\"paths\\":[\\"status\\",\\"result.status\\"]}');
+      for (const text of [README, GRPCURL_DOC]) expect(text).to.not.match(/update_mask\\?"\s*:\s*\\?"/);
+      expect(GRPCURL_DOC).to.include('\\"update_mask\\":{\\"paths\\":[\\"status\\",\\"result.status\\"]}');
       const res = await bash(
         `grpcurl -plaintext -d '{"task":{"task_id":"${vars.ID}"},"update_mask":"status"}' ${h.server.address} drydock.statemgmt.v1.StateService/UpdateTask`,
         env(),
@@ -245,8 +252,8 @@ describe("README", function () {
     });
   });
 
-  it("Security's test CA block: makes the files outside the repository, and the server serves TLS with them", async () => {
-    const block = blocks(section("## Security"), "sh").find((b) => b.includes("openssl req -x509"));
+  it("docs/security.md's test CA block: makes the files outside the repository, and the server serves TLS with them", async () => {
+    const block = blocks(section(SECURITY_DOC, "# Security", "docs/security.md"), "sh").find((b) => b.includes("openssl req -x509"));
     expect(block, "the test CA block").to.exist;
     const cmds = commands(block!);
     const server = cmds.findIndex((c) => c.startsWith("node dist/src/main.js"));
@@ -278,21 +285,89 @@ describe("README", function () {
     }
   });
 
-  it("From TypeScript: the block is examples/quickstart.ts, which watches its task live to the end", async () => {
+  it("docs/clients.md, From TypeScript: the block is examples/quickstart.ts, which watches its task live to the end", async () => {
     const file = await readFile(path.join(ROOT, "examples/quickstart.ts"), "utf8");
-    const ts = blocks(section("### From TypeScript"), "ts");
+    const ts = blocks(section(CLIENTS_DOC, "## From TypeScript", "docs/clients.md"), "ts");
     expect(ts[0]).to.equal(file);
-    const cmd = blocks(section("### From TypeScript"), "sh").find((b) => b.includes("dist/examples/quickstart.js"));
+    const cmd = blocks(section(CLIENTS_DOC, "## From TypeScript", "docs/clients.md"), "sh").find((b) => b.includes("dist/examples/quickstart.js"));
     expect(cmd).to.equal(`make build && node dist/examples/quickstart.js ${README_ADDRESS}\n`);
     const { stdout } = await promisify(execFile)(process.execPath, [path.join(ROOT, "dist/examples/quickstart.js"), h.server.address], { timeout: 30_000 });
     expect(stdout.trim().split("\n")).to.deep.equal(["status RUNNING", "#1 Deployed n1", "#2 Deployed n2", "status COMPLETE"]);
   });
 
-  it("the Python quick start is the same in clients/python/README.md (CI runs it: .ci/clients.sh)", async () => {
+  it("docs/clients.md's Python quick start is the same in clients/python/README.md (CI runs it: .ci/clients.sh)", async () => {
     const python = await readFile(path.join(ROOT, "clients/python/README.md"), "utf8");
-    const block = blocks(README, "sh").find((b) => b.startsWith("python3 -m venv --system-site-packages"));
+    const block = blocks(CLIENTS_DOC, "sh").find((b) => b.startsWith("python3 -m venv --system-site-packages"));
     expect(block).to.exist;
     expect(blocks(python, "sh")[0]).to.equal(block);
-    expect(await readFile(path.join(ROOT, ".ci/clients.sh"), "utf8")).to.include("^python3 -m venv --system-site-packages");
+    const ci = await readFile(path.join(ROOT, ".ci/clients.sh"), "utf8");
+    expect(ci).to.include("^python3 -m venv --system-site-packages");
+    expect(ci).to.match(/' docs\/clients\.md\)$/m);
+  });
+});
+
+/** GitHub's anchor of a heading: lower case, punctuation but `-` and `_` dropped, spaces as `-`; repeats get -1, -2, … */
+function anchors(markdown: string): Set<string> {
+  const seen = new Map<string, number>();
+  const out = new Set<string>();
+  let fenced = false;
+  for (const line of markdown.split("\n")) {
+    if (line.startsWith("```")) fenced = !fenced;
+    const m = !fenced && line.match(/^#{1,6} (.*)$/);
+    if (!m) continue;
+    const slug = m[1]!.trim().toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, "").replace(/\s/g, "-");
+    const n = seen.get(slug) ?? 0;
+    seen.set(slug, n + 1);
+    out.add(n === 0 ? slug : `${slug}-${n}`);
+  }
+  return out;
+}
+
+/** The relative links of a Markdown text outside code blocks and code spans: [text](target). */
+function relativeLinks(markdown: string): string[] {
+  let fenced = false;
+  const out: string[] = [];
+  for (const line of markdown.split("\n")) {
+    if (line.startsWith("```")) fenced = !fenced;
+    if (fenced) continue;
+    for (const m of line.replace(/`[^`]*`/g, "").matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (!/^[a-z][a-z0-9+.-]*:/i.test(m[1]!)) out.push(m[1]!);
+    }
+  }
+  return out;
+}
+
+describe("README and docs/: links", () => {
+  it("every relative link of README.md and docs/*.md names an existing file, and its #anchor a heading there", async () => {
+    const files = ["README.md", ...(await readdir(path.join(ROOT, "docs"))).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
+    expect(files).to.include.members(["docs/api.md", "docs/cli.md", "docs/configuration.md", "docs/security.md", "docs/grpcurl.md"]);
+    const broken: string[] = [];
+    let checked = 0;
+    for (const file of files) {
+      const text = await readFile(path.join(ROOT, file), "utf8");
+      for (const link of relativeLinks(text)) {
+        checked++;
+        const [target, anchor] = link.split("#") as [string, string | undefined];
+        const resolved = target === "" ? path.join(ROOT, file) : path.resolve(path.dirname(path.join(ROOT, file)), decodeURIComponent(target));
+        if (!existsSync(resolved)) {
+          broken.push(`${file}: ${link} (no such file)`);
+        } else if (anchor !== undefined && !anchors(await readFile(resolved, "utf8")).has(anchor)) {
+          broken.push(`${file}: ${link} (no such heading)`);
+        }
+      }
+    }
+    expect(checked, "links checked").to.be.at.least(20);
+    expect(broken).to.deep.equal([]);
+  });
+
+  it("the anchor rule: GitHub's slugs, code blocks left out", () => {
+    expect([...anchors("# Migrating from Drydock's statemgmt\n## From Python, Go and other languages\n```sh\n# not a heading\n```\n## The contract: buf breaking\n## Errors\n## Errors\n")]).to.deep.equal([
+      "migrating-from-drydocks-statemgmt",
+      "from-python-go-and-other-languages",
+      "the-contract-buf-breaking",
+      "errors",
+      "errors-1",
+    ]);
+    expect(relativeLinks("[a](docs/x.md#y) [b](https://example.com) `[c](nope.md)`\n```\n[d](nope.md)\n```\n")).to.deep.equal(["docs/x.md#y"]);
   });
 });
