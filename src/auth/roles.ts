@@ -1,7 +1,7 @@
 // Roles and the one authorization table: every StateService method names the
 // least role that may call it. Roles are ordered; each includes the ones
 // before it. The edge (src/server/auth.ts) checks the table once per call.
-import { PermissionDeniedError } from "../errors.js";
+import { PermissionDeniedError } from "../core/errors.js";
 
 export const ROLES = ["reader", "operator", "orchestrator", "admin"] as const;
 export type Role = (typeof ROLES)[number];

@@ -5,7 +5,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import type { Transactor } from "../store/transactions.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "../core/log.js";
 
 /** Arbitrary constant naming our advisory lock ("drydock" in ASCII). */
 const MIGRATION_LOCK_KEY = 0x6472_7964_6f63_6bn;

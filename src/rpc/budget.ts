@@ -3,8 +3,8 @@
 // with FAILED_PRECONDITION RESPONSE_TOO_LARGE, measured in the database before
 // anything is read. Sizes are estimates of the encoded response: the rows'
 // text and JSON (as text) and binary columns, plus a fixed allowance per row.
-import type { Task } from "../domain.js";
-import { FailedPreconditionError } from "../errors.js";
+import type { Task } from "../core/domain.js";
+import { FailedPreconditionError } from "../core/errors.js";
 
 /** STATEMGMT_RESPONSE_MAX_BYTES's default. */
 export const DEFAULT_RESPONSE_MAX_BYTES = 4 * 1024 * 1024;

@@ -5,7 +5,7 @@
 // - a stream's unsent bytes are the estimated bytes of the events pushed to
 //   its queue and not taken yet, plus those it wrote to its call that grpc-js
 //   has not yet handed to the HTTP/2 stream's socket (a write's callback,
-//   push.ts `Sink.write`). Events a feed pushes to many streams are counted
+//   contract/push.ts `Sink.write`). Events a feed pushes to many streams are counted
 //   once per stream: the bound is conservative.
 // - a push to a stream with nothing unsent is always accepted (the stream
 //   keeps up, however large one push is); a push to a stream holding

@@ -1,6 +1,6 @@
 import { pino, type DestinationStream, type Logger } from "pino";
-import type { LogLevel } from "./config.js";
-import { redactUrls } from "./design/reference.js";
+import type { LogLevel } from "../config.js";
+import { redactUrls } from "../design/reference.js";
 
 export type { Logger };
 
