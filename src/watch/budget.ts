@@ -16,6 +16,20 @@
 //   does with the writes it never completes (a cancelled call never calls
 //   their callbacks back): memory is given back when streams end.
 
+import type { Task } from "../core/domain.js";
+
+const taskSizes = new WeakMap<Task, number>();
+
+/** Estimated bytes of a task on the wire: its JSON, computed once per task object (the responses' budget, rpc/budget.ts, counts it too). */
+export function taskBytes(task: Task): number {
+  let n = taskSizes.get(task);
+  if (n === undefined) {
+    n = JSON.stringify(task, (_k, v) => (typeof v === "bigint" ? v.toString() : v)).length;
+    taskSizes.set(task, n);
+  }
+  return n;
+}
+
 export interface WatchByteLimits {
   /** Unsent bytes one stream may hold before its next push is refused. */
   streamBytes: number;
