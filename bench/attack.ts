@@ -20,7 +20,7 @@ import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { tokenHash } from "../src/auth/tokenFile.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const only = (() => {

@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import { StateService, TaskView } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({

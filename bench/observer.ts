@@ -5,7 +5,7 @@
 import { connect } from "../src/db/connect.js";
 import { Metrics } from "../src/metrics/metrics.js";
 import type { Transactor } from "../src/store/transactions.js";
-import type { MethodLabels } from "../src/contract.js";
+import type { MethodLabels } from "../src/contract/contract.js";
 
 // Never connected: the pool only gives Metrics its gauges' source.
 const sql = connect({ url: "postgres://bench@127.0.0.1:1/none", max: 10 });

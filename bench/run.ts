@@ -19,7 +19,7 @@ import * as grpc from "@grpc/grpc-js";
 import postgres from "postgres";
 import { GetTaskResponseSchema, StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { MAX_PIPELINE } from "../src/db/connect.js";
 import { filterFingerprint, PageTokens } from "../src/rpc/pagination.js";
 import { finishedCountsQuery, scrapeQuery } from "../src/store/metrics.js";

@@ -9,7 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import postgres from "postgres";
 import { StateService, WatchTaskResponseSchema, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { UNTYPED_OPTIONS } from "../src/db/connect.js";
 import { echoDefinition } from "./echo.js";
 

@@ -15,8 +15,11 @@ import { DEFAULT_NODE_CALL_LIMIT, type RateLimit } from "./server/rateLimit.js";
 import { DEFAULT_REPORT_LIMITS, type BootActionReportLimits } from "./store/bootActions.js";
 import { DEFAULT_WATCH_BYTES } from "./watch/budget.js";
 import { DEFAULT_RESPONSE_MAX_BYTES } from "./rpc/budget.js";
+import type { LogLevel } from "./core/log.js";
+import type { AuthConfig } from "./auth/config.js";
 
-export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+export type { LogLevel };
+
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 export interface Config {
@@ -73,17 +76,7 @@ export interface Config {
   auth: AuthConfig;
 }
 
-/** Authentication of callers; with neither tokensFile nor keystone, every caller may do everything. */
-export interface AuthConfig {
-  /** The bearer token file (absolute path), re-read when it changes. */
-  tokensFile: string | undefined;
-  /** Keystone token validation (STATEMGMT_AUTH_KEYSTONE=1). */
-  keystone: KeystoneAuthOptions | undefined;
-  /** Whether server reflection needs authentication (health never does). */
-  reflection: "open" | "authenticated";
-}
-
-export const NO_AUTH: AuthConfig = { tokensFile: undefined, keystone: undefined, reflection: "open" };
+export { NO_AUTH, type AuthConfig } from "./auth/config.js";
 
 export { defaultDesignConfig, type DesignConfig } from "./design/config.js";
 

@@ -1,13 +1,13 @@
 // Entry point: config -> database (DATABASE_URL or embedded) -> migrations ->
 // gRPC server; on SIGTERM/SIGINT (at any point) the reverse, embedded PostgreSQL last.
 import { once } from "node:events";
-import { abortable } from "./abortable.js";
+import { abortable } from "./util/abortable.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { connect } from "./db/connect.js";
 import { DataDirUnreachableError, startEmbedded, type EmbeddedDatabase } from "./db/embedded.js";
 import { migrate } from "./db/migrate.js";
 import { createTransactor } from "./store/transactions.js";
-import { createLogger, type Logger } from "./log.js";
+import { createLogger, type Logger } from "./core/log.js";
 import { startServer, type StateServer } from "./server/server.js";
 import type { ReloadResult } from "./auth/tokenFile.js";
 

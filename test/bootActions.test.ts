@@ -5,8 +5,8 @@ import { expect } from "chai";
 import { BootActionStatus } from "../gen/drydock/statemgmt/v1/boot_action_pb.js";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
-import { createClient } from "../src/client.js";
-import { watchTask } from "../src/stateClient.js";
+import { createClient } from "../src/client/client.js";
+import { watchTask } from "../src/client/stateClient.js";
 import { expectError, expectInvalid, useServer, type StateClient } from "./harness.js";
 
 const ULID_RE = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/;

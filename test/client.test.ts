@@ -6,7 +6,7 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { expectError, useServer } from "./harness.js";
 
 const dir = await mkdtemp(path.join(tmpdir(), "statemgmt-client-"));

@@ -3,7 +3,7 @@
 // database's clock, as in production; advance(ms) jumps every lease
 // statement and in-process wait (WatchLeader's expiry wake-up, the design
 // cache) forward by ms at once.
-import type { Clock } from "../src/clock.js";
+import type { Clock } from "../src/core/clock.js";
 
 interface Sleeper {
   due: number;

@@ -5,8 +5,8 @@ import pg from "pg";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { EventEmitter, once } from "node:events";
-import { createClient } from "../src/client.js";
-import { DeadlineExceededError, DeadlineReason } from "../src/errors.js";
+import { createClient } from "../src/client/client.js";
+import { DeadlineExceededError, DeadlineReason } from "../src/core/errors.js";
 import { Coalescer, type CoalescerOptions } from "../src/store/coalesce.js";
 import { decodeError, useServer, type StateClient } from "./harness.js";
 

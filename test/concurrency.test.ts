@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { useServer, type StateClient } from "./harness.js";
 
 describe("concurrency", () => {

@@ -4,7 +4,7 @@ import net from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { DEFAULT_LIMITS } from "../src/server/connections.js";
 import { decodeError, useServer, type StateClient } from "./harness.js";
 import { eventually } from "./eventually.js";

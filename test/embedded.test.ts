@@ -8,9 +8,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { EmbeddedStartError, startEmbedded } from "../src/db/embedded.js";
-import { createLogger } from "../src/log.js";
+import { createLogger } from "../src/core/log.js";
 import { copyProject, isAlive, logLine, nextMigrationNumber, postmasterPid, processesIn, startProcess, type Proc } from "./process.js";
 
 const isRoot = process.getuid?.() === 0;

@@ -3,11 +3,11 @@ import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { connect, DEFAULT_TIMEOUTS, type Sql } from "../src/db/connect.js";
 import { createTransactor, type Transactor } from "../src/store/transactions.js";
 
-import { createLogger } from "../src/log.js";
+import { createLogger } from "../src/core/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import { createTestDatabase, decodeError, expectError, useServer } from "./harness.js";
 import { healthBecomes } from "./load.js";

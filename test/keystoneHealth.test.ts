@@ -4,7 +4,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { Health, HealthCheckResponse_ServingStatus as Serving, type HealthCheckResponse } from "../gen/grpc/health/v1/health_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { parseKeystoneRoles, type AuthConfig } from "../src/config.js";
 import { startKeystone } from "./fakes.js";
 import { expectError, useServer } from "./harness.js";

@@ -8,7 +8,7 @@ import pg from "pg";
 import { HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import type { StateServer } from "../src/server/server.js";
 import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { decodeError, type StateClient } from "./harness.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

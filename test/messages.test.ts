@@ -3,7 +3,7 @@ import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { TaskView } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { expectError, expectInvalid, useServer } from "./harness.js";
 
 describe("result messages", () => {

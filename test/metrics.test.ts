@@ -7,7 +7,7 @@ import pg from "pg";
 import type { WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { connect, DEFAULT_TIMEOUTS } from "../src/db/connect.js";
-import { createLogger } from "../src/log.js";
+import { createLogger } from "../src/core/log.js";
 import { startServer } from "../src/server/server.js";
 import { createTransactor } from "../src/store/transactions.js";
 import { createTestDatabase, expectError, useServer, type Harness } from "./harness.js";

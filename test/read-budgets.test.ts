@@ -7,7 +7,7 @@ import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { BuildDataView, StateService, TaskView, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { WatchBytes } from "../src/watch/budget.js";
 import { BoundedQueue } from "../src/watch/queue.js";
 import { decodeError, expectError, useServer, type StateClient } from "./harness.js";

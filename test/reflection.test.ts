@@ -9,7 +9,7 @@ import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { useServer } from "./harness.js";
 
 /** The request, as a plain init object (valid for both versions: same fields). */

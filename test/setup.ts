@@ -9,7 +9,7 @@ import { startEmbedded, type EmbeddedDatabase } from "../src/db/embedded.js";
 import { DEFAULT_TIMEOUTS } from "../src/db/connect.js";
 import { createTransactor } from "../src/store/transactions.js";
 import { migrate } from "../src/db/migrate.js";
-import { createLogger } from "../src/log.js";
+import { createLogger } from "../src/core/log.js";
 import { shared, TEMPLATE_DB, withDatabase } from "./harness.js";
 
 let embedded: EmbeddedDatabase | undefined;

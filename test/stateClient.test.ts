@@ -1,12 +1,12 @@
-// The TypeScript helpers for orchestrators (src/stateClient.ts) against the real server.
+// The TypeScript helpers for orchestrators (src/client/stateClient.ts) against the real server.
 import { getEventListeners, once } from "node:events";
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
-import { createClient } from "../src/client.js";
-import { LeaderElector, stateError, watchTask, type StateError } from "../src/stateClient.js";
+import { createClient } from "../src/client/client.js";
+import { LeaderElector, stateError, watchTask, type StateError } from "../src/client/stateClient.js";
 import { useServer } from "./harness.js";
 import { TcpProxy } from "./proxy.js";
 

@@ -5,8 +5,8 @@ import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { expect } from "chai";
 import { ListTasksResponseSchema } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskSchema } from "../gen/drydock/statemgmt/v1/task_pb.js";
-import { ACTION_RESULTS, TASK_STATUSES, type JsonValue, type Task } from "../src/domain.js";
-import { MAX_MICROS, MIN_MICROS } from "../src/db/time.js";
+import { ACTION_RESULTS, TASK_STATUSES, type JsonValue, type Task } from "../src/core/domain.js";
+import { MAX_MICROS, MIN_MICROS } from "../src/core/time.js";
 import { newTaskPb } from "../src/rpc/convert.js";
 import { encodeTask, TASK_FIELDS_WRITTEN, withEncodedTasks } from "../src/rpc/taskWire.js";
 

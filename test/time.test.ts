@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { connect, type Sql } from "../src/db/connect.js";
-import { parseTimestamptz } from "../src/db/time.js";
+import { parseTimestamptz } from "../src/core/time.js";
 import { createTestDatabase } from "./harness.js";
 
 // timestamptz text as PostgreSQL itself writes it, parsed back to the exact

@@ -7,7 +7,7 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { createClient, tlsCredentials } from "../src/client.js";
+import { createClient, tlsCredentials } from "../src/client/client.js";
 import { ConfigError, loadConfig } from "../src/config.js";
 import { decodeError, useServer } from "./harness.js";
 import { issue, makeCa, writePair, type Issued } from "./pki.js";

@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { useServer, type StateClient } from "./harness.js";
 
 /** How long the mix runs. Long enough for a few thousand calls on 2 cores. */

@@ -16,7 +16,7 @@ import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v
 import { Health, type HealthCheckResponse } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { tokenHash } from "../src/auth/tokenFile.js";
-import { createClient, type Client } from "../src/client.js";
+import { createClient, type Client } from "../src/client/client.js";
 import { parseKeystoneRoles, type AuthConfig } from "../src/config.js";
 import { DEFAULT_LIMITS } from "../src/server/connections.js";
 import { startKeystone } from "./fakes.js";

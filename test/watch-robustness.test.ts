@@ -10,11 +10,11 @@ import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
-import { createClient } from "../src/client.js";
+import { createClient } from "../src/client/client.js";
 import { connect, DEFAULT_TIMEOUTS, type Sql } from "../src/db/connect.js";
 import { createTransactor, type Transactor } from "../src/store/transactions.js";
 
-import { createLogger } from "../src/log.js";
+import { createLogger } from "../src/core/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import { createTestDatabase, decodeError, useServer, type StateClient } from "./harness.js";
 import { WatchProbe } from "./watchProbe.js";

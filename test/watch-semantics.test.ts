@@ -5,7 +5,7 @@ import type { WatchTaskResponse, WatchTasksResponse } from "../gen/drydock/state
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { once } from "node:events";
 import { connect, DEFAULT_TIMEOUTS } from "../src/db/connect.js";
-import { createLogger } from "../src/log.js";
+import { createLogger } from "../src/core/log.js";
 import { startServer } from "../src/server/server.js";
 import { createTransactor } from "../src/store/transactions.js";
 import { createTestDatabase, useServer } from "./harness.js";

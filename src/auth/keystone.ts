@@ -9,12 +9,12 @@
 // a request to Keystone, so calls not yet authenticated get a small budget of
 // their own; beyond it they are refused at once (RESOURCE_EXHAUSTED
 // AUTHENTICATION_BUSY), while cached tokens and the token file are unaffected.
-import { abortable } from "../abortable.js";
+import { abortable } from "../util/abortable.js";
 import { keystoneTokens, keystoneTokensUrl, type KeystoneOptions, type TokenProvider } from "../design/deckhand.js";
 import type { FetchContext } from "../design/driver.js";
 import { RetryableStatus, type HttpClient } from "../design/http.js";
-import { DependencyUnavailableError, ResourceExhaustedError } from "../errors.js";
-import type { Logger } from "../log.js";
+import { DependencyUnavailableError, ResourceExhaustedError } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
 import type { Caller, Role } from "./roles.js";
 import { tokenHash } from "./tokenFile.js";
 

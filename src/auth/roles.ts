@@ -1,12 +1,11 @@
 // Roles and the one authorization table: every StateService method names the
 // least role that may call it. Roles are ordered; each includes the ones
 // before it. The edge (src/server/auth.ts) checks the table once per call.
-import { PermissionDeniedError } from "../errors.js";
+import { PermissionDeniedError } from "../core/errors.js";
+import { ROLES, type Caller, type Role } from "../contract/caller.js";
 
-export const ROLES = ["reader", "operator", "orchestrator", "admin"] as const;
-export type Role = (typeof ROLES)[number];
-
-export const isRole = (s: string): s is Role => (ROLES as readonly string[]).includes(s);
+// The roles and what a caller is: contract/caller.ts (handlers are given a Caller).
+export { isRole, ROLES, type Caller, type Role } from "../contract/caller.js";
 
 /**
  * StateService method name → least role. A method missing here is refused
@@ -50,15 +49,6 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
  * of this set and METHOD_ROLES (test/auth.test.ts).
  */
 export const KEY_AUTHORIZED_METHODS: ReadonlySet<string> = new Set(["ReportBootActionStatus", "VerifyBootActionKey"]);
-
-/** Who is calling. */
-export interface Caller {
-  /** The authenticated subject (token file entry, certificate subject, Keystone user); "" when anonymous. */
-  subject: string;
-  roles: readonly Role[];
-  /** False when the server runs without authentication (or for a service that is always open). */
-  authenticated: boolean;
-}
 
 /** Every caller of a server without authentication: anonymous, allowed everything, as before authentication existed. */
 export const OPEN_CALLER: Caller = Object.freeze({ subject: "", roles: ROLES, authenticated: false });

@@ -11,7 +11,7 @@ import { EventEmitter } from "node:events";
 import { watch, type FSWatcher } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import type { Logger } from "../log.js";
+import type { Logger } from "../core/log.js";
 import { isRole, ROLES, type Caller, type Role } from "./roles.js";
 
 export interface TokenTable {

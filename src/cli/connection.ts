@@ -3,8 +3,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
-import { createClient, tlsCredentials, type Client } from "../client.js";
-import type { StateClient } from "../stateClient.js";
+import { createClient, tlsCredentials, type Client } from "../client/client.js";
+import type { StateClient } from "../client/stateClient.js";
 import { CliError, EXIT } from "./exit.js";
 
 export interface GlobalOptions {

@@ -17,7 +17,7 @@
 import { createHash } from "node:crypto";
 import postgres from "postgres";
 import { FormatError, KINDS, emptyCounts, parseRecordLine, type BootActionRecord, type DataRecord, type Kind, type TaskRecord } from "../export/format.js";
-import type { JsonObject, Link, NodeFilter } from "../domain.js";
+import type { JsonObject, Link, NodeFilter } from "../core/domain.js";
 import type { Connection } from "./connection.js";
 import { CliError, EXIT } from "./exit.js";
 import { Progress, printSummary, sendRecords, type Outgoing } from "./exportImport.js";

@@ -1,7 +1,7 @@
 // Exit codes of bin/statemgmt and the one-line error text: the part of the
 // CLI that scripts depend on (README "CLI", "Exit codes").
 import * as grpc from "@grpc/grpc-js";
-import { StateError, stateError } from "../stateClient.js";
+import { StateError, stateError } from "../client/stateClient.js";
 
 /** Exit codes; documented in the README and in `statemgmt --help`. */
 export const EXIT = {

@@ -6,7 +6,7 @@ import { bootActionGet, bootActionsList } from "./bootActions.js";
 import { registerExportImport } from "./exportImportCommands.js";
 import { Command, InvalidArgumentError, Option } from "commander";
 import type { TaskStatus } from "../../gen/drydock/statemgmt/v1/task_pb.js";
-import { VERSION } from "../version.js";
+import { VERSION } from "../core/version.js";
 import type { Connection, GlobalOptions } from "./connection.js";
 import { CliError, EXIT } from "./exit.js";
 import { buildDataGet, buildDataList, designFetch, health } from "./resources.js";

@@ -14,7 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
 import { ActionResult, TaskStatus, type Task } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import { LeaderSchema, type Leader } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { stateError, watchTask, type StateError } from "../stateClient.js";
+import { stateError, watchTask, type StateError } from "../client/stateClient.js";
 import type { Connection } from "./connection.js";
 import { EXIT } from "./exit.js";
 import { resolveOptionalTaskId, resolveTaskId } from "./ids.js";
@@ -103,7 +103,7 @@ export async function tasksWatch(conn: Connection, out: Output, arg: string, aft
   // Ends the watch (and the subtask stream) on Ctrl-C, at the end, or after a failed start.
   const ac = new AbortController();
   // stateClient's watchTask passes this one signal to every stream it opens,
-  // and the client (src/client.ts) adds an abort listener per call that it
+  // and the client (src/client/client.ts) adds an abort listener per call that it
   // never removes: one more per reconnect, which must not end in Node's
   // MaxListenersExceededWarning on stderr during a long outage.
   setMaxListeners(0, ac.signal);

@@ -1,7 +1,7 @@
 import postgres from "postgres";
-import { parseTimestamptz, formatMicros, type Micros } from "./time.js";
-import { Lender } from "../lender.js";
-import { Backoff } from "../backoff.js";
+import { parseTimestamptz, formatMicros, type Micros } from "../core/time.js";
+import { Lender } from "../util/lender.js";
+import { Backoff } from "../util/backoff.js";
 
 export type Sql = postgres.Sql<{ micros: Micros; bigint: bigint }>;
 /** A pool or a transaction's connection (store/transactions.ts): what store functions run their queries on. */
@@ -61,7 +61,7 @@ export const CONNECT_TIMEOUT_MS = 2000;
  */
 export const CONNECT_ATTEMPTS = 3;
 
-/** Delays between those attempts (src/backoff.ts): 50 ms doubling to 500 ms, equal jitter. */
+/** Delays between those attempts (src/util/backoff.ts): 50 ms doubling to 500 ms, equal jitter. */
 export const CONNECT_RETRY_BACKOFF = { initialMs: 50, maxMs: 500, jitter: 0.5 } as const;
 
 /** Longest start-up may take to open every connection of the pools (STATEMGMT_DB_OPEN_TIMEOUT_MS). */

@@ -36,7 +36,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import type { Logger } from "../log.js";
+import type { Logger } from "../core/log.js";
 
 export interface EmbeddedDatabase {
   url: string;

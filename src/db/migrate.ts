@@ -4,12 +4,17 @@
 import { readdir, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
-import type { Transactor } from "../store/transactions.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "../core/log.js";
+import type { Sql } from "./connect.js";
 
 /** Arbitrary constant naming our advisory lock ("drydock" in ASCII). */
 const MIGRATION_LOCK_KEY = 0x6472_7964_6f63_6bn;
 
+
+/** What migrate() needs of store/transactions.ts's Transactor: a transaction without a statement timeout. */
+export interface UnboundedTransactions {
+  unbounded<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
+}
 
 export interface Migration {
   version: number;
@@ -31,7 +36,7 @@ export async function loadMigrations(dir = resolveMigrationsDir()): Promise<Migr
 }
 
 /** Applies the migrations not yet recorded (logging each as it begins); returns the versions it applied. */
-export async function migrate(t: Pick<Transactor, "unbounded">, migrations?: Migration[], log?: Pick<Logger, "info">): Promise<number[]> {
+export async function migrate(t: UnboundedTransactions, migrations?: Migration[], log?: Pick<Logger, "info">): Promise<number[]> {
   const all = migrations ?? (await loadMigrations());
   // Without a statement timeout: a migration of a large table may take long.
   return t.unbounded(async (tx) => {

@@ -1,8 +1,8 @@
 // deckhand+http:// and deckhand+https:// references: the same request over
 // http(s) with the "deckhand+" prefix removed and an X-Auth-Token header from
 // a token provider. A 401 invalidates the token and is retried once.
-import { DependencyUnavailableError, PermissionDeniedError } from "../errors.js";
-import { SharedWork } from "../sharedWork.js";
+import { DependencyUnavailableError, PermissionDeniedError } from "../core/errors.js";
+import { SharedWork } from "../util/sharedWork.js";
 import type { DesignDriver, FetchContext } from "./driver.js";
 import { header, readDocument, type HttpClient } from "./http.js";
 

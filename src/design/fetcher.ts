@@ -3,8 +3,8 @@
 // LRU bound on total bytes. Concurrent fetches of one reference share one
 // request.
 import { createHash } from "node:crypto";
-import { DomainError, InvalidArgumentError } from "../errors.js";
-import { SharedWork } from "../sharedWork.js";
+import { DomainError, InvalidArgumentError } from "../core/errors.js";
+import { SharedWork } from "../util/sharedWork.js";
 import type { DesignDocument, DriverRegistry, FetchContext } from "./driver.js";
 import { designRefProblem, redactReference } from "./reference.js";
 

@@ -2,7 +2,7 @@
 import { open, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { InvalidArgumentError, NotFoundError, PermissionDeniedError, ResourceExhaustedError } from "../errors.js";
+import { InvalidArgumentError, NotFoundError, PermissionDeniedError, ResourceExhaustedError } from "../core/errors.js";
 import type { DesignDriver } from "./driver.js";
 
 export function fileDriver(roots: readonly string[]): DesignDriver {

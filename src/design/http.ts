@@ -14,8 +14,8 @@ import {
   FailedPreconditionError,
   NotFoundError,
   PermissionDeniedError,
-} from "../errors.js";
-import { Backoff } from "../backoff.js";
+} from "../core/errors.js";
+import { Backoff } from "../util/backoff.js";
 import type { DesignDocument, DesignDriver, FetchContext } from "./driver.js";
 import { tooLarge } from "./file.js";
 import { redactUrls } from "./reference.js";

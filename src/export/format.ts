@@ -10,7 +10,7 @@
 // an error naming the field, so that a corrupt line is refused before
 // anything is written. A later version of the format bumps "version"; this
 // reader refuses versions it does not know.
-import { formatMicros, MAX_MICROS, MIN_MICROS, parseTimestamptz, type Micros } from "../db/time.js";
+import { formatMicros, MAX_MICROS, MIN_MICROS, parseTimestamptz, type Micros } from "../core/time.js";
 import {
   ACTION_RESULTS,
   BOOT_ACTION_STATUSES,
@@ -21,7 +21,7 @@ import {
   type Link,
   type NodeFilter,
   type TaskStatus,
-} from "../domain.js";
+} from "../core/domain.js";
 
 export const FORMAT_NAME = "drydock-statemgmt-export";
 export const FORMAT_VERSION = 1;

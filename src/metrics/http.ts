@@ -3,7 +3,7 @@
 // gRPC health status is SERVING).
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Logger } from "../log.js";
+import type { Logger } from "../core/log.js";
 import type { Metrics } from "./metrics.js";
 
 export interface MetricsServer {

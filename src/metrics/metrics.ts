@@ -4,11 +4,11 @@
 // so existing dashboards and alerts work unchanged.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { FastCounter, FastHistogram, type CounterChild, type HistogramChild } from "./fast.js";
-import type { CallObserver, MethodLabels } from "../contract.js";
+import type { CallObserver, MethodLabels } from "../contract/contract.js";
 import type { ServiceCounters } from "./counters.js";
 import { observeQueries, poolUsage, type QueryObserver } from "../db/connect.js";
 import type { DesignObserver } from "../design/fetcher.js";
-import type { TaskStatus } from "../domain.js";
+import type { TaskStatus } from "../core/domain.js";
 import { SQLSTATE } from "../store/sql.js";
 import { MAX_ELECTION_SERIES, metricsFinishedCounts, metricsScrape, type MetricsScrape } from "../store/metrics.js";
 import type { Db } from "../store/transactions.js";

@@ -4,7 +4,7 @@
 import { monotonicFactory } from "ulid";
 import { BootActionStatus as PbBootActionStatus } from "../../gen/drydock/statemgmt/v1/boot_action_pb.js";
 import { generateIdentityKey, IDENTITY_KEY_BYTES, identityKeyHash } from "../auth/identityKey.js";
-import { UnauthenticatedError } from "../errors.js";
+import { UnauthenticatedError } from "../core/errors.js";
 import * as store from "../store/bootActions.js";
 import type { Db } from "../store/transactions.js";
 import { bootActionContextToPb, bootActionToPb } from "./convert.js";

@@ -3,23 +3,13 @@
 // with FAILED_PRECONDITION RESPONSE_TOO_LARGE, measured in the database before
 // anything is read. Sizes are estimates of the encoded response: the rows'
 // text and JSON (as text) and binary columns, plus a fixed allowance per row.
-import type { Task } from "../domain.js";
-import { FailedPreconditionError } from "../errors.js";
+import { FailedPreconditionError } from "../core/errors.js";
 
 /** STATEMGMT_RESPONSE_MAX_BYTES's default. */
 export const DEFAULT_RESPONSE_MAX_BYTES = 4 * 1024 * 1024;
 
-const taskSizes = new WeakMap<Task, number>();
-
-/** Estimated bytes of a task on the wire: its JSON, computed once per task object. */
-export function taskBytes(task: Task): number {
-  let n = taskSizes.get(task);
-  if (n === undefined) {
-    n = JSON.stringify(task, (_k, v) => (typeof v === "bigint" ? v.toString() : v)).length;
-    taskSizes.set(task, n);
-  }
-  return n;
-}
+// One estimate of a task's bytes for both budgets, computed once per task object: watch/budget.ts.
+export { taskBytes } from "../watch/budget.js";
 
 /** FAILED_PRECONDITION RESPONSE_TOO_LARGE: `size` (at least) estimated bytes against `limit`. */
 export function responseTooLarge(what: string, limit: number, size: number, advice: string, metadata: Record<string, string> = {}): FailedPreconditionError {

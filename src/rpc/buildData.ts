@@ -1,6 +1,6 @@
 // Build data RPCs.
 import type { Sql } from "../db/connect.js";
-import { InvalidArgumentError } from "../errors.js";
+import { InvalidArgumentError } from "../core/errors.js";
 import { buildDataInsert, buildDataList } from "../store/buildData.js";
 import { BuildDataView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { buildDataToPb, microsFromTimestamp } from "./convert.js";

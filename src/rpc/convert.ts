@@ -24,7 +24,7 @@ import type {
   ResultMessage,
   Task,
   TaskStatus,
-} from "../domain.js";
+} from "../core/domain.js";
 import {
   BootActionContextSchema,
   BootActionSchema,

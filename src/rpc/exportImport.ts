@@ -1,12 +1,12 @@
 // ExportState and ImportRecords (admin only, auth/roles.ts): the whole state
 // as an export file, and records of one written back. The format is
 // src/export/format.ts; the SQL store/exportImport.ts.
-import { InvalidArgumentError } from "../errors.js";
+import { InvalidArgumentError } from "../core/errors.js";
 import { FORMAT_VERSION, FormatError, headerLine, emptyCounts, parseRecordLine, trailerLine, ts, type DataRecord } from "../export/format.js";
-import { PushStream } from "../push.js";
+import { PushStream } from "../contract/push.js";
 import { exportRecords, importRecords, type ImportItem } from "../store/exportImport.js";
 import type { Db } from "../store/transactions.js";
-import { VERSION } from "../version.js";
+import { VERSION } from "../core/version.js";
 import type { StateImpl } from "./tasks.js";
 
 /** Bytes of one ExportStateResponse chunk. */

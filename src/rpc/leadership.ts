@@ -1,8 +1,8 @@
 // Leader election RPCs: leases decided on the database's clock (or the
-// clock a test set: src/clock.ts).
+// clock a test set: src/core/clock.ts).
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { leaseActor } from "../auth/roles.js";
-import type { Clock } from "../clock.js";
+import type { Clock } from "../core/clock.js";
 import type { ElectionCounters } from "../metrics/watchCounters.js";
 import type { Db } from "../store/transactions.js";
 import { leasesClaim, leasesGet, leasesRenew, leasesResign } from "../store/leases.js";

@@ -1,7 +1,7 @@
 // Result message RPCs: AppendResultMessages, ListResultMessages.
 import type { Sql } from "../db/connect.js";
-import type { NewResultMessage } from "../domain.js";
-import { NotFoundError } from "../errors.js";
+import type { NewResultMessage } from "../core/domain.js";
+import { NotFoundError } from "../core/errors.js";
 import * as messages from "../store/messages.js";
 import { tasksExists } from "../store/tasks.js";
 import type { Writers } from "../store/writers.js";

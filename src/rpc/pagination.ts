@@ -4,8 +4,8 @@
 // nor alter the cursor. Even a token that verifies has each key part checked
 // against its kind before it reaches SQL.
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
-import { InvalidArgumentError } from "../errors.js";
-import { MAX_BIGINT, MAX_MICROS, MIN_MICROS } from "../db/time.js";
+import { InvalidArgumentError } from "../core/errors.js";
+import { MAX_BIGINT, MAX_MICROS, MIN_MICROS } from "../core/time.js";
 
 interface TokenBody {
   /** Version of this format. */

@@ -5,7 +5,7 @@
 // protobuf-es's create() and toBinary() took 10 µs a task, 1 ms of a
 // ListTasks page of 100 (BENCHMARKS.md).
 import type { WireType } from "@bufbuild/protobuf/wire";
-import type { JsonObject, JsonValue, Micros, NodeFilter, Task } from "../domain.js";
+import type { JsonObject, JsonValue, Micros, NodeFilter, Task } from "../core/domain.js";
 import { redactReference } from "../design/reference.js";
 import { resultToPb, statusToPb } from "./convert.js";
 import { WireWriter } from "./wire.js";

@@ -2,10 +2,10 @@
 // InvalidArgumentError naming each field (proto snake_case paths). Nothing is
 // truncated: a value over its limit is refused.
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { InvalidArgumentError, type FieldViolation } from "../errors.js";
-import { MAX_MICROS, MIN_MICROS } from "../db/time.js";
+import { InvalidArgumentError, type FieldViolation } from "../core/errors.js";
+import { MAX_MICROS, MIN_MICROS } from "../core/time.js";
 import { designRefProblem } from "../design/reference.js";
-import { DEFAULT_ELECTION, type Fence } from "../domain.js";
+import { DEFAULT_ELECTION, type Fence } from "../core/domain.js";
 import type { NodeFilter as PbNodeFilter, Link as PbLink } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 
 /** Documented limits (see the .proto comments). */

@@ -1,5 +1,5 @@
 // WatchTask and WatchTasks: validate, iterate the hub's stream, convert.
-import type { TaskStatus } from "../domain.js";
+import type { TaskStatus } from "../core/domain.js";
 import { seesSecrets } from "../auth/roles.js";
 import type { WatchHub } from "../watch/hub.js";
 import { messageEventToPb, taskToPb } from "./convert.js";

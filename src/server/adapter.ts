@@ -1,6 +1,6 @@
 // Serves protobuf-es v2 service descriptors on grpc-js. Handlers are plain
 // functions: `async (request, ctx) => response` for unary methods, async
-// generators (or a PushStream, push.ts) for server-streaming ones, and
+// generators (or a PushStream, contract/push.ts) for server-streaming ones, and
 // `(requests, ctx) => responses` for bidi ones. The adapter
 //   - (de)serializes with the generated schemas; request bytes that do not
 //     decode as the method's input message get INVALID_ARGUMENT (grpc-js
@@ -18,15 +18,15 @@ import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { create, type DescMessage, type DescMethod, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import type { Logger } from "../log.js";
+import type { Logger } from "../core/log.js";
 import { OPEN_CALLER, type Caller } from "../auth/roles.js";
-import type { CallContext, CallObserver, Guard, GuardedCall, MethodLabels, ServiceImpl } from "../contract.js";
-import { grpcDefinition, UndecodableRequest } from "../definition.js";
-import { DeadlineReason } from "../errors.js";
-import { PushStream } from "../push.js";
+import type { CallContext, CallObserver, Guard, GuardedCall, MethodLabels, ServiceImpl } from "../contract/contract.js";
+import { grpcDefinition, UndecodableRequest } from "../contract/definition.js";
+import { DeadlineReason } from "../core/errors.js";
+import { PushStream } from "../contract/push.js";
 import { toServiceError } from "./status.js";
 import { grpcCodeLabel } from "../metrics/grpcCode.js";
-import { abortError, CancelledError, ConnectionAgedError, DomainError, ResourceExhaustedError } from "../errors.js";
+import { abortError, CancelledError, ConnectionAgedError, DomainError, ResourceExhaustedError } from "../core/errors.js";
 
 /** The controllers of open calls, so shutdown can abort them. */
 export interface OpenCalls {

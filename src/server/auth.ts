@@ -9,15 +9,15 @@
 import type * as http2 from "node:http2";
 import type * as grpc from "@grpc/grpc-js";
 import type { DescMethod } from "@bufbuild/protobuf";
-import type { AuthConfig } from "../config.js";
+import type { AuthConfig } from "../auth/config.js";
 import { HttpClient } from "../design/http.js";
-import { UnauthenticatedError } from "../errors.js";
-import type { Logger } from "../log.js";
+import { UnauthenticatedError } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
 import { certificateNames } from "../auth/certificate.js";
 import { KeystoneValidator } from "../auth/keystone.js";
 import { authorize, KEY_AUTHORIZED_METHODS, NOBODY, OPEN_CALLER, type Caller } from "../auth/roles.js";
 import { tokenHash, TokenFile, type ReloadResult } from "../auth/tokenFile.js";
-import type { Guard, GuardedCall } from "../contract.js";
+import type { Guard, GuardedCall } from "../contract/contract.js";
 
 /** Longest token looked at; longer ones are refused unread (Keystone's Fernet tokens are about 200 characters). */
 const MAX_TOKEN_CHARS = 4096;

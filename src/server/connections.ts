@@ -24,7 +24,7 @@
 // idleTimeoutMs after it opened, whatever grpc-js's idle timer says.
 import net from "node:net";
 import type * as grpc from "@grpc/grpc-js";
-import type { Logger } from "../log.js";
+import type { Logger } from "../core/log.js";
 
 export interface ConnectionLimits {
   /** Open connections at most; beyond, the oldest stranger is closed to make room (or, with none, the new one). */

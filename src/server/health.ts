@@ -7,9 +7,9 @@
 import { EventEmitter, once } from "node:events";
 import type { Sql } from "../db/connect.js";
 import { HealthCheckResponse_ServingStatus as Status, type Health } from "../../gen/grpc/health/v1/health_pb.js";
-import type { ServiceImpl } from "../contract.js";
-import type { Logger } from "../log.js";
-import { NotFoundError } from "../errors.js";
+import type { ServiceImpl } from "../contract/contract.js";
+import type { Logger } from "../core/log.js";
+import { NotFoundError } from "../core/errors.js";
 import { probeWritable } from "../store/probe.js";
 
 type Methods = typeof Health extends { method: infer M } ? M : never;

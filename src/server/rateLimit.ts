@@ -12,8 +12,8 @@
 // not against an attacker with very many addresses).
 import { isIP } from "node:net";
 import { KEY_AUTHORIZED_METHODS } from "../auth/roles.js";
-import type { Guard } from "../contract.js";
-import { ResourceExhaustedError } from "../errors.js";
+import type { Guard } from "../contract/contract.js";
+import { ResourceExhaustedError } from "../core/errors.js";
 
 export interface RateLimit {
   /** Calls per second each address may make; 0: no limit. */

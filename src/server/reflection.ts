@@ -7,7 +7,7 @@ import { create, fromBinary, toBinary, type DescFile, type DescMessage, type Des
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import * as v1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import type { ServiceImpl } from "../contract.js";
+import type { ServiceImpl } from "../contract/contract.js";
 
 type V1Methods = typeof v1.ServerReflection extends { method: infer M } ? M : never;
 type V1AlphaMethods = typeof v1alpha.ServerReflection extends { method: infer M } ? M : never;

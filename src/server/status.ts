@@ -26,7 +26,7 @@ import {
   UnauthenticatedError,
   SequenceMismatchError,
   VersionMismatchError,
-} from "../errors.js";
+} from "../core/errors.js";
 
 /** ErrorInfo.domain of every error this service sends. */
 export const ERROR_DOMAIN = "statemgmt.drydock.airshipit.org";

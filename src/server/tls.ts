@@ -9,7 +9,7 @@ import path from "node:path";
 import tls from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { EventEmitter } from "node:events";
-import type { Logger } from "../log.js";
+import type { Logger } from "../core/log.js";
 
 export interface TlsFiles {
   certFile: string;

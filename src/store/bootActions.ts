@@ -5,9 +5,9 @@
 // and throw PERMISSION_DENIED on a mismatch.
 import type { Fragment } from "postgres";
 import type { Queryable, Sql } from "../db/connect.js";
-import type { Micros } from "../db/time.js";
-import type { BootAction, BootActionContext, BootActionDetail, BootActionStatus } from "../domain.js";
-import { AlreadyExistsError, FailedPreconditionError, NotFoundError, PermissionDeniedError, ResourceExhaustedError } from "../errors.js";
+import type { Micros } from "../core/time.js";
+import type { BootAction, BootActionContext, BootActionDetail, BootActionStatus } from "../core/domain.js";
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError, PermissionDeniedError, ResourceExhaustedError } from "../core/errors.js";
 import { identityKeyMatches } from "../auth/identityKey.js";
 import { messagesAppend } from "./messages.js";
 import { pgCode, run, SQLSTATE } from "./sql.js";

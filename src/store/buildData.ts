@@ -1,9 +1,9 @@
 // All SQL of the build_data table.
 import type { Fragment } from "postgres";
 import type { Queryable } from "../db/connect.js";
-import { formatMicros, type Micros } from "../db/time.js";
-import type { BuildData } from "../domain.js";
-import { NotFoundError } from "../errors.js";
+import { formatMicros, type Micros } from "../core/time.js";
+import type { BuildData } from "../core/domain.js";
+import { NotFoundError } from "../core/errors.js";
 import { run } from "./sql.js";
 
 interface BuildDataRow {

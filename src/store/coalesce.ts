@@ -22,8 +22,8 @@
 // failure (a lost connection: the outcome is unknown) fails every caller of
 // the batch with it, as it would have failed each alone: writing again
 // could store an append twice.
-import { abortable } from "../abortable.js";
-import { abortError } from "../errors.js";
+import { abortable } from "../util/abortable.js";
+import { abortError } from "../core/errors.js";
 import { pgCode } from "./sql.js";
 
 /** The statement failed on its data, so nothing was written: data exception or integrity violation. */

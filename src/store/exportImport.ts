@@ -2,8 +2,8 @@
 // of the export format (src/export/format.ts), and records written back.
 import { randomBytes } from "node:crypto";
 import type { Queryable, Sql } from "../db/connect.js";
-import type { Micros } from "../db/time.js";
-import type { JsonObject, Link, NodeFilter } from "../domain.js";
+import type { Micros } from "../core/time.js";
+import type { JsonObject, Link, NodeFilter } from "../core/domain.js";
 import {
   describeRecord,
   type BootActionContextRecord,

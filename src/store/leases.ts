@@ -3,11 +3,11 @@
 // than now(): now() is the transaction's start, which lies in the past after
 // waiting for a row lock, and would let a new term appear to begin before the
 // previous one ended. Each function takes an optional `now` that replaces the
-// clock (River's coalesce(@now, now())): only tests set it (src/clock.ts).
+// clock (River's coalesce(@now, now())): only tests set it (src/core/clock.ts).
 import type { Queryable } from "../db/connect.js";
-import type { Micros } from "../db/time.js";
-import type { Lease } from "../domain.js";
-import { AbortedError, FailedPreconditionError, PermissionDeniedError } from "../errors.js";
+import type { Micros } from "../core/time.js";
+import type { Lease } from "../core/domain.js";
+import { AbortedError, FailedPreconditionError, PermissionDeniedError } from "../core/errors.js";
 import { LEASE_CHANNEL } from "./notify.js";
 import { run } from "./sql.js";
 import type { TransactionScope, Transactor } from "./transactions.js";

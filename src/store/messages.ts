@@ -7,9 +7,9 @@
 // never miss a row that commits later. The statement also sends the
 // notification watchers wait for (delivered at commit).
 import type { Queryable, Sql } from "../db/connect.js";
-import { formatMicros, type Micros } from "../db/time.js";
-import type { JsonObject, NewResultMessage, ResultMessage } from "../domain.js";
-import { NotFoundError, SequenceMismatchError } from "../errors.js";
+import { formatMicros, type Micros } from "../core/time.js";
+import type { JsonObject, NewResultMessage, ResultMessage } from "../core/domain.js";
+import { NotFoundError, SequenceMismatchError } from "../core/errors.js";
 import { run, type Permit } from "./sql.js";
 import { TASK_CHANNEL } from "./notify.js";
 

@@ -11,7 +11,7 @@
 // separate statement that src/metrics runs at most once per its maximum age.
 import type { Fragment } from "postgres";
 import type { Sql } from "../db/connect.js";
-import { DEFAULT_ELECTION, type TaskStatus } from "../domain.js";
+import { DEFAULT_ELECTION, type TaskStatus } from "../core/domain.js";
 import { run } from "./sql.js";
 
 export const UNFINISHED: readonly TaskStatus[] = ["requested", "queued", "running", "terminating"];

@@ -3,7 +3,7 @@
 // the task id as payload (36 bytes, far below PostgreSQL's 8000-byte limit);
 // PostgreSQL delivers it at commit and folds duplicates within a transaction.
 import type { Queryable } from "../db/connect.js";
-import type { Micros } from "../db/time.js";
+import type { Micros } from "../core/time.js";
 
 export const TASK_CHANNEL = "statemgmt_tasks";
 /** Heartbeat channel: a listener that does not hear its own pings is replaced. */

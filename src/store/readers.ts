@@ -4,8 +4,8 @@
 // per batch instead of per call. A read in a batch sees the database as of
 // its batch's statement, which starts after the call arrived.
 import type { Sql } from "../db/connect.js";
-import type { Task } from "../domain.js";
-import { NotFoundError } from "../errors.js";
+import type { Task } from "../core/domain.js";
+import { NotFoundError } from "../core/errors.js";
 import { Coalescer, type CoalescerOptions } from "./coalesce.js";
 import { holdConnection, releaseConnection, type Permit } from "./sql.js";
 import { tasksGetById, tasksGetByIds } from "./tasks.js";

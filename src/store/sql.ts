@@ -1,10 +1,10 @@
 // The one place where database failures become domain errors, and where a
 // call's AbortSignal ends its wait for the database.
 import type { PendingQuery, Row } from "postgres";
-import { AbortedError, abortError, DeadlineExceededError, DomainError, UnavailableError } from "../errors.js";
-import { abortable } from "../abortable.js";
+import { AbortedError, abortError, DeadlineExceededError, DomainError, UnavailableError } from "../core/errors.js";
+import { abortable } from "../util/abortable.js";
 import { CONNECT_ATTEMPTS, CONNECT_RETRY_BACKOFF, poolOf, type PoolState, type Sql } from "../db/connect.js";
-import { Backoff } from "../backoff.js";
+import { Backoff } from "../util/backoff.js";
 
 /** Named SQLSTATEs we act on. */
 export const SQLSTATE = {
@@ -29,7 +29,7 @@ export const SQLSTATE = {
   unknownDatabase: "3D000",
 } as const;
 
-export { DeadlineReason } from "../errors.js";
+export { DeadlineReason } from "../core/errors.js";
 
 /** postgres.js connection-level error codes (not SQLSTATEs). */
 const CONNECTION_CODES = new Set([

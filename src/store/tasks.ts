@@ -1,7 +1,7 @@
 // All SQL of the tasks table.
 import type { Fragment } from "postgres";
 import type { Queryable, Sql } from "../db/connect.js";
-import { formatMicros, type Micros } from "../db/time.js";
+import { formatMicros, type Micros } from "../core/time.js";
 import {
   FINISHED_STATUSES,
   type ActionResult,
@@ -12,8 +12,8 @@ import {
   type Task,
   type TaskChanges,
   type TaskStatus,
-} from "../domain.js";
-import { AlreadyExistsError, FailedPreconditionError, NotFoundError, VersionMismatchError } from "../errors.js";
+} from "../core/domain.js";
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError, VersionMismatchError } from "../core/errors.js";
 import { pgCode, run, SQLSTATE, type Permit } from "./sql.js";
 import type { Db, TransactionScope, Transactor } from "./transactions.js";
 import { TASK_CHANNEL } from "./notify.js";

@@ -29,9 +29,9 @@ import {
   type QueryObserver,
   type Sql,
 } from "../db/connect.js";
-import { AbortedError, abortError, DeadlineExceededError, UnavailableError } from "../errors.js";
+import { AbortedError, abortError, DeadlineExceededError, UnavailableError } from "../core/errors.js";
 import { ConnectRetries, interpretError, pgCode, SQLSTATE, type ConnectFailure } from "./sql.js";
-import { Lender } from "../lender.js";
+import { Lender } from "../util/lender.js";
 
 export interface TransactionScope {
   signal?: AbortSignal;

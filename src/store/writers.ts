@@ -2,7 +2,7 @@
 // CreateTask's insert and AppendResultMessages' append. With coalescing off
 // each call is its own statement, as tasksInsert and messagesAppend are.
 import type { Sql } from "../db/connect.js";
-import type { Task } from "../domain.js";
+import type { Task } from "../core/domain.js";
 import { Coalescer, type CoalescerOptions } from "./coalesce.js";
 import { messagesAppend, messagesAppendBatch, type MessagesAppendParams, type MessagesAppendResult } from "./messages.js";
 import { holdConnection, releaseConnection, type Permit } from "./sql.js";

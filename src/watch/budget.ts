@@ -5,7 +5,7 @@
 // - a stream's unsent bytes are the estimated bytes of the events pushed to
 //   its queue and not taken yet, plus those it wrote to its call that grpc-js
 //   has not yet handed to the HTTP/2 stream's socket (a write's callback,
-//   push.ts `Sink.write`). Events a feed pushes to many streams are counted
+//   contract/push.ts `Sink.write`). Events a feed pushes to many streams are counted
 //   once per stream: the bound is conservative.
 // - a push to a stream with nothing unsent is always accepted (the stream
 //   keeps up, however large one push is); a push to a stream holding
@@ -15,6 +15,20 @@
 // - close() gives back everything the stream still counts, whatever grpc-js
 //   does with the writes it never completes (a cancelled call never calls
 //   their callbacks back): memory is given back when streams end.
+
+import type { Task } from "../core/domain.js";
+
+const taskSizes = new WeakMap<Task, number>();
+
+/** Estimated bytes of a task on the wire: its JSON, computed once per task object (the responses' budget, rpc/budget.ts, counts it too). */
+export function taskBytes(task: Task): number {
+  let n = taskSizes.get(task);
+  if (n === undefined) {
+    n = JSON.stringify(task, (_k, v) => (typeof v === "bigint" ? v.toString() : v)).length;
+    taskSizes.set(task, n);
+  }
+  return n;
+}
 
 export interface WatchByteLimits {
   /** Unsent bytes one stream may hold before its next push is refused. */

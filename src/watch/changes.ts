@@ -11,9 +11,9 @@
 //   anyone subscribes. With no subscriber, nothing is kept: a new one reads
 //   its initial set itself.
 import type { Sql } from "../db/connect.js";
-import type { Micros } from "../db/time.js";
-import type { Task } from "../domain.js";
-import type { Logger } from "../log.js";
+import type { Micros } from "../core/time.js";
+import type { Task } from "../core/domain.js";
+import type { Logger } from "../core/log.js";
 import type { WatchCounters } from "../metrics/watchCounters.js";
 import { tasksChangedSince, tasksGetByIds } from "../store/tasks.js";
 import { READ_BATCH } from "./feeds.js";

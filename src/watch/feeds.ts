@@ -19,15 +19,14 @@
 // - A deleted task pushes one "gone" event.
 import type { EventEmitter } from "node:events";
 import type { Sql } from "../db/connect.js";
-import type { ResultMessage, Task } from "../domain.js";
-import { NotFoundError } from "../errors.js";
-import type { Logger } from "../log.js";
+import type { ResultMessage, Task } from "../core/domain.js";
+import { NotFoundError } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
 import type { WatchCounters } from "../metrics/watchCounters.js";
-import { SharedWork } from "../sharedWork.js";
+import { SharedWork } from "../util/sharedWork.js";
 import { messagesHighestSequence, messagesPage } from "../store/messages.js";
 import { tasksGetById } from "../store/tasks.js";
-import { taskBytes } from "../rpc/budget.js";
-import type { WatchBytes } from "./budget.js";
+import { taskBytes, type WatchBytes } from "./budget.js";
 import { BoundedQueue } from "./queue.js";
 import { bounded, type RetryTimer } from "./reads.js";
 import type { WatchSignals } from "./signals.js";

@@ -7,15 +7,15 @@
 // from its position and WatchTasks re-reads the tasks changed since the last
 // heartbeat heard. The hub is an EventEmitter of WatchSignals.
 import { EventEmitter } from "node:events";
-import { SYSTEM_CLOCK, type Clock } from "../clock.js";
+import { SYSTEM_CLOCK, type Clock } from "../core/clock.js";
 import type { Sql } from "../db/connect.js";
-import type { Lease } from "../domain.js";
-import type { DomainError } from "../errors.js";
-import type { Logger } from "../log.js";
+import type { Lease } from "../core/domain.js";
+import type { DomainError } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
 import { NO_WATCH_COUNTERS, type WatchCounters } from "../metrics/watchCounters.js";
 import { LEASE_CHANNEL, TASK_CHANNEL } from "../store/notify.js";
 import { TaskChanges } from "./changes.js";
-import type { PushStream } from "../push.js";
+import type { PushStream } from "../contract/push.js";
 import { countEnding, countPushEnding } from "./endings.js";
 import { TaskFeeds } from "./feeds.js";
 import { DEFAULT_WATCH_BYTES, WatchBytes, type WatchByteLimits } from "./budget.js";

@@ -10,9 +10,9 @@
 //   LISTEN connection ("*"), and when the live lease would lapse (expiry
 //   sends no notification), measured on the injected clock.
 import { once, type EventEmitter } from "node:events";
-import type { Clock } from "../clock.js";
+import type { Clock } from "../core/clock.js";
 import type { Queryable } from "../db/connect.js";
-import type { Lease } from "../domain.js";
+import type { Lease } from "../core/domain.js";
 import { leasesHistorySince } from "../store/leases.js";
 import type { WatchSignals } from "./signals.js";
 

@@ -1,7 +1,7 @@
 // The shared reads of the watch feeds: each query under a bound of its own
 // (never a caller's signal), and one retry timer for every read that failed.
-import { Backoff } from "../backoff.js";
-import { UnavailableError } from "../errors.js";
+import { Backoff } from "../util/backoff.js";
+import { UnavailableError } from "../core/errors.js";
 
 /**
  * Bound of one shared query: past it the query is cancelled and abandoned,

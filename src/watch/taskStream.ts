@@ -13,7 +13,7 @@
 // - from there the feed's pushes carry everything: messages at or below the
 //   cursor are dropped (a duplicate read), and a gap is an error. While the
 //   client keeps up, each push is written to the call inside the feed's loop
-//   over its watchers (push.ts); while it does not, pushes wait in the
+//   over its watchers (contract/push.ts); while it does not, pushes wait in the
 //   stream's bounded queue;
 // - a snapshot is sent only when what a client sees (status, result,
 //   termination) changed;
@@ -24,9 +24,9 @@
 // - what it writes counts in its byte budget (budget.ts) until grpc-js has
 //   handed it to the connection, and is given back when the stream ends.
 import type { Sql } from "../db/connect.js";
-import { FINISHED_STATUSES, type ResultMessage, type Task } from "../domain.js";
-import { NotFoundError, type DomainError } from "../errors.js";
-import { PushStream, type Sink } from "../push.js";
+import { FINISHED_STATUSES, type ResultMessage, type Task } from "../core/domain.js";
+import { NotFoundError, type DomainError } from "../core/errors.js";
+import { PushStream, type Sink } from "../contract/push.js";
 import { messagesPage } from "../store/messages.js";
 import { endWhenBehind } from "./endings.js";
 import { eventBytes, READ_BATCH, readBytes, type TaskEvent, type TaskFeeds } from "./feeds.js";
@@ -66,7 +66,7 @@ async function send(sink: Sink<TaskStreamEvent>, event: TaskStreamEvent): Promis
   if (!sink.write(event)) await sink.ready();
 }
 
-/** A WatchTask stream (see the top of this file): pushed to its call, see push.ts. */
+/** A WatchTask stream (see the top of this file): pushed to its call, see contract/push.ts. */
 export function taskStream(feeds: TaskFeeds, sql: Sql, p: TaskStreamParams): PushStream<TaskStreamEvent> {
   return new PushStream((sink) => run(feeds, sql, p, sink));
 }

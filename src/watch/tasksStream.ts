@@ -10,8 +10,8 @@
 //   forgotten;
 // - falling behind ends the call with RESOURCE_EXHAUSTED WATCH_BUFFER_FULL.
 import type { Sql } from "../db/connect.js";
-import { FINISHED_STATUSES, type Task, type TaskStatus } from "../domain.js";
-import type { DomainError } from "../errors.js";
+import { FINISHED_STATUSES, type Task, type TaskStatus } from "../core/domain.js";
+import type { DomainError } from "../core/errors.js";
 import { tasksList } from "../store/tasks.js";
 import type { TaskChanges } from "./changes.js";
 import { endWhenBehind } from "./endings.js";

@@ -1,8 +1,8 @@
 // grpc-js service definitions of protobuf-es services, shared by the server
-// (server/adapter.ts) and the client (client.ts).
+// (server/adapter.ts) and the client (client/client.ts).
 import type * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescService } from "@bufbuild/protobuf";
-import { InvalidArgumentError } from "./errors.js";
+import { InvalidArgumentError } from "../core/errors.js";
 
 /** The grpc-js service definition of a protobuf-es service (used by server and client). */
 export function grpcDefinition(service: DescService): grpc.ServiceDefinition {

@@ -4,8 +4,8 @@
 import type * as grpc from "@grpc/grpc-js";
 import type { DescMethod, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import type { GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import type { Caller } from "./auth/roles.js";
-import type { DomainError } from "./errors.js";
+import type { Caller } from "./caller.js";
+import type { DomainError } from "../core/errors.js";
 import type { PushStream } from "./push.js";
 
 export interface CallContext {

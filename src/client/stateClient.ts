@@ -6,10 +6,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
 import { createRegistry, fromBinary } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
-import { StatusSchema } from "../gen/google/rpc/status_pb.js";
-import { BadRequestSchema, ErrorInfoSchema, type BadRequest, type ErrorInfo } from "../gen/google/rpc/error_details_pb.js";
-import type { StateService, WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import type { Leader } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, type BadRequest, type ErrorInfo } from "../../gen/google/rpc/error_details_pb.js";
+import type { StateService, WatchTaskResponse } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import type { Leader } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import type { Client } from "./client.js";
 
 export type StateClient = Client<(typeof StateService)["method"]>;

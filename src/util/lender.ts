@@ -1,6 +1,6 @@
 // Lends a fixed set of resources to one borrower at a time each, first come
 // first served; a borrower whose call ends while it waits leaves the queue.
-import { abortError } from "./errors.js";
+import { abortError } from "../core/errors.js";
 
 interface Waiter<T> {
   resolve(x: T): void;

@@ -1,5 +1,5 @@
 // Domain types shared by the store and the RPC layer. No protobuf, no SQL.
-import type { Micros } from "./db/time.js";
+import type { Micros } from "./time.js";
 
 export type { Micros };
 

@@ -1,5 +1,5 @@
 // Waiting for shared work on behalf of one caller.
-import { abortError } from "./errors.js";
+import { abortError } from "../core/errors.js";
 
 /**
  * Resolves as `p` does, unless the caller's `signal` aborts first: then it

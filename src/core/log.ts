@@ -1,8 +1,10 @@
 import { pino, type DestinationStream, type Logger } from "pino";
-import type { LogLevel } from "./config.js";
-import { redactUrls } from "./design/reference.js";
+import { redactUrls } from "./redact.js";
 
 export type { Logger };
+
+/** STATEMGMT_LOG_LEVEL / --log-level (config.ts). */
+export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 
 /**
  * Lines written to stdout together: one write per call's line was a tenth of
