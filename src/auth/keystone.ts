@@ -12,7 +12,7 @@
 import { abortable } from "../util/abortable.js";
 import { keystoneTokens, keystoneTokensUrl, type KeystoneOptions, type TokenProvider } from "../design/deckhand.js";
 import type { FetchContext } from "../design/driver.js";
-import { RetryableStatus, type HttpClient } from "../design/http.js";
+import { RetryableStatus, type HttpClient } from "../http/client.js";
 import { DependencyUnavailableError, ResourceExhaustedError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import type { Caller, Role } from "./roles.js";

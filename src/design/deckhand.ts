@@ -4,7 +4,8 @@
 import { DependencyUnavailableError, PermissionDeniedError } from "../core/errors.js";
 import { SharedWork } from "../util/sharedWork.js";
 import type { DesignDriver, FetchContext } from "./driver.js";
-import { header, readDocument, type HttpClient } from "./http.js";
+import { header, type HttpClient } from "../http/client.js";
+import { readDocument } from "./http.js";
 
 export interface TokenProvider {
   token(ctx: FetchContext): Promise<string>;
