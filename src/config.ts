@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import path from "node:path";
 import { defaultDesignConfig, type DesignConfig } from "./design/config.js";
-import type { KeystoneOptions } from "./design/deckhand.js";
+import type { KeystoneOptions } from "./keystone/tokens.js";
 import { DEFAULT_MAX_PENDING, type KeystoneAuthOptions } from "./auth/keystone.js";
 import { isRole, ROLES, type Role } from "./auth/roles.js";
 import { CONNECT_TIMEOUT_MS, DEFAULT_TIMEOUTS, OPEN_TIMEOUT_MS, type DatabaseTimeouts } from "./db/connect.js";

@@ -29,7 +29,7 @@ import { authorize, KEY_AUTHORIZED_METHODS, METHOD_ROLES, OPEN_CALLER, ROLES, ty
 import { parseTokenFile, tokenHash, type ReloadResult } from "../src/auth/tokenFile.js";
 import { createClient, type Client } from "../src/client/client.js";
 import { ConfigError, defaultDesignConfig, loadConfig, parseKeystoneRoles, type AuthConfig } from "../src/config.js";
-import { HttpClient } from "../src/design/http.js";
+import { HttpClient } from "../src/http/client.js";
 import { redactReference, redactUrls } from "../src/design/reference.js";
 import { createLogger } from "../src/core/log.js";
 import { startKeystone } from "./fakes.js";

@@ -1,8 +1,9 @@
 // Keystone v3 token validation, as keystonemiddleware does it for Drydock:
 // GET /v3/auth/tokens with the caller's token in X-Subject-Token,
-// authenticated by the service's own token (the design fetcher's password
-// authentication, keystoneTokens). Answers are cached per token (by its
-// SHA-256) until the token expires, at most CACHE_MS; concurrent calls with
+// authenticated by the service's own token (keystone/'s password
+// authentication, keystoneTokens, which the Deckhand driver sends too).
+// Answers are cached per token (by its SHA-256) until the token expires, at
+// most CACHE_MS; concurrent calls with
 // one token share one validation. Keystone unreachable is UNAVAILABLE, never
 // an allow. Validations of distinct tokens waiting on Keystone at once are
 // bounded (maxPending): anyone may present a token, and an unknown one costs
@@ -10,9 +11,8 @@
 // their own; beyond it they are refused at once (RESOURCE_EXHAUSTED
 // AUTHENTICATION_BUSY), while cached tokens and the token file are unaffected.
 import { abortable } from "../util/abortable.js";
-import { keystoneTokens, keystoneTokensUrl, type KeystoneOptions, type TokenProvider } from "../design/deckhand.js";
-import type { FetchContext } from "../design/driver.js";
-import { RetryableStatus, type HttpClient } from "../design/http.js";
+import { RetryableStatus, type HttpClient, type RequestContext } from "../http/client.js";
+import { keystoneTokens, keystoneTokensUrl, type KeystoneOptions, type TokenProvider } from "../keystone/tokens.js";
 import { DependencyUnavailableError, ResourceExhaustedError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import type { Caller, Role } from "./roles.js";
@@ -118,7 +118,7 @@ export class KeystoneValidator {
    * Keystone counts (accepted or not); an error or no answer does not.
    */
   async check(): Promise<boolean> {
-    const ctx: FetchContext = { signal: new AbortController().signal, deadline: this.now() + VALIDATE_TIMEOUT_MS, maxBytes: 1024 * 1024 };
+    const ctx: RequestContext = { signal: new AbortController().signal, deadline: this.now() + VALIDATE_TIMEOUT_MS };
     try {
       await this.ask(await this.service.token(ctx), false);
       return true;
@@ -149,7 +149,7 @@ export class KeystoneValidator {
   private async ask(token: string, counted = true): Promise<Answer> {
     // Its own deadline rather than the first caller's: each caller stops
     // waiting when its own call ends (see validate).
-    const ctx: FetchContext = { signal: new AbortController().signal, deadline: this.now() + VALIDATE_TIMEOUT_MS, maxBytes: 1024 * 1024 };
+    const ctx: RequestContext = { signal: new AbortController().signal, deadline: this.now() + VALIDATE_TIMEOUT_MS };
     for (let attempt = 0; ; attempt++) {
       let service: string;
       try {

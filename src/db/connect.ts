@@ -248,10 +248,6 @@ export function poolOf(sql: Sql): PoolState {
   return p;
 }
 
-export function permitsOf(sql: Sql): Lender<number> {
-  return poolOf(sql).permits;
-}
-
 /** The shared pool's connections now: its size, those running a statement, and statements waiting for one. */
 export function poolUsage(sql: Sql): { size: number; inUse: number; waiting: number } {
   const { permits } = poolOf(sql);

@@ -1,6 +1,6 @@
 // The design fetcher's settings (config.ts fills them from flags and the
 // environment; design/ never imports config.ts).
-import type { KeystoneOptions } from "./deckhand.js";
+import type { KeystoneOptions } from "../keystone/tokens.js";
 
 export interface DesignConfig {
   /** Directories file:// references may read (after resolving symlinks); none by default. */

@@ -1,4 +1,5 @@
 // The contract between the design fetcher and its scheme drivers.
+import type { RequestContext } from "../http/client.js";
 
 export interface DesignDocument {
   content: Buffer;
@@ -6,11 +7,8 @@ export interface DesignDocument {
   contentType: string;
 }
 
-export interface FetchContext {
-  /** Aborted when the call is over. */
-  signal: AbortSignal;
-  /** Epoch ms by which the whole fetch, retries included, must be done. */
-  deadline: number;
+/** The call's signal and deadline (by which the whole fetch, retries included, must be done), and a size bound. */
+export interface FetchContext extends RequestContext {
   /** Largest document accepted; anything larger is refused without reading it all. */
   maxBytes: number;
 }

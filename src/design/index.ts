@@ -1,11 +1,13 @@
 // Assembles the design fetcher from configuration. Adding a scheme is one
 // driver module and one line in the registry below.
+import { HttpClient } from "../http/client.js";
+import { keystoneTokens } from "../keystone/tokens.js";
 import type { DesignConfig } from "./config.js";
-import { deckhandDriver, keystoneTokens, staticToken } from "./deckhand.js";
+import { deckhandDriver, staticToken } from "./deckhand.js";
 import type { DesignDriver } from "./driver.js";
 import { DesignFetcher, type DesignObserver } from "./fetcher.js";
 import { fileDriver } from "./file.js";
-import { HttpClient, httpDriver } from "./http.js";
+import { httpDriver } from "./http.js";
 
 /** `now` (epoch ms) is the clock of the cache and of token expiry; tests set it. `observer` counts fetches (metrics). */
 export function createDesignFetcher(

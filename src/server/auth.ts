@@ -10,7 +10,7 @@ import type * as http2 from "node:http2";
 import type * as grpc from "@grpc/grpc-js";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { AuthConfig } from "../auth/config.js";
-import { HttpClient } from "../design/http.js";
+import { HttpClient } from "../http/client.js";
 import { UnauthenticatedError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { certificateNames } from "../auth/certificate.js";

@@ -15,7 +15,6 @@ import { DEFAULT_ELECTION, type TaskStatus } from "../core/domain.js";
 import { run } from "./sql.js";
 
 export const UNFINISHED: readonly TaskStatus[] = ["requested", "queued", "running", "terminating"];
-export const FINISHED: readonly TaskStatus[] = ["complete", "terminated"];
 
 /**
  * Elections with series of their own (statemgmt_election_term and _held):
