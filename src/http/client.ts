@@ -5,7 +5,7 @@
 // inside the caller's deadline. Used by the design drivers (http(s) and
 // deckhand+http(s), design/) and by Keystone (keystone/, auth/keystone.ts);
 // its error reasons and hints still speak of design sources
-// (STATEMGMT_DESIGN_*), whose settings it runs with.
+// (STATEMGMT_DESIGN_CA_FILE, STATEMGMT_DESIGN_ALLOWED_HOSTS), whose settings it runs with.
 import { rootCertificates } from "node:tls";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, request, errors as undiciErrors } from "undici";
