@@ -3,7 +3,8 @@
 import { randomBytes } from "node:crypto";
 import type { Queryable, Sql } from "../db/connect.js";
 import type { Micros } from "../core/time.js";
-import type { JsonObject, Link, NodeFilter } from "../core/domain.js";
+import type { TaskRow as TasksTableRow } from "./tasks.js";
+import type { JsonObject } from "../core/domain.js";
 import {
   describeRecord,
   type BootActionContextRecord,
@@ -18,33 +19,8 @@ import {
 
 // ---------------------------------------------------------------- rows → records
 
-interface TaskRow {
-  task_id: string;
-  parent_task_id: string | null;
-  action: string;
-  design_ref: string;
-  status: TaskRecord["status"];
-  result_status: TaskRecord["result"]["status"];
-  result_message: string;
-  result_reason: string;
-  result_error_count: number;
-  result_successes: string[];
-  result_failures: string[];
-  result_links: Link[];
-  node_filter: NodeFilter | null;
-  request_context: JsonObject | null;
-  created: Micros;
-  created_by: string;
-  updated: Micros;
-  terminated: Micros | null;
-  terminated_by: string | null;
-  terminate: boolean;
-  retry: number;
-  version: bigint;
-  claimed_by: string | null;
-  claimed_at: Micros | null;
-  claimed_term: bigint;
-}
+/** The task columns the export reads: selectTasks's row without its subtask ids (links go by parent_task_id). */
+type TaskRow = Omit<TasksTableRow, "subtask_ids">;
 
 const opt = (m: Micros | null) => (m === null ? null : ts(m));
 

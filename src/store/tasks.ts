@@ -19,7 +19,8 @@ import type { Db, TransactionScope, Transactor } from "./transactions.js";
 import { TASK_CHANNEL } from "./notify.js";
 import { leasesCheckFence } from "./leases.js";
 
-interface TaskRow {
+/** A row of `tasks` as selectTasks reads it (the export reads the same columns without subtask_ids). */
+export interface TaskRow {
   task_id: string;
   parent_task_id: string | null;
   subtask_ids: string[];
