@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generates the Python stubs of the Drydock state service into DIR.
 #
-#   clients/gen-python.sh DIR          raw stubs: packages drydock/ and google/rpc/ (README "raw stubs")
+#   clients/gen-python.sh DIR          raw stubs: packages drydock/ and google/rpc/ (docs/clients.md "raw stubs")
 #   clients/gen-python.sh --lib DIR    the library's copy: the same modules under drydock_statemgmt._proto
 #
 # Only the state service protos and google/rpc (for error details) are compiled:

@@ -5,7 +5,7 @@
 // transaction, turns its rows into records of the export format and sends
 // them through ImportRecords, as `statemgmt import` does with a file.
 //
-// What changes on the way (README "Migrating from Drydock's statemgmt"):
+// What changes on the way (docs/migration.md "Migrating from Drydock's statemgmt"):
 // bytea ids become UUIDs and ULIDs; Drydock's global result_message serial
 // becomes per-task gapless sequences in the same order; naive timestamps
 // are read as UTC; JSON columns Drydock stored as JSON strings of JSON

@@ -1,9 +1,9 @@
 // Exit codes of bin/statemgmt and the one-line error text: the part of the
-// CLI that scripts depend on (README "CLI", "Exit codes").
+// CLI that scripts depend on (docs/cli.md "Exit codes").
 import * as grpc from "@grpc/grpc-js";
 import { StateError, stateError } from "../client/stateClient.js";
 
-/** Exit codes; documented in the README and in `statemgmt --help`. */
+/** Exit codes; documented in docs/cli.md and in `statemgmt --help`. */
 export const EXIT = {
   OK: 0,
   /** A watched task finished with FAILURE, PARTIAL_SUCCESS or no outcome; `health` not SERVING. */

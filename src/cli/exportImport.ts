@@ -1,5 +1,5 @@
 // `statemgmt export` and `statemgmt import`: the whole state to an export
-// file (README "Export format") through the server's ExportState, and a file
+// file (docs/migration.md "Export format") through the server's ExportState, and a file
 // written back through ImportRecords. Both need the admin role, no database
 // credentials. `import-drydock` (drydock.ts) sends its records the same way.
 import { createReadStream } from "node:fs";

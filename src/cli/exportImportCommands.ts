@@ -16,7 +16,7 @@ export function registerExportImport(program: Command, act: Act): void {
     .option("-f, --file <file>", "write the export to this file (created whole or not at all) instead of stdout")
     .option("--include-secrets", "also export the hashes of nodes' identity keys (the file is created mode 0600)")
     .addHelpText("after", `
-The format is NDJSON (README "Export format"): a header line, one JSON object
+The format is NDJSON (docs/migration.md "Export format"): a header line, one JSON object
 per record, and a trailer with the count of each kind, so that a truncated
 file is refused by import. The server reads everything in one REPEATABLE READ
 transaction: the file is a snapshot of one instant. A progress line is shown on
@@ -51,8 +51,8 @@ ${examples(["statemgmt import backup.ndjson", "statemgmt import backup.ndjson -o
 The CLI reads Drydock's database itself (in one read-only REPEATABLE READ
 transaction) and sends the records to the server; the server needs no access
 to it. Rows Drydock left inconsistent (a subtask list naming a missing task,
-a message of a deleted task) are reported and skipped. See README "Migrating
-from Drydock's statemgmt".
+a message of a deleted task) are reported and skipped. See docs/migration.md
+"Migrating from Drydock's statemgmt".
 ${examples(["statemgmt import-drydock --database-url postgresql://drydock@db/drydock --dry-run", "DRYDOCK_DATABASE_URL=postgresql://drydock:$PW@db/drydock statemgmt import-drydock --include-secrets"])}`)
     .action(
       act<[]>((o) => ({ conn, out, signal }) =>

@@ -1,5 +1,5 @@
-// The export format, "drydock-statemgmt-export" version 1 (README "Export
-// format"): UTF-8 NDJSON. Line 1 is the header, then one JSON object per
+// The export format, "drydock-statemgmt-export" version 1 (docs/migration.md
+// "Export format"): UTF-8 NDJSON. Line 1 is the header, then one JSON object per
 // record, each with a "kind", then a trailer {"kind":"end","counts":{…}}
 // with the number of records of each kind, so a truncated file is detected.
 //

@@ -2499,7 +2499,7 @@ export const StateService: GenService<{
     output: typeof ListBootActionsResponseSchema;
   },
   /**
-   * Streams the whole state as one export file (README "Export format"):
+   * Streams the whole state as one export file (docs/migration.md "Export format"):
    * tasks with their results, result messages, build data, boot action
    * contexts and boot actions, read in one REPEATABLE READ, read-only
    * transaction, so the file is a consistent snapshot however long the

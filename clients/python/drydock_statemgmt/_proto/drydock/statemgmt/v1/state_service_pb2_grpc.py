@@ -555,7 +555,7 @@ class StateServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ExportState(self, request, context):
-        """Streams the whole state as one export file (README "Export format"):
+        """Streams the whole state as one export file (docs/migration.md "Export format"):
         tasks with their results, result messages, build data, boot action
         contexts and boot actions, read in one REPEATABLE READ, read-only
         transaction, so the file is a consistent snapshot however long the
