@@ -9,8 +9,7 @@ import type { ServiceCounters } from "./counters.js";
 import { observeQueries, poolUsage, type QueryObserver } from "../db/connect.js";
 import type { DesignObserver } from "../design/fetcher.js";
 import type { TaskStatus } from "../core/domain.js";
-import { SQLSTATE } from "../store/sql.js";
-import { MAX_ELECTION_SERIES, metricsFinishedCounts, metricsScrape, type MetricsScrape } from "../store/metrics.js";
+import { MAX_ELECTION_SERIES, METRICS_TIMEOUT_KINDS, metricsFinishedCounts, metricsScrape, metricsTimeoutKind, type MetricsScrape } from "../store/metrics.js";
 import type { Db } from "../store/transactions.js";
 import { WatchMetrics } from "./watchMetrics.js";
 
@@ -40,11 +39,6 @@ export interface MetricsOptions {
  * so a scrape reuses them for up to 5 minutes; the unfinished ones are exact.
  */
 export const DEFAULT_FINISHED_COUNT_MAX_AGE_MS = 300_000;
-
-const DB_TIMEOUT_KINDS = new Map<string, string>([
-  [SQLSTATE.lockNotAvailable, "lock"],
-  [SQLSTATE.queryCanceled, "statement"],
-]);
 
 interface MethodChildren {
   started: CounterChild;
@@ -237,7 +231,7 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
       labelNames: ["kind"],
       registers,
     });
-    for (const kind of DB_TIMEOUT_KINDS.values()) this.dbTimeouts.inc({ kind }, 0);
+    for (const kind of METRICS_TIMEOUT_KINDS) this.dbTimeouts.inc({ kind }, 0);
     observeQueries(sql, this);
     o.db.tx.observe(this);
 
@@ -264,7 +258,7 @@ export class Metrics implements CallObserver, ServiceCounters, QueryObserver, De
     let h = this.queryDurationByName.get(statement);
     if (!h) this.queryDurationByName.set(statement, (h = this.queryDuration.child({ statement })));
     h.observe(seconds);
-    const kind = errorCode && DB_TIMEOUT_KINDS.get(errorCode);
+    const kind = metricsTimeoutKind(errorCode);
     if (kind) this.dbTimeouts.inc({ kind });
   }
 
