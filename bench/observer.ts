@@ -13,11 +13,11 @@ const tx = { usage: () => ({ size: 5, inUse: 0, waiting: 0 }), observe: () => {}
 const m = new Metrics({ db: { sql, tx }, version: "bench" });
 const labels: MethodLabels = { grpc_type: "unary", grpc_service: "drydock.statemgmt.v1.StateService", grpc_method: "GetTask" };
 const call = () => {
-  m.started(labels);
-  m.received(labels);
+  m.calls.started(labels);
+  m.calls.received(labels);
   m.queried("tasks.get", 0.0012, undefined);
-  m.sent(labels);
-  m.handled(labels, "OK", 0.0031);
+  m.calls.sent(labels);
+  m.calls.handled(labels, "OK", 0.0031);
 };
 const N = 300_000;
 const rounds: number[] = [];
