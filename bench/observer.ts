@@ -3,7 +3,7 @@
 // sent, handled) and the one query observation, on a real Metrics.
 //   node dist/bench/observer.js
 import { connect } from "../src/db/connect.js";
-import { Metrics } from "../src/metrics/metrics.js";
+import { Metrics } from "../src/metrics/registry.js";
 import type { Transactor } from "../src/store/transactions.js";
 import type { MethodLabels } from "../src/contract/contract.js";
 
@@ -15,7 +15,7 @@ const labels: MethodLabels = { grpc_type: "unary", grpc_service: "drydock.statem
 const call = () => {
   m.calls.started(labels);
   m.calls.received(labels);
-  m.queried("tasks.get", 0.0012, undefined);
+  m.database.queried("tasks.get", 0.0012, undefined);
   m.calls.sent(labels);
   m.calls.handled(labels, "OK", 0.0031);
 };

@@ -7,7 +7,7 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import { FastCounter, FastHistogram, type CounterChild, type HistogramChild } from "./fast.js";
 import type { CallObserver, MethodLabels } from "../contract/contract.js";
-import type { ServiceCounters } from "./counters.js";
+import type { ServiceCounters } from "./callCounters.js";
 
 const GRPC_LABELS = ["grpc_type", "grpc_service", "grpc_method"] as const;
 

@@ -35,7 +35,7 @@ import { secretsGet } from "../store/secrets.js";
 import { addService, StreamBudget, type OpenCalls, type ServiceEdge } from "./adapter.js";
 import { ConnectionListener, DEFAULT_LIMITS, grpcServerOptions, type ConnectionLimits } from "./connections.js";
 import { TlsSource, type TlsFiles } from "./tls.js";
-import { Metrics } from "../metrics/metrics.js";
+import { Metrics } from "../metrics/registry.js";
 import { startMetricsServer } from "../metrics/http.js";
 import { HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
 import { VERSION } from "../core/version.js";
