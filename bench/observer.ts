@@ -3,7 +3,7 @@
 // sent, handled) and the one query observation, on a real Metrics.
 //   node dist/bench/observer.js
 import { connect } from "../src/db/connect.js";
-import { Metrics } from "../src/metrics/metrics.js";
+import { Metrics } from "../src/metrics/registry.js";
 import type { Transactor } from "../src/store/transactions.js";
 import type { MethodLabels } from "../src/contract/contract.js";
 
@@ -13,11 +13,11 @@ const tx = { usage: () => ({ size: 5, inUse: 0, waiting: 0 }), observe: () => {}
 const m = new Metrics({ db: { sql, tx }, version: "bench" });
 const labels: MethodLabels = { grpc_type: "unary", grpc_service: "drydock.statemgmt.v1.StateService", grpc_method: "GetTask" };
 const call = () => {
-  m.started(labels);
-  m.received(labels);
-  m.queried("tasks.get", 0.0012, undefined);
-  m.sent(labels);
-  m.handled(labels, "OK", 0.0031);
+  m.calls.started(labels);
+  m.calls.received(labels);
+  m.database.queried("tasks.get", 0.0012, undefined);
+  m.calls.sent(labels);
+  m.calls.handled(labels, "OK", 0.0031);
 };
 const N = 300_000;
 const rounds: number[] = [];

@@ -4,7 +4,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "../core/log.js";
-import type { Metrics } from "./metrics.js";
+import type { Metrics } from "./registry.js";
 
 export interface MetricsServer {
   /** host:port bound (port 0 resolved). */
@@ -26,8 +26,8 @@ export async function startMetricsServer(o: {
       return;
     }
     if (path === "/metrics") {
-      o.metrics.registry.metrics().then(
-        (text) => res.writeHead(200, { "content-type": o.metrics.registry.contentType }).end(text),
+      o.metrics.render().then(
+        (text) => res.writeHead(200, { "content-type": o.metrics.contentType }).end(text),
         (err: unknown) => {
           o.log.error({ err }, "metrics collection failed");
           res.writeHead(500, { "content-type": "text/plain" }).end("metrics collection failed\n");

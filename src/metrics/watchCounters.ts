@@ -1,5 +1,5 @@
 // What the watch path and the leadership RPCs count for metrics, without
-// depending on prom-client (Metrics implements these; tests and servers
+// depending on prom-client (watches.ts implements these; tests and servers
 // without metrics get the no-op versions).
 
 /** Why a watch stream ended (the `reason` label of statemgmt_watch_streams_ended_total). */

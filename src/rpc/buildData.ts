@@ -5,7 +5,7 @@ import { buildDataInsert, buildDataList } from "../store/buildData.js";
 import { BuildDataView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { buildDataToPb, microsFromTimestamp } from "./convert.js";
 import { filterFingerprint, type PageTokens } from "./pagination.js";
-import { NO_COUNTERS, type ServiceCounters } from "../metrics/counters.js";
+import { NO_COUNTERS, type ServiceCounters } from "../metrics/callCounters.js";
 import type { StateImpl } from "./tasks.js";
 import { Validator } from "./validate.js";
 import { DEFAULT_RESPONSE_MAX_BYTES } from "./budget.js";

@@ -7,7 +7,7 @@ import { tasksExists } from "../store/tasks.js";
 import type { Writers } from "../store/writers.js";
 import { newMessagePb, microsFromTimestamp } from "./convert.js";
 import { filterFingerprint, type PageTokens } from "./pagination.js";
-import { NO_COUNTERS, type ServiceCounters } from "../metrics/counters.js";
+import { NO_COUNTERS, type ServiceCounters } from "../metrics/callCounters.js";
 import type { StateImpl } from "./tasks.js";
 import { Validator } from "./validate.js";
 import { DEFAULT_RESPONSE_MAX_BYTES } from "./budget.js";

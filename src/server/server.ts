@@ -35,7 +35,7 @@ import { secretsGet } from "../store/secrets.js";
 import { addService, StreamBudget, type OpenCalls, type ServiceEdge } from "./adapter.js";
 import { ConnectionListener, DEFAULT_LIMITS, grpcServerOptions, type ConnectionLimits } from "./connections.js";
 import { TlsSource, type TlsFiles } from "./tls.js";
-import { Metrics } from "../metrics/metrics.js";
+import { Metrics } from "../metrics/registry.js";
 import { startMetricsServer } from "../metrics/http.js";
 import { HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
 import { VERSION } from "../core/version.js";
@@ -154,7 +154,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const listener = new ConnectionListener(injector, limits, o.log.child({ component: "connections" }), !!tlsSource);
   const metrics = o.metricsListen ? new Metrics({ db: o.db, version: VERSION, finishedCountMaxAgeMs: o.metricsFinishedCountMaxAgeMs }) : undefined;
   const calls: OpenCalls = {
-    observer: metrics,
+    observer: metrics?.calls,
     unary: new Set(),
     streams: new Set(),
     streamEndsAt: (peer) => listener.streamEndsAt(peer),
@@ -198,13 +198,13 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
   // Keystone's own health entry: probed while it answers every 30 s, while it does not at the database's interval.
   const keystoneHealth = auth.keystone ? new KeystoneHealth(auth.keystone, o.healthIntervalMs, o.log.child({ component: "health" })) : undefined;
-  if (keystoneHealth) metrics?.observeKeystone(auth.keystone!.origin, () => keystoneHealth.status === Status.SERVING);
-  const design = createDesignFetcher(designConfig, () => clock.nowMs(), metrics);
+  if (keystoneHealth) metrics?.keystone.observe(auth.keystone!.origin, () => keystoneHealth.status === Status.SERVING);
+  const design = createDesignFetcher(designConfig, () => clock.nowMs(), metrics?.design);
   // Calls nodes make without a token: a rate limit per client address, checked before their guard.
   const nodeCallLimit = o.nodeCallLimit ?? DEFAULT_NODE_CALL_LIMIT;
   const stateGuard =
     nodeCallLimit.ratePerSecond > 0
-      ? limitKeyAuthorized(auth.stateService, new PeerRateLimiter(nodeCallLimit, () => clock.nowMs(), () => metrics?.nodeCallRateLimited()))
+      ? limitKeyAuthorized(auth.stateService, new PeerRateLimiter(nodeCallLimit, () => clock.nowMs(), () => metrics?.calls.nodeCallRateLimited()))
       : auth.stateService;
   const coalescing = o.writeCoalescing === undefined ? DEFAULT_COALESCING : o.writeCoalescing;
   const writers = createWriters(o.db.sql, coalescing);
@@ -224,9 +224,9 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   await hub.start().catch(abandon);
   addService(server, StateService, {
       ...taskRpcs(o.db, tokens, writers, readers, clock, responseMax),
-      ...messageRpcs(o.db.sql, tokens, writers, metrics, responseMax),
+      ...messageRpcs(o.db.sql, tokens, writers, metrics?.calls, responseMax),
       ...watchRpcs(hub),
-      ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics, responseMax),
+      ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics?.calls, responseMax),
       ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
       ...bootActionRpcs(o.db, tokens, o.bootActionReportLimits),

@@ -12,7 +12,7 @@
 import type { Fragment } from "postgres";
 import type { Sql } from "../db/connect.js";
 import { DEFAULT_ELECTION, type TaskStatus } from "../core/domain.js";
-import { run } from "./sql.js";
+import { run, SQLSTATE } from "./sql.js";
 
 export const UNFINISHED: readonly TaskStatus[] = ["requested", "queued", "running", "terminating"];
 
@@ -98,4 +98,20 @@ export async function metricsFinishedCounts(sql: Sql): Promise<[TaskStatus, numb
     ["complete", row!.complete],
     ["terminated", row!.terminated],
   ];
+}
+
+/** Why the database ended a statement at its time limit: the `kind` label of statemgmt_db_timeouts_total. */
+export type MetricsTimeoutKind = "lock" | "statement";
+
+const TIMEOUT_KINDS = new Map<string, MetricsTimeoutKind>([
+  [SQLSTATE.lockNotAvailable, "lock"],
+  [SQLSTATE.queryCanceled, "statement"],
+]);
+
+/** Every timeout kind (lock_timeout, then statement_timeout). */
+export const METRICS_TIMEOUT_KINDS: readonly MetricsTimeoutKind[] = [...TIMEOUT_KINDS.values()];
+
+/** The timeout a failed statement's SQLSTATE names (55P03: lock, 57014: statement), if any. */
+export function metricsTimeoutKind(errorCode: string | undefined): MetricsTimeoutKind | undefined {
+  return errorCode === undefined ? undefined : TIMEOUT_KINDS.get(errorCode);
 }

@@ -1,4 +1,5 @@
-// What the RPC layer counts for metrics, without depending on prom-client.
+// What the RPC layer counts for metrics, without depending on prom-client
+// (calls.ts implements it; servers without metrics get the no-op version).
 
 export interface ServiceCounters {
   messagesAppended(n: number): void;

@@ -1,7 +1,8 @@
-// The watch path's and the leadership RPCs' metrics (issue 13's watch and
-// lease part): counters the LISTEN connection, the feeds, the watch streams
-// and the claims report through WatchCounters and ElectionCounters, and a
-// gauge of the elections held, read at scrape time.
+// What the watch path and the elections do (issue 13's watch and lease
+// part): counters the LISTEN connection, the feeds, the watch streams and
+// the claims report through WatchCounters and ElectionCounters, and the
+// elections' terms and holders, read at scrape time. The watch streams open
+// and their events are counted with the calls (calls.ts).
 import { Counter, Gauge, type Registry } from "prom-client";
 import { MAX_ELECTION_SERIES, type MetricsScrape } from "../store/metrics.js";
 import type { ElectionCounters, NotificationChannel, StreamEndReason, WatchCounters, WatchKind } from "./watchCounters.js";
@@ -22,7 +23,8 @@ export class WatchMetrics implements WatchCounters, ElectionCounters {
   private readonly expiries: Counter;
   private readonly takeovers: Counter;
 
-  constructor(registers: Registry[], scrape: () => Promise<MetricsScrape | undefined>) {
+  constructor(registry: Registry, scrape: () => Promise<MetricsScrape | undefined>) {
+    const registers = [registry];
     this.reconnects = new Counter({
       name: "statemgmt_watch_listen_reconnects_total",
       help: "Times the LISTEN connection listened again after its first connect (a close or a replacement).",
@@ -60,18 +62,7 @@ export class WatchMetrics implements WatchCounters, ElectionCounters {
       help: "Terms begun over another holder's lapsed lease (failovers).",
       registers,
     });
-    new Gauge({
-      name: "statemgmt_election_held",
-      help: `1 while some instance holds the election's lease, 0 once it lapsed or was resigned; the first ${MAX_ELECTION_SERIES} elections (the default first, then by name) have a series each, election="${OTHER_ELECTIONS}" counts the held leases of the rest.`,
-      labelNames: ["election"],
-      registers,
-      collect: async function () {
-        const s = await scrape();
-        this.reset();
-        for (const [election, held] of s?.electionsHeld ?? []) this.set({ election }, held ? 1 : 0);
-        if (s && s.otherElections.count > 0) this.set({ election: OTHER_ELECTIONS }, s.otherElections.held);
-      },
-    });
+    electionGauges(registers, scrape);
   }
 
   listenReconnected(): void {
@@ -101,4 +92,31 @@ export class WatchMetrics implements WatchCounters, ElectionCounters {
   takeover(): void {
     this.takeovers.inc();
   }
+}
+
+/** The elections' gauges, read by the scrape: the first MAX_ELECTION_SERIES have series of their own. */
+function electionGauges(registers: Registry[], scrape: () => Promise<MetricsScrape | undefined>): void {
+  new Gauge({
+    name: "statemgmt_election_term",
+    help: `Current term of each election with a live lease, among the first ${MAX_ELECTION_SERIES} elections (the default first, then by name).`,
+    labelNames: ["election"],
+    registers,
+    collect: async function () {
+      const s = await scrape();
+      this.reset();
+      for (const [election, term] of s?.electionTerms ?? []) this.set({ election }, Number(term));
+    },
+  });
+  new Gauge({
+    name: "statemgmt_election_held",
+    help: `1 while some instance holds the election's lease, 0 once it lapsed or was resigned; the first ${MAX_ELECTION_SERIES} elections (the default first, then by name) have a series each, election="${OTHER_ELECTIONS}" counts the held leases of the rest.`,
+    labelNames: ["election"],
+    registers,
+    collect: async function () {
+      const s = await scrape();
+      this.reset();
+      for (const [election, held] of s?.electionsHeld ?? []) this.set({ election }, held ? 1 : 0);
+      if (s && s.otherElections.count > 0) this.set({ election: OTHER_ELECTIONS }, s.otherElections.held);
+    },
+  });
 }
