@@ -17,9 +17,9 @@ const MIME_RE =
 export function buildDataRpcs(
   sql: Sql,
   tokens: PageTokens,
-  counters: ServiceCounters = NO_COUNTERS,
   /** A page ends early once it holds responseMaxBytes estimated bytes (at least one record). */
   settings: Pick<RpcSettings, "buildDataMaxBytes" | "responseMaxBytes">,
+  counters: ServiceCounters = NO_COUNTERS,
 ): StateImpl {
   const { buildDataMaxBytes: maxDataBytes, responseMaxBytes } = settings;
   return {

@@ -18,8 +18,8 @@ export function messageRpcs(
   sql: Sql,
   tokens: PageTokens,
   writers: Writers,
-  counters: ServiceCounters = NO_COUNTERS,
   settings: Pick<RpcSettings, "responseMaxBytes">,
+  counters: ServiceCounters = NO_COUNTERS,
 ): StateImpl {
   const { responseMaxBytes } = settings;
   return {

@@ -52,8 +52,8 @@ export function taskRpcs(
   tokens: PageTokens,
   writers: Writers,
   readers: Readers,
-  clock: Clock = SYSTEM_CLOCK,
   settings: Pick<RpcSettings, "responseMaxBytes">,
+  clock: Clock = SYSTEM_CLOCK,
 ): StateImpl {
   const { sql } = db;
   const { responseMaxBytes } = settings;

@@ -179,10 +179,10 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   };
   await hub.start().catch(abandon);
   addService(server, StateService, {
-      ...taskRpcs(o.db, tokens, writers, readers, clock, s),
-      ...messageRpcs(o.db.sql, tokens, writers, metrics, s),
+      ...taskRpcs(o.db, tokens, writers, readers, s, clock),
+      ...messageRpcs(o.db.sql, tokens, writers, s, metrics),
       ...watchRpcs(hub),
-      ...buildDataRpcs(o.db.sql, tokens, metrics, s),
+      ...buildDataRpcs(o.db.sql, tokens, s, metrics),
       ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
       ...bootActionRpcs(o.db, tokens, s),
