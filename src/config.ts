@@ -1,20 +1,18 @@
 // Configuration from command-line flags and environment, validated once at
-// start-up. Flags win over environment variables.
+// start-up. Flags win over environment variables. What it makes is the
+// server's Settings (server/settings.ts, with the defaults); a new setting is
+// a field there and a line here.
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import path from "node:path";
-import { defaultDesignConfig, type DesignConfig } from "./design/config.js";
+import type { DesignConfig } from "./design/config.js";
 import type { KeystoneOptions } from "./keystone/tokens.js";
 import { DEFAULT_MAX_PENDING, type KeystoneAuthOptions } from "./auth/keystone.js";
 import { isRole, ROLES, type Role } from "./auth/roles.js";
-import { CONNECT_TIMEOUT_MS, DEFAULT_TIMEOUTS, OPEN_TIMEOUT_MS, type DatabaseTimeouts } from "./db/connect.js";
-import { DEFAULT_COALESCING, type CoalescerOptions } from "./store/coalesce.js";
-import { DEFAULT_LIMITS, limitsProblem, type ConnectionLimits } from "./server/connections.js";
+import type { CoalescerOptions } from "./store/coalesce.js";
+import { limitsProblem, type ConnectionLimits } from "./server/connections.js";
 import type { TlsFiles } from "./server/tls.js";
-import { DEFAULT_NODE_CALL_LIMIT, type RateLimit } from "./server/rateLimit.js";
-import { DEFAULT_REPORT_LIMITS, type BootActionReportLimits } from "./store/bootActions.js";
-import { DEFAULT_WATCH_BYTES } from "./watch/budget.js";
-import { DEFAULT_RESPONSE_MAX_BYTES } from "./rpc/budget.js";
+import { defaultSettings, type Settings } from "./server/settings.js";
 import type { LogLevel } from "./core/log.js";
 import type { AuthConfig } from "./auth/config.js";
 
@@ -22,59 +20,7 @@ export type { LogLevel };
 
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
-export interface Config {
-  /** host:port to listen on; port 0 picks a free port. */
-  listen: { host: string; port: number };
-  /** HTTP address of /metrics, /healthz and /readyz; unset: off. */
-  metricsListen: { host: string; port: number } | undefined;
-  /** TLS files; unset: plaintext (then only on loopback, unless insecure). */
-  tls: TlsFiles | undefined;
-  /** The operator allowed a non-loopback listen without TLS and authentication. */
-  insecure: boolean;
-  /** PostgreSQL URL; when absent an embedded PostgreSQL is started in dataDir. */
-  databaseUrl: string | undefined;
-  /** Data directory of the embedded PostgreSQL. */
-  dataDir: string;
-  logLevel: LogLevel;
-  /** Longest time in-flight calls get to finish on shutdown. */
-  shutdownGraceMs: number;
-  /** Connections in the service's database pool (single statements). */
-  dbPoolSize: number;
-  /** Transactions that may run at once, each on a connection of its own. */
-  dbTxPoolSize: number;
-  /** Server-side bounds of database work (statement, lock wait, idle transaction). */
-  dbTimeouts: DatabaseTimeouts;
-  /** Longest wait for one new database connection. */
-  dbConnectTimeoutMs: number;
-  /** Longest start-up waits for every pool and transaction connection to open. */
-  dbOpenTimeoutMs: number;
-  /** How often the health service re-checks the database. */
-  healthIntervalMs: number;
-  /** Events a watch stream may fall behind before it is ended with RESOURCE_EXHAUSTED. */
-  watchBufferLimit: number;
-  /** Unsent bytes one WatchTask stream may hold before it is ended with RESOURCE_EXHAUSTED. */
-  watchStreamMaxBytes: number;
-  /** Unsent bytes all WatchTask streams together may hold before one that is behind is ended. */
-  watchMaxBytes: number;
-  /** Estimated bytes of one response: list pages stop at it, GetTask FULL refuses past it. */
-  responseMaxBytes: number;
-  /** Heartbeat interval of the LISTEN connection (its timeout is three intervals). */
-  heartbeatMs: number;
-  /** How long a WatchTask stream stays open after its task finished. */
-  watchFinishLingerMs: number;
-  /** Largest build data element accepted. */
-  buildDataMaxBytes: number;
-  /** Coalescing of concurrent CreateTask inserts and appends; null: off. */
-  writeCoalescing: CoalescerOptions | null;
-  /** Connection and stream limits. */
-  limits: ConnectionLimits;
-  /** What the reports on one boot action may store in all. */
-  bootActionReportLimits: BootActionReportLimits;
-  /** Key-authorized calls (nodes' reports and key checks) per client address; ratePerSecond 0: no limit. */
-  nodeCallLimit: RateLimit;
-  design: DesignConfig;
-  auth: AuthConfig;
-}
+export type { Settings };
 
 export { NO_AUTH, type AuthConfig } from "./auth/config.js";
 
@@ -126,7 +72,7 @@ const USAGE = `usage: statemgmt [--listen HOST:PORT] [--data-dir DIR] [--databas
                   STATEMGMT_DESIGN_CA_FILE, STATEMGMT_DESIGN_ALLOWED_HOSTS, STATEMGMT_DESIGN_MAX_BYTES, STATEMGMT_DESIGN_CACHE_TTL_MS,
                   STATEMGMT_DECKHAND_TOKEN or STATEMGMT_KEYSTONE_URL/_USERNAME/_PASSWORD/_PROJECT: see README.md`;
 
-export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Settings {
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
     ({ values } = parseArgs({
@@ -158,7 +104,8 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     return v === undefined || v === "" ? undefined : v;
   };
 
-  const logLevel = (str("log-level", "STATEMGMT_LOG_LEVEL") ?? "info") as LogLevel;
+  const d = defaultSettings();
+  const logLevel = (str("log-level", "STATEMGMT_LOG_LEVEL") ?? d.logLevel) as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new ConfigError(`STATEMGMT_LOG_LEVEL / --log-level: "${logLevel}" is not one of ${LOG_LEVELS.join(", ")}`);
   }
@@ -166,10 +113,11 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     throw new ConfigError("DATABASE_URL / --database-url: must start with postgres:// or postgresql://");
   }
-  const listen = parseListen(str("listen", "STATEMGMT_LISTEN") ?? "127.0.0.1:50051");
+  const listenAddr = str("listen", "STATEMGMT_LISTEN");
+  const listen = listenAddr === undefined ? d.listen : parseListen(listenAddr);
   const tls = tlsFiles(str("tls-cert", "STATEMGMT_TLS_CERT"), str("tls-key", "STATEMGMT_TLS_KEY"), str("tls-client-ca", "STATEMGMT_TLS_CLIENT_CA"));
   const insecure = values.insecure === true || env.STATEMGMT_INSECURE === "1";
-  const design = loadDesignConfig((values["design-root"] as string[] | undefined) ?? [], env);
+  const design = loadDesignConfig((values["design-root"] as string[] | undefined) ?? [], env, d.design);
   const auth = loadAuthConfig(str("auth-tokens", "STATEMGMT_AUTH_TOKENS"), str("reflection", "STATEMGMT_REFLECTION"), env, design.keystone);
   const authenticated = auth.tokensFile !== undefined || auth.keystone !== undefined;
   if (!isLoopback(listen.host) && !(tls && authenticated) && !insecure) {
@@ -193,52 +141,55 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     tls,
     insecure,
     databaseUrl,
-    dataDir: path.resolve(str("data-dir", "STATEMGMT_DATA_DIR") ?? ".data"),
+    dataDir: path.resolve(str("data-dir", "STATEMGMT_DATA_DIR") ?? d.dataDir),
     logLevel,
-    shutdownGraceMs: intEnv(env, "STATEMGMT_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
-    dbPoolSize: intEnv(env, "STATEMGMT_DB_POOL_SIZE", 10, 1, 1000),
-    dbTxPoolSize: intEnv(env, "STATEMGMT_DB_TX_POOL_SIZE", 5, 1, 1000),
+    shutdownGraceMs: intEnv(env, "STATEMGMT_SHUTDOWN_GRACE_MS", d.shutdownGraceMs, 0, 600_000),
+    dbPoolSize: intEnv(env, "STATEMGMT_DB_POOL_SIZE", d.dbPoolSize, 1, 1000),
+    dbTxPoolSize: intEnv(env, "STATEMGMT_DB_TX_POOL_SIZE", d.dbTxPoolSize, 1, 1000),
     dbTimeouts: {
-      statementTimeoutMs: intEnv(env, "STATEMGMT_DB_STATEMENT_TIMEOUT_MS", DEFAULT_TIMEOUTS.statementTimeoutMs, 0, 86_400_000),
-      lockTimeoutMs: intEnv(env, "STATEMGMT_DB_LOCK_TIMEOUT_MS", DEFAULT_TIMEOUTS.lockTimeoutMs, 0, 86_400_000),
-      idleInTransactionMs: intEnv(env, "STATEMGMT_DB_IDLE_IN_TRANSACTION_MS", DEFAULT_TIMEOUTS.idleInTransactionMs, 100, 86_400_000),
+      statementTimeoutMs: intEnv(env, "STATEMGMT_DB_STATEMENT_TIMEOUT_MS", d.dbTimeouts.statementTimeoutMs, 0, 86_400_000),
+      lockTimeoutMs: intEnv(env, "STATEMGMT_DB_LOCK_TIMEOUT_MS", d.dbTimeouts.lockTimeoutMs, 0, 86_400_000),
+      idleInTransactionMs: intEnv(env, "STATEMGMT_DB_IDLE_IN_TRANSACTION_MS", d.dbTimeouts.idleInTransactionMs, 100, 86_400_000),
     },
-    dbConnectTimeoutMs: intEnv(env, "STATEMGMT_DB_CONNECT_TIMEOUT_MS", CONNECT_TIMEOUT_MS, 100, 600_000),
-    dbOpenTimeoutMs: intEnv(env, "STATEMGMT_DB_OPEN_TIMEOUT_MS", OPEN_TIMEOUT_MS, 100, 3_600_000),
-    healthIntervalMs: intEnv(env, "STATEMGMT_HEALTH_INTERVAL_MS", 5_000, 10, 3_600_000),
-    watchBufferLimit: intEnv(env, "STATEMGMT_WATCH_BUFFER", 10_000, 10, 10_000_000),
-    ...loadByteBudgets(env),
-    heartbeatMs: intEnv(env, "STATEMGMT_HEARTBEAT_MS", 5_000, 50, 600_000),
-    watchFinishLingerMs: intEnv(env, "STATEMGMT_WATCH_FINISH_LINGER_MS", 3_000, 0, 600_000),
-    buildDataMaxBytes: intEnv(env, "STATEMGMT_BUILD_DATA_MAX_BYTES", 16 * 1024 * 1024, 1024, 512 * 1024 * 1024),
-    writeCoalescing: loadCoalescing(env),
-    limits: loadLimits(env),
+    dbConnectTimeoutMs: intEnv(env, "STATEMGMT_DB_CONNECT_TIMEOUT_MS", d.dbConnectTimeoutMs, 100, 600_000),
+    dbOpenTimeoutMs: intEnv(env, "STATEMGMT_DB_OPEN_TIMEOUT_MS", d.dbOpenTimeoutMs, 100, 3_600_000),
+    healthIntervalMs: intEnv(env, "STATEMGMT_HEALTH_INTERVAL_MS", d.healthIntervalMs, 10, 3_600_000),
+    watchBufferLimit: intEnv(env, "STATEMGMT_WATCH_BUFFER", d.watchBufferLimit, 10, 10_000_000),
+    ...loadByteBudgets(env, d),
+    heartbeatMs: intEnv(env, "STATEMGMT_HEARTBEAT_MS", d.heartbeatMs, 50, 600_000),
+    watchFinishLingerMs: intEnv(env, "STATEMGMT_WATCH_FINISH_LINGER_MS", d.watchFinishLingerMs, 0, 600_000),
+    buildDataMaxBytes: intEnv(env, "STATEMGMT_BUILD_DATA_MAX_BYTES", d.buildDataMaxBytes, 1024, 512 * 1024 * 1024),
+    writeCoalescing: loadCoalescing(env, d.writeCoalescing),
+    limits: loadLimits(env, d.limits),
     bootActionReportLimits: {
-      maxDetails: intEnv(env, "STATEMGMT_BOOT_ACTION_MAX_DETAILS", DEFAULT_REPORT_LIMITS.maxDetails, 1, 10_000_000),
-      maxDetailBytes: intEnv(env, "STATEMGMT_BOOT_ACTION_MAX_DETAIL_BYTES", DEFAULT_REPORT_LIMITS.maxDetailBytes, 1024, 2 ** 40),
+      maxDetails: intEnv(env, "STATEMGMT_BOOT_ACTION_MAX_DETAILS", d.bootActionReportLimits.maxDetails, 1, 10_000_000),
+      maxDetailBytes: intEnv(env, "STATEMGMT_BOOT_ACTION_MAX_DETAIL_BYTES", d.bootActionReportLimits.maxDetailBytes, 1024, 2 ** 40),
     },
     nodeCallLimit: {
-      ratePerSecond: intEnv(env, "STATEMGMT_NODE_CALL_RATE", DEFAULT_NODE_CALL_LIMIT.ratePerSecond, 0, 1_000_000),
-      burst: intEnv(env, "STATEMGMT_NODE_CALL_BURST", DEFAULT_NODE_CALL_LIMIT.burst, 1, 1_000_000),
+      ratePerSecond: intEnv(env, "STATEMGMT_NODE_CALL_RATE", d.nodeCallLimit.ratePerSecond, 0, 1_000_000),
+      burst: intEnv(env, "STATEMGMT_NODE_CALL_BURST", d.nodeCallLimit.burst, 1, 1_000_000),
     },
     design,
     auth,
   };
 }
 
-function loadByteBudgets(env: NodeJS.ProcessEnv): Pick<Config, "watchStreamMaxBytes" | "watchMaxBytes" | "responseMaxBytes"> {
-  const watchStreamMaxBytes = intEnv(env, "STATEMGMT_WATCH_STREAM_MAX_BYTES", DEFAULT_WATCH_BYTES.streamBytes, 64 * 1024, 4 * 1024 ** 3);
-  const watchMaxBytes = intEnv(env, "STATEMGMT_WATCH_MAX_BYTES", DEFAULT_WATCH_BYTES.serverBytes, 64 * 1024, 64 * 1024 ** 3);
+type ByteBudgets = Pick<Settings, "watchStreamMaxBytes" | "watchMaxBytes" | "responseMaxBytes">;
+
+function loadByteBudgets(env: NodeJS.ProcessEnv, d: ByteBudgets): ByteBudgets {
+  const watchStreamMaxBytes = intEnv(env, "STATEMGMT_WATCH_STREAM_MAX_BYTES", d.watchStreamMaxBytes, 64 * 1024, 4 * 1024 ** 3);
+  const watchMaxBytes = intEnv(env, "STATEMGMT_WATCH_MAX_BYTES", d.watchMaxBytes, 64 * 1024, 64 * 1024 ** 3);
   if (watchMaxBytes < watchStreamMaxBytes) {
     throw new ConfigError(`STATEMGMT_WATCH_MAX_BYTES (${watchMaxBytes}) must not be below STATEMGMT_WATCH_STREAM_MAX_BYTES (${watchStreamMaxBytes})`);
   }
-  const responseMaxBytes = intEnv(env, "STATEMGMT_RESPONSE_MAX_BYTES", DEFAULT_RESPONSE_MAX_BYTES, 64 * 1024, 256 * 1024 * 1024);
+  const responseMaxBytes = intEnv(env, "STATEMGMT_RESPONSE_MAX_BYTES", d.responseMaxBytes, 64 * 1024, 256 * 1024 * 1024);
   return { watchStreamMaxBytes, watchMaxBytes, responseMaxBytes };
 }
 
-function loadCoalescing(env: NodeJS.ProcessEnv): CoalescerOptions | null {
-  const maxBatch = intEnv(env, "STATEMGMT_WRITE_BATCH_MAX", DEFAULT_COALESCING.maxBatch, 1, 1000);
-  const maxInFlight = intEnv(env, "STATEMGMT_WRITE_BATCHES_IN_FLIGHT", DEFAULT_COALESCING.maxInFlight, 1, 100);
+/** Coalescing off is a batch of 1. */
+function loadCoalescing(env: NodeJS.ProcessEnv, d: CoalescerOptions | null): CoalescerOptions | null {
+  const maxBatch = intEnv(env, "STATEMGMT_WRITE_BATCH_MAX", d?.maxBatch ?? 1, 1, 1000);
+  const maxInFlight = intEnv(env, "STATEMGMT_WRITE_BATCHES_IN_FLIGHT", d?.maxInFlight ?? 1, 1, 100);
   return maxBatch === 1 ? null : { maxBatch, maxInFlight };
 }
 
@@ -283,8 +234,7 @@ export function parseKeystoneRoles(text: string): Map<string, Role> {
   return out;
 }
 
-function loadLimits(env: NodeJS.ProcessEnv): ConnectionLimits {
-  const d = DEFAULT_LIMITS;
+function loadLimits(env: NodeJS.ProcessEnv, d: ConnectionLimits): ConnectionLimits {
   const limits: ConnectionLimits = {
     maxConnections: intEnv(env, "STATEMGMT_MAX_CONNECTIONS", d.maxConnections, 1, 1_000_000),
     handshakeTimeoutMs: intEnv(env, "STATEMGMT_HANDSHAKE_TIMEOUT_MS", d.handshakeTimeoutMs, 100, 600_000),
@@ -301,8 +251,7 @@ function loadLimits(env: NodeJS.ProcessEnv): ConnectionLimits {
   return limits;
 }
 
-function loadDesignConfig(rootFlags: string[], env: NodeJS.ProcessEnv): DesignConfig {
-  const d = defaultDesignConfig();
+function loadDesignConfig(rootFlags: string[], env: NodeJS.ProcessEnv, d: DesignConfig): DesignConfig {
   const roots = [...rootFlags, ...(env.STATEMGMT_DESIGN_ROOTS ?? "").split(":")].filter((r) => r !== "");
   for (const r of roots) {
     if (!path.isAbsolute(r)) throw new ConfigError(`STATEMGMT_DESIGN_ROOTS / --design-root: "${r}" is not an absolute path`);

@@ -3,12 +3,11 @@
 import { once } from "node:events";
 import { abortable } from "./util/abortable.js";
 import { ConfigError, loadConfig } from "./config.js";
-import { connect } from "./db/connect.js";
 import { DataDirUnreachableError, startEmbedded, type EmbeddedDatabase } from "./db/embedded.js";
 import { migrate } from "./db/migrate.js";
-import { createTransactor } from "./store/transactions.js";
 import { createLogger, type Logger } from "./core/log.js";
 import { startServer, type StateServer } from "./server/server.js";
+import { connectDb } from "./server/settings.js";
 import type { ReloadResult } from "./auth/tokenFile.js";
 
 async function main(): Promise<number> {
@@ -56,8 +55,7 @@ async function main(): Promise<number> {
     }
   }
   const databaseUrl = config.databaseUrl ?? embedded!.url;
-  const sql = connect({ url: databaseUrl, max: config.dbPoolSize, timeouts: config.dbTimeouts, connectTimeoutMs: config.dbConnectTimeoutMs });
-  const tx = createTransactor({ url: databaseUrl, slots: config.dbTxPoolSize, timeouts: config.dbTimeouts, connectTimeoutMs: config.dbConnectTimeoutMs });
+  const { sql, tx } = connectDb(databaseUrl, config);
   let starting: Promise<StateServer> | undefined;
   let server: StateServer;
   try {
@@ -65,30 +63,7 @@ async function main(): Promise<number> {
     // large table): a signal stops waiting for it.
     const applied = await abortable(migrate(tx, undefined, log), stopping.signal);
     log.info({ applied }, applied.length ? "applied migrations" : "schema up to date");
-    starting = startServer({
-      db: { sql, tx },
-      log,
-      host: config.listen.host,
-      port: config.listen.port,
-      healthIntervalMs: config.healthIntervalMs,
-      dbOpenTimeoutMs: config.dbOpenTimeoutMs,
-      databaseUrl,
-      watchBufferLimit: config.watchBufferLimit,
-      watchStreamMaxBytes: config.watchStreamMaxBytes,
-      watchMaxBytes: config.watchMaxBytes,
-      responseMaxBytes: config.responseMaxBytes,
-      heartbeatMs: config.heartbeatMs,
-      buildDataMaxBytes: config.buildDataMaxBytes,
-      limits: config.limits,
-      bootActionReportLimits: config.bootActionReportLimits,
-      nodeCallLimit: config.nodeCallLimit,
-      watchFinishLingerMs: config.watchFinishLingerMs,
-      writeCoalescing: config.writeCoalescing,
-      tls: config.tls,
-      metricsListen: config.metricsListen,
-      design: config.design,
-      auth: config.auth,
-    });
+    starting = startServer({ ...config, db: { sql, tx }, databaseUrl, log });
     server = await abortable(starting, stopping.signal);
   } catch (err) {
     if (!stopping.signal.aborted) log.fatal({ err }, "start-up failed");

@@ -18,7 +18,7 @@ async function reportingAction(client: StateClient, nodeName: string) {
 const details = (n: number, prefix = "step") => Array.from({ length: n }, (_, i) => ({ message: `${prefix} ${i}`, error: true }));
 
 describe("boot action report limits", () => {
-  const h = useServer({ txPoolSize: 5 });
+  const h = useServer({ dbTxPoolSize: 5 });
 
   /** What the action's task holds: its messages (count), error count and version. */
   async function stored(taskId: string) {

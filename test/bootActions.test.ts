@@ -33,7 +33,7 @@ async function deployingNode(client: StateClient, nodeName: string, taskId: stri
 }
 
 describe("boot actions", () => {
-  const h = useServer({ poolSize: 12, txPoolSize: 5 });
+  const h = useServer({ dbPoolSize: 12, dbTxPoolSize: 5 });
 
   describe("contexts", () => {
     it("generates a 32-byte key once, stores only its SHA-256, and never returns it again", async () => {

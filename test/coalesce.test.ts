@@ -21,7 +21,7 @@ async function distinct(h: { pg: pg.Client }, query: string, ids: string[]): Pro
 
 describe("coalesced writes", () => {
   // Two batches in flight (the default is one), so that the withdrawal test can block both.
-  const h = useServer({ poolSize: 10, writeCoalescing: { maxBatch: 100, maxInFlight: 2 } });
+  const h = useServer({ dbPoolSize: 10, writeCoalescing: { maxBatch: 100, maxInFlight: 2 } });
   let clients: StateClient[];
   before(() => {
     // Separate channels, as separate orchestrator processes would use.
@@ -172,7 +172,7 @@ describe("coalesced writes", () => {
 
 describe("coalesced writes and row locks", () => {
   // The default: one batch of each kind in flight, so that a batch waiting for a lock would hold up everything.
-  const h = useServer({ poolSize: 10 });
+  const h = useServer({ dbPoolSize: 10 });
   let clients: StateClient[];
   before(() => {
     clients = Array.from({ length: 8 }, () => createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 }));

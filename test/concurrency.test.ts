@@ -5,7 +5,7 @@ import { createClient } from "../src/client/client.js";
 import { useServer, type StateClient } from "./harness.js";
 
 describe("concurrency", () => {
-  const h = useServer({ poolSize: 20 });
+  const h = useServer({ dbPoolSize: 20 });
 
   it("20 concurrent claimers over 200 queued tasks claim each task exactly once", async function () {
     this.timeout(60_000);

@@ -183,8 +183,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
       db: { sql, tx },
       databaseUrl: multiUrl,
       log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
-      host: "127.0.0.1",
-      port: 0,
+      listen: { host: "127.0.0.1", port: 0 },
       healthIntervalMs: 2000,
       heartbeatMs: 1000,
     });

@@ -1,7 +1,6 @@
 // Test harness: a fresh database per test file (cloned from the migrated
 // template) and a real server on an ephemeral port, called through the
 // generated client over a socket.
-import type { CoalescerOptions } from "../src/store/coalesce.js";
 import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { fromBinary, createRegistry } from "@bufbuild/protobuf";
@@ -13,16 +12,12 @@ import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, type BadRequest, type ErrorInfo } from "../gen/google/rpc/error_details_pb.js";
 import { createClient, tlsCredentials, type Client } from "../src/client/client.js";
-import { connect, DEFAULT_TIMEOUTS, type DatabaseTimeouts, type Sql } from "../src/db/connect.js";
-import { createTransactor, type Transactor } from "../src/store/transactions.js";
+import type { Sql } from "../src/db/connect.js";
+import type { Transactor } from "../src/store/transactions.js";
 import { createLogger, type Logger } from "../src/core/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
-import type { AuthConfig, DesignConfig } from "../src/config.js";
-import type { ConnectionLimits } from "../src/server/connections.js";
-import type { TlsFiles } from "../src/server/tls.js";
+import { connectDb, settingsWith, type Settings } from "../src/server/settings.js";
 import type { Clock } from "../src/core/clock.js";
-import type { RateLimit } from "../src/server/rateLimit.js";
-import type { BootActionReportLimits } from "../src/store/bootActions.js";
 import { WatchProbe } from "./watchProbe.js";
 
 export const TEMPLATE_DB = "statemgmt_template";
@@ -66,48 +61,38 @@ export interface Harness {
   probe: WatchProbe;
 }
 
-export interface HarnessOptions {
-  healthIntervalMs?: number;
-  poolSize?: number;
-  /** Transaction slots (default 5). */
-  txPoolSize?: number;
-  timeouts?: DatabaseTimeouts;
-  watchBufferLimit?: number;
-  watchStreamMaxBytes?: number;
-  watchMaxBytes?: number;
-  responseMaxBytes?: number;
-  heartbeatMs?: number;
-  buildDataMaxBytes?: number;
-  design?: DesignConfig;
+/**
+ * Settings of the test's server on top of the harness's (HARNESS_SETTINGS),
+ * which are on top of the server's defaults (src/server/settings.ts); and
+ * what only a test has.
+ */
+export interface HarnessOptions extends Partial<Settings> {
   /** Session TimeZone of the server's pool (default UTC). */
   timeZone?: string;
-  limits?: ConnectionLimits;
-  watchFinishLingerMs?: number;
-  tls?: TlsFiles;
   /** CA and client certificate h.client uses when tls is set. */
   tlsClientCa?: string;
   tlsClient?: { certFile: string; keyFile: string };
-  /** Serve metrics on an ephemeral port. */
+  /** Serve metrics on an ephemeral port (metricsListen 127.0.0.1:0). */
   metrics?: boolean;
   /** Longest a scrape reuses the finished-task counts (default: the server's, 5 minutes). */
   metricsFinishedCountMaxAgeMs?: number;
-  /** Authentication (default none). */
-  auth?: AuthConfig;
   /** The server's logger (default: silent, or TEST_LOG_LEVEL). */
   log?: Logger;
-  /** Write coalescing (default: the server's default, on). */
-  writeCoalescing?: CoalescerOptions | null;
   /** The server's clock of leases and the design cache (test/clock.ts; default: the database's). */
   clock?: Clock;
-  /** What the reports on one boot action may store in all (default: the server's, 1000 details and 1 MiB). */
-  bootActionReportLimits?: BootActionReportLimits;
-  /**
-   * Key-authorized calls per client address (default: off; the server's
-   * default is 50/s, bursts of 100). Every test client calls from 127.0.0.1,
-   * so suites of many nodes reporting at once would otherwise be limited.
-   */
-  nodeCallLimit?: RateLimit;
 }
+
+/** Where the harness's servers differ from the server's defaults. */
+const HARNESS_SETTINGS: Partial<Settings> = {
+  listen: { host: "127.0.0.1", port: 0 },
+  healthIntervalMs: 1000,
+  // Short, so the suite's finished watches end quickly (the default is 3 s).
+  watchFinishLingerMs: 300,
+  // Key-authorized calls per client address: off (the server's default is
+  // 50/s, bursts of 100). Every test client calls from 127.0.0.1, so suites of
+  // many nodes reporting at once would otherwise be limited.
+  nodeCallLimit: { ratePerSecond: 0, burst: 1 },
+};
 
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
 export function useServer(opts: HarnessOptions = {}): Harness {
@@ -118,33 +103,15 @@ export function useServer(opts: HarnessOptions = {}): Harness {
     db = await createTestDatabase();
     h.dbName = db.name;
     h.dbUrl = db.url;
-    h.sql = connect({ url: db.url, max: opts.poolSize ?? 10, timeZone: opts.timeZone, timeouts: opts.timeouts });
-    h.tx = createTransactor({ url: db.url, slots: opts.txPoolSize ?? 5, timeZone: opts.timeZone, timeouts: opts.timeouts ?? DEFAULT_TIMEOUTS });
+    const settings = settingsWith(HARNESS_SETTINGS, opts.metrics ? { metricsListen: { host: "127.0.0.1", port: 0 } } : {}, opts);
+    ({ sql: h.sql, tx: h.tx } = connectDb(db.url, settings, { timeZone: opts.timeZone }));
     h.server = await startServer({
+      ...settings,
       db: { sql: h.sql, tx: h.tx },
       databaseUrl: db.url,
-      watchBufferLimit: opts.watchBufferLimit,
-      watchStreamMaxBytes: opts.watchStreamMaxBytes,
-      watchMaxBytes: opts.watchMaxBytes,
-      responseMaxBytes: opts.responseMaxBytes,
-      heartbeatMs: opts.heartbeatMs,
-      buildDataMaxBytes: opts.buildDataMaxBytes,
-      design: opts.design,
-      limits: opts.limits,
-      metricsListen: opts.metrics ? { host: "127.0.0.1", port: 0 } : undefined,
-      metricsFinishedCountMaxAgeMs: opts.metricsFinishedCountMaxAgeMs,
-      tls: opts.tls,
-      // Short, so the suite's finished watches end quickly (the default is 3 s).
-      watchFinishLingerMs: opts.watchFinishLingerMs ?? 300,
-      auth: opts.auth,
-      writeCoalescing: opts.writeCoalescing,
       log: opts.log ?? createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
-      host: "127.0.0.1",
-      port: 0,
-      healthIntervalMs: opts.healthIntervalMs ?? 1000,
       clock: opts.clock,
-      bootActionReportLimits: opts.bootActionReportLimits,
-      nodeCallLimit: opts.nodeCallLimit ?? { ratePerSecond: 0, burst: 1 },
+      metricsFinishedCountMaxAgeMs: opts.metricsFinishedCountMaxAgeMs,
     });
     h.probe = new WatchProbe(h.server.hub);
     h.client = createClient(

@@ -30,7 +30,7 @@ function useServerBehindProxy(healthIntervalMs: number) {
     target.port = String(env.proxy.port);
     sql = connect({ url: target.toString(), max: 4 });
     tx = createTransactor({ url: target.toString(), slots: 2, timeouts: DEFAULT_TIMEOUTS });
-    env.server = await startServer({ db: { sql, tx }, databaseUrl: target.toString(), log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs });
+    env.server = await startServer({ db: { sql, tx }, databaseUrl: target.toString(), log: createLogger("silent"), listen: { host: "127.0.0.1", port: 0 }, healthIntervalMs });
   });
   after(async () => {
     await env.server.shutdown(1000);
@@ -161,7 +161,7 @@ describe("deadlines", () => {
   const LOCK_MS = 1500;
   // Coalescing off: each append is its own statement, so ten appends hold the pool's ten
   // connections (test/coalesce.test.ts withdraws calls queued for a coalesced batch).
-  const h = useServer({ timeouts: { ...DEFAULT_TIMEOUTS, lockTimeoutMs: LOCK_MS }, writeCoalescing: null });
+  const h = useServer({ dbTimeouts: { ...DEFAULT_TIMEOUTS, lockTimeoutMs: LOCK_MS }, writeCoalescing: null });
 
   /** Our backends (pool and transaction slots) waiting for a lock. */
   const lockWaiters = async () => {

@@ -106,7 +106,7 @@ describe("shutdown", () => {
     const db = await createTestDatabase();
     const sql = connect({ url: db.url, max: 2 });
     const tx = createTransactor({ url: db.url, slots: 2, timeouts: DEFAULT_TIMEOUTS });
-    const server = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000 });
+    const server = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), listen: { host: "127.0.0.1", port: 0 }, healthIntervalMs: 1000 });
     const health = createClient(Health, server.address);
     const state = createClient(StateService, server.address);
     // An independent connection that holds a row lock.
@@ -171,7 +171,7 @@ describe("start-up of the gRPC server", () => {
       (await admin.query<{ n: number }>("select count(*)::int n from pg_stat_activity where datname = $1 and application_name = 'drydock-statemgmt-listen'", [db.name])).rows[0]!.n;
     const before = activeResources();
     try {
-      const err = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), host: "127.0.0.1", port, healthIntervalMs: 100 }).then(
+      const err = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), listen: { host: "127.0.0.1", port }, healthIntervalMs: 100 }).then(
         () => expect.fail("startServer resolved on a port in use"),
         (e: Error) => e,
       );

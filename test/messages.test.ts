@@ -7,7 +7,7 @@ import { createClient } from "../src/client/client.js";
 import { expectError, expectInvalid, useServer } from "./harness.js";
 
 describe("result messages", () => {
-  const h = useServer({ poolSize: 12 });
+  const h = useServer({ dbPoolSize: 12 });
 
   it("counts an error message and a status message in posting order (the original's scenario)", async () => {
     const { task } = await h.client.createTask({ action: "deploy_nodes" });

@@ -246,7 +246,7 @@ const timeouts = (kind: "lock" | "statement") => key("statemgmt_db_timeouts_tota
 
 describe("metrics: lock timeouts", function () {
   this.timeout(30_000);
-  const h = useServer({ metrics: true, timeouts: { ...DEFAULT_TIMEOUTS, lockTimeoutMs: 300 } });
+  const h = useServer({ metrics: true, dbTimeouts: { ...DEFAULT_TIMEOUTS, lockTimeoutMs: 300 } });
 
   it("counts each statement that hit lock_timeout once, in a transaction and alone (ABORTED LOCK_TIMEOUT)", async () => {
     const address = h.server.metricsAddress!;
@@ -274,7 +274,7 @@ describe("metrics: lock timeouts", function () {
 
 describe("metrics: statement timeouts and finished counts without a cache", function () {
   this.timeout(30_000);
-  const h = useServer({ metrics: true, timeouts: { ...DEFAULT_TIMEOUTS, statementTimeoutMs: 300, lockTimeoutMs: 0 }, metricsFinishedCountMaxAgeMs: 0 });
+  const h = useServer({ metrics: true, dbTimeouts: { ...DEFAULT_TIMEOUTS, statementTimeoutMs: 300, lockTimeoutMs: 0 }, metricsFinishedCountMaxAgeMs: 0 });
 
   it("counts each statement that hit statement_timeout once, in a transaction and alone (DEADLINE_EXCEEDED)", async () => {
     const address = h.server.metricsAddress!;
@@ -308,7 +308,7 @@ describe("metrics: pool gauges", function () {
   // One transaction slot and two pool connections, so that callers wait for them. Coalescing
   // off: each append is its own statement, so that three of them need three connections (with
   // it, the third would wait in the coalescer's queue, not for a connection).
-  const h = useServer({ metrics: true, txPoolSize: 1, poolSize: 2, writeCoalescing: null });
+  const h = useServer({ metrics: true, dbTxPoolSize: 1, dbPoolSize: 2, writeCoalescing: null });
 
   it("show a transaction holding the only slot and one waiting for it, then neither", async () => {
     const address = h.server.metricsAddress!;
@@ -363,8 +363,7 @@ describe("metrics while the database is down", () => {
       db: { sql, tx },
       databaseUrl: target.toString(),
       log: createLogger("silent"),
-      host: "127.0.0.1",
-      port: 0,
+      listen: { host: "127.0.0.1", port: 0 },
       healthIntervalMs: 100,
       metricsListen: { host: "127.0.0.1", port: 0 },
     });

@@ -55,8 +55,7 @@ describe("database connections", () => {
       db: { sql, tx },
       databaseUrl: db.url,
       log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
-      host: "127.0.0.1",
-      port: 0,
+      listen: { host: "127.0.0.1", port: 0 },
       healthIntervalMs: 600_000,
       // Nor heartbeats of the LISTEN connection: they are sent through the pool.
       heartbeatMs: 600_000,

@@ -84,8 +84,7 @@ describe("PostgreSQL restart under load", () => {
       db: { sql, tx },
       databaseUrl: url,
       log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
-      host: "127.0.0.1",
-      port: 0,
+      listen: { host: "127.0.0.1", port: 0 },
       healthIntervalMs: 2000, // recovery must not depend on it (probes run every 250 ms while down)
       heartbeatMs: 1000,
     });

@@ -15,7 +15,7 @@ const CALL = { deadlineMs: 10_000 };
 describe("transactions under concurrent load", () => {
   // A small pool with pipelining makes the driver's shared-connection paths
   // (a BEGIN pipelined behind another call's query) as likely as they get.
-  const h = useServer({ poolSize: 4 });
+  const h = useServer({ dbPoolSize: 4 });
 
   it("mixing every transactional RPC with single-statement writes: nothing INTERNAL, nothing left in a transaction, every acknowledged write stored", async function () {
     this.timeout(90_000);

@@ -327,7 +327,7 @@ describe("watch reads that fail while the database blips", function () {
     viaProxy.port = String(proxy.port);
     sqlA = connect({ url: viaProxy.toString(), max: 4 });
     sqlB = connect({ url: db.url, max: 4 });
-    const common = { log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000, heartbeatMs: 200 };
+    const common = { log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"), listen: { host: "127.0.0.1", port: 0 }, healthIntervalMs: 1000, heartbeatMs: 200 };
     txA = createTransactor({ url: viaProxy.toString(), slots: 2, timeouts: DEFAULT_TIMEOUTS });
     txB = createTransactor({ url: db.url, slots: 2, timeouts: DEFAULT_TIMEOUTS });
     a = await startServer({ ...common, db: { sql: sqlA, tx: txA }, databaseUrl: db.url });

@@ -154,7 +154,7 @@ describe("the LISTEN connection's heartbeat", () => {
     const sql = connect({ url: db.url, max: 2 });
     const tx = createTransactor({ url: db.url, slots: 1, timeouts: DEFAULT_TIMEOUTS });
     // Only the LISTEN connection goes through the proxy.
-    const server = await startServer({ db: { sql, tx }, databaseUrl: target.toString(), log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000, heartbeatMs: HEARTBEAT_MS });
+    const server = await startServer({ db: { sql, tx }, databaseUrl: target.toString(), log: createLogger("silent"), listen: { host: "127.0.0.1", port: 0 }, healthIntervalMs: 1000, heartbeatMs: HEARTBEAT_MS });
     let replaced = 0;
     const onListening = () => replaced++;
     server.hub.on("listening", onListening);
@@ -181,7 +181,7 @@ describe("the LISTEN connection's heartbeat", () => {
     const db = await createTestDatabase();
     const sql = connect({ url: db.url, max: 2 });
     const tx = createTransactor({ url: db.url, slots: 1, timeouts: DEFAULT_TIMEOUTS });
-    const server = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), host: "127.0.0.1", port: 0, healthIntervalMs: 1000, heartbeatMs: HEARTBEAT_MS });
+    const server = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), listen: { host: "127.0.0.1", port: 0 }, healthIntervalMs: 1000, heartbeatMs: HEARTBEAT_MS });
     let replacing = 0;
     const onReplacing = () => replacing++;
     server.hub.on("replacing", onReplacing);

@@ -71,7 +71,7 @@ describe("watching tasks", () => {
   // A heartbeat of 1 s: short enough for the tests, long enough that a busy
   // event loop (500 streams opening) does not make the hub replace its
   // connection in the middle of one.
-  const h = useServer({ poolSize: 12, heartbeatMs: 1000 });
+  const h = useServer({ dbPoolSize: 12, heartbeatMs: 1000 });
 
   it("delivers 2,000 concurrently appended messages exactly once, in order, then ends OK on COMPLETE", async function () {
     this.timeout(60_000);
@@ -353,8 +353,7 @@ describe("a LISTEN connection that silently hangs", () => {
       db: { sql, tx },
       databaseUrl: target.toString(),
       log: createLogger("silent"),
-      host: "127.0.0.1",
-      port: 0,
+      listen: { host: "127.0.0.1", port: 0 },
       healthIntervalMs: 1000,
       heartbeatMs: 150,
       metricsListen: { host: "127.0.0.1", port: 0 },

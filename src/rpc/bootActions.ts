@@ -11,6 +11,7 @@ import { bootActionContextToPb, bootActionToPb } from "./convert.js";
 import { MESSAGE_LIMITS } from "./messages.js";
 import { filterFingerprint, type PageTokens } from "./pagination.js";
 import type { StateImpl } from "./tasks.js";
+import type { RpcSettings } from "./settings.js";
 import { Validator } from "./validate.js";
 
 export const BOOT_ACTION_LIMITS = { nodeName: 280, actionName: 256, actionsPerCall: 1000, detailsPerReport: 1000 } as const;
@@ -18,9 +19,9 @@ export const BOOT_ACTION_LIMITS = { nodeName: 280, actionName: 256, actionsPerCa
 const keyRequired = () =>
   new UnauthenticatedError("IDENTITY_KEY_REQUIRED", "identity_key is required: the node proves who it is with the key of its boot action context");
 
-/** `limits`: what the reports on one action may store in all (store.DEFAULT_REPORT_LIMITS). */
-export function bootActionRpcs(db: Db, tokens: PageTokens, limits: store.BootActionReportLimits = store.DEFAULT_REPORT_LIMITS): StateImpl {
+export function bootActionRpcs(db: Db, tokens: PageTokens, settings: Pick<RpcSettings, "bootActionReportLimits">): StateImpl {
   const { sql } = db;
+  const limits = settings.bootActionReportLimits;
   // Increasing within this process even for ids made in the same millisecond.
   const newActionId = monotonicFactory();
   return {

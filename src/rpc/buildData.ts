@@ -8,7 +8,7 @@ import { filterFingerprint, type PageTokens } from "./pagination.js";
 import { NO_COUNTERS, type ServiceCounters } from "../metrics/callCounters.js";
 import type { StateImpl } from "./tasks.js";
 import { Validator } from "./validate.js";
-import { DEFAULT_RESPONSE_MAX_BYTES } from "./budget.js";
+import type { RpcSettings } from "./settings.js";
 
 /** type "/" subtype, optionally with parameters (RFC 6838 names). */
 const MIME_RE =
@@ -17,11 +17,11 @@ const MIME_RE =
 export function buildDataRpcs(
   sql: Sql,
   tokens: PageTokens,
-  maxDataBytes: number,
+  /** A page ends early once it holds responseMaxBytes estimated bytes (at least one record). */
+  settings: Pick<RpcSettings, "buildDataMaxBytes" | "responseMaxBytes">,
   counters: ServiceCounters = NO_COUNTERS,
-  /** A page ends early once it holds this many estimated bytes (at least one record). */
-  responseMaxBytes = DEFAULT_RESPONSE_MAX_BYTES,
 ): StateImpl {
+  const { buildDataMaxBytes: maxDataBytes, responseMaxBytes } = settings;
   return {
     async createBuildData(req, ctx) {
       const { signal } = ctx;

@@ -10,7 +10,7 @@ import { filterFingerprint, type PageTokens } from "./pagination.js";
 import { NO_COUNTERS, type ServiceCounters } from "../metrics/callCounters.js";
 import type { StateImpl } from "./tasks.js";
 import { Validator } from "./validate.js";
-import { DEFAULT_RESPONSE_MAX_BYTES } from "./budget.js";
+import type { RpcSettings } from "./settings.js";
 
 export const MESSAGE_LIMITS = { message: 1024, contextType: 64, context: 256, extraBytes: 64 * 1024, perAppend: 1000 } as const;
 
@@ -18,9 +18,10 @@ export function messageRpcs(
   sql: Sql,
   tokens: PageTokens,
   writers: Writers,
+  settings: Pick<RpcSettings, "responseMaxBytes">,
   counters: ServiceCounters = NO_COUNTERS,
-  responseMaxBytes = DEFAULT_RESPONSE_MAX_BYTES,
 ): StateImpl {
+  const { responseMaxBytes } = settings;
   return {
     async appendResultMessages(req, ctx) {
       const { signal } = ctx;

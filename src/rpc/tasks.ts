@@ -12,7 +12,8 @@ import { GetTaskResponseSchema, ListSubtasksResponseSchema, ListTasksResponseSch
 import { TaskStatus as PbTaskStatus, type Task as PbTask } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import type { ResultMessage, TaskChanges, TaskStatus } from "../core/domain.js";
 import { messagesList, messagesMeasure } from "../store/messages.js";
-import { DEFAULT_RESPONSE_MAX_BYTES, responseTooLarge, taskBytes } from "./budget.js";
+import { responseTooLarge, taskBytes } from "./budget.js";
+import type { RpcSettings } from "./settings.js";
 import * as tasks from "../store/tasks.js";
 import { FailedPreconditionError, NotFoundError } from "../core/errors.js";
 import { actingAs, leaseActor, seesSecrets } from "../auth/roles.js";
@@ -51,10 +52,11 @@ export function taskRpcs(
   tokens: PageTokens,
   writers: Writers,
   readers: Readers,
+  settings: Pick<RpcSettings, "responseMaxBytes">,
   clock: Clock = SYSTEM_CLOCK,
-  responseMaxBytes = DEFAULT_RESPONSE_MAX_BYTES,
 ): StateImpl {
   const { sql } = db;
+  const { responseMaxBytes } = settings;
   return {
     async createTask(req, ctx) {
       const { signal, caller } = ctx;

@@ -122,6 +122,22 @@ type AnyCall = NodeJS.EventEmitter &
     getPeer(): string;
   };
 
+type StreamCall = grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
+
+/** What the edge knows of one method, fixed when its service is added. */
+interface MethodEdge {
+  method: DescMethod;
+  /** "package.Service/Method", for ctx.method and the log line. */
+  name: string;
+  labels: MethodLabels;
+  log: Logger;
+  calls: OpenCalls;
+  edge: ServiceEdge;
+  /** Where its open calls' controllers are kept: calls.unary or calls.streams. */
+  open: Set<AbortController>;
+}
+
+/** The grpc-js handler of one method: its handler's kind of call, or UNIMPLEMENTED without one. */
 function makeHandler(
   method: DescMethod,
   fn: ((...a: unknown[]) => unknown) | undefined,
@@ -129,168 +145,222 @@ function makeHandler(
   calls: OpenCalls,
   edge: ServiceEdge,
 ): grpc.UntypedHandleCall {
-  const { guard, streams: budget, okVouches = false } = edge;
-  const name = `${method.parent.typeName}/${method.name}`;
-  const labels: MethodLabels = {
-    grpc_service: method.parent.typeName,
-    grpc_method: method.name,
-    grpc_type: method.methodKind === "unary" ? "unary" : method.methodKind === "server_streaming" ? "server_stream" : "bidi_stream",
+  const m: MethodEdge = {
+    method,
+    name: `${method.parent.typeName}/${method.name}`,
+    labels: {
+      grpc_service: method.parent.typeName,
+      grpc_method: method.name,
+      grpc_type: method.methodKind === "unary" ? "unary" : method.methodKind === "server_streaming" ? "server_stream" : "bidi_stream",
+    },
+    log,
+    calls,
+    edge,
+    open: method.methodKind === "unary" ? calls.unary : calls.streams,
   };
-  const observer = calls.observer;
-  /** Admitted with a caller who holds a role (authenticated, or any caller without authentication): the connection is vouched for. */
-  const admitted = (ctx: CallContext, caller: Caller) => {
-    ctx.caller = caller;
-    if (caller.roles.length > 0) calls.onCall?.vouched(ctx.peer);
-  };
-  /** Runs the guard; a synchronous one (no guard, a token file lookup) costs no extra turn. */
-  const admit = (call: AnyCall, ctx: CallContext): Promise<void> | undefined => {
-    if (!guard) {
-      admitted(ctx, OPEN_CALLER);
-      return undefined;
-    }
-    const c = guard(call, method, ctx.signal);
-    if (c instanceof Promise) return c.then((caller) => admitted(ctx, caller));
-    admitted(ctx, c);
-    return undefined;
-  };
+  if (!fn) return unimplemented(m);
+  switch (method.methodKind) {
+    case "unary":
+      return unaryHandler(m, fn);
+    case "server_streaming":
+    case "bidi_streaming":
+      return streamingHandler(m, fn);
+    default:
+      throw new Error(`${m.name}: ${method.methodKind} methods are not supported`);
+  }
+}
 
-  const open = method.methodKind === "unary" ? calls.unary : calls.streams;
-  const begin = (call: AnyCall) => {
-    const started = process.hrtime.bigint();
-    const ac = new AbortController();
-    open.add(ac);
+/** A method without a handler: UNIMPLEMENTED, counted and logged as any call. */
+function unimplemented(m: MethodEdge): grpc.UntypedHandleCall {
+  return ((call: AnyCall, callback?: grpc.sendUnaryData<unknown>) => {
+    const open = new OpenCall(m, call);
+    const err = { code: grpc.status.UNIMPLEMENTED, details: `${m.name} is not implemented by this server` };
+    open.finish(err.code);
+    if (callback) callback(err);
+    else call.emit("error", err);
+  }) as grpc.UntypedHandleCall;
+}
+
+function unaryHandler(m: MethodEdge, fn: (...a: unknown[]) => unknown): grpc.UntypedHandleCall {
+  return ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+    const open = new OpenCall(m, call);
+    const { ctx } = open;
+    (async () => {
+      try {
+        const admitting = open.admit();
+        if (admitting) await admitting;
+        if (call.request instanceof UndecodableRequest) throw call.request.error;
+        const out = await (fn(call.request, ctx) as Promise<MessageInitShape<DescMessage>>);
+        const msg = create(m.method.output, out);
+        m.calls.observer?.sent(m.labels);
+        open.finish(grpc.status.OK);
+        callback(null, msg);
+      } catch (err) {
+        const se = open.failure(err);
+        open.finish(se.code, err);
+        callback(se);
+      }
+    })();
+  }) as grpc.UntypedHandleCall;
+}
+
+function streamingHandler(m: MethodEdge, fn: (...a: unknown[]) => unknown): grpc.UntypedHandleCall {
+  const observer = m.calls.observer;
+  return ((call: StreamCall) => {
+    const open = new OpenCall(m, call);
+    const { ctx } = open;
+    (async () => {
+      try {
+        const admitting = open.admit();
+        if (admitting) await admitting;
+        const request = m.method.methodKind === "server_streaming" ? (call as grpc.ServerWritableStream<unknown, unknown>).request : undefined;
+        if (request instanceof UndecodableRequest) throw request.error;
+        open.takeStreamPlace();
+        const source =
+          m.method.methodKind === "server_streaming"
+            ? fn(request, ctx)
+            : fn(readRequests(call as grpc.ServerDuplexStream<unknown, unknown>, ctx.signal, () => observer?.received(m.labels)), ctx);
+        await writeResponses(m, call, ctx.signal, source);
+        if (ctx.signal.aborted && ctx.signal.reason instanceof DomainError) throw ctx.signal.reason;
+        open.finish(grpc.status.OK);
+        call.end();
+      } catch (err) {
+        const se = open.failure(err);
+        open.finish(se.code, err);
+        call.emit("error", se);
+      }
+    })();
+  }) as grpc.UntypedHandleCall;
+}
+
+/** Writes what a streaming handler produces (a PushStream or an async iterable), waiting for "drain" when the call's buffer is full. */
+async function writeResponses(m: MethodEdge, call: StreamCall, signal: AbortSignal, source: unknown): Promise<void> {
+  const observer = m.calls.observer;
+  if (source instanceof PushStream) {
+    await (source as PushStream<MessageInitShape<DescMessage>>).run({
+      write: (out, sent) => {
+        observer?.sent(m.labels);
+        return call.write(create(m.method.output, out), sent);
+      },
+      ready: () => drained(call, signal),
+    });
+    return;
+  }
+  for await (const out of source as AsyncIterable<MessageInitShape<DescMessage>>) {
+    observer?.sent(m.labels);
+    if (!call.write(create(m.method.output, out))) await drained(call, signal);
+  }
+}
+
+/**
+ * One call from its start to its answer: its signal (the deadline, the
+ * client's cancellation, the connection's age, shutdown), the context its
+ * handler gets, its caller (the guard), its place in the stream budget, and
+ * its end (idle tracking, metrics, its log line).
+ */
+class OpenCall {
+  readonly ctx: CallContext;
+  private readonly m: MethodEdge;
+  private readonly call: AnyCall;
+  private readonly started = process.hrtime.bigint();
+  private readonly ac = new AbortController();
+  private readonly timer: { clear(): void } | undefined;
+  private readonly aged: { clear(): void } | undefined;
+  private readonly onCancel = () => this.ac.abort(new CancelledError());
+  private readonly peer: string;
+  private readonly traceId: string;
+  /** The stream holds a place in its service's budget (taken once admitted). */
+  private budgeted = false;
+
+  constructor(m: MethodEdge, call: AnyCall) {
+    this.m = m;
+    this.call = call;
+    const { ac } = this;
+    m.open.add(ac);
     const deadline = call.getDeadline();
     const ms = deadline instanceof Date ? deadline.getTime() - Date.now() : Number(deadline) - Date.now();
-    const timer = Number.isFinite(ms) ? longTimeout(() => ac.abort(new DeadlineReason("deadline exceeded")), ms) : undefined;
-    const onCancel = () => ac.abort(new CancelledError());
-    call.on("cancelled", onCancel);
-    const peer = call.getPeer();
-    calls.onCall?.started(peer);
-    observer?.started(labels);
-    if (method.methodKind !== "bidi_streaming") observer?.received(labels);
-    const endsAt = open === calls.streams ? calls.streamEndsAt?.(peer) : undefined;
-    const aged = endsAt === undefined ? undefined : longTimeout(() => ac.abort(new ConnectionAgedError()), endsAt - Date.now());
-    const ctx: CallContext = {
+    this.timer = Number.isFinite(ms) ? longTimeout(() => ac.abort(new DeadlineReason("deadline exceeded")), ms) : undefined;
+    call.on("cancelled", this.onCancel);
+    const peer = (this.peer = call.getPeer());
+    m.calls.onCall?.started(peer);
+    m.calls.observer?.started(m.labels);
+    if (m.method.methodKind !== "bidi_streaming") m.calls.observer?.received(m.labels);
+    const endsAt = m.open === m.calls.streams ? m.calls.streamEndsAt?.(peer) : undefined;
+    this.aged = endsAt === undefined ? undefined : longTimeout(() => ac.abort(new ConnectionAgedError()), endsAt - Date.now());
+    this.ctx = {
       signal: ac.signal,
       metadata: call.metadata,
       peer,
-      method: name,
+      method: m.name,
       abort: (err) => ac.abort(err),
       deadline: Number.isFinite(ms) ? Date.now() + ms : undefined,
       caller: OPEN_CALLER,
       logFields: {},
     };
-    const traceId = traceIdOf(call.metadata);
-    /** The stream holds a place in its service's budget (taken once admitted). */
-    let budgeted = false;
-    const finish = (code: grpc.status, err?: unknown) => {
-      timer?.clear();
-      aged?.clear();
-      if (budgeted) budget!.open--;
-      if (code === grpc.status.OK && okVouches) calls.onCall?.vouched(peer);
-      calls.onCall?.ended(peer);
-      call.removeListener("cancelled", onCancel);
-      open.delete(ac);
-      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-      observer?.handled(labels, grpcCodeLabel(code), durationMs / 1000);
-      const entry = {
-        method: name,
-        code: grpc.status[code],
-        durationMs: Math.round(durationMs * 1000) / 1000,
-        peer: ctx.peer,
-        trace_id: traceId,
-        ...(ctx.caller.subject !== "" && { subject: ctx.caller.subject }),
-        ...ctx.logFields,
-      };
-      if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) log.error({ ...entry, err }, "call failed");
-      else log.info(entry, "call");
-    };
-    /** Takes the stream's place in its service's budget, or throws STREAM_LIMIT. */
-    const takeStreamPlace = () => {
-      if (!budget) return;
-      if (budget.open >= budget.max) throw streamLimit(budget);
-      budget.open++;
-      budgeted = true;
-    };
-    return { ctx, finish, takeStreamPlace };
-  };
-
-  // When the call was aborted with a domain error (shutdown, overflow), that
-  // is why it failed, whatever the handler threw on the way out.
-  const fail = (err: unknown, signal: AbortSignal) => toServiceError(signal.aborted ? abortError(signal, err) : err);
-
-  if (!fn) {
-    return ((call: AnyCall, callback?: grpc.sendUnaryData<unknown>) => {
-      const { finish } = begin(call);
-      const err = { code: grpc.status.UNIMPLEMENTED, details: `${name} is not implemented by this server` };
-      finish(err.code);
-      if (callback) callback(err);
-      else call.emit("error", err);
-    }) as grpc.UntypedHandleCall;
+    this.traceId = traceIdOf(call.metadata);
   }
 
-  switch (method.methodKind) {
-    case "unary":
-      return ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const { ctx, finish } = begin(call);
-        (async () => {
-          try {
-            const admitting = admit(call, ctx);
-            if (admitting) await admitting;
-            if (call.request instanceof UndecodableRequest) throw call.request.error;
-            const out = await (fn(call.request, ctx) as Promise<MessageInitShape<DescMessage>>);
-            const msg = create(method.output, out);
-            observer?.sent(labels);
-            finish(grpc.status.OK);
-            callback(null, msg);
-          } catch (err) {
-            const se = fail(err, ctx.signal);
-            finish(se.code, err);
-            callback(se);
-          }
-        })();
-      }) as grpc.UntypedHandleCall;
-    case "server_streaming":
-    case "bidi_streaming":
-      return ((call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) => {
-        const { ctx, finish, takeStreamPlace } = begin(call);
-        (async () => {
-          try {
-            const admitting = admit(call, ctx);
-            if (admitting) await admitting;
-            const request = method.methodKind === "server_streaming" ? (call as grpc.ServerWritableStream<unknown, unknown>).request : undefined;
-            if (request instanceof UndecodableRequest) throw request.error;
-            takeStreamPlace();
-            const source =
-              method.methodKind === "server_streaming"
-                ? fn(request, ctx)
-                : fn(readRequests(call as grpc.ServerDuplexStream<unknown, unknown>, ctx.signal, () => observer?.received(labels)), ctx);
-            if (source instanceof PushStream) {
-              await (source as PushStream<MessageInitShape<DescMessage>>).run({
-                write: (out, sent) => {
-                  observer?.sent(labels);
-                  return call.write(create(method.output, out), sent);
-                },
-                ready: () => drained(call, ctx.signal),
-              });
-            } else {
-              for await (const out of source as AsyncIterable<MessageInitShape<DescMessage>>) {
-                observer?.sent(labels);
-                if (!call.write(create(method.output, out))) await drained(call, ctx.signal);
-              }
-            }
-            if (ctx.signal.aborted && ctx.signal.reason instanceof DomainError) throw ctx.signal.reason;
-            finish(grpc.status.OK);
-            call.end();
-          } catch (err) {
-            const se = fail(err, ctx.signal);
-            finish(se.code, err);
-            call.emit("error", se);
-          }
-        })();
-      }) as grpc.UntypedHandleCall;
-    default:
-      throw new Error(`${name}: ${method.methodKind} methods are not supported`);
+  /** Runs the guard; a synchronous one (no guard, a token file lookup) costs no extra turn. */
+  admit(): Promise<void> | undefined {
+    const { guard } = this.m.edge;
+    if (!guard) {
+      this.admitted(OPEN_CALLER);
+      return undefined;
+    }
+    const c = guard(this.call, this.m.method, this.ctx.signal);
+    if (c instanceof Promise) return c.then((caller) => this.admitted(caller));
+    this.admitted(c);
+    return undefined;
+  }
+
+  /** Admitted with a caller who holds a role (authenticated, or any caller without authentication): the connection is vouched for. */
+  private admitted(caller: Caller): void {
+    this.ctx.caller = caller;
+    if (caller.roles.length > 0) this.m.calls.onCall?.vouched(this.ctx.peer);
+  }
+
+  /** Takes the stream's place in its service's budget, or throws STREAM_LIMIT. */
+  takeStreamPlace(): void {
+    const budget = this.m.edge.streams;
+    if (!budget) return;
+    if (budget.open >= budget.max) throw streamLimit(budget);
+    budget.open++;
+    this.budgeted = true;
+  }
+
+  /**
+   * The status `err` answers the call with. When the call was aborted with a
+   * domain error (shutdown, overflow), that is why it failed, whatever the
+   * handler threw on the way out.
+   */
+  failure(err: unknown): grpc.ServiceError {
+    const { signal } = this.ctx;
+    return toServiceError(signal.aborted ? abortError(signal, err) : err);
+  }
+
+  /** Ends the call's bookkeeping with its status: timers, budget, idle tracking, metrics, and its log line. */
+  finish(code: grpc.status, err?: unknown): void {
+    const { m, ctx } = this;
+    this.timer?.clear();
+    this.aged?.clear();
+    if (this.budgeted) m.edge.streams!.open--;
+    if (code === grpc.status.OK && m.edge.okVouches) m.calls.onCall?.vouched(this.peer);
+    m.calls.onCall?.ended(this.peer);
+    this.call.removeListener("cancelled", this.onCancel);
+    m.open.delete(this.ac);
+    const durationMs = Number(process.hrtime.bigint() - this.started) / 1e6;
+    m.calls.observer?.handled(m.labels, grpcCodeLabel(code), durationMs / 1000);
+    const entry = {
+      method: m.name,
+      code: grpc.status[code],
+      durationMs: Math.round(durationMs * 1000) / 1000,
+      peer: ctx.peer,
+      trace_id: this.traceId,
+      ...(ctx.caller.subject !== "" && { subject: ctx.caller.subject }),
+      ...ctx.logFields,
+    };
+    if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) m.log.error({ ...entry, err }, "call failed");
+    else m.log.info(entry, "call");
   }
 }
 

@@ -7,11 +7,10 @@ import { file_google_rpc_status } from "../../gen/google/rpc/status_pb.js";
 import * as reflV1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflV1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import type { Db } from "../store/transactions.js";
-import { OPEN_TIMEOUT_MS, openPool, poolUsage } from "../db/connect.js";
+import { openPool, poolUsage } from "../db/connect.js";
 import { ShuttingDownError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { taskRpcs } from "../rpc/tasks.js";
-import { DEFAULT_COALESCING, type CoalescerOptions } from "../store/coalesce.js";
 import { createReaders } from "../store/readers.js";
 import { createWriters } from "../store/writers.js";
 import { messageRpcs } from "../rpc/messages.js";
@@ -23,18 +22,14 @@ import { leadershipRpcs } from "../rpc/leadership.js";
 import { designRpcs } from "../rpc/design.js";
 import { createDesignFetcher } from "../design/index.js";
 import type { DesignFetcher } from "../design/fetcher.js";
-import { NO_AUTH, type AuthConfig } from "../auth/config.js";
-import { defaultDesignConfig, type DesignConfig } from "../design/config.js";
 import { WatchHub } from "../watch/hub.js";
-import { DEFAULT_WATCH_BYTES } from "../watch/budget.js";
-import { DEFAULT_RESPONSE_MAX_BYTES } from "../rpc/budget.js";
 import { SYSTEM_CLOCK, type Clock } from "../core/clock.js";
 import { NO_ELECTION_COUNTERS, NO_WATCH_COUNTERS } from "../metrics/watchCounters.js";
 import { PageTokens } from "../rpc/pagination.js";
 import { secretsGet } from "../store/secrets.js";
 import { addService, StreamBudget, type OpenCalls, type ServiceEdge } from "./adapter.js";
-import { ConnectionListener, DEFAULT_LIMITS, grpcServerOptions, type ConnectionLimits } from "./connections.js";
-import { TlsSource, type TlsFiles } from "./tls.js";
+import { ConnectionListener, grpcServerOptions } from "./connections.js";
+import { TlsSource } from "./tls.js";
 import { Metrics } from "../metrics/registry.js";
 import { startMetricsServer } from "../metrics/http.js";
 import { HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
@@ -42,58 +37,24 @@ import { VERSION } from "../core/version.js";
 import { DatabaseHealth, healthRpcs, KeystoneHealth } from "./health.js";
 import { ReflectionIndex, reflectionV1, reflectionV1alpha } from "./reflection.js";
 import { keepRepeatedCredentials, startAuth, type EdgeAuth } from "./auth.js";
-import { DEFAULT_NODE_CALL_LIMIT, limitKeyAuthorized, PeerRateLimiter, type RateLimit } from "./rateLimit.js";
-import type { BootActionReportLimits } from "../store/bootActions.js";
+import { limitKeyAuthorized, PeerRateLimiter } from "./rateLimit.js";
+import { settingsWith, type Settings } from "./settings.js";
 
-export interface ServerOptions {
+/**
+ * What startServer() is given to work with, and the settings it runs with:
+ * any left out (or undefined) are the defaults (settings.ts). main.ts passes
+ * the whole of config.ts's Settings.
+ */
+export interface ServerOptions extends Partial<Settings> {
   /** The shared pool and the transaction slots; the caller owns and ends them. */
   db: Db;
   /** URL of the same database, for the LISTEN connection of the watch hub. */
   databaseUrl: string;
   log: Logger;
-  host: string;
-  port: number;
-  healthIntervalMs: number;
-  /** Events a watch stream may fall behind before RESOURCE_EXHAUSTED. */
-  watchBufferLimit?: number;
-  /** Unsent bytes a WatchTask stream may hold before RESOURCE_EXHAUSTED (default 16 MiB). */
-  watchStreamMaxBytes?: number;
-  /** Unsent bytes all WatchTask streams may hold together (default 256 MiB). */
-  watchMaxBytes?: number;
-  /** Estimated bytes of a list page or GetTask FULL response (default 4 MiB). */
-  responseMaxBytes?: number;
-  /** Heartbeat interval (and timeout) of the LISTEN connection. */
-  heartbeatMs?: number;
-  /** Largest build data element accepted (default 16 MiB). */
-  buildDataMaxBytes?: number;
-  /** Design fetcher configuration (default: no file roots, no Deckhand credentials). */
-  design?: DesignConfig;
-  /** Connection and stream limits (default DEFAULT_LIMITS). */
-  limits?: ConnectionLimits;
-  /** How long a WatchTask stream stays open after its task finished (default 3000). */
-  watchFinishLingerMs?: number;
-  /** Serve TLS (and, with a client CA, mutual TLS) from these files; unset: plaintext. */
-  tls?: TlsFiles;
-  /** Authentication of callers (default: none, every caller may do everything). */
-  auth?: AuthConfig;
-  /** Serve /metrics, /healthz and /readyz over HTTP here (port 0: any free port); unset: no metrics. */
-  metricsListen?: { host: string; port: number };
-  /** Coalescing of concurrent CreateTask inserts, appends and GetTask reads (default DEFAULT_COALESCING); null: off. */
-  writeCoalescing?: CoalescerOptions | null;
-  /**
-   * Longest start-up waits for every connection of the pool and of the
-   * transaction slots to open (default OPEN_TIMEOUT_MS, 20 s); past it,
-   * startServer() fails with PoolOpenError.
-   */
-  dbOpenTimeoutMs?: number;
   /** Tests only (main.ts never sets it): the clock of leases and the design cache (default: the database's). */
   clock?: Clock;
-  /** Longest a scrape reuses the COMPLETE and TERMINATED counts (default 5 minutes; 0: every scrape). */
+  /** Tests only: longest a scrape reuses the COMPLETE and TERMINATED counts (default 5 minutes; 0: every scrape). */
   metricsFinishedCountMaxAgeMs?: number;
-  /** What the reports on one boot action may store in all (default 1000 details, 1 MiB). */
-  bootActionReportLimits?: BootActionReportLimits;
-  /** Key-authorized calls per client address (default DEFAULT_NODE_CALL_LIMIT; ratePerSecond 0: off). */
-  nodeCallLimit?: RateLimit;
 }
 
 export interface StateServer {
@@ -122,37 +83,34 @@ export interface StateServer {
 }
 
 export async function startServer(o: ServerOptions): Promise<StateServer> {
-  const buildDataMax = o.buildDataMaxBytes ?? 16 * 1024 * 1024;
-  const responseMax = o.responseMaxBytes ?? DEFAULT_RESPONSE_MAX_BYTES;
-  const limits = o.limits ?? DEFAULT_LIMITS;
-  const designConfig = o.design ?? defaultDesignConfig();
+  const s = settingsWith(o);
+  const { limits, design: designConfig } = s;
   const clock = o.clock ?? SYSTEM_CLOCK;
   // Every database connection opens now, not under the first burst of calls
   // (a burst that stalls the event loop past the connect timeout would fail
   // the queries waiting for them).
-  const openTimeoutMs = o.dbOpenTimeoutMs ?? OPEN_TIMEOUT_MS;
-  await Promise.all([openPool(o.db.sql, { timeoutMs: openTimeoutMs }), o.db.tx.open({ timeoutMs: openTimeoutMs })]);
+  await Promise.all([openPool(o.db.sql, { timeoutMs: s.dbOpenTimeoutMs }), o.db.tx.open({ timeoutMs: s.dbOpenTimeoutMs })]);
   o.log.info({ pool: poolUsage(o.db.sql).size, transactionSlots: o.db.tx.usage().size }, "database connections open");
   const server = new grpc.Server({
     // Room for the largest response we build: a design document, a build
     // data element (CreateBuildData and ListBuildData return it), or a page
     // (its budget is an estimate: room to spare), plus metadata.
-    "grpc.max_send_message_length": Math.max(designConfig.maxBytes, buildDataMax, 2 * responseMax) + 1024 * 1024,
+    "grpc.max_send_message_length": Math.max(designConfig.maxBytes, s.buildDataMaxBytes, 2 * s.responseMaxBytes) + 1024 * 1024,
     // Room for the largest build data element plus its record, so that an
     // oversized element gets our INVALID_ARGUMENT naming the limit; and for
     // an ImportRecords call carrying it as a base64 record (4/3 of its size).
-    "grpc.max_receive_message_length": Math.ceil((buildDataMax * 4) / 3) + 1024 * 1024,
+    "grpc.max_receive_message_length": Math.ceil((s.buildDataMaxBytes * 4) / 3) + 1024 * 1024,
     // Detect dead peers: a ping every minute on a connection with calls,
     // closed when unanswered for 20 s.
     "grpc.keepalive_time_ms": 60_000,
     "grpc.keepalive_timeout_ms": 20_000,
     ...grpcServerOptions(limits),
   });
-  const tlsSource = o.tls ? await TlsSource.start(o.tls, o.log.child({ component: "tls" })) : undefined;
+  const tlsSource = s.tls ? await TlsSource.start(s.tls, o.log.child({ component: "tls" })) : undefined;
   const injector = server.createConnectionInjector(tlsSource ? tlsSource.serverCredentials() : grpc.ServerCredentials.createInsecure());
   keepRepeatedCredentials(server); // before any connection: a repeated authorization header is refused
   const listener = new ConnectionListener(injector, limits, o.log.child({ component: "connections" }), !!tlsSource);
-  const metrics = o.metricsListen ? new Metrics({ db: o.db, version: VERSION, finishedCountMaxAgeMs: o.metricsFinishedCountMaxAgeMs }) : undefined;
+  const metrics = s.metricsListen ? new Metrics({ db: o.db, version: VERSION, finishedCountMaxAgeMs: o.metricsFinishedCountMaxAgeMs }) : undefined;
   const calls: OpenCalls = {
     observer: metrics?.calls,
     unary: new Set(),
@@ -172,7 +130,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     health: new StreamBudget(limits.maxHealthStreams, "STATEMGMT_MAX_HEALTH_STREAMS", "health Watch streams"),
     reflection: new StreamBudget(limits.maxReflectionStreams, "STATEMGMT_MAX_REFLECTION_STREAMS", "server reflection streams"),
   };
-  const health = new DatabaseHealth(o.db.sql, o.healthIntervalMs, o.log.child({ component: "health" }));
+  const health = new DatabaseHealth(o.db.sql, s.healthIntervalMs, o.log.child({ component: "health" }));
   const index = new ReflectionIndex(
     [StateService.typeName, Health.typeName, reflV1.ServerReflection.typeName, reflV1alpha.ServerReflection.typeName],
     [file_drydock_statemgmt_v1_state_service, file_grpc_health_v1_health, reflV1.file_grpc_reflection_v1_reflection, reflV1alpha.file_grpc_reflection_v1alpha_reflection],
@@ -184,31 +142,29 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     sql: o.db.sql,
     listenUrl: o.databaseUrl,
     log: o.log.child({ component: "watch" }),
-    bufferLimit: o.watchBufferLimit ?? 10_000,
-    bytes: { streamBytes: o.watchStreamMaxBytes ?? DEFAULT_WATCH_BYTES.streamBytes, serverBytes: o.watchMaxBytes ?? DEFAULT_WATCH_BYTES.serverBytes },
-    heartbeatMs: o.heartbeatMs ?? 5000,
+    bufferLimit: s.watchBufferLimit,
+    bytes: { streamBytes: s.watchStreamMaxBytes, serverBytes: s.watchMaxBytes },
+    heartbeatMs: s.heartbeatMs,
     // Well above the interval: an event-loop stall of a busy server must not
     // look like a hung connection (its replacement makes every feed re-read).
-    heartbeatTimeoutMs: 3 * (o.heartbeatMs ?? 5000),
-    finishLingerMs: o.watchFinishLingerMs ?? 3000,
+    heartbeatTimeoutMs: 3 * s.heartbeatMs,
+    finishLingerMs: s.watchFinishLingerMs,
     counters: metrics?.watch ?? NO_WATCH_COUNTERS,
     clock,
   });
   const tokens = new PageTokens(await secretsGet(o.db.sql, { name: "page_token" }));
-  const auth = await startAuth(o.auth ?? NO_AUTH, o.log.child({ component: "auth" }), designConfig.extraCa);
+  const auth = await startAuth(s.auth, o.log.child({ component: "auth" }), designConfig.extraCa);
   // Keystone's own health entry: probed while it answers every 30 s, while it does not at the database's interval.
-  const keystoneHealth = auth.keystone ? new KeystoneHealth(auth.keystone, o.healthIntervalMs, o.log.child({ component: "health" })) : undefined;
+  const keystoneHealth = auth.keystone ? new KeystoneHealth(auth.keystone, s.healthIntervalMs, o.log.child({ component: "health" })) : undefined;
   if (keystoneHealth) metrics?.keystone.observe(auth.keystone!.origin, () => keystoneHealth.status === Status.SERVING);
   const design = createDesignFetcher(designConfig, () => clock.nowMs(), metrics?.design);
   // Calls nodes make without a token: a rate limit per client address, checked before their guard.
-  const nodeCallLimit = o.nodeCallLimit ?? DEFAULT_NODE_CALL_LIMIT;
   const stateGuard =
-    nodeCallLimit.ratePerSecond > 0
-      ? limitKeyAuthorized(auth.stateService, new PeerRateLimiter(nodeCallLimit, () => clock.nowMs(), () => metrics?.calls.nodeCallRateLimited()))
+    s.nodeCallLimit.ratePerSecond > 0
+      ? limitKeyAuthorized(auth.stateService, new PeerRateLimiter(s.nodeCallLimit, () => clock.nowMs(), () => metrics?.calls.nodeCallRateLimited()))
       : auth.stateService;
-  const coalescing = o.writeCoalescing === undefined ? DEFAULT_COALESCING : o.writeCoalescing;
-  const writers = createWriters(o.db.sql, coalescing);
-  const readers = createReaders(o.db.sql, coalescing);
+  const writers = createWriters(o.db.sql, s.writeCoalescing);
+  const readers = createReaders(o.db.sql, s.writeCoalescing);
   // A failure from here on stops what was started: the caller gets no handle to do it.
   const abandon = async (err: unknown): Promise<never> => {
     health.stop();
@@ -223,13 +179,13 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   };
   await hub.start().catch(abandon);
   addService(server, StateService, {
-      ...taskRpcs(o.db, tokens, writers, readers, clock, responseMax),
-      ...messageRpcs(o.db.sql, tokens, writers, metrics?.calls, responseMax),
+      ...taskRpcs(o.db, tokens, writers, readers, s, clock),
+      ...messageRpcs(o.db.sql, tokens, writers, s, metrics?.calls),
       ...watchRpcs(hub),
-      ...buildDataRpcs(o.db.sql, tokens, buildDataMax, metrics?.calls, responseMax),
+      ...buildDataRpcs(o.db.sql, tokens, s, metrics?.calls),
       ...leadershipRpcs(o.db, hub, clock, metrics?.watch ?? NO_ELECTION_COUNTERS),
       ...designRpcs(design.fetcher),
-      ...bootActionRpcs(o.db, tokens, o.bootActionReportLimits),
+      ...bootActionRpcs(o.db, tokens, s),
       ...exportImportRpcs(o.db),
     }, o.log, calls, { guard: stateGuard, streams: budgets.stateService, okVouches: true });
   addService(server, Health, healthRpcs(health, keystoneHealth), o.log, calls, { guard: auth.health, streams: budgets.health });
@@ -238,16 +194,16 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   addService(server, reflV1.ServerReflection, reflectionV1(index), o.log, calls, reflection);
   addService(server, reflV1alpha.ServerReflection, reflectionV1alpha(index), o.log, calls, reflection);
 
-  const host = o.host.includes(":") ? `[${o.host}]` : o.host;
+  const host = s.listen.host.includes(":") ? `[${s.listen.host}]` : s.listen.host;
   const port = await listener
-    .listen(o.host, o.port)
-    .catch((err: Error) => abandon(new Error(`cannot listen on ${host}:${o.port}: ${err.message}`, { cause: err })));
+    .listen(s.listen.host, s.listen.port)
+    .catch((err: Error) => abandon(new Error(`cannot listen on ${host}:${s.listen.port}: ${err.message}`, { cause: err })));
   await health.start().catch(abandon);
   keystoneHealth?.start();
   const metricsServer =
-    metrics && o.metricsListen
-      ? await startMetricsServer({ ...o.metricsListen, metrics, ready: () => health.status === Status.SERVING, log: o.log.child({ component: "metrics" }) }).catch(
-          (err: Error) => abandon(new Error(`cannot serve metrics on ${o.metricsListen!.host}:${o.metricsListen!.port}: ${err.message}`, { cause: err })),
+    metrics && s.metricsListen
+      ? await startMetricsServer({ ...s.metricsListen, metrics, ready: () => health.status === Status.SERVING, log: o.log.child({ component: "metrics" }) }).catch(
+          (err: Error) => abandon(new Error(`cannot serve metrics on ${s.metricsListen!.host}:${s.metricsListen!.port}: ${err.message}`, { cause: err })),
         )
       : undefined;
   const address = `${host}:${port}`;
