@@ -2,6 +2,14 @@
 import { expect } from "chai";
 import { Backoff, backoffDelay } from "../src/util/backoff.js";
 import { reconnectBackoff } from "../src/db/connect.js";
+import { SharedWork } from "../src/util/sharedWork.js";
+
+/** A promise and the functions that settle it. */
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
 
 describe("util helpers", () => {
   describe("backoffDelay", () => {
@@ -23,6 +31,40 @@ describe("util helpers", () => {
         expect(first).to.be.within(0.01, 0.02);
         expect(reconnectBackoff(30)).to.be.within(0.125, 0.25);
       }
+    });
+  });
+
+  describe("SharedWork", () => {
+    it("counts its flights (Keystone's bound on validations in flight): one per key, kept until it settles, waited for or not", async () => {
+      const work = new SharedWork<string, number>({ whenAbandoned: "finish" });
+      const a = deferred<number>();
+      const b = deferred<number>();
+      const left = new AbortController();
+      expect(work.size).to.equal(0);
+      const first = work.wait("a", undefined, () => ({ promise: a.promise, context: undefined }));
+      const joined = work.wait("a", undefined, () => ({ promise: Promise.resolve(-1), context: undefined }));
+      const gaveUp = work.wait("b", left.signal, () => ({ promise: b.promise, context: undefined })).catch((e: unknown) => e);
+      expect(work.size).to.equal(2);
+      left.abort();
+      await gaveUp;
+      expect(work.size).to.equal(2); // "finish": b runs on with nobody waiting
+      a.resolve(1);
+      expect([await first, await joined]).to.deep.equal([1, 1]);
+      expect(work.size).to.equal(1);
+      b.resolve(2);
+      await b.promise; // SharedWork's own reaction to it, which forgets the flight, was attached first
+      expect(work.size).to.equal(0);
+    });
+    it("forgets an abandoned flight at once with whenAbandoned: abort", async () => {
+      const work = new SharedWork<string, number>({ whenAbandoned: "abort" });
+      const left = new AbortController();
+      let aborted: AbortSignal | undefined;
+      const waiting = work.wait("a", left.signal, (signal) => ((aborted = signal), { promise: new Promise<number>(() => {}), context: undefined })).catch((e: unknown) => e);
+      expect(work.size).to.equal(1);
+      left.abort();
+      await waiting;
+      expect(work.size).to.equal(0);
+      expect(aborted?.aborted).to.equal(true);
     });
   });
 });
