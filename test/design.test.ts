@@ -10,6 +10,9 @@ import { defaultDesignConfig, type DesignConfig } from "../src/config.js";
 import { decodeError, expectError, expectInvalid, useServer } from "./harness.js";
 import { startSource } from "./fakes.js";
 import { TestClock } from "./clock.js";
+import type { DesignSignals } from "../src/design/signals.js";
+import { DesignFetcher } from "../src/design/fetcher.js";
+import type { DesignDriver } from "../src/design/driver.js";
 
 const sha = (s: string | Buffer) => createHash("sha256").update(s).digest("hex");
 
@@ -48,7 +51,16 @@ describe("design documents", function () {
   let bigBytesSent = 0;
   let tokensIssued = 0;
   let rejectNextToken = false;
-  let keystoneDelayMs = 0;
+  /** Keystone answers token requests once this settles (none: at once). */
+  let keystoneHeld: Promise<void> | undefined;
+  /** Told when a token request reached Keystone. */
+  let onTokenRequest = () => {};
+  /** Told when the connection of a /big response closed. */
+  let onBigClosed = () => {};
+  /** /slow-once answers once this settles. */
+  let slowOnceHeld: Promise<void> = Promise.resolve();
+  /** /slow-503-then-ok sends its 503 once the first settles, its 200 once the second does. */
+  let slow503Held: [Promise<void>, Promise<void>] = [Promise.resolve(), Promise.resolve()];
   let revokedUpTo = 0; // Deckhand refuses tok-1 … tok-N
 
   // Runs before useServer's hook, so the server starts with this configuration.
@@ -80,15 +92,15 @@ describe("design documents", function () {
           }
           r.end();
         };
-        r.on("close", () => r.destroy());
+        r.on("close", () => (r.destroy(), onBigClosed()));
         pump();
       },
       "/cached": (_q, r) => (r.writeHead(200), r.end("cache me")),
-      "/slow-once": (_q, r) => setTimeout(() => (r.writeHead(200), r.end("shared")), 200),
+      "/slow-once": (_q, r) => void slowOnceHeld.then(() => (r.writeHead(200), r.end("shared"))),
       "/slow-503-then-ok": (() => {
         let n = 0;
         return (_q: IncomingMessage, r: ServerResponse) =>
-          setTimeout(() => (++n === 1 ? (r.writeHead(503), r.end("busy")) : (r.writeHead(200), r.end("second try"))), 150);
+          void (++n === 1 ? slow503Held[0].then(() => (r.writeHead(503), r.end("busy"))) : slow503Held[1].then(() => (r.writeHead(200), r.end("second try"))));
       })(),
       "/fail-then-ok": (() => {
         let n = 0;
@@ -112,11 +124,12 @@ describe("design documents", function () {
           q.on("end", () => {
             const auth = JSON.parse(body).auth;
             if (auth.identity.password.user.password !== "s3cret") return void (r.writeHead(401), r.end());
-            setTimeout(() => {
+            onTokenRequest();
+            void (keystoneHeld ?? Promise.resolve()).then(() => {
               tokensIssued++;
               r.writeHead(201, { "x-subject-token": `tok-${tokensIssued}`, "content-type": "application/json" });
               r.end(JSON.stringify({ token: { expires_at: new Date(Date.now() + 3600_000).toISOString() } }));
-            }, keystoneDelayMs);
+            });
           });
         },
       },
@@ -162,6 +175,23 @@ describe("design documents", function () {
 
   const clock = new TestClock();
   const h = useServer({ ...opts, clock });
+
+  /**
+   * The next `name` signal of the server's design fetcher for `ref` (as
+   * redacted) whose other arguments `until` accepts. Ask for it before the
+   * call that causes it.
+   */
+  function designSignal<K extends keyof DesignSignals>(name: K, ref: string, until: (...args: DesignSignals[K]) => boolean = () => true): Promise<void> {
+    const fetcher = h.server.design;
+    return new Promise((resolve) => {
+      const on = (...args: DesignSignals[K]) => {
+        if (args[0] !== ref || !until(...args)) return;
+        fetcher.off(name, on as never);
+        resolve();
+      };
+      fetcher.on(name, on as never);
+    });
+  }
 
   describe("file://", () => {
     it("returns a design inside a root with its sha256", async () => {
@@ -251,9 +281,11 @@ describe("design documents", function () {
       expect(http.hits("/down")).to.equal(4); // 1 + 3 retries
     });
     it("refuses a body over the limit without reading it all", async () => {
+      const closed = new Promise<void>((r) => (onBigClosed = r));
       const d = await expectError(h.client.getDesignDocuments({ designRef: `${http.base}/big` }), grpc.status.RESOURCE_EXHAUSTED);
       expect(d.message).to.contain(String(1024 * 1024));
-      await new Promise((r) => setTimeout(r, 100));
+      // The fetcher hung up: nothing more goes out, and the source sent a fraction of its 50 MiB.
+      await closed;
       expect(bigBytesSent).to.be.lessThan(20 * 1024 * 1024);
     });
     it("follows a redirect, and ends a redirect loop with an error", async () => {
@@ -299,17 +331,25 @@ describe("design documents", function () {
     it("a caller that gives up does not fail another caller waiting for the same token request", async () => {
       const ref = `deckhand+https://127.0.0.1:${deckhand.port}/api/v1.0/revisions/7/rendered-documents`;
       revokedUpTo = tokensIssued; // the cached token is refused: both fetches below need a new one
-      keystoneDelayMs = 300;
+      let release = () => {};
+      keystoneHeld = new Promise((r) => (release = r)); // Keystone answers once A has given up
       try {
         const before = tokensIssued;
+        const requested = new Promise<void>((r) => (onTokenRequest = r));
         const a = h.client.getDesignDocuments({ designRef: `${ref}?share=a` }, { deadlineMs: 150 }).then(() => null, (e: unknown) => e);
-        await new Promise((r) => setTimeout(r, 50));
-        const b = await h.client.getDesignDocuments({ designRef: `${ref}?share=b` }, { deadlineMs: 10_000 });
+        await requested; // A's token request waits at Keystone
+        // B's fetch asks for a token as it starts, and the token A dropped is gone: B waits for A's request.
+        const bWaits = designSignal("fetchStarted", `${ref}?share=b`);
+        const b = h.client.getDesignDocuments({ designRef: `${ref}?share=b` }, { deadlineMs: 10_000 });
+        await bWaits;
         expect(decodeError(await a).code).to.equal(grpc.status.DEADLINE_EXCEEDED);
-        expect(Buffer.from(b.content).toString()).to.equal(`rendered by tok-${before + 1}\n`);
+        release();
+        expect(Buffer.from((await b).content).toString()).to.equal(`rendered by tok-${before + 1}\n`);
         expect(tokensIssued).to.equal(before + 1); // one request, shared
       } finally {
-        keystoneDelayMs = 0;
+        release();
+        keystoneHeld = undefined;
+        onTokenRequest = () => {};
         revokedUpTo = 0;
       }
     });
@@ -335,18 +375,35 @@ describe("design documents", function () {
     });
     it("runs a shared fetch to the latest deadline of its callers, not the first caller's", async () => {
       const ref = `${http.base}/slow-503-then-ok`;
-      // A's deadline passes during the first attempt (a 503 after 150 ms); B,
-      // who joined the same fetch, still has time for the retry.
+      // A starts the fetch and B joins it; the source's first answer, a 503,
+      // comes within A's deadline, and A's deadline passes during the retry,
+      // which goes on for B, whose deadline is later.
+      let send503 = () => {};
+      let send200 = () => {};
+      slow503Held = [new Promise((r) => (send503 = r)), new Promise((r) => (send200 = r))];
+      const started = designSignal("fetchStarted", ref);
       const a = h.client.getDesignDocuments({ designRef: ref }, { deadlineMs: 250 }).then(() => null, (e: unknown) => e);
-      await new Promise((r) => setTimeout(r, 20));
-      const b = await h.client.getDesignDocuments({ designRef: ref }, { deadlineMs: 10_000 });
+      await started;
+      const joined = designSignal("fetchJoined", ref);
+      const bCall = h.client.getDesignDocuments({ designRef: ref }, { deadlineMs: 10_000 });
+      await joined;
+      send503();
       expect(decodeError(await a).code).to.equal(grpc.status.DEADLINE_EXCEEDED);
+      send200();
+      const b = await bCall;
       expect(Buffer.from(b.content).toString()).to.equal("second try");
       expect(http.hits("/slow-503-then-ok")).to.equal(2);
     });
     it("shares one upstream request among 20 concurrent identical fetches", async () => {
       const ref = `${http.base}/slow-once`;
-      const all = await Promise.all(Array.from({ length: 20 }, () => h.client.getDesignDocuments({ designRef: ref })));
+      // The source answers once all 20 wait for the one fetch.
+      let release = () => {};
+      slowOnceHeld = new Promise((r) => (release = r));
+      const allWaiting = designSignal("fetchJoined", ref, (_ref, waiting) => waiting === 20);
+      const calls = Promise.all(Array.from({ length: 20 }, () => h.client.getDesignDocuments({ designRef: ref })));
+      await allWaiting;
+      release();
+      const all = await calls;
       expect(all.every((r) => Buffer.from(r.content).toString() === "shared")).to.equal(true);
       expect(http.hits("/slow-once")).to.equal(1);
     });
@@ -378,5 +435,59 @@ describe("design documents without configuration", () => {
     } finally {
       await src.close();
     }
+  });
+});
+
+describe("design cache (the fetcher in process, a fake source, a clock the test moves)", () => {
+  let now = 1_000_000;
+  const bodies: Record<string, string> = { "/a": "aaaa", "/b": "bbbb", "/c": "cccc", "/huge": "x".repeat(11), "/empty": "" };
+  let fetches: string[] = [];
+  const source: DesignDriver = {
+    fetch: async (url) => {
+      fetches.push(url.pathname);
+      return { content: Buffer.from(bodies[url.pathname]!), contentType: "" };
+    },
+  };
+  const fetcher = (o: { ttlMs?: number; cacheMaxBytes?: number } = {}) =>
+    new DesignFetcher(new Map([["http", source]]), { ttlMs: o.ttlMs ?? 1000, cacheMaxBytes: o.cacheMaxBytes ?? 10, maxBytes: 1024, defaultTimeoutMs: 5000, now: () => now });
+  const get = (f: DesignFetcher, p: string) => f.fetch(`http://src${p}`, new AbortController().signal, undefined);
+  beforeEach(() => (fetches = []));
+
+  it("keeps documents up to STATEMGMT_DESIGN_CACHE_MAX_BYTES in all, the least recently used going first, and none larger than that", async () => {
+    const f = fetcher();
+    const cached: string[] = [];
+    f.on("cached", (ref, bytes) => cached.push(`${ref} ${bytes}`));
+    await get(f, "/a");
+    await get(f, "/b");
+    expect((await get(f, "/a")).fromCache).to.equal(true); // a is now the most recently used
+    await get(f, "/c"); // 12 bytes with a and b: b goes
+    await get(f, "/huge"); // 11 bytes: not kept, and a and c stay
+    expect((await get(f, "/a")).fromCache).to.equal(true);
+    expect((await get(f, "/c")).fromCache).to.equal(true);
+    expect((await get(f, "/b")).fromCache).to.equal(false);
+    expect((await get(f, "/huge")).fromCache).to.equal(false);
+    expect(fetches).to.deep.equal(["/a", "/b", "/c", "/huge", "/b", "/huge"]);
+    expect(cached).to.deep.equal(["http://src/a 4", "http://src/b 4", "http://src/c 4", "http://src/b 4"]);
+  });
+
+  it("serves a document for STATEMGMT_DESIGN_CACHE_TTL_MS from its fetch, not from its last use", async () => {
+    const f = fetcher();
+    await get(f, "/a");
+    now += 999;
+    expect((await get(f, "/a")).fromCache).to.equal(true);
+    now += 1; // 1000 ms after the fetch
+    expect((await get(f, "/a")).fromCache).to.equal(false);
+    expect(fetches).to.deep.equal(["/a", "/a"]);
+  });
+
+  it("caches nothing with a TTL or a size of 0; an empty document is cached", async () => {
+    for (const f of [fetcher({ ttlMs: 0 }), fetcher({ cacheMaxBytes: 0 })]) {
+      await get(f, "/a");
+      expect((await get(f, "/a")).fromCache).to.equal(false);
+    }
+    const f = fetcher();
+    await get(f, "/empty");
+    expect((await get(f, "/empty")).fromCache).to.equal(true);
+    expect(fetches).to.deep.equal(["/a", "/a", "/a", "/a", "/empty"]);
   });
 });

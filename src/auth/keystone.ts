@@ -2,15 +2,16 @@
 // GET /v3/auth/tokens with the caller's token in X-Subject-Token,
 // authenticated by the service's own token (keystone/'s password
 // authentication, keystoneTokens, which the Deckhand driver sends too).
-// Answers are cached per token (by its SHA-256) until the token expires, at
-// most CACHE_MS; concurrent calls with
-// one token share one validation. Keystone unreachable is UNAVAILABLE, never
+// Answers are cached per token (by its SHA-256, in an lru-cache) until the
+// token expires, at most CACHE_MS; concurrent calls with one token share one
+// validation (SharedWork). Keystone unreachable is UNAVAILABLE, never
 // an allow. Validations of distinct tokens waiting on Keystone at once are
 // bounded (maxPending): anyone may present a token, and an unknown one costs
 // a request to Keystone, so calls not yet authenticated get a small budget of
 // their own; beyond it they are refused at once (RESOURCE_EXHAUSTED
 // AUTHENTICATION_BUSY), while cached tokens and the token file are unaffected.
-import { abortable } from "../util/abortable.js";
+import { LRUCache } from "lru-cache";
+import { SharedWork } from "../util/sharedWork.js";
 import { RetryableStatus, type HttpClient, type RequestContext } from "../http/client.js";
 import { keystoneTokens, keystoneTokensUrl, type KeystoneOptions, type TokenProvider } from "../keystone/tokens.js";
 import { DependencyUnavailableError, ResourceExhaustedError } from "../core/errors.js";
@@ -56,8 +57,13 @@ type Answer = { caller: Caller | undefined; until: number };
 export class KeystoneValidator {
   private readonly endpoint: URL;
   private readonly service: TokenProvider;
-  private readonly cache = new Map<string, Answer>();
-  private readonly inflight = new Map<string, Promise<Answer>>();
+  /**
+   * Answers by token hash, each until its `until`; the oldest go first
+   * (peek, never get: a hit does not renew an answer's place).
+   */
+  private readonly cache: LRUCache<string, Answer>;
+  /** Validations in flight: run to their own bound (VALIDATE_TIMEOUT_MS) whoever still waits. */
+  private readonly inflight = new SharedWork<string, Answer>({ whenAbandoned: "finish" });
   /** Validation requests sent for callers' tokens (tests and logs; not check()'s). */
   requests = 0;
   /** Calls refused because maxPending validations were in flight. */
@@ -78,33 +84,37 @@ export class KeystoneValidator {
   ) {
     this.endpoint = keystoneTokensUrl(o.keystone.url);
     this.service = keystoneTokens(http, o.keystone, now);
+    // The injected clock, read on every check (ttlResolution 0: the default
+    // would reuse a reading for 1 ms, and tests move this clock by minutes).
+    this.cache = new LRUCache({ max: CACHE_MAX, perf: { now }, ttlResolution: 0 });
   }
 
   /** The caller a token stands for, or undefined when Keystone does not accept it; throws UNAVAILABLE when Keystone cannot say. */
   async validate(token: string, signal: AbortSignal): Promise<Caller | undefined> {
     const key = tokenHash(token);
-    const hit = this.cache.get(key);
-    if (hit && hit.until > this.now()) return hit.caller;
-    if (hit) this.cache.delete(key);
-    let p = this.inflight.get(key);
-    if (!p) {
+    const hit = this.cache.peek(key);
+    if (hit) return hit.caller;
+    if (!this.inflight.get(key)) {
       const max = this.o.maxPending ?? DEFAULT_MAX_PENDING;
       if (this.inflight.size >= max) throw this.busy(max);
-      p = this.ask(token).finally(() => this.inflight.delete(key));
-      this.inflight.set(key, p);
-      p.then(
+    }
+    const answer = await this.inflight.wait(key, signal, (shared) => ({
+      promise: this.ask(token, shared).then(
         (a) => {
           this.remember(key, a);
           this.onReachable?.(true);
+          return a;
         },
         // What went wrong is for the operator; callers get a neutral UNAVAILABLE.
         (err: unknown) => {
           this.log.warn({ err: (err as Error).cause ?? err, keystone: this.endpoint.origin }, (err as Error).message);
           this.onReachable?.(false);
+          throw err;
         },
-      );
-    }
-    return (await abortable(p, signal)).caller;
+      ),
+      context: undefined,
+    }));
+    return answer.caller;
   }
 
   /** Keystone's origin (logs, the health metric). */
@@ -120,7 +130,7 @@ export class KeystoneValidator {
   async check(): Promise<boolean> {
     const ctx: RequestContext = { signal: new AbortController().signal, deadline: this.now() + VALIDATE_TIMEOUT_MS };
     try {
-      await this.ask(await this.service.token(ctx), false);
+      await this.ask(await this.service.token(ctx), ctx.signal, false);
       return true;
     } catch {
       return false;
@@ -142,14 +152,20 @@ export class KeystoneValidator {
   }
 
   private remember(key: string, a: Answer): void {
-    if (this.cache.size >= CACHE_MAX) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(key, a);
+    // Fresh while until > now; lru-cache keeps an entry while no more than
+    // its ttl has passed, hence one less (on a clock of whole milliseconds).
+    // An answer that would be fresh for this millisecond only is not kept
+    // (a ttl of 0 would keep it for good).
+    const ttl = a.until - this.now() - 1;
+    if (ttl > 0) this.cache.set(key, a, { ttl });
+    else this.cache.delete(key);
   }
 
-  private async ask(token: string, counted = true): Promise<Answer> {
+  /** `signal`: the validation's own (SharedWork's), never a caller's. */
+  private async ask(token: string, signal: AbortSignal, counted = true): Promise<Answer> {
     // Its own deadline rather than the first caller's: each caller stops
     // waiting when its own call ends (see validate).
-    const ctx: RequestContext = { signal: new AbortController().signal, deadline: this.now() + VALIDATE_TIMEOUT_MS };
+    const ctx: RequestContext = { signal, deadline: this.now() + VALIDATE_TIMEOUT_MS };
     for (let attempt = 0; ; attempt++) {
       let service: string;
       try {

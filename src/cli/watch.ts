@@ -7,14 +7,15 @@
 // resumable error (a dropped connection, a server restart, WATCH_BUFFER_FULL):
 // the view is handed every message exactly once, in order. Alongside, a
 // WatchTasks stream on the task's direct subtasks feeds the progress bar.
+// That stream, `tasks watch-all` and `leader --watch` reopen theirs through
+// the same loop (stateClient's resumeStream), with a rule of their own.
 // A failure before the first event (nothing listening at --server, a bad
 // token) ends the command with that error instead of retrying forever.
-import { setMaxListeners } from "node:events";
-import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
 import { ActionResult, TaskStatus, type Task } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import { LeaderSchema, type Leader } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { stateError, watchTask, type StateError } from "../client/stateClient.js";
+import { resumeStream, watchTask, type StateError } from "../client/stateClient.js";
+import type { BackoffPolicy } from "../util/backoff.js";
 import type { Connection } from "./connection.js";
 import { EXIT } from "./exit.js";
 import { resolveOptionalTaskId, resolveTaskId } from "./ids.js";
@@ -59,41 +60,26 @@ export class Outage {
   }
 }
 
-const BACKOFF_MS = 100;
-const MAX_BACKOFF_MS = 2000;
+/** Delays between attempts of `tasks watch-all`, `leader --watch` and the subtask stream: 100 ms doubling to 2 s, equal jitter. */
+const REOPEN_BACKOFF: BackoffPolicy = { initialMs: 100, maxMs: 2000, jitter: 0.5 };
 
 /**
  * Events of a stream, opened again after each retryable failure (with
- * backoff and jitter) until `signal` aborts. A failure before the first event
- * of the first stream, or one that is not retryable, is thrown.
+ * backoff and jitter), and after it ends, until `signal` aborts, which ends
+ * them quietly. A failure before the first event of the first stream, or
+ * one that is not retryable, is thrown.
  */
 async function* reopening<T>(open: (signal: AbortSignal) => AsyncIterable<T>, signal: AbortSignal, onRetry: (e: StateError) => void): AsyncGenerator<T> {
-  let delay = BACKOFF_MS;
-  let seen = false;
-  while (!signal.aborted) {
-    // A signal per stream, let go of when it ends: the client adds an abort
-    // listener to the signal of each call and never removes it, so the
-    // long-lived `signal` would gather one per reconnect (and Node's
-    // MaxListenersExceededWarning on stderr after ten).
-    const attempt = new AbortController();
-    const stop = () => attempt.abort();
-    signal.addEventListener("abort", stop, { once: true });
-    try {
-      for await (const ev of open(attempt.signal)) {
-        seen = true;
-        delay = BACKOFF_MS;
-        yield ev;
-      }
-    } catch (err) {
-      if (signal.aborted) return;
-      const e = stateError(err);
-      if (!seen || !(e.retryable || e.code === grpc.status.DEADLINE_EXCEEDED)) throw e;
-      onRetry(e);
-    } finally {
-      signal.removeEventListener("abort", stop);
-    }
-    await sleep(delay * (0.5 + Math.random() / 2), undefined, { signal }).catch(() => {});
-    delay = Math.min(delay * 2, MAX_BACKOFF_MS);
+  try {
+    yield* resumeStream(open, {
+      signal,
+      backoff: REOPEN_BACKOFF,
+      resumable: (e, delivered) => delivered && (e.retryable || e.code === grpc.status.DEADLINE_EXCEEDED),
+      onResume: onRetry,
+      onEnd: "reopen",
+    });
+  } catch (err) {
+    if (!signal.aborted) throw err;
   }
 }
 
@@ -102,11 +88,6 @@ export async function tasksWatch(conn: Connection, out: Output, arg: string, aft
   const view = createTaskWatchView(out);
   // Ends the watch (and the subtask stream) on Ctrl-C, at the end, or after a failed start.
   const ac = new AbortController();
-  // stateClient's watchTask passes this one signal to every stream it opens,
-  // and the client (src/client/client.ts) adds an abort listener per call that it
-  // never removes: one more per reconnect, which must not end in Node's
-  // MaxListenersExceededWarning on stderr during a long outage.
-  setMaxListeners(0, ac.signal);
   const stop = () => ac.abort();
   signal.addEventListener("abort", stop, { once: true });
   let last: Task | undefined;

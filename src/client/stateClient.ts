@@ -1,6 +1,7 @@
 // Helpers for orchestrators over the generated StateService client, the
 // TypeScript counterparts of clients/python's: errors with their ErrorInfo,
-// a task watch that resumes on its own, and a leader elector.
+// a task watch that resumes on its own (over resumeStream, the resume loop
+// the CLI's watches use too), and a leader elector.
 import { EventEmitter } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
@@ -10,6 +11,7 @@ import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, type BadRequest, type ErrorInfo } from "../../gen/google/rpc/error_details_pb.js";
 import type { StateService, WatchTaskResponse } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import type { Leader } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import { Backoff, type BackoffPolicy } from "../util/backoff.js";
 import type { Client } from "./client.js";
 
 export type StateClient = Client<(typeof StateService)["method"]>;
@@ -68,11 +70,67 @@ export function stateError(err: unknown): StateError {
 /** Reasons after which a watch resumes from the last sequence it delivered. */
 const RESUME_REASONS = new Set(["DATABASE_UNAVAILABLE", "SHUTTING_DOWN", "CONNECTION_MAX_AGE", "WATCH_BUFFER_FULL", "UNAVAILABLE"]);
 
+export interface ResumeOptions {
+  /** Ends the loop: the open stream is cancelled and the loop throws (the signal's reason, or the delay's AbortError). */
+  signal?: AbortSignal;
+  /** Delays between attempts; they start over with each event delivered. */
+  backoff: BackoffPolicy;
+  /**
+   * Whether to open the stream again after `err`; when not, the loop throws
+   * it. `delivered`: whether any stream of this loop delivered an event yet.
+   */
+  resumable(err: StateError, delivered: boolean): boolean;
+  /** Told of each failure the loop resumes after, before its delay. */
+  onResume?(err: StateError): void;
+  /**
+   * A stream that ends without an error: "done" ends the loop (WatchTask
+   * ends once its task finished), "reopen" opens it again after a delay.
+   */
+  onEnd: "done" | "reopen";
+}
+
+/**
+ * The resume loop under watchTask and the CLI's watches: the events of the
+ * streams `open` returns, one after another, a new one opened (after a
+ * jittered delay) whenever one fails with an error `resumable` accepts.
+ * What to resume from is `open`'s to say: it is called afresh each time.
+ * Each stream gets a signal of its own, aborted when the stream ends or the
+ * loop's signal aborts, so a long-lived signal holds one listener of the
+ * loop's, however many streams it opened.
+ */
+export async function* resumeStream<T>(open: (signal: AbortSignal) => AsyncIterable<T>, o: ResumeOptions): AsyncGenerator<T> {
+  const backoff = new Backoff(o.backoff);
+  let delivered = false;
+  for (;;) {
+    o.signal?.throwIfAborted();
+    const attempt = new AbortController();
+    const stop = () => attempt.abort(o.signal?.reason);
+    o.signal?.addEventListener("abort", stop, { once: true });
+    try {
+      for await (const ev of open(attempt.signal)) {
+        delivered = true;
+        backoff.reset();
+        yield ev;
+      }
+      if (o.onEnd === "done") return;
+    } catch (err) {
+      if (o.signal?.aborted) throw o.signal.reason;
+      const e = stateError(err);
+      if (!o.resumable(e, delivered)) throw e;
+      o.onResume?.(e);
+    } finally {
+      o.signal?.removeEventListener("abort", stop);
+      attempt.abort(); // cancels the call when the consumer left early (a no-op once it is over)
+    }
+    await sleep(backoff.next(), undefined, { signal: o.signal });
+  }
+}
+
 export interface WatchOptions {
   /** Deliver messages after this sequence (0: all). */
   afterSequence?: bigint;
   signal?: AbortSignal;
-  /** First delay before reconnecting; doubles up to maxBackoffMs (default 50 and 2000). */
+  /** First delay before reconnecting; doubles up to maxBackoffMs (default 50 and 2000), equal jitter. */
   backoffMs?: number;
   maxBackoffMs?: number;
   /** Told of every reconnect, with the error that caused it. */
@@ -88,30 +146,19 @@ export interface WatchOptions {
  */
 export async function* watchTask(client: StateClient, taskId: string, o: WatchOptions = {}): AsyncGenerator<WatchTaskResponse> {
   let after = o.afterSequence ?? 0n;
-  let delay = o.backoffMs ?? 50;
-  for (;;) {
-    o.signal?.throwIfAborted();
-    const stream = client.watchTask({ taskId, afterSequence: after }, { signal: o.signal });
-    try {
-      for await (const ev of stream as AsyncIterable<WatchTaskResponse>) {
-        if (ev.event.case === "message") {
-          if (ev.event.value.sequence <= after) continue; // cannot happen; guards a resume
-          after = ev.event.value.sequence;
-        }
-        delay = o.backoffMs ?? 50;
-        yield ev;
-      }
-      return;
-    } catch (err) {
-      if (o.signal?.aborted) throw o.signal.reason;
-      const se = stateError(err);
-      if (!RESUME_REASONS.has(se.reason) && se.code !== grpc.status.UNAVAILABLE) throw se;
-      o.onResume?.(se, after);
-      await sleep(delay * (0.5 + Math.random() / 2), undefined, { signal: o.signal });
-      delay = Math.min(delay * 2, o.maxBackoffMs ?? 2000);
-    } finally {
-      stream.cancel();
+  const events = resumeStream((signal) => client.watchTask({ taskId, afterSequence: after }, { signal }) as AsyncIterable<WatchTaskResponse>, {
+    signal: o.signal,
+    backoff: { initialMs: o.backoffMs ?? 50, maxMs: o.maxBackoffMs ?? 2000, jitter: 0.5 },
+    resumable: (e) => RESUME_REASONS.has(e.reason) || e.code === grpc.status.UNAVAILABLE,
+    onResume: (e) => o.onResume?.(e, after),
+    onEnd: "done",
+  });
+  for await (const ev of events) {
+    if (ev.event.case === "message") {
+      if (ev.event.value.sequence <= after) continue; // cannot happen; guards a resume
+      after = ev.event.value.sequence;
     }
+    yield ev;
   }
 }
 

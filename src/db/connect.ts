@@ -1,7 +1,7 @@
 import postgres from "postgres";
 import { parseTimestamptz, formatMicros, type Micros } from "../core/time.js";
 import { Lender } from "../util/lender.js";
-import { Backoff } from "../util/backoff.js";
+import { Backoff, backoffDelay } from "../util/backoff.js";
 
 export type Sql = postgres.Sql<{ micros: Micros; bigint: bigint }>;
 /** A pool or a transaction's connection (store/transactions.ts): what store functions run their queries on. */
@@ -70,12 +70,19 @@ export const OPEN_TIMEOUT_MS = 20_000;
 export const DEFAULT_TIMEOUTS: DatabaseTimeouts = { statementTimeoutMs: 30_000, lockTimeoutMs: 5_000, idleInTransactionMs: 10_000 };
 
 /**
- * Delay before reconnecting after a failed connection attempt, in seconds
- * (postgres.js's unit). Its default grows to 20 s, during which every call
- * waits; capped at 0.25 s, a call made while PostgreSQL is down fails
- * UNAVAILABLE about as fast as the connection is refused.
+ * Delays before reconnecting after a failed connection attempt: 10 ms
+ * doubling to 250 ms, equal jitter. postgres.js's default grows to 20 s,
+ * during which every call waits; capped at 0.25 s, a call made while
+ * PostgreSQL is down fails UNAVAILABLE about as fast as the connection is
+ * refused.
  */
-export const reconnectBackoff = (retries: number): number => Math.min(0.25, 0.01 * 2 ** retries) * (0.5 + Math.random() / 2);
+export const RECONNECT_BACKOFF = { initialMs: 10, maxMs: 250, jitter: 0.5 } as const;
+
+/**
+ * postgres.js's backoff option: the delay in seconds (its unit) for its own
+ * count of failed attempts, which starts at 1, so the first delay is 10–20 ms.
+ */
+export const reconnectBackoff = (retries: number): number => backoffDelay(RECONNECT_BACKOFF, retries) / 1000;
 
 /**
  * Queries postgres.js may send down a connection that is already running

@@ -11,6 +11,7 @@ import type { ServiceImpl } from "../contract/contract.js";
 import type { Logger } from "../core/log.js";
 import { NotFoundError } from "../core/errors.js";
 import { probeWritable } from "../store/probe.js";
+import { SharedWork } from "../util/sharedWork.js";
 
 type Methods = typeof Health extends { method: infer M } ? M : never;
 
@@ -46,7 +47,8 @@ export const RECOVERY_PROBE_TIMEOUT_MS = 250;
 export class DatabaseHealth extends EventEmitter {
   status: Status = Status.UNKNOWN;
   private timer: NodeJS.Timeout | undefined;
-  private inflight: Promise<Status> | undefined;
+  /** One probe at a time, run to its own timeout whoever waits for it. */
+  private readonly probes = new SharedWork<"probe", Status>({ whenAbandoned: "finish" });
   private stopped = false;
 
   constructor(
@@ -84,28 +86,30 @@ export class DatabaseHealth extends EventEmitter {
   /** One probe at a time; concurrent callers share it. */
   probe(): Promise<Status> {
     if (this.stopped) return Promise.resolve(this.status);
-    this.inflight ??= (async () => {
-      let ok = false;
-      const probe = probeWritable(this.sql);
-      let timer: NodeJS.Timeout | undefined;
-      // A probe always settles: the timeout decides on its own.
-      const limitMs = Math.min(this.intervalMs, this.status === Status.NOT_SERVING ? RECOVERY_PROBE_TIMEOUT_MS : 2000);
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error("database probe timed out")), limitMs);
-      });
-      try {
-        ok = await Promise.race([probe, timeout]);
-        if (!ok && this.status !== Status.NOT_SERVING) this.log.warn("the database is read-only: writes are refused until a writable primary answers");
-      } catch (err) {
-        if (this.status !== Status.NOT_SERVING) this.log.warn({ err: String(err) }, "database health probe failed");
-        probe.catch(() => {}); // settles later, or never; either way unobserved
-      } finally {
-        clearTimeout(timer);
-      }
-      if (!this.stopped) this.set(ok ? Status.SERVING : Status.NOT_SERVING);
-      return this.status;
-    })().finally(() => (this.inflight = undefined));
-    return this.inflight;
+    return this.probes.wait("probe", undefined, () => ({ promise: this.probeOnce(), context: undefined }));
+  }
+
+  /** One probe of the database, settled within its timeout. */
+  private async probeOnce(): Promise<Status> {
+    let ok = false;
+    const probe = probeWritable(this.sql);
+    let timer: NodeJS.Timeout | undefined;
+    // A probe always settles: the timeout decides on its own.
+    const limitMs = Math.min(this.intervalMs, this.status === Status.NOT_SERVING ? RECOVERY_PROBE_TIMEOUT_MS : 2000);
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("database probe timed out")), limitMs);
+    });
+    try {
+      ok = await Promise.race([probe, timeout]);
+      if (!ok && this.status !== Status.NOT_SERVING) this.log.warn("the database is read-only: writes are refused until a writable primary answers");
+    } catch (err) {
+      if (this.status !== Status.NOT_SERVING) this.log.warn({ err: String(err) }, "database health probe failed");
+      probe.catch(() => {}); // settles later, or never; either way unobserved
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!this.stopped) this.set(ok ? Status.SERVING : Status.NOT_SERVING);
+    return this.status;
   }
 
   private set(s: Status): void {

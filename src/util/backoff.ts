@@ -1,5 +1,7 @@
 // Exponential backoff with jitter, the one policy shape every retry loop of
-// the service uses (the LISTEN connection, watch reads, design sources).
+// the service uses (the LISTEN connection, watch reads, design sources, the
+// database pool's reconnects, the client library's and the CLI's resumed
+// streams).
 
 export interface BackoffPolicy {
   /** Cap of the first delay; it doubles per attempt. */
@@ -12,6 +14,16 @@ export interface BackoffPolicy {
    * that lost the same database so they do not retry in lockstep.
    */
   jitter: number;
+}
+
+/**
+ * The delay before attempt `attempt` (0 for the first delay), for a caller
+ * that counts attempts itself (postgres.js passes its own count to its
+ * backoff option).
+ */
+export function backoffDelay(policy: BackoffPolicy, attempt: number, random: () => number = Math.random): number {
+  const cap = Math.min(policy.maxMs, policy.initialMs * 2 ** attempt);
+  return cap * (1 - policy.jitter) + random() * cap * policy.jitter;
 }
 
 /** Delays of successive attempts; reset() after a success starts over. */
@@ -30,8 +42,7 @@ export class Backoff {
 
   /** The delay before the next attempt. */
   next(): number {
-    const cap = Math.min(this.policy.maxMs, this.policy.initialMs * 2 ** this.attempts++);
-    return cap * (1 - this.policy.jitter) + this.random() * cap * this.policy.jitter;
+    return backoffDelay(this.policy, this.attempts++, this.random);
   }
 
   reset(): void {

@@ -31,6 +31,11 @@ export class SharedWork<K, T, C = undefined> {
 
   constructor(private readonly options: SharedWorkOptions) {}
 
+  /** Flights running now, waited for or not (a bound on work in flight). */
+  get size(): number {
+    return this.flights.size;
+  }
+
   /** The flight running for key, if any. */
   get(key: K): Flight<T, C> | undefined {
     return this.flights.get(key);
