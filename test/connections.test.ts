@@ -7,7 +7,7 @@ import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v
 import { createClient } from "../src/client/client.js";
 import { DEFAULT_LIMITS } from "../src/server/connections.js";
 import { decodeError, useServer, type StateClient } from "./harness.js";
-import { eventually } from "./eventually.js";
+import { eventually } from "./kit/eventually.js";
 
 const HANDSHAKE_MS = 500;
 const IDLE_MS = 1500;

@@ -23,7 +23,7 @@ import type { TlsFiles } from "../src/server/tls.js";
 import type { Clock } from "../src/core/clock.js";
 import type { RateLimit } from "../src/server/rateLimit.js";
 import type { BootActionReportLimits } from "../src/store/bootActions.js";
-import { WatchProbe } from "./watchProbe.js";
+import { WatchProbe } from "./kit/watchProbe.js";
 
 export const TEMPLATE_DB = "statemgmt_template";
 export const shared: { adminUrl: string } = { adminUrl: "" };

@@ -18,7 +18,7 @@ import { startServer, type StateServer } from "../src/server/server.js";
 import { createTransactor, type Transactor } from "../src/store/transactions.js";
 import { createTestDatabase, decodeError, type StateClient } from "./harness.js";
 import { TcpProxy } from "./proxy.js";
-import { WatchProbe } from "./watchProbe.js";
+import { WatchProbe } from "./kit/watchProbe.js";
 
 const POOL = 4;
 const SLOTS = 2;

@@ -20,7 +20,7 @@ import { createClient, type Client } from "../src/client/client.js";
 import { parseKeystoneRoles, type AuthConfig } from "../src/config.js";
 import { DEFAULT_LIMITS } from "../src/server/connections.js";
 import { startKeystone } from "./fakes.js";
-import { eventually } from "./eventually.js";
+import { eventually } from "./kit/eventually.js";
 import { decodeError, useServer, type StateClient } from "./harness.js";
 
 const newToken = () => randomBytes(32).toString("hex");

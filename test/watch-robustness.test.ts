@@ -17,7 +17,7 @@ import { createTransactor, type Transactor } from "../src/store/transactions.js"
 import { createLogger } from "../src/core/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import { createTestDatabase, decodeError, useServer, type StateClient } from "./harness.js";
-import { WatchProbe } from "./watchProbe.js";
+import { WatchProbe } from "./kit/watchProbe.js";
 
 type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
 

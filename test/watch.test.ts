@@ -15,7 +15,7 @@ import { createLogger } from "../src/core/log.js";
 import { startServer } from "../src/server/server.js";
 import { createTestDatabase, decodeError, useServer, type Harness, type StateClient } from "./harness.js";
 import { TcpProxy } from "./proxy.js";
-import { WatchProbe } from "./watchProbe.js";
+import { WatchProbe } from "./kit/watchProbe.js";
 
 type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
 

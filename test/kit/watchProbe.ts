@@ -1,7 +1,7 @@
 // What a test knows of the server's watch feeds, learnt from the hub's
 // signals (src/watch/signals.ts) as they happen: no getters, no polling.
 // Attach it before the streams it observes start.
-import type { WatchHub } from "../src/watch/hub.js";
+import type { WatchHub } from "../../src/watch/hub.js";
 
 export class WatchProbe {
   /** Subscribers per task's feed, as last signalled. */
