@@ -24,6 +24,7 @@ import type { Clock } from "../src/core/clock.js";
 import type { RateLimit } from "../src/server/rateLimit.js";
 import type { BootActionReportLimits } from "../src/store/bootActions.js";
 import { WatchProbe } from "./kit/watchProbe.js";
+import { ConnectionProbe } from "./kit/connectionProbe.js";
 
 export const TEMPLATE_DB = "statemgmt_template";
 export const shared: { adminUrl: string } = { adminUrl: "" };
@@ -64,6 +65,24 @@ export interface Harness {
   dbUrl: string;
   /** The server's watch feeds as its hub signals them. */
   probe: WatchProbe;
+  /** The server's connections and calls as its listener signals them. */
+  connections: ConnectionProbe;
+}
+
+/** A server started by startTestServer, its pools and a client of it. */
+export type TestServer = Pick<Harness, "client" | "server" | "sql" | "tx" | "probe" | "connections"> & {
+  /** Closes the client, shuts the server down (giving calls graceMs, default 2000), and ends the pools it opened. */
+  stop(graceMs?: number): Promise<void>;
+};
+
+/** Where startTestServer's server finds its database. */
+export interface TestDatabase {
+  /** The database of the pools (a proxy's address, a multi-host URL). */
+  url: string;
+  /** The LISTEN connection's, when not `url`. */
+  listenUrl?: string;
+  /** Pools of the caller's (who ends them), instead of pools on `url` made from the options. */
+  pools?: { sql: Sql; tx: Transactor };
 }
 
 export interface HarnessOptions {
@@ -113,16 +132,44 @@ export interface HarnessOptions {
 export function useServer(opts: HarnessOptions = {}): Harness {
   const h = {} as Harness;
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let started: TestServer | undefined;
   before(async function () {
     this.timeout(60_000);
     db = await createTestDatabase();
     h.dbName = db.name;
     h.dbUrl = db.url;
-    h.sql = connect({ url: db.url, max: opts.poolSize ?? 10, timeZone: opts.timeZone, timeouts: opts.timeouts });
-    h.tx = createTransactor({ url: db.url, slots: opts.txPoolSize ?? 5, timeZone: opts.timeZone, timeouts: opts.timeouts ?? DEFAULT_TIMEOUTS });
+    started = await startTestServer({ url: db.url }, opts);
+    Object.assign(h, started);
+    h.pg = new pg.Client({ connectionString: db.url });
+    await h.pg.connect();
+  });
+  after(async function () {
+    this.timeout(60_000);
+    await started?.stop();
+    await h.pg?.end();
+    await db?.drop();
+  });
+  return h;
+}
+
+/**
+ * The tests' one server starter (useServer's, and every test's that needs a
+ * server of its own): pools on `db.url` (or the caller's), a server with the
+ * suite's defaults on an ephemeral port, its probes, and a client of it.
+ */
+export async function startTestServer(db: TestDatabase, opts: HarnessOptions = {}): Promise<TestServer> {
+  const h = {} as TestServer;
+  h.sql = db.pools?.sql ?? connect({ url: db.url, max: opts.poolSize ?? 10, timeZone: opts.timeZone, timeouts: opts.timeouts });
+  h.tx = db.pools?.tx ?? createTransactor({ url: db.url, slots: opts.txPoolSize ?? 5, timeZone: opts.timeZone, timeouts: opts.timeouts ?? DEFAULT_TIMEOUTS });
+  const endPools = async () => {
+    if (db.pools) return;
+    await h.sql.end({ timeout: 5 });
+    await h.tx.end();
+  };
+  try {
     h.server = await startServer({
       db: { sql: h.sql, tx: h.tx },
-      databaseUrl: db.url,
+      databaseUrl: db.listenUrl ?? db.url,
       watchBufferLimit: opts.watchBufferLimit,
       watchStreamMaxBytes: opts.watchStreamMaxBytes,
       watchMaxBytes: opts.watchMaxBytes,
@@ -146,24 +193,22 @@ export function useServer(opts: HarnessOptions = {}): Harness {
       bootActionReportLimits: opts.bootActionReportLimits,
       nodeCallLimit: opts.nodeCallLimit ?? { ratePerSecond: 0, burst: 1 },
     });
-    h.probe = new WatchProbe(h.server.hub);
-    h.client = createClient(
-      StateService,
-      h.server.address,
-      opts.tls ? tlsCredentials({ caFile: opts.tlsClientCa, ...opts.tlsClient }) : undefined,
-    );
-    h.pg = new pg.Client({ connectionString: db.url });
-    await h.pg.connect();
-  });
-  after(async function () {
-    this.timeout(60_000);
-    h.client?.close();
-    await h.server?.shutdown(2000);
-    await h.sql?.end({ timeout: 5 });
-    await h.tx?.end();
-    await h.pg?.end();
-    await db?.drop();
-  });
+  } catch (err) {
+    await endPools();
+    throw err;
+  }
+  h.probe = new WatchProbe(h.server.hub);
+  h.connections = new ConnectionProbe(h.server.connections);
+  h.client = createClient(
+    StateService,
+    h.server.address,
+    opts.tls ? tlsCredentials({ caFile: opts.tlsClientCa, ...opts.tlsClient }) : undefined,
+  );
+  h.stop = async (graceMs = 2000) => {
+    h.client.close();
+    await h.server.shutdown(graceMs);
+    await endPools();
+  };
   return h;
 }
 
