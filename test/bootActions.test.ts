@@ -7,20 +7,9 @@ import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client/client.js";
 import { watchTask } from "../src/client/stateClient.js";
-import { expectError, expectInvalid, useServer, type StateClient } from "./harness.js";
+import { eventually, expectError, expectInvalid, lockWaiters, useServer, type StateClient } from "./kit/index.js";
 
 const ULID_RE = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/;
-
-/** Resolves once `n` sessions of this database wait for a lock (seen through `probe`, a session of its own). */
-async function lockWaiters(probe: pg.Client, n: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const { rows } = await probe.query("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'");
-    if (rows[0].n >= n) return;
-    if (Date.now() > deadline) throw new Error(`fewer than ${n} sessions waited for a lock within 10 s`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function deployTask(client: StateClient): Promise<string> {
   return (await client.createTask({ action: "deploy_nodes" })).task!.taskId;
@@ -430,7 +419,7 @@ describe("boot actions", () => {
           h.client.reportBootActionStatus({ actionId: a!.actionId, identityKey: key, status: BootActionStatus.SUCCESS, details: [{ message: "m" }] }),
           grpc.status.ABORTED,
         );
-        await lockWaiters(h.pg, 1);
+        await eventually(async () => (await lockWaiters(h.pg, "any")) >= 1, 10_000, "a session waiting for a lock");
         const closing = other.query("select 1 from boot_actions where action_id = $1 for update", [a!.actionId]);
         const d = await report;
         expect(d.errorInfo!.reason).to.equal("TRANSACTION_CONFLICT");

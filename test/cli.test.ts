@@ -18,7 +18,7 @@ import { BuildDataSchema, LeaderSchema } from "../gen/drydock/statemgmt/v1/state
 import { ActionResult, ResultMessageSchema, TaskSchema, TaskStatus, type Task } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { defaultDesignConfig } from "../src/config.js";
 import { buildProgram } from "../src/cli/program.js";
-import { useServer } from "./harness.js";
+import { quietPeriod, useServer } from "./kit/index.js";
 import { ROOT } from "./process.js";
 import { TcpProxy } from "./proxy.js";
 import { issue, makeCa, writePair } from "./pki.js";
@@ -56,7 +56,8 @@ function watchOutput(child: ChildProcess): Cli {
   child.stderr?.on("data", (d: Buffer) => (err += d.toString()));
   let done = false;
   const exited = new Promise<number | null>((r) => child.on("exit", (code) => ((done = true), poke(), r(code))));
-  const until = (test: () => string | undefined, what: string) =>
+  /** Resolves once `test` finds what it looks for in the output so far, checked now and on every chunk. */
+  const whenOutput = (test: () => string | undefined, what: string) =>
     new Promise<string>((resolve, reject) => {
       const check = () => {
         const hit = test();
@@ -72,8 +73,8 @@ function watchOutput(child: ChildProcess): Cli {
     stderr: () => err,
     exited,
     // Only complete lines: the last piece may still be arriving.
-    line: (match, what) => until(() => out.split(/\r?\n/).slice(0, -1).find(match), what),
-    shows: (text) => until(() => (stripAnsi(out).includes(text) ? text : undefined), `"${text}"`).then(() => {}),
+    line: (match, what) => whenOutput(() => out.split(/\r?\n/).slice(0, -1).find(match), what),
+    shows: (text) => whenOutput(() => (stripAnsi(out).includes(text) ? text : undefined), `"${text}"`).then(() => {}),
   };
 }
 
@@ -88,6 +89,9 @@ async function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code:
   return { code, stdout: c.stdout(), stderr: c.stderr() };
 }
 
+/** The slow reader's pause after each chunk: one timer tick, enough for the CLI to get ahead. */
+const READ_EVERY_MS = 2;
+
 /**
  * bin/statemgmt with its stdout a pipe read slowly: one chunk, then a timer
  * tick before the next, so that the CLI finishes its work long before its
@@ -101,7 +105,7 @@ async function runSlowReader(args: string[]): Promise<{ code: number | null; std
   const chunks: Buffer[] = [];
   for await (const chunk of child.stdout! as AsyncIterable<Buffer>) {
     chunks.push(chunk);
-    await new Promise((r) => setTimeout(r, 2));
+    await quietPeriod(READ_EVERY_MS, "reads the CLI's output slower than it writes it");
   }
   return { code: await exited, stdout: Buffer.concat(chunks), stderr };
 }

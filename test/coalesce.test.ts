@@ -8,7 +8,7 @@ import { EventEmitter, once } from "node:events";
 import { createClient } from "../src/client/client.js";
 import { DeadlineExceededError, DeadlineReason } from "../src/core/errors.js";
 import { Coalescer, type CoalescerOptions } from "../src/store/coalesce.js";
-import { decodeError, useServer, type StateClient } from "./harness.js";
+import { decodeError, eventually, lockWaiters, useServer, type StateClient } from "./kit/index.js";
 
 type Settled<T> = PromiseSettledResult<T>;
 const codeOf = (s: Settled<unknown>) => (s.status === "fulfilled" ? "OK" : grpc.status[decodeError(s.reason).code]!);
@@ -147,15 +147,7 @@ describe("coalesced writes", () => {
       await holder.query("lock table tasks in access exclusive mode");
       // Two appends to one task: one per batch, so both batches in flight wait on the lock.
       const waiting = [0, 1].map((i) => on(i).appendResultMessages({ taskId: blocked, messages: [{ message: `m${i}` }] }));
-      const probe = async () => {
-        for (let i = 0; i < 500; i++) {
-          const { rows } = await h.pg.query("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'");
-          if (rows[0].n >= 2) return;
-          await new Promise((r) => setTimeout(r, 20));
-        }
-        throw new Error("the two appends never waited for the lock");
-      };
-      await probe();
+      await eventually(async () => (await lockWaiters(h.pg, "any")) >= 2, 10_000, "the two appends waiting for the lock");
       // Appends are full (two in flight); a third append queues behind them and gives up.
       const late = await Promise.allSettled([on(2).appendResultMessages({ taskId: blocked, messages: [{ message: "late" }] }, { deadlineMs: 300 })]);
       expect(codeOf(late[0]!)).to.equal("DEADLINE_EXCEEDED");

@@ -7,7 +7,7 @@ import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v
 import { createClient } from "../src/client/client.js";
 import { DEFAULT_LIMITS } from "../src/server/connections.js";
 import { decodeError, useServer, type StateClient } from "./harness.js";
-import { eventually } from "./eventually.js";
+import { eventually, quietPeriod } from "./kit/index.js";
 
 const HANDSHAKE_MS = 500;
 const IDLE_MS = 1500;
@@ -70,14 +70,14 @@ describe("connection limits", () => {
 
   it("closes HTTP/2 connections that never start a call after the idle timeout, whether or not the peer reads", async function () {
     this.timeout(20_000);
-    const baseline = h.server.openConnections;
+    const baseline = h.connections.open;
     // Peers that read what the server sends get its GOAWAY and the close;
     // peers that never read are destroyed shortly after.
     const reading = await openSockets(h.server.port, 25, Buffer.concat([PREFACE, SETTINGS]));
     reading.sockets.forEach((s) => s.resume());
     const deaf = await openSockets(h.server.port, 25, Buffer.concat([PREFACE, SETTINGS]));
-    await eventually(() => h.server.openConnections >= baseline + 50, 2000, "all 50 connections open");
-    const ms = await eventually(() => h.server.openConnections <= baseline, IDLE_MS + 5000, "idle HTTP/2 connections closed");
+    await h.connections.until(() => h.connections.open >= baseline + 50, "all 50 connections open", 2000);
+    const ms = await h.connections.until(() => h.connections.open <= baseline, "idle HTTP/2 connections closed", IDLE_MS + 5000);
     await eventually(() => reading.closed() === 25, 1000, "the reading peers saw the close");
     console.log(`      50 idle HTTP/2 connections closed after ${ms} ms (idle timeout ${IDLE_MS} ms)`);
     expect(ms).to.be.at.least(IDLE_MS - 100);
@@ -92,14 +92,14 @@ describe("connection cap", () => {
     this.timeout(20_000);
     const hog = await openSockets(h.server.port, 30);
     await eventually(() => hog.closed() === 10, 2000, "10 of the 30 silent connections closed");
-    expect(h.server.openConnections).to.equal(20);
+    expect(h.connections.open).to.equal(20);
     // A new client connects while silent sockets hold every slot: one of them makes room.
     const clients = Array.from({ length: 20 }, () => createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 }));
     try {
       for (const c of clients) expect((await c.getLeader({ election: "x" }, { deadlineMs: 5000 })).leader).to.equal(undefined);
       // Twenty clients that made calls (a server without authentication: any call vouches) now hold every slot.
       await eventually(() => hog.closed() === 30, 2000, "every silent connection closed");
-      expect(h.server.openConnections).to.equal(20);
+      expect(h.connections.open).to.equal(20);
       const other = createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 });
       const refused = await other.getLeader({ election: "x" }, { deadlineMs: 500 }).then(() => null, (e: unknown) => decodeError(e).code);
       // grpc-js reports a connection closed at once as UNAVAILABLE, or keeps retrying until the deadline.
@@ -112,7 +112,7 @@ describe("connection cap", () => {
       clients.forEach((c) => c.close());
     }
     // Once they go, new clients connect (a new channel: the old one is in its reconnect backoff).
-    await eventually(() => h.server.openConnections === 0, 3000, "clients gone");
+    await h.connections.until(() => h.connections.open === 0, "clients gone", 3000);
     const later = createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 });
     const r = await later.getLeader({ election: "x" }, { deadlineMs: 5000 });
     expect(r.leader).to.equal(undefined);
@@ -158,7 +158,8 @@ describe("stream limits", () => {
       }
       // One stream ends; a new one is admitted.
       open.pop()!.cancel();
-      await eventually(() => h.server.openStreams < MAX, 2000, "the cancelled stream released");
+      // Calls in progress: the open streams, and the cancelled one until the server has let it go.
+      await h.connections.until(() => h.connections.calls < MAX, "the cancelled stream released", 2000);
       const again = clients[MAX]!.watchTask({ taskId: task!.taskId }) as grpc.ClientReadableStream<WatchTaskResponse> & AsyncIterable<WatchTaskResponse>;
       open.push(again);
       expect((await again[Symbol.asyncIterator]().next()).value.event.case).to.equal("task");
@@ -172,6 +173,8 @@ describe("stream limits", () => {
 describe("connection age", () => {
   const AGE = 1000;
   const GRACE = 1500; // > AGE / 5 + 1 s
+  /** Ten appends this far apart span the connection's age: some come after its GOAWAY. */
+  const APPEND_EVERY_MS = 100;
   const h = useServer({ limits: { ...DEFAULT_LIMITS, maxAgeMs: AGE, ageGraceMs: GRACE } });
 
   it("ends a long watch stream cleanly with UNAVAILABLE (CONNECTION_MAX_AGE) after the GOAWAY; the watcher resumes on a new connection and misses nothing", async function () {
@@ -186,7 +189,7 @@ describe("connection age", () => {
       const appends = (async () => {
         for (let i = 0; i < 10; i++) {
           await h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: `m${i}` }] });
-          await new Promise((r) => setTimeout(r, 100));
+          await quietPeriod(APPEND_EVERY_MS, "paces the appends across the connection's maximum age");
         }
       })();
       try {

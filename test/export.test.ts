@@ -14,7 +14,7 @@ import postgres from "postgres";
 import { BootActionStatus } from "../gen/drydock/statemgmt/v1/boot_action_pb.js";
 import { ActionResult, TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { BuildDataView, TaskView } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { expectError, shared, useServer, withDatabase, type Harness } from "./harness.js";
+import { eventually, expectError, shared, useServer, withDatabase, type Harness } from "./kit/index.js";
 import { ROOT } from "./process.js";
 
 const BIN = path.join(ROOT, "bin/statemgmt");
@@ -260,7 +260,7 @@ describe("export and import", function () {
     // The export's transaction is open, reading build data.
     const reading = async () =>
       (await a.pg.query("select state from pg_stat_activity where datname = current_database() and query like '%from build_data order by build_data_id%' and xact_start is not null and pid <> pg_backend_pid()")).rows.map((r) => r.state);
-    for (let i = 0; i < 100 && (await reading()).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    await eventually(async () => (await reading()).length > 0, 5000, "the export reading build data");
     expect(await reading()).to.have.length(1);
     await a.client.setBootActionContext({ nodeName: "n-new", taskId });
     call.resume();

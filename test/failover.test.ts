@@ -9,8 +9,8 @@
 // without pg_basebackup, which the embedded binaries lack), then both run
 // from pg_ctl as the clusters' owner. The standby is listed first in the URL,
 // so before the failover the driver must skip it (it is up, but read-only).
-import { execFileSync, spawn } from "node:child_process";
-import { appendFile, chmod, chown, mkdtemp, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { appendFile, chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -20,14 +20,14 @@ import pg from "pg";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import { createClient } from "../src/client/client.js";
-import { connect, DEFAULT_TIMEOUTS, type Sql } from "../src/db/connect.js";
+import { DEFAULT_TIMEOUTS } from "../src/db/connect.js";
 import { startEmbedded } from "../src/db/embedded.js";
 import { migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/core/log.js";
-import { startServer, type StateServer } from "../src/server/server.js";
-import { createTransactor, type Transactor } from "../src/store/transactions.js";
+import type { StateServer } from "../src/server/server.js";
+import { createTransactor } from "../src/store/transactions.js";
 import { LISTENER_APPLICATION_NAME } from "../src/watch/listener.js";
-import { decodeError } from "./harness.js";
+import { Cluster, decodeError, eventually, quietPeriod, startTestServer, type TestServer } from "./kit/index.js";
 import { expectStoredAsAcknowledged, healthBecomes, startWatchers, startWriters } from "./load.js";
 
 const WRITERS = 4;
@@ -36,61 +36,10 @@ const LEASE_TTL_MS = 3000;
 const ELECTION = "failover";
 const STANDBY_NAME = "standby1";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The leader renews every ttl/3 (as the orchestrator does), and retries a failed call after RETRY_MS. */
+const RENEW_EVERY_MS = LEASE_TTL_MS / 3;
+const RETRY_MS = 100;
 const ttl = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
-
-/** A cluster run by pg_ctl as its data directory's owner. */
-class Cluster {
-  constructor(
-    readonly pgdata: string,
-    readonly port: number,
-    private readonly bin: string,
-    private readonly uid: number,
-    private readonly gid: number,
-  ) {}
-
-  /** The binaries and owner of the PostgreSQL running on pgdata. */
-  static async running(pgdata: string): Promise<Cluster> {
-    const lines = (await readFile(path.join(pgdata, "postmaster.pid"), "utf8")).split("\n");
-    const bin = path.dirname(await readlink(`/proc/${Number(lines[0])}/exe`));
-    const st = await stat(pgdata);
-    return new Cluster(pgdata, Number(lines[3]), bin, st.uid, st.gid);
-  }
-
-  /** The same binaries and owner on another data directory and port. */
-  sibling(pgdata: string, port: number): Cluster {
-    return new Cluster(pgdata, port, this.bin, this.uid, this.gid);
-  }
-
-  async own(file: string): Promise<void> {
-    await chown(file, this.uid, this.gid);
-  }
-
-  private ctl(args: string[]): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const p = spawn(path.join(this.bin, "pg_ctl"), ["-D", this.pgdata, ...args], { uid: this.uid, gid: this.gid, stdio: ["ignore", "ignore", "pipe"] });
-      let err = "";
-      p.stderr.on("data", (d) => (err += d));
-      p.on("error", reject);
-      p.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`pg_ctl ${args.join(" ")}: ${code}: ${err}`))));
-    });
-  }
-
-  stop(mode: "fast" | "immediate"): Promise<void> {
-    return this.ctl(["stop", "-m", mode, "-w"]);
-  }
-
-  /** Resolves once PostgreSQL accepts connections (a standby: read-only ones). */
-  start(): Promise<void> {
-    const opts = `-p ${this.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=300 -c lc_messages=C -c log_connections=on`;
-    return this.ctl(["start", "-w", "-t", "60", "-o", opts, "-l", path.join(this.pgdata, "failover.log")]);
-  }
-
-  /** Resolves once the standby has left recovery. */
-  promote(): Promise<void> {
-    return this.ctl(["promote", "-w", "-t", "60"]);
-  }
-}
 
 async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
   const c = new pg.Client({ connectionString: url });
@@ -99,17 +48,6 @@ async function query<T extends pg.QueryResultRow>(url: string, text: string, val
     return (await c.query<T>(text, values)).rows;
   } finally {
     await c.end();
-  }
-}
-
-/** Polls a query (a pg_stat_replication row, ...) until `ok`; fails after 20 s. */
-async function until<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const v = await probe();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(v)})`);
-    await sleep(20);
   }
 }
 
@@ -131,8 +69,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
   let primaryUrl: string;
   let standbyUrl: string;
   let multiUrl: string;
-  let sql: Sql;
-  let tx: Transactor;
+  let started: TestServer;
   let server: StateServer;
 
   before(async function () {
@@ -164,36 +101,30 @@ describe("PostgreSQL failover to a promoted standby", () => {
       path.join(copy, "postgresql.auto.conf"),
       `primary_conninfo = 'host=127.0.0.1 port=${primary.port} user=postgres password=${password} application_name=${STANDBY_NAME}'\n`,
     );
-    await primary.start();
-    await standby.start();
+    const settings = ["lc_messages=C", "log_connections=on"];
+    await primary.start("failover.log", settings);
+    await standby.start("failover.log", settings);
     const standbyAddress = `127.0.0.1:${standby.port}`;
     standbyUrl = primaryUrl.replace(`127.0.0.1:${primary.port}`, standbyAddress);
     // The standby first: the driver must pass over it while it is read-only.
     multiUrl = primaryUrl.replace(`127.0.0.1:${primary.port}`, `${standbyAddress},127.0.0.1:${primary.port}`) + "?target_session_attrs=read-write";
 
     const replication = () => query<{ state: string; sync_state: string }>(primaryUrl, "select state, sync_state from pg_stat_replication where application_name = $1", [STANDBY_NAME]);
-    await until("the standby to stream", replication, (r) => r[0]?.state === "streaming");
+    let last: unknown;
+    const replicationState = async () => (last = await replication())[0];
+    const lastSeen = (what: string) => () => `${what} (last: ${JSON.stringify(last)})`;
+    await eventually(async () => (await replicationState())?.state === "streaming", 20_000, lastSeen("the standby streaming"));
     await query(primaryUrl, "alter system set synchronous_standby_names = '*'");
     await query(primaryUrl, "select pg_reload_conf()");
-    await until("the standby to be synchronous", replication, (r) => r[0]?.sync_state === "sync");
+    await eventually(async () => (await replicationState())?.sync_state === "sync", 20_000, lastSeen("the standby synchronous"));
 
-    tx = createTransactor({ url: multiUrl, slots: 4, timeouts: DEFAULT_TIMEOUTS });
-    sql = connect({ url: multiUrl, max: 8 });
-    server = await startServer({
-      db: { sql, tx },
-      databaseUrl: multiUrl,
-      log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
-      listen: { host: "127.0.0.1", port: 0 },
-      healthIntervalMs: 2000,
-      heartbeatMs: 1000,
-    });
+    started = await startTestServer({ url: multiUrl }, { dbPoolSize: 8, dbTxPoolSize: 4, healthIntervalMs: 2000, heartbeatMs: 1000 });
+    server = started.server;
   });
 
   after(async function () {
     this.timeout(60_000);
-    await server?.shutdown(1000);
-    await sql?.end({ timeout: 1 });
-    await tx?.end();
+    await started?.stop(1000);
     // The old primary is down already (never restarted: that would be a split brain).
     await primary?.stop("immediate").catch(() => {});
     await standby?.stop("fast").catch(() => {});
@@ -237,7 +168,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
             await client.renewLeadership({ election: ELECTION, instanceId: "orch-1", term: leader.term }, { deadlineMs: 2000 });
             if (down && started >= killedAt) leader.renewedAfterKill++;
           }
-          await sleep(LEASE_TTL_MS / 3);
+          await quietPeriod(RENEW_EVERY_MS, "paces the leader's renewals");
         } catch (err) {
           const d = decodeError(err);
           leader.failures.push(d.errorInfo?.reason ?? grpc.status[d.code]!);
@@ -245,7 +176,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
             leader.term = 0n;
             leader.reclaimed++;
           }
-          await sleep(100);
+          await quietPeriod(RETRY_MS, "paces the leader's retries");
         }
       }
     })();
@@ -271,7 +202,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
     // Health is SERVING on the new primary (it may never have left SERVING if no probe fell in the outage).
     expect(await server.health.probe(), "health after the failover").to.equal(Serving.SERVING);
     // The lease is held: renewed (or claimed again) on the new primary.
-    await until("the lease to be renewed after the failover", async () => leader.renewedAfterKill, (n) => n > 0);
+    await eventually(() => leader.renewedAfterKill > 0, 20_000, "the lease renewed after the failover");
     leading = false;
     await leaderLoop;
     const lease = await client.getLeader({ election: ELECTION });
@@ -311,7 +242,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
       };
       await readOnly(true);
       // Sessions pick the new default up when they next go idle: wait for the probe to see it.
-      await until("health to see the read-only database", () => server.health.probe(), (s) => s === Serving.NOT_SERVING);
+      await eventually(async () => (await server.health.probe()) === Serving.NOT_SERVING, 20_000, "health seeing the read-only database");
       let err: unknown;
       await append().catch((e: unknown) => (err = e));
       const d = decodeError(err);
@@ -320,7 +251,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
       expect(await query(standbyUrl, "select 1 from result_messages where task_id = $1", [task!.taskId]), "nothing written").to.deep.equal([]);
 
       await readOnly(false);
-      await until("health to see the writable database", () => server.health.probe(), (s) => s === Serving.SERVING);
+      await eventually(async () => (await server.health.probe()) === Serving.SERVING, 20_000, "health seeing the writable database");
       expect((await append()).sequences).to.deep.equal([1n]);
     } finally {
       client.close();

@@ -18,7 +18,8 @@ import { createLogger, type Logger } from "../src/core/log.js";
 import { startServer, type StateServer } from "../src/server/server.js";
 import { connectDb, settingsWith, type Settings } from "../src/server/settings.js";
 import type { Clock } from "../src/core/clock.js";
-import { WatchProbe } from "./watchProbe.js";
+import { WatchProbe } from "./kit/watchProbe.js";
+import { ConnectionProbe } from "./kit/connectionProbe.js";
 
 export const TEMPLATE_DB = "statemgmt_template";
 export const shared: { adminUrl: string } = { adminUrl: "" };
@@ -59,6 +60,24 @@ export interface Harness {
   dbUrl: string;
   /** The server's watch feeds as its hub signals them. */
   probe: WatchProbe;
+  /** The server's connections and calls as its listener signals them. */
+  connections: ConnectionProbe;
+}
+
+/** A server started by startTestServer, its pools and a client of it. */
+export type TestServer = Pick<Harness, "client" | "server" | "sql" | "tx" | "probe" | "connections"> & {
+  /** Closes the client, shuts the server down (giving calls graceMs, default 2000), and ends the pools it opened. */
+  stop(graceMs?: number): Promise<void>;
+};
+
+/** Where startTestServer's server finds its database. */
+export interface TestDatabase {
+  /** The database of the pools (a proxy's address, a multi-host URL). */
+  url: string;
+  /** The LISTEN connection's, when not `url`. */
+  listenUrl?: string;
+  /** Pools of the caller's (who ends them), instead of pools on `url` made from the options. */
+  pools?: { sql: Sql; tx: Transactor };
 }
 
 /**
@@ -97,40 +116,67 @@ const HARNESS_SETTINGS: Partial<Settings> = {
 /** Sets up before/after hooks in the calling describe(); the returned object fills in before tests run. */
 export function useServer(opts: HarnessOptions = {}): Harness {
   const h = {} as Harness;
+  let started: TestServer | undefined;
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
   before(async function () {
     this.timeout(60_000);
     db = await createTestDatabase();
     h.dbName = db.name;
     h.dbUrl = db.url;
-    const settings = settingsWith(HARNESS_SETTINGS, opts.metrics ? { metricsListen: { host: "127.0.0.1", port: 0 } } : {}, opts);
-    ({ sql: h.sql, tx: h.tx } = connectDb(db.url, settings, { timeZone: opts.timeZone }));
-    h.server = await startServer({
-      ...settings,
-      db: { sql: h.sql, tx: h.tx },
-      databaseUrl: db.url,
-      log: opts.log ?? createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
-      clock: opts.clock,
-      metricsFinishedCountMaxAgeMs: opts.metricsFinishedCountMaxAgeMs,
-    });
-    h.probe = new WatchProbe(h.server.hub);
-    h.client = createClient(
-      StateService,
-      h.server.address,
-      opts.tls ? tlsCredentials({ caFile: opts.tlsClientCa, ...opts.tlsClient }) : undefined,
-    );
+    started = await startTestServer({ url: db.url }, opts);
+    Object.assign(h, started);
     h.pg = new pg.Client({ connectionString: db.url });
     await h.pg.connect();
   });
   after(async function () {
     this.timeout(60_000);
-    h.client?.close();
-    await h.server?.shutdown(2000);
-    await h.sql?.end({ timeout: 5 });
-    await h.tx?.end();
+    await started?.stop();
     await h.pg?.end();
     await db?.drop();
   });
+  return h;
+}
+
+/**
+ * The tests' one server starter (useServer's, and every test's that needs a
+ * server of its own): pools on `db.url` (or the caller's), a server with the
+ * suite's settings (HARNESS_SETTINGS, then `opts`) on an ephemeral port, its
+ * probes, and a client of it.
+ */
+export async function startTestServer(db: TestDatabase, opts: HarnessOptions = {}): Promise<TestServer> {
+  const h = {} as TestServer;
+  const settings = settingsWith(HARNESS_SETTINGS, opts.metrics ? { metricsListen: { host: "127.0.0.1", port: 0 } } : {}, opts);
+  ({ sql: h.sql, tx: h.tx } = db.pools ?? connectDb(db.url, settings, { timeZone: opts.timeZone }));
+  const endPools = async () => {
+    if (db.pools) return;
+    await h.sql.end({ timeout: 5 });
+    await h.tx.end();
+  };
+  try {
+    h.server = await startServer({
+      ...settings,
+      db: { sql: h.sql, tx: h.tx },
+      databaseUrl: db.listenUrl ?? db.url,
+      log: opts.log ?? createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
+      clock: opts.clock,
+      metricsFinishedCountMaxAgeMs: opts.metricsFinishedCountMaxAgeMs,
+    });
+  } catch (err) {
+    await endPools();
+    throw err;
+  }
+  h.probe = new WatchProbe(h.server.hub);
+  h.connections = new ConnectionProbe(h.server.connections);
+  h.client = createClient(
+    StateService,
+    h.server.address,
+    opts.tls ? tlsCredentials({ caFile: opts.tlsClientCa, ...opts.tlsClient }) : undefined,
+  );
+  h.stop = async (graceMs = 2000) => {
+    h.client.close();
+    await h.server.shutdown(graceMs);
+    await endPools();
+  };
   return h;
 }
 

@@ -4,12 +4,9 @@ import { expect } from "chai";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { createClient } from "../src/client/client.js";
-import { connect, DEFAULT_TIMEOUTS, type Sql } from "../src/db/connect.js";
-import { createTransactor, type Transactor } from "../src/store/transactions.js";
-
-import { createLogger } from "../src/core/log.js";
-import { startServer, type StateServer } from "../src/server/server.js";
-import { createTestDatabase, decodeError, expectError, useServer } from "./harness.js";
+import { DEFAULT_TIMEOUTS } from "../src/db/connect.js";
+import type { StateServer } from "../src/server/server.js";
+import { createTestDatabase, decodeError, eventually, expectError, lockWaiters, startTestServer, useServer, type TestServer } from "./kit/index.js";
 import { healthBecomes } from "./load.js";
 import { TcpProxy } from "./proxy.js";
 
@@ -21,23 +18,19 @@ import { TcpProxy } from "./proxy.js";
 function useServerBehindProxy(healthIntervalMs: number) {
   const env = {} as { server: StateServer; proxy: TcpProxy };
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
-  let sql: Sql;
-  let tx: Transactor;
+  let started: TestServer;
   before(async () => {
     db = await createTestDatabase();
     const target = new URL(db.url);
     env.proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
     target.port = String(env.proxy.port);
-    sql = connect({ url: target.toString(), max: 4 });
-    tx = createTransactor({ url: target.toString(), slots: 2, timeouts: DEFAULT_TIMEOUTS });
-    env.server = await startServer({ db: { sql, tx }, databaseUrl: target.toString(), log: createLogger("silent"), listen: { host: "127.0.0.1", port: 0 }, healthIntervalMs });
+    started = await startTestServer({ url: target.toString() }, { dbPoolSize: 4, dbTxPoolSize: 2, healthIntervalMs });
+    env.server = started.server;
   });
   after(async () => {
-    await env.server.shutdown(1000);
-    await sql.end({ timeout: 1 });
-    await tx.end();
-    await env.proxy.close();
-    await db.drop();
+    await started?.stop(1000);
+    await env.proxy?.close();
+    await db?.drop();
   });
   return env;
 }
@@ -163,28 +156,8 @@ describe("deadlines", () => {
   // connections (test/coalesce.test.ts withdraws calls queued for a coalesced batch).
   const h = useServer({ dbTimeouts: { ...DEFAULT_TIMEOUTS, lockTimeoutMs: LOCK_MS }, writeCoalescing: null });
 
-  /** Our backends (pool and transaction slots) waiting for a lock. */
-  const lockWaiters = async () => {
-    // h.pg may be inside the transaction holding the lock, where
-    // pg_stat_activity would repeat the transaction's first snapshot.
-    await h.pg.query("select pg_stat_clear_snapshot()");
-    return (
-      await h.pg.query(
-        `select count(*)::int n from pg_stat_activity
-         where datname = current_database() and application_name in ('drydock-statemgmt', 'drydock-statemgmt-tx') and wait_event_type = 'Lock'`,
-      )
-    ).rows[0].n as number;
-  };
-  /** Polls until no backend of ours waits for a lock; fails after `withinMs`. */
-  const lockWaitersGone = async (withinMs: number) => {
-    const until = Date.now() + withinMs;
-    let n = await lockWaiters();
-    while (n > 0 && Date.now() < until) {
-      await new Promise((r) => setTimeout(r, 50));
-      n = await lockWaiters();
-    }
-    return n;
-  };
+  /** Resolves once no backend of ours (pool and transaction slots) waits for a lock; fails after `withinMs`. */
+  const lockWaitersGone = (withinMs: number) => eventually(async () => (await lockWaiters(h.pg)) === 0, withinMs, "no backend of ours waiting for a lock");
 
   it("a row lock held by a stalled transaction: calls behind it end by their deadline, the pool recovers while the lock is still held, nothing changes", async function () {
     this.timeout(30_000);
@@ -215,7 +188,7 @@ describe("deadlines", () => {
       // The transactions' lock waits ended at their deadlines (SET LOCAL
       // lock_timeout), the single statements' at the sessions' lock_timeout:
       // no backend of ours is left waiting, though the lock is still held.
-      expect(await lockWaitersGone(LOCK_MS + 1000)).to.equal(0);
+      await lockWaitersGone(LOCK_MS + 1000);
       // The pool and the transaction slots serve other calls meanwhile.
       const { task: updated } = await h.client.updateTask(
         { task: { taskId: other!.taskId, retry: 1 }, updateMask: { paths: ["retry"] } },
@@ -268,8 +241,8 @@ describe("deadlines", () => {
         blocked.push(h.client.updateTask({ task: { taskId: task!.taskId, retry: 1 }, updateMask: { paths: ["retry"] } }, { deadlineMs: 1200 }).catch((e) => e));
       }
       // Wait until all 15 wait for the lock.
-      for (let i = 0; i < 100 && (await lockWaiters()) < 15; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(await lockWaiters()).to.equal(15);
+      await eventually(async () => (await lockWaiters(h.pg)) >= 15, 5000, "15 calls waiting for the lock");
+      expect(await lockWaiters(h.pg)).to.equal(15);
       [extra, extraTx] = await Promise.all([
         h.client.createTask({ action: "never_created" }, { deadlineMs: 300 }).then(() => null, (e: unknown) => e),
         h.client.updateTask({ task: { taskId: free!.taskId, retry: 7 }, updateMask: { paths: ["retry"] } }, { deadlineMs: 300 }).then(() => null, (e: unknown) => e),
@@ -280,7 +253,7 @@ describe("deadlines", () => {
     expect(decodeError(extra).code).to.equal(grpc.status.DEADLINE_EXCEEDED);
     expect(decodeError(extraTx).code).to.equal(grpc.status.DEADLINE_EXCEEDED);
     await Promise.all(blocked);
-    expect(await lockWaitersGone(2000)).to.equal(0);
+    await lockWaitersGone(2000);
     const { rows } = await h.pg.query(`select count(*)::int n from tasks where action = 'never_created'`);
     expect(rows[0].n).to.equal(0);
     const { task: got } = await h.client.getTask({ taskId: free!.taskId });

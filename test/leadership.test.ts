@@ -8,7 +8,7 @@ import { tokenHash } from "../src/auth/tokenFile.js";
 import type { AuthConfig } from "../src/config.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import type { WatchLeaderResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { expectError, expectInvalid, useServer, type Harness } from "./harness.js";
+import { expectError, expectInvalid, quietPeriod, useServer, type Harness } from "./kit/index.js";
 import { TestClock } from "./clock.js";
 
 const ttl = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
@@ -169,10 +169,10 @@ function leadershipSuite(timeZone: string) {
             attempts++;
             const r = await h.client.claimLeadership({ election: e, instanceId: me, ttl: ttl(1000) });
             if (r.isLeader) {
-              await new Promise((res) => setTimeout(res, Math.random() * 10)); // lead for a moment
+              await quietPeriod(Math.random() * 10, "leads for a moment");
               if (Math.random() < 0.8) await h.client.resignLeadership({ election: e, instanceId: me, term: r.leader!.term });
             }
-            await new Promise((res) => setTimeout(res, Math.random() * 15));
+            await quietPeriod(Math.random() * 15, "jitters the racers' next claims");
           }
         }),
       );

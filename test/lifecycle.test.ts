@@ -15,7 +15,8 @@ import { createTransactor, type Transactor } from "../src/store/transactions.js"
 import { loadMigrations, migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/core/log.js";
 import { startServer } from "../src/server/server.js";
-import { createTestDatabase, decodeError } from "./harness.js";
+import { activeResources } from "./kit/handles.js";
+import { createTestDatabase, decodeError, eventually, startTestServer } from "./kit/index.js";
 import { logLine, startProcess } from "./process.js";
 
 describe("server process with an embedded database", function () {
@@ -104,11 +105,9 @@ describe("shutdown", () => {
   it("ends open streams with UNAVAILABLE and lets unary calls in flight finish", async function () {
     this.timeout(30_000);
     const db = await createTestDatabase();
-    const sql = connect({ url: db.url, max: 2 });
-    const tx = createTransactor({ url: db.url, slots: 2, timeouts: DEFAULT_TIMEOUTS });
-    const server = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), listen: { host: "127.0.0.1", port: 0 }, healthIntervalMs: 1000 });
+    const started = await startTestServer({ url: db.url }, { dbPoolSize: 2, dbTxPoolSize: 2 });
+    const { server, client: state } = started;
     const health = createClient(Health, server.address);
-    const state = createClient(StateService, server.address);
     // An independent connection that holds a row lock.
     const locker = new pg.Client({ connectionString: db.url });
     await locker.connect();
@@ -125,7 +124,7 @@ describe("shutdown", () => {
       // Until the update waits for the lock (PostgreSQL signals lock waits to nobody: ask it).
       const waitsForLock = async () =>
         (await locker.query("select count(*)::int n from pg_locks where not granted and locktype = 'transactionid'")).rows[0].n > 0;
-      while (!(await waitsForLock())) await new Promise((r) => setImmediate(r));
+      await eventually(waitsForLock, 10_000, "the update waiting for the lock");
 
       const shutdown = server.shutdown(10_000);
       const seen: number[] = [];
@@ -147,10 +146,8 @@ describe("shutdown", () => {
       expect(decodeError(after).code).to.be.oneOf([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]);
     } finally {
       health.close();
-      state.close();
+      await started.stop();
       await locker.end();
-      await sql.end();
-      await tx.end();
       await db.drop();
     }
   });
@@ -178,9 +175,8 @@ describe("start-up of the gRPC server", () => {
       expect(err.message).to.match(new RegExp(`^cannot listen on 127\\.0\\.0\\.1:${port}: .*(in use|EADDRINUSE)`));
 
       // The watch hub's LISTEN connection is closed (PostgreSQL may take a moment to reap the backend).
-      let n = await listeners();
-      for (const deadline = Date.now() + 5000; n > 0 && Date.now() < deadline; n = await listeners()) await new Promise((r) => setTimeout(r, 50));
-      expect(n, "LISTEN connections left").to.equal(0);
+      await eventually(async () => (await listeners()) === 0, 5000, "no LISTEN connection left").catch(() => {});
+      expect(await listeners(), "LISTEN connections left").to.equal(0);
 
       // With the pools ended, nothing startServer made keeps the process alive.
       await sql.end({ timeout: 5 });
@@ -198,10 +194,3 @@ describe("start-up of the gRPC server", () => {
     }
   });
 });
-
-/** Counts of the handles and timers keeping the event loop alive, by kind. */
-function activeResources(): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const kind of process.getActiveResourcesInfo()) out[kind] = (out[kind] ?? 0) + 1;
-  return out;
-}

@@ -10,8 +10,12 @@ import type { StateServer } from "../src/server/server.js";
 import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { createClient } from "../src/client/client.js";
 import { decodeError, type StateClient } from "./harness.js";
+import { eventually } from "./kit/eventually.js";
+import { quietPeriod } from "./kit/quiet.js";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A careful writer retries a failed append after this long; a watcher resumes a failed stream after RESUME_MS. */
+const RETRY_MS = 20;
+const RESUME_MS = 50;
 
 export interface Failure {
   code: string;
@@ -51,7 +55,7 @@ export function startWriters(client: StateClient, tasks: string[], onAck?: (task
           continue;
         }
         failures.push({ code: grpc.status[d.code]!, ms: Date.now() - started, message: d.message, started });
-        await sleep(20);
+        await quietPeriod(RETRY_MS, "a writer retries a failed append after a moment, as a careful client does");
       }
     }
   });
@@ -60,8 +64,8 @@ export function startWriters(client: StateClient, tasks: string[], onAck?: (task
     failures,
     /** Resolves once every task has at least n acknowledged messages; rejects after `withinMs`. */
     async waitForAcks(n: number, withinMs = 20_000): Promise<void> {
-      const until = Date.now() + withinMs;
-      while ([...acked.values()].some((a) => a < n) && Date.now() < until) await sleep(20);
+      // The expect below says how far they got.
+      await eventually(() => [...acked.values()].every((a) => a >= n), withinMs, `${n} appends acknowledged per task`).catch(() => {});
       expect(Math.min(...acked.values()), `appends acknowledged (failures: ${summarize(failures)})`).to.be.at.least(n);
     },
     async stop(): Promise<void> {
@@ -90,7 +94,7 @@ export function startWatchers(address: string, tasks: string[], perTask: number)
             }
           } catch (err) {
             if (watching) resumes.push(grpc.status[(err as grpc.ServiceError).code] ?? String(err));
-            await sleep(50);
+            await quietPeriod(RESUME_MS, "a watcher resumes a failed stream after a moment, as a careful client does");
           } finally {
             streams.delete(stream);
           }
@@ -106,8 +110,8 @@ export function startWatchers(address: string, tasks: string[], perTask: number)
     /** Waits (at most `withinMs`) until every watcher has received `acked` messages of its task, then stops them all. */
     async stopWhenCaughtUp(acked: Map<string, number>, withinMs = 20_000): Promise<void> {
       const caughtUp = () => tasks.every((t) => seen.get(t)!.every((got) => got.length >= acked.get(t)!));
-      const until = Date.now() + withinMs;
-      while (!caughtUp() && Date.now() < until) await sleep(20);
+      // Not caught up in time: expectStoredAsAcknowledged says what each watcher missed.
+      await eventually(caughtUp, withinMs, "every watcher caught up").catch(() => {});
       watching = false;
       for (const st of streams) st.cancel();
       await Promise.all(loops);

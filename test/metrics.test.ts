@@ -6,11 +6,9 @@ import { expect } from "chai";
 import pg from "pg";
 import type { WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
-import { connect, DEFAULT_TIMEOUTS } from "../src/db/connect.js";
+import { DEFAULT_TIMEOUTS } from "../src/db/connect.js";
 import { createLogger } from "../src/core/log.js";
-import { startServer } from "../src/server/server.js";
-import { createTransactor } from "../src/store/transactions.js";
-import { createTestDatabase, expectError, useServer, type Harness } from "./harness.js";
+import { createTestDatabase, eventually, expectError, lockWaiters, startTestServer, useServer, type Harness } from "./kit/index.js";
 import { startSource } from "./fakes.js";
 import { TcpProxy } from "./proxy.js";
 import * as grpc from "@grpc/grpc-js";
@@ -46,21 +44,6 @@ const delta = (before: Samples, after: Samples, k: string) => (after.get(k) ?? 0
 const queries = (statement: string) => key("statemgmt_db_query_duration_seconds_count", { statement });
 const pool = (name: "statements" | "transactions", state: "in_use" | "idle") => key("statemgmt_db_pool_connections", { pool: name, state });
 const waiting = (name: "statements" | "transactions") => key("statemgmt_db_pool_waiting", { pool: name });
-
-/** Polls `check` (every 20 ms, up to `ms`) until it returns true; false if it never did. */
-async function until(check: () => Promise<boolean>, ms = 10_000): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 20))) if (await check()) return true;
-  return check();
-}
-
-/** Backends of the server's pools (application_name drydock-statemgmt or -tx) waiting for a lock now. */
-async function lockWaiters(h: Harness): Promise<number> {
-  const { rows } = await h.pg.query<{ n: number }>(
-    `select count(*)::int as n from pg_stat_activity
-     where datname = current_database() and application_name like 'drydock-statemgmt%' and wait_event_type = 'Lock'`,
-  );
-  return rows[0]!.n;
-}
 
 /**
  * Holds the row lock of a task from a connection of its own while `fn` runs
@@ -144,10 +127,11 @@ describe("metrics", () => {
 
     // The stream gauge falls once the server has seen the cancel.
     let after = await scrape(address);
-    for (let i = 0; i < 100 && after.get(key("statemgmt_watch_streams", { kind: "task" })) !== 0; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-      after = await scrape(address);
-    }
+    await eventually(
+      async () => (after = await scrape(address)).get(key("statemgmt_watch_streams", { kind: "task" })) === 0,
+      5000,
+      "the stream gauge back to 0",
+    ).catch(() => {}); // the expect below says what it was
     expect(after.get(key("statemgmt_watch_streams", { kind: "task" }))).to.equal(0);
     expect(delta(before, after, key("grpc_server_handled_total", { ...watchLabels, grpc_code: "Canceled" }))).to.equal(1);
   });
@@ -316,9 +300,9 @@ describe("metrics: pool gauges", function () {
     const update = (retry: number) => h.client.updateTask({ task: { taskId: task!.taskId, retry }, updateMask: { paths: ["retry"] } });
     const during = await withRowLocked(h, task!.taskId, async () => {
       const first = update(1);
-      expect(await until(async () => (await lockWaiters(h)) === 1), "the first update waits for the row lock").to.equal(true);
+      await eventually(async () => (await lockWaiters(h.pg)) === 1, 10_000, "the first update waits for the row lock");
       const second = update(2);
-      expect(await until(async () => (await gauge(h, "statemgmt_db_pool_waiting", { pool: "transactions" })) === 1), "the second waits for the slot").to.equal(true);
+      await eventually(async () => (await gauge(h, "statemgmt_db_pool_waiting", { pool: "transactions" })) === 1, 10_000, "the second waits for the slot");
       const samples = await scrape(address);
       return { samples, calls: [first, second] };
     });
@@ -336,9 +320,9 @@ describe("metrics: pool gauges", function () {
     const append = (m: string) => h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: m }] });
     const seen = await withRowLocked(h, task!.taskId, async () => {
       const blocked = [append("1"), append("2")];
-      expect(await until(async () => (await lockWaiters(h)) === 2), "two appends wait for the row lock").to.equal(true);
+      await eventually(async () => (await lockWaiters(h.pg)) === 2, 10_000, "two appends wait for the row lock");
       const third = append("3");
-      expect(await until(async () => (await gauge(h, "statemgmt_db_pool_waiting", { pool: "statements" })) === 1), "the third waits for a connection").to.equal(true);
+      await eventually(async () => (await gauge(h, "statemgmt_db_pool_waiting", { pool: "statements" })) === 1, 10_000, "the third waits for a connection");
       const inUse = await gauge(h, "statemgmt_db_pool_connections", { pool: "statements", state: "in_use" });
       const idle = await gauge(h, "statemgmt_db_pool_connections", { pool: "statements", state: "idle" });
       return { inUse, idle, calls: [...blocked, third] };
@@ -357,16 +341,8 @@ describe("metrics while the database is down", () => {
     const target = new URL(db.url);
     const proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
     target.port = String(proxy.port);
-    const sql = connect({ url: target.toString(), max: 2 });
-    const tx = createTransactor({ url: target.toString(), slots: 1, timeouts: DEFAULT_TIMEOUTS });
-    const server = await startServer({
-      db: { sql, tx },
-      databaseUrl: target.toString(),
-      log: createLogger("silent"),
-      listen: { host: "127.0.0.1", port: 0 },
-      healthIntervalMs: 100,
-      metricsListen: { host: "127.0.0.1", port: 0 },
-    });
+    const started = await startTestServer({ url: target.toString() }, { dbPoolSize: 2, dbTxPoolSize: 1, healthIntervalMs: 100, metrics: true });
+    const { server } = started;
     try {
       const address = server.metricsAddress!;
       const notServing = new Promise((resolve) => server.health.once("change", resolve));
@@ -380,9 +356,7 @@ describe("metrics while the database is down", () => {
       await serving;
       expect((await fetch(`http://${address}/readyz`)).status).to.equal(200);
     } finally {
-      await server.shutdown(1000);
-      await sql.end({ timeout: 1 });
-      await tx.end();
+      await started.stop(1000);
       await proxy.close();
       await db.drop();
     }

@@ -10,15 +10,12 @@ import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import pg from "pg";
-import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { createClient } from "../src/client/client.js";
+import type { WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { connect, DEFAULT_TIMEOUTS, openPool, type Sql } from "../src/db/connect.js";
-import { createLogger } from "../src/core/log.js";
-import { startServer, type StateServer } from "../src/server/server.js";
+import type { StateServer } from "../src/server/server.js";
 import { createTransactor, type Transactor } from "../src/store/transactions.js";
-import { createTestDatabase, decodeError, type StateClient } from "./harness.js";
+import { createTestDatabase, decodeError, startTestServer, type StateClient, type TestServer, type WatchProbe } from "./kit/index.js";
 import { TcpProxy } from "./proxy.js";
-import { WatchProbe } from "./watchProbe.js";
 
 const POOL = 4;
 const SLOTS = 2;
@@ -30,6 +27,7 @@ describe("database connections", () => {
   let proxy: TcpProxy;
   let sql: Sql;
   let tx: Transactor;
+  let started: TestServer;
   let server: StateServer;
   let client: StateClient;
   let admin: pg.Client;
@@ -51,28 +49,25 @@ describe("database connections", () => {
     sql = connect({ url: target.toString(), max: POOL, connectTimeoutMs: CONNECT_TIMEOUT_MS, onClose });
     tx = createTransactor({ url: target.toString(), slots: SLOTS, timeouts: DEFAULT_TIMEOUTS, connectTimeoutMs: CONNECT_TIMEOUT_MS, onClose });
     // The LISTEN connection goes straight to the database: only the pools meet the faults.
-    server = await startServer({
-      db: { sql, tx },
-      databaseUrl: db.url,
-      log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
-      listen: { host: "127.0.0.1", port: 0 },
-      healthIntervalMs: 600_000,
-      // Nor heartbeats of the LISTEN connection: they are sent through the pool.
-      heartbeatMs: 600_000,
-      watchFinishLingerMs: 0,
-    });
+    started = await startTestServer(
+      { url: target.toString(), listenUrl: db.url, pools: { sql, tx } },
+      {
+        healthIntervalMs: 600_000,
+        // Nor heartbeats of the LISTEN connection: they are sent through the pool.
+        heartbeatMs: 600_000,
+        watchFinishLingerMs: 0,
+      },
+    );
+    ({ server, client, probe } = started);
     // No health probes during the tests: each would take one of the
     // connection attempts they count (a probe bypasses the pool's permits).
     server.health.stop();
-    probe = new WatchProbe(server.hub);
-    client = createClient(StateService, server.address);
     admin = new pg.Client({ connectionString: db.url });
     await admin.connect();
   });
   after(async function () {
     this.timeout(30_000);
-    client?.close();
-    await server?.shutdown(1000);
+    await started?.stop(1000);
     await sql?.end({ timeout: 1 });
     await tx?.end({ timeout: 1 });
     await admin?.end();

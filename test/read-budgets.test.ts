@@ -10,7 +10,7 @@ import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client/client.js";
 import { WatchBytes } from "../src/watch/budget.js";
 import { BoundedQueue } from "../src/watch/queue.js";
-import { decodeError, expectError, useServer, type StateClient } from "./harness.js";
+import { decodeError, expectError, range, useServer, type StateClient } from "./kit/index.js";
 
 const KB60 = 60 * 1024;
 const BUDGET = 256 * 1024;
@@ -28,7 +28,6 @@ async function bigTask(client: StateClient, n: number): Promise<string> {
   return taskId;
 }
 
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => BigInt(from + i));
 
 describe("byte budgets on reads", function () {
   this.timeout(120_000);

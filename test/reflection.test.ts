@@ -10,7 +10,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { createClient } from "../src/client/client.js";
-import { useServer } from "./harness.js";
+import { eventually, useServer } from "./kit/index.js";
 
 /** The request, as a plain init object (valid for both versions: same fields). */
 type Request = { host?: string; messageRequest: Exclude<v1.ServerReflectionRequest["messageRequest"], { case: undefined }> };
@@ -64,13 +64,12 @@ class ReflectionStream {
   /** Half-closes and waits for the server to finish the call (OK). */
   async end(): Promise<grpc.StatusObject> {
     this.call.end();
-    const timeout = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 3000).unref());
-    const s = await Promise.race([this.status, timeout]);
-    if (s === "timeout") {
+    try {
+      return await eventually(this.status, 3000, "the server finishing the reflection call");
+    } catch {
       this.call.cancel();
       throw new Error("the server did not finish the reflection call after the client half-closed it");
     }
-    return s;
   }
 }
 

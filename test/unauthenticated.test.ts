@@ -20,8 +20,7 @@ import { createClient, type Client } from "../src/client/client.js";
 import { parseKeystoneRoles, type AuthConfig } from "../src/config.js";
 import { DEFAULT_LIMITS } from "../src/server/connections.js";
 import { startKeystone } from "./fakes.js";
-import { eventually } from "./eventually.js";
-import { decodeError, useServer, type StateClient } from "./harness.js";
+import { decodeError, eventually, quietPeriod, useServer, type StateClient } from "./kit/index.js";
 
 const newToken = () => randomBytes(32).toString("hex");
 
@@ -103,7 +102,8 @@ describe("unauthenticated peers: stream budgets", () => {
       streams.forEach((s) => s.cancel());
     }
     // The places come back once the streams end.
-    await eventually(() => h.server.openStreams === 0, 5000, "health streams released");
+    // No call is in progress but the health streams just cancelled: wait for the server to let them go.
+    await h.connections.until(() => h.connections.calls === 0, "health streams released", 5000);
     const again = health.watch({});
     expect((await firstOf(again)).value).to.not.equal(undefined);
     again.cancel();
@@ -188,6 +188,8 @@ class Stranger {
 
 describe("unauthenticated peers: connection slots", () => {
   const SLOTS = 100;
+  /** Each stranger calls again this soon after its last refused call: it never looks idle to grpc-js. */
+  const CHURN_EVERY_MS = 50;
   const { auth, token } = useAdminToken();
   const h = useServer({ auth, limits: { ...DEFAULT_LIMITS, maxConnections: SLOTS, idleTimeoutMs: 60_000 } });
 
@@ -200,11 +202,11 @@ describe("unauthenticated peers: connection slots", () => {
       // Every stranger makes a refused call, and keeps making them (each one reset grpc-js's idle timer).
       const first = await Promise.all(strangers.map((s) => s.call()));
       expect(first.every((c) => c === String(grpc.status.UNAUTHENTICATED))).to.equal(true);
-      await eventually(() => h.server.openConnections === SLOTS, 5000, "every slot held");
+      await h.connections.until(() => h.connections.open === SLOTS, "every slot held", 5000);
       const churn = (async () => {
         while (refusing) {
           await Promise.all(strangers.map((s) => s.call()));
-          await new Promise((r) => setTimeout(r, 50));
+          await quietPeriod(CHURN_EVERY_MS, "paces the strangers' rounds of refused calls");
         }
       })();
       // Ten new admin clients in turn: each connects and is served at once.
@@ -218,7 +220,7 @@ describe("unauthenticated peers: connection slots", () => {
       await churn;
       // Ten strangers made room, one for each admin; the admins' connections are not strangers.
       await eventually(() => strangers.filter((s) => s.closed).length === 10, 2000, "ten strangers closed");
-      expect(h.server.openConnections).to.equal(SLOTS);
+      expect(h.connections.open).to.equal(SLOTS);
       // A new stranger now closes another stranger, never an admin: every admin is still served on its connection.
       const late = new Stranger(h.server.port);
       expect(await late.call()).to.equal(String(grpc.status.UNAUTHENTICATED));
@@ -236,6 +238,8 @@ describe("unauthenticated peers: connection slots", () => {
 
 describe("unauthenticated peers: refused calls are not activity", () => {
   const IDLE_MS = 1500;
+  /** Both peers call this often: far more often than the idle timeout. */
+  const CALL_EVERY_MS = 100;
   const { auth, token } = useAdminToken();
   const h = useServer({ auth, limits: { ...DEFAULT_LIMITS, idleTimeoutMs: IDLE_MS } });
 
@@ -250,13 +254,13 @@ describe("unauthenticated peers: refused calls are not activity", () => {
         expect(await stranger.call()).to.be.oneOf([String(grpc.status.UNAUTHENTICATED), undefined]);
         await admin.getLeader({ election: "x" }, { deadlineMs: 3000 });
         adminCalls++;
-        await new Promise((r) => setTimeout(r, 100));
+        await quietPeriod(CALL_EVERY_MS, "paces the two peers' calls over the idle timeout");
       }
       const ms = Date.now() - started;
       expect(stranger.closed, "the stranger's connection was closed").to.equal(true);
       expect(ms).to.be.within(IDLE_MS - 100, IDLE_MS + 2500);
       // The admin's channel kept its connection all along: one connection open, its own.
-      expect(h.server.openConnections).to.equal(1);
+      expect(h.connections.open).to.equal(1);
       expect(adminCalls).to.be.greaterThan(5);
     } finally {
       stranger.close();

@@ -11,18 +11,11 @@ import { expect } from "chai";
 import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client/client.js";
-import { connect, DEFAULT_TIMEOUTS, type Sql } from "../src/db/connect.js";
-import { createTransactor, type Transactor } from "../src/store/transactions.js";
 
-import { createLogger } from "../src/core/log.js";
-import { startServer, type StateServer } from "../src/server/server.js";
-import { createTestDatabase, decodeError, useServer, type StateClient } from "./harness.js";
-import { WatchProbe } from "./watchProbe.js";
+import { createTestDatabase, decodeError, eventually, quietPeriod, range, setStatus as setStatusOf, startTestServer, useServer, type HarnessOptions, type StateClient, type TestServer } from "./kit/index.js";
 
 type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => BigInt(from + i));
 const messages = (n: number, text = "m") => Array.from({ length: n }, () => ({ message: text }));
 
 interface Watched {
@@ -95,32 +88,10 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-/** Waits until `ok()` holds; fails after `ms`. */
-async function until(ok: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`condition not met within ${ms} ms`);
-    await sleep(5);
-  }
-}
-
-/** Awaits `p`; fails after `ms`. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Every call below has a deadline, so a server that stops answering fails the test. */
 const D = { deadlineMs: 10_000 };
 
-async function setStatus(c: StateClient, taskId: string, status: TaskStatus) {
-  await c.updateTask({ task: { taskId, status }, updateMask: { paths: ["status"] } }, D);
-}
+const setStatus = (c: StateClient, taskId: string, status: TaskStatus) => setStatusOf(c, taskId, status, D);
 
 async function expectResponsive(c: StateClient, taskId: string) {
   const { task } = await c.getTask({ taskId }, { deadlineMs: 2000 });
@@ -151,10 +122,10 @@ describe("watch buffer of 10 events (server in a child process)", function () {
     await w.subscribed;
     // Before the fix, this one append overflowed the queue and froze the server's event loop.
     await client.appendResultMessages({ taskId, messages: messages(20) }, D);
-    await until(() => w.seqs.length === 20);
+    await eventually(() => w.seqs.length === 20, 10_000, "20 messages at the watcher");
     // One append larger than the buffer, to a reader that has caught up.
     await client.appendResultMessages({ taskId, messages: messages(1000) }, D);
-    await until(() => w.seqs.length === 1020);
+    await eventually(() => w.seqs.length === 1020, 10_000, "1020 messages at the watcher");
     await setStatus(client, taskId, TaskStatus.COMPLETE);
     const error = await w.done;
     expect(error, String(error)).to.equal(undefined);
@@ -175,7 +146,7 @@ describe("watch buffer of 10 events (server in a child process)", function () {
     for (let i = 1; i <= 5; i++) {
       await client.appendResultMessages({ taskId, messages: messages(1000, big) }, D);
       // The fast reader keeps up: it has everything before the next append.
-      await until(() => fast.seqs.length === i * 1000);
+      await eventually(() => fast.seqs.length === i * 1000, 10_000, `${i * 1000} messages at the fast watcher`);
     }
     await setStatus(client, taskId, TaskStatus.COMPLETE);
     expect(await fast.done).to.equal(undefined);
@@ -202,12 +173,12 @@ describe("watch buffer of 10 events (server in a child process)", function () {
     for (let i = 0; i < 4; i++) await client.appendResultMessages({ taskId, messages: messages(1, "queued") }, D);
     expect(w.seqs.length).to.be.lessThan(300);
     w.stream.resume();
-    await until(() => w.seqs.length === 304);
+    await eventually(() => w.seqs.length === 304, 10_000, "304 messages at the watcher");
     // Caught up, it takes pushes as they happen again: one at a time, each
     // before the next append.
     for (let i = 1; i <= 20; i++) {
       await client.appendResultMessages({ taskId, messages: messages(1, "live") }, D);
-      await until(() => w.seqs.length === 304 + i);
+      await eventually(() => w.seqs.length === 304 + i, 10_000, `${304 + i} messages at the watcher`);
     }
     await setStatus(client, taskId, TaskStatus.COMPLETE);
     const error = await w.done;
@@ -217,6 +188,8 @@ describe("watch buffer of 10 events (server in a child process)", function () {
   });
 
   it("does not count a long catch-up from the database as falling behind", async () => {
+    /** How long the reader stays paused after each live append. */
+    const PAUSED_MS = 50;
     const { task } = await client.createTask({ action: "deploy_nodes" }, D);
     const taskId = task!.taskId;
     const big = "x".repeat(1000);
@@ -230,11 +203,11 @@ describe("watch buffer of 10 events (server in a child process)", function () {
       w.stream.pause();
       appends = appends.then(async () => {
         await client.appendResultMessages({ taskId, messages: messages(1, "live") }, D);
-        await sleep(50);
+        await quietPeriod(PAUSED_MS, "the reader stays paused while the feed queues the message and its snapshot");
         w.stream.resume();
       });
     });
-    await until(() => w.seqs.length >= 10_010 || w.ended, 30_000);
+    await eventually(() => w.seqs.length >= 10_010 || w.ended, 30_000, "10,010 messages at the watcher, or its end");
     await appends;
     await setStatus(client, taskId, TaskStatus.COMPLETE);
     const error = await w.done;
@@ -314,10 +287,7 @@ describe("watch reads that fail while the database blips", function () {
   let proxy: FaultProxy;
   // Server A: its pool goes through the proxy, its LISTEN connection does not,
   // so it hears every notification while its reads fail. Server B writes.
-  let sqlA: Sql, sqlB: Sql;
-  let txA: Transactor, txB: Transactor;
-  let a: StateServer, b: StateServer;
-  let probeA: WatchProbe;
+  let a: TestServer, b: TestServer;
   let ca: StateClient, cb: StateClient;
   before(async () => {
     db = await createTestDatabase();
@@ -325,31 +295,22 @@ describe("watch reads that fail while the database blips", function () {
     proxy = await FaultProxy.start(target.hostname, Number(target.port || 5432));
     const viaProxy = new URL(db.url);
     viaProxy.port = String(proxy.port);
-    sqlA = connect({ url: viaProxy.toString(), max: 4 });
-    sqlB = connect({ url: db.url, max: 4 });
-    const common = { log: createLogger((process.env.TEST_LOG_LEVEL as never) ?? "silent"), listen: { host: "127.0.0.1", port: 0 }, healthIntervalMs: 1000, heartbeatMs: 200 };
-    txA = createTransactor({ url: viaProxy.toString(), slots: 2, timeouts: DEFAULT_TIMEOUTS });
-    txB = createTransactor({ url: db.url, slots: 2, timeouts: DEFAULT_TIMEOUTS });
-    a = await startServer({ ...common, db: { sql: sqlA, tx: txA }, databaseUrl: db.url });
-    probeA = new WatchProbe(a.hub);
-    b = await startServer({ ...common, db: { sql: sqlB, tx: txB }, databaseUrl: db.url });
-    ca = createClient(StateService, a.address);
-    cb = createClient(StateService, b.address);
+    const opts: HarnessOptions = { dbPoolSize: 4, dbTxPoolSize: 2, heartbeatMs: 200 };
+    a = await startTestServer({ url: viaProxy.toString(), listenUrl: db.url }, opts);
+    b = await startTestServer({ url: db.url }, opts);
+    ca = a.client;
+    cb = b.client;
   });
   after(async () => {
-    ca?.close();
-    cb?.close();
-    await a?.shutdown(1000);
-    await b?.shutdown(1000);
-    await sqlA?.end({ timeout: 1 });
-    await txA?.end();
-    await txB?.end();
-    await sqlB?.end({ timeout: 1 });
+    await a?.stop(1000);
+    await b?.stop(1000);
     await proxy?.close();
     await db?.drop();
   });
 
   it("retries until every message (none twice, none skipped) and every change reach the watchers", async () => {
+    /** Long enough for a message to reach the watcher, were it to come: none must. */
+    const QUIET_MS = 300;
     const action = `blip_${Math.random().toString(36).slice(2, 8)}`;
     const { task } = await cb.createTask({ action }, D);
     const taskId = task!.taskId;
@@ -359,17 +320,17 @@ describe("watch reads that fail while the database blips", function () {
     const seen: TaskStatus[] = [];
     changes.on("data", (ev) => seen.push(ev.task!.status));
     const changesDone = new Promise((resolve) => changes.on("error", resolve));
-    await probeA.watchers(taskId);
+    await a.probe.watchers(taskId);
     await cb.appendResultMessages({ taskId, messages: messages(1) }, D);
-    await until(() => w1.seqs.length === 1 && seen.length === 1);
+    await eventually(() => w1.seqs.length === 1 && seen.length === 1, 10_000, "the first message and change at the watchers");
 
     // Server A's reads now fail while notifications keep coming.
     proxy.cut();
     const big = "x".repeat(1000);
     for (let i = 0; i < 3; i++) await cb.appendResultMessages({ taskId, messages: messages(1000, big) }, D);
     await setStatus(cb, taskId, TaskStatus.QUEUED);
-    await until(() => proxy.refused > 0);
-    await sleep(300);
+    await eventually(() => proxy.refused > 0, 10_000, "server A refused by the proxy");
+    await quietPeriod(QUIET_MS, "proves no message reaches the watcher while server A's reads fail");
     expect(w1.seqs.length).to.equal(1);
 
     // The retry gets one read (1000 messages or 1 MiB: 950 of these, over
@@ -377,13 +338,13 @@ describe("watch reads that fail while the database blips", function () {
     // reaches the watcher, nothing is lost.
     const cutAgain = once(proxy, "cut");
     proxy.resume(1_600_000);
-    await within(cutAgain, 10_000, "a read after the database came back");
-    await until(() => w1.seqs.length > 900);
+    await eventually(cutAgain, 10_000, "a read after the database came back");
+    await eventually(() => w1.seqs.length > 900, 10_000, "the read's messages at the watcher");
     expect(w1.seqs).to.deep.equal(range(1, w1.seqs.length));
-    await sleep(300);
+    await quietPeriod(QUIET_MS, "server A's retries keep meeting the cut proxy for a while before it forwards again");
 
     proxy.resume();
-    await until(() => w1.seqs.length === 3001 && seen.includes(TaskStatus.QUEUED));
+    await eventually(() => w1.seqs.length === 3001 && seen.includes(TaskStatus.QUEUED), 10_000, "every message and the QUEUED change at the watchers");
     // A watcher joining now gets the fresh snapshot, not the one from before the failures.
     const w2 = watch(ca.watchTask({ taskId }, { deadlineMs: 50_000 }) as Stream);
     await w2.subscribed;
@@ -397,7 +358,7 @@ describe("watch reads that fail while the database blips", function () {
       expect(w.statuses[w.statuses.length - 1]).to.equal(TaskStatus.COMPLETE);
     }
     expect(w1.statuses).to.include(TaskStatus.QUEUED);
-    await until(() => seen[seen.length - 1] === TaskStatus.COMPLETE);
+    await eventually(() => seen[seen.length - 1] === TaskStatus.COMPLETE, 10_000, "the COMPLETE change at the watcher");
     expect(seen).to.deep.equal([TaskStatus.REQUESTED, TaskStatus.QUEUED, TaskStatus.COMPLETE]);
     changes.cancel();
     await changesDone;

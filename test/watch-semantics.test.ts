@@ -4,11 +4,7 @@ import { expect } from "chai";
 import type { WatchTaskResponse, WatchTasksResponse } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { once } from "node:events";
-import { connect, DEFAULT_TIMEOUTS } from "../src/db/connect.js";
-import { createLogger } from "../src/core/log.js";
-import { startServer } from "../src/server/server.js";
-import { createTransactor } from "../src/store/transactions.js";
-import { createTestDatabase, useServer } from "./harness.js";
+import { createTestDatabase, startTestServer, useServer } from "./kit/index.js";
 import { TcpProxy } from "./proxy.js";
 
 const LINGER_MS = 1000;
@@ -151,10 +147,9 @@ describe("the LISTEN connection's heartbeat", () => {
     const target = new URL(db.url);
     const proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
     target.port = String(proxy.port);
-    const sql = connect({ url: db.url, max: 2 });
-    const tx = createTransactor({ url: db.url, slots: 1, timeouts: DEFAULT_TIMEOUTS });
     // Only the LISTEN connection goes through the proxy.
-    const server = await startServer({ db: { sql, tx }, databaseUrl: target.toString(), log: createLogger("silent"), listen: { host: "127.0.0.1", port: 0 }, healthIntervalMs: 1000, heartbeatMs: HEARTBEAT_MS });
+    const started = await startTestServer({ url: db.url, listenUrl: target.toString() }, { dbPoolSize: 2, dbTxPoolSize: 1, heartbeatMs: HEARTBEAT_MS });
+    const { server } = started;
     let replaced = 0;
     const onListening = () => replaced++;
     server.hub.on("listening", onListening);
@@ -168,9 +163,7 @@ describe("the LISTEN connection's heartbeat", () => {
       expect(proxy.accepted).to.equal(1);
     } finally {
       server.hub.off("listening", onListening);
-      await server.shutdown(1000);
-      await sql.end();
-      await tx.end();
+      await started.stop(1000);
       await proxy.close();
       await db.drop();
     }
@@ -179,9 +172,8 @@ describe("the LISTEN connection's heartbeat", () => {
   it("does not replace a connection because the event loop stalled past the timeout while its heartbeat came back", async function () {
     this.timeout(30_000);
     const db = await createTestDatabase();
-    const sql = connect({ url: db.url, max: 2 });
-    const tx = createTransactor({ url: db.url, slots: 1, timeouts: DEFAULT_TIMEOUTS });
-    const server = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), listen: { host: "127.0.0.1", port: 0 }, healthIntervalMs: 1000, heartbeatMs: HEARTBEAT_MS });
+    const started = await startTestServer({ url: db.url }, { dbPoolSize: 2, dbTxPoolSize: 1, heartbeatMs: HEARTBEAT_MS });
+    const { server } = started;
     let replacing = 0;
     const onReplacing = () => replacing++;
     server.hub.on("replacing", onReplacing);
@@ -203,9 +195,7 @@ describe("the LISTEN connection's heartbeat", () => {
       expect(replacing).to.equal(0);
     } finally {
       server.hub.off("replacing", onReplacing);
-      await server.shutdown(1000);
-      await sql.end();
-      await tx.end();
+      await started.stop(1000);
       await db.drop();
     }
   });

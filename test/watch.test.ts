@@ -9,13 +9,8 @@ import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client/client.js";
 import { LISTENER_APPLICATION_NAME } from "../src/watch/listener.js";
-import { connect, DEFAULT_TIMEOUTS } from "../src/db/connect.js";
-import { createTransactor } from "../src/store/transactions.js";
-import { createLogger } from "../src/core/log.js";
-import { startServer } from "../src/server/server.js";
-import { createTestDatabase, decodeError, useServer, type Harness, type StateClient } from "./harness.js";
+import { createTestDatabase, decodeError, eventually, quietPeriod, range, setStatus, startTestServer, useServer, type Harness } from "./kit/index.js";
 import { TcpProxy } from "./proxy.js";
-import { WatchProbe } from "./watchProbe.js";
 
 type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
 
@@ -37,31 +32,26 @@ async function collect(stream: Stream, onMessage?: (seq: bigint) => void) {
   return { seqs, statuses, error };
 }
 
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => BigInt(from + i));
-
-async function setStatus(c: StateClient, taskId: string, status: TaskStatus) {
-  await c.updateTask({ task: { taskId, status }, updateMask: { paths: ["status"] } });
-}
-
 /**
  * Terminates the hub's LISTEN connection and waits until it listens again.
  * If the hub is replacing it at that moment (a heartbeat it did not hear in
  * time), there may briefly be none to kill: try again.
  */
 async function killListener(h: Harness) {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const relistened = once(h.server.hub, "listening");
-    const { rows } = await h.pg.query(
-      `select pg_terminate_backend(pid) ok from pg_stat_activity where datname = current_database() and application_name = $1`,
-      [LISTENER_APPLICATION_NAME],
-    );
-    if (rows.length >= 1) {
-      await relistened;
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  expect.fail("the hub never had a LISTEN connection to kill");
+  let relistened: Promise<unknown> = Promise.resolve();
+  await eventually(
+    async () => {
+      relistened = once(h.server.hub, "listening");
+      const { rows } = await h.pg.query(
+        `select pg_terminate_backend(pid) ok from pg_stat_activity where datname = current_database() and application_name = $1`,
+        [LISTENER_APPLICATION_NAME],
+      );
+      return rows.length >= 1;
+    },
+    5000,
+    "a LISTEN connection of the hub to kill",
+  );
+  await relistened;
 }
 
 /** Resolves when the server's hub has at least `n` subscriptions of the task. */
@@ -164,14 +154,17 @@ describe("watching tasks", () => {
     const taskId = task!.taskId;
     const watch = collect(h.client.watchTask({ taskId }) as Stream);
     await watchers(h, taskId);
+    /** The appends come this far apart, and the kills this far apart: the kills fall among the appends. */
+    const APPEND_EVERY_MS = 5;
+    const KILL_EVERY_MS = 60;
     const writer = (async () => {
       for (let i = 0; i < 60; i++) {
         await h.client.appendResultMessages({ taskId, messages: [{ message: `m${i}` }] });
-        await new Promise((r) => setTimeout(r, 5));
+        await quietPeriod(APPEND_EVERY_MS, "paces the appends, so that messages arrive while the LISTEN connection is killed");
       }
     })();
     for (let k = 0; k < 3; k++) {
-      await new Promise((r) => setTimeout(r, 60));
+      await quietPeriod(KILL_EVERY_MS, "paces the kills among the appends");
       await killListener(h);
     }
     await writer;
@@ -193,15 +186,18 @@ describe("watching tasks", () => {
     // replaces its connection, and for a moment there may be none or two:
     // wait for one.
     const seen: number[] = [];
-    for (let i = 0; i < 100; i++) {
-      const { rows } = await h.pg.query(
-        `select count(*)::int n from pg_stat_activity where datname = current_database() and application_name = $1`,
-        [LISTENER_APPLICATION_NAME],
-      );
-      seen.push(rows[0].n);
-      if (rows[0].n === 1) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await eventually(
+      async () => {
+        const { rows } = await h.pg.query(
+          `select count(*)::int n from pg_stat_activity where datname = current_database() and application_name = $1`,
+          [LISTENER_APPLICATION_NAME],
+        );
+        seen.push(rows[0].n);
+        return rows[0].n === 1;
+      },
+      5000,
+      () => `one LISTEN connection (seen: ${seen.join(",")})`,
+    ).catch(() => {}); // the expect below says what was seen
     expect(seen[seen.length - 1], `LISTEN connections seen: ${seen.join(",")}`).to.equal(1);
     for (let i = 0; i < 10; i++) {
       await h.client.appendResultMessages({ taskId, messages: Array.from({ length: 10 }, (_, k) => ({ message: `${i}.${k}` })) });
@@ -272,7 +268,7 @@ describe("watching tasks", () => {
         if (ev.task!.status === TaskStatus.COMPLETE) break;
       }
     })();
-    for (let i = 0; i < 200 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    await eventually(() => seen.length > 0, 10_000, "the initial set");
     const { task: b } = await h.client.createTask({ action });
     await h.client.claimNextTask({ instanceId: "o", actions: [action] });
     await setStatus(h.client, b!.taskId, TaskStatus.COMPLETE);
@@ -346,24 +342,13 @@ describe("a LISTEN connection that silently hangs", () => {
     const target = new URL(db.url);
     const proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
     target.port = String(proxy.port);
-    const sql = connect({ url: db.url, max: 4 });
     // Only the LISTEN connection goes through the proxy.
-    const tx = createTransactor({ url: db.url, slots: 1, timeouts: DEFAULT_TIMEOUTS });
-    const server = await startServer({
-      db: { sql, tx },
-      databaseUrl: target.toString(),
-      log: createLogger("silent"),
-      listen: { host: "127.0.0.1", port: 0 },
-      healthIntervalMs: 1000,
-      heartbeatMs: 150,
-      metricsListen: { host: "127.0.0.1", port: 0 },
-    });
+    const started = await startTestServer({ url: db.url, listenUrl: target.toString() }, { dbPoolSize: 4, dbTxPoolSize: 1, heartbeatMs: 150, metrics: true });
+    const { server, client, probe } = started;
     const counted = async (name: string) => (await server.metrics!.registry.getSingleMetric(name)!.get()).values[0]?.value ?? 0;
-    const client = createClient(StateService, server.address);
     try {
       const { task } = await client.createTask({ action: "deploy_nodes" });
       const taskId = task!.taskId;
-      const probe = new WatchProbe(server.hub);
       const watch = collect(client.watchTask({ taskId }) as Stream);
       await probe.watchers(taskId);
       await client.appendResultMessages({ taskId, messages: [{ message: "before" }] });
@@ -381,10 +366,7 @@ describe("a LISTEN connection that silently hangs", () => {
       expect(await counted("statemgmt_watch_heartbeat_replacements_total")).to.equal(1);
       expect(await counted("statemgmt_watch_listen_reconnects_total")).to.equal(1);
     } finally {
-      client.close();
-      await server.shutdown(1000);
-      await sql.end();
-      await tx.end();
+      await started.stop(1000);
       await proxy.close();
       await db.drop();
     }

@@ -22,6 +22,10 @@
 // many strangers hold connections; and a stranger's refused calls do not
 // count as activity, so one that only makes refused calls is closed
 // idleTimeoutMs after it opened, whatever grpc-js's idle timer says.
+//
+// The listener is an EventEmitter of ConnectionSignals, as the watch hub is
+// of WatchSignals: tests await them instead of polling counts.
+import { EventEmitter } from "node:events";
 import net from "node:net";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../core/log.js";
@@ -99,10 +103,34 @@ interface Connection {
   vouched: boolean;
 }
 
+/**
+ * What the listener announces as connections come and go, each with the
+ * counts after the change. Tests await them (River's testsignal); in
+ * production nothing listens, and emitting to no listener costs a map lookup.
+ */
+export interface ConnectionSignals {
+  /** A connection was accepted: `open` connections now (handshaking or serving), `strangers` of them not vouched for. */
+  opened: [open: number, strangers: number];
+  /** A connection vouched for itself (see "Vouching"): `strangers` left. */
+  vouched: [strangers: number];
+  /** A connection closed, whoever closed it and why. */
+  closed: [open: number, strangers: number];
+  /** The oldest stranger was closed to make room for a new connection: `evicted` so far. */
+  evicted: [evicted: number];
+  /** A new connection was refused at accept (at the limit, every connection vouched for): `overLimit` so far. */
+  refused: [overLimit: number];
+  /** A connection was closed for not sending the HTTP/2 preface in time: `handshake` so far. */
+  handshakeTimedOut: [handshake: number];
+  /** A call started: `calls` in progress on all connections now (unary and streaming, admitted or not yet). */
+  callStarted: [calls: number];
+  /** A call ended: `calls` still in progress on all connections. */
+  callEnded: [calls: number];
+}
+
 /** HTTP/2 client connection preface (RFC 9113 §3.4). */
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
-export class ConnectionListener {
+export class ConnectionListener extends EventEmitter<ConnectionSignals> {
   private readonly tcp: net.Server;
   private readonly connections = new Map<string, Connection>();
   private readonly sweeper: NodeJS.Timeout;
@@ -117,6 +145,8 @@ export class ConnectionListener {
   readonly refused = { overLimit: 0, evicted: 0, handshake: 0 };
   /** Log lines about the limit at most once a second: under attack they would come by the thousand. */
   private lastLimitLog = 0;
+  /** Calls in progress on all connections. */
+  private calls = 0;
 
   constructor(
     private readonly injector: grpc.ConnectionInjector,
@@ -125,6 +155,7 @@ export class ConnectionListener {
     /** The injector's credentials are TLS: connections are handed over unread. */
     private readonly tls = false,
   ) {
+    super();
     this.tcp = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
     this.sweeper = setInterval(() => this.sweep(), Math.min(1000, limits.idleTimeoutMs / 2));
     this.sweeper.unref();
@@ -140,20 +171,11 @@ export class ConnectionListener {
     });
   }
 
-  /** Open connections. */
-  get size(): number {
-    return this.connections.size;
-  }
-
-  /** Open connections that have not vouched for themselves. */
-  get strangerCount(): number {
-    return this.strangers.size;
-  }
-
   /** A call started on the connection of `peer` (grpc-js's getPeer()). */
   callStarted(peer: string): void {
     const c = this.connections.get(peer);
     if (c) c.active++;
+    this.emit("callStarted", ++this.calls);
   }
 
   /** A call on the connection of `peer` was authenticated, or a node's key accepted: the connection is no stranger. */
@@ -162,12 +184,14 @@ export class ConnectionListener {
     if (c && !c.vouched) {
       c.vouched = true;
       this.strangers.delete(peer);
+      this.emit("vouched", this.strangers.size);
     }
   }
 
   callEnded(peer: string): void {
     const c = this.connections.get(peer);
     if (c && --c.active === 0 && c.vouched) c.idleSince = Date.now();
+    this.emit("callEnded", --this.calls);
   }
 
   /**
@@ -195,6 +219,7 @@ export class ConnectionListener {
     if (this.connections.size >= this.limits.maxConnections && !this.makeRoom()) {
       this.refused.overLimit++;
       socket.destroy();
+      this.emit("refused", this.refused.overLimit);
       return;
     }
     const peer = peerName(socket);
@@ -205,11 +230,14 @@ export class ConnectionListener {
     socket.once("close", () => {
       if (this.connections.get(peer) === c) this.connections.delete(peer);
       if (this.strangers.get(peer) === c) this.strangers.delete(peer);
+      this.emit("closed", this.connections.size, this.strangers.size);
     });
+    this.emit("opened", this.connections.size, this.strangers.size);
     this.handshaking.add(socket);
     const timer = setTimeout(() => {
       this.refused.handshake++;
       socket.destroy();
+      this.emit("handshakeTimedOut", this.refused.handshake);
     }, this.limits.handshakeTimeoutMs);
     timer.unref();
     socket.once("close", () => {
@@ -252,6 +280,7 @@ export class ConnectionListener {
     this.connections.delete(peer);
     c.socket.destroy();
     this.refused.evicted++;
+    this.emit("evicted", this.refused.evicted);
     if (logNow) {
       this.log.warn(
         { limit: this.limits.maxConnections, evicted: this.refused.evicted, strangers: this.strangers.size },

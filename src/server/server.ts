@@ -1,4 +1,5 @@
 // Assembles the gRPC server: StateService, health, reflection.
+import type { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { file_drydock_statemgmt_v1_state_service, StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { file_grpc_health_v1_health, Health } from "../../gen/grpc/health/v1/health_pb.js";
@@ -28,7 +29,7 @@ import { NO_ELECTION_COUNTERS, NO_WATCH_COUNTERS } from "../metrics/watchCounter
 import { PageTokens } from "../rpc/pagination.js";
 import { secretsGet } from "../store/secrets.js";
 import { addService, StreamBudget, type OpenCalls, type ServiceEdge } from "./adapter.js";
-import { ConnectionListener, grpcServerOptions } from "./connections.js";
+import { ConnectionListener, grpcServerOptions, type ConnectionSignals } from "./connections.js";
 import { TlsSource } from "./tls.js";
 import { Metrics } from "../metrics/registry.js";
 import { startMetricsServer } from "../metrics/http.js";
@@ -63,13 +64,11 @@ export interface StateServer {
   port: number;
   health: DatabaseHealth;
   hub: WatchHub;
-  /** Streaming calls open now. */
-  readonly openStreams: number;
   /** Where /metrics is served, when it is. */
   metricsAddress?: string;
   metrics?: Metrics;
-  /** TCP connections open now (handshaking or serving). */
-  readonly openConnections: number;
+  /** The TCP listener's signals: connections opened, vouched for, closed, and calls in progress. */
+  connections: EventEmitter<ConnectionSignals>;
   /** The TLS certificate source, when serving TLS. */
   tls?: TlsSource;
   design: DesignFetcher;
@@ -219,12 +218,7 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     auth,
     metricsAddress: metricsServer?.address,
     metrics,
-    get openStreams() {
-      return calls.streams.size;
-    },
-    get openConnections() {
-      return listener.size;
-    },
+    connections: listener,
     tls: tlsSource,
     shutdown(graceMs) {
       shuttingDown ??= (async () => {

@@ -1,9 +1,10 @@
 // What a test knows of the server's watch feeds, learnt from the hub's
 // signals (src/watch/signals.ts) as they happen: no getters, no polling.
 // Attach it before the streams it observes start.
-import type { WatchHub } from "../src/watch/hub.js";
+import type { WatchHub } from "../../src/watch/hub.js";
+import { Probe } from "./probe.js";
 
-export class WatchProbe {
+export class WatchProbe extends Probe {
   /** Subscribers per task's feed, as last signalled. */
   private readonly subscriberCounts = new Map<string, number>();
   /** Calls waiting for a task's feed to open. */
@@ -12,9 +13,9 @@ export class WatchProbe {
   readonly closedFeeds: string[] = [];
   /** Task ids whose feed is open or opening. */
   private readonly live = new Set<string>();
-  private readonly checks = new Set<() => void>();
 
   constructor(readonly hub: WatchHub) {
+    super();
     hub.on("subscribed", (taskId, n) => this.note(() => (this.subscriberCounts.set(taskId, n), this.live.add(taskId))));
     hub.on("unsubscribed", (taskId, n) => this.note(() => this.subscriberCounts.set(taskId, n)));
     hub.on("feedWaiting", (taskId, n) => this.note(() => (this.waitingCounts.set(taskId, n), this.live.add(taskId))));
@@ -37,31 +38,8 @@ export class WatchProbe {
     return this.live.size;
   }
 
-  /** Resolves once `ok()` holds, checked now and after every signal; rejects after `ms`. */
-  until(ok: () => boolean, what: string, ms = 15_000): Promise<void> {
-    if (ok()) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.checks.delete(check);
-        reject(new Error(`${what}: not within ${ms} ms`));
-      }, ms);
-      const check = () => {
-        if (!ok()) return;
-        clearTimeout(timer);
-        this.checks.delete(check);
-        resolve();
-      };
-      this.checks.add(check);
-    });
-  }
-
   /** Resolves once the task's feed has at least `n` subscribers. */
-  watchers(taskId: string, n = 1): Promise<void> {
-    return this.until(() => this.subscribers(taskId) >= n, `${n} watchers of ${taskId}`);
-  }
-
-  private note(update: () => void): void {
-    update();
-    for (const check of [...this.checks]) check();
+  async watchers(taskId: string, n = 1): Promise<void> {
+    await this.until(() => this.subscribers(taskId) >= n, `${n} watchers of ${taskId}`);
   }
 }
