@@ -168,7 +168,12 @@ try {
       const refusedCall = (s: http2.ClientHttp2Session) =>
         new Promise<void>((resolve) => {
           if (s.closed || s.destroyed) return resolve();
-          const req = s.request({ ":method": "POST", ":path": "/drydock.statemgmt.v1.StateService/GetLeader", "content-type": "application/grpc", te: "trailers" });
+          const req = s.request({
+            ":method": "POST",
+            ":path": "/drydock.statemgmt.v1.StateService/GetLeader",
+            "content-type": "application/grpc",
+            te: "trailers",
+          });
           req.on("error", () => resolve());
           req.on("close", () => resolve());
           req.end(Buffer.from([0, 0, 0, 0, 0]));
@@ -216,7 +221,10 @@ try {
       // The admins are still served on their connections.
       let stillServed = 0;
       for (const c of admins) {
-        await c.getLeader({ election: "x" }, { deadlineMs: 5000 }).then(() => stillServed++, () => {});
+        await c.getLeader({ election: "x" }, { deadlineMs: 5000 }).then(
+          () => stillServed++,
+          () => {},
+        );
         c.close();
       }
       sessions.forEach((s) => s.destroy());

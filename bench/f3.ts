@@ -36,7 +36,12 @@ const WATCHERS = Number(values.watchers ?? 40);
 const GETS = Number(values.gets ?? 16);
 const LISTERS = Number(values.listers ?? 8);
 const ABORT_MB = Number(values["abort-mb"] ?? 8000);
-const extraEnv = Object.fromEntries((values.env ?? "").split(",").filter(Boolean).map((kv) => kv.split("=") as [string, string]));
+const extraEnv = Object.fromEntries(
+  (values.env ?? "")
+    .split(",")
+    .filter(Boolean)
+    .map((kv) => kv.split("=") as [string, string]),
+);
 const main = path.resolve(values.main ?? path.join(here, "../src/main.js"));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

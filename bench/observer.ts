@@ -28,5 +28,7 @@ for (let round = 0; round < 5; round++) {
   rounds.push((d.user + d.system) / N);
 }
 const sorted = rounds.slice(1).sort((a, b) => a - b); // the first round warms up
-console.log(`metrics per GetTask in-process: ${sorted[Math.floor(sorted.length / 2)]!.toFixed(2)} µs CPU (rounds: ${rounds.map((x) => x.toFixed(2)).join(", ")})`);
+console.log(
+  `metrics per GetTask in-process: ${sorted[Math.floor(sorted.length / 2)]!.toFixed(2)} µs CPU (rounds: ${rounds.map((x) => x.toFixed(2)).join(", ")})`,
+);
 await sql.end({ timeout: 0 });

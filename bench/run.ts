@@ -48,13 +48,20 @@ processes, prints a table and the targets, and writes bench/results/<time>.json
 function parseCommandLine() {
   try {
     const { values } = parseArgs({
-      options: { smoke: { type: "boolean" }, duration: { type: "string" }, only: { type: "string" }, "server-node-args": { type: "string" }, help: { type: "boolean", short: "h" } },
+      options: {
+        smoke: { type: "boolean" },
+        duration: { type: "string" },
+        only: { type: "string" },
+        "server-node-args": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
     });
     if (values.help) {
       process.stdout.write(USAGE);
       process.exit(0);
     }
-    if (values.duration !== undefined && !(Number(values.duration) > 0)) throw new Error(`--duration must be a positive number of milliseconds, not "${values.duration}"`);
+    if (values.duration !== undefined && !(Number(values.duration) > 0))
+      throw new Error(`--duration must be a positive number of milliseconds, not "${values.duration}"`);
     return values;
   } catch (err) {
     process.stderr.write(`error: ${(err as Error).message}\n\n${USAGE}`);
@@ -80,7 +87,15 @@ const CEILINGS: Record<string, string[]> = {
   // Issue 13's A/B: metrics on against off, fresh processes, interleaved pairs.
   metrics: ["get64metrics-on", "get64metrics-off"],
 };
-const only = values.only === undefined ? null : new Set(values.only.split(",").map((x) => x.trim()).filter(Boolean));
+const only =
+  values.only === undefined
+    ? null
+    : new Set(
+        values.only
+          .split(",")
+          .map((x) => x.trim())
+          .filter(Boolean),
+      );
 if (only) for (const id of [...only]) for (const c of CEILINGS[id] ?? []) only.add(c);
 /** Whether scenario `id` runs in this invocation. */
 const wanted = (id: string) => only === null || only.has(id);
@@ -192,7 +207,7 @@ function worker(): ChildProcess {
 function next<T>(w: ChildProcess, pred: (m: T) => boolean = () => true): Promise<T> {
   return new Promise((resolve, reject) => {
     const on = (m: T & { error?: string }) => {
-      if (m.error) return w.off("message", on), reject(new Error(m.error));
+      if (m.error) return (w.off("message", on), reject(new Error(m.error)));
       if (pred(m)) w.off("message", on), resolve(m);
     };
     w.on("message", on);
@@ -254,7 +269,20 @@ async function scenario<T>(id: string, name: string, run: () => Promise<T>): Pro
     console.error(`scenario ${id} (${name}) failed; going on with the next one:`, err);
     for (const p of children.slice(spawned)) if (p.exitCode === null) p.kill();
     if (!rows.some((r) => r.id === id && r.failed !== undefined)) {
-      rows.push({ id, scenario: name, opsPerSec: NaN, unit: "calls", p50: NaN, p99: NaN, max: NaN, serverCpuUsPerOp: NaN, pgCpuUsPerOp: NaN, clientCpuUsPerOp: NaN, serverRssMb: NaN, failed: message.split("\n")[0]!.slice(0, 300) });
+      rows.push({
+        id,
+        scenario: name,
+        opsPerSec: NaN,
+        unit: "calls",
+        p50: NaN,
+        p99: NaN,
+        max: NaN,
+        serverCpuUsPerOp: NaN,
+        pgCpuUsPerOp: NaN,
+        clientCpuUsPerOp: NaN,
+        serverRssMb: NaN,
+        failed: message.split("\n")[0]!.slice(0, 300),
+      });
     }
     return undefined;
   }
@@ -348,7 +376,11 @@ async function watchLatency(watchers: number, kind: "service" | "broadcast" = "s
   const replies = ws.map((w) => next<{ received?: [string, number][] }>(w, (m) => !!m.received));
   ws.forEach((w, i) => {
     const share = Math.floor(watchers / procs) + (i < watchers % procs ? 1 : 0);
-    w.send(broadcast ? { cmd: "broadcastWatch", address: echoAddress, watchers: share } : { cmd: "watch", address, taskId: taskId!, watchers: share } satisfies Command);
+    w.send(
+      broadcast
+        ? { cmd: "broadcastWatch", address: echoAddress, watchers: share }
+        : ({ cmd: "watch", address, taskId: taskId!, watchers: share } satisfies Command),
+    );
   });
   await Promise.all(ready);
   const served = broadcast ? echo : server;
@@ -461,7 +493,14 @@ async function listPages(sql: postgres.Sql, total: number) {
   const token = new PageTokens(secret!.secret).encode(filterFingerprint(filters), [deep!.us, deep!.task_id]);
   const label = total >= 1_000_000 ? `${total / 1_000_000}M` : `${total / 1000}k`;
   await load({ id: `listFirst${total}`, scenario: `ListTasks first page of 100, ${label} tasks, c=1`, op: "listTasks", procs: 1, concurrency: 1 });
-  await load({ id: `listDeep${total}`, scenario: `ListTasks page of 100 at 90% depth, ${label} tasks, c=1`, op: "listTasks", procs: 1, concurrency: 1, pageToken: token });
+  await load({
+    id: `listDeep${total}`,
+    scenario: `ListTasks page of 100 at 90% depth, ${label} tasks, c=1`,
+    op: "listTasks",
+    procs: 1,
+    concurrency: 1,
+    pageToken: token,
+  });
 }
 
 /** Leader stops renewing at a random point; a standby retrying every ttl/3 takes over. */
@@ -555,7 +594,16 @@ async function metricsOverhead(readTasks: string[], pairs: number) {
         const t = which === "on" ? on : off;
         const before = which === "on" ? await handled() : 0;
         const n = rows.length;
-        const done = await load({ id: `get64metrics-${which}`, scenario: "", op: "getTask", procs: 2, concurrency: 64, taskIds: readTasks, target: t, durationMs: runMs });
+        const done = await load({
+          id: `get64metrics-${which}`,
+          scenario: "",
+          op: "getTask",
+          procs: 2,
+          concurrency: 64,
+          taskIds: readTasks,
+          target: t,
+          durationMs: runMs,
+        });
         const [r] = rows.splice(n, 1);
         cpu[which].push(r!.serverCpuUsPerOp);
         rate[which].push(r!.opsPerSec);
@@ -679,77 +727,206 @@ try {
   c = client();
   admin = sql();
   const [pg] = await admin`select version() as version, current_setting('fsync') as fsync, current_setting('synchronous_commit') as synchronous_commit`;
-  machine = { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, postgres: pg!.version, fsync: pg!.fsync, synchronousCommit: pg!.synchronous_commit, maxPipeline: MAX_PIPELINE, pool: POOL };
+  machine = {
+    cores: cpus().length,
+    cpu: cpus()[0]?.model,
+    node: process.version,
+    postgres: pg!.version,
+    fsync: pg!.fsync,
+    synchronousCommit: pg!.synchronous_commit,
+    maxPipeline: MAX_PIPELINE,
+    pool: POOL,
+  };
 
   const readTasks = await makeTasks(sizes.readTasks, "bench_get");
   const appendTasks = await makeTasks(16, "bench_append");
   const echoBytes = toBinary(GetTaskResponseSchema, await c.getTask({ taskId: readTasks[0]! })).length;
 
   // 1. Ceilings of this machine, in this run.
-  await load({ id: "echo64", scenario: "ceiling: bare grpc-js echo c=64", op: "echo", procs: 2, concurrency: 64, echoBytes, note: `${echoBytes}-byte messages (a GetTask response's size)` });
+  await load({
+    id: "echo64",
+    scenario: "ceiling: bare grpc-js echo c=64",
+    op: "echo",
+    procs: 2,
+    concurrency: 64,
+    echoBytes,
+    note: `${echoBytes}-byte messages (a GetTask response's size)`,
+  });
   await load({ id: "echo1", scenario: "ceiling: bare grpc-js echo c=1", op: "echo", procs: 1, concurrency: 1, echoBytes });
   await load({ id: "pgInsert1", scenario: "ceiling: raw postgres.js task INSERT c=1", op: "pgInsert", procs: 1, concurrency: 1 });
   await load({ id: "pgInsert16", scenario: "ceiling: raw postgres.js task INSERT c=16", op: "pgInsert", procs: 2, concurrency: 16 });
   await load({ id: "pgInsert64", scenario: "ceiling: raw postgres.js task INSERT c=64", op: "pgInsert", procs: 2, concurrency: 64 });
   await load({ id: "pgSelect1", scenario: "ceiling: raw postgres.js select by primary key c=1", op: "pgSelect", procs: 1, concurrency: 1, taskIds: readTasks });
-  await load({ id: "pgAppendOne1", scenario: "ceiling: raw postgres.js append 1/call c=1", op: "pgAppend1", procs: 1, concurrency: 1, taskIds: appendTasks.slice(0, 1), unit: "msgs" });
-  await load({ id: "pgSelect64", scenario: "ceiling: raw postgres.js select by primary key c=64", op: "pgSelect", procs: 2, concurrency: 64, taskIds: readTasks });
-  await load({ id: "pgAppend1", scenario: "ceiling: raw postgres.js append 1/call c=16, 16 tasks", op: "pgAppend1", procs: 2, concurrency: 16, taskIds: appendTasks, unit: "msgs" });
-  await load({ id: "pgAppend100", scenario: "ceiling: raw postgres.js append 100/call c=8, 8 tasks", op: "pgAppend100", procs: 2, concurrency: 8, taskIds: appendTasks.slice(0, 8), unit: "msgs" });
+  await load({
+    id: "pgAppendOne1",
+    scenario: "ceiling: raw postgres.js append 1/call c=1",
+    op: "pgAppend1",
+    procs: 1,
+    concurrency: 1,
+    taskIds: appendTasks.slice(0, 1),
+    unit: "msgs",
+  });
+  await load({
+    id: "pgSelect64",
+    scenario: "ceiling: raw postgres.js select by primary key c=64",
+    op: "pgSelect",
+    procs: 2,
+    concurrency: 64,
+    taskIds: readTasks,
+  });
+  await load({
+    id: "pgAppend1",
+    scenario: "ceiling: raw postgres.js append 1/call c=16, 16 tasks",
+    op: "pgAppend1",
+    procs: 2,
+    concurrency: 16,
+    taskIds: appendTasks,
+    unit: "msgs",
+  });
+  await load({
+    id: "pgAppend100",
+    scenario: "ceiling: raw postgres.js append 100/call c=8, 8 tasks",
+    op: "pgAppend100",
+    procs: 2,
+    concurrency: 8,
+    taskIds: appendTasks.slice(0, 8),
+    unit: "msgs",
+  });
 
   // 2–3. The service.
   await load({ id: "create1", scenario: "CreateTask c=1", op: "createTask", procs: 1, concurrency: 1 });
   await load({ id: "get1", scenario: "GetTask c=1", op: "getTask", procs: 1, concurrency: 1, taskIds: readTasks });
-  await load({ id: "appendOne1", scenario: "AppendResultMessages 1/call c=1", op: "append1", procs: 1, concurrency: 1, taskIds: appendTasks.slice(0, 1), unit: "msgs" });
+  await load({
+    id: "appendOne1",
+    scenario: "AppendResultMessages 1/call c=1",
+    op: "append1",
+    procs: 1,
+    concurrency: 1,
+    taskIds: appendTasks.slice(0, 1),
+    unit: "msgs",
+  });
   await load({ id: "create16", scenario: "CreateTask c=16", op: "createTask", procs: 2, concurrency: 16 });
   await load({ id: "create64", scenario: "CreateTask c=64", op: "createTask", procs: 2, concurrency: 64 });
   await load({ id: "get64", scenario: "GetTask c=64", op: "getTask", procs: 2, concurrency: 64, taskIds: readTasks });
-  if (wanted("create64solo") || wanted("append1solo")) await scenario("solo", "a second server, coalescing off", async () => {
-    // Coalescing against none: a second server process on the same database
-    // with STATEMGMT_WRITE_BATCH_MAX=1 (every call its own statement, as before).
-    const p = await startProcess(
-      "../src/main.js",
-      ["--listen", "127.0.0.1:0", "--database-url", dbUrl],
-      { ...process.env, STATEMGMT_LOG_LEVEL: "info", STATEMGMT_DB_POOL_SIZE: String(POOL), STATEMGMT_WRITE_BATCH_MAX: "1" },
-      /"address":"([^"]+)","startupMs"/,
-      "main-solo",
-    );
-    const target = { proc: p.proc, address: p.match[1]! };
-    await load({ id: "create64solo", scenario: "CreateTask c=64, coalescing off", op: "createTask", procs: 2, concurrency: 64, target, note: "STATEMGMT_WRITE_BATCH_MAX=1" });
-    await load({ id: "append1solo", scenario: "AppendResultMessages 1/call c=16, 16 tasks, coalescing off", op: "append1", procs: 2, concurrency: 16, taskIds: appendTasks, unit: "msgs", target, note: "STATEMGMT_WRITE_BATCH_MAX=1" });
-    p.proc.kill("SIGTERM");
-    await new Promise((r) => p.proc.once("exit", r));
-  });
-  if (wanted("get64auth")) await scenario("get64auth", "GetTask c=64 with a bearer token", async () => {
-    // What authentication costs per call: two fresh server processes, warmed
-    // up alike, one without authentication (the control) and one with a
-    // token file; the guard itself measures about 1 µs per call in-process.
-    const dir = await mkdtemp(path.join(tmpdir(), "statemgmt-bench-auth-"));
-    const token = randomBytes(32).toString("hex");
-    const identities = [{ subject: "bench", roles: ["reader"], sha256: createHash("sha256").update(token).digest("hex") }];
-    await writeFile(path.join(dir, "tokens.json"), JSON.stringify({ identities }));
-    for (const authed of [false, true]) {
-      const p = await startService(authed ? "main-auth" : "main-control", authed ? ["--auth-tokens", path.join(dir, "tokens.json")] : []);
-      const target = { proc: p.proc, address: p.address };
-      const warm = createClient(StateService, target.address);
-      const metadata = new grpc.Metadata();
-      if (authed) metadata.set("authorization", `Bearer ${token}`);
-      for (let i = 0; i < 40; i++) await Promise.all(readTasks.slice(0, 64).map((taskId) => warm.getTask({ taskId }, { metadata })));
-      warm.close();
-      await load(
-        authed
-          ? { id: "get64auth", scenario: "GetTask c=64 with a bearer token", op: "getTask", procs: 2, concurrency: 64, taskIds: readTasks, target, token, note: "fresh process, token file" }
-          : { id: "get64fresh", scenario: "GetTask c=64, fresh process", op: "getTask", procs: 2, concurrency: 64, taskIds: readTasks, target, note: "control for get64auth" },
+  if (wanted("create64solo") || wanted("append1solo"))
+    await scenario("solo", "a second server, coalescing off", async () => {
+      // Coalescing against none: a second server process on the same database
+      // with STATEMGMT_WRITE_BATCH_MAX=1 (every call its own statement, as before).
+      const p = await startProcess(
+        "../src/main.js",
+        ["--listen", "127.0.0.1:0", "--database-url", dbUrl],
+        { ...process.env, STATEMGMT_LOG_LEVEL: "info", STATEMGMT_DB_POOL_SIZE: String(POOL), STATEMGMT_WRITE_BATCH_MAX: "1" },
+        /"address":"([^"]+)","startupMs"/,
+        "main-solo",
       );
-      await stopService(p.proc);
-    }
-    await rm(dir, { recursive: true, force: true });
+      const target = { proc: p.proc, address: p.match[1]! };
+      await load({
+        id: "create64solo",
+        scenario: "CreateTask c=64, coalescing off",
+        op: "createTask",
+        procs: 2,
+        concurrency: 64,
+        target,
+        note: "STATEMGMT_WRITE_BATCH_MAX=1",
+      });
+      await load({
+        id: "append1solo",
+        scenario: "AppendResultMessages 1/call c=16, 16 tasks, coalescing off",
+        op: "append1",
+        procs: 2,
+        concurrency: 16,
+        taskIds: appendTasks,
+        unit: "msgs",
+        target,
+        note: "STATEMGMT_WRITE_BATCH_MAX=1",
+      });
+      p.proc.kill("SIGTERM");
+      await new Promise((r) => p.proc.once("exit", r));
+    });
+  if (wanted("get64auth"))
+    await scenario("get64auth", "GetTask c=64 with a bearer token", async () => {
+      // What authentication costs per call: two fresh server processes, warmed
+      // up alike, one without authentication (the control) and one with a
+      // token file; the guard itself measures about 1 µs per call in-process.
+      const dir = await mkdtemp(path.join(tmpdir(), "statemgmt-bench-auth-"));
+      const token = randomBytes(32).toString("hex");
+      const identities = [{ subject: "bench", roles: ["reader"], sha256: createHash("sha256").update(token).digest("hex") }];
+      await writeFile(path.join(dir, "tokens.json"), JSON.stringify({ identities }));
+      for (const authed of [false, true]) {
+        const p = await startService(authed ? "main-auth" : "main-control", authed ? ["--auth-tokens", path.join(dir, "tokens.json")] : []);
+        const target = { proc: p.proc, address: p.address };
+        const warm = createClient(StateService, target.address);
+        const metadata = new grpc.Metadata();
+        if (authed) metadata.set("authorization", `Bearer ${token}`);
+        for (let i = 0; i < 40; i++) await Promise.all(readTasks.slice(0, 64).map((taskId) => warm.getTask({ taskId }, { metadata })));
+        warm.close();
+        await load(
+          authed
+            ? {
+                id: "get64auth",
+                scenario: "GetTask c=64 with a bearer token",
+                op: "getTask",
+                procs: 2,
+                concurrency: 64,
+                taskIds: readTasks,
+                target,
+                token,
+                note: "fresh process, token file",
+              }
+            : {
+                id: "get64fresh",
+                scenario: "GetTask c=64, fresh process",
+                op: "getTask",
+                procs: 2,
+                concurrency: 64,
+                taskIds: readTasks,
+                target,
+                note: "control for get64auth",
+              },
+        );
+        await stopService(p.proc);
+      }
+      await rm(dir, { recursive: true, force: true });
+    });
+  const overhead = wanted("metrics")
+    ? ((await scenario("metrics", "GetTask c=64, metrics on against off", () => metricsOverhead(readTasks, smoke ? 1 : 10))) ?? null)
+    : null;
+  await load({
+    id: "append1",
+    scenario: "AppendResultMessages 1/call c=16, 16 tasks",
+    op: "append1",
+    procs: 2,
+    concurrency: 16,
+    taskIds: appendTasks,
+    unit: "msgs",
   });
-  const overhead = wanted("metrics") ? ((await scenario("metrics", "GetTask c=64, metrics on against off", () => metricsOverhead(readTasks, smoke ? 1 : 10))) ?? null) : null;
-  await load({ id: "append1", scenario: "AppendResultMessages 1/call c=16, 16 tasks", op: "append1", procs: 2, concurrency: 16, taskIds: appendTasks, unit: "msgs" });
-  await load({ id: "append1one", scenario: "AppendResultMessages 1/call c=16, 1 task", op: "append1", procs: 2, concurrency: 16, taskIds: appendTasks.slice(0, 1), unit: "msgs" });
-  await load({ id: "append100", scenario: "AppendResultMessages 100/call c=8, 8 tasks", op: "append100", procs: 2, concurrency: 8, taskIds: appendTasks.slice(0, 8), unit: "msgs" });
-  await load({ id: "append100one", scenario: "AppendResultMessages 100/call c=8, 1 task", op: "append100", procs: 2, concurrency: 8, taskIds: appendTasks.slice(0, 1), unit: "msgs" });
+  await load({
+    id: "append1one",
+    scenario: "AppendResultMessages 1/call c=16, 1 task",
+    op: "append1",
+    procs: 2,
+    concurrency: 16,
+    taskIds: appendTasks.slice(0, 1),
+    unit: "msgs",
+  });
+  await load({
+    id: "append100",
+    scenario: "AppendResultMessages 100/call c=8, 8 tasks",
+    op: "append100",
+    procs: 2,
+    concurrency: 8,
+    taskIds: appendTasks.slice(0, 8),
+    unit: "msgs",
+  });
+  await load({
+    id: "append100one",
+    scenario: "AppendResultMessages 100/call c=8, 1 task",
+    op: "append100",
+    procs: 2,
+    concurrency: 8,
+    taskIds: appendTasks.slice(0, 1),
+    unit: "msgs",
+  });
 
   // 4. Watches.
   if (wanted("watch")) {
@@ -757,23 +934,28 @@ try {
     await scenario("broadcastN", `ceiling: bare grpc-js broadcast to ${sizes.watchers} streams`, () => watchLatency(sizes.watchers, "broadcast"));
     await scenario("watchN", `watch latency, ${sizes.watchers} watchers`, () => watchLatency(sizes.watchers));
   }
-  const idle = wanted("idle") ? ((await scenario("idle", `${sizes.idle} idle WatchTask streams (one per task)`, () => idleWatchers(admin!, sizes.idle))) ?? null) : null;
+  const idle = wanted("idle")
+    ? ((await scenario("idle", `${sizes.idle} idle WatchTask streams (one per task)`, () => idleWatchers(admin!, sizes.idle))) ?? null)
+    : null;
 
   // 5. Claims.
-  if (wanted("claim")) await scenario("claim", "ClaimNextTask c=16 draining the queue", async () => {
-    const queued = await bulkTasks(admin!, sizes.queue, "bench_claim", "queued");
-    const queuedSet = new Set(queued);
-    const claims = await load({ id: "claim", scenario: "ClaimNextTask c=16 draining the queue", op: "claim", procs: 2, concurrency: 16 });
-    if (!claims.length) return; // failed, and recorded so
-    const claimed = claims.flatMap((r) => r.claimed);
-    const distinct = new Set(claimed).size;
-    const once = claimed.length === queued.length && distinct === queued.length && claimed.every((id) => queuedSet.has(id));
-    row("claim")!.note = `${queued.length} queued, ${claimed.length} claims, ${distinct} distinct: ${once ? "each claimed once" : "MISMATCH"}`;
-    if (!once) throw new Error("claims do not match the queue");
-  });
+  if (wanted("claim"))
+    await scenario("claim", "ClaimNextTask c=16 draining the queue", async () => {
+      const queued = await bulkTasks(admin!, sizes.queue, "bench_claim", "queued");
+      const queuedSet = new Set(queued);
+      const claims = await load({ id: "claim", scenario: "ClaimNextTask c=16 draining the queue", op: "claim", procs: 2, concurrency: 16 });
+      if (!claims.length) return; // failed, and recorded so
+      const claimed = claims.flatMap((r) => r.claimed);
+      const distinct = new Set(claimed).size;
+      const once = claimed.length === queued.length && distinct === queued.length && claimed.every((id) => queuedSet.has(id));
+      row("claim")!.note = `${queued.length} queued, ${claimed.length} claims, ${distinct} distinct: ${once ? "each claimed once" : "MISMATCH"}`;
+      if (!once) throw new Error("claims do not match the queue");
+    });
 
   // 6. Failover.
-  const failoverBound = wanted("failover") ? ((await scenario("failover", "leader failover", () => failover(sizes.failoverTtlMs, sizes.failoverTrials))) ?? 0) : 0;
+  const failoverBound = wanted("failover")
+    ? ((await scenario("failover", "leader failover", () => failover(sizes.failoverTtlMs, sizes.failoverTrials))) ?? 0)
+    : 0;
 
   // 2. (last: it fills the table) ListTasks with 100k and 1M tasks.
   let scrapeAtMax: Awaited<ReturnType<typeof scrapeCost>> | null = null;
@@ -801,32 +983,64 @@ try {
     const echoCpu = r("echo64").serverCpuUsPerOp;
     const create = r("create64");
     target("CreateTask c=64 ≥ 1.0 × raw single-row INSERT c=64", create.opsPerSec, ">=", r("pgInsert64").opsPerSec, "calls/s");
-    target("server + PostgreSQL CPU per CreateTask ≤ echo CPU + raw insert's PostgreSQL CPU (c=64)", create.serverCpuUsPerOp + create.pgCpuUsPerOp, "<=", echoCpu + r("pgInsert64").pgCpuUsPerOp, "µs",
-      `server ${create.serverCpuUsPerOp.toFixed(0)} + PostgreSQL ${create.pgCpuUsPerOp.toFixed(0)}; echo ${echoCpu.toFixed(0)}, raw insert's PostgreSQL ${r("pgInsert64").pgCpuUsPerOp.toFixed(0)}`);
+    target(
+      "server + PostgreSQL CPU per CreateTask ≤ echo CPU + raw insert's PostgreSQL CPU (c=64)",
+      create.serverCpuUsPerOp + create.pgCpuUsPerOp,
+      "<=",
+      echoCpu + r("pgInsert64").pgCpuUsPerOp,
+      "µs",
+      `server ${create.serverCpuUsPerOp.toFixed(0)} + PostgreSQL ${create.pgCpuUsPerOp.toFixed(0)}; echo ${echoCpu.toFixed(0)}, raw insert's PostgreSQL ${r("pgInsert64").pgCpuUsPerOp.toFixed(0)}`,
+    );
   }
   if (has("create1")) target("CreateTask c=1 p50 ≤ 1.1 ms (issue 18's baseline)", r("create1").p50, "<=", 1.1, "ms");
   // One call at a time (issue 27): a lone call pays the wire and the statement, and little more.
   if (has("create1", "echo1", "pgInsert1")) {
-    target("CreateTask c=1 p50 ≤ echo c=1 p50 + raw insert c=1 p50 + 0.3 ms", r("create1").p50, "<=", r("echo1").p50 + r("pgInsert1").p50 + 0.3, "ms",
-      `echo ${r("echo1").p50.toFixed(2)} ms, raw insert ${r("pgInsert1").p50.toFixed(2)} ms`);
+    target(
+      "CreateTask c=1 p50 ≤ echo c=1 p50 + raw insert c=1 p50 + 0.3 ms",
+      r("create1").p50,
+      "<=",
+      r("echo1").p50 + r("pgInsert1").p50 + 0.3,
+      "ms",
+      `echo ${r("echo1").p50.toFixed(2)} ms, raw insert ${r("pgInsert1").p50.toFixed(2)} ms`,
+    );
     target("server CPU per CreateTask c=1 ≤ 2 × echo c=1's", r("create1").serverCpuUsPerOp, "<=", 2 * r("echo1").serverCpuUsPerOp, "µs");
   }
   if (has("get1", "echo1", "pgSelect1")) {
-    target("GetTask c=1 p50 ≤ echo c=1 p50 + raw select c=1 p50 + 0.2 ms", r("get1").p50, "<=", r("echo1").p50 + r("pgSelect1").p50 + 0.2, "ms",
-      `echo ${r("echo1").p50.toFixed(2)} ms, raw select ${r("pgSelect1").p50.toFixed(2)} ms`);
+    target(
+      "GetTask c=1 p50 ≤ echo c=1 p50 + raw select c=1 p50 + 0.2 ms",
+      r("get1").p50,
+      "<=",
+      r("echo1").p50 + r("pgSelect1").p50 + 0.2,
+      "ms",
+      `echo ${r("echo1").p50.toFixed(2)} ms, raw select ${r("pgSelect1").p50.toFixed(2)} ms`,
+    );
     target("server CPU per GetTask c=1 ≤ 2 × echo c=1's", r("get1").serverCpuUsPerOp, "<=", 2 * r("echo1").serverCpuUsPerOp, "µs");
   }
   if (has("appendOne1", "echo1", "pgAppendOne1")) {
-    target("AppendResultMessages 1/call c=1 p50 ≤ echo c=1 p50 + raw append c=1 p50 + 0.3 ms", r("appendOne1").p50, "<=", r("echo1").p50 + r("pgAppendOne1").p50 + 0.3, "ms",
-      `echo ${r("echo1").p50.toFixed(2)} ms, raw append ${r("pgAppendOne1").p50.toFixed(2)} ms`);
+    target(
+      "AppendResultMessages 1/call c=1 p50 ≤ echo c=1 p50 + raw append c=1 p50 + 0.3 ms",
+      r("appendOne1").p50,
+      "<=",
+      r("echo1").p50 + r("pgAppendOne1").p50 + 0.3,
+      "ms",
+      `echo ${r("echo1").p50.toFixed(2)} ms, raw append ${r("pgAppendOne1").p50.toFixed(2)} ms`,
+    );
     target("server CPU per append c=1 ≤ 2 × echo c=1's", r("appendOne1").serverCpuUsPerOp, "<=", 2 * r("echo1").serverCpuUsPerOp, "µs");
   }
   if (has("get64", "echo64", "pgSelect64")) {
-    target("GetTask c=64 ≥ 0.8 × 1/(1/echo + 1/select)", r("get64").opsPerSec, ">=", 0.8 * combined(r("echo64").opsPerSec, r("pgSelect64").opsPerSec), "calls/s");
+    target(
+      "GetTask c=64 ≥ 0.8 × 1/(1/echo + 1/select)",
+      r("get64").opsPerSec,
+      ">=",
+      0.8 * combined(r("echo64").opsPerSec, r("pgSelect64").opsPerSec),
+      "calls/s",
+    );
     target("server CPU per GetTask ≤ 2 × echo CPU (c=64)", r("get64").serverCpuUsPerOp, "<=", 2 * r("echo64").serverCpuUsPerOp, "µs");
   }
-  if (has("append1", "pgAppend1")) target("AppendResultMessages 1/call c=16 ≥ 1.0 × raw one-statement append", r("append1").opsPerSec, ">=", r("pgAppend1").opsPerSec, "msgs/s");
-  if (has("append100", "pgAppend100")) target("AppendResultMessages 100/call ≥ 0.8 × raw append", r("append100").opsPerSec, ">=", 0.8 * r("pgAppend100").opsPerSec, "msgs/s");
+  if (has("append1", "pgAppend1"))
+    target("AppendResultMessages 1/call c=16 ≥ 1.0 × raw one-statement append", r("append1").opsPerSec, ">=", r("pgAppend1").opsPerSec, "msgs/s");
+  if (has("append100", "pgAppend100"))
+    target("AppendResultMessages 100/call ≥ 0.8 × raw append", r("append100").opsPerSec, ">=", 0.8 * r("pgAppend100").opsPerSec, "msgs/s");
   for (const total of sizes.list) {
     if (!has(`listFirst${total}`, `listDeep${total}`)) continue;
     target(`ListTasks first page p99 ≤ 10 ms (${total} tasks)`, r(`listFirst${total}`).p99, "<=", 10, "ms");
@@ -837,10 +1051,22 @@ try {
     target("watch, 1 watcher: p50 ≤ 2 ms", r("watch1").p50, "<=", 2, "ms");
     target("watch, 1 watcher: p99 ≤ 10 ms", r("watch1").p99, "<=", 10, "ms");
     target(`watch, last of ${sizes.watchers} watchers: p99 ≤ 30 ms`, r("watchN").p99, "<=", 30, "ms");
-    target(`watch, last of ${sizes.watchers} watchers: p99 ≤ 2 × the bare broadcast's p99`, r("watchN").p99, "<=", 2 * r("broadcastN").p99, "ms",
-      `broadcast p99 ${r("broadcastN").p99.toFixed(2)} ms`);
-    target(`watch, ${sizes.watchers} watchers: server CPU per event per stream ≤ 8 µs`, r("watchN").serverCpuUsPerOp, "<=", 8, "µs",
-      `bare broadcast ${r("broadcastN").serverCpuUsPerOp.toFixed(2)} µs`);
+    target(
+      `watch, last of ${sizes.watchers} watchers: p99 ≤ 2 × the bare broadcast's p99`,
+      r("watchN").p99,
+      "<=",
+      2 * r("broadcastN").p99,
+      "ms",
+      `broadcast p99 ${r("broadcastN").p99.toFixed(2)} ms`,
+    );
+    target(
+      `watch, ${sizes.watchers} watchers: server CPU per event per stream ≤ 8 µs`,
+      r("watchN").serverCpuUsPerOp,
+      "<=",
+      8,
+      "µs",
+      `bare broadcast ${r("broadcastN").serverCpuUsPerOp.toFixed(2)} µs`,
+    );
   }
   if (idle) {
     target(`${sizes.idle} idle watchers: RSS per stream ≤ 30 KB`, idle.kbPerWatcher, "<=", 30, "KB");
@@ -850,12 +1076,24 @@ try {
   // Issue 13.
   const span = (xs: readonly number[]) => xs.map((x) => x.toFixed(2)).join("–");
   if (overhead) {
-    target("GetTask server CPU, metrics on ≤ 1.05 × off (median of the pairs' ratios)", overhead.ratio, "<=", 1.05, "×",
-      `medians ${r("get64metricsOn").serverCpuUsPerOp.toFixed(0)} vs ${r("get64metricsOff").serverCpuUsPerOp.toFixed(0)} µs; pairs: quartiles ${span(overhead.quartiles)}, range ${span(overhead.range)}`);
+    target(
+      "GetTask server CPU, metrics on ≤ 1.05 × off (median of the pairs' ratios)",
+      overhead.ratio,
+      "<=",
+      1.05,
+      "×",
+      `medians ${r("get64metricsOn").serverCpuUsPerOp.toFixed(0)} vs ${r("get64metricsOff").serverCpuUsPerOp.toFixed(0)} µs; pairs: quartiles ${span(overhead.quartiles)}, range ${span(overhead.range)}`,
+    );
   }
   if (scrapeAtMax) {
-    target(`scrape statement ≤ 0.1 × counting the finished tasks (${sizes.list[sizes.list.length - 1]} tasks)`, scrapeAtMax.perScrapeMs, "<=", 0.1 * scrapeAtMax.finishedMs, "ms",
-      `${scrapeAtMax.unfinished} unfinished tasks; the finished counts run at most every 5 min`);
+    target(
+      `scrape statement ≤ 0.1 × counting the finished tasks (${sizes.list[sizes.list.length - 1]} tasks)`,
+      scrapeAtMax.perScrapeMs,
+      "<=",
+      0.1 * scrapeAtMax.finishedMs,
+      "ms",
+      `${scrapeAtMax.unfinished} unfinished tasks; the finished counts run at most every 5 min`,
+    );
   }
 } catch (err) {
   failed = true;
@@ -864,14 +1102,18 @@ try {
   // ---- report ----
   const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "-");
   if (machine.cores) {
-    console.log(`\n${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, ${String(machine.postgres).split(" on ")[0]}, fsync=${machine.fsync}, synchronous_commit=${machine.synchronousCommit}, max_pipeline=${MAX_PIPELINE}; ${durationMs} ms per scenario\n`);
+    console.log(
+      `\n${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, ${String(machine.postgres).split(" on ")[0]}, fsync=${machine.fsync}, synchronous_commit=${machine.synchronousCommit}, max_pipeline=${MAX_PIPELINE}; ${durationMs} ms per scenario\n`,
+    );
   }
   console.log("| scenario | ops/s | p50 ms | p99 ms | max ms | server CPU µs/op | PostgreSQL CPU µs/op | client CPU µs/op | server RSS MB | notes |");
   console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
   for (const r of rows) {
     const rate = `${f(r.opsPerSec, 0)}${r.unit === "msgs" ? " msgs/s" : ""}`;
     const note = r.failed === undefined ? (r.note ?? "") : `**FAILED**: ${r.failed.replace(/\|/g, "\\|")}${r.note ? `; ${r.note}` : ""}`;
-    console.log(`| ${r.scenario} | ${rate} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} | ${f(r.serverCpuUsPerOp, 0)} | ${f(r.pgCpuUsPerOp, 0)} | ${f(r.clientCpuUsPerOp, 0)} | ${f(r.serverRssMb, 0)} | ${note} |`);
+    console.log(
+      `| ${r.scenario} | ${rate} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} | ${f(r.serverCpuUsPerOp, 0)} | ${f(r.pgCpuUsPerOp, 0)} | ${f(r.clientCpuUsPerOp, 0)} | ${f(r.serverRssMb, 0)} | ${note} |`,
+    );
   }
   const failures = rows.filter((r) => r.failed !== undefined);
   if (failures.length) console.log(`\n${failures.length} scenario(s) FAILED: ${failures.map((r) => r.id).join(", ")} (exit status 1)`);

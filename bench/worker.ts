@@ -87,8 +87,7 @@ interface Target {
   close(): void | Promise<void>;
 }
 
-const channelReady = (c: grpc.Client) =>
-  new Promise<void>((resolve, reject) => c.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())));
+const channelReady = (c: grpc.Client) => new Promise<void>((resolve, reject) => c.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())));
 
 function serviceCall(m: LoadCommand, pick: () => string): Target {
   const client = createClient(StateService, m.address, undefined, ownChannel);
@@ -120,7 +119,9 @@ function echoCall(m: LoadCommand): Target {
   };
   const payload = Buffer.alloc(m.echoBytes ?? 256, 7);
   const call: Call = () =>
-    new Promise((resolve, reject) => client.echo(payload, (err, res) => (err ? reject(err) : res?.length === payload.length ? resolve({}) : reject(new Error("bad echo")))));
+    new Promise((resolve, reject) =>
+      client.echo(payload, (err, res) => (err ? reject(err) : res?.length === payload.length ? resolve({}) : reject(new Error("bad echo")))),
+    );
   return { call, warm: () => channelReady(client), close: () => client.close() };
 }
 
@@ -231,7 +232,11 @@ async function holdWatchers(n: number, open: () => grpc.ClientReadableStream<Wat
 
 async function watch(m: Extract<Command, { cmd: "watch" }>) {
   const client = createClient(StateService, m.address, undefined, ownChannel);
-  await holdWatchers(m.watchers, () => client.watchTask({ taskId: m.taskId }) as grpc.ClientReadableStream<WatchTaskResponse>, () => client.close());
+  await holdWatchers(
+    m.watchers,
+    () => client.watchTask({ taskId: m.taskId }) as grpc.ClientReadableStream<WatchTaskResponse>,
+    () => client.close(),
+  );
 }
 
 /** Opens one WatchTask per task id and holds them open, reading nothing after the snapshot. */
@@ -280,7 +285,11 @@ async function broadcastWatch(m: Extract<Command, { cmd: "broadcastWatch" }>) {
   const decoding = { ...echoDefinition, broadcast: { ...echoDefinition.broadcast!, responseDeserialize: decodeEvent } };
   const Echo = grpc.makeGenericClientConstructor(decoding, "Echo");
   const client = new Echo(m.address, grpc.credentials.createInsecure(), ownChannel);
-  await holdWatchers(m.watchers, () => client.broadcast(Buffer.alloc(0)) as grpc.ClientReadableStream<WatchTaskResponse | undefined>, () => client.close());
+  await holdWatchers(
+    m.watchers,
+    () => client.broadcast(Buffer.alloc(0)) as grpc.ClientReadableStream<WatchTaskResponse | undefined>,
+    () => client.close(),
+  );
 }
 
 /** The empty "subscribed" message, or a WatchTaskResponse. */
@@ -299,7 +308,9 @@ async function publish(m: Extract<Command, { cmd: "publish" }>) {
   const taskId = randomUUID();
   for (let seq = 1; performance.now() < end; seq++) {
     const start = clock();
-    const event = create(WatchTaskResponseSchema, { event: { case: "message", value: { taskId, sequence: BigInt(seq), message: "tick", ts: timestampNow() } } });
+    const event = create(WatchTaskResponseSchema, {
+      event: { case: "message", value: { taskId, sequence: BigInt(seq), message: "tick", ts: timestampNow() } },
+    });
     const payload = Buffer.from(toBinary(WatchTaskResponseSchema, event));
     await new Promise<void>((resolve, reject) => client.publish(payload, (err: unknown) => (err ? reject(err) : resolve())));
     out.push({ seq: String(seq), start, ack: clock() });

@@ -206,7 +206,8 @@ function loadAuthConfig(
   if (!["", "0", "1", "false", "true"].includes(flag)) throw new ConfigError(`STATEMGMT_AUTH_KEYSTONE: "${flag}" is not 1 or 0`);
   let keystone: KeystoneAuthOptions | undefined;
   if (flag === "1" || flag === "true") {
-    if (!service) throw new ConfigError("STATEMGMT_AUTH_KEYSTONE=1 needs STATEMGMT_KEYSTONE_URL, _USERNAME, _PASSWORD and _PROJECT (the service's own credentials)");
+    if (!service)
+      throw new ConfigError("STATEMGMT_AUTH_KEYSTONE=1 needs STATEMGMT_KEYSTONE_URL, _USERNAME, _PASSWORD and _PROJECT (the service's own credentials)");
     keystone = {
       keystone: service,
       roles: parseKeystoneRoles(env.STATEMGMT_KEYSTONE_ROLES || DEFAULT_KEYSTONE_ROLES),
@@ -224,7 +225,10 @@ function loadAuthConfig(
 /** "admin=admin,member=orchestrator": Keystone role name (any case) → our role. */
 export function parseKeystoneRoles(text: string): Map<string, Role> {
   const out = new Map<string, Role>();
-  for (const pair of text.split(",").map((p) => p.trim()).filter((p) => p !== "")) {
+  for (const pair of text
+    .split(",")
+    .map((p) => p.trim())
+    .filter((p) => p !== "")) {
     const [ks, ours, ...rest] = pair.split("=").map((x) => x.trim());
     if (!ks || !ours || rest.length || !isRole(ours)) {
       throw new ConfigError(`STATEMGMT_KEYSTONE_ROLES: "${pair}" is not keystone_role=role with role one of ${ROLES.join(", ")}`);

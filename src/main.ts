@@ -69,7 +69,14 @@ async function main(): Promise<number> {
     if (!stopping.signal.aborted) log.fatal({ err }, "start-up failed");
     // No call has been served: nothing to wait for. A migration still at work
     // is cut off and rolls back (migrations are transactional).
-    await Promise.all([starting?.then((s) => s.shutdown(0), () => {}), sql.end({ timeout: 0 }), tx.end({ timeout: 0 })]).catch(() => {});
+    await Promise.all([
+      starting?.then(
+        (s) => s.shutdown(0),
+        () => {},
+      ),
+      sql.end({ timeout: 0 }),
+      tx.end({ timeout: 0 }),
+    ]).catch(() => {});
     await embedded?.stop();
     return stopping.signal.aborted ? stopped(log) : 1;
   }

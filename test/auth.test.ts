@@ -86,7 +86,14 @@ describe("auth: pieces", () => {
 
   it("parses the token file and refuses malformed ones with a reason that quotes no hash", () => {
     const hash = tokenHash("secret");
-    const t = parseTokenFile(JSON.stringify({ identities: [{ subject: "orch-1", roles: ["orchestrator"], sha256: hash.toUpperCase() }, { subject: "CN=ops", roles: ["operator"] }] }));
+    const t = parseTokenFile(
+      JSON.stringify({
+        identities: [
+          { subject: "orch-1", roles: ["orchestrator"], sha256: hash.toUpperCase() },
+          { subject: "CN=ops", roles: ["operator"] },
+        ],
+      }),
+    );
     expect(t.byHash.get(hash)).to.deep.include({ subject: "orch-1", roles: ["orchestrator"], authenticated: true });
     expect(t.bySubject.get("CN=ops")?.roles).to.deep.equal(["operator"]);
     const bad: [unknown, RegExp][] = [
@@ -96,7 +103,15 @@ describe("auth: pieces", () => {
       [{ identities: [{ subject: "a", roles: ["root"] }] }, /roles must be/],
       [{ identities: [{ subject: "a", roles: [], sha256: "abc" }] }, /64 hex/],
       [{ identities: [{ subject: "a", roles: [], sha265: hash }] }, /unknown fields sha265/],
-      [{ identities: [{ subject: "a", roles: [], sha256: hash }, { subject: "b", roles: [], sha256: hash }] }, /listed twice/],
+      [
+        {
+          identities: [
+            { subject: "a", roles: [], sha256: hash },
+            { subject: "b", roles: [], sha256: hash },
+          ],
+        },
+        /listed twice/,
+      ],
     ];
     for (const [doc, re] of bad) {
       const text = typeof doc === "string" ? doc : JSON.stringify(doc);
@@ -128,10 +143,16 @@ describe("auth: pieces", () => {
     expect(redactReference("deckhand+https://svc:pw@dh:9000/r")).to.equal("deckhand+https://svc:***@dh:9000/r");
     expect(redactReference("https://host/x?a=b@c")).to.equal("https://host/x?a=b@c");
     expect(redactUrls('fetch of "https://u:pw@h/x" and http://a:b@c/ failed')).to.equal('fetch of "https://u:***@h/x" and http://a:***@c/ failed');
-    expect(redactReference("https://h/x?rev=1&api_key=k&Token=t;password=p#access_token=a&x=2")).to.equal("https://h/x?rev=1&api_key=***&Token=***;password=***#access_token=***&x=2");
-    expect(redactReference("https://u:p@h/x?api%5Fkey=k&X-Amz-Credential=c&empty=&secret=")).to.equal("https://u:***@h/x?api%5Fkey=***&X-Amz-Credential=***&empty=&secret=");
+    expect(redactReference("https://h/x?rev=1&api_key=k&Token=t;password=p#access_token=a&x=2")).to.equal(
+      "https://h/x?rev=1&api_key=***&Token=***;password=***#access_token=***&x=2",
+    );
+    expect(redactReference("https://u:p@h/x?api%5Fkey=k&X-Amz-Credential=c&empty=&secret=")).to.equal(
+      "https://u:***@h/x?api%5Fkey=***&X-Amz-Credential=***&empty=&secret=",
+    );
     expect(redactReference("https://h/x?rev=1&site=a#top")).to.equal("https://h/x?rev=1&site=a#top");
-    expect(redactUrls("GET http://h/x?client_secret=s&ok=1 failed; see https://u:p@g/?sig=z")).to.equal("GET http://h/x?client_secret=***&ok=1 failed; see https://u:***@g/?sig=***");
+    expect(redactUrls("GET http://h/x?client_secret=s&ok=1 failed; see https://u:p@g/?sig=z")).to.equal(
+      "GET http://h/x?client_secret=***&ok=1 failed; see https://u:***@g/?sig=***",
+    );
   });
 
   it("checks the settings: Keystone role mapping, reflection, Keystone without credentials", () => {
@@ -190,11 +211,16 @@ describe("auth: bearer tokens through the server", function () {
       const updated = await task();
       const terminated = await task();
       await c.appendResultMessages({ taskId: watched.taskId, messages: [{ message: "m1" }] }, admin);
-      await c.createBuildData({ buildData: { nodeName: "n1", taskId: watched.taskId, generator: "g", dataFormat: "text/plain", dataElement: Buffer.from("x") } }, admin);
+      await c.createBuildData(
+        { buildData: { nodeName: "n1", taskId: watched.taskId, generator: "g", dataFormat: "text/plain", dataElement: Buffer.from("x") } },
+        admin,
+      );
       // Claimed by the orchestrator: a lease belongs to its claimant (and admins), so both may renew it.
       const leader = await c.claimLeadership({ election: "orchestrator", instanceId: "orch-1", ttl: { seconds: 3600n } }, as("orchestrator"));
       const nodeKey = Buffer.from((await c.setBootActionContext({ nodeName: "node-1", taskId: watched.taskId }, admin)).generatedIdentityKey);
-      const [bootAction] = (await c.createBootActions({ nodeName: "node-1", taskId: watched.taskId, actions: [{ actionName: "first", signalling: true }] }, admin)).bootActions;
+      const [bootAction] = (
+        await c.createBootActions({ nodeName: "node-1", taskId: watched.taskId, actions: [{ actionName: "first", signalling: true }] }, admin)
+      ).bootActions;
       let created = 0;
       // A new name on every call, so that each allowed create succeeds.
       Object.defineProperty(valid, "createBootActions", {
@@ -236,10 +262,26 @@ describe("auth: bearer tokens through the server", function () {
             {
               line: 2n,
               json: JSON.stringify({
-                kind: "task", task_id: "0b7c8a52-3f7e-4d55-9d1e-0a4f3f1c2b6d", parent_task_id: null, action: "deploy_nodes", design_ref: "", status: "requested",
+                kind: "task",
+                task_id: "0b7c8a52-3f7e-4d55-9d1e-0a4f3f1c2b6d",
+                parent_task_id: null,
+                action: "deploy_nodes",
+                design_ref: "",
+                status: "requested",
                 result: { status: "incomplete", message: "", reason: "", error_count: 0, successes: [], failures: [], links: [] },
-                node_filter: null, request_context: null, created: "2024-01-02T03:04:05.000006Z", created_by: "", updated: "2024-01-02T03:04:05.000006Z",
-                terminated: null, terminated_by: null, terminate: false, retry: 0, version: 1, claimed_by: null, claimed_at: null, claimed_term: 0,
+                node_filter: null,
+                request_context: null,
+                created: "2024-01-02T03:04:05.000006Z",
+                created_by: "",
+                updated: "2024-01-02T03:04:05.000006Z",
+                terminated: null,
+                terminated_by: null,
+                terminate: false,
+                retry: 0,
+                version: 1,
+                claimed_by: null,
+                claimed_at: null,
+                claimed_term: 0,
               }),
             },
           ],
@@ -281,7 +323,10 @@ describe("auth: bearer tokens through the server", function () {
     const taskId = (await h.client.createTask({ action: "deploy_nodes" }, admin)).task!.taskId;
     const key = Buffer.from((await h.client.setBootActionContext({ nodeName: "node-auth", taskId }, admin)).generatedIdentityKey);
     const [a] = (await h.client.createBootActions({ nodeName: "node-auth", taskId, actions: [{ actionName: "x", signalling: true }] }, admin)).bootActions;
-    const wrong = await expectError(h.client.reportBootActionStatus({ actionId: a!.actionId, identityKey: Buffer.alloc(32), status: BootActionStatus.SUCCESS }), grpc.status.PERMISSION_DENIED);
+    const wrong = await expectError(
+      h.client.reportBootActionStatus({ actionId: a!.actionId, identityKey: Buffer.alloc(32), status: BootActionStatus.SUCCESS }),
+      grpc.status.PERMISSION_DENIED,
+    );
     expect(wrong.errorInfo?.reason).to.equal("IDENTITY_KEY_MISMATCH");
     const none = await expectError(h.client.reportBootActionStatus({ actionId: a!.actionId, status: BootActionStatus.SUCCESS }), grpc.status.UNAUTHENTICATED);
     expect(none.errorInfo?.reason).to.equal("IDENTITY_KEY_REQUIRED");
@@ -294,7 +339,11 @@ describe("auth: bearer tokens through the server", function () {
   it("accepts the token as x-auth-token too, and refuses malformed credentials without quoting them", async () => {
     await h.client.listTasks({}, { metadata: md({ "x-auth-token": tokens.reader }) });
     const secret = "s3cr3t-" + newToken();
-    for (const m of [md({ authorization: `Basic ${secret}` }), md({ authorization: `Bearer ${secret}` }), md({ authorization: `Bearer ${tokens.reader}`, "x-auth-token": secret })]) {
+    for (const m of [
+      md({ authorization: `Basic ${secret}` }),
+      md({ authorization: `Bearer ${secret}` }),
+      md({ authorization: `Bearer ${tokens.reader}`, "x-auth-token": secret }),
+    ]) {
       const d = await expectError(h.client.listTasks({}, { metadata: m }), grpc.status.UNAUTHENTICATED);
       expect(d.errorInfo?.reason).to.equal("TOKEN_INVALID");
       expect(d.message).to.not.contain(secret);
@@ -310,11 +359,26 @@ describe("auth: bearer tokens through the server", function () {
     const one = await rawListTasks(h.server.address, [["authorization", `Bearer ${tokens.admin}`]]);
     expect(one).to.deep.include({ status: "0" });
     for (const lines of [
-      [["authorization", `Bearer ${tokens.admin}`], ["authorization", `Bearer ${wrong}`]],
-      [["authorization", `Bearer ${wrong}`], ["authorization", `Bearer ${tokens.admin}`]],
-      [["authorization", `Bearer ${tokens.admin}`], ["authorization", `Bearer ${tokens.admin}`]],
-      [["x-auth-token", tokens.admin], ["x-auth-token", wrong]],
-      [["x-auth-token", tokens.admin], ["authorization", `Bearer ${wrong}`]],
+      [
+        ["authorization", `Bearer ${tokens.admin}`],
+        ["authorization", `Bearer ${wrong}`],
+      ],
+      [
+        ["authorization", `Bearer ${wrong}`],
+        ["authorization", `Bearer ${tokens.admin}`],
+      ],
+      [
+        ["authorization", `Bearer ${tokens.admin}`],
+        ["authorization", `Bearer ${tokens.admin}`],
+      ],
+      [
+        ["x-auth-token", tokens.admin],
+        ["x-auth-token", wrong],
+      ],
+      [
+        ["x-auth-token", tokens.admin],
+        ["authorization", `Bearer ${wrong}`],
+      ],
     ] as [string, string][][]) {
       const r = await rawListTasks(h.server.address, lines);
       expect(r.status, JSON.stringify(lines.map(([n]) => n))).to.equal(String(grpc.status.UNAUTHENTICATED));
@@ -422,7 +486,10 @@ describe("auth: bearer tokens through the server", function () {
       expect((await c.getTask({ taskId: task!.taskId }, as("admin"))).task!.designRef).to.equal(withQuery); // stored whole: the fetch needs it
       const listed = (await c.listTasks({ pageSize: 1000 }, as("reader"))).tasks.find((t) => t.taskId === task!.taskId);
       expect(listed!.designRef).to.equal(masked);
-      const d = await expectError(c.createTask({ action: "deploy_nodes", designRef: `gopher://h/x?password=${secret}` }, as("operator")), grpc.status.INVALID_ARGUMENT);
+      const d = await expectError(
+        c.createTask({ action: "deploy_nodes", designRef: `gopher://h/x?password=${secret}` }, as("operator")),
+        grpc.status.INVALID_ARGUMENT,
+      );
       expect(d.message).to.contain("password=***");
       expect(JSON.stringify(d)).to.not.contain(secret);
       expect(captured.text()).to.not.contain(secret);
@@ -538,7 +605,12 @@ async function rawListTasks(address: string, lines: [string, string][]): Promise
     req.end(Buffer.alloc(5)); // one empty, uncompressed message
     await once(req, "close");
     const bin = got["grpc-status-details-bin"];
-    const info = typeof bin === "string" ? fromBinary(StatusSchema, Buffer.from(bin, "base64")).details.map((a) => anyUnpack(a, errorInfoRegistry)).find(Boolean) : undefined;
+    const info =
+      typeof bin === "string"
+        ? fromBinary(StatusSchema, Buffer.from(bin, "base64"))
+            .details.map((a) => anyUnpack(a, errorInfoRegistry))
+            .find(Boolean)
+        : undefined;
     return {
       status: got["grpc-status"] as string | undefined,
       message: typeof got["grpc-message"] === "string" ? decodeURIComponent(got["grpc-message"]) : undefined,
@@ -627,7 +699,9 @@ describe("auth: token file rotation", function () {
     const r = await replace('{"identities": [{"subject": "x", "roles": ["superuser"]}]}');
     expect(r.ok).to.equal(false);
     await h.client.listTasks({}, { metadata: bearer(second) });
-    const warn = captured.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === "auth token file not reloaded; keeping the previous one");
+    const warn = captured.lines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.msg === "auth token file not reloaded; keeping the previous one");
     expect(warn?.error).to.match(/roles must be/);
     expect((await replace("not json at all")).ok).to.equal(false);
     await h.client.listTasks({}, { metadata: bearer(second) });

@@ -67,7 +67,10 @@ describe("boot actions", () => {
       await expectInvalid(h.client.setBootActionContext({ nodeName: "n".repeat(281), taskId }), "node_name");
       await expectInvalid(h.client.setBootActionContext({ nodeName: "n", taskId: "nope" }), "task_id");
       await expectInvalid(h.client.setBootActionContext({ nodeName: "n", taskId, identityKey: randomBytes(16) }), "identity_key");
-      const missing = await expectError(h.client.setBootActionContext({ nodeName: "n", taskId: "00000000-0000-4000-8000-000000000000" }), grpc.status.NOT_FOUND);
+      const missing = await expectError(
+        h.client.setBootActionContext({ nodeName: "n", taskId: "00000000-0000-4000-8000-000000000000" }),
+        grpc.status.NOT_FOUND,
+      );
       expect(missing.errorInfo!.reason).to.equal("TASK_NOT_FOUND");
       const none = await expectError(h.client.getBootActionContext({ nodeName: "never-deployed" }), grpc.status.NOT_FOUND);
       expect(none.errorInfo!.reason).to.equal("BOOT_ACTION_CONTEXT_NOT_FOUND");
@@ -123,9 +126,23 @@ describe("boot actions", () => {
       const first = await deployTask(h.client);
       const second = await deployTask(h.client);
       await deployingNode(h.client, "node-hist", first);
-      await h.client.createBootActions({ nodeName: "node-hist", taskId: first, actions: [{ actionName: "a", signalling: true }, { actionName: "b", signalling: true }] });
+      await h.client.createBootActions({
+        nodeName: "node-hist",
+        taskId: first,
+        actions: [
+          { actionName: "a", signalling: true },
+          { actionName: "b", signalling: true },
+        ],
+      });
       await deployingNode(h.client, "node-hist", second);
-      await h.client.createBootActions({ nodeName: "node-hist", taskId: second, actions: [{ actionName: "a", signalling: true }, { actionName: "b", signalling: false }] });
+      await h.client.createBootActions({
+        nodeName: "node-hist",
+        taskId: second,
+        actions: [
+          { actionName: "a", signalling: true },
+          { actionName: "b", signalling: false },
+        ],
+      });
       const all = await h.client.listBootActions({ nodeName: "node-hist" });
       expect(all.bootActions.map((a) => [a.actionName, a.taskId])).to.deep.equal([
         ["a", first],
@@ -145,7 +162,14 @@ describe("boot actions", () => {
         token = page.nextPageToken;
       } while (token !== "");
       expect(paged).to.deep.equal(all.bootActions.map((a) => a.actionId));
-      const foreign = await expectError(h.client.listBootActions({ nodeName: "other", pageSize: 3, pageToken: (await h.client.listBootActions({ nodeName: "node-hist", pageSize: 3 })).nextPageToken }), grpc.status.INVALID_ARGUMENT);
+      const foreign = await expectError(
+        h.client.listBootActions({
+          nodeName: "other",
+          pageSize: 3,
+          pageToken: (await h.client.listBootActions({ nodeName: "node-hist", pageSize: 3 })).nextPageToken,
+        }),
+        grpc.status.INVALID_ARGUMENT,
+      );
       expect(foreign.badRequest!.fieldViolations[0]!.field).to.equal("page_token");
     });
 
@@ -153,13 +177,27 @@ describe("boot actions", () => {
       const taskId = await deployTask(h.client);
       await deployingNode(h.client, "node-dup", taskId);
       const d = await expectInvalid(
-        h.client.createBootActions({ nodeName: "node-dup", taskId, actions: [{ actionName: "x", signalling: true }, { actionName: "x", signalling: false }] }),
+        h.client.createBootActions({
+          nodeName: "node-dup",
+          taskId,
+          actions: [
+            { actionName: "x", signalling: true },
+            { actionName: "x", signalling: false },
+          ],
+        }),
         "actions[1].action_name",
       );
       expect(d.message).to.contain("repeats actions[0].action_name");
       await h.client.createBootActions({ nodeName: "node-dup", taskId, actions: [{ actionName: "x", signalling: true }] });
       const taken = await expectError(
-        h.client.createBootActions({ nodeName: "node-dup", taskId, actions: [{ actionName: "y", signalling: true }, { actionName: "x", signalling: true }] }),
+        h.client.createBootActions({
+          nodeName: "node-dup",
+          taskId,
+          actions: [
+            { actionName: "y", signalling: true },
+            { actionName: "x", signalling: true },
+          ],
+        }),
         grpc.status.ALREADY_EXISTS,
       );
       expect(taken.errorInfo!.reason).to.equal("BOOT_ACTION_ALREADY_EXISTS");
@@ -175,7 +213,10 @@ describe("boot actions", () => {
       const made = await h.client.createBootActions({
         nodeName: "node-own-id",
         taskId,
-        actions: [{ actionName: "mine", signalling: true, actionId: chosen }, { actionName: "theirs", signalling: false }],
+        actions: [
+          { actionName: "mine", signalling: true, actionId: chosen },
+          { actionName: "theirs", signalling: false },
+        ],
       });
       expect(made.bootActions.map((a) => a.actionId)[0]).to.equal("01HGW2N7EJWZQ7C8V5M3X9K2AA");
       expect(made.bootActions[1]!.actionId).to.match(ULID_RE);
@@ -191,7 +232,10 @@ describe("boot actions", () => {
         h.client.createBootActions({
           nodeName: "node-other-id",
           taskId: other,
-          actions: [{ actionName: "fresh", signalling: true }, { actionName: "copy", signalling: true, actionId: "01HGW2N7EJWZQ7C8V5M3X9K2AA" }],
+          actions: [
+            { actionName: "fresh", signalling: true },
+            { actionName: "copy", signalling: true, actionId: "01HGW2N7EJWZQ7C8V5M3X9K2AA" },
+          ],
         }),
         grpc.status.ALREADY_EXISTS,
       );
@@ -212,7 +256,10 @@ describe("boot actions", () => {
         h.client.createBootActions({
           nodeName: "node-other-id",
           taskId: other,
-          actions: [{ actionName: "a", signalling: true, actionId: "01HGW2N7EJWZQ7C8V5M3X9K2BB" }, { actionName: "b", signalling: true, actionId: "01hgw2n7ejwzq7c8v5m3x9k2bb" }],
+          actions: [
+            { actionName: "a", signalling: true, actionId: "01HGW2N7EJWZQ7C8V5M3X9K2BB" },
+            { actionName: "b", signalling: true, actionId: "01hgw2n7ejwzq7c8v5m3x9k2bb" },
+          ],
         }),
         "actions[1].action_id",
       );
@@ -222,7 +269,10 @@ describe("boot actions", () => {
     it("needs the node's context for the same task", async () => {
       const taskId = await deployTask(h.client);
       const other = await deployTask(h.client);
-      const none = await expectError(h.client.createBootActions({ nodeName: "node-nocontext", taskId, actions: [{ actionName: "a", signalling: true }] }), grpc.status.NOT_FOUND);
+      const none = await expectError(
+        h.client.createBootActions({ nodeName: "node-nocontext", taskId, actions: [{ actionName: "a", signalling: true }] }),
+        grpc.status.NOT_FOUND,
+      );
       expect(none.errorInfo!.reason).to.equal("BOOT_ACTION_CONTEXT_NOT_FOUND");
       await deployingNode(h.client, "node-mismatch", other);
       const mismatch = await expectError(
@@ -238,7 +288,13 @@ describe("boot actions", () => {
     it("validates ids and names", async () => {
       const taskId = await deployTask(h.client);
       await expectInvalid(h.client.getBootAction({ actionId: "" }), "action_id");
-      for (const bad of ["01ARZ3NDEKTSV4RRFFQ69G5FA", "01ARZ3NDEKTSV4RRFFQ69G5FAVX", "81ARZ3NDEKTSV4RRFFQ69G5FAV", "01ARZ3NDEKTSV4RRFFQ69G5FAU", "01ARZ3NDEKTSV4RRFFQ69G5FA!"]) {
+      for (const bad of [
+        "01ARZ3NDEKTSV4RRFFQ69G5FA",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAVX",
+        "81ARZ3NDEKTSV4RRFFQ69G5FAV",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAU",
+        "01ARZ3NDEKTSV4RRFFQ69G5FA!",
+      ]) {
         await expectInvalid(h.client.getBootAction({ actionId: bad }), "action_id");
       }
       const missing = await expectError(h.client.getBootAction({ actionId: "01ARZ3NDEKTSV4RRFFQ69G5FAV" }), grpc.status.NOT_FOUND);
@@ -246,7 +302,10 @@ describe("boot actions", () => {
       expect(missing.errorInfo!.metadata).to.deep.equal({ action_id: "01ARZ3NDEKTSV4RRFFQ69G5FAV" });
       await expectInvalid(h.client.createBootActions({ nodeName: "n", taskId, actions: [] }), "actions");
       await expectInvalid(h.client.createBootActions({ nodeName: "n", taskId, actions: [{ actionName: "", signalling: true }] }), "actions[0].action_name");
-      await expectInvalid(h.client.createBootActions({ nodeName: "n", taskId, actions: [{ actionName: "a".repeat(257), signalling: true }] }), "actions[0].action_name");
+      await expectInvalid(
+        h.client.createBootActions({ nodeName: "n", taskId, actions: [{ actionName: "a".repeat(257), signalling: true }] }),
+        "actions[0].action_name",
+      );
       await expectInvalid(h.client.listBootActions({ taskId: "x" }), "task_id");
       await expectInvalid(h.client.listBootActions({ pageSize: 1001 }), "page_size");
     });
@@ -279,7 +338,12 @@ describe("boot actions", () => {
       expect((await h.client.getBootAction({ actionId })).bootAction!.status).to.equal(BootActionStatus.INCOMPLETE);
       expect((await h.client.listResultMessages({ taskId })).messages).to.have.length(0);
 
-      const ok = await h.client.reportBootActionStatus({ actionId, identityKey: key, status: BootActionStatus.FAILURE, details: [{ message: "exit 1", error: true }] });
+      const ok = await h.client.reportBootActionStatus({
+        actionId,
+        identityKey: key,
+        status: BootActionStatus.FAILURE,
+        details: [{ message: "exit 1", error: true }],
+      });
       expect(ok.bootAction!.status).to.equal(BootActionStatus.FAILURE);
       expect(ok.bootAction!.reported).to.not.equal(undefined);
       expect(ok.sequences).to.deep.equal([1n]);
@@ -297,7 +361,10 @@ describe("boot actions", () => {
 
     it("refuses a report on an UNREPORTED action and validates the report", async () => {
       const { key, actionId } = await action("node-silent", false);
-      const d = await expectError(h.client.reportBootActionStatus({ actionId, identityKey: key, status: BootActionStatus.SUCCESS }), grpc.status.FAILED_PRECONDITION);
+      const d = await expectError(
+        h.client.reportBootActionStatus({ actionId, identityKey: key, status: BootActionStatus.SUCCESS }),
+        grpc.status.FAILED_PRECONDITION,
+      );
       expect(d.errorInfo!.reason).to.equal("BOOT_ACTION_ALREADY_REPORTED");
       expect(d.errorInfo!.metadata!.status).to.equal("UNREPORTED");
       await expectInvalid(h.client.reportBootActionStatus({ actionId, identityKey: key }), "details");
@@ -311,7 +378,10 @@ describe("boot actions", () => {
       const { key: oldKey, actionId } = await action("node-keyed");
       const newTask = await deployTask(h.client);
       const newKey = await deployingNode(h.client, "node-keyed", newTask);
-      const d = await expectError(h.client.reportBootActionStatus({ actionId, identityKey: newKey, status: BootActionStatus.SUCCESS }), grpc.status.PERMISSION_DENIED);
+      const d = await expectError(
+        h.client.reportBootActionStatus({ actionId, identityKey: newKey, status: BootActionStatus.SUCCESS }),
+        grpc.status.PERMISSION_DENIED,
+      );
       expect(d.errorInfo!.reason).to.equal("IDENTITY_KEY_MISMATCH");
       const ok = await h.client.reportBootActionStatus({ actionId, identityKey: oldKey, status: BootActionStatus.SUCCESS });
       expect(ok.bootAction!.status).to.equal(BootActionStatus.SUCCESS);
@@ -438,7 +508,14 @@ describe("boot actions", () => {
       const old = await deployTask(h.client);
       const current = await deployTask(h.client);
       await deployingNode(h.client, "node-purge-a", old);
-      await h.client.createBootActions({ nodeName: "node-purge-a", taskId: old, actions: [{ actionName: "a", signalling: true }, { actionName: "b", signalling: false }] });
+      await h.client.createBootActions({
+        nodeName: "node-purge-a",
+        taskId: old,
+        actions: [
+          { actionName: "a", signalling: true },
+          { actionName: "b", signalling: false },
+        ],
+      });
       await deployingNode(h.client, "node-purge-b", old);
       await h.client.createBootActions({ nodeName: "node-purge-b", taskId: old, actions: [{ actionName: "a", signalling: true }] });
       // node-purge-b is redeployed by the current task: its context stays.

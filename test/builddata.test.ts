@@ -28,7 +28,14 @@ describe("build data", () => {
 
   it("reads a record back equal in every field, to the microsecond", async () => {
     const collectedAt = { seconds: 1_700_000_123n, nanos: 654_321_000 };
-    const data = { nodeName: "n".repeat(255), taskId, collectedAt, generator: "deploy:maas-script", dataFormat: "application/json; charset=utf-8", dataElement: bytes('{"a":1}') };
+    const data = {
+      nodeName: "n".repeat(255),
+      taskId,
+      collectedAt,
+      generator: "deploy:maas-script",
+      dataFormat: "application/json; charset=utf-8",
+      dataElement: bytes('{"a":1}'),
+    };
     const { buildData } = await h.client.createBuildData({ buildData: data });
     const { buildData: list } = await h.client.listBuildData({ nodeName: data.nodeName });
     expect(list).to.have.length(1);
@@ -46,8 +53,12 @@ describe("build data", () => {
   it("returns only the newer of two records for a node with latest", async () => {
     const now = new Date();
     const dayAgo = new Date(now.getTime() - 86_400_000);
-    await h.client.createBuildData({ buildData: { nodeName: "foo", taskId, collectedAt: tsOf(dayAgo), generator: "lshw", dataFormat: "text/plain", dataElement: bytes("old") } });
-    await h.client.createBuildData({ buildData: { nodeName: "foo", taskId, collectedAt: tsOf(now), generator: "lshw", dataFormat: "text/plain", dataElement: bytes("new") } });
+    await h.client.createBuildData({
+      buildData: { nodeName: "foo", taskId, collectedAt: tsOf(dayAgo), generator: "lshw", dataFormat: "text/plain", dataElement: bytes("old") },
+    });
+    await h.client.createBuildData({
+      buildData: { nodeName: "foo", taskId, collectedAt: tsOf(now), generator: "lshw", dataFormat: "text/plain", dataElement: bytes("new") },
+    });
     const all = await h.client.listBuildData({ nodeName: "foo" });
     expect(all.buildData.map((b) => Buffer.from(b.dataElement).toString())).to.deep.equal(["new", "old"]);
     const latest = await h.client.listBuildData({ nodeName: "foo", latest: true });
@@ -74,7 +85,9 @@ describe("build data", () => {
     const base = Date.UTC(2026, 5, 1);
     for (let i = 0; i < 25; i++) {
       const collectedAt = tsOf(new Date(base + i * 1000));
-      await h.client.createBuildData({ buildData: { nodeName: "baz", taskId: i % 5 === 0 ? t4 : t3, collectedAt, generator: `g${i}`, dataFormat: "text/plain", dataElement: bytes(`d${i}`) } });
+      await h.client.createBuildData({
+        buildData: { nodeName: "baz", taskId: i % 5 === 0 ? t4 : t3, collectedAt, generator: `g${i}`, dataFormat: "text/plain", dataElement: bytes(`d${i}`) },
+      });
     }
     const both = await h.client.listBuildData({ nodeName: "baz", taskId: t4 });
     expect(both.buildData.map((b) => b.generator)).to.deep.equal(["g20", "g15", "g10", "g5", "g0"]);
@@ -141,4 +154,3 @@ describe("build data larger than the design limit", () => {
     expect(listed.buildData.map((b) => b.dataElement.length)).to.deep.equal([element.length]);
   });
 });
-

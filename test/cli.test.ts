@@ -179,7 +179,10 @@ class Gate {
   private down = false;
   private refusedCount = 0;
   private waiters: (() => void)[] = [];
-  private constructor(private readonly server: Server, readonly port: number) {}
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+  ) {}
 
   static async start(port: number): Promise<Gate> {
     let gate!: Gate;
@@ -236,18 +239,39 @@ describe("statemgmt CLI", function () {
   const unique = () => `cli_${randomUUID().slice(0, 8).replace(/-/g, "")}`;
 
   const finish = (taskId: string, result: ActionResult, message = "") =>
-    h.client.updateTask({ task: { taskId, status: TaskStatus.COMPLETE, result: { status: result, message } }, updateMask: { paths: ["status", "result.status", "result.message"] } });
+    h.client.updateTask({
+      task: { taskId, status: TaskStatus.COMPLETE, result: { status: result, message } },
+      updateMask: { paths: ["status", "result.status", "result.message"] },
+    });
   const append = (taskId: string, from: number, count: number, error = (_i: number) => false) =>
     h.client.appendResultMessages({
       taskId,
-      messages: Array.from({ length: count }, (_, k) => ({ message: `message ${from + k}`, contextType: "node", context: `n${(from + k) % 3}`, error: error(from + k) })),
+      messages: Array.from({ length: count }, (_, k) => ({
+        message: `message ${from + k}`,
+        contextType: "node",
+        context: `n${(from + k) % 3}`,
+        error: error(from + k),
+      })),
     });
 
   describe("help and usage", () => {
     it("--help lists every command with examples, exit codes and environment; exit 0", async () => {
       const r = await run(["--help"]);
       expect(r.code).to.equal(0);
-      for (const s of ["tasks", "leader", "builddata", "design", "health", "Examples:", "Exit codes:", "STATEMGMT_SERVER", "STATEMGMT_TOKEN", "--server", "--timeout", "-o, --output"]) {
+      for (const s of [
+        "tasks",
+        "leader",
+        "builddata",
+        "design",
+        "health",
+        "Examples:",
+        "Exit codes:",
+        "STATEMGMT_SERVER",
+        "STATEMGMT_TOKEN",
+        "--server",
+        "--timeout",
+        "-o, --output",
+      ]) {
         expect(r.stdout).to.contain(s);
       }
       const w = await run(["tasks", "watch", "--help"]);
@@ -263,7 +287,9 @@ describe("statemgmt CLI", function () {
       expect(r.stderr).to.equal("error: unknown option '--bogus'\n");
       const s = await run(["tasks", "list", "--status", "sleeping"]);
       expect(s.code).to.equal(2);
-      expect(s.stderr).to.match(/^error: option '--status <status>' argument 'sleeping' is invalid\. unknown status "sleeping" \(one of requested, queued, running, terminating, terminated, complete\)\n$/);
+      expect(s.stderr).to.match(
+        /^error: option '--status <status>' argument 'sleeping' is invalid\. unknown status "sleeping" \(one of requested, queued, running, terminating, terminated, complete\)\n$/,
+      );
       expect((await run(["tasks", "get"])).code).to.equal(2);
       expect((await run(["-o", "yaml", "health"])).code).to.equal(2);
       const both = await run([...S(), "tasks", "list", "--all", "--limit", "3"]);
@@ -313,7 +339,8 @@ describe("statemgmt CLI", function () {
     it("-o json is what the server holds, in its order, filtered by action and status", async () => {
       const action = unique();
       const made: Task[] = [];
-      for (const status of [TaskStatus.QUEUED, TaskStatus.UNSPECIFIED, TaskStatus.QUEUED]) made.push((await h.client.createTask({ action, initialStatus: status })).task!);
+      for (const status of [TaskStatus.QUEUED, TaskStatus.UNSPECIFIED, TaskStatus.QUEUED])
+        made.push((await h.client.createTask({ action, initialStatus: status })).task!);
       const r = await run([...S(), "tasks", "list", "--action", action, "-o", "json"]);
       expect(r.code).to.equal(0);
       const { tasks } = await h.client.listTasks({ actions: [action] });
@@ -331,7 +358,10 @@ describe("statemgmt CLI", function () {
       const r = await run([...S(), "tasks", "list", "--action", action]);
       expect(r.code).to.equal(0);
       expect(r.stdout).to.not.contain(ESC);
-      const rows = r.stdout.trimEnd().split("\n").map((l) => l.split(/\s{2,}/));
+      const rows = r.stdout
+        .trimEnd()
+        .split("\n")
+        .map((l) => l.split(/\s{2,}/));
       const iso = (t: Task) => new Date(Number(t.created!.seconds) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
       expect(rows[0]).to.deep.equal(["ID", "ACTION", "STATUS", "RESULT", "CREATED", "AGE"]);
       expect(rows.slice(1).map((c) => c.slice(0, 5))).to.deep.equal([
@@ -340,7 +370,19 @@ describe("statemgmt CLI", function () {
       ]);
       for (const row of rows.slice(1)) expect(row[5]).to.match(/^\d+s$/);
       const wide = await run([...S(), "tasks", "list", "--action", action, "-o", "wide"]);
-      expect(wide.stdout.split("\n")[0]!.split(/\s{2,}/)).to.deep.equal(["ID", "ACTION", "STATUS", "RESULT", "ERRORS", "SUBTASKS", "PARENT", "CREATED", "AGE", "CREATED BY", "CLAIMED BY"]);
+      expect(wide.stdout.split("\n")[0]!.split(/\s{2,}/)).to.deep.equal([
+        "ID",
+        "ACTION",
+        "STATUS",
+        "RESULT",
+        "ERRORS",
+        "SUBTASKS",
+        "PARENT",
+        "CREATED",
+        "AGE",
+        "CREATED BY",
+        "CLAIMED BY",
+      ]);
       expect(wide.stdout.split("\n")[1]).to.contain(a.taskId);
     });
 
@@ -357,7 +399,8 @@ describe("statemgmt CLI", function () {
   });
 
   describe("tasks list: more than shown, --newest, --since", () => {
-    const NOTE_OLDEST = (n: number) => `showing the oldest ${n} matching tasks; more match: --newest shows the newest, --since narrows by creation time, --limit N shows more, --all every one\n`;
+    const NOTE_OLDEST = (n: number) =>
+      `showing the oldest ${n} matching tasks; more match: --newest shows the newest, --since narrows by creation time, --limit N shows more, --all every one\n`;
     const ids = (stdout: string) => (JSON.parse(stdout) as { taskId: string }[]).map((t) => t.taskId);
 
     it("says on stderr when more tasks match than the limit, and how to see them; nothing when none do", async () => {
@@ -366,7 +409,13 @@ describe("statemgmt CLI", function () {
       for (let i = 0; i < 4; i++) made.push((await h.client.createTask({ action })).task!.taskId);
       const r = await run([...S(), "tasks", "list", "--action", action, "--limit", "3"]);
       expect([r.code, r.stderr]).to.deep.equal([0, NOTE_OLDEST(3)]);
-      expect(r.stdout.trimEnd().split("\n").slice(1).map((l) => l.split(/\s+/)[0])).to.deep.equal(made.slice(0, 3).map((id) => id.slice(0, 8)));
+      expect(
+        r.stdout
+          .trimEnd()
+          .split("\n")
+          .slice(1)
+          .map((l) => l.split(/\s+/)[0]),
+      ).to.deep.equal(made.slice(0, 3).map((id) => id.slice(0, 8)));
       const paged = await run([...S(), "tasks", "list", "--action", action, "--limit", "3", "--page-size", "2", "-o", "json"]);
       expect([paged.code, ids(paged.stdout), paged.stderr]).to.deep.equal([0, made.slice(0, 3), NOTE_OLDEST(3)]);
       for (const extra of [["--limit", "4"], ["--limit", "4", "--page-size", "2"], ["--all"], []]) {
@@ -382,12 +431,22 @@ describe("statemgmt CLI", function () {
       const newestFirst = [...made].reverse();
       for (const extra of [[], ["--page-size", "1"]]) {
         const r = await run([...S(), "tasks", "list", "--action", action, "--newest", "--limit", "2", "-o", "json", ...extra]);
-        expect([r.code, ids(r.stdout), r.stderr]).to.deep.equal([0, newestFirst.slice(0, 2), "showing the newest 2 of 5 matching tasks, newest first; --limit N shows more, --all every one\n"]);
+        expect([r.code, ids(r.stdout), r.stderr]).to.deep.equal([
+          0,
+          newestFirst.slice(0, 2),
+          "showing the newest 2 of 5 matching tasks, newest first; --limit N shows more, --all every one\n",
+        ]);
       }
       const all = await run([...S(), "tasks", "list", "--action", action, "--newest", "--all", "-o", "json", "--page-size", "2"]);
       expect([all.code, ids(all.stdout), all.stderr]).to.deep.equal([0, newestFirst, ""]);
       const table = await run([...S(), "tasks", "list", "--action", action, "--newest"]);
-      expect(table.stdout.trimEnd().split("\n").slice(1).map((l) => l.split(/\s+/)[0])).to.deep.equal(newestFirst.map((id) => id.slice(0, 8)));
+      expect(
+        table.stdout
+          .trimEnd()
+          .split("\n")
+          .slice(1)
+          .map((l) => l.split(/\s+/)[0]),
+      ).to.deep.equal(newestFirst.map((id) => id.slice(0, 8)));
     });
 
     it("--since: only tasks created since a UTC time or for an age; a bad value is exit 2", async () => {
@@ -397,7 +456,7 @@ describe("statemgmt CLI", function () {
       let b = (await h.client.createTask({ action })).task!;
       const before = [a.taskId];
       // Until one was created in a later millisecond than a (the CLI's times have milliseconds).
-      while (ms(b) <= ms(a)) (before.push(b.taskId), (b = (await h.client.createTask({ action })).task!));
+      while (ms(b) <= ms(a)) before.push(b.taskId), (b = (await h.client.createTask({ action })).task!);
       const since = new Date(ms(b)).toISOString();
       const r = await run([...S(), "tasks", "list", "--action", action, "--since", since, "-o", "json"]);
       expect([r.code, ids(r.stdout), r.stderr]).to.deep.equal([0, [b.taskId], ""]);
@@ -418,7 +477,10 @@ describe("statemgmt CLI", function () {
       const j = await run([...S(), "tasks", "get", id, "--errors", "-o", "json"]);
       const { messages } = await h.client.listResultMessages({ taskId: id, errorsOnly: true });
       expect(messages.map((m) => m.sequence)).to.deep.equal([2n, 5n]);
-      expect([j.code, (JSON.parse(j.stdout) as { resultMessages: unknown }).resultMessages]).to.deep.equal([0, messages.map((m) => toJson(ResultMessageSchema, m))]);
+      expect([j.code, (JSON.parse(j.stdout) as { resultMessages: unknown }).resultMessages]).to.deep.equal([
+        0,
+        messages.map((m) => toJson(ResultMessageSchema, m)),
+      ]);
       const t = await run([...S(), "tasks", "get", id, "--errors"]);
       const lines = t.stdout.trimEnd().split("\n");
       const at = lines.indexOf("Error messages (2):");
@@ -458,7 +520,16 @@ describe("statemgmt CLI", function () {
       const r = await run([...S(), "tasks", "get", root.taskId, "--tree", "--messages"]);
       expect(r.code).to.equal(0);
       const lines = r.stdout.split("\n");
-      for (const l of [`Task:     ${root.taskId}`, "Action:   deploy_nodes", "Status:   REQUESTED", "Result:   INCOMPLETE", "Errors:   1", "Subtasks: 2", "Design:   file:///site.yaml"]) expect(lines).to.include(l);
+      for (const l of [
+        `Task:     ${root.taskId}`,
+        "Action:   deploy_nodes",
+        "Status:   REQUESTED",
+        "Result:   INCOMPLETE",
+        "Errors:   1",
+        "Subtasks: 2",
+        "Design:   file:///site.yaml",
+      ])
+        expect(lines).to.include(l);
       const tree = lines.indexOf("Subtask tree:");
       expect(lines.slice(tree + 1, tree + 4)).to.deep.equal([
         `deploy_nodes ${root.taskId.slice(0, 8)} REQUESTED INCOMPLETE`,
@@ -474,13 +545,21 @@ describe("statemgmt CLI", function () {
     it("create stores the action, design, node filter and status given; terminate marks it", async () => {
       const dir = mkdtempSync(path.join(tmpdir(), "statemgmt-cli-"));
       const filter = path.join(dir, "nodes.json");
-      writeFileSync(filter, JSON.stringify({ filterSetType: "FILTER_SET_TYPE_UNION", filterSet: [{ filterType: "FILTER_SET_TYPE_UNION", nodeNames: ["n1", "n2"] }] }));
+      writeFileSync(
+        filter,
+        JSON.stringify({ filterSetType: "FILTER_SET_TYPE_UNION", filterSet: [{ filterType: "FILTER_SET_TYPE_UNION", nodeNames: ["n1", "n2"] }] }),
+      );
       const r = await run([...S(), "tasks", "create", "deploy_nodes", "--queued", "--design-ref", "file:///site.yaml", "--node-filter", filter, "-o", "json"]);
       expect(r.code, r.stderr).to.equal(0);
       const printed = JSON.parse(r.stdout) as { taskId: string };
       const stored = (await h.client.getTask({ taskId: printed.taskId })).task!;
       expect(printed).to.deep.equal(toJson(TaskSchema, stored));
-      expect([stored.action, stored.status, stored.designRef, stored.nodeFilter?.filterSet[0]?.nodeNames]).to.deep.equal(["deploy_nodes", TaskStatus.QUEUED, "file:///site.yaml", ["n1", "n2"]]);
+      expect([stored.action, stored.status, stored.designRef, stored.nodeFilter?.filterSet[0]?.nodeNames]).to.deep.equal([
+        "deploy_nodes",
+        TaskStatus.QUEUED,
+        "file:///site.yaml",
+        ["n1", "n2"],
+      ]);
 
       const t = await run([...S(), "tasks", "terminate", printed.taskId]);
       expect(t.code).to.equal(0);
@@ -519,7 +598,11 @@ describe("statemgmt CLI", function () {
       const made = await run([...S(), "tasks", "create", "deploy_node", "--parent", short, "-o", "json"]);
       expect((JSON.parse(made.stdout) as { parentTaskId: string }).parentTaskId).to.equal(root.taskId);
       const node = unique();
-      const data = (await h.client.createBuildData({ buildData: { nodeName: node, taskId: root.taskId, generator: "lshw", dataFormat: "text/plain", dataElement: new TextEncoder().encode("x") } })).buildData!;
+      const data = (
+        await h.client.createBuildData({
+          buildData: { nodeName: node, taskId: root.taskId, generator: "lshw", dataFormat: "text/plain", dataElement: new TextEncoder().encode("x") },
+        })
+      ).buildData!;
       const bd = await run([...S(), "builddata", "list", "--task", short, "-o", "json"]);
       expect((JSON.parse(bd.stdout) as { buildDataId: string }[]).map((b) => b.buildDataId)).to.deep.equal([String(data.buildDataId)]);
       await h.client.setBootActionContext({ nodeName: node, taskId: root.taskId });
@@ -582,7 +665,8 @@ describe("statemgmt CLI", function () {
         const appending = (async () => {
           for (let i = 1; i <= 500; i += 5) await append(id, i, 5);
         })();
-        const seqAtLeast = (n: number) => (l: string) => l.startsWith('{"message"') && Number((JSON.parse(l) as { message: { sequence: string } }).message.sequence) >= n;
+        const seqAtLeast = (n: number) => (l: string) =>
+          l.startsWith('{"message"') && Number((JSON.parse(l) as { message: { sequence: string } }).message.sequence) >= n;
         await w.line(seqAtLeast(100), "message 100");
         proxy.cut();
         proxy.resume();
@@ -592,7 +676,11 @@ describe("statemgmt CLI", function () {
         await appending;
         await finish(id, ActionResult.SUCCESS);
         expect(await w.exited, w.stderr()).to.equal(0);
-        const events = w.stdout().trimEnd().split("\n").map((l) => JSON.parse(l) as { task?: { status: string }; message?: { sequence: string; message: string } });
+        const events = w
+          .stdout()
+          .trimEnd()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { task?: { status: string }; message?: { sequence: string; message: string } });
         const seqs = events.filter((e) => e.message).map((e) => Number(e.message!.sequence));
         expect(seqs).to.deep.equal(Array.from({ length: 500 }, (_, i) => i + 1));
         expect(events.filter((e) => e.message).every((e) => e.message!.message === `message ${e.message!.sequence}`)).to.equal(true);
@@ -627,7 +715,10 @@ describe("statemgmt CLI", function () {
           // second "reconnecting" note is a failure, seen below.
           const again = (e: string) => (e.match(/^reconnecting after /gm)?.length ?? 0) > 1;
           const check = () => ((back.test(w.stderr()) && back.test(l.stderr())) || again(w.stderr()) || again(l.stderr())) && resolve();
-          Promise.race([w.exited, l.exited]).then(() => reject(new Error(`a CLI exited: ${w.stderr()} ${l.stderr()}`)), () => {});
+          Promise.race([w.exited, l.exited]).then(
+            () => reject(new Error(`a CLI exited: ${w.stderr()} ${l.stderr()}`)),
+            () => {},
+          );
           w.child.stderr!.on("data", check);
           l.child.stderr!.on("data", check);
           check();
@@ -639,7 +730,13 @@ describe("statemgmt CLI", function () {
         expect(await w.exited, w.stderr()).to.equal(0);
         l.child.kill("SIGINT");
         expect(await l.exited).to.equal(130);
-        expect(w.stdout().split("\n").filter((x) => x.startsWith("#")).map(seqOf)).to.deep.equal([1, 2, 3, 4, 5]);
+        expect(
+          w
+            .stdout()
+            .split("\n")
+            .filter((x) => x.startsWith("#"))
+            .map(seqOf),
+        ).to.deep.equal([1, 2, 3, 4, 5]);
         const notes = w.stderr().trimEnd().split("\n");
         expect(notes).to.have.length(2);
         expect(notes[0]).to.equal("reconnecting after UNAVAILABLE; resuming after sequence 3");
@@ -660,7 +757,12 @@ describe("statemgmt CLI", function () {
       await finish(failed, ActionResult.FAILURE);
       const r = await run([...S(), "tasks", "watch", failed, "--after-sequence", "7"]);
       expect(r.code).to.equal(1);
-      expect(r.stdout.split("\n").filter((l) => l.startsWith("#")).map(seqOf)).to.deep.equal([8, 9, 10]);
+      expect(
+        r.stdout
+          .split("\n")
+          .filter((l) => l.startsWith("#"))
+          .map(seqOf),
+      ).to.deep.equal([8, 9, 10]);
 
       const partial = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
       await finish(partial, ActionResult.PARTIAL_SUCCESS);
@@ -698,7 +800,8 @@ describe("statemgmt CLI", function () {
       it("draws the header and the progress bar in place above the newest messages; the final screen shows the finished task", async () => {
         const id = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
         const subs = [];
-        for (let i = 0; i < 2; i++) subs.push((await h.client.createTask({ action: "prepare_node", parentTaskId: id, initialStatus: TaskStatus.QUEUED })).task!.taskId);
+        for (let i = 0; i < 2; i++)
+          subs.push((await h.client.createTask({ action: "prepare_node", parentTaskId: id, initialStatus: TaskStatus.QUEUED })).task!.taskId);
         const w = cliOnTerminal([...S(), "tasks", "watch", id], COLS, ROWS);
         await w.shows("subtasks [░░░░░░░░░░░░░░░░░░░░] 0/2");
         await finish(subs[0]!, ActionResult.SUCCESS);
@@ -743,7 +846,14 @@ describe("statemgmt CLI", function () {
         const w = cliOnTerminal([...S(), "tasks", "watch", id], COLS, ROWS, { NO_COLOR: "1" });
         expect(await w.exited).to.equal(0);
         expect(w.stdout()).to.not.contain(ESC);
-        expect(w.stdout().trimEnd().split(/\r?\n/).filter((l) => l.startsWith("#")).map(seqOf)).to.deep.equal([1, 2, 3]);
+        expect(
+          w
+            .stdout()
+            .trimEnd()
+            .split(/\r?\n/)
+            .filter((l) => l.startsWith("#"))
+            .map(seqOf),
+        ).to.deep.equal([1, 2, 3]);
       });
     });
   });
@@ -772,7 +882,12 @@ describe("statemgmt CLI", function () {
     it("leader: a table row and the server's JSON; --watch prints each new term", async () => {
       const election = unique();
       const none = await run([...S(), "leader", "--election", election]);
-      expect(none.stdout.trimEnd().split("\n").map((l) => l.split(/\s{2,}/))).to.deep.equal([
+      expect(
+        none.stdout
+          .trimEnd()
+          .split("\n")
+          .map((l) => l.split(/\s{2,}/)),
+      ).to.deep.equal([
         ["ELECTION", "LEADER", "TERM", "ACQUIRED", "RENEWED", "EXPIRES"],
         [election, "-", "-", "-", "-", "-"],
       ]);
@@ -793,16 +908,43 @@ describe("statemgmt CLI", function () {
       const node = unique();
       const taskId = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
       const bytes = new Uint8Array(Array.from({ length: 256 }, (_, i) => i));
-      const older = (await h.client.createBuildData({ buildData: { nodeName: node, taskId, generator: "lshw", dataFormat: "application/octet-stream", dataElement: bytes, collectedAt: { seconds: 1_700_000_000n } } })).buildData!;
-      const newer = (await h.client.createBuildData({ buildData: { nodeName: node, taskId, generator: "lldp", dataFormat: "text/plain", dataElement: new TextEncoder().encode("lldp data") } })).buildData!;
+      const older = (
+        await h.client.createBuildData({
+          buildData: {
+            nodeName: node,
+            taskId,
+            generator: "lshw",
+            dataFormat: "application/octet-stream",
+            dataElement: bytes,
+            collectedAt: { seconds: 1_700_000_000n },
+          },
+        })
+      ).buildData!;
+      const newer = (
+        await h.client.createBuildData({
+          buildData: { nodeName: node, taskId, generator: "lldp", dataFormat: "text/plain", dataElement: new TextEncoder().encode("lldp data") },
+        })
+      ).buildData!;
       const j = await run([...S(), "builddata", "list", "--node", node, "-o", "json"]);
       const { buildData } = await h.client.listBuildData({ nodeName: node, view: 1 });
       expect(JSON.parse(j.stdout)).to.deep.equal(buildData.map((b) => toJson(BuildDataSchema, b)));
       expect(buildData.map((b) => b.buildDataId)).to.deep.equal([newer.buildDataId, older.buildDataId]);
       const t = await run([...S(), "builddata", "list", "--node", node]);
-      expect(t.stdout.trimEnd().split("\n").map((l) => l.split(/\s{2,}/))).to.deep.equal([
+      expect(
+        t.stdout
+          .trimEnd()
+          .split("\n")
+          .map((l) => l.split(/\s{2,}/)),
+      ).to.deep.equal([
         ["ID", "NODE", "GENERATOR", "FORMAT", "COLLECTED", "TASK"],
-        [String(newer.buildDataId), node, "lldp", "text/plain", new Date(Number(newer.collectedAt!.seconds) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"), taskId.slice(0, 8)],
+        [
+          String(newer.buildDataId),
+          node,
+          "lldp",
+          "text/plain",
+          new Date(Number(newer.collectedAt!.seconds) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"),
+          taskId.slice(0, 8),
+        ],
         [String(older.buildDataId), node, "lshw", "application/octet-stream", "2023-11-14T22:13:20Z", taskId.slice(0, 8)],
       ]);
       // Raw bytes on stdout: read as latin1 so each byte is one character.
@@ -822,14 +964,26 @@ describe("statemgmt CLI", function () {
       const node = unique();
       const taskId = (await h.client.createTask({ action: "deploy_nodes" })).task!.taskId;
       const key = (await h.client.setBootActionContext({ nodeName: node, taskId })).generatedIdentityKey;
-      const { bootActions } = await h.client.createBootActions({ nodeName: node, taskId, actions: [{ actionName: "promjoin", signalling: true }, { actionName: "motd", signalling: false }] });
+      const { bootActions } = await h.client.createBootActions({
+        nodeName: node,
+        taskId,
+        actions: [
+          { actionName: "promjoin", signalling: true },
+          { actionName: "motd", signalling: false },
+        ],
+      });
       const reported = (await h.client.reportBootActionStatus({ actionId: bootActions[0]!.actionId, identityKey: key, status: 2 })).bootAction!;
       const j = await run([...S(), "bootactions", "list", "--node", node, "-o", "json"]);
       const listed = (await h.client.listBootActions({ nodeName: node })).bootActions;
       expect(JSON.parse(j.stdout)).to.deep.equal(listed.map((a) => toJson(BootActionSchema, a)));
       const iso = (ts: { seconds: bigint } | undefined) => new Date(Number(ts!.seconds) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
       const t = await run([...S(), "bootactions", "list", "--task", taskId]);
-      expect(t.stdout.trimEnd().split("\n").map((l) => l.split(/\s{2,}/))).to.deep.equal([
+      expect(
+        t.stdout
+          .trimEnd()
+          .split("\n")
+          .map((l) => l.split(/\s{2,}/)),
+      ).to.deep.equal([
         ["ACTION ID", "NODE", "NAME", "STATUS", "CREATED", "REPORTED", "TASK"],
         [bootActions[0]!.actionId, node, "promjoin", "success", iso(bootActions[0]!.created), iso(reported.reported), taskId.slice(0, 8)],
         [bootActions[1]!.actionId, node, "motd", "unreported", iso(bootActions[1]!.created), "-", taskId.slice(0, 8)],
@@ -892,7 +1046,12 @@ describe("statemgmt CLI", function () {
       const fileText = await runToFile(text);
       const pipeText = await runSlowReader(text);
       expect([fileText.code, pipeText.code]).to.deep.equal([0, 0]);
-      expect(fileText.stdout.toString().split("\n").filter((l) => /^[├└]─ prepare_node /.test(l))).to.have.length(1500);
+      expect(
+        fileText.stdout
+          .toString()
+          .split("\n")
+          .filter((l) => /^[├└]─ prepare_node /.test(l)),
+      ).to.have.length(1500);
       expect(pipeText.stdout.length).to.be.greaterThan(65_536);
       expect(age(pipeText.stdout)).to.equal(age(fileText.stdout));
     });
@@ -938,11 +1097,17 @@ describe("statemgmt tasks watch behind a small server buffer", function () {
     for (let i = 0; i < 3; i++) {
       await h.client.appendResultMessages({ taskId: id, messages: Array.from({ length: 1000 }, (_, k) => ({ message: `${i * 1000 + k + 1} ${big}` })) });
     }
-    await h.client.updateTask({ task: { taskId: id, status: TaskStatus.COMPLETE, result: { status: ActionResult.SUCCESS } }, updateMask: { paths: ["status", "result.status"] } });
+    await h.client.updateTask({
+      task: { taskId: id, status: TaskStatus.COMPLETE, result: { status: ActionResult.SUCCESS } },
+      updateMask: { paths: ["status", "result.status"] },
+    });
     w.child.stdout!.resume();
     expect(await w.exited, w.stderr()).to.equal(0);
     expect(w.stderr()).to.match(/^reconnecting after RESOURCE_EXHAUSTED WATCH_BUFFER_FULL; resuming after sequence \d+$/m);
-    const msgs = w.stdout().split("\n").filter((l) => l.startsWith("#"));
+    const msgs = w
+      .stdout()
+      .split("\n")
+      .filter((l) => l.startsWith("#"));
     expect(msgs.map(seqOf)).to.deep.equal(Array.from({ length: 3000 }, (_, i) => i + 1));
     for (const l of msgs) expect(l).to.match(/^#(\d+) \d\d:\d\d:\d\d\.\d{3} \1 x{1000}$/);
   });
@@ -977,7 +1142,8 @@ describe("statemgmt errors that say what to do from the command line", function 
         "error: UNAUTHENTICATED: this server needs credentials: send the metadata `authorization: Bearer <token>`\n" +
           "hint: give the CLI a token with --token TOKEN or STATEMGMT_TOKEN=TOKEN (it sends it as `authorization: Bearer TOKEN`)\n",
       ]);
-      const refused = "error: UNAUTHENTICATED TOKEN_INVALID: the token is unknown, expired or revoked\n" +
+      const refused =
+        "error: UNAUTHENTICATED TOKEN_INVALID: the token is unknown, expired or revoked\n" +
         "hint: the server refused the token given with --token or STATEMGMT_TOKEN: check that it is the whole token and that it has not expired or been revoked\n";
       const wrong = await run(["--server", h.server.address, "--token", "wrong", "tasks", "list"]);
       expect([wrong.code, wrong.stderr]).to.deep.equal([7, refused]);
@@ -996,9 +1162,14 @@ describe("statemgmt errors that say what to do from the command line", function 
       expect(plain.code).to.equal(6);
       expect(said(plain.stderr)).to.have.length(2);
       expect(said(plain.stderr)[0]).to.match(new RegExp(`^error: UNAVAILABLE: server ${h.server.address}: No connection established`));
-      expect(said(plain.stderr)[1]).to.equal(`hint: ${h.server.address} did not take a plaintext connection: if it serves TLS, add --cacert FILE (the CA that issued its certificate) or --tls (the system's CAs)`);
+      expect(said(plain.stderr)[1]).to.equal(
+        `hint: ${h.server.address} did not take a plaintext connection: if it serves TLS, add --cacert FILE (the CA that issued its certificate) or --tls (the system's CAs)`,
+      );
       const systemCas = await run(["--server", h.server.address, "--tls", "tasks", "list"]);
-      expect([systemCas.code, said(systemCas.stderr)[1]]).to.deep.equal([6, "hint: the server's certificate did not verify against the system's CAs: give the CA that issued it with --cacert FILE"]);
+      expect([systemCas.code, said(systemCas.stderr)[1]]).to.deep.equal([
+        6,
+        "hint: the server's certificate did not verify against the system's CAs: give the CA that issued it with --cacert FILE",
+      ]);
       const ok = await run(["--server", h.server.address, "--cacert", caFile, "tasks", "list"]);
       expect([ok.code, said(ok.stderr)]).to.deep.equal([0, []]);
     });
@@ -1010,7 +1181,10 @@ describe("statemgmt errors that say what to do from the command line", function 
     it("a TLS call: a hint to leave out the TLS options", async () => {
       for (const extra of [["--cacert", caFile], ["--tls"]]) {
         const r = await run(["--server", h.server.address, ...extra, "tasks", "list"]);
-        expect([r.code, said(r.stderr)[1]], extra.join(" ")).to.deep.equal([6, `hint: ${h.server.address} did not answer TLS: if it serves plaintext, leave out --tls, --cacert, --cert and --key`]);
+        expect([r.code, said(r.stderr)[1]], extra.join(" ")).to.deep.equal([
+          6,
+          `hint: ${h.server.address} did not answer TLS: if it serves plaintext, leave out --tls, --cacert, --cert and --key`,
+        ]);
       }
     });
   });

@@ -12,7 +12,10 @@ import { expectError, useServer } from "./harness.js";
 const dir = await mkdtemp(path.join(tmpdir(), "statemgmt-client-"));
 const token = randomBytes(32).toString("hex");
 const tokensFile = path.join(dir, "tokens.json");
-await writeFile(tokensFile, JSON.stringify({ identities: [{ subject: "orch-1", roles: ["orchestrator"], sha256: createHash("sha256").update(token).digest("hex") }] }));
+await writeFile(
+  tokensFile,
+  JSON.stringify({ identities: [{ subject: "orch-1", roles: ["orchestrator"], sha256: createHash("sha256").update(token).digest("hex") }] }),
+);
 after(() => rm(dir, { recursive: true, force: true }));
 
 describe("client credentials", () => {

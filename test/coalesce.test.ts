@@ -39,7 +39,8 @@ describe("coalesced writes", () => {
     expect(dup.errorInfo!.reason).to.equal("TASK_ALREADY_EXISTS");
     expect(dup.errorInfo!.metadata).to.deep.equal({ task_id: taken });
     outcomes.forEach((o, i) => {
-      if (i !== 17) expect((o as PromiseFulfilledResult<{ task?: { taskId: string; requestContext?: unknown } }>).value.task!.requestContext).to.deep.equal({ i });
+      if (i !== 17)
+        expect((o as PromiseFulfilledResult<{ task?: { taskId: string; requestContext?: unknown } }>).value.task!.requestContext).to.deep.equal({ i });
     });
     const created = ids.filter((_, i) => i !== 17);
     const { rows } = await h.pg.query("select task_id, request_context from tasks where task_id = any($1::uuid[])", [created]);
@@ -121,7 +122,9 @@ describe("coalesced writes", () => {
   });
 
   it("answers 200 concurrent GetTasks, each with its own task or NOT_FOUND", async () => {
-    const ids = await Promise.all(Array.from({ length: 20 }, async (_, i) => (await h.client.createTask({ action: "deploy_nodes", requestContext: { i } })).task!.taskId));
+    const ids = await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => (await h.client.createTask({ action: "deploy_nodes", requestContext: { i } })).task!.taskId),
+    );
     const missing = randomUUID();
     const asked = Array.from({ length: 200 }, (_, i) => (i % 50 === 7 ? missing : ids[i % ids.length]!));
     const outcomes = await Promise.allSettled(asked.map((taskId, i) => on(i).getTask({ taskId })));
@@ -182,8 +185,12 @@ describe("coalesced writes and row locks", () => {
       await holder.query("begin");
       await holder.query("select 1 from tasks where task_id = $1 for update", [locked]);
       let lockedDone = false;
-      const lockedAppend = client(0).appendResultMessages({ taskId: locked, messages: [{ message: "after the lock" }] }).finally(() => (lockedDone = true));
-      const lockedSubtask = client(1).createTask({ parentTaskId: locked, action: "deploy_nodes" }).finally(() => (lockedDone = true));
+      const lockedAppend = client(0)
+        .appendResultMessages({ taskId: locked, messages: [{ message: "after the lock" }] })
+        .finally(() => (lockedDone = true));
+      const lockedSubtask = client(1)
+        .createTask({ parentTaskId: locked, action: "deploy_nodes" })
+        .finally(() => (lockedDone = true));
       // Everything else, before and after the locked ones in the queues, completes meanwhile
       // (one batch in flight: without skipping locked rows these would wait for the lock).
       const others = await Promise.all([
@@ -201,7 +208,6 @@ describe("coalesced writes and row locks", () => {
       await holder.end();
     }
   });
-
 });
 
 /** The batching itself, on connections the test hands out (no database): which calls share a statement. */
@@ -284,7 +290,10 @@ describe("Coalescer", () => {
     const withdrawn = t.coalescer.submit("b", ac.signal);
     const kept = t.coalescer.submit("c");
     ac.abort(new DeadlineReason("deadline"));
-    const err = await withdrawn.then(() => null, (e: unknown) => e);
+    const err = await withdrawn.then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).to.be.instanceOf(DeadlineExceededError);
     t.grant();
     await t.written(1);
@@ -299,7 +308,12 @@ describe("Coalescer", () => {
     const t = harness({ maxBatch: 100, maxInFlight: 1 }, () => (mode === "data" ? dataRefusal : mode === "lost" ? connectionLost : undefined));
     const run = async (items: string[]) => {
       const from = t.batches.length;
-      const outcomes = items.map((x) => t.coalescer.submit(x).then((v) => v, (e: Error) => e.message));
+      const outcomes = items.map((x) =>
+        t.coalescer.submit(x).then(
+          (v) => v,
+          (e: Error) => e.message,
+        ),
+      );
       t.grant();
       return { outcomes: await Promise.all(outcomes), batches: t.batches.slice(from) };
     };

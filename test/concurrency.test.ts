@@ -11,9 +11,7 @@ describe("concurrency", () => {
     this.timeout(60_000);
     const created: string[] = [];
     for (let i = 0; i < 200; i += 50) {
-      const batch = await Promise.all(
-        Array.from({ length: 50 }, () => h.client.createTask({ action: "deploy_nodes", initialStatus: TaskStatus.QUEUED })),
-      );
+      const batch = await Promise.all(Array.from({ length: 50 }, () => h.client.createTask({ action: "deploy_nodes", initialStatus: TaskStatus.QUEUED })));
       created.push(...batch.map((r) => r.task!.taskId));
     }
     // Separate channels, so claims really arrive concurrently.

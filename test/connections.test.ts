@@ -32,7 +32,6 @@ async function openSockets(port: number, n: number, write?: Buffer): Promise<{ s
   return { sockets, closed: () => closed };
 }
 
-
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** An empty HTTP/2 SETTINGS frame. */
 const SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
@@ -101,7 +100,10 @@ describe("connection cap", () => {
       await eventually(() => hog.closed() === 30, 2000, "every silent connection closed");
       expect(h.connections.open).to.equal(20);
       const other = createClient(StateService, h.server.address, undefined, { "grpc.use_local_subchannel_pool": 1 });
-      const refused = await other.getLeader({ election: "x" }, { deadlineMs: 500 }).then(() => null, (e: unknown) => decodeError(e).code);
+      const refused = await other.getLeader({ election: "x" }, { deadlineMs: 500 }).then(
+        () => null,
+        (e: unknown) => decodeError(e).code,
+      );
       // grpc-js reports a connection closed at once as UNAVAILABLE, or keeps retrying until the deadline.
       expect(refused === null ? "OK" : grpc.status[refused]).to.be.oneOf(["UNAVAILABLE", "DEADLINE_EXCEEDED"]);
       other.close();

@@ -30,7 +30,13 @@ async function makeCa() {
     keySize: 2048,
     ca: { key: ca.private, cert: ca.cert },
     extensions: [
-      { name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }, { type: 2, value: "localhost" }] },
+      {
+        name: "subjectAltName",
+        altNames: [
+          { type: 7, ip: "127.0.0.1" },
+          { type: 2, value: "localhost" },
+        ],
+      },
       { name: "extKeyUsage", serverAuth: true },
     ],
   });
@@ -255,7 +261,12 @@ describe("design documents", function () {
     it("refuses, before any request, userinfo that does not decode and a host the resolver cannot take", async () => {
       // Were INTERNAL: decodeURIComponent threw URIError, getaddrinfo EINVAL.
       const before = http.hits("/auth");
-      for (const ref of [`http://alice:%zz@127.0.0.1:${http.port}/auth`, `http://%E0@127.0.0.1:${http.port}/auth`, `http://${"a".repeat(64)}.example/design.yaml`, `http://${"😀".repeat(200)}/x`]) {
+      for (const ref of [
+        `http://alice:%zz@127.0.0.1:${http.port}/auth`,
+        `http://%E0@127.0.0.1:${http.port}/auth`,
+        `http://${"a".repeat(64)}.example/design.yaml`,
+        `http://${"😀".repeat(200)}/x`,
+      ]) {
         await expectInvalid(h.client.getDesignDocuments({ designRef: ref }), "design_ref");
       }
       expect(http.hits("/auth")).to.equal(before);
@@ -336,7 +347,10 @@ describe("design documents", function () {
       try {
         const before = tokensIssued;
         const requested = new Promise<void>((r) => (onTokenRequest = r));
-        const a = h.client.getDesignDocuments({ designRef: `${ref}?share=a` }, { deadlineMs: 150 }).then(() => null, (e: unknown) => e);
+        const a = h.client.getDesignDocuments({ designRef: `${ref}?share=a` }, { deadlineMs: 150 }).then(
+          () => null,
+          (e: unknown) => e,
+        );
         await requested; // A's token request waits at Keystone
         // B's fetch asks for a token as it starts, and the token A dropped is gone: B waits for A's request.
         const bWaits = designSignal("fetchStarted", `${ref}?share=b`);
@@ -382,7 +396,10 @@ describe("design documents", function () {
       let send200 = () => {};
       slow503Held = [new Promise((r) => (send503 = r)), new Promise((r) => (send200 = r))];
       const started = designSignal("fetchStarted", ref);
-      const a = h.client.getDesignDocuments({ designRef: ref }, { deadlineMs: 250 }).then(() => null, (e: unknown) => e);
+      const a = h.client.getDesignDocuments({ designRef: ref }, { deadlineMs: 250 }).then(
+        () => null,
+        (e: unknown) => e,
+      );
       await started;
       const joined = designSignal("fetchJoined", ref);
       const bCall = h.client.getDesignDocuments({ designRef: ref }, { deadlineMs: 10_000 });
@@ -449,7 +466,13 @@ describe("design cache (the fetcher in process, a fake source, a clock the test 
     },
   };
   const fetcher = (o: { ttlMs?: number; cacheMaxBytes?: number } = {}) =>
-    new DesignFetcher(new Map([["http", source]]), { ttlMs: o.ttlMs ?? 1000, cacheMaxBytes: o.cacheMaxBytes ?? 10, maxBytes: 1024, defaultTimeoutMs: 5000, now: () => now });
+    new DesignFetcher(new Map([["http", source]]), {
+      ttlMs: o.ttlMs ?? 1000,
+      cacheMaxBytes: o.cacheMaxBytes ?? 10,
+      maxBytes: 1024,
+      defaultTimeoutMs: 5000,
+      now: () => now,
+    });
   const get = (f: DesignFetcher, p: string) => f.fetch(`http://src${p}`, new AbortController().signal, undefined);
   beforeEach(() => (fetches = []));
 

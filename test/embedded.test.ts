@@ -149,7 +149,10 @@ describe("embedded PostgreSQL: start-up and shutdown edges", function () {
     const sleeper = spawn("sleep", ["60"], { stdio: "ignore" });
     try {
       const pid = sleeper.pid!;
-      await writeFile(path.join(pgdata, "postmaster.pid"), `${pid}\n${pgdata}\n${Math.floor(Date.now() / 1000)}\n5432\n\n127.0.0.1\n  5432001         0\nready   \n`);
+      await writeFile(
+        path.join(pgdata, "postmaster.pid"),
+        `${pid}\n${pgdata}\n${Math.floor(Date.now() / 1000)}\n5432\n\n127.0.0.1\n  5432001         0\nready   \n`,
+      );
       const second = run([...LISTEN, "--data-dir", dataDir]);
       await logLine(second, "ready");
       expect(second.lines.map((l) => l.msg)).not.to.include("stopping a PostgreSQL left running by a previous server on this data directory");

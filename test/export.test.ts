@@ -43,7 +43,10 @@ function runOnTerminal(h: Harness, args: string[]): Promise<Run> {
   const { STATEMGMT_SERVER: _s, STATEMGMT_TOKEN: _t, NO_COLOR: _n, ...env } = process.env;
   const quoted = [BIN, "--server", h.server.address, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
   const started = Date.now();
-  const child = spawn("script", ["-qfec", `stty cols 120 rows 30; exec ${quoted}`, "/dev/null"], { env: { ...env, TERM: "xterm-256color" }, stdio: ["pipe", "pipe", "pipe"] });
+  const child = spawn("script", ["-qfec", `stty cols 120 rows 30; exec ${quoted}`, "/dev/null"], {
+    env: { ...env, TERM: "xterm-256color" },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   let stdout = "";
   child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
   return new Promise((resolve) => child.on("close", (code) => resolve({ code, stdout, stderr: "", ms: Date.now() - started })));
@@ -76,37 +79,84 @@ describe("export and import", function () {
   before(async function () {
     // A representative state on a: a tree of tasks, messages (unicode,
     // extra, errors), a terminated task, build data, a node's boot actions.
-    const top = (await a.client.createTask({ action: "deploy_nodes", designRef: "deckhand+https://dh:9000/api/v1.0/revisions/7/rendered-documents", nodeFilter: { filterSet: [{ nodeNames: ["n1", "n2"], nodeLabels: { rack: "r1" } }] } })).task!;
+    const top = (
+      await a.client.createTask({
+        action: "deploy_nodes",
+        designRef: "deckhand+https://dh:9000/api/v1.0/revisions/7/rendered-documents",
+        nodeFilter: { filterSet: [{ nodeNames: ["n1", "n2"], nodeLabels: { rack: "r1" } }] },
+      })
+    ).task!;
     const sub1 = (await a.client.createTask({ action: "prepare_nodes", parentTaskId: top.taskId })).task!;
     const sub2 = (await a.client.createTask({ action: "deploy_node", parentTaskId: top.taskId })).task!;
     const subsub = (await a.client.createTask({ action: "apply_node_networking", parentTaskId: sub2.taskId })).task!;
-    await a.client.appendResultMessages({ taskId: top.taskId, messages: [{ message: "début — ノード n1 ✓", contextType: "node", context: "n1", extra: { detail: { nested: [1, "二", null] } } }, { message: "failed", error: true }] });
+    await a.client.appendResultMessages({
+      taskId: top.taskId,
+      messages: [
+        { message: "début — ノード n1 ✓", contextType: "node", context: "n1", extra: { detail: { nested: [1, "二", null] } } },
+        { message: "failed", error: true },
+      ],
+    });
     await a.client.appendResultMessages({ taskId: subsub.taskId, messages: Array.from({ length: 250 }, (_, i) => ({ message: `step ${i}` })) });
     await a.client.updateTask({
-      task: { taskId: sub1.taskId, status: TaskStatus.COMPLETE, result: { status: ActionResult.PARTIAL_SUCCESS, message: "m", reason: "r", successes: ["n1"], failures: ["n2"], links: [{ rel: "log", href: "https://logs/1" }] } },
+      task: {
+        taskId: sub1.taskId,
+        status: TaskStatus.COMPLETE,
+        result: {
+          status: ActionResult.PARTIAL_SUCCESS,
+          message: "m",
+          reason: "r",
+          successes: ["n1"],
+          failures: ["n2"],
+          links: [{ rel: "log", href: "https://logs/1" }],
+        },
+      },
       updateMask: { paths: ["status", "result"] },
     });
     const other = (await a.client.createTask({ action: "validate_design" })).task!;
     await a.client.terminateTask({ taskId: other.taskId, terminatedBy: "" });
     data = randomBytes(200_000);
-    await a.client.createBuildData({ buildData: { nodeName: "n1", taskId: sub2.taskId, generator: "lshw", dataFormat: "application/octet-stream", dataElement: data } });
-    await a.client.createBuildData({ buildData: { nodeName: "n2", taskId: sub2.taskId, generator: "dmesg", dataFormat: "text/plain", dataElement: Buffer.from("boot ok\n") } });
+    await a.client.createBuildData({
+      buildData: { nodeName: "n1", taskId: sub2.taskId, generator: "lshw", dataFormat: "application/octet-stream", dataElement: data },
+    });
+    await a.client.createBuildData({
+      buildData: { nodeName: "n2", taskId: sub2.taskId, generator: "dmesg", dataFormat: "text/plain", dataElement: Buffer.from("boot ok\n") },
+    });
     nodeKey = Buffer.from((await a.client.setBootActionContext({ nodeName: "n1", taskId: top.taskId })).generatedIdentityKey);
-    const [ba] = (await a.client.createBootActions({ nodeName: "n1", taskId: top.taskId, actions: [{ actionName: "hello", signalling: true }, { actionName: "quiet", signalling: false }] })).bootActions;
-    await a.client.reportBootActionStatus({ actionId: ba!.actionId, identityKey: nodeKey, status: BootActionStatus.SUCCESS, details: [{ message: "done", extra: { rc: 0 } }] });
+    const [ba] = (
+      await a.client.createBootActions({
+        nodeName: "n1",
+        taskId: top.taskId,
+        actions: [
+          { actionName: "hello", signalling: true },
+          { actionName: "quiet", signalling: false },
+        ],
+      })
+    ).bootActions;
+    await a.client.reportBootActionStatus({
+      actionId: ba!.actionId,
+      identityKey: nodeKey,
+      status: BootActionStatus.SUCCESS,
+      details: [{ message: "done", extra: { rc: 0 } }],
+    });
   });
 
   it("exports a snapshot that a fresh database restores exactly: exporting it again gives the same file", async () => {
     const exported = await run(a, ["export", "-f", file("a.ndjson")]);
     expect(exported.code, exported.stderr).to.equal(0);
-    expect(exported.stderr).to.equal("exported 263 records (5 task, 253 result_message, 2 build_data, 1 boot_action_context, 2 boot_action), " + `${statSync(file("a.ndjson")).size} bytes to ${file("a.ndjson")}\n`);
+    expect(exported.stderr).to.equal(
+      "exported 263 records (5 task, 253 result_message, 2 build_data, 1 boot_action_context, 2 boot_action), " +
+        `${statSync(file("a.ndjson")).size} bytes to ${file("a.ndjson")}\n`,
+    );
     expect(statSync(file("a.ndjson")).mode & 0o777).to.equal(0o644);
     const text = readFileSync(file("a.ndjson"), "utf8");
     const lines = text.trimEnd().split("\n");
     expect(lines).to.have.length(265);
     const header = JSON.parse(lines[0]!);
     expect(header).to.include({ format: "drydock-statemgmt-export", version: 1, includes_secrets: false });
-    expect(JSON.parse(lines.at(-1)!)).to.deep.equal({ kind: "end", counts: { task: 5, result_message: 253, build_data: 2, boot_action_context: 1, boot_action: 2 } });
+    expect(JSON.parse(lines.at(-1)!)).to.deep.equal({
+      kind: "end",
+      counts: { task: 5, result_message: 253, build_data: 2, boot_action_context: 1, boot_action: 2 },
+    });
     expect(text).not.to.contain("identity_key");
 
     const imported = await run(b, ["import", file("a.ndjson")]);
@@ -140,7 +190,9 @@ describe("export and import", function () {
     expect(Buffer.from(bd.buildData[0]!.dataElement).equals(data)).to.equal(true);
     expect(bd.buildData[0]!.buildDataId).to.equal((await a.client.listBuildData({ nodeName: "n1" })).buildData[0]!.buildDataId);
     // New build data gets an id after the restored ones.
-    const newer = await b.client.createBuildData({ buildData: { nodeName: "n3", taskId: sub2.taskId, generator: "x", dataFormat: "text/plain", dataElement: Buffer.from("x") } });
+    const newer = await b.client.createBuildData({
+      buildData: { nodeName: "n3", taskId: sub2.taskId, generator: "x", dataFormat: "text/plain", dataElement: Buffer.from("x") },
+    });
     expect(newer.buildData!.buildDataId).to.equal(3n);
     expect((await b.client.listBootActions({ nodeName: "n1" })).bootActions).to.deep.equal((await a.client.listBootActions({ nodeName: "n1" })).bootActions);
     // Without secrets, the node's old key does not work on the restored server.
@@ -174,7 +226,11 @@ describe("export and import", function () {
     const r = await run(b, ["import", file("a.ndjson")]);
     expect(r.code).to.equal(5);
     expect(r.stdout).to.contain("task                        0        4        1");
-    expect(r.stderr).to.match(new RegExp(`^refused: line ${line}: task [0-9a-f-]{36}: the task is already stored with a different updated, version; nothing was written for this record\\n$`));
+    expect(r.stderr).to.match(
+      new RegExp(
+        `^refused: line ${line}: task [0-9a-f-]{36}: the task is already stored with a different updated, version; nothing was written for this record\\n$`,
+      ),
+    );
   });
 
   it("refuses a truncated file naming its last line, and writes nothing", async () => {
@@ -198,9 +254,17 @@ describe("export and import", function () {
     const lines = readFileSync(file("a.ndjson"), "utf8").trimEnd().split("\n");
     const cases: [string, (l: string[]) => void, RegExp][] = [
       ["bad JSON", (l) => (l[150] = l[150]!.slice(0, 40)), /line 151 is not JSON/],
-      ["bad status", (l) => (l[2] = l[2]!.replace(/"status":"(requested|queued|running|complete|terminating|terminated)"/, '"status":"finished"')), /line 3 status must be one of requested, queued, running, terminating, terminated, complete/],
+      [
+        "bad status",
+        (l) => (l[2] = l[2]!.replace(/"status":"(requested|queued|running|complete|terminating|terminated)"/, '"status":"finished"')),
+        /line 3 status must be one of requested, queued, running, terminating, terminated, complete/,
+      ],
       ["bad sequence", (l) => (l[200] = l[200]!.replace(/"sequence":\d+/, '"sequence":-4')), /line 201 sequence is -4; it must be between 1 and/],
-      ["unknown field", (l) => (l[7] = l[7]!.replace('{"kind":"result_message",', '{"kind":"result_message","colour":"red",')), /line 8 colour is not a field of this record \(format version 1\)/],
+      [
+        "unknown field",
+        (l) => (l[7] = l[7]!.replace('{"kind":"result_message",', '{"kind":"result_message","colour":"red",')),
+        /line 8 colour is not a field of this record \(format version 1\)/,
+      ],
       ["out of order", (l) => l.splice(6, 0, l.splice(1, 1)[0]!), /line 7 is a task record after result_message records/],
       ["counts", (l) => l.splice(100, 1), /line 264 \(the trailer\) counts 253 result_message records, but the file holds 252/],
       ["newer version", (l) => (l[0] = l[0]!.replace('"version":1', '"version":2')), /line 1 is version 2 of the format; this statemgmt reads version 1/],
@@ -249,7 +313,9 @@ describe("export and import", function () {
     // HTTP/2 windows, so the server waits for the reader in the middle of the build data.
     const taskId = (await a.client.listTasks({ pageSize: 100 })).tasks.find((t) => t.action === "deploy_node")!.taskId;
     for (let i = 0; i < 8; i++) {
-      await a.client.createBuildData({ buildData: { nodeName: "n9", taskId, generator: `big${i}`, dataFormat: "application/octet-stream", dataElement: randomBytes(3 * 1024 * 1024) } });
+      await a.client.createBuildData({
+        buildData: { nodeName: "n9", taskId, generator: `big${i}`, dataFormat: "application/octet-stream", dataElement: randomBytes(3 * 1024 * 1024) },
+      });
     }
     const call = a.client.exportState({});
     const chunks: Buffer[] = [];
@@ -259,7 +325,11 @@ describe("export and import", function () {
     });
     // The export's transaction is open, reading build data.
     const reading = async () =>
-      (await a.pg.query("select state from pg_stat_activity where datname = current_database() and query like '%from build_data order by build_data_id%' and xact_start is not null and pid <> pg_backend_pid()")).rows.map((r) => r.state);
+      (
+        await a.pg.query(
+          "select state from pg_stat_activity where datname = current_database() and query like '%from build_data order by build_data_id%' and xact_start is not null and pid <> pg_backend_pid()",
+        )
+      ).rows.map((r) => r.state);
     await eventually(async () => (await reading()).length > 0, 5000, "the export reading build data");
     expect(await reading()).to.have.length(1);
     await a.client.setBootActionContext({ nodeName: "n-new", taskId });
@@ -291,7 +361,10 @@ describe("export of a 12 MiB build data record", function () {
   it("sends every chunk in order, the trailer last (the last record's chunks were once overtaken by it)", async () => {
     const t = (await h.client.createTask({ action: "deploy_nodes" })).task!;
     const data = randomBytes(12 * 1024 * 1024);
-    await h.pg.query("insert into build_data (node_name, task_id, generator, data_format, data_element) values ('n1', $1, 'g', 'application/octet-stream', $2)", [t.taskId, data]);
+    await h.pg.query(
+      "insert into build_data (node_name, task_id, generator, data_format, data_element) values ('n1', $1, 'g', 'application/octet-stream', $2)",
+      [t.taskId, data],
+    );
     const r = await run(h, ["export", "-f", file("big.ndjson")]);
     expect(r.code, r.stderr).to.equal(0);
     const lines = readFileSync(file("big.ndjson"), "utf8").trimEnd().split("\n");
@@ -333,11 +406,24 @@ describe("import-drydock", function () {
   let drydockUrl = "";
   let dd: postgres.Sql;
   const dbName = `drydock_${randomBytes(4).toString("hex")}`;
-  const T = { root: randomUUID(), prep: randomUUID(), deploy: randomUUID(), leaf: randomUUID(), redeploy: randomUUID(), orphan: randomUUID(), lonely: randomUUID() };
+  const T = {
+    root: randomUUID(),
+    prep: randomUUID(),
+    deploy: randomUUID(),
+    leaf: randomUUID(),
+    redeploy: randomUUID(),
+    orphan: randomUUID(),
+    lonely: randomUUID(),
+  };
   const missing = randomUUID();
   const key1 = randomBytes(32);
   const key2 = randomBytes(32);
-  const A = { first: ulidBytes(1_700_000_000_000, 1), second: ulidBytes(1_700_000_000_500, 2), third: ulidBytes(1_700_000_100_000, 3), fourth: ulidBytes(1_700_000_100_001, 4) };
+  const A = {
+    first: ulidBytes(1_700_000_000_000, 1),
+    second: ulidBytes(1_700_000_000_500, 2),
+    third: ulidBytes(1_700_000_100_000, 3),
+    fourth: ulidBytes(1_700_000_100_001, 4),
+  };
   const bigText = "ä".repeat(512 * 1024); // 1 MiB of UTF-8
   const MESSAGES = 10_000;
 
@@ -394,10 +480,41 @@ describe("import-drydock", function () {
         result_links: { maas: ["http://maas/1", "http://maas/2"], log: ["http://log"] },
         node_filter: { filter_set_type: "union", filter_set: [{ filter_type: "intersection", node_names: ["n1", "n2"], node_labels: { rack: "r1" } }] },
       }),
-      task(T.prep, { parent_task_id: bytesOf(T.root), action: "prepare_nodes", status: "complete", result_status: "success", created: "2023-11-14 22:13:22", updated: "2023-11-14 22:14:00" }),
-      task(T.deploy, { parent_task_id: bytesOf(T.root), subtask_id_list: [bytesOf(T.leaf)], action: "deploy_node", status: "running", created: "2023-11-14 22:13:23" }),
-      task(T.leaf, { parent_task_id: bytesOf(T.deploy), action: "apply_node_networking", status: "terminated", terminate: true, terminated: "2023-11-14 23:00:00", terminated_by: "admin", created: "2023-11-14 22:13:24" }),
-      task(T.redeploy, { action: "deploy_nodes", status: "queued", created: "2023-11-15 08:00:00", updated: null, design_ref: null, created_by: null, request_context: null, result_links: null, result_status: null }),
+      task(T.prep, {
+        parent_task_id: bytesOf(T.root),
+        action: "prepare_nodes",
+        status: "complete",
+        result_status: "success",
+        created: "2023-11-14 22:13:22",
+        updated: "2023-11-14 22:14:00",
+      }),
+      task(T.deploy, {
+        parent_task_id: bytesOf(T.root),
+        subtask_id_list: [bytesOf(T.leaf)],
+        action: "deploy_node",
+        status: "running",
+        created: "2023-11-14 22:13:23",
+      }),
+      task(T.leaf, {
+        parent_task_id: bytesOf(T.deploy),
+        action: "apply_node_networking",
+        status: "terminated",
+        terminate: true,
+        terminated: "2023-11-14 23:00:00",
+        terminated_by: "admin",
+        created: "2023-11-14 22:13:24",
+      }),
+      task(T.redeploy, {
+        action: "deploy_nodes",
+        status: "queued",
+        created: "2023-11-15 08:00:00",
+        updated: null,
+        design_ref: null,
+        created_by: null,
+        request_context: null,
+        result_links: null,
+        result_status: null,
+      }),
       task(T.orphan, { parent_task_id: bytesOf(missing), action: "prepare_nodes", created: "2023-11-14 22:13:25" }),
       task(T.lonely, { action: "validate_design", status: "complete", result_status: "failure", created: "2023-11-13 10:00:00" }),
     ];
@@ -419,8 +536,22 @@ describe("import-drydock", function () {
       (${bytesOf(T.deploy)}, 'unit started', false, ${ulidOf(A.first)}, 'bootaction', '2023-11-14 23:10:00', ${JSON.stringify({ unit: "x.service" })}::json),
       (${bytesOf(T.deploy)}, 'unit done', false, ${ulidOf(A.first)}, 'bootaction', '2023-11-14 23:11:00.25', null)`;
     await insertRows("build_data", [
-      { node_name: "n1", task_id: bytesOf(T.deploy), collected_date: "2023-11-14 22:30:00.000001", generator: "lshw", data_format: "application/xml", data_element: bigText },
-      { node_name: "n1", task_id: bytesOf(T.redeploy), collected_date: "2023-11-15 09:00:00", generator: "dmesg", data_format: "text/plain", data_element: "línea 1\nline 2\n" },
+      {
+        node_name: "n1",
+        task_id: bytesOf(T.deploy),
+        collected_date: "2023-11-14 22:30:00.000001",
+        generator: "lshw",
+        data_format: "application/xml",
+        data_element: bigText,
+      },
+      {
+        node_name: "n1",
+        task_id: bytesOf(T.redeploy),
+        collected_date: "2023-11-15 09:00:00",
+        generator: "dmesg",
+        data_format: "text/plain",
+        data_element: "línea 1\nline 2\n",
+      },
     ]);
     // Node n1 deployed twice: its context names the second deployment; the first deployment's actions remain.
     await dd`insert into boot_action ${dd([{ node_name: "n1", task_id: bytesOf(T.redeploy), identity_key: key2 }])}`;
@@ -462,7 +593,10 @@ describe("import-drydock", function () {
 
   it("refuses a database that is not Drydock's, and one it cannot reach, writing nothing", async () => {
     const r = await run(h, ["import-drydock", "--database-url", h.dbUrl, "--dry-run"]);
-    expect([r.code, r.stderr]).to.deep.equal([2, "error: not a Drydock statemgmt database: result_message, boot_action, boot_action_status are missing (in schema public)\n"]);
+    expect([r.code, r.stderr]).to.deep.equal([
+      2,
+      "error: not a Drydock statemgmt database: result_message, boot_action, boot_action_status are missing (in schema public)\n",
+    ]);
     const u = new URL(drydockUrl);
     u.pathname = "/no_such_database";
     const gone = await run(h, ["import-drydock", "--database-url", u.toString()]);
@@ -498,7 +632,11 @@ describe("import-drydock", function () {
     expect(root!.result!.errorCount).to.equal(3);
     expect(root!.result!.successes).to.deep.equal(["n1"]);
     expect(root!.result!.failures).to.deep.equal(["n2"]);
-    expect(root!.result!.links.map((l) => [l.rel, l.href])).to.deep.equal([["maas", "http://maas/1"], ["maas", "http://maas/2"], ["log", "http://log"]]);
+    expect(root!.result!.links.map((l) => [l.rel, l.href])).to.deep.equal([
+      ["maas", "http://maas/1"],
+      ["maas", "http://maas/2"],
+      ["log", "http://log"],
+    ]);
     expect(root!.nodeFilter!.filterSet[0]!.nodeNames).to.deep.equal(["n1", "n2"]);
     expect(root!.nodeFilter!.filterSet[0]!.nodeLabels).to.deep.equal({ rack: "r1" });
     expect(root!.requestContext).to.deep.equal({ user: "shipyard", roles: ["admin"], request_id: "req-1" });
@@ -526,7 +664,13 @@ describe("import-drydock", function () {
     const leaf = (await h.client.getTask({ taskId: T.leaf })).task!;
     expect([leaf.status, leaf.terminate, leaf.terminatedBy]).to.deep.equal([TaskStatus.TERMINATED, true, "admin"]);
     const redeploy = (await h.client.getTask({ taskId: T.redeploy })).task!;
-    expect([redeploy.designRef, redeploy.createdBy, redeploy.requestContext, redeploy.result!.links, redeploy.result!.status]).to.deep.equal(["", "", undefined, [], ActionResult.INCOMPLETE]);
+    expect([redeploy.designRef, redeploy.createdBy, redeploy.requestContext, redeploy.result!.links, redeploy.result!.status]).to.deep.equal([
+      "",
+      "",
+      undefined,
+      [],
+      ActionResult.INCOMPLETE,
+    ]);
     expect(redeploy.updated).to.deep.equal(redeploy.created);
     await expectError(h.client.getTask({ taskId: T.orphan }), grpc.status.NOT_FOUND);
     const deployMsgs = (await h.client.listResultMessages({ taskId: T.deploy, pageSize: 1000, afterSequence: 2500n })).messages;
@@ -551,14 +695,21 @@ describe("import-drydock", function () {
       [ulidOf(A.third), "hello", T.redeploy, BootActionStatus.INCOMPLETE, true],
       [ulidOf(A.fourth), "quiet", T.redeploy, BootActionStatus.UNREPORTED, false],
     ]);
-    expect(new Date(Number(actions[0]!.created!.seconds) * 1000 + actions[0]!.created!.nanos / 1e6).toISOString()).to.equal(new Date(1_700_000_000_000).toISOString());
+    expect(new Date(Number(actions[0]!.created!.seconds) * 1000 + actions[0]!.created!.nanos / 1e6).toISOString()).to.equal(
+      new Date(1_700_000_000_000).toISOString(),
+    );
     expect(new Date(Number(actions[0]!.reported!.seconds) * 1000 + actions[0]!.reported!.nanos / 1e6).toISOString()).to.equal("2023-11-14T23:11:00.250Z");
     const ctx = (await h.client.getBootActionContext({ nodeName: "n1" })).context!;
     expect(ctx.taskId).to.equal(T.redeploy);
     // The node's current key (Drydock's second deployment) works; the first deployment's does not.
     await h.client.verifyBootActionKey({ nodeName: "n1", identityKey: key2 });
     await expectError(h.client.verifyBootActionKey({ nodeName: "n1", identityKey: key1 }), grpc.status.PERMISSION_DENIED);
-    const reported = await h.client.reportBootActionStatus({ actionId: ulidOf(A.third), identityKey: key2, status: BootActionStatus.SUCCESS, details: [{ message: "ok" }] });
+    const reported = await h.client.reportBootActionStatus({
+      actionId: ulidOf(A.third),
+      identityKey: key2,
+      status: BootActionStatus.SUCCESS,
+      details: [{ message: "ok" }],
+    });
     expect(reported.bootAction!.status).to.equal(BootActionStatus.SUCCESS);
 
     // A second run: everything already there (the task and the action that changed since are refused as different).

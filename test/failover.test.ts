@@ -109,7 +109,8 @@ describe("PostgreSQL failover to a promoted standby", () => {
     // The standby first: the driver must pass over it while it is read-only.
     multiUrl = primaryUrl.replace(`127.0.0.1:${primary.port}`, `${standbyAddress},127.0.0.1:${primary.port}`) + "?target_session_attrs=read-write";
 
-    const replication = () => query<{ state: string; sync_state: string }>(primaryUrl, "select state, sync_state from pg_stat_replication where application_name = $1", [STANDBY_NAME]);
+    const replication = () =>
+      query<{ state: string; sync_state: string }>(primaryUrl, "select state, sync_state from pg_stat_replication where application_name = $1", [STANDBY_NAME]);
     let last: unknown;
     const replicationState = async () => (last = await replication())[0];
     const lastSeen = (what: string) => () => `${what} (last: ${JSON.stringify(last)})`;
@@ -139,7 +140,10 @@ describe("PostgreSQL failover to a promoted standby", () => {
 
     // Before the failover every connection is on the primary, none on the read-only standby.
     const ours = (url: string) =>
-      query<{ application_name: string; n: number }>(url, "select application_name, count(*)::int as n from pg_stat_activity where application_name like 'drydock-statemgmt%' group by 1 order by 1");
+      query<{ application_name: string; n: number }>(
+        url,
+        "select application_name, count(*)::int as n from pg_stat_activity where application_name like 'drydock-statemgmt%' group by 1 order by 1",
+      );
     expect(await ours(standbyUrl), "our sessions on the standby").to.deep.equal([]);
     expect((await ours(primaryUrl)).map((r) => r.application_name)).to.include(LISTENER_APPLICATION_NAME);
 
@@ -226,8 +230,14 @@ describe("PostgreSQL failover to a promoted standby", () => {
     expect(firstWriteAfterKill, "a write succeeded after the kill").to.be.greaterThan(0);
     expect(lease.leader?.instanceId).to.equal("orch-1");
     expect(lease.leader?.term).to.equal(leader.term);
-    expect(sessions.map((r) => r.application_name), "the LISTEN connection is on the new primary").to.include(LISTENER_APPLICATION_NAME);
-    expect(failures.filter((f) => f.code !== "UNAVAILABLE" && f.code !== "DEADLINE_EXCEEDED"), "writes during the failover fail UNAVAILABLE or DEADLINE_EXCEEDED").to.deep.equal([]);
+    expect(
+      sessions.map((r) => r.application_name),
+      "the LISTEN connection is on the new primary",
+    ).to.include(LISTENER_APPLICATION_NAME);
+    expect(
+      failures.filter((f) => f.code !== "UNAVAILABLE" && f.code !== "DEADLINE_EXCEEDED"),
+      "writes during the failover fail UNAVAILABLE or DEADLINE_EXCEEDED",
+    ).to.deep.equal([]);
   });
 
   it("a primary set read-only (default_transaction_read_only) answers writes UNAVAILABLE and health NOT_SERVING, until it is writable again", async function () {
@@ -258,7 +268,6 @@ describe("PostgreSQL failover to a promoted standby", () => {
     }
   });
 });
-
 
 function summarize(fs: { code: string; ms: number; message: string }[]): string {
   const by = new Map<string, number[]>();

@@ -88,7 +88,13 @@ function deepStruct(depth: number, viaList: boolean): Buffer {
   // prefix before its inner bytes, so the prefixes are computed inside out
   // (each needs its inner length) and joined once: linear in the depth.
   const layer = (k: number) =>
-    k < 2 ? (k === 0 ? "struct" : "entry") : viaList ? (["value-list", "list"] as const)[(k - 2) % 2] : (["value-struct", "struct", "entry"] as const)[(k - 2) % 3];
+    k < 2
+      ? k === 0
+        ? "struct"
+        : "entry"
+      : viaList
+        ? (["value-list", "list"] as const)[(k - 2) % 2]
+        : (["value-struct", "struct", "entry"] as const)[(k - 2) % 3];
   const head = (no: number, n: number) => Buffer.concat([tag(no, WT.len), varint(BigInt(n))]);
   const prefixes: Buffer[] = [];
   let size = 0; // the innermost message is empty
@@ -127,11 +133,28 @@ function walk(desc: DescMessage, keep: (f: DescField) => boolean, prefix: DescFi
 }
 
 const scalarOf = (f: DescField): ScalarType | "enum" | undefined =>
-  f.fieldKind === "scalar" ? f.scalar : f.fieldKind === "enum" ? "enum" : f.fieldKind === "list" && f.listKind === "scalar" ? f.scalar : f.fieldKind === "list" && f.listKind === "enum" ? "enum" : undefined;
+  f.fieldKind === "scalar"
+    ? f.scalar
+    : f.fieldKind === "enum"
+      ? "enum"
+      : f.fieldKind === "list" && f.listKind === "scalar"
+        ? f.scalar
+        : f.fieldKind === "list" && f.listKind === "enum"
+          ? "enum"
+          : undefined;
 
 const NUMERIC = new Set<ScalarType | "enum">([
-  ScalarType.INT32, ScalarType.INT64, ScalarType.UINT32, ScalarType.UINT64, ScalarType.SINT32, ScalarType.SINT64,
-  ScalarType.FIXED32, ScalarType.FIXED64, ScalarType.SFIXED32, ScalarType.SFIXED64, "enum",
+  ScalarType.INT32,
+  ScalarType.INT64,
+  ScalarType.UINT32,
+  ScalarType.UINT64,
+  ScalarType.SINT32,
+  ScalarType.SINT64,
+  ScalarType.FIXED32,
+  ScalarType.FIXED64,
+  ScalarType.SFIXED32,
+  ScalarType.SFIXED64,
+  "enum",
 ]);
 
 const EXTREMES: [string, bigint][] = [
@@ -147,11 +170,17 @@ const EXTREMES: [string, bigint][] = [
 
 function representable(t: ScalarType | "enum", v: bigint): boolean {
   switch (t) {
-    case ScalarType.INT32: case ScalarType.SINT32: case ScalarType.SFIXED32: case "enum":
+    case ScalarType.INT32:
+    case ScalarType.SINT32:
+    case ScalarType.SFIXED32:
+    case "enum":
       return v >= -(2n ** 31n) && v < 2n ** 31n;
-    case ScalarType.UINT32: case ScalarType.FIXED32:
+    case ScalarType.UINT32:
+    case ScalarType.FIXED32:
       return v >= 0n && v < 2n ** 32n;
-    case ScalarType.INT64: case ScalarType.SINT64: case ScalarType.SFIXED64:
+    case ScalarType.INT64:
+    case ScalarType.SINT64:
+    case ScalarType.SFIXED64:
       return v >= -(2n ** 63n) && v < 2n ** 63n;
     default:
       return v >= 0n && v < 2n ** 64n;
@@ -162,14 +191,17 @@ function representable(t: ScalarType | "enum", v: bigint): boolean {
 function encodeNumber(f: DescField, t: ScalarType | "enum", v: bigint): Buffer {
   const u = BigInt.asUintN(64, v);
   switch (t) {
-    case ScalarType.SINT32: case ScalarType.SINT64:
+    case ScalarType.SINT32:
+    case ScalarType.SINT64:
       return Buffer.concat([tag(f.number, WT.varint), varint(BigInt.asUintN(64, (v << 1n) ^ (v < 0n ? -1n : 0n)))]);
-    case ScalarType.FIXED32: case ScalarType.SFIXED32: {
+    case ScalarType.FIXED32:
+    case ScalarType.SFIXED32: {
       const b = Buffer.alloc(4);
       b.writeUInt32LE(Number(u & 0xffffffffn));
       return Buffer.concat([tag(f.number, WT.i32), b]);
     }
-    case ScalarType.FIXED64: case ScalarType.SFIXED64: {
+    case ScalarType.FIXED64:
+    case ScalarType.SFIXED64: {
       const b = Buffer.alloc(8);
       b.writeBigUInt64LE(u);
       return Buffer.concat([tag(f.number, WT.i64), b]);
@@ -246,7 +278,14 @@ function serverStream(client: grpc.Client, methodPath: string, body: Buffer): Pr
     call.on("error", () => {}); // the status event carries everything
     call.on("status", (s: grpc.StatusObject) => {
       clearTimeout(timer);
-      resolve({ code: s.code, details: s.details, metadata: s.metadata, ms: Date.now() - t0, cancelledByTest: cancelledByTest && s.code === grpc.status.CANCELLED, received });
+      resolve({
+        code: s.code,
+        details: s.details,
+        metadata: s.metadata,
+        ms: Date.now() - t0,
+        cancelledByTest: cancelledByTest && s.code === grpc.status.CANCELLED,
+        received,
+      });
     });
   });
 }
@@ -324,7 +363,8 @@ function problem(o: Outcome, streaming: boolean): string | null {
   const d = details(o.metadata);
   if (d.domain !== DOMAIN && o.code !== grpc.status.RESOURCE_EXHAUSTED) return `${grpc.status[o.code]} without our ErrorInfo: ${o.details}`;
   if (o.code === grpc.status.INVALID_ARGUMENT && !(d.fields && d.fields.length > 0)) return `INVALID_ARGUMENT without a BadRequest violation: ${o.details}`;
-  if (trailerBytes(o) > MAX_TRAILER_BYTES) return `${grpc.status[o.code]} status takes ${trailerBytes(o)} bytes of trailers (C-core clients refuse over ${MAX_TRAILER_BYTES}): ${o.details.slice(0, 80)}`;
+  if (trailerBytes(o) > MAX_TRAILER_BYTES)
+    return `${grpc.status[o.code]} status takes ${trailerBytes(o)} bytes of trailers (C-core clients refuse over ${MAX_TRAILER_BYTES}): ${o.details.slice(0, 80)}`;
   return null;
 }
 
@@ -394,13 +434,18 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
     const terminated = await task({});
     await c.appendResultMessages({ taskId: watched.taskId, messages: [1, 2, 3].map((i) => ({ message: `m${i}`, error: i === 2 })) });
     for (let i = 0; i < 3; i++) {
-      await c.createBuildData({ buildData: { nodeName: "n1", taskId: watched.taskId, generator: `g${i}`, dataFormat: "text/plain", dataElement: Buffer.from("inventory") } });
+      await c.createBuildData({
+        buildData: { nodeName: "n1", taskId: watched.taskId, generator: `g${i}`, dataFormat: "text/plain", dataElement: Buffer.from("inventory") },
+      });
     }
     const nodeKey = Buffer.from((await c.setBootActionContext({ nodeName: "n1", taskId: watched.taskId })).generatedIdentityKey);
     const { bootActions } = await c.createBootActions({
       nodeName: "n1",
       taskId: watched.taskId,
-      actions: [{ actionName: "reported", signalling: true }, { actionName: "silent", signalling: false }],
+      actions: [
+        { actionName: "reported", signalling: true },
+        { actionName: "silent", signalling: false },
+      ],
     });
     const ts = timestampFromMs(Date.parse("2026-01-01T00:00:00Z"));
     const inits: Record<string, Record<string, unknown>> = {
@@ -409,7 +454,10 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
         parentTaskId: parent.taskId,
         action: "deploy_nodes",
         designRef: `file://${root}/site.yaml`,
-        nodeFilter: { filterSetType: 1, filterSet: [{ filterType: 2, nodeNames: ["n1", "n2"], nodeTags: ["t"], nodeLabels: { rack: "r1" }, rackNames: ["r1"], rackLabels: { row: "a" } }] },
+        nodeFilter: {
+          filterSetType: 1,
+          filterSet: [{ filterType: 2, nodeNames: ["n1", "n2"], nodeTags: ["t"], nodeLabels: { rack: "r1" }, rackNames: ["r1"], rackLabels: { row: "a" } }],
+        },
         requestContext: { user: "alice", external_marker: "x-1", n: 3, nested: { ok: true, list: [1, "two", null] } },
         createdBy: "fuzz",
         initialStatus: TaskStatus.QUEUED,
@@ -420,7 +468,14 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
         task: {
           taskId: updated.taskId,
           status: TaskStatus.RUNNING,
-          result: { status: ActionResult.PARTIAL_SUCCESS, message: "half", reason: "r", successes: ["n1"], failures: ["n2"], links: [{ rel: "detail_logs", href: "https://logs.example/1" }] },
+          result: {
+            status: ActionResult.PARTIAL_SUCCESS,
+            message: "half",
+            reason: "r",
+            successes: ["n1"],
+            failures: ["n2"],
+            links: [{ rel: "detail_logs", href: "https://logs.example/1" }],
+          },
           nodeFilter: { filterSet: [{ nodeNames: ["n1"] }] },
           designRef: `file://${root}/site.yaml`,
           retry: 1,
@@ -440,7 +495,16 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       listResultMessages: { taskId: watched.taskId, afterSequence: 0n, errorsOnly: false, pageSize: 1 },
       watchTask: { taskId: watched.taskId, afterSequence: 1n },
       watchTasks: { statuses: [TaskStatus.QUEUED], actions: ["deploy_nodes"], parentTaskId: parent.taskId, sendInitial: true },
-      createBuildData: { buildData: { nodeName: "n1", taskId: watched.taskId, collectedAt: ts, generator: "lshw", dataFormat: "text/plain; charset=utf-8", dataElement: Buffer.from("hw") } },
+      createBuildData: {
+        buildData: {
+          nodeName: "n1",
+          taskId: watched.taskId,
+          collectedAt: ts,
+          generator: "lshw",
+          dataFormat: "text/plain; charset=utf-8",
+          dataElement: Buffer.from("hw"),
+        },
+      },
       listBuildData: { nodeName: "n1", taskId: watched.taskId, latest: false, view: BuildDataView.BASIC, pageSize: 1 },
       claimLeadership: { election: "fuzz", instanceId: "orch-1", ttl: { seconds: 30n, nanos: 0 } },
       renewLeadership: { election: "fuzz", instanceId: "orch-1", term: fuzzLeader.leader!.term },
@@ -452,7 +516,11 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       setBootActionContext: { nodeName: "n2", taskId: watched.taskId, identityKey: Buffer.alloc(32, 7) },
       getBootActionContext: { nodeName: "n1" },
       createBootActions: { nodeName: "n1", taskId: watched.taskId, actions: [{ actionName: "fuzzed", signalling: true }] },
-      reportBootActionStatus: { actionId: bootActions[0]!.actionId, identityKey: nodeKey, details: [{ message: "progress", error: false, extra: { step: 1 } }] },
+      reportBootActionStatus: {
+        actionId: bootActions[0]!.actionId,
+        identityKey: nodeKey,
+        details: [{ message: "progress", error: false, extra: { step: 1 } }],
+      },
       verifyBootActionKey: { nodeName: "n1", identityKey: nodeKey },
       getBootAction: { actionId: bootActions[0]!.actionId },
       listBootActions: { nodeName: "n1", taskId: watched.taskId, pageSize: 1 },
@@ -464,8 +532,15 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
           {
             line: 2n,
             json: JSON.stringify({
-              kind: "result_message", task_id: watched.taskId, sequence: 1, message: "Error 1 on node n1", error: true, context_type: "node", context: "n1",
-              ts: "2024-01-02T03:04:05.000006Z", extra: { node: "n1", attempt: 1 },
+              kind: "result_message",
+              task_id: watched.taskId,
+              sequence: 1,
+              message: "Error 1 on node n1",
+              error: true,
+              context_type: "node",
+              context: "n1",
+              ts: "2024-01-02T03:04:05.000006Z",
+              extra: { node: "n1", attempt: 1 },
             }),
           },
         ],
@@ -485,7 +560,9 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
     for (const [name, t] of tokens) expect(t, `${name} gave no next_page_token for its base request`).to.not.equal("");
     // Every base request is valid: served, or for a stream, sends a first message.
     for (const m of ALL_METHODS) {
-      const out = await (m.methodKind === "server_streaming" ? serverStream(raw, methodPath(m), bases.get(m.name)!) : unary(raw, methodPath(m), bases.get(m.name)!));
+      const out = await (m.methodKind === "server_streaming"
+        ? serverStream(raw, methodPath(m), bases.get(m.name)!)
+        : unary(raw, methodPath(m), bases.get(m.name)!));
       if (m.methodKind === "server_streaming") expect(out.received, `${m.name} base request: ${grpc.status[out.code]} ${out.details}`).to.be.greaterThan(0);
       else expect(grpc.status[out.code], `${m.name} base request: ${out.details}`).to.equal("OK");
     }
@@ -495,7 +572,10 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
     for (const m of ALL_METHODS) {
       const warm = casesFor(m, prng(seedFor(`warm-up ${m.name}`))).filter((_, i) => i % 10 === 0);
       total += warm.length;
-      const failures = await runAll(m, warm.map((c) => ({ ...c, what: `warm-up ${c.what}` })));
+      const failures = await runAll(
+        m,
+        warm.map((c) => ({ ...c, what: `warm-up ${c.what}` })),
+      );
       expect(failures.length, `${failures.length} of ${warm.length} warm-up cases failed:\n${failures.slice(0, 25).join("\n")}\n`).to.equal(0);
     }
     gc();
@@ -546,7 +626,11 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       const bad = Buffer.from([0xff, 0xfe, 0x61]);
       if (leaf.fieldKind === "map") {
         cases.push({ what: `invalid UTF-8 in ${p.name} key`, body: Buffer.concat([base, nest([...outer, leaf.number], len(1, bad))]) });
-        if (leaf.mapKind === "scalar") cases.push({ what: `invalid UTF-8 in ${p.name} value`, body: Buffer.concat([base, nest([...outer, leaf.number], Buffer.concat([len(1, Buffer.from("k")), len(2, bad)]))]) });
+        if (leaf.mapKind === "scalar")
+          cases.push({
+            what: `invalid UTF-8 in ${p.name} value`,
+            body: Buffer.concat([base, nest([...outer, leaf.number], Buffer.concat([len(1, Buffer.from("k")), len(2, bad)]))]),
+          });
       } else {
         cases.push({ what: `invalid UTF-8 in ${p.name}`, body: Buffer.concat([base, nest(outer, len(leaf.number, bad))]) });
         // A lone surrogate's UTF-8 encoding (CESU), also invalid.
@@ -554,17 +638,26 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       }
     }
     // Deep google.protobuf.Struct values, and deep unknown groups.
-    const structPaths = walk(m.input, (f) => (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")) && f.message.typeName === "google.protobuf.Struct");
+    const structPaths = walk(
+      m.input,
+      (f) => (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")) && f.message.typeName === "google.protobuf.Struct",
+    );
     for (const p of structPaths) {
       for (const depth of [50, 99, 100, 101, 1000, 10000]) {
         for (const viaList of [false, true]) {
           const outer = p.fields.map((f) => f.number);
-          cases.push({ what: `${p.name} nested ${depth} deep${viaList ? " (lists)" : ""}`, body: Buffer.concat([base, nest(outer, deepStruct(depth, viaList))]) });
+          cases.push({
+            what: `${p.name} nested ${depth} deep${viaList ? " (lists)" : ""}`,
+            body: Buffer.concat([base, nest(outer, deepStruct(depth, viaList))]),
+          });
         }
       }
     }
     for (const depth of [99, 101, 10000]) {
-      const groups = Buffer.concat([...Array.from({ length: depth }, () => tag(1000, WT.sgroup)), ...Array.from({ length: depth }, () => tag(1000, WT.egroup))]);
+      const groups = Buffer.concat([
+        ...Array.from({ length: depth }, () => tag(1000, WT.sgroup)),
+        ...Array.from({ length: depth }, () => tag(1000, WT.egroup)),
+      ]);
       cases.push({ what: `unknown group nested ${depth} deep`, body: Buffer.concat([base, groups]) });
     }
     // Junk page tokens for paged methods.
@@ -607,7 +700,11 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
         ["real token with a byte changed", real.length > 4 ? real.slice(0, 3) + (real[3] === "A" ? "B" : "A") + real.slice(4) : "AAAA"],
       );
       for (let i = 0; i < 6; i++) tokensToTry.push([`random base64url #${i}`, rng.bytes(1 + rng.int(200)).toString("base64url")]);
-      for (let i = 0; i < 4; i++) tokensToTry.push([`random text #${i}`, String.fromCodePoint(...Array.from({ length: 1 + rng.int(40) }, () => 1 + rng.int(0x10fff)).filter((c) => c < 0xd800 || c > 0xdfff))]);
+      for (let i = 0; i < 4; i++)
+        tokensToTry.push([
+          `random text #${i}`,
+          String.fromCodePoint(...Array.from({ length: 1 + rng.int(40) }, () => 1 + rng.int(0x10fff)).filter((c) => c < 0xd800 || c > 0xdfff)),
+        ]);
       for (const [what, t] of tokensToTry) {
         cases.push({ what: `page_token: ${what}`, body: Buffer.concat([base, len(tokenField.number, Buffer.from(t))]) });
       }
@@ -695,7 +792,12 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
     // changes this, this test fails and should then expect INVALID_ARGUMENT.
     it("a gzip frame that fails to decompress: INTERNAL from grpc-js itself, before our code runs", async () => {
       const rng = prng(seedFor("gzip"));
-      const garbage = [Buffer.from([0xff, 0xff, 0xff]), rng.bytes(64), gzipSync(valid()).subarray(0, 12), Buffer.concat([gzipSync(valid()).subarray(0, 10), rng.bytes(20)])];
+      const garbage = [
+        Buffer.from([0xff, 0xff, 0xff]),
+        rng.bytes(64),
+        gzipSync(valid()).subarray(0, 12),
+        Buffer.concat([gzipSync(valid()).subarray(0, 10), rng.bytes(20)]),
+      ];
       for (const [i, g] of garbage.entries()) {
         const o = await rawHttp2(h.server.address, getTask(), grpcFrame(g, true), { "grpc-encoding": "gzip" });
         expect([grpc.status[o.code], o.details], `garbage #${i} (seed ${SEED})`).to.deep.equal(["INTERNAL", "Failed to decompress message"]);
@@ -737,15 +839,23 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       const base = Buffer.from(toBinary(GetTaskRequestSchema, create(GetTaskRequestSchema, { taskId: randomUUID() })));
       expect(fromBinary(GetTaskRequestSchema, base).taskId).to.have.length(36);
       // protobuf-es decodes 100 levels of messages (map entries do not count).
-      const createTask = (ctx: Buffer) => unary(raw, methodPath(StateService.method.createTask), Buffer.concat([len(3, Buffer.from("deploy_nodes")), len(6, ctx)]));
-      for (const [depth, viaList] of [[101, true], [1000, false], [10000, true]] as const) {
+      const createTask = (ctx: Buffer) =>
+        unary(raw, methodPath(StateService.method.createTask), Buffer.concat([len(3, Buffer.from("deploy_nodes")), len(6, ctx)]));
+      for (const [depth, viaList] of [
+        [101, true],
+        [1000, false],
+        [10000, true],
+      ] as const) {
         const deep = await createTask(deepStruct(depth, viaList));
         expect(grpc.status[deep.code], `${depth}: ${deep.details}`).to.equal("INVALID_ARGUMENT");
         expect(deep.details).to.contain("maximum recursion depth");
       }
       // Decodable, but deeper than a task may be stored: a response holding it
       // (ListTasksResponse → Task → Struct …) would pass a client's limit.
-      for (const [depth, viaList] of [[100, true], [99, false]] as const) {
+      for (const [depth, viaList] of [
+        [100, true],
+        [99, false],
+      ] as const) {
         const deep = await createTask(deepStruct(depth, viaList));
         expect(grpc.status[deep.code], `${depth}: ${deep.details}`).to.equal("INVALID_ARGUMENT");
         expect(details(deep.metadata).fields).to.deep.equal(["request_context"]);
@@ -757,10 +867,7 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       const { task } = await h.client.createTask({ action: "deep_context", requestContext: ctx });
       expect((await h.client.listTasks({ actions: ["deep_context"] })).tasks[0]?.requestContext).to.deep.equal(ctx);
       await expectInvalid(h.client.createTask({ action: "deep_context", requestContext: { a: ctx } }), "request_context");
-      await expectInvalid(
-        h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "m", extra: { list: [ctx] } }] }),
-        "messages[0].extra",
-      );
+      await expectInvalid(h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "m", extra: { list: [ctx] } }] }), "messages[0].extra");
     });
 
     it("PurgeTasks older_than_days is bounded to 36500 (100 years)", async () => {
@@ -775,10 +882,20 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       await expectInvalid(h.client.listTasks({ createdAfter: { seconds: 2n ** 62n, nanos: 0 } }), "created_after");
       await expectInvalid(h.client.listTasks({ createdBefore: { seconds: -(2n ** 63n), nanos: 0 } }), "created_before");
       const { task } = await h.client.createTask({ action: "deploy_nodes" });
-      await expectInvalid(h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "m", ts: { seconds: 0n, nanos: -1000 } }] }), "messages[0].ts");
+      await expectInvalid(
+        h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "m", ts: { seconds: 0n, nanos: -1000 } }] }),
+        "messages[0].ts",
+      );
       await expectInvalid(
         h.client.createBuildData({
-          buildData: { nodeName: "n", taskId: task!.taskId, generator: "g", dataFormat: "text/plain", dataElement: Buffer.from("x"), collectedAt: { seconds: 253_402_300_800n, nanos: 0 } },
+          buildData: {
+            nodeName: "n",
+            taskId: task!.taskId,
+            generator: "g",
+            dataFormat: "text/plain",
+            dataElement: Buffer.from("x"),
+            collectedAt: { seconds: 253_402_300_800n, nanos: 0 },
+          },
         }),
         "build_data.collected_at",
       );
@@ -787,7 +904,13 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
     });
 
     it("file:// references that do not decode to a path: INVALID_ARGUMENT naming design_ref, before any file system access", async () => {
-      for (const ref of [`file://${root}/site.yaml%00.txt`, `file://${root}/..%2f..%2fetc%2fpasswd`, `file://${root}/%E0%A4`, `file://${root}/%zz`, `file://${root}/sub%2F..%2Fsite.yaml`]) {
+      for (const ref of [
+        `file://${root}/site.yaml%00.txt`,
+        `file://${root}/..%2f..%2fetc%2fpasswd`,
+        `file://${root}/%E0%A4`,
+        `file://${root}/%zz`,
+        `file://${root}/sub%2F..%2Fsite.yaml`,
+      ]) {
         const d = await expectInvalid(h.client.getDesignDocuments({ designRef: ref }), "design_ref");
         expect(d.message, ref).to.match(/file/);
         await expectInvalid(h.client.createTask({ action: "deploy_nodes", designRef: ref }), "design_ref");
@@ -801,7 +924,13 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
     });
 
     it("http(s) and deckhand references whose userinfo or host do not decode: INVALID_ARGUMENT naming design_ref", async () => {
-      for (const ref of ["http://user:%zz@127.0.0.1:1/design.yaml", "https://%E0%A4@127.0.0.1:1/design.yaml", "deckhand+http://a%zz/x", "deckhand+https://1.2.3.4.5/x", "deckhand+http://xn--/x"]) {
+      for (const ref of [
+        "http://user:%zz@127.0.0.1:1/design.yaml",
+        "https://%E0%A4@127.0.0.1:1/design.yaml",
+        "deckhand+http://a%zz/x",
+        "deckhand+https://1.2.3.4.5/x",
+        "deckhand+http://xn--/x",
+      ]) {
         await expectInvalid(h.client.getDesignDocuments({ designRef: ref }), "design_ref");
         await expectInvalid(h.client.createTask({ action: "deploy_nodes", designRef: ref }), "design_ref");
       }
@@ -819,11 +948,21 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       const calls: [string, () => Promise<unknown>][] = [
         ["2,000 emoji as design_ref", () => h.client.getDesignDocuments({ designRef: `x${"😀".repeat(2000)}` })],
         ["2,000 emoji as a task's design_ref", () => h.client.createTask({ action: "deploy_nodes", designRef: `x${"😀".repeat(2000)}` })],
-        ["30 long mask paths", () => h.client.updateTask({ task: { taskId: randomUUID() }, updateMask: { paths: Array.from({ length: 30 }, (_, i) => `${"😀".repeat(500)}${i}`) } })],
-        ["1,000 bad messages", () => h.client.appendResultMessages({ taskId: randomUUID(), messages: Array.from({ length: 1000 }, () => ({ message: "", context: "😀".repeat(300) })) })],
+        [
+          "30 long mask paths",
+          () => h.client.updateTask({ task: { taskId: randomUUID() }, updateMask: { paths: Array.from({ length: 30 }, (_, i) => `${"😀".repeat(500)}${i}`) } }),
+        ],
+        [
+          "1,000 bad messages",
+          () =>
+            h.client.appendResultMessages({ taskId: randomUUID(), messages: Array.from({ length: 1000 }, () => ({ message: "", context: "😀".repeat(300) })) }),
+        ],
       ];
       for (const [what, call] of calls) {
-        const err = (await call().then(() => expect.fail(`${what}: expected an error`), (e: grpc.ServiceError) => e)) as grpc.ServiceError;
+        const err = (await call().then(
+          () => expect.fail(`${what}: expected an error`),
+          (e: grpc.ServiceError) => e,
+        )) as grpc.ServiceError;
         const o: Outcome = { code: err.code, details: err.details, metadata: err.metadata, ms: 0 };
         expect(grpc.status[o.code], what).to.equal("INVALID_ARGUMENT");
         expect(trailerBytes(o), what).to.be.at.most(MAX_TRAILER_BYTES);
@@ -839,8 +978,16 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
       } catch {
         // a signed format: the forged tokens are refused anyway
       }
-      for (const k of [["not-a-time", "x"], ["1e400", randomUUID()], [(2n ** 70n).toString(), randomUUID()], ["1", "not-a-uuid"]]) {
-        await expectInvalid(h.client.listTasks({ ...(fromBinary(StateService.method.listTasks.input, bases.get("ListTasks")!) as object), pageToken: b64url({ ...shape, k }) }), "page_token");
+      for (const k of [
+        ["not-a-time", "x"],
+        ["1e400", randomUUID()],
+        [(2n ** 70n).toString(), randomUUID()],
+        ["1", "not-a-uuid"],
+      ]) {
+        await expectInvalid(
+          h.client.listTasks({ ...(fromBinary(StateService.method.listTasks.input, bases.get("ListTasks")!) as object), pageToken: b64url({ ...shape, k }) }),
+          "page_token",
+        );
       }
     });
 
@@ -854,7 +1001,12 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
     it("big build data and its limit still answer RESOURCE_EXHAUSTED or INVALID_ARGUMENT, never INTERNAL", async () => {
       const { task } = await h.client.createTask({ action: "deploy_nodes" });
       const body = Buffer.from(
-        toBinary(CreateBuildDataRequestSchema, create(CreateBuildDataRequestSchema, { buildData: { nodeName: "n", taskId: task!.taskId, generator: "g", dataFormat: "text/plain", dataElement: Buffer.alloc(3 * BUILD_DATA_MAX + 1) } })),
+        toBinary(
+          CreateBuildDataRequestSchema,
+          create(CreateBuildDataRequestSchema, {
+            buildData: { nodeName: "n", taskId: task!.taskId, generator: "g", dataFormat: "text/plain", dataElement: Buffer.alloc(3 * BUILD_DATA_MAX + 1) },
+          }),
+        ),
       );
       const o = await unary(raw, methodPath(StateService.method.createBuildData), body);
       expect(grpc.status[o.code], o.details).to.equal("RESOURCE_EXHAUSTED");
@@ -864,8 +1016,14 @@ describe(`fuzz (seed ${SEED}; FUZZ_SEED=<n> to replay another)`, function () {
   describe("afterwards", () => {
     it("the server still serves: health SERVING, CreateTask and GetTask work, memory settles", async () => {
       const status = await new Promise<number>((resolve, reject) =>
-        raw.makeUnaryRequest(methodPath(Health.method.check), identity, identity, Buffer.alloc(0), new grpc.Metadata(), { deadline: Date.now() + DEADLINE_MS }, (err, res) =>
-          err ? reject(err) : resolve(fromBinary(Health.method.check.output, res!).status),
+        raw.makeUnaryRequest(
+          methodPath(Health.method.check),
+          identity,
+          identity,
+          Buffer.alloc(0),
+          new grpc.Metadata(),
+          { deadline: Date.now() + DEADLINE_MS },
+          (err, res) => (err ? reject(err) : resolve(fromBinary(Health.method.check.output, res!).status)),
         ),
       );
       expect(status).to.equal(1); // SERVING

@@ -65,9 +65,23 @@ const registry = createRegistry(...allFiles([...SERVICES.map((s) => s.file), Err
 
 /** Go's codes.Code names, which grpcurl prints. */
 const CODE_NAMES = [
-  "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
-  "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange",
-  "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+  "OK",
+  "Canceled",
+  "Unknown",
+  "InvalidArgument",
+  "DeadlineExceeded",
+  "NotFound",
+  "AlreadyExists",
+  "PermissionDenied",
+  "ResourceExhausted",
+  "FailedPrecondition",
+  "Aborted",
+  "OutOfRange",
+  "Unimplemented",
+  "Internal",
+  "Unavailable",
+  "DataLoss",
+  "Unauthenticated",
 ];
 
 function fail(msg: string, code = 1): never {
@@ -132,7 +146,9 @@ function maskValue(value: JsonValue, where: string): JsonValue {
   if (value === null) return value;
   if (typeof value !== "object" || Array.isArray(value)) {
     // What jsonpb says when a message field holds a string.
-    throw new Error(`${where}: bad input: expecting JSON object for google.protobuf.FieldMask, got ${JSON.stringify(value)} (fullstorydev/grpcurl#393: write {"paths":[...]})`);
+    throw new Error(
+      `${where}: bad input: expecting JSON object for google.protobuf.FieldMask, got ${JSON.stringify(value)} (fullstorydev/grpcurl#393: write {"paths":[...]})`,
+    );
   }
   const paths = (value as { paths?: JsonValue }).paths ?? [];
   if (!Array.isArray(paths) || paths.some((p) => typeof p !== "string")) throw new Error(`${where}.paths: expecting an array of strings`);
@@ -166,7 +182,14 @@ function printStatus(err: grpc.ServiceError): never {
       details.forEach((any, i) => {
         const msg = anyUnpack(any, registry);
         const body = msg
-          ? JSON.stringify({ "@type": `type.googleapis.com/${any.typeUrl.split("/").pop()}`, ...(JSON.parse(toJsonString(registry.getMessage(msg.$typeName)!, msg)) as object) }, null, 2)
+          ? JSON.stringify(
+              {
+                "@type": `type.googleapis.com/${any.typeUrl.split("/").pop()}`,
+                ...(JSON.parse(toJsonString(registry.getMessage(msg.$typeName)!, msg)) as object),
+              },
+              null,
+              2,
+            )
           : JSON.stringify({ "@type": any.typeUrl }, null, 2);
         lines.push(`  ${i + 1})\t` + body.split("\n").join("\n    \t"));
       });
@@ -210,7 +233,27 @@ function typeRef(f: DescField): string {
 }
 function scalarName(t: number): string {
   return (
-    ["", "double", "float", "int64", "uint64", "int32", "fixed64", "fixed32", "bool", "string", "group", "message", "bytes", "uint32", "enum", "sfixed32", "sfixed64", "sint32", "sint64"][t] ?? String(t)
+    [
+      "",
+      "double",
+      "float",
+      "int64",
+      "uint64",
+      "int32",
+      "fixed64",
+      "fixed32",
+      "bool",
+      "string",
+      "group",
+      "message",
+      "bytes",
+      "uint32",
+      "enum",
+      "sfixed32",
+      "sfixed64",
+      "sint32",
+      "sint64",
+    ][t] ?? String(t)
   );
 }
 
@@ -274,8 +317,7 @@ async function main(): Promise<void> {
       const res = await reflect(client, md, { messageRequest: { case: "fileContainingSymbol", value: name } }).catch((e: grpc.ServiceError) =>
         fail(`Failed to resolve symbol ${JSON.stringify(name)}: ${e.details ?? e.message}`),
       );
-      if (res.messageResponse.case === "errorResponse")
-        fail(`Failed to resolve symbol ${JSON.stringify(name)}: Symbol not found: ${name}`);
+      if (res.messageResponse.case === "errorResponse") fail(`Failed to resolve symbol ${JSON.stringify(name)}: Symbol not found: ${name}`);
       if (verb === "list") {
         const svc = SERVICES.find((s) => s.typeName === name) ?? fail(`Failed to list methods for service ${JSON.stringify(name)}`);
         process.stdout.write(svc.methods.map((m) => `${name}.${m.name}`).join("\n") + "\n");

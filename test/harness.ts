@@ -167,11 +167,7 @@ export async function startTestServer(db: TestDatabase, opts: HarnessOptions = {
   }
   h.probe = new WatchProbe(h.server.hub);
   h.connections = new ConnectionProbe(h.server.connections);
-  h.client = createClient(
-    StateService,
-    h.server.address,
-    opts.tls ? tlsCredentials({ caFile: opts.tlsClientCa, ...opts.tlsClient }) : undefined,
-  );
+  h.client = createClient(StateService, h.server.address, opts.tls ? tlsCredentials({ caFile: opts.tlsClientCa, ...opts.tlsClient }) : undefined);
   h.stop = async (graceMs = 2000) => {
     h.client.close();
     await h.server.shutdown(graceMs);

@@ -109,13 +109,23 @@ describe("health and database loss", () => {
       env.proxy.resume();
       env.proxy.connectDelayMs = 300; // and reconnecting is slow
       const early = await Promise.all(
-        Array.from({ length: 8 }, () => state.getTask({ taskId: randomUUID() }, { deadlineMs: 100 }).then(() => null, (e: unknown) => decodeError(e).code)),
+        Array.from({ length: 8 }, () =>
+          state.getTask({ taskId: randomUUID() }, { deadlineMs: 100 }).then(
+            () => null,
+            (e: unknown) => decodeError(e).code,
+          ),
+        ),
       );
       expect(early.map((c) => (c === null ? "OK" : grpc.status[c]))).to.deep.equal(Array(8).fill("DEADLINE_EXCEEDED"));
       env.proxy.connectDelayMs = 0;
       // Every connection of the pool still serves calls.
       const later = await Promise.all(
-        Array.from({ length: 8 }, () => state.getTask({ taskId: randomUUID() }, { deadlineMs: 5000 }).then(() => null, (e: unknown) => decodeError(e).code)),
+        Array.from({ length: 8 }, () =>
+          state.getTask({ taskId: randomUUID() }, { deadlineMs: 5000 }).then(
+            () => null,
+            (e: unknown) => decodeError(e).code,
+          ),
+        ),
       );
       expect(later.map((c) => (c === null ? "OK" : grpc.status[c]))).to.deep.equal(Array(8).fill("NOT_FOUND"));
     } finally {
@@ -164,9 +174,10 @@ describe("deadlines", () => {
     const { task } = await h.client.createTask({ action: "deploy_nodes" });
     const { task: other } = await h.client.createTask({ action: "deploy_nodes" });
     const update = (deadlineMs?: number) =>
-      h.client
-        .updateTask({ task: { taskId: task!.taskId, retry: 3 }, updateMask: { paths: ["retry"] } }, deadlineMs === undefined ? {} : { deadlineMs })
-        .then(() => null, (e: unknown) => decodeError(e));
+      h.client.updateTask({ task: { taskId: task!.taskId, retry: 3 }, updateMask: { paths: ["retry"] } }, deadlineMs === undefined ? {} : { deadlineMs }).then(
+        () => null,
+        (e: unknown) => decodeError(e),
+      );
     // Hold the task's row lock from an independent connection: a stalled transaction.
     await h.pg.query("begin");
     await h.pg.query("select 1 from tasks where task_id = $1 for update", [task!.taskId]);
@@ -244,8 +255,14 @@ describe("deadlines", () => {
       await eventually(async () => (await lockWaiters(h.pg)) >= 15, 5000, "15 calls waiting for the lock");
       expect(await lockWaiters(h.pg)).to.equal(15);
       [extra, extraTx] = await Promise.all([
-        h.client.createTask({ action: "never_created" }, { deadlineMs: 300 }).then(() => null, (e: unknown) => e),
-        h.client.updateTask({ task: { taskId: free!.taskId, retry: 7 }, updateMask: { paths: ["retry"] } }, { deadlineMs: 300 }).then(() => null, (e: unknown) => e),
+        h.client.createTask({ action: "never_created" }, { deadlineMs: 300 }).then(
+          () => null,
+          (e: unknown) => e,
+        ),
+        h.client.updateTask({ task: { taskId: free!.taskId, retry: 7 }, updateMask: { paths: ["retry"] } }, { deadlineMs: 300 }).then(
+          () => null,
+          (e: unknown) => e,
+        ),
       ]);
     } finally {
       await h.pg.query("rollback");

@@ -59,7 +59,9 @@ describe("util helpers", () => {
       const work = new SharedWork<string, number>({ whenAbandoned: "abort" });
       const left = new AbortController();
       let aborted: AbortSignal | undefined;
-      const waiting = work.wait("a", left.signal, (signal) => ((aborted = signal), { promise: new Promise<number>(() => {}), context: undefined })).catch((e: unknown) => e);
+      const waiting = work
+        .wait("a", left.signal, (signal) => ((aborted = signal), { promise: new Promise<number>(() => {}), context: undefined }))
+        .catch((e: unknown) => e);
       expect(work.size).to.equal(1);
       left.abort();
       await waiting;

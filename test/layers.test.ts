@@ -31,7 +31,8 @@ function parseRules(readme: string): Rules {
     const line = lines[0]!;
     if (rules.has(folder)) throw new Error(`src/README.md: ${folder}/ has two sections`);
     rules.set(folder, new Set(/May import: every folder\./.test(line) ? ["*"] : [...line.matchAll(/`([a-z][A-Za-z0-9]*)\/`/g)].map((m) => m[1]!)));
-    if (rules.get(folder)!.size === 0 && !/May import: nothing\./.test(line)) throw new Error(`src/README.md: ${folder}/'s "${line}" names no folder (say "nothing.")`);
+    if (rules.get(folder)!.size === 0 && !/May import: nothing\./.test(line))
+      throw new Error(`src/README.md: ${folder}/'s "${line}" names no folder (say "nothing.")`);
   }
   return rules;
 }
@@ -96,7 +97,9 @@ function check(files: Map<string, string>, rules: Rules): Findings {
   const unnamed = [
     ...[...folders].filter((f) => !rules.has(f)).map((f) => `${label(f)} holds modules but src/README.md has no section for it`),
     ...[...rules.keys()].filter((f) => !folders.has(f)).map((f) => `src/README.md has a section for ${label(f)}, which holds no module`),
-    ...[...rules].flatMap(([f, may]) => [...may].filter((m) => m !== "*" && !rules.has(m)).map((m) => `${label(f)} may import ${m}/, which src/README.md does not describe`)),
+    ...[...rules].flatMap(([f, may]) =>
+      [...may].filter((m) => m !== "*" && !rules.has(m)).map((m) => `${label(f)} may import ${m}/, which src/README.md does not describe`),
+    ),
   ];
   const upward: string[] = [];
   const graph = new Map<string, Set<string>>();
@@ -141,9 +144,7 @@ describe("src/'s floor plan (src/README.md)", () => {
   });
 
   it("catches an import up the layers, an import of the root, a cycle and a folder the table misses (made-up trees)", () => {
-    const made = parseRules(
-      "## `low/`\n\nMay import: nothing.\n\n## `high/`\n\nMay import: `low/`.\n\n## The root\n\nMay import: every folder.\n",
-    );
+    const made = parseRules("## `low/`\n\nMay import: nothing.\n\n## `high/`\n\nMay import: `low/`.\n\n## The root\n\nMay import: every folder.\n");
     const files = new Map([
       ["main.ts", 'import { h } from "./high/h.js";'],
       ["high/h.ts", 'import type { L } from "../low/l.js";\nexport { x } from "./x.js";'],

@@ -141,7 +141,11 @@ function leadershipSuite(timeZone: string) {
       expect(stale.errorInfo!.reason).to.equal("NOT_LEADER");
       expect(stale.errorInfo!.metadata.leader).to.equal("B");
       const staleUpdate = await expectError(
-        h.client.updateTask({ task: { taskId: task!.taskId, status: TaskStatus.COMPLETE }, updateMask: { paths: ["status"] }, fence: { election: e, term: a.leader!.term } }),
+        h.client.updateTask({
+          task: { taskId: task!.taskId, status: TaskStatus.COMPLETE },
+          updateMask: { paths: ["status"] },
+          fence: { election: e, term: a.leader!.term },
+        }),
         grpc.status.FAILED_PRECONDITION,
       );
       expect(staleUpdate.errorInfo!.reason).to.equal("NOT_LEADER");
@@ -176,10 +180,7 @@ function leadershipSuite(timeZone: string) {
           }
         }),
       );
-      const { rows } = await h.pg.query(
-        "select term::int, holder, acquired_at, ends_at from lease_history where election = $1 order by term",
-        [e],
-      );
+      const { rows } = await h.pg.query("select term::int, holder, acquired_at, ends_at from lease_history where election = $1 order by term", [e]);
       expect(rows.length).to.be.greaterThan(5); // leadership really changed hands, many times
       for (let i = 1; i < rows.length; i++) {
         expect(rows[i].term).to.equal(rows[i - 1].term + 1);
@@ -323,7 +324,10 @@ describe("leader election: leases belong to the subject that claimed them", func
     const before = (await h.pg.query("select task_id, version, status, claimed_term from tasks where action = $1", [action])).rows;
     await expectNotHolder(h.client.claimNextTask({ instanceId: "B", actions: [action], fence: { election: e, term } }, as("b")), e, term);
     await expectNotHolder(
-      h.client.updateTask({ task: { taskId: task!.taskId, status: TaskStatus.RUNNING }, updateMask: { paths: ["status"] }, fence: { election: e, term } }, as("b")),
+      h.client.updateTask(
+        { task: { taskId: task!.taskId, status: TaskStatus.RUNNING }, updateMask: { paths: ["status"] }, fence: { election: e, term } },
+        as("b"),
+      ),
       e,
       term,
     );
@@ -362,7 +366,8 @@ describe("leader election without authentication: every caller is the same anony
     const e = "open-1";
     const a = await h.client.claimLeadership({ election: e, instanceId: "A", ttl: ttl(60_000) });
     const term = a.leader!.term;
-    const claimants = async () => (await h.pg.query("select claimed_by from lease_history where election = $1 order by term", [e])).rows.map((r) => r.claimed_by);
+    const claimants = async () =>
+      (await h.pg.query("select claimed_by from lease_history where election = $1 order by term", [e])).rows.map((r) => r.claimed_by);
     expect(await claimants()).to.deep.equal([""]);
     // A term claimed while authentication was on, or before claimants were recorded: still anyone's here.
     for (const claimedBy of ["orch-a", null]) {

@@ -90,7 +90,9 @@ describe("migrations", () => {
       expect(all.length).to.be.at.least(2);
       const applied = await Promise.all(pools.map((p) => migrate(p)));
       expect(applied.flat().sort()).to.deep.equal(all);
-      const [{ n }] = await pools[0]!.unbounded((tx: Parameters<Parameters<Transactor["unbounded"]>[0]>[0]) => tx<{ n: number }[]>`select count(*)::int n from schema_migrations`);
+      const [{ n }] = await pools[0]!.unbounded(
+        (tx: Parameters<Parameters<Transactor["unbounded"]>[0]>[0]) => tx<{ n: number }[]>`select count(*)::int n from schema_migrations`,
+      );
       expect(n).to.equal(all.length);
       // And again: nothing to do.
       expect(await migrate(pools[0]!)).to.deep.equal([]);
@@ -130,7 +132,10 @@ describe("shutdown", () => {
       const seen: number[] = [];
       let err: unknown;
       for (;;) {
-        const r = await it.next().then((v) => v, (e: unknown) => ((err = e), null));
+        const r = await it.next().then(
+          (v) => v,
+          (e: unknown) => ((err = e), null),
+        );
         if (!r || r.done) break;
         seen.push(r.value.status);
       }
@@ -142,7 +147,10 @@ describe("shutdown", () => {
       expect(updated!.retry).to.equal(7);
       await shutdown;
       // New calls are refused once the server has stopped.
-      const after = await state.getTask({ taskId: task!.taskId }, { deadlineMs: 1000 }).then(() => null, (e: unknown) => e);
+      const after = await state.getTask({ taskId: task!.taskId }, { deadlineMs: 1000 }).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(decodeError(after).code).to.be.oneOf([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]);
     } finally {
       health.close();
@@ -165,10 +173,20 @@ describe("start-up of the gRPC server", () => {
     const sql = connect({ url: db.url, max: 2 });
     const tx = createTransactor({ url: db.url, slots: 1, timeouts: DEFAULT_TIMEOUTS });
     const listeners = async () =>
-      (await admin.query<{ n: number }>("select count(*)::int n from pg_stat_activity where datname = $1 and application_name = 'drydock-statemgmt-listen'", [db.name])).rows[0]!.n;
+      (
+        await admin.query<{ n: number }>("select count(*)::int n from pg_stat_activity where datname = $1 and application_name = 'drydock-statemgmt-listen'", [
+          db.name,
+        ])
+      ).rows[0]!.n;
     const before = activeResources();
     try {
-      const err = await startServer({ db: { sql, tx }, databaseUrl: db.url, log: createLogger("silent"), listen: { host: "127.0.0.1", port }, healthIntervalMs: 100 }).then(
+      const err = await startServer({
+        db: { sql, tx },
+        databaseUrl: db.url,
+        log: createLogger("silent"),
+        listen: { host: "127.0.0.1", port },
+        healthIntervalMs: 100,
+      }).then(
         () => expect.fail("startServer resolved on a port in use"),
         (e: Error) => e,
       );

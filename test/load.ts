@@ -143,7 +143,10 @@ export async function expectStoredAsAcknowledged(
       const { rows } = await check.query("select seq::int as s, message from result_messages where task_id = $1 order by seq", [t]);
       totals.acked += n;
       totals.stored += rows.length;
-      expect(rows.map((r) => r.s), `sequences of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => i + 1));
+      expect(
+        rows.map((r) => r.s),
+        `sequences of ${t}`,
+      ).to.deep.equal(Array.from({ length: n }, (_, i) => i + 1));
       expect(rows.map((r) => r.message)).to.deep.equal(Array.from({ length: n }, (_, i) => `m${i + 1}`));
       for (const got of seen.get(t) ?? []) expect(got, `a watcher of ${t}`).to.deep.equal(Array.from({ length: n }, (_, i) => BigInt(i + 1)));
     }

@@ -11,7 +11,10 @@ describe("result messages", () => {
 
   it("counts an error message and a status message in posting order (the original's scenario)", async () => {
     const { task } = await h.client.createTask({ action: "deploy_nodes" });
-    await h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "Error 1 on node n1", error: true, contextType: "node", context: "n1" }] });
+    await h.client.appendResultMessages({
+      taskId: task!.taskId,
+      messages: [{ message: "Error 1 on node n1", error: true, contextType: "node", context: "n1" }],
+    });
     await h.client.appendResultMessages({ taskId: task!.taskId, messages: [{ message: "Status message", contextType: "task", context: task!.taskId }] });
     const { task: got, resultMessages } = await h.client.getTask({ taskId: task!.taskId, view: TaskView.FULL });
     expect(got!.result!.errorCount).to.equal(1);
@@ -42,8 +45,20 @@ describe("result messages", () => {
   });
 
   it("stores text and extra byte for byte through concurrent (batched) appends: quotes, backslashes, braces, NULL, emoji, escapes", async () => {
-    const texts = ['say "hi"', "back\\slash \\\\ \\n", "{a,b}", "NULL", "null", "", "tab\tnew\nline", "🚀 ünïcödé ✓", "\u2028\u2029", "'single'", "x".repeat(1024)];
-    const extra = { q: '"', b: "\\", nested: { arr: ["{", "}", ",", "🚀"], n: -1.5e-7, t: true, z: null }, "key with \"quotes\"": "v" };
+    const texts = [
+      'say "hi"',
+      "back\\slash \\\\ \\n",
+      "{a,b}",
+      "NULL",
+      "null",
+      "",
+      "tab\tnew\nline",
+      "🚀 ünïcödé ✓",
+      "\u2028\u2029",
+      "'single'",
+      "x".repeat(1024),
+    ];
+    const extra = { q: '"', b: "\\", nested: { arr: ["{", "}", ",", "🚀"], n: -1.5e-7, t: true, z: null }, 'key with "quotes"': "v" };
     const tasks = await Promise.all(texts.map(() => h.client.createTask({ action: "deploy_nodes" })));
     // One append per task, all at once: they are coalesced into shared statements.
     await Promise.all(
@@ -51,7 +66,12 @@ describe("result messages", () => {
         h.client.appendResultMessages({
           taskId: task!.taskId,
           messages: [
-            { message: texts[i] || "m", contextType: texts[(i + 1) % texts.length]!.slice(0, 64), context: texts[(i + 2) % texts.length]!.slice(0, 256), extra },
+            {
+              message: texts[i] || "m",
+              contextType: texts[(i + 1) % texts.length]!.slice(0, 64),
+              context: texts[(i + 2) % texts.length]!.slice(0, 256),
+              extra,
+            },
             { message: "second", error: true },
           ],
         }),
@@ -215,4 +235,3 @@ describe("result messages", () => {
     await expectError(h.client.appendResultMessages({ taskId: randomUUID(), messages: batch, firstSequence: 1n }), grpc.status.NOT_FOUND);
   });
 });
-

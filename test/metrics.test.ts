@@ -143,7 +143,11 @@ describe("metrics", () => {
     await expectError(h.client.getTask({ taskId: "00000000-0000-4000-8000-000000000001" }), grpc.status.NOT_FOUND);
     const after = await scrape(address);
     const codes = (s: Samples) =>
-      new Map([...s].filter(([k]) => k.startsWith("grpc_server_handled_total{") && k.includes('grpc_method="GetTask"')).map(([k, v]) => [/grpc_code="([^"]*)"/.exec(k)![1]!, v]));
+      new Map(
+        [...s]
+          .filter(([k]) => k.startsWith("grpc_server_handled_total{") && k.includes('grpc_method="GetTask"'))
+          .map(([k, v]) => [/grpc_code="([^"]*)"/.exec(k)![1]!, v]),
+      );
     expect(delta(before, after, key("grpc_server_handled_total", { ...unary("GetTask"), grpc_code: "InvalidArgument" }))).to.equal(1);
     expect(delta(before, after, key("grpc_server_handled_total", { ...unary("GetTask"), grpc_code: "NotFound" }))).to.equal(1);
     // Every GetTask series of the scrape, none spelled the grpc-js way (INVALID_ARGUMENT, NOT_FOUND).
@@ -205,7 +209,12 @@ describe("metrics", () => {
     const rows = [...section.matchAll(/^\| `((?:grpc_server|statemgmt)_[a-z_]+)` \| [a-z]+ \|([^|]*)\|/gm)];
     const documented = new Set(rows.map((m) => m[1]));
     const registry = h.server.metrics!.registry;
-    const exposed = new Set(registry.getMetricsAsArray().map((m) => m.name).filter((n) => n.startsWith("grpc_server_") || n.startsWith("statemgmt_")));
+    const exposed = new Set(
+      registry
+        .getMetricsAsArray()
+        .map((m) => m.name)
+        .filter((n) => n.startsWith("grpc_server_") || n.startsWith("statemgmt_")),
+    );
     expect([...documented].sort()).to.deep.equal([...exposed].sort());
     // Each row's labels column names exactly the metric's labels: the `code` words outside
     // parentheses (inside them: example values); "the same + ..." adds to the row above's.
@@ -237,7 +246,10 @@ describe("metrics: lock timeouts", function () {
     const { task } = await h.client.createTask({ action: "deploy_nodes" });
     const before = await scrape(address);
     await withRowLocked(h, task!.taskId, async () => {
-      const update = await expectError(h.client.updateTask({ task: { taskId: task!.taskId, retry: 1 }, updateMask: { paths: ["retry"] } }), grpc.status.ABORTED);
+      const update = await expectError(
+        h.client.updateTask({ task: { taskId: task!.taskId, retry: 1 }, updateMask: { paths: ["retry"] } }),
+        grpc.status.ABORTED,
+      );
       expect(update.errorInfo!.reason).to.equal("LOCK_TIMEOUT");
       const mid = await scrape(address);
       expect(delta(before, mid, timeouts("lock"))).to.equal(1);
@@ -373,7 +385,9 @@ describe("trace context in the log", () => {
     metadata.set("traceparent", `00-${traceId}-00f067aa0ba902b7-01`);
     await h.client.getLeader({ election: "traced" }, { metadata });
     await h.client.getLeader({ election: "untraced" });
-    const calls = lines.map((l) => JSON.parse(l) as { msg: string; method?: string; trace_id?: string }).filter((l) => l.msg === "call" && l.method?.endsWith("/GetLeader"));
+    const calls = lines
+      .map((l) => JSON.parse(l) as { msg: string; method?: string; trace_id?: string })
+      .filter((l) => l.msg === "call" && l.method?.endsWith("/GetLeader"));
     expect(calls).to.have.length(2);
     expect(calls[0]!.trace_id).to.equal(traceId);
     expect(calls[1]!.trace_id).to.match(/^[0-9a-f]{32}$/);
@@ -469,13 +483,16 @@ describe("watch and lease metrics", () => {
     const name = (i: number) => `m-${String(i).padStart(4, "0")}-`.padEnd(100, "x");
     const claimMany = async (from: number, to: number) => {
       for (let i = from; i < to; i += 20) {
-        await Promise.all(Array.from({ length: Math.min(20, to - i) }, (_, j) => h.client.claimLeadership({ election: name(i + j), instanceId: "flood", ttl })));
+        await Promise.all(
+          Array.from({ length: Math.min(20, to - i) }, (_, j) => h.client.claimLeadership({ election: name(i + j), instanceId: "flood", ttl })),
+        );
       }
     };
     expect((await h.client.claimLeadership({ election: "", instanceId: "orch-1", ttl })).isLeader).to.equal(true);
-    const body = async () => (await (await fetch(`http://${address}/metrics`)).text());
+    const body = async () => await (await fetch(`http://${address}/metrics`)).text();
     const electionLines = (text: string) => text.split("\n").filter((l) => /^statemgmt_election_(held|term)\{/.test(l));
-    const live = async () => (await h.pg.query<{ n: number }>("select count(*)::int as n from leases where holder is not null and expires_at > clock_timestamp()")).rows[0]!.n;
+    const live = async () =>
+      (await h.pg.query<{ n: number }>("select count(*)::int as n from leases where holder is not null and expires_at > clock_timestamp()")).rows[0]!.n;
 
     await claimMany(0, 100);
     await body(); // the first scrapes add series of their own (the scrape statement's duration)

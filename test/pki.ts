@@ -32,7 +32,13 @@ export async function issue(ca: Issued, cn: string, kind: "server" | "client"): 
     extensions:
       kind === "server"
         ? [
-            { name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }, { type: 2, value: "localhost" }] },
+            {
+              name: "subjectAltName",
+              altNames: [
+                { type: 7, ip: "127.0.0.1" },
+                { type: 2, value: "localhost" },
+              ],
+            },
             { name: "extKeyUsage", serverAuth: true },
           ]
         : [{ name: "extKeyUsage", clientAuth: true }],

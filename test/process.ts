@@ -74,7 +74,9 @@ export function logLine(p: Proc, msg: string, fields: Record<string, unknown> = 
       p.events.off("line", onLine).off("exit", onExit);
     };
     const onLine = (l: Record<string, unknown>) => matches(l) && (done(), resolve(l));
-    const onExit = () => (done(), reject(new Error(`process exited (${p.child.exitCode ?? p.child.signalCode}) before "${msg}": ${p.stderr}${JSON.stringify(p.lines)}`)));
+    const onExit = () => (
+      done(), reject(new Error(`process exited (${p.child.exitCode ?? p.child.signalCode}) before "${msg}": ${p.stderr}${JSON.stringify(p.lines)}`))
+    );
     const timer = setTimeout(() => (done(), reject(new Error(`no "${msg}" log line within ${timeoutMs} ms: ${JSON.stringify(p.lines)}`))), timeoutMs);
     p.events.on("line", onLine).on("exit", onExit);
     if (p.child.exitCode !== null || p.child.signalCode !== null) onExit();

@@ -89,4 +89,3 @@ export class TcpProxy {
     return new Promise((r) => this.server.close(() => r()));
   }
 }
-

@@ -23,10 +23,11 @@ class StillClock implements Clock {
   ms = Date.UTC(2026, 0, 1);
   sqlNow = () => undefined;
   nowMs = () => this.ms;
-  sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => (clearTimeout(t), reject(signal.reason)), { once: true });
-  });
+  sleep = (ms: number, signal: AbortSignal) =>
+    new Promise<void>((resolve, reject) => {
+      const t = setTimeout(resolve, ms);
+      signal.addEventListener("abort", () => (clearTimeout(t), reject(signal.reason)), { once: true });
+    });
 }
 
 /** Forwards 127.0.0.1:<port> to the server, connecting from `localAddress`: another client address. */
@@ -79,7 +80,8 @@ describe("rate limit of key-authorized calls per client address", () => {
     const as = bearer(admin);
     taskId = (await h.client.createTask({ action: "deploy_nodes" }, as)).task!.taskId;
     key = Buffer.from((await h.client.setBootActionContext({ nodeName: "node-1", taskId }, as)).generatedIdentityKey);
-    actionId = (await h.client.createBootActions({ nodeName: "node-1", taskId, actions: [{ actionName: "a", signalling: true }] }, as)).bootActions[0]!.actionId;
+    actionId = (await h.client.createBootActions({ nodeName: "node-1", taskId, actions: [{ actionName: "a", signalling: true }] }, as)).bootActions[0]!
+      .actionId;
   });
 
   const refusedTotal = async () => (await h.server.metrics!.registry.getSingleMetric("statemgmt_node_calls_rate_limited_total")!.get()).values[0]?.value ?? 0;
@@ -147,7 +149,12 @@ describe("rate limit pieces", () => {
   it("keeps at most maxPeers buckets and drops the ones that have refilled", () => {
     let now = 0;
     let refused = 0;
-    const limiter = new PeerRateLimiter({ ratePerSecond: 10, burst: 2 }, () => now, () => refused++, 100);
+    const limiter = new PeerRateLimiter(
+      { ratePerSecond: 10, burst: 2 },
+      () => now,
+      () => refused++,
+      100,
+    );
     for (let i = 0; i < 1000; i++) limiter.take(`10.0.${i >> 8}.${i & 255}`);
     expect(limiter.size).to.equal(100);
     limiter.take("10.9.9.9");
@@ -166,7 +173,10 @@ describe("rate limit pieces", () => {
   it("reads STATEMGMT_NODE_CALL_RATE and STATEMGMT_NODE_CALL_BURST (0: no limit)", () => {
     expect(loadConfig([], {}).nodeCallLimit).to.deep.equal({ ratePerSecond: 50, burst: 100 });
     expect(loadConfig([], { STATEMGMT_NODE_CALL_RATE: "0" }).nodeCallLimit.ratePerSecond).to.equal(0);
-    expect(loadConfig([], { STATEMGMT_NODE_CALL_RATE: "500", STATEMGMT_NODE_CALL_BURST: "2000" }).nodeCallLimit).to.deep.equal({ ratePerSecond: 500, burst: 2000 });
+    expect(loadConfig([], { STATEMGMT_NODE_CALL_RATE: "500", STATEMGMT_NODE_CALL_BURST: "2000" }).nodeCallLimit).to.deep.equal({
+      ratePerSecond: 500,
+      burst: 2000,
+    });
     expect(() => loadConfig([], { STATEMGMT_NODE_CALL_RATE: "-1" })).to.throw(ConfigError, /STATEMGMT_NODE_CALL_RATE/);
     expect(() => loadConfig([], { STATEMGMT_NODE_CALL_BURST: "0" })).to.throw(ConfigError, /STATEMGMT_NODE_CALL_BURST/);
   });

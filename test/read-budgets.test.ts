@@ -23,11 +23,13 @@ async function bigTask(client: StateClient, n: number): Promise<string> {
   const { task } = await client.createTask({ action: "f3_test", designRef: "deckhand+https://example/f3" });
   const taskId = task!.taskId;
   for (let i = 0; i < n; i += 10) {
-    await client.appendResultMessages({ taskId, messages: Array.from({ length: Math.min(10, n - i) }, (_, k) => ({ message: `message ${String(i + k + 1).padStart(3, "0")}`, extra })) });
+    await client.appendResultMessages({
+      taskId,
+      messages: Array.from({ length: Math.min(10, n - i) }, (_, k) => ({ message: `message ${String(i + k + 1).padStart(3, "0")}`, extra })),
+    });
   }
   return taskId;
 }
-
 
 describe("byte budgets on reads", function () {
   this.timeout(120_000);

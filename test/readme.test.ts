@@ -34,9 +34,7 @@ const CLIENTS_DOC = await readFile(path.join(ROOT, "docs/clients.md"), "utf8");
 const README_ADDRESS = "127.0.0.1:50051";
 
 /** Lines of README's grpcurl blocks the test does not run, each with why. */
-const SKIPPED: { match: string; why: string }[] = [
-  { match: "$SVC/GetDesignDocuments", why: "names a Deckhand (deckhand.example) that does not exist here" },
-];
+const SKIPPED: { match: string; why: string }[] = [{ match: "$SVC/GetDesignDocuments", why: "names a Deckhand (deckhand.example) that does not exist here" }];
 /** Streams that never end by themselves: stopped (SIGINT, as Ctrl-C) after this long. */
 const ENDLESS = ["$SVC/WatchTasks", "$SVC/WatchLeader"];
 const ENDLESS_SECONDS = 3;
@@ -134,7 +132,11 @@ describe("README", function () {
       const withGrpcurl = blocks(section(GRPCURL_DOC, "# With grpcurl", "docs/grpcurl.md"), "sh");
       expect(withGrpcurl.length).to.be.at.least(5);
       const all = [...quick, ...withGrpcurl].flatMap(commands);
-      for (const s of SKIPPED) expect(all.filter((c) => c.includes(s.match)), s.match).to.have.length(1);
+      for (const s of SKIPPED)
+        expect(
+          all.filter((c) => c.includes(s.match)),
+          s.match,
+        ).to.have.length(1);
       const out = path.join(dir, "out");
       await mkdir(out);
       const lines = ["set -o pipefail"];
@@ -160,7 +162,9 @@ describe("README", function () {
         ran.push({ command: written, kind: kinds[i], code: -1, stdout: "", stderr: "" });
       });
       // The second terminal's watch ends by itself once the task is finished (within 10 s).
-      lines.push(`if [ -n "$bg" ]; then for _ in $(seq 1 100); do kill -0 $bg 2>/dev/null || break; sleep 0.1; done; kill $bg 2>/dev/null; wait $bg; echo $bg_i $? >>${out}/codes; fi`);
+      lines.push(
+        `if [ -n "$bg" ]; then for _ in $(seq 1 100); do kill -0 $bg 2>/dev/null || break; sleep 0.1; done; kill $bg 2>/dev/null; wait $bg; echo $bg_i $? >>${out}/codes; fi`,
+      );
       lines.push(`printf 'ID=%s\\nKEY=%s\\nAID=%s\\n' "$ID" "$KEY" "$AID" >${out}/vars`);
       const res = await bash(lines.join("\n"), env());
       expect(res.code, res.stderr).to.equal(0);
@@ -315,7 +319,11 @@ function anchors(markdown: string): Set<string> {
     if (line.startsWith("```")) fenced = !fenced;
     const m = !fenced && line.match(/^#{1,6} (.*)$/);
     if (!m) continue;
-    const slug = m[1]!.trim().toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, "").replace(/\s/g, "-");
+    const slug = m[1]!
+      .trim()
+      .toLowerCase()
+      .replace(/[^\p{L}\p{N}\s_-]/gu, "")
+      .replace(/\s/g, "-");
     const n = seen.get(slug) ?? 0;
     seen.set(slug, n + 1);
     out.add(n === 0 ? slug : `${slug}-${n}`);
@@ -361,13 +369,11 @@ describe("README and docs/: links", () => {
   });
 
   it("the anchor rule: GitHub's slugs, code blocks left out", () => {
-    expect([...anchors("# Migrating from Drydock's statemgmt\n## From Python, Go and other languages\n```sh\n# not a heading\n```\n## The contract: buf breaking\n## Errors\n## Errors\n")]).to.deep.equal([
-      "migrating-from-drydocks-statemgmt",
-      "from-python-go-and-other-languages",
-      "the-contract-buf-breaking",
-      "errors",
-      "errors-1",
-    ]);
+    expect([
+      ...anchors(
+        "# Migrating from Drydock's statemgmt\n## From Python, Go and other languages\n```sh\n# not a heading\n```\n## The contract: buf breaking\n## Errors\n## Errors\n",
+      ),
+    ]).to.deep.equal(["migrating-from-drydocks-statemgmt", "from-python-go-and-other-languages", "the-contract-buf-breaking", "errors", "errors-1"]);
     expect(relativeLinks("[a](docs/x.md#y) [b](https://example.com) `[c](nope.md)`\n```\n[d](nope.md)\n```\n")).to.deep.equal(["docs/x.md#y"]);
   });
 });

@@ -181,7 +181,10 @@ describe("server reflection", () => {
             const svc = registry.getService(name);
             expect(svc, `service ${name} in the reflected registry`).to.exist;
             const want = compiled.get(name)!;
-            expect(svc!.methods.map((x) => x.name), name).to.deep.equal(want.methods.map((x) => x.name));
+            expect(
+              svc!.methods.map((x) => x.name),
+              name,
+            ).to.deep.equal(want.methods.map((x) => x.name));
             for (const method of svc!.methods) {
               const w = want.methods.find((x) => x.name === method.name)!;
               expect(method.input.typeName, `${name}.${method.name} input`).to.equal(w.input.typeName);
@@ -264,14 +267,19 @@ describe("server reflection", () => {
         withStream(async (s) => {
           for (const symbol of ["google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.BadRequest.FieldViolation"]) {
             const files = filesOf(await s.ask({ messageRequest: { case: "fileContainingSymbol", value: symbol } }));
-            expect(files.map((f) => f.name), symbol).to.deep.equal(["google/rpc/error_details.proto", "google/protobuf/duration.proto"]);
+            expect(
+              files.map((f) => f.name),
+              symbol,
+            ).to.deep.equal(["google/rpc/error_details.proto", "google/protobuf/duration.proto"]);
           }
           const { first, registry, fetched } = await resolveSymbol(s, "google.rpc.ErrorInfo");
           expect(first.name).to.equal("google/rpc/error_details.proto");
           expect(fetched).to.be.empty;
           expect(registry.getMessage("google.rpc.ErrorInfo")!.fields.map((f) => f.name)).to.deep.equal(["reason", "domain", "metadata"]);
           const violation = registry.getMessage("google.rpc.BadRequest")!.fields.find((f) => f.name === "field_violations")!;
-          expect(violation.fieldKind === "list" && violation.listKind === "message" && violation.message.typeName).to.equal("google.rpc.BadRequest.FieldViolation");
+          expect(violation.fieldKind === "list" && violation.listKind === "message" && violation.message.typeName).to.equal(
+            "google.rpc.BadRequest.FieldViolation",
+          );
           const status = filesOf(await s.ask({ messageRequest: { case: "fileContainingSymbol", value: "google.rpc.Status" } }));
           expect(status.map((f) => f.name)).to.deep.equal(["google/rpc/status.proto", "google/protobuf/any.proto"]);
           // Not a service: list_services still names the four served.

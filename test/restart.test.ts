@@ -110,4 +110,3 @@ describe("PostgreSQL restart under load", () => {
     });
   }
 });
-

@@ -28,7 +28,11 @@ function randomTask(seed: number): Task {
   const maybe = <T>(v: T) => (r() < 0.5 ? v : null);
   const text = () => pick(["", "n1", "ünïcødé ✓", "x".repeat(200), "y".repeat(20_000), "with\nnewline", "😀 emoji", "0b3f2c9e-7d1a-4c5e-9f8a-1b2c3d4e5f60"]);
   const micros = () => pick([0n, 1n, -1n, 999_999n, -1_000_001n, 1_764_630_000_123_456n, MIN_MICROS, MAX_MICROS, BigInt(Math.floor(r() * 1e15))]);
-  const uuid = () => "0b3f2c9e-7d1a-4c5e-9f8a-" + Math.floor(r() * 1e12).toString(16).padStart(12, "0");
+  const uuid = () =>
+    "0b3f2c9e-7d1a-4c5e-9f8a-" +
+    Math.floor(r() * 1e12)
+      .toString(16)
+      .padStart(12, "0");
   const json = (depth: number): JsonValue =>
     depth > 3
       ? pick([null, 0, -0.5, 1e300, "s", "ü", true, false])

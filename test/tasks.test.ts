@@ -11,7 +11,7 @@ describe("tasks", () => {
 
   describe("scenarios of the original suite", () => {
     it("round-trips a task's request context (user, external marker)", async () => {
-      const ctx = { user: "sh8121", "external_marker": "dc2e3ef1-dcb8-4c1a-9e3c-4b1d0f0d6a9e", roles: ["admin"], n: 3 };
+      const ctx = { user: "sh8121", external_marker: "dc2e3ef1-dcb8-4c1a-9e3c-4b1d0f0d6a9e", roles: ["admin"], n: 3 };
       const { task } = await h.client.createTask({ action: "deploy_nodes", requestContext: ctx, createdBy: "sh8121" });
       const got = await h.client.getTask({ taskId: task!.taskId });
       expect(got.task!.requestContext).to.deep.equal(ctx);
@@ -165,7 +165,13 @@ describe("tasks", () => {
           taskId: task!.taskId,
           status: TaskStatus.RUNNING,
           designRef: "https://h/ignored",
-          result: { status: ActionResult.PARTIAL_SUCCESS, message: "2 of 3", successes: ["n1", "n2"], failures: ["n3"], links: [{ rel: "log", href: "https://h/log" }] },
+          result: {
+            status: ActionResult.PARTIAL_SUCCESS,
+            message: "2 of 3",
+            successes: ["n1", "n2"],
+            failures: ["n3"],
+            links: [{ rel: "log", href: "https://h/log" }],
+          },
         },
         updateMask: { paths: ["status", "result"] },
       });
@@ -296,8 +302,7 @@ describe("tasks", () => {
       await h.client.terminateTask({ taskId: ids[1]!, terminatedBy: "op" });
       await setStatus(h.client, ids[1]!, TaskStatus.TERMINATED);
       await setStatus(h.client, ids[2]!, TaskStatus.RUNNING);
-      const list = async (filter: SubtaskFilter) =>
-        (await h.client.listSubtasks({ parentTaskId: parent!.taskId, filter })).tasks.map((t) => t.taskId);
+      const list = async (filter: SubtaskFilter) => (await h.client.listSubtasks({ parentTaskId: parent!.taskId, filter })).tasks.map((t) => t.taskId);
       expect(await list(SubtaskFilter.ALL)).to.deep.equal(ids);
       expect(await list(SubtaskFilter.UNSPECIFIED)).to.deep.equal(ids);
       expect(await list(SubtaskFilter.ACTIVE)).to.deep.equal([ids[2], ids[3]]);

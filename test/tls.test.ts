@@ -102,7 +102,10 @@ describe("mutual TLS identities", () => {
     const { task } = await h.client.createTask({ action: "deploy_nodes" });
     expect(task!.createdBy).to.equal("CN=ops-cli");
     // An operator may not purge.
-    const err = await h.client.purgeTasks({ olderThanDays: 1 }).then(() => null, (e: unknown) => decodeError(e));
+    const err = await h.client.purgeTasks({ olderThanDays: 1 }).then(
+      () => null,
+      (e: unknown) => decodeError(e),
+    );
     expect(grpc.status[err!.code]).to.equal("PERMISSION_DENIED");
     expect(err!.errorInfo!.metadata.required_role).to.equal("admin");
   });

@@ -185,8 +185,7 @@ describe("transaction discipline", () => {
         // transaction on a connection of its own (cli/drydock.ts).
         if (e.isDirectory()) {
           if (path.relative(root, p) !== "cli") await walk(p);
-        }
-        else if (e.name.endsWith(".ts")) {
+        } else if (e.name.endsWith(".ts")) {
           const lines = (await readFile(p, "utf8")).split("\n");
           lines.forEach((l, i) => {
             if (/\.(begin|reserve)\s*\(/.test(l) && !/^\s*(\/\/|\*)/.test(l)) offenders.push(`${path.relative(root, p)}:${i + 1}: ${l.trim()}`);

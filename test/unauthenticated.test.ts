@@ -38,7 +38,6 @@ function useAdminToken(): { auth: AuthConfig; token: () => string } {
   return { auth, token: () => token };
 }
 
-
 /** The first message of a stream, or the error that ended it. */
 async function firstOf<T>(stream: AsyncIterable<T>): Promise<{ value?: T; err?: ReturnType<typeof decodeError> }> {
   try {
@@ -312,7 +311,10 @@ describe("unauthenticated peers: Keystone validations in flight", () => {
       expect(outcomes.filter((o) => o === "UNAUTHENTICATED TOKEN_INVALID").length).to.equal(MAX_PENDING);
       expect(keystone.heldCount()).to.equal(MAX_PENDING);
       // The budget is free again: a new unknown token reaches Keystone.
-      const d = await h.client.getLeader({ election: "x" }, ks(newToken())).then(() => null, (e: unknown) => decodeError(e));
+      const d = await h.client.getLeader({ election: "x" }, ks(newToken())).then(
+        () => null,
+        (e: unknown) => decodeError(e),
+      );
       expect(d!.errorInfo!.reason).to.equal("TOKEN_INVALID");
     } finally {
       release();

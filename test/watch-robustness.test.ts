@@ -12,7 +12,19 @@ import { StateService, type WatchTaskResponse } from "../gen/drydock/statemgmt/v
 import { TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client/client.js";
 
-import { createTestDatabase, decodeError, eventually, quietPeriod, range, setStatus as setStatusOf, startTestServer, useServer, type HarnessOptions, type StateClient, type TestServer } from "./kit/index.js";
+import {
+  createTestDatabase,
+  decodeError,
+  eventually,
+  quietPeriod,
+  range,
+  setStatus as setStatusOf,
+  startTestServer,
+  useServer,
+  type HarnessOptions,
+  type StateClient,
+  type TestServer,
+} from "./kit/index.js";
 
 type Stream = AsyncIterable<WatchTaskResponse> & grpc.ClientReadableStream<WatchTaskResponse>;
 

@@ -9,7 +9,6 @@ import { TcpProxy } from "./proxy.js";
 
 const LINGER_MS = 1000;
 
-
 describe("watch without a finish linger (STATEMGMT_WATCH_FINISH_LINGER_MS=0)", () => {
   const h = useServer({ watchFinishLingerMs: 0 });
   const label = (ev: WatchTaskResponse) => (ev.event.case === "message" ? ev.event.value.message : `task ${TaskStatus[ev.event.value!.status]}`);
@@ -136,7 +135,6 @@ describe("watch semantics", () => {
     }
   });
 });
-
 
 describe("the LISTEN connection's heartbeat", () => {
   const HEARTBEAT_MS = 200;

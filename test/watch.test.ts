@@ -188,10 +188,9 @@ describe("watching tasks", () => {
     const seen: number[] = [];
     await eventually(
       async () => {
-        const { rows } = await h.pg.query(
-          `select count(*)::int n from pg_stat_activity where datname = current_database() and application_name = $1`,
-          [LISTENER_APPLICATION_NAME],
-        );
+        const { rows } = await h.pg.query(`select count(*)::int n from pg_stat_activity where datname = current_database() and application_name = $1`, [
+          LISTENER_APPLICATION_NAME,
+        ]);
         seen.push(rows[0].n);
         return rows[0].n === 1;
       },
@@ -332,7 +331,6 @@ describe("watching tasks", () => {
     expect(h.probe.subscribers(task!.taskId)).to.equal(0);
     expect(h.probe.feeds).to.equal(0);
   });
-
 });
 
 describe("a LISTEN connection that silently hangs", () => {

@@ -142,7 +142,10 @@ export class KeystoneValidator {
     const now = Date.now();
     if (now - this.lastBusyLog >= 1000) {
       this.lastBusyLog = now;
-      this.log.warn({ limit: max, refused: this.busyRefusals, keystone: this.endpoint.origin }, "token validations at STATEMGMT_KEYSTONE_MAX_PENDING: refusing uncached tokens");
+      this.log.warn(
+        { limit: max, refused: this.busyRefusals, keystone: this.endpoint.origin },
+        "token validations at STATEMGMT_KEYSTONE_MAX_PENDING: refusing uncached tokens",
+      );
     }
     return new ResourceExhaustedError(
       "AUTHENTICATION_BUSY",

@@ -22,7 +22,15 @@ function colorStatus(c: Colors, s: BootActionStatus): string {
 }
 
 function row(a: BootAction, wide: boolean, c: Colors): string[] {
-  return [a.actionId, a.nodeName, a.actionName, colorStatus(c, a.status), isoTime(a.created), a.reported ? isoTime(a.reported) : "-", wide ? a.taskId : shortId(a.taskId)];
+  return [
+    a.actionId,
+    a.nodeName,
+    a.actionName,
+    colorStatus(c, a.status),
+    isoTime(a.created),
+    a.reported ? isoTime(a.reported) : "-",
+    wide ? a.taskId : shortId(a.taskId),
+  ];
 }
 
 export async function bootActionsList(conn: Connection, out: Output, given: { node?: string; task?: string }): Promise<number> {
@@ -35,9 +43,22 @@ export async function bootActionsList(conn: Connection, out: Output, given: { no
     found.push(...r.bootActions);
     pageToken = r.nextPageToken;
   } while (pageToken);
-  if (out.mode === "json") out.print(JSON.stringify(found.map((a) => jsonOf(BootActionSchema, a)), null, 2));
+  if (out.mode === "json")
+    out.print(
+      JSON.stringify(
+        found.map((a) => jsonOf(BootActionSchema, a)),
+        null,
+        2,
+      ),
+    );
   else if (found.length === 0) out.note("no boot actions match");
-  else out.print(table(BOOT_ACTION_COLUMNS, found.map((a) => row(a, out.mode === "wide", out.c))));
+  else
+    out.print(
+      table(
+        BOOT_ACTION_COLUMNS,
+        found.map((a) => row(a, out.mode === "wide", out.c)),
+      ),
+    );
   return EXIT.OK;
 }
 

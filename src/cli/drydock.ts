@@ -74,7 +74,8 @@ function links(v: unknown): Link[] | string {
   const l = unwrap(v);
   if (l === null || l === undefined) return [];
   if (Array.isArray(l)) {
-    if (l.every((x) => isObject(x) && typeof x.rel === "string" && typeof x.href === "string")) return l.map((x) => ({ rel: x.rel as string, href: x.href as string }));
+    if (l.every((x) => isObject(x) && typeof x.rel === "string" && typeof x.href === "string"))
+      return l.map((x) => ({ rel: x.rel as string, href: x.href as string }));
     return "result_links is a list that is not of {rel, href} objects";
   }
   if (!isObject(l)) return "result_links is neither an object nor a list";
@@ -138,12 +139,17 @@ interface DrydockTask {
 export async function* drydockRecords(sql: postgres.Sql, includeSecrets: boolean, problem: (p: Problem) => void): AsyncGenerator<Converted> {
   // Which of Drydock's migrations ran: build_data came with 4a5bef3702b, tasks.result_links with 4713e7ebca9.
   const columns = new Set(
-    (await sql<{ c: string }[]>`select table_name || '.' || column_name as c from information_schema.columns where table_schema = current_schema()`).map((r) => r.c),
+    (await sql<{ c: string }[]>`select table_name || '.' || column_name as c from information_schema.columns where table_schema = current_schema()`).map(
+      (r) => r.c,
+    ),
   );
   const needed = ["tasks.task_id", "result_message.sequence", "boot_action.node_name", "boot_action_status.action_id"];
   const absent = needed.filter((c) => !columns.has(c));
   if (absent.length > 0) {
-    throw new CliError(`not a Drydock statemgmt database: ${absent.map((c) => c.split(".")[0]).join(", ")} ${absent.length > 1 ? "are" : "is"} missing (in schema ${(await sql<{ s: string }[]>`select current_schema() as s`)[0]!.s})`, EXIT.USAGE);
+    throw new CliError(
+      `not a Drydock statemgmt database: ${absent.map((c) => c.split(".")[0]).join(", ")} ${absent.length > 1 ? "are" : "is"} missing (in schema ${(await sql<{ s: string }[]>`select current_schema() as s`)[0]!.s})`,
+      EXIT.USAGE,
+    );
   }
   const linksColumn = columns.has("tasks.result_links") ? sql`result_links` : sql`null::json as result_links`;
   // Tasks: few enough to hold (Drydock keeps them for its retention period).
@@ -163,14 +169,23 @@ export async function* drydockRecords(sql: postgres.Sql, includeSecrets: boolean
       continue;
     }
     const parent = r.parent as string | null;
-    tasks.set(uuidOf(id), { id: uuidOf(id), parent: parent && parent.length === 32 ? uuidOf(parent) : null, subtasks: ((r.subtasks as string[]) ?? []).map(uuidOf), row: r });
+    tasks.set(uuidOf(id), {
+      id: uuidOf(id),
+      parent: parent && parent.length === 32 ? uuidOf(parent) : null,
+      subtasks: ((r.subtasks as string[]) ?? []).map(uuidOf),
+      row: r,
+    });
   }
   // Subtask lists name tasks; parent_task_id is what the service keeps. Report where they disagree.
   for (const t of tasks.values()) {
     for (const s of t.subtasks) {
       const sub = tasks.get(s);
       if (!sub) problem({ source: `task ${t.id}`, problem: `its subtask_id_list names task ${s}, which does not exist; the link is dropped` });
-      else if (sub.parent !== t.id) problem({ source: `task ${t.id}`, problem: `its subtask_id_list names task ${s}, whose parent_task_id is ${sub.parent ?? "null"}; parent_task_id is kept` });
+      else if (sub.parent !== t.id)
+        problem({
+          source: `task ${t.id}`,
+          problem: `its subtask_id_list names task ${s}, whose parent_task_id is ${sub.parent ?? "null"}; parent_task_id is kept`,
+        });
     }
   }
   // Each task after its parent; a task whose parent is missing (or skipped) is skipped with its subtree.
@@ -195,7 +210,10 @@ export async function* drydockRecords(sql: postgres.Sql, includeSecrets: boolean
   }
   for (const t of tasks.values()) {
     if (!imported.has(t.id) && t.parent !== null && tasks.has(t.parent) && !imported.has(t.parent) && queue.indexOf(t) < 0) {
-      problem({ source: `task ${t.id}`, problem: `it is not reachable from a top-level task (its parent ${t.parent} was skipped, or parents form a cycle); skipped` });
+      problem({
+        source: `task ${t.id}`,
+        problem: `it is not reachable from a top-level task (its parent ${t.parent} was skipped, or parents form a cycle); skipped`,
+      });
     }
   }
 
@@ -213,7 +231,13 @@ export async function* drydockRecords(sql: postgres.Sql, includeSecrets: boolean
       const task = typeof m.task === "string" && m.task.length === 32 ? uuidOf(m.task) : null;
       const t = task === null ? undefined : imported.get(task);
       if (task === null || !t) {
-        problem({ source, problem: task === null ? "its task_id is null or not 16 bytes; skipped" : `its task ${task} ${tasks.has(task) ? "was skipped" : "does not exist (deleted)"}; skipped` });
+        problem({
+          source,
+          problem:
+            task === null
+              ? "its task_id is null or not 16 bytes; skipped"
+              : `its task ${task} ${tasks.has(task) ? "was skipped" : "does not exist (deleted)"}; skipped`,
+        });
         continue;
       }
       if (task !== current) {
@@ -298,7 +322,10 @@ export async function* drydockRecords(sql: postgres.Sql, includeSecrets: boolean
       continue;
     }
     if (task === null || !imported.has(task)) {
-      problem({ source, problem: task === null ? "its task_id is null; skipped" : `its task ${task} ${tasks.has(task) ? "was skipped" : "does not exist"}; skipped` });
+      problem({
+        source,
+        problem: task === null ? "its task_id is null; skipped" : `its task ${task} ${tasks.has(task) ? "was skipped" : "does not exist"}; skipped`,
+      });
       continue;
     }
     const status = String(a.action_status ?? "").toLowerCase();
@@ -337,7 +364,10 @@ export async function* drydockRecords(sql: postgres.Sql, includeSecrets: boolean
     const source = `boot_action (context) of node ${String(c.node_name)}`;
     const task = typeof c.task === "string" && c.task.length === 32 ? uuidOf(c.task) : null;
     if (task === null || !imported.has(task)) {
-      problem({ source, problem: task === null ? "its task_id is null; skipped" : `its task ${task} ${tasks.has(task) ? "was skipped" : "does not exist"}; skipped` });
+      problem({
+        source,
+        problem: task === null ? "its task_id is null; skipped" : `its task ${task} ${tasks.has(task) ? "was skipped" : "does not exist"}; skipped`,
+      });
       continue;
     }
     const key = c.identity_key as Buffer | null;
@@ -415,7 +445,12 @@ function taskRecord(t: DrydockTask, problem: (p: Problem) => void): TaskRecord |
 }
 
 /** Checks each record as the server will, numbering them; invalid ones are reported and not sent. */
-async function* checked(source: AsyncIterable<Converted>, sources: Map<number, string>, problem: (p: Problem) => void, counts: Record<Kind, number>): AsyncIterable<Outgoing> {
+async function* checked(
+  source: AsyncIterable<Converted>,
+  sources: Map<number, string>,
+  problem: (p: Problem) => void,
+  counts: Record<Kind, number>,
+): AsyncIterable<Outgoing> {
   let n = 0;
   for await (const c of source) {
     const json = JSON.stringify(c.record);
@@ -471,10 +506,12 @@ export async function importDrydock(conn: Connection, out: Output, o: DrydockOpt
         out.note("dry run: nothing was written");
         return EXIT.OK;
       }
-      const summary = await sendRecords(conn, records, (sent) => progress.update(() => `importing: ${sent} records sent`, true), signal).catch((err: unknown) => {
-        if (signal.aborted) return undefined;
-        throw err;
-      });
+      const summary = await sendRecords(conn, records, (sent) => progress.update(() => `importing: ${sent} records sent`, true), signal).catch(
+        (err: unknown) => {
+          if (signal.aborted) return undefined;
+          throw err;
+        },
+      );
       progress.done();
       if (!summary || signal.aborted) {
         out.note("interrupted: the records sent so far are stored (importing again skips them)");

@@ -102,8 +102,10 @@ function hintFor(e: StateError, ctx: FailureContext | undefined, server: string)
       : "give the CLI a token with --token TOKEN or STATEMGMT_TOKEN=TOKEN (it sends it as `authorization: Bearer TOKEN`)";
   }
   // grpc-js's own UNAVAILABLE for a connection that was not set up, though something is there.
-  if (e.code !== grpc.status.UNAVAILABLE || e.reason !== grpc.status[e.code] || !/No connection established/.test(e.message) || NOTHING_THERE.test(e.message)) return undefined;
-  if (!ctx.tls) return `${server} did not take a plaintext connection: if it serves TLS, add --cacert FILE (the CA that issued its certificate) or --tls (the system's CAs)`;
+  if (e.code !== grpc.status.UNAVAILABLE || e.reason !== grpc.status[e.code] || !/No connection established/.test(e.message) || NOTHING_THERE.test(e.message))
+    return undefined;
+  if (!ctx.tls)
+    return `${server} did not take a plaintext connection: if it serves TLS, add --cacert FILE (the CA that issued its certificate) or --tls (the system's CAs)`;
   if (NOT_TLS.test(e.message)) return `${server} did not answer TLS: if it serves plaintext, leave out --tls, --cacert, --cert and --key`;
   if (BAD_CERT.test(e.message)) {
     return ctx.cacert

@@ -120,7 +120,10 @@ export async function sendRecords(
   onProgress: (sent: number) => void,
   signal: AbortSignal,
 ): Promise<ImportSummary> {
-  const summary: ImportSummary = { counts: Object.fromEntries(KINDS.map((k) => [k, { added: 0, skipped: 0, refused: 0 }])) as Record<Kind, KindCounts>, refusals: [] };
+  const summary: ImportSummary = {
+    counts: Object.fromEntries(KINDS.map((k) => [k, { added: 0, skipped: 0, refused: 0 }])) as Record<Kind, KindCounts>,
+    refusals: [],
+  };
   let batch: Outgoing[] = [];
   let bytes = 0;
   let sent = 0;
@@ -181,7 +184,10 @@ async function* lines(file: string): AsyncIterable<{ n: number; text: string }> 
  * record (as the server will read it), the order of kinds, and the trailer's
  * counts (a file cut short has none). Throws naming the first wrong line.
  */
-export async function checkFile(file: string, onLine: (n: number) => void = () => {}): Promise<{ records: number; counts: Record<Kind, number>; trailerLine: number }> {
+export async function checkFile(
+  file: string,
+  onLine: (n: number) => void = () => {},
+): Promise<{ records: number; counts: Record<Kind, number>; trailerLine: number }> {
   const counts = emptyCounts();
   let kindAt = 0;
   let trailerAt = 0;
@@ -213,7 +219,8 @@ export async function checkFile(file: string, onLine: (n: number) => void = () =
       if (r.kind === "end") {
         trailerAt = n;
         for (const k of KINDS) {
-          if (r.counts[k] !== counts[k]) bad(n, `(the trailer) counts ${r.counts[k]} ${k} records, but the file holds ${counts[k]}: it is incomplete or was edited`);
+          if (r.counts[k] !== counts[k])
+            bad(n, `(the trailer) counts ${r.counts[k]} ${k} records, but the file holds ${counts[k]}: it is incomplete or was edited`);
         }
         continue;
       }
@@ -243,10 +250,12 @@ export async function importFile(conn: Connection, out: Output, file: string, si
       yield { line: n, json: text };
     }
   }
-  const summary = await sendRecords(conn, recordsOf(), (sent) => progress.update(() => `importing: ${sent} of ${records} records`, true), signal).catch((err: unknown) => {
-    if (signal.aborted) return undefined;
-    throw err;
-  });
+  const summary = await sendRecords(conn, recordsOf(), (sent) => progress.update(() => `importing: ${sent} of ${records} records`, true), signal).catch(
+    (err: unknown) => {
+      if (signal.aborted) return undefined;
+      throw err;
+    },
+  );
   progress.done();
   if (!summary || signal.aborted) {
     out.note("interrupted: the records sent so far are stored (importing the file again skips them)");

@@ -87,10 +87,21 @@ export function table(head: string[], rows: string[][]): string {
   const t = new Table({
     head,
     chars: {
-      top: "", "top-mid": "", "top-left": "", "top-right": "",
-      bottom: "", "bottom-mid": "", "bottom-left": "", "bottom-right": "",
-      left: "", "left-mid": "", mid: "", "mid-mid": "",
-      right: "", "right-mid": "", middle: "  ",
+      top: "",
+      "top-mid": "",
+      "top-left": "",
+      "top-right": "",
+      bottom: "",
+      "bottom-mid": "",
+      "bottom-left": "",
+      "bottom-right": "",
+      left: "",
+      "left-mid": "",
+      mid: "",
+      "mid-mid": "",
+      right: "",
+      "right-mid": "",
+      middle: "  ",
     },
     style: { "padding-left": 0, "padding-right": 0, head: [], border: [], compact: true },
   });
@@ -125,7 +136,10 @@ export function taskRow(t: Task, wide: boolean, now: number, c: Colors): string[
 }
 
 export function tasksTable(tasks: Task[], wide: boolean, now: number, c: Colors): string {
-  return table(wide ? TASK_WIDE_COLUMNS : TASK_COLUMNS, tasks.map((t) => taskRow(t, wide, now, c)));
+  return table(
+    wide ? TASK_WIDE_COLUMNS : TASK_COLUMNS,
+    tasks.map((t) => taskRow(t, wide, now, c)),
+  );
 }
 
 /** `Key:   value` lines, keys padded to one width. */

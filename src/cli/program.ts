@@ -135,15 +135,22 @@ export function buildProgram(run: Runner): Command {
     .option("--status <status>", `only tasks in this status (${STATUS_NAMES.join(", ")}); repeatable or comma-separated`, statuses, [])
     .option("--action <action>", "only tasks with this action; repeatable or comma-separated", repeatable, [])
     .option("--parent <task-id>", "only direct subtasks of this task")
-    .addOption(new Option("--since <when>", "only tasks created since then: an age (30m, 2h, 7d) or a UTC date or time (2026-12-01, 2026-12-01T08:00:00Z)").argParser((v: string) => parseSince(v)))
+    .addOption(
+      new Option("--since <when>", "only tasks created since then: an age (30m, 2h, 7d) or a UTC date or time (2026-12-01, 2026-12-01T08:00:00Z)").argParser(
+        (v: string) => parseSince(v),
+      ),
+    )
     .option("--newest", "the newest tasks, newest first, instead of the oldest (reads every matching page: the server lists oldest first only)")
     .option("--limit <n>", "show at most n tasks (default 50)", positiveInt)
     .option("--all", "every matching task, however many (pages through them all)")
     .option("--page-size <n>", "tasks per call while paging (at most 1000)", positiveInt)
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 When more tasks match than are shown, a note on stderr says so and how to see
 them; stdout holds only the table or the JSON.
-${examples(["statemgmt tasks list", "statemgmt tasks list --newest --limit 10", "statemgmt tasks list --since 2h --status queued,running --action deploy_nodes", "statemgmt tasks list --all -o json | jq -r '.[].taskId'"])}`)
+${examples(["statemgmt tasks list", "statemgmt tasks list --newest --limit 10", "statemgmt tasks list --since 2h --status queued,running --action deploy_nodes", "statemgmt tasks list --all -o json | jq -r '.[].taskId'"])}`,
+    )
     .action(
       act<[]>((o) => ({ conn, out }) => {
         if (o.all && o.limit !== undefined) throw new CliError("--limit and --all do not go together", EXIT.USAGE);
@@ -166,31 +173,49 @@ ${examples(["statemgmt tasks list", "statemgmt tasks list --newest --limit 10", 
     .option("--messages", "also list every result message")
     .option("--errors", "also list the error messages only (the server's errors-only view)")
     .option("--tree", "also show the subtask tree with each subtask's status")
-    .addHelpText("after", examples(["statemgmt tasks get 1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d --tree", "statemgmt tasks get $ID --messages -o json | jq '.resultMessages | length'", "statemgmt tasks get 2ef18a66 --errors"]))
-    .action(act<[string]>((id, o) => ({ conn, out }) => tasksGet(conn, out, id, { messages: !!o.messages, errors: !!o.errors, tree: !!o.tree })));
+    .addHelpText(
+      "after",
+      examples([
+        "statemgmt tasks get 1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d --tree",
+        "statemgmt tasks get $ID --messages -o json | jq '.resultMessages | length'",
+        "statemgmt tasks get 2ef18a66 --errors",
+      ]),
+    )
+    .action(
+      act<[string]>(
+        (id, o) =>
+          ({ conn, out }) =>
+            tasksGet(conn, out, id, { messages: !!o.messages, errors: !!o.errors, tree: !!o.tree }),
+      ),
+    );
 
   tasks
     .command("create")
     .description("create a task (REQUESTED, or QUEUED with --queued)")
     .argument("<action>", "what to do, e.g. deploy_nodes")
     .option("--design-ref <uri>", "the site design (file, http(s), deckhand+http(s) URI)")
-    .option("--node-filter <file>", "a NodeFilter as JSON, e.g. {\"filterSet\":[{\"nodeNames\":[\"n1\"]}]}")
+    .option("--node-filter <file>", 'a NodeFilter as JSON, e.g. {"filterSet":[{"nodeNames":["n1"]}]}')
     .option("--queued", "create it QUEUED, ready for an orchestrator to claim")
     .option("--parent <task-id>", "create it as a subtask of this task")
     .option("--id <uuid>", "choose its id, so that a retry cannot create it twice (ALREADY_EXISTS)")
-    .addHelpText("after", examples([
-      "statemgmt tasks create deploy_nodes --queued --design-ref deckhand+https://deckhand:9000/api/v1.0/revisions/7/rendered-documents",
-      "ID=$(statemgmt tasks create prepare_nodes --node-filter nodes.json -o json | jq -r .taskId)",
-    ]))
+    .addHelpText(
+      "after",
+      examples([
+        "statemgmt tasks create deploy_nodes --queued --design-ref deckhand+https://deckhand:9000/api/v1.0/revisions/7/rendered-documents",
+        "ID=$(statemgmt tasks create prepare_nodes --node-filter nodes.json -o json | jq -r .taskId)",
+      ]),
+    )
     .action(
-      act<[string]>((action, o) => ({ conn, out }) =>
-        tasksCreate(conn, out, action, {
-          designRef: o.designRef as string | undefined,
-          nodeFilter: o.nodeFilter as string | undefined,
-          queued: !!o.queued,
-          parent: o.parent as string | undefined,
-          id: o.id as string | undefined,
-        }),
+      act<[string]>(
+        (action, o) =>
+          ({ conn, out }) =>
+            tasksCreate(conn, out, action, {
+              designRef: o.designRef as string | undefined,
+              nodeFilter: o.nodeFilter as string | undefined,
+              queued: !!o.queued,
+              parent: o.parent as string | undefined,
+              id: o.id as string | undefined,
+            }),
       ),
     );
 
@@ -199,14 +224,24 @@ ${examples(["statemgmt tasks list", "statemgmt tasks list --newest --limit 10", 
     .description("ask for a task to be terminated (idempotent)")
     .argument("<task-id>", "the task's id, or a unique prefix of it (the 8 characters tables show)")
     .addHelpText("after", examples(["statemgmt tasks terminate 1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d"]))
-    .action(act<[string]>((id) => ({ conn, out }) => tasksTerminate(conn, out, id)));
+    .action(
+      act<[string]>(
+        (id) =>
+          ({ conn, out }) =>
+            tasksTerminate(conn, out, id),
+      ),
+    );
 
   tasks
     .command("watch")
     .description("follow a task live until it finishes (exit code 0 SUCCESS, 1 FAILURE or PARTIAL_SUCCESS, 3 TERMINATED)")
     .argument("<task-id>", "the task's id, or a unique prefix of it (the 8 characters tables show)")
-    .addOption(new Option("--after-sequence <n>", "only messages after this sequence (resume where an earlier watch stopped)").argParser(sequence).default(0n, "0"))
-    .addHelpText("after", `
+    .addOption(
+      new Option("--after-sequence <n>", "only messages after this sequence (resume where an earlier watch stopped)").argParser(sequence).default(0n, "0"),
+    )
+    .addHelpText(
+      "after",
+      `
 On a terminal: a header redrawn in place (action, status, result, elapsed
 time, id, a progress bar of the finished direct subtasks, message and error
 counts) above the newest messages that fit the screen. Not on a terminal, with
@@ -218,11 +253,18 @@ it printed: none is shown twice or missed. It ends when the task finishes.
 Exit codes: 0 SUCCESS, 1 FAILURE, PARTIAL_SUCCESS or no outcome, 3 TERMINATED,
 130 Ctrl-C (the task goes on), or the error's code (4 NOT_FOUND, ...).
 ${examples([
-      "statemgmt tasks watch 1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d",
-      "statemgmt tasks watch $ID --after-sequence 42 | tee deploy.log",
-      "statemgmt tasks watch $ID -o json | jq -r 'select(.message) | .message.message'",
-    ])}`)
-    .action(act<[string]>((id, o) => ({ conn, out, signal }) => tasksWatch(conn, out, id, o.afterSequence as bigint, signal)));
+  "statemgmt tasks watch 1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d",
+  "statemgmt tasks watch $ID --after-sequence 42 | tee deploy.log",
+  "statemgmt tasks watch $ID -o json | jq -r 'select(.message) | .message.message'",
+])}`,
+    )
+    .action(
+      act<[string]>(
+        (id, o) =>
+          ({ conn, out, signal }) =>
+            tasksWatch(conn, out, id, o.afterSequence as bigint, signal),
+      ),
+    );
 
   tasks
     .command("watch-all")
@@ -232,8 +274,10 @@ ${examples([
     .option("--parent <task-id>", "only direct subtasks of this task")
     .addHelpText("after", examples(["statemgmt tasks watch-all --status queued,running", "statemgmt tasks watch-all --parent $ID -o wide"]))
     .action(
-      act<[]>((o) => ({ conn, out, signal }) =>
-        tasksWatchAll(conn, out, { statuses: o.status as TaskStatus[], actions: o.action as string[], parent: o.parent as string | undefined }, signal),
+      act<[]>(
+        (o) =>
+          ({ conn, out, signal }) =>
+            tasksWatchAll(conn, out, { statuses: o.status as TaskStatus[], actions: o.action as string[], parent: o.parent as string | undefined }, signal),
       ),
     );
 
@@ -244,8 +288,10 @@ ${examples([
     .option("--watch", "keep printing each new term, resignation and expiry (Ctrl-C to stop)")
     .addHelpText("after", examples(["statemgmt leader", "statemgmt leader --election orchestrator --watch"]))
     .action(
-      act<[]>((o) => ({ conn, out, signal }) =>
-        o.watch ? leaderWatch(conn, out, o.election as string, signal) : leaderShow(conn, out, o.election as string),
+      act<[]>(
+        (o) =>
+          ({ conn, out, signal }) =>
+            o.watch ? leaderWatch(conn, out, o.election as string, signal) : leaderShow(conn, out, o.election as string),
       ),
     );
 
@@ -260,8 +306,15 @@ ${examples([
     .option("--limit <n>", "show at most n records", positiveInt)
     .addHelpText("after", examples(["statemgmt builddata list --node n1 --latest", "statemgmt builddata list --task $ID -o json"]))
     .action(
-      act<[]>((o) => ({ conn, out }) =>
-        buildDataList(conn, out, { node: o.node as string | undefined, task: o.task as string | undefined, latest: !!o.latest, limit: o.limit as number | undefined }),
+      act<[]>(
+        (o) =>
+          ({ conn, out }) =>
+            buildDataList(conn, out, {
+              node: o.node as string | undefined,
+              task: o.task as string | undefined,
+              latest: !!o.latest,
+              limit: o.limit as number | undefined,
+            }),
       ),
     );
 
@@ -273,16 +326,21 @@ ${examples([
     .option("--generator <name>", "a record of this generator, e.g. lshw")
     .option("--id <n>", "the record with this id (from builddata list)", (s: string) => BigInt(positiveInt(s)))
     .option("-f, --file <file>", "write the data to this file instead of stdout")
-    .addHelpText("after", examples(["statemgmt builddata get --node n1 --generator lshw > n1-lshw.xml", "statemgmt builddata get --node n1 --id 42 -f record.bin"]))
+    .addHelpText(
+      "after",
+      examples(["statemgmt builddata get --node n1 --generator lshw > n1-lshw.xml", "statemgmt builddata get --node n1 --id 42 -f record.bin"]),
+    )
     .action(
-      act<[]>((o) => ({ conn, out }) =>
-        buildDataGet(conn, out, {
-          node: o.node as string | undefined,
-          task: o.task as string | undefined,
-          generator: o.generator as string | undefined,
-          id: o.id as bigint | undefined,
-          file: o.file as string | undefined,
-        }),
+      act<[]>(
+        (o) =>
+          ({ conn, out }) =>
+            buildDataGet(conn, out, {
+              node: o.node as string | undefined,
+              task: o.task as string | undefined,
+              generator: o.generator as string | undefined,
+              id: o.id as bigint | undefined,
+              file: o.file as string | undefined,
+            }),
       ),
     );
 
@@ -294,14 +352,26 @@ ${examples([
     .option("--node <name>", "only actions of this node (every deployment)")
     .option("--task <task-id>", "only actions of this deployment task")
     .addHelpText("after", examples(["statemgmt bootactions list --node n1", "statemgmt bootactions list --task $ID -o json"]))
-    .action(act<[]>((o) => ({ conn, out }) => bootActionsList(conn, out, { node: o.node as string | undefined, task: o.task as string | undefined })));
+    .action(
+      act<[]>(
+        (o) =>
+          ({ conn, out }) =>
+            bootActionsList(conn, out, { node: o.node as string | undefined, task: o.task as string | undefined }),
+      ),
+    );
 
   bootactions
     .command("get")
     .description("one boot action by its ULID")
     .argument("<action-id>", "the action's ULID (26 characters)")
     .addHelpText("after", examples(["statemgmt bootactions get 01J9ZQ3V5W8X2Y4Z6A7B8C9D0E"]))
-    .action(act<[string]>((id) => ({ conn, out }) => bootActionGet(conn, out, id)));
+    .action(
+      act<[string]>(
+        (id) =>
+          ({ conn, out }) =>
+            bootActionGet(conn, out, id),
+      ),
+    );
 
   const design = program.command("design").description("site designs, fetched by the server");
   design
@@ -310,13 +380,25 @@ ${examples([
     .argument("<design-ref>", "file://, http(s):// or deckhand+http(s):// reference")
     .option("-f, --file <file>", "write the design to this file instead of stdout")
     .addHelpText("after", examples(["statemgmt design fetch deckhand+https://deckhand:9000/api/v1.0/revisions/7/rendered-documents -f site.yaml"]))
-    .action(act<[string]>((ref, o) => ({ conn, out }) => designFetch(conn, out, ref, o.file as string | undefined)));
+    .action(
+      act<[string]>(
+        (ref, o) =>
+          ({ conn, out }) =>
+            designFetch(conn, out, ref, o.file as string | undefined),
+      ),
+    );
 
   program
     .command("health")
     .description("the server's health (SERVING only while its database answers); exit code 1 when not SERVING")
     .addHelpText("after", examples(["statemgmt health", "statemgmt --server 10.0.0.5:50051 --cacert ca.pem health"]))
-    .action(act<[]>(() => ({ conn, out }) => health(conn, out)));
+    .action(
+      act<[]>(
+        () =>
+          ({ conn, out }) =>
+            health(conn, out),
+      ),
+    );
 
   registerExportImport(program, act);
 

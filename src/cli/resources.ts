@@ -46,9 +46,22 @@ export async function buildDataList(conn: Connection, out: Output, given: BuildD
   requireFilter(given);
   const f = { ...given, task: await resolveOptionalTaskId(conn, given.task, "--task") };
   const records = await scanBuildData(conn, f, BuildDataView.BASIC, f.limit);
-  if (out.mode === "json") out.print(JSON.stringify(records.map((b) => jsonOf(BuildDataSchema, b)), null, 2));
+  if (out.mode === "json")
+    out.print(
+      JSON.stringify(
+        records.map((b) => jsonOf(BuildDataSchema, b)),
+        null,
+        2,
+      ),
+    );
   else if (records.length === 0) out.note("no build data matches");
-  else out.print(table(BUILD_DATA_COLUMNS, records.map((b) => buildDataRow(b, out.mode === "wide"))));
+  else
+    out.print(
+      table(
+        BUILD_DATA_COLUMNS,
+        records.map((b) => buildDataRow(b, out.mode === "wide")),
+      ),
+    );
   return EXIT.OK;
 }
 
@@ -66,10 +79,18 @@ export async function buildDataGet(conn: Connection, out: Output, given: BuildDa
   // Find it without the data (pages of up to 100 elements could be 32 MiB), then fetch its page in full.
   const [basic] = await scanBuildData(conn, o, BuildDataView.BASIC, 1, accept);
   if (!basic) {
-    const what = [o.node && `node ${o.node}`, o.task && `task ${o.task}`, o.generator && `generator ${o.generator}`, o.id !== undefined && `id ${o.id}`].filter(Boolean).join(", ");
+    const what = [o.node && `node ${o.node}`, o.task && `task ${o.task}`, o.generator && `generator ${o.generator}`, o.id !== undefined && `id ${o.id}`]
+      .filter(Boolean)
+      .join(", ");
     throw new CliError(`NOT_FOUND: no build data for ${what}`, EXIT.NOT_FOUND);
   }
-  const [record] = await scanBuildData(conn, { ...o, node: basic.nodeName, task: basic.taskId }, BuildDataView.FULL, 1, (b) => b.buildDataId === basic.buildDataId);
+  const [record] = await scanBuildData(
+    conn,
+    { ...o, node: basic.nodeName, task: basic.taskId },
+    BuildDataView.FULL,
+    1,
+    (b) => b.buildDataId === basic.buildDataId,
+  );
   if (!record) throw new CliError(`NOT_FOUND: build data ${basic.buildDataId} is gone`, EXIT.NOT_FOUND);
   if (out.mode === "json") out.print(jsonLine(jsonOf(BuildDataSchema, record)));
   else await writeData(out, record.dataElement, o.file, `build data ${record.buildDataId} (${record.generator}, ${record.dataFormat})`);

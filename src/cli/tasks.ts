@@ -3,7 +3,15 @@
 import { readFile } from "node:fs/promises";
 import { fromJsonString } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { ResultMessageSchema, NodeFilterSchema, TaskSchema, TaskStatus, type NodeFilter, type ResultMessage, type Task } from "../../gen/drydock/statemgmt/v1/task_pb.js";
+import {
+  ResultMessageSchema,
+  NodeFilterSchema,
+  TaskSchema,
+  TaskStatus,
+  type NodeFilter,
+  type ResultMessage,
+  type Task,
+} from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import { SubtaskFilter } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import type { Connection } from "./connection.js";
 import { CliError, EXIT } from "./exit.js";
@@ -15,7 +23,10 @@ import type { Output } from "./terminal.js";
 export const STATUS_NAMES = ["requested", "queued", "running", "terminating", "terminated", "complete"] as const;
 
 export function parseStatus(s: string): TaskStatus {
-  const name = s.trim().toUpperCase().replace(/^TASK_STATUS_/, "");
+  const name = s
+    .trim()
+    .toUpperCase()
+    .replace(/^TASK_STATUS_/, "");
   const v = TaskStatus[name as keyof typeof TaskStatus];
   if (typeof v !== "number" || v === TaskStatus.UNSPECIFIED) throw new Error(`unknown status "${s}" (one of ${STATUS_NAMES.join(", ")})`);
   return v;
@@ -80,12 +91,22 @@ export async function listTasks(conn: Connection, o: ListOptions): Promise<Liste
 
 export async function tasksList(conn: Connection, out: Output, o: ListOptions): Promise<number> {
   const { tasks, more, total } = await listTasks(conn, { ...o, parent: await resolveOptionalTaskId(conn, o.parent, "--parent") });
-  if (out.mode === "json") out.print(JSON.stringify(tasks.map((t) => jsonOf(TaskSchema, t)), null, 2));
+  if (out.mode === "json")
+    out.print(
+      JSON.stringify(
+        tasks.map((t) => jsonOf(TaskSchema, t)),
+        null,
+        2,
+      ),
+    );
   else if (tasks.length === 0) out.note("no tasks match");
   else out.print(tasksTable(tasks, out.mode === "wide", Date.now(), out.c));
   // On stderr, so that stdout stays the table or the JSON document.
   if (more && o.newest) out.note(`showing the newest ${tasks.length} of ${total} matching tasks, newest first; --limit N shows more, --all every one`);
-  else if (more) out.note(`showing the oldest ${tasks.length} matching tasks; more match: --newest shows the newest, --since narrows by creation time, --limit N shows more, --all every one`);
+  else if (more)
+    out.note(
+      `showing the oldest ${tasks.length} matching tasks; more match: --newest shows the newest, --since narrows by creation time, --limit N shows more, --all every one`,
+    );
   return EXIT.OK;
 }
 
@@ -146,7 +167,8 @@ export async function tasksGet(conn: Connection, out: Output, arg: string, o: { 
   }
   const parts = [taskDetail(t, Date.now(), out.c)];
   if (tree) parts.push(`\n${out.c.bold("Subtask tree:")}\n${treeLines(tree, out.c).join("\n")}`);
-  if (msgs) parts.push(`\n${out.c.bold(`${o.errors ? "Error messages" : "Messages"} (${msgs.length}):`)}\n${msgs.length > 0 ? messagesTable(msgs, out.c) : "none"}`);
+  if (msgs)
+    parts.push(`\n${out.c.bold(`${o.errors ? "Error messages" : "Messages"} (${msgs.length}):`)}\n${msgs.length > 0 ? messagesTable(msgs, out.c) : "none"}`);
   out.print(parts.join("\n"));
   return EXIT.OK;
 }

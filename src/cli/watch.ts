@@ -167,7 +167,8 @@ export async function tasksWatchAll(conn: Connection, out: Output, o: WatchAllOp
   const versions = new Map<string, bigint>();
   const statusSet = new Set(o.statuses);
   const matches = (t: Task) => (statusSet.size === 0 || statusSet.has(t.status)) && (o.actions.length === 0 || o.actions.includes(t.action));
-  const open = (s: AbortSignal) => conn.state.watchTasks({ statuses: o.statuses, actions: o.actions, parentTaskId: parent ?? "", sendInitial: true }, { signal: s });
+  const open = (s: AbortSignal) =>
+    conn.state.watchTasks({ statuses: o.statuses, actions: o.actions, parentTaskId: parent ?? "", sendInitial: true }, { signal: s });
   const outage = new Outage();
   const onRetry = (e: StateError) => {
     // The new stream sends the matching set again.

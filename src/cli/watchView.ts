@@ -15,7 +15,23 @@ import { createLogUpdate } from "log-update";
 import cliTruncate from "cli-truncate";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { ResultMessageSchema, TaskSchema, TaskStatus, type ResultMessage, type Task } from "../../gen/drydock/statemgmt/v1/task_pb.js";
-import { colorResult, colorStatus, elapsed, isFinished, jsonLine, jsonOf, messageLine, resultName, shortId, statusName, table, taskLine, taskRow, TASK_COLUMNS, TASK_WIDE_COLUMNS } from "./format.js";
+import {
+  colorResult,
+  colorStatus,
+  elapsed,
+  isFinished,
+  jsonLine,
+  jsonOf,
+  messageLine,
+  resultName,
+  shortId,
+  statusName,
+  table,
+  taskLine,
+  taskRow,
+  TASK_COLUMNS,
+  TASK_WIDE_COLUMNS,
+} from "./format.js";
 import type { Output } from "./terminal.js";
 
 /** Coalesces bursts of events (hundreds of messages a second) into about 20 frames a second. */
@@ -57,7 +73,8 @@ function jsonTaskView(out: Output): TaskWatchView {
 function plainTaskView(out: Output): TaskWatchView {
   const c = out.c;
   return {
-    task: (t) => out.print(`task ${taskLine(t, c)}${t.result?.errorCount ? ` errors ${t.result.errorCount}` : ""}${t.result?.message ? ` "${t.result.message}"` : ""}`),
+    task: (t) =>
+      out.print(`task ${taskLine(t, c)}${t.result?.errorCount ? ` errors ${t.result.errorCount}` : ""}${t.result?.message ? ` "${t.result.message}"` : ""}`),
     subtask: (t, finished, total) => out.print(`subtask ${taskLine(t, c)} (${finished}/${total} finished)`),
     message: (m) => out.print(messageLine(m, c)),
     reconnecting: (reason, after) => out.note(`reconnecting after ${reason}; resuming after sequence ${after}`),
@@ -275,9 +292,14 @@ class LiveTasksView implements TasksWatchView {
     const shown = all.slice(-room);
     const now = this.now();
     const lines = [
-      this.out.c.dim(`${all.length} matching task${all.length === 1 ? "" : "s"}${shown.length < all.length ? `, newest ${shown.length} shown` : ""} · Ctrl-C to stop`),
+      this.out.c.dim(
+        `${all.length} matching task${all.length === 1 ? "" : "s"}${shown.length < all.length ? `, newest ${shown.length} shown` : ""} · Ctrl-C to stop`,
+      ),
       ...(this.notice ? [this.notice] : []),
-      table(wide ? TASK_WIDE_COLUMNS : TASK_COLUMNS, shown.map((t) => taskRow(t, wide, now, this.out.c))),
+      table(
+        wide ? TASK_WIDE_COLUMNS : TASK_COLUMNS,
+        shown.map((t) => taskRow(t, wide, now, this.out.c)),
+      ),
     ];
     const width = this.out.columns();
     return lines

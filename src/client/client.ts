@@ -64,8 +64,7 @@ export function createClient<S extends GenServiceMethods>(
     return out;
   };
   for (const method of service.methods) {
-    const callOpts = (o?: CallOptions): grpc.CallOptions =>
-      o?.deadlineMs !== undefined ? { deadline: new Date(Date.now() + o.deadlineMs) } : {};
+    const callOpts = (o?: CallOptions): grpc.CallOptions => (o?.deadlineMs !== undefined ? { deadline: new Date(Date.now() + o.deadlineMs) } : {});
     const fn = raw[method.localName]!.bind(raw);
     switch (method.methodKind) {
       case "unary":

@@ -205,7 +205,8 @@ export class LeaderElector extends EventEmitter {
     await this.loop;
     const held = this.leader;
     this.leader = undefined;
-    if (held) await this.client.resignLeadership({ election: this.o.election, instanceId: this.o.instanceId, term: held.term }, { deadlineMs: 2000 }).catch(() => {});
+    if (held)
+      await this.client.resignLeadership({ election: this.o.election, instanceId: this.o.instanceId, term: held.term }, { deadlineMs: 2000 }).catch(() => {});
   }
 
   private async run(): Promise<void> {
@@ -221,7 +222,10 @@ export class LeaderElector extends EventEmitter {
             this.emit("elected", r.leader);
           }
         } else {
-          const r = await this.client.renewLeadership({ election: this.o.election, instanceId: this.o.instanceId, term: this.leader.term }, { deadlineMs: every, signal });
+          const r = await this.client.renewLeadership(
+            { election: this.o.election, instanceId: this.o.instanceId, term: this.leader.term },
+            { deadlineMs: every, signal },
+          );
           this.leader = r.leader!;
         }
       } catch (err) {

@@ -65,7 +65,12 @@ export class InvalidArgumentError extends DomainError {
 export class NotFoundError extends DomainError {
   readonly reason: string;
   /** `key`: the ErrorInfo metadata key naming the resource (default <type>_id). */
-  constructor(readonly resourceType: string, readonly resourceName: string, message?: string, key = `${snake(resourceType)}_id`) {
+  constructor(
+    readonly resourceType: string,
+    readonly resourceName: string,
+    message?: string,
+    key = `${snake(resourceType)}_id`,
+  ) {
     super(message ?? `${resourceType} ${resourceName} does not exist`, { [key]: resourceName });
     this.reason = `${snake(resourceType).toUpperCase()}_NOT_FOUND`;
   }
@@ -74,7 +79,12 @@ export class NotFoundError extends DomainError {
 export class AlreadyExistsError extends DomainError {
   readonly reason: string;
   /** `key`: the ErrorInfo metadata key naming the resource (default <type>_id). */
-  constructor(readonly resourceType: string, readonly resourceName: string, message?: string, key = `${snake(resourceType)}_id`) {
+  constructor(
+    readonly resourceType: string,
+    readonly resourceName: string,
+    message?: string,
+    key = `${snake(resourceType)}_id`,
+  ) {
     super(message ?? `${resourceType} ${resourceName} already exists`, { [key]: resourceName });
     this.reason = `${snake(resourceType).toUpperCase()}_ALREADY_EXISTS`;
   }
@@ -144,7 +154,10 @@ export class CancelledError extends DomainError {
 }
 
 function snake(s: string): string {
-  return s.replace(/([a-z0-9])([A-Z])/g, "$1_$2").replace(/[\s-]+/g, "_").toLowerCase();
+  return s
+    .replace(/([a-z0-9])([A-Z])/g, "$1_$2")
+    .replace(/[\s-]+/g, "_")
+    .toLowerCase();
 }
 
 /** The server is shutting down; the client should retry on another replica. */

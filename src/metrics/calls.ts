@@ -48,12 +48,19 @@ export class CallMetrics implements CallObserver, ServiceCounters {
   constructor(registry: Registry) {
     const registers = [registry];
     this.startedTotal = new FastCounter(registry, "grpc_server_started_total", "RPCs started on the server.", GRPC_LABELS);
-    this.handledTotal = new FastCounter(registry, "grpc_server_handled_total", "RPCs completed on the server, regardless of success or failure.", [...GRPC_LABELS, "grpc_code"]);
+    this.handledTotal = new FastCounter(registry, "grpc_server_handled_total", "RPCs completed on the server, regardless of success or failure.", [
+      ...GRPC_LABELS,
+      "grpc_code",
+    ]);
     this.msgReceived = new FastCounter(registry, "grpc_server_msg_received_total", "Stream messages received by the server.", GRPC_LABELS);
     this.msgSent = new FastCounter(registry, "grpc_server_msg_sent_total", "Stream messages sent by the server.", GRPC_LABELS);
-    this.handling = new FastHistogram(registry, "grpc_server_handling_seconds", "Response latency of RPCs handled by the server, in seconds.", GRPC_LABELS, [
-      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-    ]);
+    this.handling = new FastHistogram(
+      registry,
+      "grpc_server_handling_seconds",
+      "Response latency of RPCs handled by the server, in seconds.",
+      GRPC_LABELS,
+      [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    );
     this.watchStreams = new Gauge({ name: "statemgmt_watch_streams", help: "Watch streams open now, by kind.", labelNames: ["kind"], registers });
     // Counted once per event per stream (1,000 watchers: 1,000 times an event), so resolved once per method.
     this.watchEvents = new FastCounter(registry, "statemgmt_watch_events_sent_total", "Events sent on watch streams, by kind.", ["kind"]);

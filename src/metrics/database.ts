@@ -72,7 +72,10 @@ function poolGauges(registers: Registry[], db: Db): void {
     labelNames: ["pool", "state"],
     registers,
     collect: function () {
-      for (const [pool, u] of [["statements", poolUsage(db.sql)], ["transactions", db.tx.usage()]] as const) {
+      for (const [pool, u] of [
+        ["statements", poolUsage(db.sql)],
+        ["transactions", db.tx.usage()],
+      ] as const) {
         this.set({ pool, state: "in_use" }, u.inUse);
         this.set({ pool, state: "idle" }, u.size - u.inUse);
       }

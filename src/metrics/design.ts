@@ -18,7 +18,12 @@ export class DesignMetrics implements DesignObserver {
       labelNames: ["scheme", "outcome"],
       registers,
     });
-    this.bytes = new Counter({ name: "statemgmt_design_fetched_bytes_total", help: "Bytes of design documents fetched from their sources.", labelNames: ["scheme"], registers });
+    this.bytes = new Counter({
+      name: "statemgmt_design_fetched_bytes_total",
+      help: "Bytes of design documents fetched from their sources.",
+      labelNames: ["scheme"],
+      registers,
+    });
     this.hits = new Counter({ name: "statemgmt_design_cache_hits_total", help: "Design documents served from the cache.", labelNames: ["scheme"], registers });
     this.duration = new Histogram({
       name: "statemgmt_design_fetch_duration_seconds",

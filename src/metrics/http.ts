@@ -12,13 +12,7 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-export async function startMetricsServer(o: {
-  host: string;
-  port: number;
-  metrics: Metrics;
-  ready: () => boolean;
-  log: Logger;
-}): Promise<MetricsServer> {
+export async function startMetricsServer(o: { host: string; port: number; metrics: Metrics; ready: () => boolean; log: Logger }): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET" && req.method !== "HEAD") {

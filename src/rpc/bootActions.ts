@@ -65,7 +65,11 @@ export function bootActionRpcs(db: Db, tokens: PageTokens, settings: Pick<RpcSet
         req.actions.forEach((a, i) => {
           v.text(`actions[${i}].action_name`, a.actionName, BOOT_ACTION_LIMITS.actionName, true);
           const first = seen.get(a.actionName);
-          if (first !== undefined) v.add(`actions[${i}].action_name`, `repeats actions[${first}].action_name ${JSON.stringify(a.actionName.slice(0, 64))}: names are unique per node and task`);
+          if (first !== undefined)
+            v.add(
+              `actions[${i}].action_name`,
+              `repeats actions[${first}].action_name ${JSON.stringify(a.actionName.slice(0, 64))}: names are unique per node and task`,
+            );
           else seen.set(a.actionName, i);
           if (a.actionId !== undefined) {
             // Set but empty is a client's mistake, not a request for a generated id.
@@ -111,12 +115,17 @@ export function bootActionRpcs(db: Db, tokens: PageTokens, settings: Pick<RpcSet
       v.check();
       if (req.identityKey.length === 0) throw keyRequired();
       ctx.logFields.actionId = actionId;
-      const report = await store.bootActionReport(db.tx, ctx, {
-        actionId,
-        identityKey: req.identityKey,
-        status,
-        details: req.details.map((d) => ({ message: d.message, error: d.error, extra: d.extra ?? null })),
-      }, limits);
+      const report = await store.bootActionReport(
+        db.tx,
+        ctx,
+        {
+          actionId,
+          identityKey: req.identityKey,
+          status,
+          details: req.details.map((d) => ({ message: d.message, error: d.error, extra: d.extra ?? null })),
+        },
+        limits,
+      );
       ctx.logFields.taskId = report.bootAction.taskId;
       return { bootAction: bootActionToPb(report.bootAction), sequences: report.sequences };
     },

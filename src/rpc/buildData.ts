@@ -11,8 +11,7 @@ import { Validator } from "./validate.js";
 import type { RpcSettings } from "./settings.js";
 
 /** type "/" subtype, optionally with parameters (RFC 6838 names). */
-const MIME_RE =
-  /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}(\s*;\s*[a-z0-9!#$&^_.+-]+=("[^"\\]*"|[a-z0-9!#$&^_.+-]+))*$/i;
+const MIME_RE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}(\s*;\s*[a-z0-9!#$&^_.+-]+=("[^"\\]*"|[a-z0-9!#$&^_.+-]+))*$/i;
 
 export function buildDataRpcs(
   sql: Sql,

@@ -58,8 +58,7 @@ const RESULT_TO_PB: Record<ActionResult, PbActionResult> = {
   unreported: PbActionResult.UNREPORTED,
 };
 
-const invert = <K extends string, V extends number>(m: Record<K, V>) =>
-  new Map<number, K>(Object.entries(m).map(([k, v]) => [v as number, k as K]));
+const invert = <K extends string, V extends number>(m: Record<K, V>) => new Map<number, K>(Object.entries(m).map(([k, v]) => [v as number, k as K]));
 const STATUS_FROM_PB = invert(STATUS_TO_PB);
 const RESULT_FROM_PB = invert(RESULT_TO_PB);
 
@@ -171,14 +170,14 @@ export function messageToPb(m: ResultMessage): PbResultMessage {
 /** A fresh message for a response only this call sends. */
 export function newMessagePb(m: ResultMessage): PbResultMessage {
   return create(ResultMessageSchema, {
-      taskId: m.taskId,
-      sequence: m.sequence,
-      message: m.message,
-      error: m.error,
-      contextType: m.contextType,
-      context: m.context,
-      ts: timestampFromMicros(m.ts),
-      extra: m.extra ?? undefined,
+    taskId: m.taskId,
+    sequence: m.sequence,
+    message: m.message,
+    error: m.error,
+    contextType: m.contextType,
+    context: m.context,
+    ts: timestampFromMicros(m.ts),
+    extra: m.extra ?? undefined,
   });
 }
 

@@ -40,9 +40,11 @@ export function exportImportRpcs(db: Db): StateImpl {
         await db.tx.transaction({ signal: ctx.signal }, async (tx) => {
           // A snapshot however long the stream takes; a slow reader must not
           // have it cut by the statement or idle-in-transaction timeouts.
-          await tx.unsafe(
-            "set transaction isolation level repeatable read, read only; set local statement_timeout = 0; set local idle_in_transaction_session_timeout = 0",
-          ).simple();
+          await tx
+            .unsafe(
+              "set transaction isolation level repeatable read, read only; set local statement_timeout = 0; set local idle_in_transaction_session_timeout = 0",
+            )
+            .simple();
           const [{ now }] = await tx<{ now: bigint }[]>`select now() as now`;
           await line(headerLine(`drydock-statemgmt ${VERSION}`, req.includeSecrets, ts(now)));
           await exportRecords(tx, req.includeSecrets, async (r: DataRecord) => {
@@ -67,7 +69,8 @@ export function exportImportRpcs(db: Db): StateImpl {
       const items: ImportItem[] = [];
       const unreadable: { line: number; reason: string }[] = [];
       req.records.forEach((r, i) => {
-        if (r.line < 1n || r.line > BigInt(Number.MAX_SAFE_INTEGER)) throw InvalidArgumentError.field(`records[${i}].line`, `is ${r.line}; it must be between 1 and ${Number.MAX_SAFE_INTEGER}`);
+        if (r.line < 1n || r.line > BigInt(Number.MAX_SAFE_INTEGER))
+          throw InvalidArgumentError.field(`records[${i}].line`, `is ${r.line}; it must be between 1 and ${Number.MAX_SAFE_INTEGER}`);
         try {
           items.push({ line: Number(r.line), record: parseRecordLine(r.json) });
         } catch (err) {
@@ -75,7 +78,10 @@ export function exportImportRpcs(db: Db): StateImpl {
           unreadable.push({ line: Number(r.line), reason: err.message });
         }
       });
-      const outcome = items.length === 0 ? { counts: new Map(), refusals: [] } : await db.tx.transaction({ signal: ctx.signal, deadline: ctx.deadline }, (tx) => importRecords(tx, items));
+      const outcome =
+        items.length === 0
+          ? { counts: new Map(), refusals: [] }
+          : await db.tx.transaction({ signal: ctx.signal, deadline: ctx.deadline }, (tx) => importRecords(tx, items));
       ctx.logFields.records = req.records.length;
       return {
         counts: [...outcome.counts].map(([kind, c]) => ({ kind, added: BigInt(c.added), skipped: BigInt(c.skipped), refused: BigInt(c.refused) })),

@@ -34,7 +34,16 @@ export function leadershipRpcs(db: Db, hub: WatchHub, clock: Clock, counters: El
       v.text("instance_id", req.instanceId, LIMITS.name, true);
       const ttl = ttlMs(v, "ttl", req.ttl);
       v.check();
-      const claim = await leasesClaim(db.tx, { election, holder: req.instanceId, ttlMs: ttl, claimedBy: caller.subject, actor: leaseActor(caller), signal, deadline, now: clock.sqlNow() });
+      const claim = await leasesClaim(db.tx, {
+        election,
+        holder: req.instanceId,
+        ttlMs: ttl,
+        claimedBy: caller.subject,
+        actor: leaseActor(caller),
+        signal,
+        deadline,
+        now: clock.sqlNow(),
+      });
       if (claim.lapsedHolder !== undefined) {
         counters.leaseExpired();
         if (claim.lapsedHolder !== req.instanceId) counters.takeover();
@@ -48,7 +57,11 @@ export function leadershipRpcs(db: Db, hub: WatchHub, clock: Clock, counters: El
       v.text("instance_id", req.instanceId, LIMITS.name, true);
       if (req.term < 1n) v.add("term", "must be a term returned by ClaimLeadership (≥ 1)");
       v.check();
-      return { leader: leaderToPb(await leasesRenew(sql, { election, holder: req.instanceId, term: req.term, actor: leaseActor(caller), signal, now: clock.sqlNow() })) };
+      return {
+        leader: leaderToPb(
+          await leasesRenew(sql, { election, holder: req.instanceId, term: req.term, actor: leaseActor(caller), signal, now: clock.sqlNow() }),
+        ),
+      };
     },
 
     async resignLeadership(req, { signal, deadline, caller }) {
@@ -57,7 +70,17 @@ export function leadershipRpcs(db: Db, hub: WatchHub, clock: Clock, counters: El
       v.text("instance_id", req.instanceId, LIMITS.name, true);
       if (req.term < 1n) v.add("term", "must be a term returned by ClaimLeadership (≥ 1)");
       v.check();
-      return { resigned: await leasesResign(db.tx, { election, holder: req.instanceId, term: req.term, actor: leaseActor(caller), signal, deadline, now: clock.sqlNow() }) };
+      return {
+        resigned: await leasesResign(db.tx, {
+          election,
+          holder: req.instanceId,
+          term: req.term,
+          actor: leaseActor(caller),
+          signal,
+          deadline,
+          now: clock.sqlNow(),
+        }),
+      };
     },
 
     async getLeader(req, { signal }) {

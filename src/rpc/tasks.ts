@@ -8,7 +8,13 @@ import type { Writers } from "../store/writers.js";
 import { SYSTEM_CLOCK, type Clock } from "../core/clock.js";
 import type { ServiceImpl } from "../contract/contract.js";
 import type { StateService } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
-import { GetTaskResponseSchema, ListSubtasksResponseSchema, ListTasksResponseSchema, SubtaskFilter, TaskView } from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
+import {
+  GetTaskResponseSchema,
+  ListSubtasksResponseSchema,
+  ListTasksResponseSchema,
+  SubtaskFilter,
+  TaskView,
+} from "../../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { TaskStatus as PbTaskStatus, type Task as PbTask } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import type { ResultMessage, TaskChanges, TaskStatus } from "../core/domain.js";
 import { messagesList, messagesMeasure } from "../store/messages.js";
@@ -102,8 +108,13 @@ export function taskRpcs(
       const measured = await messagesMeasure(sql, { taskId, afterSequence: 0n, errorsOnly: false, limit: FULL_VIEW_MAX_MESSAGES, maxBytes: room, signal });
       if (!measured.fitsAll) {
         if (measured.bytes > room) {
-          throw responseTooLarge(`task ${taskId} with its result messages`, responseMaxBytes, measured.bytes + responseMaxBytes - room,
-            "read the task with view BASIC and its messages page by page with ListResultMessages", { task_id: taskId });
+          throw responseTooLarge(
+            `task ${taskId} with its result messages`,
+            responseMaxBytes,
+            measured.bytes + responseMaxBytes - room,
+            "read the task with view BASIC and its messages page by page with ListResultMessages",
+            { task_id: taskId },
+          );
         }
         throw new FailedPreconditionError(
           "TOO_MANY_MESSAGES_FOR_FULL_VIEW",
@@ -114,7 +125,13 @@ export function taskRpcs(
       // The messages measured, and no later ones: what was measured is what is sent.
       const resultMessages: ResultMessage[] = [];
       for (let after = 0n; resultMessages.length < measured.count; ) {
-        const batch = await messagesList(sql, { taskId, afterSequence: after, errorsOnly: false, limit: Math.min(1000, measured.count - resultMessages.length), signal });
+        const batch = await messagesList(sql, {
+          taskId,
+          afterSequence: after,
+          errorsOnly: false,
+          limit: Math.min(1000, measured.count - resultMessages.length),
+          signal,
+        });
         if (batch.length === 0) break;
         resultMessages.push(...batch);
         after = batch[batch.length - 1]!.sequence;
@@ -152,11 +169,7 @@ export function taskRpcs(
       // Existence first, so an unknown parent is NOT_FOUND rather than an empty list.
       if (!(await tasks.tasksExists(sql, { taskId: parent, signal }))) throw new NotFoundError("Task", parent);
       const statuses: TaskStatus[] =
-        req.filter === SubtaskFilter.ACTIVE
-          ? ["requested", "queued", "running", "terminating"]
-          : req.filter === SubtaskFilter.COMPLETE
-            ? ["complete"]
-            : [];
+        req.filter === SubtaskFilter.ACTIVE ? ["requested", "queued", "running", "terminating"] : req.filter === SubtaskFilter.COMPLETE ? ["complete"] : [];
       const filters = { statuses, actions: [], parentTaskId: parent, createdAfter: null, createdBefore: null };
       return listPage(ListSubtasksResponseSchema, sql, tokens, filters, limit, req.pageToken, signal, seesSecrets(caller), responseMaxBytes);
     },

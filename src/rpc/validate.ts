@@ -30,7 +30,6 @@ export const LIMITS = {
   purgeDays: 36_500, // PurgeTasks.older_than_days: 100 years; now() minus more leaves timestamptz's range
 } as const;
 
-
 export const ACTION_RE = /^[a-z][a-z0-9_]{0,63}$/;
 export const ELECTION_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -219,7 +219,10 @@ function streamingHandler(m: MethodEdge, fn: (...a: unknown[]) => unknown): grpc
         const source =
           m.method.methodKind === "server_streaming"
             ? fn(request, ctx)
-            : fn(readRequests(call as grpc.ServerDuplexStream<unknown, unknown>, ctx.signal, () => observer?.received(m.labels)), ctx);
+            : fn(
+                readRequests(call as grpc.ServerDuplexStream<unknown, unknown>, ctx.signal, () => observer?.received(m.labels)),
+                ctx,
+              );
         await writeResponses(m, call, ctx.signal, source);
         if (ctx.signal.aborted && ctx.signal.reason instanceof DomainError) throw ctx.signal.reason;
         open.finish(grpc.status.OK);

@@ -184,7 +184,8 @@ export class KeystoneHealth extends EventEmitter {
     if (this.stopped) return;
     const s = ok ? Status.SERVING : Status.NOT_SERVING;
     if (s === this.status) return;
-    if (s === Status.NOT_SERVING) this.log.warn("Keystone does not answer: calls with tokens not validated before are refused (UNAVAILABLE KEYSTONE_UNAVAILABLE)");
+    if (s === Status.NOT_SERVING)
+      this.log.warn("Keystone does not answer: calls with tokens not validated before are refused (UNAVAILABLE KEYSTONE_UNAVAILABLE)");
     else this.log.info("Keystone answers");
     this.setStatus(s);
     // Learnt from a validation between probes: the next probe comes at the new status's interval.

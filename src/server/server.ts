@@ -132,7 +132,12 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   const health = new DatabaseHealth(o.db.sql, s.healthIntervalMs, o.log.child({ component: "health" }));
   const index = new ReflectionIndex(
     [StateService.typeName, Health.typeName, reflV1.ServerReflection.typeName, reflV1alpha.ServerReflection.typeName],
-    [file_drydock_statemgmt_v1_state_service, file_grpc_health_v1_health, reflV1.file_grpc_reflection_v1_reflection, reflV1alpha.file_grpc_reflection_v1alpha_reflection],
+    [
+      file_drydock_statemgmt_v1_state_service,
+      file_grpc_health_v1_health,
+      reflV1.file_grpc_reflection_v1_reflection,
+      reflV1alpha.file_grpc_reflection_v1alpha_reflection,
+    ],
     // The types errors carry in grpc-status-details-bin (google.rpc.Status of
     // ErrorInfo and BadRequest Anys), so grpcurl can decode them.
     [file_google_rpc_status, file_google_rpc_error_details],
@@ -160,7 +165,14 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   // Calls nodes make without a token: a rate limit per client address, checked before their guard.
   const stateGuard =
     s.nodeCallLimit.ratePerSecond > 0
-      ? limitKeyAuthorized(auth.stateService, new PeerRateLimiter(s.nodeCallLimit, () => clock.nowMs(), () => metrics?.calls.nodeCallRateLimited()))
+      ? limitKeyAuthorized(
+          auth.stateService,
+          new PeerRateLimiter(
+            s.nodeCallLimit,
+            () => clock.nowMs(),
+            () => metrics?.calls.nodeCallRateLimited(),
+          ),
+        )
       : auth.stateService;
   const writers = createWriters(o.db.sql, s.writeCoalescing);
   const readers = createReaders(o.db.sql, s.writeCoalescing);
@@ -177,7 +189,10 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
     throw err;
   };
   await hub.start().catch(abandon);
-  addService(server, StateService, {
+  addService(
+    server,
+    StateService,
+    {
       ...taskRpcs(o.db, tokens, writers, readers, s, clock),
       ...messageRpcs(o.db.sql, tokens, writers, s, metrics?.calls),
       ...watchRpcs(hub),
@@ -186,7 +201,11 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
       ...designRpcs(design.fetcher),
       ...bootActionRpcs(o.db, tokens, s),
       ...exportImportRpcs(o.db),
-    }, o.log, calls, { guard: stateGuard, streams: budgets.stateService, okVouches: true });
+    },
+    o.log,
+    calls,
+    { guard: stateGuard, streams: budgets.stateService, okVouches: true },
+  );
   addService(server, Health, healthRpcs(health, keystoneHealth), o.log, calls, { guard: auth.health, streams: budgets.health });
   // Both reflection versions share one budget.
   const reflection: ServiceEdge = { guard: auth.reflection, streams: budgets.reflection };
@@ -201,8 +220,13 @@ export async function startServer(o: ServerOptions): Promise<StateServer> {
   keystoneHealth?.start();
   const metricsServer =
     metrics && s.metricsListen
-      ? await startMetricsServer({ ...s.metricsListen, metrics, ready: () => health.status === Status.SERVING, log: o.log.child({ component: "metrics" }) }).catch(
-          (err: Error) => abandon(new Error(`cannot serve metrics on ${s.metricsListen!.host}:${s.metricsListen!.port}: ${err.message}`, { cause: err })),
+      ? await startMetricsServer({
+          ...s.metricsListen,
+          metrics,
+          ready: () => health.status === Status.SERVING,
+          log: o.log.child({ component: "metrics" }),
+        }).catch((err: Error) =>
+          abandon(new Error(`cannot serve metrics on ${s.metricsListen!.host}:${s.metricsListen!.port}: ${err.message}`, { cause: err })),
         )
       : undefined;
   const address = `${host}:${port}`;

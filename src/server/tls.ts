@@ -167,5 +167,10 @@ async function load(files: TlsFiles): Promise<Loaded> {
   } catch (err) {
     throw new Error(`the TLS key ${files.keyFile} does not fit the certificate ${files.certFile}: ${(err as Error).message}`);
   }
-  return { cert, key, ca, fingerprint: `${leaf.fingerprint256}|${ca ? new X509Certificate(ca).fingerprint256 : ""}|${createHash("sha256").update(key).digest("hex")}` };
+  return {
+    cert,
+    key,
+    ca,
+    fingerprint: `${leaf.fingerprint256}|${ca ? new X509Certificate(ca).fingerprint256 : ""}|${createHash("sha256").update(key).digest("hex")}`,
+  };
 }

@@ -53,8 +53,7 @@ const toAction = (row: ActionRow): BootAction => ({
 const contextNotFound = (nodeName: string) =>
   new NotFoundError("BootActionContext", nodeName, `node ${nodeName} has no boot action context (SetBootActionContext)`, "node_name");
 
-const keyMismatch = (what: string) =>
-  new PermissionDeniedError("IDENTITY_KEY_MISMATCH", `the identity key is not the one of ${what}`);
+const keyMismatch = (what: string) => new PermissionDeniedError("IDENTITY_KEY_MISMATCH", `the identity key is not the one of ${what}`);
 
 /** Sets (inserts or replaces) a node's context; NotFoundError when the task does not exist. */
 export async function bootActionContextSet(
@@ -62,7 +61,10 @@ export async function bootActionContextSet(
   params: { nodeName: string; taskId: string; keyHash: Buffer; signal?: AbortSignal },
 ): Promise<BootActionContext> {
   try {
-    const [row] = await run(sql, params.signal, "boot_action_contexts.set",
+    const [row] = await run(
+      sql,
+      params.signal,
+      "boot_action_contexts.set",
       sql<ContextRow[]>`
         insert into boot_action_contexts as c (node_name, task_id, identity_key_sha256)
         select ${params.nodeName}, ${params.taskId}, ${params.keyHash}
@@ -96,7 +98,12 @@ export async function bootActionContextVerify(
 }
 
 async function contextRow(sql: Queryable, params: { nodeName: string; signal?: AbortSignal }): Promise<ContextRow> {
-  const [row] = await run(sql, params.signal, "boot_action_contexts.get", sql<ContextRow[]>`select * from boot_action_contexts where node_name = ${params.nodeName}`);
+  const [row] = await run(
+    sql,
+    params.signal,
+    "boot_action_contexts.get",
+    sql<ContextRow[]>`select * from boot_action_contexts where node_name = ${params.nodeName}`,
+  );
   if (!row) throw contextNotFound(params.nodeName);
   return row;
 }
@@ -118,7 +125,10 @@ export async function bootActionsCreate(
   const { nodeName, taskId, actions, signal } = params;
   let rows: ActionRow[];
   try {
-    rows = await run(sql, signal, "boot_actions.create",
+    rows = await run(
+      sql,
+      signal,
+      "boot_actions.create",
       sql<ActionRow[]>`
         insert into boot_actions (action_id, node_name, action_name, task_id, identity_key_sha256, signalling, status)
         select a.action_id, c.node_name, a.action_name, c.task_id, c.identity_key_sha256, a.signalling,
@@ -134,21 +144,32 @@ export async function bootActionsCreate(
     if (pgCode(err) !== SQLSTATE.uniqueViolation) throw err;
     // A client-chosen action_id (CreateBootActions' optional action_id) taken by any boot action.
     const ids = actions.map((a) => a.actionId);
-    const [takenId] = await run(sql, signal, "boot_actions.taken_id",
+    const [takenId] = await run(
+      sql,
+      signal,
+      "boot_actions.taken_id",
       sql<{ action_id: string }[]>`select action_id from boot_actions where action_id = any(${sql.array(ids)}::text[]) limit 1`,
     );
     if (takenId) {
       throw new AlreadyExistsError("BootAction", takenId.action_id, `boot action ${takenId.action_id} already exists; nothing was created`, "action_id");
     }
     const names = actions.map((a) => a.actionName);
-    const [taken] = await run(sql, signal, "boot_actions.taken_name",
+    const [taken] = await run(
+      sql,
+      signal,
+      "boot_actions.taken_name",
       sql<{ action_name: string }[]>`
         select action_name from boot_actions
         where task_id = ${taskId} and node_name = ${nodeName} and action_name = any(${sql.array(names)}::text[])
         limit 1`,
     );
     const name = taken?.action_name ?? names[0]!;
-    throw new AlreadyExistsError("BootAction", name, `node ${nodeName} already has a boot action named ${JSON.stringify(name)} in task ${taskId}; nothing was created`, "action_name");
+    throw new AlreadyExistsError(
+      "BootAction",
+      name,
+      `node ${nodeName} already has a boot action named ${JSON.stringify(name)} in task ${taskId}; nothing was created`,
+      "action_name",
+    );
   }
   if (rows.length === 0) {
     const context = await contextRow(sql, { nodeName, signal });
@@ -185,7 +206,12 @@ export async function bootActionsList(sql: Queryable, params: BootActionsListPar
   if (params.taskId !== null) conditions.push(sql`task_id = ${params.taskId}`);
   if (params.afterActionId !== null) conditions.push(sql`action_id > ${params.afterActionId}`);
   const where = conditions.length ? sql`where ${conditions.reduce((all, c) => sql`${all} and ${c}`)}` : sql``;
-  const rows = await run(sql, params.signal, "boot_actions.list", sql<ActionRow[]>`select * from boot_actions ${where} order by action_id limit ${params.limit}`);
+  const rows = await run(
+    sql,
+    params.signal,
+    "boot_actions.list",
+    sql<ActionRow[]>`select * from boot_actions ${where} order by action_id limit ${params.limit}`,
+  );
   return rows.map(toAction);
 }
 
@@ -229,7 +255,12 @@ export async function bootActionReport(
   const count = report.details.length;
   const bytes = report.details.reduce((sum, d) => sum + detailBytes(d), 0);
   return t.transaction(scope, async (tx) => {
-    const [row] = await run(tx, scope.signal, "boot_actions.report.lock", tx<ActionRow[]>`select * from boot_actions where action_id = ${report.actionId} for update`);
+    const [row] = await run(
+      tx,
+      scope.signal,
+      "boot_actions.report.lock",
+      tx<ActionRow[]>`select * from boot_actions where action_id = ${report.actionId} for update`,
+    );
     if (!row) throw new NotFoundError("BootAction", report.actionId, `boot action ${report.actionId} does not exist`, "action_id");
     if (!identityKeyMatches(report.identityKey, row.identity_key_sha256)) throw keyMismatch(`boot action ${report.actionId}'s node`);
     if (row.status !== "incomplete") {
@@ -267,7 +298,10 @@ export async function bootActionReport(
       sequences = appended.sequences;
     }
     if (report.status === null && count === 0) return { bootAction: toAction(row), sequences };
-    const [updated] = await run(tx, scope.signal, "boot_actions.report.status",
+    const [updated] = await run(
+      tx,
+      scope.signal,
+      "boot_actions.report.status",
       report.status === null
         ? tx<ActionRow[]>`
             update boot_actions set detail_count = detail_count + ${count}, detail_bytes = detail_bytes + ${bytes}

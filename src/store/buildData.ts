@@ -38,7 +38,10 @@ export interface BuildDataInsertParams {
 
 /** Stores a record if its task exists (NotFoundError otherwise). */
 export async function buildDataInsert(sql: Queryable, p: BuildDataInsertParams): Promise<BuildData> {
-  const [row] = await run(sql, p.signal, "build_data.insert",
+  const [row] = await run(
+    sql,
+    p.signal,
+    "build_data.insert",
     sql<BuildDataRow[]>`
       insert into build_data (node_name, task_id, collected_at, generator, data_format, data_element)
       select ${p.nodeName}, ${p.taskId}, coalesce(${p.collectedAt === null ? null : formatMicros(p.collectedAt)}::timestamptz, now()),
@@ -86,7 +89,10 @@ export async function buildDataList(sql: Queryable, p: BuildDataListParams): Pro
   const cursor = p.after
     ? sql`where (collected_at, build_data_id) < (${formatMicros(p.after.collectedAt)}::timestamptz, ${p.after.buildDataId.toString()}::bigint)`
     : sql``;
-  const rows = await run(sql, p.signal, "build_data.list",
+  const rows = await run(
+    sql,
+    p.signal,
+    "build_data.list",
     sql<BuildDataRow[]>`
       select ${columns} from (
         select b.*, (n = 1 or ${maxBytes}::bigint is null or total <= ${maxBytes}::bigint) as fits, total - size as before

@@ -146,10 +146,31 @@ const actionRecord = (r: ActionRow, secrets: boolean): BootActionRecord => ({
 // ---------------------------------------------------------------- export
 
 const TASK_COLUMNS = [
-  "task_id", "parent_task_id", "action", "design_ref", "status", "result_status", "result_message", "result_reason",
-  "result_error_count", "result_successes", "result_failures", "result_links", "node_filter", "request_context",
-  "created", "created_by", "updated", "terminated", "terminated_by", "terminate", "retry", "version", "claimed_by",
-  "claimed_at", "claimed_term",
+  "task_id",
+  "parent_task_id",
+  "action",
+  "design_ref",
+  "status",
+  "result_status",
+  "result_message",
+  "result_reason",
+  "result_error_count",
+  "result_successes",
+  "result_failures",
+  "result_links",
+  "node_filter",
+  "request_context",
+  "created",
+  "created_by",
+  "updated",
+  "terminated",
+  "terminated_by",
+  "terminate",
+  "retry",
+  "version",
+  "claimed_by",
+  "claimed_at",
+  "claimed_term",
 ] as const;
 
 /**
@@ -180,9 +201,15 @@ export async function exportRecords(tx: Sql, includeSecrets: boolean, emit: (r: 
     500,
     taskRecord,
   );
-  await each<MessageRow>(tx`select task_id, seq, message, error, context_type, context, ts, extra from result_messages order by task_id, seq`, 1000, messageRecord);
+  await each<MessageRow>(
+    tx`select task_id, seq, message, error, context_type, context, ts, extra from result_messages order by task_id, seq`,
+    1000,
+    messageRecord,
+  );
   await each<BuildDataRow>(tx`select * from build_data order by build_data_id`, 2, buildDataRecord);
-  await each<ContextRow>(tx`select node_name, task_id, updated, identity_key_sha256 from boot_action_contexts order by node_name`, 500, (r) => contextRecord(r, includeSecrets));
+  await each<ContextRow>(tx`select node_name, task_id, updated, identity_key_sha256 from boot_action_contexts order by node_name`, 500, (r) =>
+    contextRecord(r, includeSecrets),
+  );
   await each<ActionRow>(
     tx`select action_id, node_name, action_name, task_id, signalling, status, created, reported, detail_count, detail_bytes, identity_key_sha256
        from boot_actions order by action_id`,
@@ -264,7 +291,9 @@ export async function importRecords(tx: Queryable, items: ImportItem[]): Promise
   if (tasks.length > 0) {
     const stored = new Map(
       (
-        await tx<TaskRow[]>`select ${tx(TASK_COLUMNS as unknown as string[])} from tasks where task_id = any(${tx.array(tasks.map((t) => t.record.task_id))}::uuid[])`
+        await tx<
+          TaskRow[]
+        >`select ${tx(TASK_COLUMNS as unknown as string[])} from tasks where task_id = any(${tx.array(tasks.map((t) => t.record.task_id))}::uuid[])`
       ).map((r) => [r.task_id, taskRecord(r)]),
     );
     await lookUpTasks(tasks.flatMap((t) => (t.record.parent_task_id ? [t.record.parent_task_id] : [])));
@@ -328,9 +357,9 @@ export async function importRecords(tx: Queryable, items: ImportItem[]): Promise
     await lookUpTasks(messages.map((m) => m.record.task_id));
     const taskIds = [...new Set(messages.map((m) => m.record.task_id))];
     const next = new Map(
-      (await tx<{ task_id: string; next_message_seq: bigint }[]>`select task_id, next_message_seq from tasks where task_id = any(${tx.array(taskIds)}::uuid[])`).map(
-        (r) => [r.task_id, Number(r.next_message_seq)],
-      ),
+      (
+        await tx<{ task_id: string; next_message_seq: bigint }[]>`select task_id, next_message_seq from tasks where task_id = any(${tx.array(taskIds)}::uuid[])`
+      ).map((r) => [r.task_id, Number(r.next_message_seq)]),
     );
     const storedRows = await tx<MessageRow[]>`
       select m.task_id, m.seq, m.message, m.error, m.context_type, m.context, m.ts, m.extra
@@ -361,7 +390,16 @@ export async function importRecords(tx: Queryable, items: ImportItem[]): Promise
       }
       next.set(r.task_id, expected + 1);
       stored.set(k, r);
-      rows.push({ task_id: r.task_id, seq: r.sequence, message: r.message, error: r.error, context_type: r.context_type, context: r.context, ts: r.ts, extra: r.extra });
+      rows.push({
+        task_id: r.task_id,
+        seq: r.sequence,
+        message: r.message,
+        error: r.error,
+        context_type: r.context_type,
+        context: r.context,
+        ts: r.ts,
+        extra: r.extra,
+      });
       count("result_message", "added");
     }
     if (rows.length > 0) {

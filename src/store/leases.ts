@@ -84,12 +84,15 @@ export async function leasesClaim(
   const ttl = `${p.ttlMs} milliseconds`;
   for (let attempt = 0; ; attempt++) {
     const result = await t.transaction(p, async (tx) => {
-        // Wait for any other claim, renewal or resignation of this election
-        // first, so the time read below is after theirs: now() is the
-        // transaction's start, which a lock wait would leave in the past.
-        await run(tx, p.signal, "leases.claim.lock", tx`select 1 from leases where election = ${p.election} for update`);
-        const [claimed] = await run(tx, p.signal, "leases.claim",
-          tx<(LeaseRow & { renewal: boolean; lapsed_holder: string | null })[]>`
+      // Wait for any other claim, renewal or resignation of this election
+      // first, so the time read below is after theirs: now() is the
+      // transaction's start, which a lock wait would leave in the past.
+      await run(tx, p.signal, "leases.claim.lock", tx`select 1 from leases where election = ${p.election} for update`);
+      const [claimed] = await run(
+        tx,
+        p.signal,
+        "leases.claim",
+        tx<(LeaseRow & { renewal: boolean; lapsed_holder: string | null })[]>`
             with t as materialized (select ${clock(tx, p.now)} as now),
             previous as (select holder, expires_at from leases where election = ${p.election}),
             claimed as (
@@ -117,25 +120,29 @@ export async function leasesClaim(
             select c.*, c.acquired_at <> c.renewed_at as renewal, true as live,
               (select p.holder from previous p, t where p.expires_at <= t.now) as lapsed_holder
             from claimed c`,
-        );
-        if (claimed) {
-          if (!claimed.renewal) await run(tx, p.signal, "leases.notify", tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
-          const lapsedHolder = !claimed.renewal && claimed.lapsed_holder !== null ? claimed.lapsed_holder : undefined;
-          return { isLeader: true, lease: toLease(claimed)!, ...(lapsedHolder !== undefined && { lapsedHolder }) };
-        }
-        const row = await liveRow(tx, p);
-        const current = row && toLease(row);
-        // Declined although the holder's own term is live: another subject claimed it.
-        if (current && row.holder === p.holder && p.actor !== null) throw notLeaseHolder("renew it", { ...current, actor: p.actor }, row.claimed_by);
-        return current ? { isLeader: false, lease: current } : null;
-      });
+      );
+      if (claimed) {
+        if (!claimed.renewal) await run(tx, p.signal, "leases.notify", tx`select pg_notify(${LEASE_CHANNEL}, ${p.election})`);
+        const lapsedHolder = !claimed.renewal && claimed.lapsed_holder !== null ? claimed.lapsed_holder : undefined;
+        return { isLeader: true, lease: toLease(claimed)!, ...(lapsedHolder !== undefined && { lapsedHolder }) };
+      }
+      const row = await liveRow(tx, p);
+      const current = row && toLease(row);
+      // Declined although the holder's own term is live: another subject claimed it.
+      if (current && row.holder === p.holder && p.actor !== null) throw notLeaseHolder("renew it", { ...current, actor: p.actor }, row.claimed_by);
+      return current ? { isLeader: false, lease: current } : null;
+    });
     if (result) return result;
     // The holder resigned or lapsed between the two statements; bounded
     // because each retry means another instance's term ended meanwhile.
     if (attempt >= 10) {
-      throw new AbortedError("CLAIM_CONTENDED", `the lease of election ${p.election} changed hands during each of ${attempt + 1} attempts; retry with backoff`, {
-        election: p.election,
-      });
+      throw new AbortedError(
+        "CLAIM_CONTENDED",
+        `the lease of election ${p.election} changed hands during each of ${attempt + 1} attempts; retry with backoff`,
+        {
+          election: p.election,
+        },
+      );
     }
   }
 }
@@ -145,7 +152,10 @@ export async function leasesRenew(
   sql: Queryable,
   p: { election: string; holder: string; term: bigint; actor: LeaseActor; signal?: AbortSignal; now?: Date },
 ): Promise<Lease> {
-  const [row] = await run(sql, p.signal, "leases.renew",
+  const [row] = await run(
+    sql,
+    p.signal,
+    "leases.renew",
     sql<LeaseRow[]>`
       with t as materialized (select ${clock(sql, p.now)} as now),
       renewed as (
@@ -161,7 +171,8 @@ export async function leasesRenew(
   if (row) return toLease(row)!;
   const live = await liveRow(sql, p);
   const current = live && toLease(live);
-  if (current && p.actor !== null && current.holder === p.holder && current.term === p.term) throw notLeaseHolder("renew it", { ...p, actor: p.actor }, live.claimed_by);
+  if (current && p.actor !== null && current.holder === p.holder && current.term === p.term)
+    throw notLeaseHolder("renew it", { ...p, actor: p.actor }, live.claimed_by);
   throw new FailedPreconditionError(
     "LEADERSHIP_LOST",
     `${p.holder} no longer holds term ${p.term} of election ${p.election}` +
@@ -179,7 +190,10 @@ export async function leasesResign(
   p: TransactionScope & { election: string; holder: string; term: bigint; actor: LeaseActor; now?: Date },
 ): Promise<boolean> {
   return t.transaction(p, async (tx) => {
-    const rows = await run(tx, p.signal, "leases.resign",
+    const rows = await run(
+      tx,
+      p.signal,
+      "leases.resign",
       tx`
         with t as materialized (select ${clock(tx, p.now)} as now),
         resigned as (
@@ -206,7 +220,10 @@ export async function leasesResign(
 
 /** The election's row while its lease is live (with who claimed it), else null. */
 async function liveRow(sql: Queryable, p: { election: string; signal?: AbortSignal; now?: Date }): Promise<LeaseRow | null> {
-  const [row] = await run(sql, p.signal, "leases.get_live",
+  const [row] = await run(
+    sql,
+    p.signal,
+    "leases.get_live",
     sql<LeaseRow[]>`
       select *, true as live from leases
       where election = ${p.election} and holder is not null and expires_at > ${clock(sql, p.now)}`,
@@ -223,7 +240,10 @@ export async function leasesGetWithNow(
   sql: Queryable,
   p: { election: string; signal?: AbortSignal; now?: Date },
 ): Promise<{ lease: Lease | null; now: Micros }> {
-  const rows = await run(sql, p.signal, "leases.get",
+  const rows = await run(
+    sql,
+    p.signal,
+    "leases.get",
     sql<(LeaseRow & { now: Micros })[]>`
       select n.now, l.*, l.holder is not null and l.expires_at > n.now as live
       from (select ${clock(sql, p.now)} as now) n left join leases l on l.election = ${p.election}`,
@@ -242,7 +262,10 @@ export async function leasesCheckFence(
   tx: Queryable,
   p: { election: string; term: bigint; actor?: LeaseActor; signal?: AbortSignal; now?: Date },
 ): Promise<void> {
-  const [row] = await run(tx, p.signal, "leases.check_fence",
+  const [row] = await run(
+    tx,
+    p.signal,
+    "leases.check_fence",
     tx<LeaseRow[]>`
       select *, holder is not null and expires_at > ${clock(tx, p.now)} as live
       from leases where election = ${p.election} for share`,
@@ -265,7 +288,10 @@ export async function leasesHistorySince(
   sql: Queryable,
   p: { election: string; fromTerm: bigint; signal?: AbortSignal; now?: Date },
 ): Promise<{ terms: Lease[]; live: Lease | null; now: Micros }> {
-  const rows = await run(sql, p.signal, "leases.history",
+  const rows = await run(
+    sql,
+    p.signal,
+    "leases.history",
     sql<{ term: bigint; holder: string; acquired_at: Micros; ends_at: Micros }[]>`
       select term, holder, acquired_at, ends_at from lease_history
       where election = ${p.election} and term >= ${p.fromTerm.toString()}::bigint

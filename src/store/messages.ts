@@ -62,7 +62,10 @@ export async function messagesAppend(
   // One statement, so one round trip and its own transaction: the UPDATE
   // takes the task row (held until commit) and allocates the sequences, the
   // INSERT writes the messages with them, pg_notify fires at commit.
-  const [row] = await run(sql, p.signal, "messages.append",
+  const [row] = await run(
+    sql,
+    p.signal,
+    "messages.append",
     sql<{ first: bigint; version: bigint; result_error_count: number }[]>`
       with task as (
         update tasks
@@ -88,7 +91,13 @@ export async function messagesAppend(
     p.held,
   );
   if (!row) {
-    const [task] = await run(sql, p.signal, "messages.next_sequence", sql<{ next: bigint }[]>`select next_message_seq as next from tasks where task_id = ${p.taskId}`, p.held);
+    const [task] = await run(
+      sql,
+      p.signal,
+      "messages.next_sequence",
+      sql<{ next: bigint }[]>`select next_message_seq as next from tasks where task_id = ${p.taskId}`,
+      p.held,
+    );
     if (!task) throw new NotFoundError("Task", p.taskId);
     throw new SequenceMismatchError(p.taskId, BigInt(first), task.next);
   }
@@ -141,7 +150,10 @@ export async function messagesAppendBatch(
     ),
   );
   // Named as the single append: the statement that appends, however many calls it serves.
-  const rows = await run(sql, undefined, "messages.append",
+  const rows = await run(
+    sql,
+    undefined,
+    "messages.append",
     sql<{ call: number; first: bigint; version: bigint; result_error_count: number }[]>`
       with input as (
         select * from unnest(${callColumn((c) => c.taskId)}::uuid[], ${callColumn((c) => c.messages.length)}::int[],
@@ -175,8 +187,16 @@ export async function messagesAppendBatch(
   const exists = new Set(
     refused.length === 0
       ? []
-      : (await run(sql, undefined, "messages.refused_tasks", sql<{ task_id: string }[]>`
-          select task_id from tasks where task_id = any(${sql.array(refused)}::uuid[])`, held)).map((r) => r.task_id),
+      : (
+          await run(
+            sql,
+            undefined,
+            "messages.refused_tasks",
+            sql<{ task_id: string }[]>`
+          select task_id from tasks where task_id = any(${sql.array(refused)}::uuid[])`,
+            held,
+          )
+        ).map((r) => r.task_id),
   );
   return calls.map((c, i): MessagesAppendResult | Error | Promise<MessagesAppendResult> => {
     const row = byCall.get(i + 1);
@@ -205,7 +225,10 @@ export interface MessagesListParams {
 
 /** Messages of one task with sequence > afterSequence, in order. */
 export async function messagesList(sql: Queryable, p: MessagesListParams): Promise<ResultMessage[]> {
-  const rows = await run(sql, p.signal, "messages.list",
+  const rows = await run(
+    sql,
+    p.signal,
+    "messages.list",
     sql<MessageRow[]>`
       select * from result_messages
       where task_id = ${p.taskId} and seq > ${p.afterSequence.toString()}::bigint
@@ -276,7 +299,10 @@ function pageWalk(sql: Queryable, p: MessagesPageParams) {
  * Only the messages returned leave the database.
  */
 export async function messagesPage(sql: Queryable, p: MessagesPageParams): Promise<MessagesPage> {
-  const rows = await run(sql, p.signal, "messages.page",
+  const rows = await run(
+    sql,
+    p.signal,
+    "messages.page",
     sql<(MessageRow & { bytes: bigint; fits: boolean })[]>`
       ${pageWalk(sql, p)}
       select task_id, seq, error, ts, bytes, fits,
@@ -296,7 +322,10 @@ export async function messagesPage(sql: Queryable, p: MessagesPageParams): Promi
  * more than limit), a lower bound of the whole.
  */
 export async function messagesMeasure(sql: Queryable, p: MessagesPageParams): Promise<{ fitsAll: boolean; count: number; bytes: number }> {
-  const [row] = await run(sql, p.signal, "messages.measure",
+  const [row] = await run(
+    sql,
+    p.signal,
+    "messages.measure",
     sql<{ walked: number; fitting: number; bytes: bigint | null }[]>`
       ${pageWalk(sql, p)}
       select count(*)::int as walked, (count(*) filter (where fits))::int as fitting, max(total) as bytes from walk`,
@@ -306,6 +335,11 @@ export async function messagesMeasure(sql: Queryable, p: MessagesPageParams): Pr
 
 /** The highest committed sequence of a task (0 when it has none); null when the task does not exist. */
 export async function messagesHighestSequence(sql: Queryable, p: { taskId: string; signal?: AbortSignal }): Promise<bigint | null> {
-  const [row] = await run(sql, p.signal, "messages.highest_sequence", sql<{ n: bigint }[]>`select next_message_seq - 1 as n from tasks where task_id = ${p.taskId}`);
+  const [row] = await run(
+    sql,
+    p.signal,
+    "messages.highest_sequence",
+    sql<{ n: bigint }[]>`select next_message_seq - 1 as n from tasks where task_id = ${p.taskId}`,
+  );
   return row ? row.n : null;
 }

@@ -16,4 +16,3 @@ export async function notifyHeartbeat(sql: Queryable, p: { nonce: string }): Pro
   const [row] = await sql<{ now: Micros }[]>`select pg_notify(${HEARTBEAT_CHANNEL}, ${p.nonce}), now() as now`;
   return row!.now;
 }
-

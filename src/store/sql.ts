@@ -70,7 +70,9 @@ export function interpretError(err: unknown, signal?: AbortSignal, connect?: Con
     if (signal?.aborted) return abortError(signal, err);
     // Not ours (we never cancel): the session's statement_timeout, or an
     // operator's pg_cancel_backend. The statement was rolled back.
-    return new DeadlineExceededError("the database ended the statement at its time limit (STATEMGMT_DB_STATEMENT_TIMEOUT_MS); nothing was written", { cause: err });
+    return new DeadlineExceededError("the database ended the statement at its time limit (STATEMGMT_DB_STATEMENT_TIMEOUT_MS); nothing was written", {
+      cause: err,
+    });
   }
   if (code === SQLSTATE.lockNotAvailable) {
     if (signal?.aborted) return abortError(signal, err);
@@ -83,7 +85,12 @@ export function interpretError(err: unknown, signal?: AbortSignal, connect?: Con
   }
   if (code === SQLSTATE.deadlockDetected || code === SQLSTATE.serializationFailure) {
     if (signal?.aborted) return abortError(signal, err);
-    return new AbortedError("TRANSACTION_CONFLICT", "the database rolled this call back to resolve a conflict with a concurrent one; nothing was written, retry", {}, { cause: err });
+    return new AbortedError(
+      "TRANSACTION_CONFLICT",
+      "the database rolled this call back to resolve a conflict with a concurrent one; nothing was written, retry",
+      {},
+      { cause: err },
+    );
   }
   if (
     (code && CONNECTION_CODES.has(code)) ||
@@ -101,11 +108,12 @@ export function interpretError(err: unknown, signal?: AbortSignal, connect?: Con
   if (code === SQLSTATE.readOnlySqlTransaction) {
     // The statement was refused, so nothing was written; a failover may be
     // under way (a primary fenced read-only, a standby not yet promoted).
-    return new UnavailableError("the database is read-only (a standby, or default_transaction_read_only is on); nothing was written, retry with backoff", { cause: err });
+    return new UnavailableError("the database is read-only (a standby, or default_transaction_read_only is on); nothing was written, retry with backoff", {
+      cause: err,
+    });
   }
   return err;
 }
-
 
 /** What interpretError() says of a call that could not connect: the connect timeout, and the attempts made. */
 export interface ConnectFailure {
@@ -162,7 +170,11 @@ export function unsent(query: object, err: unknown): boolean {
 function again<T extends readonly (object | undefined)[]>(sql: Sql, query: PendingQuery<T>): PendingQuery<T> | undefined {
   const q = query as unknown as { tagged: boolean; strings: TemplateStringsArray; args: unknown[]; options: Record<string, unknown> } & Record<string, unknown>;
   if (q.cursorFn || q.forEachFn || q.isRaw || q.onlyDescribe || q.streaming) return undefined;
-  const made = (q.tagged ? (sql as unknown as (s: TemplateStringsArray, ...a: unknown[]) => unknown)(q.strings, ...q.args) : sql.unsafe(q.strings[0]!, q.args as never[], {})) as {
+  const made = (
+    q.tagged
+      ? (sql as unknown as (s: TemplateStringsArray, ...a: unknown[]) => unknown)(q.strings, ...q.args)
+      : sql.unsafe(q.strings[0]!, q.args as never[], {})
+  ) as {
     options: Record<string, unknown>;
   };
   Object.assign(made.options, q.options);

@@ -132,7 +132,10 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
                        where task_id = ${p.parentTaskId} and status not in ('complete', 'terminated')
                        returning task_id),`;
   try {
-    const [row] = await run(sql, p.signal, "tasks.insert",
+    const [row] = await run(
+      sql,
+      p.signal,
+      "tasks.insert",
       sql<TaskRow[]>`
         with ${parent} inserted as (${insert})
         select i.*, '{}'::uuid[] as subtask_ids,
@@ -146,7 +149,12 @@ export async function tasksInsert(sql: Sql, p: TasksInsertParams): Promise<Task>
     if (!row) {
       // Under the parent's row lock the statement found it missing or finished. (Read again
       // here, after that lock: a parent unfinished now was finished then, and never reopens.)
-      throw (await parentRefusal(sql, p.parentTaskId!, p.signal, p.held)) ?? new FailedPreconditionError("TASK_FINISHED", `parent task ${p.parentTaskId} is finished; a finished task takes no new subtasks`, { task_id: p.parentTaskId! });
+      throw (
+        (await parentRefusal(sql, p.parentTaskId!, p.signal, p.held)) ??
+        new FailedPreconditionError("TASK_FINISHED", `parent task ${p.parentTaskId} is finished; a finished task takes no new subtasks`, {
+          task_id: p.parentTaskId!,
+        })
+      );
     }
     return toTask(row);
   } catch (err) {
@@ -176,7 +184,10 @@ async function parentRefusal(sql: Queryable, parentTaskId: string, signal: Abort
 export async function tasksInsertBatch(sql: Sql, items: TasksInsertParams[], held: Permit): Promise<(Task | Error | Promise<Task>)[]> {
   const column = <T>(f: (p: TasksInsertParams) => T) => sql.array(items.map(f) as never);
   // Named as the single insert: the statement that inserts tasks, however many.
-  const rows = await run(sql, undefined, "tasks.insert",
+  const rows = await run(
+    sql,
+    undefined,
+    "tasks.insert",
     sql<TaskRow[]>`
       with input as (
         select * from unnest(${column((p) => p.taskId)}::uuid[], ${column((p) => p.parentTaskId)}::uuid[],
@@ -215,9 +226,15 @@ export async function tasksInsertBatch(sql: Sql, items: TasksInsertParams[], hel
   if (refused.length === 0) return items.map((p) => byId.get(p.taskId)!);
   // Not inserted: the id exists, or the parent is missing or finished.
   const existing = new Set(
-    (await run(sql, undefined, "tasks.existing", sql<{ task_id: string }[]>`select task_id from tasks where task_id = any(${sql.array(refused.map((p) => p.taskId))}::uuid[])`, held)).map(
-      (r) => r.task_id,
-    ),
+    (
+      await run(
+        sql,
+        undefined,
+        "tasks.existing",
+        sql<{ task_id: string }[]>`select task_id from tasks where task_id = any(${sql.array(refused.map((p) => p.taskId))}::uuid[])`,
+        held,
+      )
+    ).map((r) => r.task_id),
   );
   const outcomes: (Task | Error | Promise<Task>)[] = [];
   for (const p of items) {
@@ -281,7 +298,10 @@ export interface TasksPage {
  * would otherwise be built whole.
  */
 export async function tasksListPage(sql: Queryable, p: TasksListParams & { maxBytes: number }): Promise<TasksPage> {
-  const rows = await run(sql, p.signal, "tasks.list",
+  const rows = await run(
+    sql,
+    p.signal,
+    "tasks.list",
     sql<(TaskRow & { bytes: string; running: string; total: string })[]>`
       with page as (${selectTasks(sql, listWhere(sql, p))} order by t.created, t.task_id limit ${p.limit})
       select * from (
@@ -309,9 +329,7 @@ function listWhere(sql: Queryable, p: TasksListParams): Fragment {
 
 /** Tasks ordered by (created, task_id), starting after the cursor. */
 export async function tasksList(sql: Queryable, p: TasksListParams): Promise<Task[]> {
-  const rows = await run(sql, p.signal, "tasks.list",
-    sql<TaskRow[]>`${selectTasks(sql, listWhere(sql, p))} order by t.created, t.task_id limit ${p.limit}`,
-  );
+  const rows = await run(sql, p.signal, "tasks.list", sql<TaskRow[]>`${selectTasks(sql, listWhere(sql, p))} order by t.created, t.task_id limit ${p.limit}`);
   return rows.map(toTask);
 }
 
@@ -332,7 +350,10 @@ export interface TasksUpdateParams {
 export async function tasksUpdate(t: Transactor, p: TasksUpdateParams): Promise<Task> {
   return t.transaction(p, async (tx) => {
     if (p.fence) await leasesCheckFence(tx, { ...p.fence, signal: p.signal, now: p.now });
-    const [cur] = await run(tx, p.signal, "tasks.update.lock",
+    const [cur] = await run(
+      tx,
+      p.signal,
+      "tasks.update.lock",
       tx<{ status: TaskStatus; terminate: boolean; version: bigint }[]>`
         select status, terminate, version from tasks where task_id = ${p.taskId} for update`,
     );
@@ -354,7 +375,10 @@ export async function tasksUpdate(t: Transactor, p: TasksUpdateParams): Promise<
     if (c.designRef !== undefined) cols.design_ref = c.designRef;
     if (c.retry !== undefined) cols.retry = c.retry;
     // Every mask path maps to at least one column, so cols is never empty.
-    await run(tx, p.signal, "tasks.update",
+    await run(
+      tx,
+      p.signal,
+      "tasks.update",
       tx`update tasks set ${tx(cols as never, Object.keys(cols) as never)}, version = version + 1, updated = now()
          where task_id = ${p.taskId}`,
     );
@@ -379,11 +403,10 @@ function checkTransition(taskId: string, from: TaskStatus, terminate: boolean, t
     );
   }
   if (terminate && (to === "requested" || to === "queued" || to === "running")) {
-    throw new FailedPreconditionError(
-      "TASK_TERMINATING",
-      `task ${taskId} is marked for termination; it can only become TERMINATING, TERMINATED or COMPLETE`,
-      { task_id: taskId, status: from.toUpperCase() },
-    );
+    throw new FailedPreconditionError("TASK_TERMINATING", `task ${taskId} is marked for termination; it can only become TERMINATING, TERMINATED or COMPLETE`, {
+      task_id: taskId,
+      status: from.toUpperCase(),
+    });
   }
 }
 
@@ -391,12 +414,12 @@ function checkTransition(taskId: string, from: TaskStatus, terminate: boolean, t
  * Marks a task for termination. Unfinished tasks that are not already
  * TERMINATING become TERMINATING; a second request changes nothing.
  */
-export async function tasksTerminate(
-  t: Transactor,
-  p: TransactionScope & { taskId: string; terminatedBy: string },
-): Promise<Task> {
+export async function tasksTerminate(t: Transactor, p: TransactionScope & { taskId: string; terminatedBy: string }): Promise<Task> {
   return t.transaction(p, async (tx) => {
-    const [cur] = await run(tx, p.signal, "tasks.terminate.lock",
+    const [cur] = await run(
+      tx,
+      p.signal,
+      "tasks.terminate.lock",
       tx<{ status: TaskStatus; terminate: boolean }[]>`
         select status, terminate from tasks where task_id = ${p.taskId} for update`,
     );
@@ -408,7 +431,10 @@ export async function tasksTerminate(
       });
     }
     if (!cur.terminate) {
-      await run(tx, p.signal, "tasks.terminate",
+      await run(
+        tx,
+        p.signal,
+        "tasks.terminate",
         tx`update tasks
            set terminate = true, terminated = now(), terminated_by = ${p.terminatedBy},
                status = case when status in ('requested', 'queued', 'running') then 'terminating' else status end,
@@ -433,7 +459,10 @@ export async function tasksClaimNext(
 ): Promise<Task | null> {
   const claim = async (q: Queryable, term: bigint) => {
     const actionFilter = p.actions.length ? q`and action = any(${q.array(p.actions)}::text[])` : q``;
-    const rows = await run(q, p.signal, "tasks.claim",
+    const rows = await run(
+      q,
+      p.signal,
+      "tasks.claim",
       q<TaskRow[]>`
         with claimed as (
           update tasks
@@ -473,8 +502,11 @@ export async function tasksPurge(
 ): Promise<{ tasks: number; resultMessages: number; bootActions: number; bootActionContexts: number }> {
   // A transaction only for its deadline-derived statement and lock bounds.
   const [row] = await t.transaction(p, (sql) =>
-    run(sql, p.signal, "tasks.purge",
-    sql<{ tasks: bigint; messages: bigint; boot_actions: bigint; contexts: bigint }[]>`
+    run(
+      sql,
+      p.signal,
+      "tasks.purge",
+      sql<{ tasks: bigint; messages: bigint; boot_actions: bigint; contexts: bigint }[]>`
       with recursive roots as (
         select task_id from tasks
         where parent_task_id is null and status in ('complete', 'terminated')
@@ -515,15 +547,24 @@ export async function tasksPurge(
 /** Tasks by id (missing ids are skipped), in no particular order. */
 export async function tasksGetByIds(
   sql: Queryable,
-  p: { taskIds: string[]; signal?: AbortSignal; held?: Permit; /** The metrics' name of the statement (default tasks.get_many). */ statement?: string },
+  p: { taskIds: string[]; signal?: AbortSignal; held?: Permit /** The metrics' name of the statement (default tasks.get_many). */; statement?: string },
 ): Promise<Task[]> {
-  const rows = await run(sql, p.signal, p.statement ?? "tasks.get_many", sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = any(${sql.array(p.taskIds)}::uuid[])`)}`, p.held);
+  const rows = await run(
+    sql,
+    p.signal,
+    p.statement ?? "tasks.get_many",
+    sql<TaskRow[]>`${selectTasks(sql, sql`where t.task_id = any(${sql.array(p.taskIds)}::uuid[])`)}`,
+    p.held,
+  );
   return rows.map(toTask);
 }
 
 /** Ids of tasks changed at or after `since` (for watchers that may have missed notifications). */
 export async function tasksChangedSince(sql: Queryable, p: { since: Micros; signal?: AbortSignal }): Promise<string[]> {
-  const rows = await run(sql, p.signal, "tasks.changed_since",
+  const rows = await run(
+    sql,
+    p.signal,
+    "tasks.changed_since",
     sql<{ task_id: string }[]>`select task_id from tasks where updated >= ${formatMicros(p.since)}::timestamptz`,
   );
   return rows.map((r) => r.task_id);

@@ -120,7 +120,8 @@ export function createTransactor(o: TransactorOptions): Transactor {
         const done = await slot.unsafe("commit");
         // COMMIT of a transaction that failed (an error swallowed inside fn)
         // is answered with ROLLBACK: nothing was written.
-        if (done.command !== "COMMIT") throw new AbortedError("TRANSACTION_ROLLED_BACK", "the database rolled the transaction back; nothing was written, retry");
+        if (done.command !== "COMMIT")
+          throw new AbortedError("TRANSACTION_ROLLED_BACK", "the database rolled the transaction back; nothing was written, retry");
         return result;
       } catch (err) {
         if (began) await slot.unsafe("rollback").catch(() => {}); // a broken connection is replaced on its next use

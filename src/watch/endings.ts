@@ -1,6 +1,14 @@
 // How watch streams end: the documented status of falling behind, and the
 // reason each ending is counted under (statemgmt_watch_streams_ended_total).
-import { ConnectionAgedError, DeadlineReason, CancelledError, NotFoundError, ResourceExhaustedError, ShuttingDownError, type DomainError } from "../core/errors.js";
+import {
+  ConnectionAgedError,
+  DeadlineReason,
+  CancelledError,
+  NotFoundError,
+  ResourceExhaustedError,
+  ShuttingDownError,
+  type DomainError,
+} from "../core/errors.js";
 import type { StreamEndReason, WatchCounters, WatchKind } from "../metrics/watchCounters.js";
 import { PushStream } from "../contract/push.js";
 import type { WatchByteLimits } from "./budget.js";

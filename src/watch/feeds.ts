@@ -128,7 +128,11 @@ export class TaskFeeds {
   wake(taskId: string): void {
     const feed = this.open.get(taskId);
     if (feed) void this.read(feed);
-    else void this.opening.get(taskId)?.promise.then((opened) => opened && this.read(opened), () => {});
+    else
+      void this.opening.get(taskId)?.promise.then(
+        (opened) => opened && this.read(opened),
+        () => {},
+      );
   }
 
   /** Every feed reads from its position (after a reconnect: notifications may have been lost). */
@@ -218,7 +222,14 @@ export class TaskFeeds {
         for (;;) {
           const afterSequence = feed.highest;
           const page = await bounded((signal) =>
-            messagesPage(this.o.sql, { taskId: feed.taskId, afterSequence, errorsOnly: false, limit: READ_BATCH, maxBytes: readBytes(this.o.bytes.limits.streamBytes), signal }),
+            messagesPage(this.o.sql, {
+              taskId: feed.taskId,
+              afterSequence,
+              errorsOnly: false,
+              limit: READ_BATCH,
+              maxBytes: readBytes(this.o.bytes.limits.streamBytes),
+              signal,
+            }),
           );
           if (feed.closed) return;
           const batch = page.messages;

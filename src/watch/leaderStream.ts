@@ -22,7 +22,12 @@ export interface LeaderStreamParams {
 }
 
 /** Yields the leader, or undefined while there is none. */
-export async function* leaderStream(signals: EventEmitter<WatchSignals>, sql: Queryable, clock: Clock, p: LeaderStreamParams): AsyncGenerator<Lease | undefined> {
+export async function* leaderStream(
+  signals: EventEmitter<WatchSignals>,
+  sql: Queryable,
+  clock: Clock,
+  p: LeaderStreamParams,
+): AsyncGenerator<Lease | undefined> {
   const { election, signal } = p;
   const wakeups = new EventTarget();
   const wake = () => wakeups.dispatchEvent(new Event("wake"));

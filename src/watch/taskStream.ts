@@ -94,7 +94,14 @@ async function run(feeds: TaskFeeds, sql: Sql, p: TaskStreamParams, call: Sink<T
       }
     };
     while (cursor < target) {
-      const page = await messagesPage(sql, { taskId, afterSequence: cursor, errorsOnly: false, limit: READ_BATCH, maxBytes: readBytes(bytes.limits.streamBytes), signal });
+      const page = await messagesPage(sql, {
+        taskId,
+        afterSequence: cursor,
+        errorsOnly: false,
+        limit: READ_BATCH,
+        maxBytes: readBytes(bytes.limits.streamBytes),
+        signal,
+      });
       const batch = page.messages;
       if (batch.length === 0) break;
       for (let i = 0; i < batch.length; i++) {

@@ -43,7 +43,13 @@ export class Cluster {
    * `-c name=value` options.
    */
   start(logName: string, settings: string[] = []): Promise<void> {
-    const opts = [`-p ${this.port}`, "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=", "-c max_connections=300", ...settings.map((s) => `-c ${s}`)].join(" ");
+    const opts = [
+      `-p ${this.port}`,
+      "-c listen_addresses=127.0.0.1",
+      "-c unix_socket_directories=",
+      "-c max_connections=300",
+      ...settings.map((s) => `-c ${s}`),
+    ].join(" ");
     return this.ctl(["start", "-w", "-t", "60", "-o", opts, "-l", path.join(this.pgdata, logName)]);
   }
 
