@@ -238,4 +238,4 @@ try {
   await new Promise((r) => server.proc.once("exit", r));
   await rm(dir, { recursive: true, force: true });
 }
-console.log("\n| # | shape | result |\n|---|---|---|\n" + lines.join("\n"));
+console.log(`\n| # | shape | result |\n|---|---|---|\n${lines.join("\n")}`);

@@ -338,7 +338,7 @@ describe("auth: bearer tokens through the server", function () {
 
   it("accepts the token as x-auth-token too, and refuses malformed credentials without quoting them", async () => {
     await h.client.listTasks({}, { metadata: md({ "x-auth-token": tokens.reader }) });
-    const secret = "s3cr3t-" + newToken();
+    const secret = `s3cr3t-${newToken()}`;
     for (const m of [
       md({ authorization: `Basic ${secret}` }),
       md({ authorization: `Bearer ${secret}` }),
@@ -355,7 +355,7 @@ describe("auth: bearer tokens through the server", function () {
   it("refuses a call with two authorization (or x-auth-token) lines on the wire, whichever comes first", async () => {
     // Node's http2 keeps only the first authorization line of a request: an
     // admin token first and a wrong one second would pass as admin.
-    const wrong = "wrong-" + newToken();
+    const wrong = `wrong-${newToken()}`;
     const one = await rawListTasks(h.server.address, [["authorization", `Bearer ${tokens.admin}`]]);
     expect(one).to.deep.include({ status: "0" });
     for (const lines of [
@@ -477,7 +477,7 @@ describe("auth: bearer tokens through the server", function () {
 
     it("in a query string (?api_key=, ?token=, ...) are *** for non-admins too, in responses and errors", async () => {
       const c = h.client;
-      const secret = "Qs3cret" + newToken().slice(0, 8);
+      const secret = `Qs3cret${newToken().slice(0, 8)}`;
       const withQuery = `https://designs.example/site.yaml?rev=3&api_key=${secret}&X-Amz-Signature=${secret}#access_token=${secret}`;
       const masked = "https://designs.example/site.yaml?rev=3&api_key=***&X-Amz-Signature=***#access_token=***";
       const { task } = await c.createTask({ action: "deploy_nodes", designRef: withQuery }, as("operator"));
@@ -634,7 +634,7 @@ async function listServices(client: Client<(typeof reflV1.ServerReflection)["met
   });
 }
 
-describe("auth: reflection with STATEMGMT_REFLECTION=authenticated", function () {
+describe("auth: reflection with STATEMGMT_REFLECTION=authenticated", () => {
   const token = newToken();
   let dir: string;
   const auth: AuthConfig = { tokensFile: undefined, keystone: undefined, reflection: "authenticated" };

@@ -790,7 +790,7 @@ describe("statemgmt CLI", function () {
       expect((await h.client.getTask({ taskId: id })).task!.status).to.equal(TaskStatus.REQUESTED);
     });
 
-    describe("on a terminal", function () {
+    describe("on a terminal", () => {
       before(function () {
         if (!HAS_SCRIPT) this.skip();
       });

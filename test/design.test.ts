@@ -79,15 +79,15 @@ describe("design documents", function () {
     await symlink(path.join(outside, "secret.yaml"), path.join(root, "escape.yaml"));
 
     http = await startSource({
-      "/design.yaml": (_q, r) => (r.writeHead(200, { "content-type": "application/x-yaml" }), r.end("kind: Site\n")),
-      "/auth": (q, r) => (r.writeHead(200, { "content-type": "text/plain" }), r.end(q.headers.authorization ?? "none")),
-      "/forbidden": (_q, r) => (r.writeHead(403), r.end("no")),
-      "/gone": (_q, r) => (r.writeHead(410), r.end()),
-      "/teapot": (_q, r) => (r.writeHead(418), r.end()),
-      "/flaky": (_q, r) => (++flaky <= 2 ? (r.writeHead(503), r.end("busy")) : (r.writeHead(200), r.end("finally"))),
-      "/down": (_q, r) => (r.writeHead(503), r.end("down")),
-      "/loop": (_q, r) => (r.writeHead(302, { location: "/loop" }), r.end()),
-      "/moved": (_q, r) => (r.writeHead(301, { location: "/design.yaml" }), r.end()),
+      "/design.yaml": (_q, r) => r.writeHead(200, { "content-type": "application/x-yaml" }).end("kind: Site\n"),
+      "/auth": (q, r) => r.writeHead(200, { "content-type": "text/plain" }).end(q.headers.authorization ?? "none"),
+      "/forbidden": (_q, r) => r.writeHead(403).end("no"),
+      "/gone": (_q, r) => r.writeHead(410).end(),
+      "/teapot": (_q, r) => r.writeHead(418).end(),
+      "/flaky": (_q, r) => (++flaky <= 2 ? r.writeHead(503).end("busy") : r.writeHead(200).end("finally")),
+      "/down": (_q, r) => r.writeHead(503).end("down"),
+      "/loop": (_q, r) => r.writeHead(302, { location: "/loop" }).end(),
+      "/moved": (_q, r) => r.writeHead(301, { location: "/design.yaml" }).end(),
       "/big": (_q, r) => {
         r.writeHead(200, { "content-type": "application/octet-stream" }); // no content-length: streamed
         const chunk = Buffer.alloc(64 * 1024, 120);
@@ -101,24 +101,24 @@ describe("design documents", function () {
         r.on("close", () => (r.destroy(), onBigClosed()));
         pump();
       },
-      "/cached": (_q, r) => (r.writeHead(200), r.end("cache me")),
-      "/slow-once": (_q, r) => void slowOnceHeld.then(() => (r.writeHead(200), r.end("shared"))),
+      "/cached": (_q, r) => r.writeHead(200).end("cache me"),
+      "/slow-once": (_q, r) => void slowOnceHeld.then(() => r.writeHead(200).end("shared")),
       "/slow-503-then-ok": (() => {
         let n = 0;
         return (_q: IncomingMessage, r: ServerResponse) =>
-          void (++n === 1 ? slow503Held[0].then(() => (r.writeHead(503), r.end("busy"))) : slow503Held[1].then(() => (r.writeHead(200), r.end("second try"))));
+          void (++n === 1 ? slow503Held[0].then(() => r.writeHead(503).end("busy")) : slow503Held[1].then(() => r.writeHead(200).end("second try")));
       })(),
       "/fail-then-ok": (() => {
         let n = 0;
-        return (_q: IncomingMessage, r: ServerResponse) => (++n === 1 ? (r.writeHead(404), r.end()) : (r.writeHead(200), r.end("now here")));
+        return (_q: IncomingMessage, r: ServerResponse) => (++n === 1 ? r.writeHead(404).end() : r.writeHead(200).end("now here"));
       })(),
     });
 
     const pki = await makeCa();
     https = await startSource(
       {
-        "/secure.yaml": (_q, r) => (r.writeHead(200, { "content-type": "text/yaml" }), r.end("secure: true\n")),
-        "/to-http": (_q, r) => (r.writeHead(302, { location: `${http.base}/design.yaml` }), r.end()),
+        "/secure.yaml": (_q, r) => r.writeHead(200, { "content-type": "text/yaml" }).end("secure: true\n"),
+        "/to-http": (_q, r) => r.writeHead(302, { location: `${http.base}/design.yaml` }).end(),
       },
       pki,
     );
@@ -129,7 +129,7 @@ describe("design documents", function () {
           q.on("data", (d) => (body += d));
           q.on("end", () => {
             const auth = JSON.parse(body).auth;
-            if (auth.identity.password.user.password !== "s3cret") return void (r.writeHead(401), r.end());
+            if (auth.identity.password.user.password !== "s3cret") return void r.writeHead(401).end();
             onTokenRequest();
             void (keystoneHeld ?? Promise.resolve()).then(() => {
               tokensIssued++;
@@ -148,7 +148,7 @@ describe("design documents", function () {
           const revoked = typeof token === "string" && Number(token.slice(4)) <= revokedUpTo;
           if (!token || revoked || (rejectNextToken && token === `tok-${tokensIssued}` && tokensIssued === 1)) {
             rejectNextToken = false;
-            return void (r.writeHead(401), r.end());
+            return void r.writeHead(401).end();
           }
           r.writeHead(200, { "content-type": "application/x-yaml" });
           r.end(`rendered by ${token}\n`);
@@ -239,7 +239,7 @@ describe("design documents", function () {
       expect(res.designRef).to.equal(`http://alice:***@127.0.0.1:${http.port}/auth`);
     });
     it("sends secret query parameters to the source and never echoes their values, in a response or an error", async () => {
-      const secret = "S3CRET-q-" + Date.now();
+      const secret = `S3CRET-q-${Date.now()}`;
       const res = await h.client.getDesignDocuments({ designRef: `${http.base}/design.yaml?rev=7&api_key=${secret}` });
       expect(http.log.at(-1)!.path).to.equal(`/design.yaml?rev=7&api_key=${secret}`);
       expect(res.designRef).to.equal(`${http.base}/design.yaml?rev=7&api_key=***`);
@@ -445,7 +445,7 @@ describe("design documents without configuration", () => {
   });
   it("refuses https sources whose CA is not trusted", async () => {
     const pki = await makeCa();
-    const src = await startSource({ "/x": (_q, r) => (r.writeHead(200), r.end("x")) }, pki);
+    const src = await startSource({ "/x": (_q, r) => r.writeHead(200).end("x") }, pki);
     try {
       const d = await expectError(h.client.getDesignDocuments({ designRef: `${src.base}/x` }, { deadlineMs: 10_000 }), grpc.status.UNAVAILABLE);
       expect(d.message).to.match(/certificate|self.signed|unable to verify/i);

@@ -76,7 +76,7 @@ describe("export and import", function () {
   let nodeKey: Buffer;
   let data: Buffer;
 
-  before(async function () {
+  before(async () => {
     // A representative state on a: a tree of tasks, messages (unicode,
     // extra, errors), a terminated task, build data, a node's boot actions.
     const top = (
@@ -242,7 +242,7 @@ describe("export and import", function () {
     expect(r.code).to.equal(2);
     expect(r.stderr).to.match(new RegExp(`^error: ${file("cut.ndjson")}: line ${lastLine} (is not JSON|.*)`));
     // Cut at a line end: no trailer.
-    const whole = text.split("\n").slice(0, 100).join("\n") + "\n";
+    const whole = `${text.split("\n").slice(0, 100).join("\n")}\n`;
     writeFileSync(file("cut2.ndjson"), whole);
     const r2 = await run(c, ["import", file("cut2.ndjson")]);
     expect(r2.code).to.equal(2);
@@ -272,7 +272,7 @@ describe("export and import", function () {
     for (const [what, corrupt, expected] of cases) {
       const l = [...lines];
       corrupt(l);
-      writeFileSync(file("bad.ndjson"), l.join("\n") + "\n");
+      writeFileSync(file("bad.ndjson"), `${l.join("\n")}\n`);
       const r = await run(c, ["import", file("bad.ndjson")]);
       expect(r.code, what).to.equal(2);
       expect(r.stderr, what).to.match(expected);
@@ -434,7 +434,7 @@ describe("import-drydock", function () {
     await dd.unsafe(`insert into ${table} select * from json_populate_recordset(null::${table}, $1::text::json)`, [JSON.stringify(json)]);
   };
 
-  before(async function () {
+  before(async () => {
     const admin = postgres(shared.adminUrl, { max: 1, onnotice: () => {} });
     await admin.unsafe(`create database ${dbName}`);
     await admin.end();
@@ -563,7 +563,7 @@ describe("import-drydock", function () {
     ])}`;
   });
 
-  after(async function () {
+  after(async () => {
     await dd?.end();
     const admin = postgres(shared.adminUrl, { max: 1, onnotice: () => {} });
     await admin.unsafe(`drop database if exists ${dbName} with (force)`);

@@ -107,7 +107,7 @@ describe("PostgreSQL failover to a promoted standby", () => {
     const standbyAddress = `127.0.0.1:${standby.port}`;
     standbyUrl = primaryUrl.replace(`127.0.0.1:${primary.port}`, standbyAddress);
     // The standby first: the driver must pass over it while it is read-only.
-    multiUrl = primaryUrl.replace(`127.0.0.1:${primary.port}`, `${standbyAddress},127.0.0.1:${primary.port}`) + "?target_session_attrs=read-write";
+    multiUrl = `${primaryUrl.replace(`127.0.0.1:${primary.port}`, `${standbyAddress},127.0.0.1:${primary.port}`)}?target_session_attrs=read-write`;
 
     const replication = () =>
       query<{ state: string; sync_state: string }>(primaryUrl, "select state, sync_state from pg_stat_replication where application_name = $1", [STANDBY_NAME]);

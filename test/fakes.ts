@@ -54,7 +54,7 @@ export async function startKeystone(opts: { username: string; password: string }
   let heldCount = 0;
   const source = await startSource({
     "/v3/auth/tokens": async (q, r) => {
-      if (failWith) return void (r.writeHead(failWith), r.end());
+      if (failWith) return void r.writeHead(failWith).end();
       if (q.method === "GET" && held) {
         heldCount++;
         await held;
@@ -62,9 +62,9 @@ export async function startKeystone(opts: { username: string; password: string }
       if (q.method === "GET") {
         const subject = String(q.headers["x-subject-token"] ?? "");
         validations.set(subject, (validations.get(subject) ?? 0) + 1);
-        if (!issued.has(String(q.headers["x-auth-token"] ?? ""))) return void (r.writeHead(401), r.end());
+        if (!issued.has(String(q.headers["x-auth-token"] ?? ""))) return void r.writeHead(401).end();
         const t = tokens.get(subject);
-        if (!t) return void (r.writeHead(404, { "content-type": "application/json" }), r.end('{"error":{"code":404,"title":"Not Found"}}'));
+        if (!t) return void r.writeHead(404, { "content-type": "application/json" }).end('{"error":{"code":404,"title":"Not Found"}}');
         r.writeHead(200, { "x-subject-token": subject, "content-type": "application/json" });
         r.end(
           JSON.stringify({
@@ -84,7 +84,7 @@ export async function startKeystone(opts: { username: string; password: string }
       q.on("data", (d) => (body += d));
       q.on("end", () => {
         const user = JSON.parse(body).auth.identity.password.user;
-        if (user.name !== opts.username || user.password !== opts.password) return void (r.writeHead(401), r.end());
+        if (user.name !== opts.username || user.password !== opts.password) return void r.writeHead(401).end();
         const token = `svc-${++serviceTokens}`;
         issued.add(token);
         r.writeHead(201, { "x-subject-token": token, "content-type": "application/json" });

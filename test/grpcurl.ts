@@ -85,7 +85,7 @@ const CODE_NAMES = [
 ];
 
 function fail(msg: string, code = 1): never {
-  process.stderr.write(msg + "\n");
+  process.stderr.write(`${msg}\n`);
   process.exit(code);
 }
 
@@ -191,11 +191,11 @@ function printStatus(err: grpc.ServiceError): never {
               2,
             )
           : JSON.stringify({ "@type": any.typeUrl }, null, 2);
-        lines.push(`  ${i + 1})\t` + body.split("\n").join("\n    \t"));
+        lines.push(`  ${i + 1})\t${body.split("\n").join("\n    \t")}`);
       });
     }
   }
-  process.stderr.write(lines.join("\n") + "\n");
+  process.stderr.write(`${lines.join("\n")}\n`);
   process.exit(64 + err.code);
 }
 
@@ -311,7 +311,7 @@ async function main(): Promise<void> {
       );
       if (res.messageResponse.case !== "listServicesResponse") fail("Failed to list services: unexpected reflection response");
       const names = res.messageResponse.value.service.map((s) => s.name).sort();
-      process.stdout.write(names.join("\n") + "\n");
+      process.stdout.write(`${names.join("\n")}\n`);
     } else {
       const name = (symbol ?? fail("describe without a symbol is not supported by test/grpcurl.ts", 2)).replace(/^\./, "");
       const res = await reflect(client, md, { messageRequest: { case: "fileContainingSymbol", value: name } }).catch((e: grpc.ServiceError) =>
@@ -320,10 +320,10 @@ async function main(): Promise<void> {
       if (res.messageResponse.case === "errorResponse") fail(`Failed to resolve symbol ${JSON.stringify(name)}: Symbol not found: ${name}`);
       if (verb === "list") {
         const svc = SERVICES.find((s) => s.typeName === name) ?? fail(`Failed to list methods for service ${JSON.stringify(name)}`);
-        process.stdout.write(svc.methods.map((m) => `${name}.${m.name}`).join("\n") + "\n");
+        process.stdout.write(`${svc.methods.map((m) => `${name}.${m.name}`).join("\n")}\n`);
       } else {
         const text = describeText(name) ?? fail(`Failed to resolve symbol ${JSON.stringify(name)}: not in gen/ (test/grpcurl.ts)`);
-        process.stdout.write(text + "\n");
+        process.stdout.write(`${text}\n`);
       }
     }
     client.close();
@@ -342,7 +342,7 @@ async function main(): Promise<void> {
   const path = `/${method.parent.typeName}/${method.name}`;
   const serialize = (m: typeof request) => Buffer.from(toBinary(method.input, m));
   const deserialize = (b: Buffer) => fromBinary(method.output, b);
-  const print = (m: ReturnType<typeof deserialize>) => process.stdout.write(toJsonString(method.output, m, { registry, prettySpaces: 2 }) + "\n");
+  const print = (m: ReturnType<typeof deserialize>) => process.stdout.write(`${toJsonString(method.output, m, { registry, prettySpaces: 2 })}\n`);
 
   if (method.methodKind === "unary") {
     await new Promise<void>((resolve) => {

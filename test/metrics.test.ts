@@ -172,7 +172,7 @@ describe("metrics", () => {
     this.timeout(20_000);
     const body = "site: metrics\nnodes: [a, b]\n";
     const source = await startSource({
-      "/site.yaml": (_q, r) => void (r.writeHead(200, { "content-type": "application/x-yaml" }), r.end(body)),
+      "/site.yaml": (_q, r) => void r.writeHead(200, { "content-type": "application/x-yaml" }).end(body),
     });
     try {
       const address = h.server.metricsAddress!;
@@ -451,7 +451,7 @@ describe("watch and lease metrics", () => {
     expect((await value("statemgmt_watch_listen_reconnects_total")) - before[4]!).to.equal(1);
   });
 
-  it("counts lease expiries and takeovers exactly, and shows each election held or not", async function () {
+  it("counts lease expiries and takeovers exactly, and shows each election held or not", async () => {
     const address = h.server.metricsAddress!;
     const lease = { seconds: 1n };
     const before = await scrape(address);

@@ -54,11 +54,11 @@ function section(text: string, heading: string, file = "README"): string {
     const m = !fenced && lines[end].match(/^(#+) /);
     if (m && m[1].length <= level) break;
   }
-  return lines.slice(start + 1, end).join("\n") + "\n";
+  return `${lines.slice(start + 1, end).join("\n")}\n`;
 }
 
 function blocks(text: string, lang: string): string[] {
-  return [...text.matchAll(new RegExp("^```" + lang + "\\n([\\s\\S]*?)^```$", "gm"))].map((m) => m[1]);
+  return [...text.matchAll(new RegExp(`^\`\`\`${lang}\\n([\\s\\S]*?)^\`\`\`$`, "gm"))].map((m) => m[1]);
 }
 
 /** A block's commands: continuation lines joined (as bash reads them), comment-only lines left out. */
@@ -126,7 +126,7 @@ describe("README", function () {
     let ran: Ran[] = [];
     let vars: Record<string, string> = {};
 
-    before(async function () {
+    before(async () => {
       const quick = blocks(section(README, "## Quick start"), "sh").filter((b) => b.includes("grpcurl"));
       expect(quick).to.have.length(1);
       const withGrpcurl = blocks(section(GRPCURL_DOC, "# With grpcurl", "docs/grpcurl.md"), "sh");

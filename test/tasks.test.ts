@@ -105,7 +105,7 @@ describe("tasks", () => {
       ["a malformed parent_task_id", { action: "x", parentTaskId: "123" }, "parent_task_id"],
       ["a design_ref with an unsupported scheme", { action: "x", designRef: "ftp://h/x" }, "design_ref"],
       ["a design_ref without a scheme", { action: "x", designRef: "/etc/design.yaml" }, "design_ref"],
-      ["a design_ref over 2048 characters", { action: "x", designRef: "https://h/" + "a".repeat(2048) }, "design_ref"],
+      ["a design_ref over 2048 characters", { action: "x", designRef: `https://h/${"a".repeat(2048)}` }, "design_ref"],
       ["a relative file design_ref", { action: "x", designRef: "file:design.yaml" }, "design_ref"],
       ["created_by over 255 characters", { action: "x", createdBy: "u".repeat(256) }, "created_by"],
       ["an initial status other than REQUESTED/QUEUED", { action: "x", initialStatus: TaskStatus.RUNNING }, "initial_status"],

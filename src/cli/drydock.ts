@@ -267,7 +267,7 @@ export async function* drydockRecords(sql: postgres.Sql, includeSecrets: boolean
         const d = details.get(k) ?? { count: 0, bytes: 0, last: ts };
         d.count++;
         d.bytes += Buffer.byteLength(rec.message) + (rec.extra === null ? 0 : Buffer.byteLength(JSON.stringify(rec.extra)));
-        d.last = ts > d.last ? ts : d.last;
+        if (ts > d.last) d.last = ts; // RFC 3339 text in UTC: ordered as strings
         details.set(k, d);
       }
       yield { record: rec, source };

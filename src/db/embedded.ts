@@ -127,7 +127,7 @@ async function startCluster(dataDir: string, lockPath: string, user: PgUser | un
     await rm(scratch, { recursive: true, force: true });
     await rm(pwfile, { force: true });
     await mkdir(scratch, { mode: 0o700 });
-    await writeFile(pwfile, password + "\n", { mode: 0o600 });
+    await writeFile(pwfile, `${password}\n`, { mode: 0o600 });
     if (user) {
       await chown(scratch, user.uid, user.gid);
       await chown(pwfile, user.uid, user.gid);
@@ -151,7 +151,7 @@ async function startCluster(dataDir: string, lockPath: string, user: PgUser | un
     } finally {
       await rm(pwfile, { force: true });
     }
-    await writeFile(passwordPath, password + "\n", { mode: 0o600 });
+    await writeFile(passwordPath, `${password}\n`, { mode: 0o600 });
     await rename(scratch, pgdata);
   }
 

@@ -24,7 +24,7 @@ export interface KeystoneOptions {
 }
 
 /** The /v3/auth/tokens URL of a Keystone endpoint given with or without /v3. */
-export const keystoneTokensUrl = (url: string): URL => new URL(url.replace(/\/+$/, "").replace(/\/v3$/, "") + "/v3/auth/tokens");
+export const keystoneTokensUrl = (url: string): URL => new URL(`${url.replace(/\/+$/, "").replace(/\/v3$/, "")}/v3/auth/tokens`);
 
 /** Bound of one token request (retries included), shared by every caller waiting for it. */
 const TOKEN_TIMEOUT_MS = 30_000;

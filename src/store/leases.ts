@@ -270,7 +270,7 @@ export async function leasesCheckFence(
       select *, holder is not null and expires_at > ${clock(tx, p.now)} as live
       from leases where election = ${p.election} for share`,
   );
-  if (row && row.live && row.term === p.term) {
+  if (row?.live && row.term === p.term) {
     if (p.actor == null || row.claimed_by === p.actor) return;
     throw notLeaseHolder("fence work with it", { ...p, actor: p.actor }, row.claimed_by);
   }

@@ -1,5 +1,5 @@
 // Small helpers of tasks and their messages that several test files share.
-import { TaskStatus } from "../../gen/drydock/statemgmt/v1/task_pb.js";
+import type { TaskStatus } from "../../gen/drydock/statemgmt/v1/task_pb.js";
 import type { StateClient } from "../harness.js";
 
 /** The sequences from..to (both included), as watch streams and pages carry them. */
