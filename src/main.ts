@@ -2,7 +2,7 @@
 // gRPC server; on SIGTERM/SIGINT (at any point) the reverse, embedded PostgreSQL last.
 import { once } from "node:events";
 import { abortable } from "./util/abortable.js";
-import { ConfigError, loadConfig } from "./config.js";
+import { ConfigError, loadConfig, type Settings } from "./config.js";
 import { DataDirUnreachableError, startEmbedded, type EmbeddedDatabase } from "./db/embedded.js";
 import { migrate } from "./db/migrate.js";
 import { createLogger, type Logger } from "./core/log.js";
@@ -12,7 +12,7 @@ import type { ReloadResult } from "./auth/tokenFile.js";
 
 async function main(): Promise<number> {
   const started = Date.now();
-  let config;
+  let config: Settings;
   try {
     config = loadConfig();
   } catch (err) {

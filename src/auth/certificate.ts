@@ -31,7 +31,7 @@ export function certificateNames(cert: Pick<PeerCertificate, "subject" | "subjec
 export function subjectAltNames(s: string): [string, string][] {
   const out: [string, string][] = [];
   const re = /(?:^|, )([A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)/g;
-  for (let m; (m = re.exec(s)); ) {
+  for (const m of s.matchAll(re)) {
     let value = m[2]!;
     if (value.startsWith('"')) {
       try {

@@ -209,7 +209,7 @@ export async function checkFile(
         continue;
       }
       if (trailerAt) bad(n, `follows the trailer (line ${trailerAt}), which must be the last line`);
-      let r;
+      let r: ReturnType<typeof parseLine>;
       try {
         r = parseLine(text);
       } catch (err) {

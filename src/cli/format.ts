@@ -180,6 +180,7 @@ export function taskDetail(t: Task, now: number, c: Colors): string {
  * table nor send escape codes of its own.
  */
 export function clean(s: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching the C0 and C1 control characters is the point
   return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, " ");
 }
 

@@ -51,7 +51,10 @@ function cachedSerializer(schema: DescMessage) {
   const cache = new WeakMap<object, Buffer>();
   return (msg: unknown) => {
     let buf = cache.get(msg as object);
-    if (!buf) cache.set(msg as object, (buf = Buffer.from(toBinary(schema, msg as never))));
+    if (!buf) {
+      buf = Buffer.from(toBinary(schema, msg as never));
+      cache.set(msg as object, buf);
+    }
     return buf;
   };
 }

@@ -108,7 +108,7 @@ export const UNTYPED_OPTIONS = { max_pipeline: MAX_PIPELINE };
  * is still reached, and its refusals (25006) answer UNAVAILABLE
  * (store/sql.ts). Every other value goes through as it is.
  */
-export function targetSessionAttrs(url: string): Pick<postgres.Options<{}>, "target_session_attrs"> {
+export function targetSessionAttrs(url: string): Pick<postgres.Options<Record<string, never>>, "target_session_attrs"> {
   const query = /\?([^#]*)/.exec(url)?.[1] ?? "";
   const fromUrl = new URLSearchParams(query).get("target_session_attrs");
   const attrs = fromUrl ?? process.env.PGTARGETSESSIONATTRS;

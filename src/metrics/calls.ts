@@ -85,7 +85,10 @@ export class CallMetrics implements CallObserver, ServiceCounters {
         handling: this.handling.child({ ...m }),
         handled: (code) => {
           let h = handled.get(code);
-          if (!h) handled.set(code, (h = this.handledTotal.child({ ...m, grpc_code: code })));
+          if (!h) {
+            h = this.handledTotal.child({ ...m, grpc_code: code });
+            handled.set(code, h);
+          }
           return h;
         },
         kind,

@@ -57,7 +57,10 @@ export class DatabaseMetrics implements QueryObserver {
 
   queried(statement: string, seconds: number, errorCode: string | undefined): void {
     let h = this.queryDurationByName.get(statement);
-    if (!h) this.queryDurationByName.set(statement, (h = this.queryDuration.child({ statement })));
+    if (!h) {
+      h = this.queryDuration.child({ statement });
+      this.queryDurationByName.set(statement, h);
+    }
     h.observe(seconds);
     const kind = metricsTimeoutKind(errorCode);
     if (kind) this.timeouts.inc({ kind });

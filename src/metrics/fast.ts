@@ -36,7 +36,8 @@ abstract class Family<C> {
     let c = this.children.get(key);
     if (!c) {
       const own = Object.fromEntries(this.labelNames.map((n) => [n, labels[n]!]));
-      this.children.set(key, (c = { labels: own, child: this.make() }));
+      c = { labels: own, child: this.make() };
+      this.children.set(key, c);
     }
     return c.child;
   }

@@ -120,7 +120,10 @@ const redactedTaskPbCache = new WeakMap<Task, PbTask>();
 export function taskToPb(t: Task, secrets: boolean): PbTask {
   const cache = secrets || redactReference(t.designRef) === t.designRef ? taskPbCache : redactedTaskPbCache;
   let pb = cache.get(t);
-  if (!pb) cache.set(t, (pb = newTaskPb(t, cache === taskPbCache)));
+  if (!pb) {
+    pb = newTaskPb(t, cache === taskPbCache);
+    cache.set(t, pb);
+  }
   return pb;
 }
 
@@ -163,7 +166,10 @@ const messagePbCache = new WeakMap<ResultMessage, PbResultMessage>();
 /** Converted once per message object, however many watchers send it (see taskToPb). */
 export function messageToPb(m: ResultMessage): PbResultMessage {
   let pb = messagePbCache.get(m);
-  if (!pb) messagePbCache.set(m, (pb = newMessagePb(m)));
+  if (!pb) {
+    pb = newMessagePb(m);
+    messagePbCache.set(m, pb);
+  }
   return pb;
 }
 

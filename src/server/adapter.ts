@@ -284,7 +284,8 @@ class OpenCall {
     const ms = deadline instanceof Date ? deadline.getTime() - Date.now() : Number(deadline) - Date.now();
     this.timer = Number.isFinite(ms) ? longTimeout(() => ac.abort(new DeadlineReason("deadline exceeded")), ms) : undefined;
     call.on("cancelled", this.onCancel);
-    const peer = (this.peer = call.getPeer());
+    const peer = call.getPeer();
+    this.peer = peer;
     m.calls.onCall?.started(peer);
     m.calls.observer?.started(m.labels);
     if (m.method.methodKind !== "bidi_streaming") m.calls.observer?.received(m.labels);

@@ -54,7 +54,7 @@ export function toServiceError(err: unknown): grpc.ServiceError {
   if (err instanceof DomainError) {
     const code = CODES.find(([cls]) => err instanceof cls)?.[1] ?? grpc.status.INTERNAL;
     const violations = err instanceof InvalidArgumentError ? err.violations : undefined;
-    return fit(({ cut, maxViolations }) => {
+    return withinTrailerBudget(({ cut, maxViolations }) => {
       const metadata = Object.fromEntries(Object.entries(err.metadata).map(([k, v]) => [k, cut(v)]));
       const details = [anyPack(ErrorInfoSchema, create(ErrorInfoSchema, { reason: err.reason, domain: ERROR_DOMAIN, metadata }))];
       if (violations) {
@@ -87,7 +87,7 @@ const STEPS = [
   { maxChars: 64, maxViolations: 5 },
 ];
 
-function fit(build: (o: { cut: (s: string) => string; maxViolations: number }) => grpc.ServiceError): grpc.ServiceError {
+function withinTrailerBudget(build: (o: { cut: (s: string) => string; maxViolations: number }) => grpc.ServiceError): grpc.ServiceError {
   let se: grpc.ServiceError | undefined;
   for (const { maxChars, maxViolations } of STEPS) {
     se = build({ cut: (s) => (s.length <= maxChars ? s : `${s.slice(0, maxChars)}…`), maxViolations });

@@ -265,7 +265,10 @@ export async function importRecords(tx: Queryable, items: ImportItem[]): Promise
   const out: ImportOutcome = { counts: new Map(), refusals: [] };
   const count = (kind: Kind, what: "added" | "skipped" | "refused", n = 1) => {
     let c = out.counts.get(kind);
-    if (!c) out.counts.set(kind, (c = { added: 0, skipped: 0, refused: 0 }));
+    if (!c) {
+      c = { added: 0, skipped: 0, refused: 0 };
+      out.counts.set(kind, c);
+    }
     c[what] += n;
   };
   const refuse = (it: ImportItem, reason: string) => {

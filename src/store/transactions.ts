@@ -135,8 +135,14 @@ export function createTransactor(o: TransactorOptions): Transactor {
       const onAbort = () => reject(abortError(signal, signal.reason));
       signal.addEventListener("abort", onAbort, { once: true });
       work.then(
-        (v) => (signal.removeEventListener("abort", onAbort), resolve(v)),
-        (err: unknown) => (signal.removeEventListener("abort", onAbort), reject(signal.aborted ? abortError(signal, err) : err)),
+        (v) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(v);
+        },
+        (err: unknown) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(signal.aborted ? abortError(signal, err) : err);
+        },
       );
     });
   };

@@ -110,7 +110,7 @@ export class Listener {
         }
       },
       // onnotify is a supported postgres.js option missing from its typings.
-    } as postgres.Options<{}>);
+    } as postgres.Options<Record<string, never>>);
     try {
       await connection`listen ${connection(TASK_CHANNEL)}`;
       await connection`listen ${connection(LEASE_CHANNEL)}`;
@@ -159,7 +159,10 @@ export class Listener {
     let heard = false;
     let onHeard!: () => void;
     const back = new Promise<void>((resolve) => (onHeard = resolve));
-    this.pings.set(nonce, () => ((heard = true), onHeard()));
+    this.pings.set(nonce, () => {
+      heard = true;
+      onHeard();
+    });
     let timer: NodeJS.Timeout | undefined;
     try {
       let sentAt: Micros;
