@@ -207,8 +207,13 @@ function worker(): ChildProcess {
 function next<T>(w: ChildProcess, pred: (m: T) => boolean = () => true): Promise<T> {
   return new Promise((resolve, reject) => {
     const on = (m: T & { error?: string }) => {
-      if (m.error) return (w.off("message", on), reject(new Error(m.error)));
-      if (pred(m)) w.off("message", on), resolve(m);
+      if (m.error) {
+        w.off("message", on);
+        reject(new Error(m.error));
+      } else if (pred(m)) {
+        w.off("message", on);
+        resolve(m);
+      }
     };
     w.on("message", on);
   });

@@ -96,8 +96,14 @@ function serviceCall(m: LoadCommand, pick: () => string): Target {
   if (m.token) metadata.set("authorization", `Bearer ${m.token}`);
   const o = { metadata };
   const calls: Record<ServiceOp, Call> = {
-    createTask: async () => (await client.createTask({ action: "bench_create" }, o), {}),
-    getTask: async () => (await client.getTask({ taskId: pick() }, o), {}),
+    createTask: async () => {
+      await client.createTask({ action: "bench_create" }, o);
+      return {};
+    },
+    getTask: async () => {
+      await client.getTask({ taskId: pick() }, o);
+      return {};
+    },
     listTasks: async () => {
       const r = await client.listTasks({ pageSize: 100, pageToken: m.pageToken ?? "" }, o);
       if (r.tasks.length !== 100) throw new Error(`ListTasks returned ${r.tasks.length} tasks, not a full page`);
@@ -174,7 +180,10 @@ async function load(m: LoadCommand): Promise<LoadResult> {
   const pick = () => m.taskIds[i++ % m.taskIds.length]!;
   const target = m.op === "echo" ? echoCall(m) : m.op.startsWith("pg") ? pgCall(m, pick) : serviceCall(m, pick);
   await target.warm();
-  await new Promise<void>((r) => ((go = r), send({ ready: true })));
+  await new Promise<void>((r) => {
+    go = r;
+    send({ ready: true });
+  });
   const lat: number[] = [];
   const claimed: string[] = [];
   let ops = 0;
@@ -252,7 +261,10 @@ async function idle(m: Extract<Command, { cmd: "idle" }>) {
       if (++ready === m.taskIds.length) send({ ready: true });
     });
     call.on("error", (err: grpc.ServiceError) => {
-      if (err.code !== grpc.status.CANCELLED && !failed) send({ error: String((failed = err)) });
+      if (err.code !== grpc.status.CANCELLED && !failed) {
+        failed = err;
+        send({ error: String(err) });
+      }
     });
     return call;
   });
