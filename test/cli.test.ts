@@ -52,10 +52,19 @@ function watchOutput(child: ChildProcess): Cli {
   let err = "";
   const waiters: (() => void)[] = [];
   const poke = () => waiters.splice(0).forEach((w) => w());
-  child.stdout!.on("data", (d: Buffer) => ((out += d.toString()), poke()));
+  child.stdout!.on("data", (d: Buffer) => {
+    out += d.toString();
+    poke();
+  });
   child.stderr?.on("data", (d: Buffer) => (err += d.toString()));
   let done = false;
-  const exited = new Promise<number | null>((r) => child.on("exit", (code) => ((done = true), poke(), r(code))));
+  const exited = new Promise<number | null>((r) =>
+    child.on("exit", (code) => {
+      done = true;
+      poke();
+      r(code);
+    }),
+  );
   /** Resolves once `test` finds what it looks for in the output so far, checked now and on every chunk. */
   const whenOutput = (test: () => string | undefined, what: string) =>
     new Promise<string>((resolve, reject) => {
@@ -157,7 +166,7 @@ function screen(raw: string, cols: number, rows: number): Promise<string[]> {
 }
 
 // eslint-style escape matcher: CSI and OSC sequences and lone ESC pairs.
-// eslint-disable-next-line no-control-regex
+// biome-ignore lint/suspicious/noControlCharactersInRegex: it matches terminal escape sequences, which start with ESC (\x1b)
 const stripAnsi = (s: string) => s.replace(/\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[@-_]/g, "");
 
 /** A port nothing listens on (bound, then released). */
@@ -456,7 +465,10 @@ describe("statemgmt CLI", function () {
       let b = (await h.client.createTask({ action })).task!;
       const before = [a.taskId];
       // Until one was created in a later millisecond than a (the CLI's times have milliseconds).
-      while (ms(b) <= ms(a)) before.push(b.taskId), (b = (await h.client.createTask({ action })).task!);
+      while (ms(b) <= ms(a)) {
+        before.push(b.taskId);
+        b = (await h.client.createTask({ action })).task!;
+      }
       const since = new Date(ms(b)).toISOString();
       const r = await run([...S(), "tasks", "list", "--action", action, "--since", since, "-o", "json"]);
       expect([r.code, ids(r.stdout), r.stderr]).to.deep.equal([0, [b.taskId], ""]);
@@ -813,7 +825,9 @@ describe("statemgmt CLI", function () {
         expect(await w.exited, w.stdout()).to.equal(0);
         const raw = w.stdout();
         // Redrawn in place (cursor up, erase line), with colours.
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: a terminal escape sequence (cursor up) starts with ESC
         expect(raw).to.match(/\x1b\[\d*A/);
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: a terminal escape sequence (erase line) starts with ESC
         expect(raw).to.match(/\x1b\[2K/);
         expect(raw).to.contain("\x1b[32mCOMPLETE");
         const s = await screen(raw.replace(/\r?\n/g, "\r\n"), COLS, ROWS);

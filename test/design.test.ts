@@ -98,7 +98,10 @@ describe("design documents", function () {
           }
           r.end();
         };
-        r.on("close", () => (r.destroy(), onBigClosed()));
+        r.on("close", () => {
+          r.destroy();
+          onBigClosed();
+        });
         pump();
       },
       "/cached": (_q, r) => r.writeHead(200).end("cache me"),

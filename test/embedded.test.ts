@@ -98,7 +98,10 @@ describe("embedded PostgreSQL: start-up and shutdown edges", function () {
     const port = (busy.address() as AddressInfo).port;
     try {
       const err = await startEmbedded(dataDir, createLogger("silent"), { port }).then(
-        (db) => (void db.stop(), expect.fail("started on a port in use")),
+        (db) => {
+          void db.stop();
+          return expect.fail("started on a port in use");
+        },
         (e: Error) => e,
       );
       expect(err).to.be.instanceOf(EmbeddedStartError);

@@ -320,7 +320,11 @@ describe("export and import", function () {
     const call = a.client.exportState({});
     const chunks: Buffer[] = [];
     await new Promise<void>((resolve, reject) => {
-      call.once("data", (r: { chunk: Uint8Array }) => (chunks.push(Buffer.from(r.chunk)), call.pause(), resolve()));
+      call.once("data", (r: { chunk: Uint8Array }) => {
+        chunks.push(Buffer.from(r.chunk));
+        call.pause();
+        resolve();
+      });
       call.once("error", reject);
     });
     // The export's transaction is open, reading build data.

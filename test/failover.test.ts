@@ -112,7 +112,11 @@ describe("PostgreSQL failover to a promoted standby", () => {
     const replication = () =>
       query<{ state: string; sync_state: string }>(primaryUrl, "select state, sync_state from pg_stat_replication where application_name = $1", [STANDBY_NAME]);
     let last: unknown;
-    const replicationState = async () => (last = await replication())[0];
+    const replicationState = async () => {
+      const rows = await replication();
+      last = rows;
+      return rows[0];
+    };
     const lastSeen = (what: string) => () => `${what} (last: ${JSON.stringify(last)})`;
     await eventually(async () => (await replicationState())?.state === "streaming", 20_000, lastSeen("the standby streaming"));
     await query(primaryUrl, "alter system set synchronous_standby_names = '*'");

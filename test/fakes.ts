@@ -26,7 +26,11 @@ export async function startSource(routes: Record<string, Handler>, tls?: { key: 
     port,
     log,
     hits: (p: string) => log.filter((l) => l.path === p).length,
-    close: () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))),
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }
 
@@ -100,7 +104,9 @@ export async function startKeystone(opts: { username: string; password: string }
     /** GET validations of this subject token so far. */
     validations: (token: string) => validations.get(token) ?? 0,
     /** Every later request answers this HTTP status (undefined: normal again). */
-    fail: (status: number | undefined) => void (failWith = status),
+    fail: (status: number | undefined) => {
+      failWith = status;
+    },
     /** Forgets the service tokens issued so far: they answer 401 from now on. */
     revokeServiceTokens: () => issued.clear(),
     /** Holds every later validation (GET) until the returned function is called. */

@@ -43,6 +43,7 @@ import {
   type DescEnum,
   type DescFile,
   type JsonValue,
+  type MessageShape,
 } from "@bufbuild/protobuf";
 import { anyUnpack, FieldMaskSchema } from "@bufbuild/protobuf/wkt";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
@@ -332,7 +333,7 @@ async function main(): Promise<void> {
 
   const method = findMethod(verb);
   if (!method) fail(`Error invoking method ${JSON.stringify(verb)}: target server does not expose service ${JSON.stringify(verb.replace(/[/.][^/.]*$/, ""))}`);
-  let request;
+  let request: MessageShape<DescMessage>;
   try {
     const json = a.data === undefined || a.data.trim() === "" ? {} : (JSON.parse(a.data) as JsonValue);
     request = fromJson(method.input, fieldMasksAsGrpcurl(method.input, json, method.input.typeName), { registry });

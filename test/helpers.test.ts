@@ -60,7 +60,10 @@ describe("util helpers", () => {
       const left = new AbortController();
       let aborted: AbortSignal | undefined;
       const waiting = work
-        .wait("a", left.signal, (signal) => ((aborted = signal), { promise: new Promise<number>(() => {}), context: undefined }))
+        .wait("a", left.signal, (signal) => {
+          aborted = signal;
+          return { promise: new Promise<number>(() => {}), context: undefined };
+        })
         .catch((e: unknown) => e);
       expect(work.size).to.equal(1);
       left.abort();

@@ -35,7 +35,13 @@ class Arrivals<T> {
     if (this.items.length >= k) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`${k} items: only ${this.items.length} within ${ms} ms`)), ms);
-      this.waiters.push({ k, resolve: () => (clearTimeout(timer), resolve()) });
+      this.waiters.push({
+        k,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
     });
   }
 }

@@ -134,7 +134,10 @@ describe("shutdown", () => {
       for (;;) {
         const r = await it.next().then(
           (v) => v,
-          (e: unknown) => ((err = e), null),
+          (e: unknown) => {
+            err = e;
+            return null;
+          },
         );
         if (!r || r.done) break;
         seen.push(r.value.status);

@@ -128,7 +128,10 @@ describe("metrics", () => {
     // The stream gauge falls once the server has seen the cancel.
     let after = await scrape(address);
     await eventually(
-      async () => (after = await scrape(address)).get(key("statemgmt_watch_streams", { kind: "task" })) === 0,
+      async () => {
+        after = await scrape(address);
+        return after.get(key("statemgmt_watch_streams", { kind: "task" })) === 0;
+      },
       5000,
       "the stream gauge back to 0",
     ).catch(() => {}); // the expect below says what it was

@@ -94,7 +94,12 @@ describe("database connections", () => {
     await Promise.all([openPool(sql), tx.open()]);
     const want = closed + POOL + SLOTS;
     const all = new Promise<void>((resolve) => {
-      const check = () => closed >= want && (closeWaiters.delete(check), resolve());
+      const check = () => {
+        if (closed >= want) {
+          closeWaiters.delete(check);
+          resolve();
+        }
+      };
       closeWaiters.add(check);
       check();
     });

@@ -41,13 +41,17 @@ export function startProcess(args: string[], opts: ProcessOptions = {}): Proc {
     lines: [],
     stderr: "",
     events,
-    exited: new Promise((r) => child.on("exit", (code) => (r(code), events.emit("exit")))),
+    exited: new Promise((r) =>
+      child.on("exit", (code) => {
+        r(code);
+        events.emit("exit");
+      }),
+    ),
   };
   let buf = "";
   child.stdout!.on("data", (d: Buffer) => {
     buf += d.toString();
-    let i;
-    while ((i = buf.indexOf("\n")) >= 0) {
+    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
       try {
@@ -73,11 +77,20 @@ export function logLine(p: Proc, msg: string, fields: Record<string, unknown> = 
       clearTimeout(timer);
       p.events.off("line", onLine).off("exit", onExit);
     };
-    const onLine = (l: Record<string, unknown>) => matches(l) && (done(), resolve(l));
-    const onExit = () => (
-      done(), reject(new Error(`process exited (${p.child.exitCode ?? p.child.signalCode}) before "${msg}": ${p.stderr}${JSON.stringify(p.lines)}`))
-    );
-    const timer = setTimeout(() => (done(), reject(new Error(`no "${msg}" log line within ${timeoutMs} ms: ${JSON.stringify(p.lines)}`))), timeoutMs);
+    const onLine = (l: Record<string, unknown>) => {
+      if (matches(l)) {
+        done();
+        resolve(l);
+      }
+    };
+    const onExit = () => {
+      done();
+      reject(new Error(`process exited (${p.child.exitCode ?? p.child.signalCode}) before "${msg}": ${p.stderr}${JSON.stringify(p.lines)}`));
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`no "${msg}" log line within ${timeoutMs} ms: ${JSON.stringify(p.lines)}`));
+    }, timeoutMs);
     p.events.on("line", onLine).on("exit", onExit);
     if (p.child.exitCode !== null || p.child.signalCode !== null) onExit();
   });

@@ -26,7 +26,14 @@ class StillClock implements Clock {
   sleep = (ms: number, signal: AbortSignal) =>
     new Promise<void>((resolve, reject) => {
       const t = setTimeout(resolve, ms);
-      signal.addEventListener("abort", () => (clearTimeout(t), reject(signal.reason)), { once: true });
+      signal.addEventListener(
+        "abort",
+        () => {
+          clearTimeout(t);
+          reject(signal.reason);
+        },
+        { once: true },
+      );
     });
 }
 

@@ -44,7 +44,14 @@ const handles = {
 async function leftOpen(base: Record<string, number>): Promise<string[]> {
   const allowed = Object.fromEntries(Object.entries(base).map(([kind, n]) => [kind, n + (ALLOWED[kind]?.count ?? 0)]));
   let left: string[] = [];
-  await eventually(() => (left = beyond(allowed, activeResources())).length === 0, SETTLE_MS, "the handles closing").catch(() => {});
+  await eventually(
+    () => {
+      left = beyond(allowed, activeResources());
+      return left.length === 0;
+    },
+    SETTLE_MS,
+    "the handles closing",
+  ).catch(() => {});
   return left;
 }
 

@@ -39,7 +39,10 @@ describe("TypeScript client helpers", () => {
     let received = () => {};
     const delivered = (n: number) =>
       new Promise<void>((resolve) => {
-        const check = () => (seen.length >= n ? resolve() : void (received = check));
+        const check = () => {
+          if (seen.length >= n) resolve();
+          else received = check;
+        };
         check();
       });
     try {

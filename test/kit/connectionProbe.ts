@@ -17,7 +17,11 @@ export class ConnectionProbe extends Probe {
 
   constructor(listener: EventEmitter<ConnectionSignals>) {
     super();
-    const counts = (open: number, strangers: number) => this.note(() => ((this.open = open), (this.strangers = strangers)));
+    const counts = (open: number, strangers: number) =>
+      this.note(() => {
+        this.open = open;
+        this.strangers = strangers;
+      });
     listener.on("opened", counts);
     listener.on("closed", counts);
     listener.on("vouched", (strangers) => this.note(() => (this.strangers = strangers)));

@@ -16,11 +16,26 @@ export class WatchProbe extends Probe {
 
   constructor(readonly hub: WatchHub) {
     super();
-    hub.on("subscribed", (taskId, n) => this.note(() => (this.subscriberCounts.set(taskId, n), this.live.add(taskId))));
+    hub.on("subscribed", (taskId, n) =>
+      this.note(() => {
+        this.subscriberCounts.set(taskId, n);
+        this.live.add(taskId);
+      }),
+    );
     hub.on("unsubscribed", (taskId, n) => this.note(() => this.subscriberCounts.set(taskId, n)));
-    hub.on("feedWaiting", (taskId, n) => this.note(() => (this.waitingCounts.set(taskId, n), this.live.add(taskId))));
+    hub.on("feedWaiting", (taskId, n) =>
+      this.note(() => {
+        this.waitingCounts.set(taskId, n);
+        this.live.add(taskId);
+      }),
+    );
     hub.on("feedWaitEnded", (taskId, n) => this.note(() => this.waitingCounts.set(taskId, n)));
-    hub.on("feedClosed", (taskId) => this.note(() => (this.closedFeeds.push(taskId), this.live.delete(taskId))));
+    hub.on("feedClosed", (taskId) =>
+      this.note(() => {
+        this.closedFeeds.push(taskId);
+        this.live.delete(taskId);
+      }),
+    );
     hub.on("listening", () => this.note(() => {}));
     hub.on("heartbeat", () => this.note(() => {}));
   }
