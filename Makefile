@@ -4,7 +4,7 @@ BIN := node_modules/.bin
 # buf runs the protoc-gen-es plugin by name: it must be on PATH.
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help deps gen gen-check lint breaking contract typecheck build run test check clean bench bench-smoke \
+.PHONY: help deps gen gen-check lint format breaking contract typecheck build run test check clean bench bench-smoke \
   python-client python-client-check clients-test
 
 help: ## List the targets
@@ -25,8 +25,13 @@ gen-check: deps ## Fail when gen/ differs from what proto/ generates
 	  if ! diff -r gen $$tmp/gen; then echo "gen/ is out of date: run make gen and commit it" >&2; exit 1; fi; \
 	  echo "gen/ is in sync with proto/"
 
-lint: deps ## buf lint
+lint: deps ## buf lint, then Biome (format and lint; any diagnostic, warnings too, fails)
 	$(BIN)/buf lint
+	$(BIN)/biome ci --error-on-warnings .
+
+format: deps ## Format with Biome and apply its safe lint fixes (what make lint checks)
+	$(BIN)/biome format --write .
+	$(BIN)/biome lint --write .
 
 breaking: deps ## buf breaking: proto/ against the released contract, proto/contract.binpb
 	$(BIN)/buf breaking --against proto/contract.binpb
