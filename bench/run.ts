@@ -718,6 +718,7 @@ async function siteScenario() {
       return w;
     },
     cores: cpus().length,
+    admin,
   };
   const ceiling: CeilingOutcome | undefined = await scenario("siteRaw", `ceiling: raw postgres.js site deployment writes, ${siteNodes} nodes`, async () => {
     const c = await siteCeiling(harness, siteNodes, POOL + TX_POOL);

@@ -14,6 +14,7 @@
 // through the subtasks with ListTasks. The window ends when the deployment is
 // COMPLETE.
 import type { ChildProcess } from "node:child_process";
+import type postgres from "postgres";
 import { StateService } from "../gen/drydock/statemgmt/v1/state_service_pb.js";
 import { ActionResult, TaskStatus } from "../gen/drydock/statemgmt/v1/task_pb.js";
 import { createClient } from "../src/client/client.js";
@@ -43,6 +44,36 @@ export interface SiteHarness {
   fork(): ChildProcess;
   /** Cores of the machine. */
   cores: number;
+  /** The runner's own connection: samples what the database's sessions wait on. */
+  admin?: postgres.Sql;
+}
+
+/**
+ * Samples, every 200 ms until stopped, what the active sessions of
+ * `application` are doing (pg_stat_activity's wait event, or CPU); the
+ * summary is their share of the samples, most frequent first.
+ */
+function sampleWaits(admin: postgres.Sql | undefined, application: string) {
+  const counts = new Map<string, number>();
+  let samples = 0;
+  let running = !!admin;
+  const loop = (async () => {
+    while (running && admin) {
+      const rows = await admin<{ what: string; n: number }[]>`
+        select coalesce(wait_event_type || ':' || wait_event, 'CPU') as what, count(*)::int as n
+        from pg_stat_activity where application_name like ${`${application}%`} and state = 'active' and pid <> pg_backend_pid() group by 1`;
+      samples++;
+      for (const r of rows) counts.set(r.what, (counts.get(r.what) ?? 0) + r.n);
+      await sleep(200);
+    }
+  })();
+  return async () => {
+    running = false;
+    await loop;
+    if (!samples) return "";
+    const top = [...counts].sort((a, b) => b[1] - a[1]).slice(0, 5);
+    return `${application}* sessions active (mean of ${samples} samples): ${top.map(([what, n]) => `${what} ${f(n / samples, 1)}`).join(", ")}`;
+  };
 }
 
 /** A row of bench/run.ts's table. */
@@ -148,9 +179,11 @@ export async function siteCeiling(h: SiteHarness, nodes: number, pool: number): 
     await ready;
     await h.checkpoint();
     const pg0 = await h.pgCpuMs();
+    const waits = sampleWaits(h.admin, "statemgmt-bench-site");
     w.send({ cmd: "go" } satisfies SiteCommand);
     const r = await result;
     const pg1 = await h.pgCpuMs();
+    const waited = await waits();
     const lat = allLatencies([r.lat]);
     const pgMs = pg1 - pg0;
     return {
@@ -171,7 +204,7 @@ export async function siteCeiling(h: SiteHarness, nodes: number, pool: number): 
           serverRssMb: NaN,
           note:
             `wall ${f(r.wallMs / 1000, 2)} s; ${r.calls} statements, one process, pool of ${pool}; PostgreSQL CPU per node ${f(pgMs / nodes, 2)} ms; ` +
-            `client ${f(r.cpuUs / 10 / r.wallMs, 0)} % of a core`,
+            `client ${f(r.cpuUs / 10 / r.wallMs, 0)} % of a core; ${waited}`,
         },
       ],
     };
@@ -272,6 +305,7 @@ export async function siteDeployment(h: SiteHarness, target: { address: string; 
         await sleep(100);
       }
     })();
+    const waits = sampleWaits(h.admin, "drydock-statemgmt");
     const t0 = performance.now();
     for (const x of [...drivers, ...watchers, reader]) x.w.send({ cmd: "go" } satisfies SiteCommand);
     const driven = await Promise.all(drivers.map((d) => d.result));
@@ -281,6 +315,7 @@ export async function siteDeployment(h: SiteHarness, target: { address: string; 
       fence,
     });
     const wallMs = performance.now() - t0;
+    const waited = await waits();
     // The WatchTask streams end with the deployment; the fan-out's tail counts into the server's CPU.
     for (const x of [...watchers, reader]) x.w.send({ cmd: "stop" } satisfies SiteCommand);
     const watched = await Promise.all(
@@ -339,7 +374,7 @@ export async function siteDeployment(h: SiteHarness, target: { address: string; 
           `PostgreSQL ${f(pgMs / nodes, 2)} ms; RSS column: peak; ${renewals} lease renewals; ` +
           `client processes (% of a core): drivers ${driven.map((d) => share(d.cpuUs, d.wallMs)).join(", ")}, ` +
           `watchers ${watched.map((d) => share(d.cpuUs, d.wallMs)).join(", ")}, readers ${share(read.cpuUs, read.wallMs)}; ` +
-          `machine ${f(busy * 100, 0)} % busy (server + PostgreSQL + clients over ${h.cores} cores)`,
+          `machine ${f(busy * 100, 0)} % busy (server + PostgreSQL + clients over ${h.cores} cores); ${waited}`,
       },
       {
         id: "siteSteps",

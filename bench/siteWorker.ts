@@ -448,7 +448,7 @@ const LEASE_TTL_MS = 10_000;
  * deployment, claimed before the window; renewed every ttl/3 within it.
  */
 async function raw(m: Extract<SiteCommand, { cmd: "raw" }>): Promise<RawResult> {
-  const sql = postgres(m.dbUrl, { max: m.pool, ...UNTYPED_OPTIONS, onnotice: () => {}, connection: { application_name: "statemgmt-bench" } });
+  const sql = postgres(m.dbUrl, { max: m.pool, ...UNTYPED_OPTIONS, onnotice: () => {}, connection: { application_name: "statemgmt-bench-site" } });
   await Promise.all(Array.from({ length: m.pool }, () => sql`select 1`));
   const election = `site-raw-${process.pid}-${Date.now()}`;
   const holder = "raw-orchestrator";
