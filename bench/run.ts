@@ -2,11 +2,11 @@
 // DATABASE_URL is set) and a bare grpc-js echo server, drives them from
 // separate client processes, prints a table and the targets of issue 6, and
 // writes bench/results/<time>.json. See BENCHMARKS.md.
-//   node dist/bench/run.js [--smoke] [--duration ms] [--only create64,get64,...]
+//   node dist/bench/run.js [--smoke] [--duration ms] [--only create64,get64,...] [--site-nodes N]
 //     [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"] [--help]
 // --only runs the named scenarios with the ceilings they are compared to
 // (ids as in the table's JSON: create1, get1, appendOne1, create16, create64, create64solo, get64,
-// get64auth, append1, append1solo, append100, watch, idle, claim, failover, list).
+// get64auth, append1, append1solo, append100, watch, idle, claim, failover, site, list).
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, mkdir, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -25,9 +25,10 @@ import { filterFingerprint, PageTokens } from "../src/rpc/pagination.js";
 import { finishedCountsQuery, scrapeQuery } from "../src/store/metrics.js";
 import type { Sql } from "../src/db/connect.js";
 import type { Command, LoadCommand, LoadResult } from "./worker.js";
+import { siteCeiling, siteDeployment, type CeilingOutcome, type SiteHarness } from "./site.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const USAGE = `usage: node dist/bench/run.js [--smoke] [--duration MS] [--only ID,...] [--server-node-args=ARGS]
+const USAGE = `usage: node dist/bench/run.js [--smoke] [--duration MS] [--only ID,...] [--site-nodes N] [--server-node-args=ARGS]
 
 Starts the server as its own process (embedded PostgreSQL unless DATABASE_URL
 is set) and a bare grpc-js echo server, drives them from separate client
@@ -39,7 +40,8 @@ processes, prints a table and the targets, and writes bench/results/<time>.json
   --only ID,...            only these scenarios, with the ceilings they are compared to
                            (create1, create16, create64, create64solo, get64, get64auth,
                            append1, append1solo, append100, watch, idle, claim, failover,
-                           list, metrics)
+                           site, list, metrics)
+  --site-nodes N           nodes of the site deployment scenario (default 2000; --smoke: 40)
   --server-node-args=ARGS  Node options of the served process and the echo server,
                            e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   -h, --help               this text
@@ -52,6 +54,7 @@ function parseCommandLine() {
         smoke: { type: "boolean" },
         duration: { type: "string" },
         only: { type: "string" },
+        "site-nodes": { type: "string" },
         "server-node-args": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -62,6 +65,9 @@ function parseCommandLine() {
     }
     if (values.duration !== undefined && !(Number(values.duration) > 0))
       throw new Error(`--duration must be a positive number of milliseconds, not "${values.duration}"`);
+    const nodes = values["site-nodes"];
+    if (nodes !== undefined && !(/^\d+$/.test(nodes) && Number(nodes) >= 1 && Number(nodes) <= 1_000_000))
+      throw new Error(`--site-nodes must be a whole number of nodes from 1 to 1000000, not "${nodes}"`);
     return values;
   } catch (err) {
     process.stderr.write(`error: ${(err as Error).message}\n\n${USAGE}`);
@@ -86,6 +92,8 @@ const CEILINGS: Record<string, string[]> = {
   append100: ["pgAppend100"],
   // Issue 13's A/B: metrics on against off, fresh processes, interleaved pairs.
   metrics: ["get64metrics-on", "get64metrics-off"],
+  // Issue 27: the site deployment against the same writes straight through postgres.js.
+  site: ["siteRaw"],
 };
 const only =
   values.only === undefined
@@ -104,6 +112,9 @@ const durationMs = Number(values.duration ?? (smoke ? 400 : 5000));
 // /proc/<pid>/stat counts CPU time in clock ticks (USER_HZ, almost always 100).
 const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
 const POOL = 20; // the service's pool in this run, and the raw postgres.js ceilings' pools in total
+/** The service's transaction connections (STATEMGMT_DB_TX_POOL_SIZE's default): the site ceiling gets POOL + these. */
+const TX_POOL = 5;
+const siteNodes = Number(values["site-nodes"] ?? (smoke ? 40 : 2000));
 const sizes = smoke
   ? { readTasks: 50, watchers: 50, idle: 200, queue: 500, list: [1_000, 3_000], failoverTtlMs: 1000, failoverTrials: 1 }
   : { readTasks: 1000, watchers: 1000, idle: 10_000, queue: 20_000, list: [100_000, 1_000_000], failoverTtlMs: 2000, failoverTrials: 5 };
@@ -549,11 +560,11 @@ async function failover(ttlMs: number, trials: number) {
 }
 
 /** Starts a fresh service process on the benchmark's database; `metrics` serves /metrics on a free port. */
-async function startService(name: string, extraArgs: string[] = []) {
+async function startService(name: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}) {
   const p = await startProcess(
     "../src/main.js",
     ["--listen", "127.0.0.1:0", "--database-url", dbUrl, ...extraArgs],
-    { ...process.env, STATEMGMT_LOG_LEVEL: "info", STATEMGMT_DB_POOL_SIZE: String(POOL) },
+    { ...process.env, STATEMGMT_LOG_LEVEL: "info", STATEMGMT_DB_POOL_SIZE: String(POOL), ...env },
     /"address":"([^"]+)",(?:"metrics":"([^"]+)",)?"startupMs"/,
     name,
   );
@@ -692,6 +703,44 @@ async function scrapeCost(sql: postgres.Sql, tasks: number, scrapes: number) {
   } finally {
     await stopService(s.proc);
   }
+}
+
+/**
+ * The site deployment (bench/site.ts) on a fresh service process, after its
+ * ceiling. The process's node call limit is lifted: a site's nodes report
+ * from an address each, the benchmark's all from 127.0.0.1.
+ */
+async function siteScenario() {
+  const harness: SiteHarness = {
+    dbUrl,
+    cpuMs,
+    pgCpuMs,
+    rssMb,
+    checkpoint: async () => void (admin && (await admin`checkpoint`)),
+    fork: () => {
+      const w = fork(path.resolve(here, "siteWorker.js"), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+      children.push(w);
+      return w;
+    },
+    cores: cpus().length,
+    admin,
+  };
+  const ceiling: CeilingOutcome | undefined = await scenario("siteRaw", `ceiling: raw postgres.js site deployment writes, ${siteNodes} nodes`, async () => {
+    const c = await siteCeiling(harness, siteNodes, POOL + TX_POOL);
+    rows.push(...c.rows);
+    return c;
+  });
+  const deployment = await scenario("site", `site deployment, ${siteNodes} nodes`, async () => {
+    const s = await startService("main-site", [], { STATEMGMT_NODE_CALL_RATE: "1000000", STATEMGMT_NODE_CALL_BURST: "1000000" });
+    try {
+      const d = await siteDeployment(harness, { address: s.address, pid: s.proc.pid! }, siteNodes, ceiling);
+      rows.push(...d.rows);
+      return d;
+    } finally {
+      await stopService(s.proc);
+    }
+  });
+  return { ceiling, deployment };
 }
 
 interface Target {
@@ -962,6 +1011,9 @@ try {
     ? ((await scenario("failover", "leader failover", () => failover(sizes.failoverTtlMs, sizes.failoverTrials))) ?? 0)
     : 0;
 
+  // 7. The site deployment (issue 27): its raw-SQL ceiling, then the service.
+  const site = wanted("site") ? await siteScenario() : null;
+
   // 2. (last: it fills the table) ListTasks with 100k and 1M tasks.
   let scrapeAtMax: Awaited<ReturnType<typeof scrapeCost>> | null = null;
   if (wanted("list")) {
@@ -1078,6 +1130,19 @@ try {
     target(`${sizes.idle} idle watchers: LISTEN connections = 1`, idle.listen, "<=", 1, "", idle.listen === 1 ? "" : "MISMATCH");
   }
   if (has("failover")) target(`failover ≤ ttl + ttl/3 + 100 ms`, r("failover").max, "<=", failoverBound, "ms");
+  if (site?.ceiling && site.deployment) {
+    target(
+      `site deployment wall time ≤ 1.0 × the raw-SQL ceiling's (${siteNodes} nodes)`,
+      site.deployment.wallMs / 1000,
+      "<=",
+      site.ceiling.wallMs / 1000,
+      "s",
+    );
+  }
+  if (site?.deployment) {
+    target(`site deployment: watcher lag p99 ≤ 100 ms (${siteNodes} nodes)`, site.deployment.lagP99, "<=", 100, "ms");
+    target(`site deployment: server RSS peak ≤ 512 MB (${siteNodes} nodes)`, site.deployment.rssPeakMb, "<=", 512, "MB");
+  }
   // Issue 13.
   const span = (xs: readonly number[]) => xs.map((x) => x.toFixed(2)).join("–");
   if (overhead) {

@@ -22,6 +22,7 @@ describe("bench/run.js command line", () => {
       expect([r.code, r.stderr], flag).to.deep.equal([0, ""]);
       expect(r.stdout, flag).to.match(/^usage: node dist\/bench\/run\.js \[--smoke\] \[--duration MS\] \[--only ID,\.\.\.\]/);
       expect(r.stdout, flag).to.contain("--server-node-args=ARGS");
+      expect(r.stdout, flag).to.contain("--site-nodes N");
     }
   });
 
@@ -30,6 +31,8 @@ describe("bench/run.js command line", () => {
       [["--bogus"], "error: Unknown option '--bogus'"],
       [["--duration"], "error: Option '--duration <value>' argument missing"],
       [["--duration", "soon"], 'error: --duration must be a positive number of milliseconds, not "soon"'],
+      [["--site-nodes", "0"], 'error: --site-nodes must be a whole number of nodes from 1 to 1000000, not "0"'],
+      [["--site-nodes", "2e3"], 'error: --site-nodes must be a whole number of nodes from 1 to 1000000, not "2e3"'],
       [["positional"], "error: Unexpected argument 'positional'"],
     ] as const) {
       const r = await run(...args);
