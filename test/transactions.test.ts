@@ -156,7 +156,16 @@ describe("transactions under concurrent load", () => {
     expect(unexpected, summary).to.deep.equal([]);
     expect(codes.get("OK") ?? 0, summary).to.be.at.least(MIN_OK);
     const okSummary = [...okBy].map(([k, n]) => `${k} ${n}`).join(", ");
-    for (const what of ["ClaimLeadership", "CreateTask", "ClaimNextTask", "UpdateTask", "CreateTask(parent)", "TerminateTask", "PurgeTasks", "AppendResultMessages"]) {
+    for (const what of [
+      "ClaimLeadership",
+      "CreateTask",
+      "ClaimNextTask",
+      "UpdateTask",
+      "CreateTask(parent)",
+      "TerminateTask",
+      "PurgeTasks",
+      "AppendResultMessages",
+    ]) {
       expect(okBy.get(what) ?? 0, `${what} never succeeded (${okSummary})`).to.be.greaterThan(0);
     }
 
