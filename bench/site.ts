@@ -76,17 +76,21 @@ function sampleWaits(admin: postgres.Sql | undefined, application: string) {
   };
 }
 
-/** A row of bench/run.ts's table. */
+/** A row of bench/run.ts's table (run.ts's Row adds a failed scenario's error). */
 export interface SiteRow {
   id: string;
   scenario: string;
+  /** Calls/s, or messages/s where unit is msgs. */
   opsPerSec: number;
   unit: "calls" | "msgs" | "events" | "trials" | "watchers";
   p50: number;
   p99: number;
   max: number;
+  /** CPU per call of the process serving it: the service, or the echo server. */
   serverCpuUsPerOp: number;
+  /** CPU per call of PostgreSQL (postmaster and backends; embedded only). */
   pgCpuUsPerOp: number;
+  /** CPU per call of the load-generating processes. */
   clientCpuUsPerOp: number;
   serverRssMb: number;
   note?: string;
