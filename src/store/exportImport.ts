@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import type { Queryable, Sql } from "../db/connect.js";
 import type { Micros } from "../core/time.js";
 import type { TaskRow as TasksTableRow } from "./tasks.js";
-import type { JsonObject } from "../core/domain.js";
+import type { MessageRow } from "./messages.js";
 import {
   describeRecord,
   type BootActionContextRecord,
@@ -54,17 +54,6 @@ export const taskRecord = (r: TaskRow): TaskRecord => ({
   claimed_at: opt(r.claimed_at),
   claimed_term: Number(r.claimed_term),
 });
-
-interface MessageRow {
-  task_id: string;
-  seq: bigint;
-  message: string;
-  error: boolean;
-  context_type: string;
-  context: string;
-  ts: Micros;
-  extra: JsonObject | null;
-}
 
 const messageRecord = (r: MessageRow): ResultMessageRecord => ({
   kind: "result_message",

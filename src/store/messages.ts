@@ -13,7 +13,8 @@ import { NotFoundError, SequenceMismatchError } from "../core/errors.js";
 import { run, type Permit } from "./sql.js";
 import { TASK_CHANNEL } from "./notify.js";
 
-interface MessageRow {
+/** A result_messages row as postgres.js returns it (the export reads these too). */
+export interface MessageRow {
   task_id: string;
   seq: bigint;
   message: string;
