@@ -6,7 +6,8 @@ import type { BuildData } from "../core/domain.js";
 import { NotFoundError } from "../core/errors.js";
 import { run } from "./sql.js";
 
-interface BuildDataRow {
+/** A build_data row as postgres.js returns it (data_element null where a list leaves it out; the export reads these too). */
+export interface BuildDataRow {
   build_data_id: bigint;
   node_name: string;
   task_id: string;

@@ -5,6 +5,7 @@ import type { Queryable, Sql } from "../db/connect.js";
 import type { Micros } from "../core/time.js";
 import type { TaskRow as TasksTableRow } from "./tasks.js";
 import type { MessageRow } from "./messages.js";
+import type { BuildDataRow as StoredBuildDataRow } from "./buildData.js";
 import {
   describeRecord,
   type BootActionContextRecord,
@@ -67,15 +68,8 @@ const messageRecord = (r: MessageRow): ResultMessageRecord => ({
   extra: r.extra,
 });
 
-interface BuildDataRow {
-  build_data_id: bigint;
-  node_name: string;
-  task_id: string;
-  collected_at: Micros;
-  generator: string;
-  data_format: string;
-  data_element: Buffer;
-}
+/** The export always reads the data. */
+type BuildDataRow = StoredBuildDataRow & { data_element: Buffer };
 
 const buildDataRecord = (r: BuildDataRow): BuildDataRecord => ({
   kind: "build_data",
